@@ -1,0 +1,65 @@
+"""The exceptions of dcbulk: one root, one subclass per kind of failure."""
+from __future__ import annotations
+
+__all__ = [
+    "DcbulkError",
+    "SourceError",
+    "SourceNotFoundError",
+    "NotHDF5Error",
+    "NotRtdcError",
+    "PlanError",
+    "CodecError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "OutputExistsError",
+    "ConversionError",
+    "ManifestError",
+]
+
+
+class DcbulkError(Exception):
+    """Root of every error raised by dcbulk itself."""
+
+
+class SourceError(DcbulkError):
+    """A source file cannot be used as input."""
+
+
+class SourceNotFoundError(SourceError, FileNotFoundError):
+    """A source path does not exist."""
+
+
+class NotHDF5Error(SourceError):
+    """A source path exists but is not a readable HDF5 file."""
+
+
+class NotRtdcError(SourceError):
+    """An HDF5 file lacks the structure of an .rtdc file (e.g. no ``events``)."""
+
+
+class PlanError(DcbulkError, ValueError):
+    """Options and inputs do not combine into a valid conversion plan."""
+
+
+class CodecError(DcbulkError):
+    """A chunk cannot be encoded or decoded with the requested filters."""
+
+
+class ChecksumMismatchError(CodecError):
+    """A stored Fletcher-32 checksum does not match the chunk bytes."""
+
+
+class ConfigError(DcbulkError, ValueError):
+    """A cluster or run configuration is invalid."""
+
+
+class OutputExistsError(DcbulkError, FileExistsError):
+    """An output exists and would be overwritten without ``force``."""
+
+
+class ConversionError(DcbulkError):
+    """A conversion failed; the message names the file and feature."""
+
+
+class ManifestError(DcbulkError):
+    """The archive manifest is unreadable or conflicts with the options."""
