@@ -1,0 +1,68 @@
+"""Parse the basin definitions stored in the ``basins`` group of an .rtdc file."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = ["extract_basin_dicts"]
+
+logger = logging.getLogger(__name__)
+
+#: Basin types that dcbulk (like dcnum) can resolve.
+SUPPORTED_BASIN_TYPES = ("internal", "file")
+
+
+def _decode_line(line: Any) -> str:
+    """Return one stored JSON line as text (bytes are UTF-8 decoded)."""
+    if isinstance(line, (bytes, np.bytes_)):
+        return bytes(line).decode("utf-8")
+    return str(line)
+
+
+def extract_basin_dicts(h5: h5py.File | h5py.Group,
+                        check: bool = True) -> list[dict[str, Any]]:
+    """Return the basin definitions of an .rtdc file as dictionaries
+
+    The result is the same as that of dcnum's
+    ``HDF5Data.extract_basin_dicts``: one dictionary per dataset in the
+    ``basins`` group, in the group's iteration order (sorted by key).
+
+    Parameters
+    ----------
+    h5
+        An open .rtdc file.
+    check
+        If True, leave out basins of a type other than ``"file"`` and
+        ``"internal"`` and basins whose ``mapping`` feature (e.g.
+        ``basinmap0``) is missing from the ``events`` group.
+
+    Returns
+    -------
+    list[dict]
+        The decoded JSON documents.
+    """
+    basins = h5.get("basins")
+    if basins is None:
+        return []
+    events = h5.get("events")
+    result = []
+    for key in basins.keys():
+        text = "\n".join(_decode_line(ln) for ln in basins[key][:].tolist())
+        bdict = json.loads(text)
+        if check:
+            if bdict["type"] not in SUPPORTED_BASIN_TYPES:
+                logger.debug("Skipping basin %s of type %s",
+                             key, bdict["type"])
+                continue
+            mapping = bdict.get("mapping")
+            if mapping is not None and (events is None
+                                        or mapping not in events):
+                logger.debug("Skipping basin %s: mapping %s missing",
+                             key, mapping)
+                continue
+        result.append(bdict)
+    return result

@@ -1,0 +1,91 @@
+"""Open .rtdc files read-only and list their features, with dcbulk errors."""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+
+import h5py
+
+from ..errors import NotHDF5Error, NotRtdcError, SourceNotFoundError
+
+__all__ = ["open_rtdc", "list_features"]
+
+logger = logging.getLogger(__name__)
+
+
+def open_rtdc(path: str | os.PathLike[str]) -> h5py.File:
+    """Open an .rtdc file read-only and check that it looks like one
+
+    Parameters
+    ----------
+    path
+        Location of the .rtdc (HDF5) file.
+
+    Returns
+    -------
+    h5py.File
+        The file, opened in mode ``"r"``. The caller owns it and must close
+        it (it can be used as a context manager).
+
+    Raises
+    ------
+    SourceNotFoundError
+        If `path` does not exist.
+    NotHDF5Error
+        If `path` exists but is not a readable HDF5 file (e.g. a directory,
+        a text file or a truncated HDF5 file).
+    NotRtdcError
+        If the HDF5 file has no ``events`` group.
+
+    Examples
+    --------
+    >>> with open_rtdc("measurement.rtdc") as h5:  # doctest: +SKIP
+    ...     print(list_features(h5))
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise SourceNotFoundError(f"Source file '{path}' does not exist")
+    try:
+        h5 = h5py.File(path, mode="r")
+    except OSError as exc:
+        raise NotHDF5Error(
+            f"Source file '{path}' is not a readable HDF5 file: {exc}"
+        ) from exc
+    try:
+        events = h5.get("events")
+        if not isinstance(events, h5py.Group):
+            raise NotRtdcError(
+                f"Source file '{path}' is an HDF5 file without an 'events' "
+                f"group, so it is not an .rtdc file")
+    except BaseException:
+        h5.close()
+        raise
+    logger.debug("Opened %s read-only", path)
+    return h5
+
+
+def list_features(h5: h5py.File | h5py.Group) -> list[str]:
+    """Return the sorted names of all features in the ``events`` group
+
+    Parameters
+    ----------
+    h5
+        An open .rtdc file (or any group holding an ``events`` group).
+
+    Returns
+    -------
+    list[str]
+        Names of datasets (e.g. ``deform``, ``image``) and groups
+        (e.g. ``trace``, ``contour``) in ``events``, sorted.
+
+    Raises
+    ------
+    NotRtdcError
+        If there is no ``events`` group.
+    """
+    events = h5.get("events")
+    if not isinstance(events, h5py.Group):
+        raise NotRtdcError(
+            f"HDF5 file '{h5.file.filename}' has no 'events' group")
+    return sorted(events.keys())
