@@ -1,0 +1,54 @@
+"""Shared pytest fixtures: the sample .rtdc files in the shared data directory."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: The six small real .rtdc files expected in the shared data directory.
+SAMPLE_NAMES = (
+    "M001_data.rtdc",
+    "cytoshot-test-data-legacy_dce.rtdc",
+    "cytoshot-test-data.rtdc",
+    "dcnum_thresh_example.rtdc",
+    "file_with_variable_length_logs.rtdc",
+    "fmt-hdf5_cytoshot_extended-moments-features.rtdc",
+)
+
+
+def _shared_data_dir() -> Path:
+    """Sample-data directory: $DCBULK_SHARED_DATA or ../shared/data."""
+    env = os.environ.get("DCBULK_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The directory of the sample .rtdc files (skip if it is absent)."""
+    path = _shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"sample data directory {path} is absent "
+                    f"(set DCBULK_SHARED_DATA to its location)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_files(shared_data_dir: Path) -> list[Path]:
+    """All sample .rtdc files present in the shared data directory."""
+    files = sorted(shared_data_dir.glob("*.rtdc"))
+    if not files:
+        pytest.skip(f"no .rtdc files in {shared_data_dir}")
+    return files
+
+
+@pytest.fixture(params=SAMPLE_NAMES)
+def sample_file(request: pytest.FixtureRequest,
+                shared_data_dir: Path) -> Path:
+    """Each of the six sample files in turn (skip one that is absent)."""
+    path = shared_data_dir / request.param
+    if not path.is_file():
+        pytest.skip(f"sample file {path} is absent")
+    return path
