@@ -1,0 +1,214 @@
+"""The Python API of the engine: :func:`convert` one file, :func:`store_features` of dask arrays.
+
+Both plan on the client (small I/O: one inspection of the source) and submit exactly one
+writer task per output to the cluster; the writer feeds the workers with encode tasks and
+stores their chunks. Errors from workers or the writer reach the caller as
+:class:`~dcbulk.errors.DcbulkError` subclasses naming the file and feature.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+
+import dask.array as da
+import numpy as np
+
+from ..codec import ChunkCodec, parse_compression
+from ..errors import OutputExistsError, PlanError
+from ..plan import DEFAULT_TASK_BYTES, ConversionPlan, FeaturePlan, best_chunk_rows, plan_conversion
+from ..read.inspect import DatasetRef, FeatureSource, inspect_source
+from .arrays import ArrayBundle, iter_array_results
+from .client import client_context
+from .writer import WriteSummary, _exact_features, write_output
+
+__all__ = ["Report", "convert", "store_features", "submit_conversion"]
+
+
+@dataclass
+class Report:
+    """Summary of one conversion.
+
+    ``raw_bytes`` are the uncompressed bytes of the features written, ``bytes_in`` the size of
+    the source file, ``bytes_out`` the size of the output file; ``compression_ratio`` is
+    ``raw_bytes`` over the bytes stored for the features. ``features`` holds per feature the
+    mode (``encode``, ``raw-copy`` or ``hdf5-filter``), filters, chunks, bytes and the
+    seconds spent in worker tasks.
+    """
+
+    source: str | None
+    output: str
+    events: int
+    bytes_in: int
+    bytes_out: int
+    raw_bytes: int
+    compression_ratio: float
+    wall_seconds: float
+    features: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def from_summary(cls, summary: WriteSummary, bytes_in: int, wall: float) -> Report:
+        raw = sum(f["raw_bytes"] for f in summary.features.values())
+        stored = sum(f["stored_bytes"] for f in summary.features.values())
+        return cls(source=summary.source or None, output=summary.output,
+                   events=summary.n_events, bytes_in=bytes_in, bytes_out=summary.bytes_out,
+                   raw_bytes=raw, compression_ratio=(raw / stored) if stored else float("nan"),
+                   wall_seconds=wall, features=summary.features)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _codec(compression) -> ChunkCodec:
+    return compression if isinstance(compression, ChunkCodec) else parse_compression(compression)
+
+
+def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
+                      inline: bool = False):
+    """Submit the writer task of one plan; return its future (a :class:`WriteSummary`)."""
+    name = os.path.basename(plan.output).replace(".", "_")
+    return client.submit(write_output, plan, inline=inline, overwrite=overwrite, pure=False,
+                         key=f"dcbulk-write-{name}-{uuid.uuid4().hex[:8]}")
+
+
+def convert(source, output, *, features=None, mapping=None, compression="zstd:5",
+            client=None, basin_to_source: bool = False, overwrite: bool = False,
+            max_task_bytes: int = DEFAULT_TASK_BYTES) -> Report:
+    """Convert one ``.rtdc`` file: read, map, encode on the workers, write once.
+
+    Parameters
+    ----------
+    source
+        The source file.
+    output
+        The output file; written as a ``.partial`` sibling and renamed when complete.
+    features
+        Feature names (``None``: every own feature of the source; basins are carried over).
+    mapping
+        Integer indices or boolean filter over the source events (``None``: all events).
+    compression
+        ``"zstd:5"`` (default), ``"zstd:N"``, ``"gzip:N"`` or ``"none"``, or a ChunkCodec.
+        Source chunks already stored with these filters at an equal or higher level are
+        copied as stored.
+    client
+        A ``distributed.Client``; by default a LocalCluster sized to the machine is started
+        and closed again.
+    basin_to_source
+        Add a file basin that points back to the source (with the mapping), so every
+        feature of the source remains reachable from the output.
+    overwrite
+        Replace an existing output.
+    max_task_bytes
+        Uncompressed bytes per worker task.
+
+    Returns
+    -------
+    Report
+
+    Raises
+    ------
+    SourceError
+        The source is missing, not HDF5 or not an .rtdc file.
+    PlanError
+        Bad feature names or mapping.
+    OutputExistsError
+        The output exists and ``overwrite`` is False.
+    ConversionError
+        A worker or the writer failed; no file is left under the output name.
+    """
+    t0 = time.perf_counter()
+    output = os.path.abspath(output)
+    if os.path.exists(output) and not overwrite:
+        raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
+    info = inspect_source(source)
+    plan = plan_conversion(info, output, features=features, mapping=mapping,
+                           codec=_codec(compression), max_task_bytes=max_task_bytes,
+                           basin_to_source=basin_to_source,
+                           options={"compression": str(compression),
+                                    "features": features, "basin_to_source": basin_to_source})
+    with client_context(client) as cl:
+        summary = submit_conversion(cl, plan, overwrite=overwrite).result()
+    return Report.from_summary(summary, info.size, time.perf_counter() - t0)
+
+
+def _array_plans(arrays: dict[str, da.Array], codec: ChunkCodec, max_task_bytes: int
+                 ) -> tuple[dict[str, da.Array], tuple[FeaturePlan, ...], int]:
+    if not arrays:
+        raise PlanError("store_features needs at least one array")
+    lengths = {name: int(arr.shape[0]) for name, arr in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise PlanError(f"arrays differ in length: {lengths}")
+    n_rows = next(iter(lengths.values()))
+    aligned, plans = {}, []
+    for name, arr in arrays.items():
+        if not isinstance(arr, da.Array):
+            arr = da.from_array(np.asarray(arr))
+        if any(np.isnan(c) for dim in arr.chunks for c in dim):
+            raise PlanError(f"array '{name}' has unknown chunk sizes; call compute_chunk_sizes()")
+        dtype = np.dtype(arr.dtype)
+        if name == "mask" and dtype == bool:
+            dtype = np.dtype(np.uint8)
+        item_shape = tuple(int(s) for s in arr.shape[1:])
+        cr = best_chunk_rows(item_shape, dtype)
+        per_block = max(1, max_task_bytes // max(1, cr * int(np.prod(item_shape)) * dtype.itemsize))
+        aligned[name] = arr.rechunk((cr * per_block,) + tuple(-1 for _ in item_shape))
+        ref = DatasetRef(path="", name=f"dask:{arr.name}", shape=tuple(arr.shape),
+                         dtype=dtype.str, chunks=None, codec=None)
+        plans.append(FeaturePlan(name=name, source=FeatureSource(name, ref, origin="dask"),
+                                 item_shape=item_shape, dtype=dtype.str, chunk_rows=cr,
+                                 n_rows=n_rows, codec=codec))
+    return aligned, tuple(plans), n_rows
+
+
+def _write_arrays(plan: ConversionPlan, bundle: ArrayBundle, *, overwrite: bool,
+                  inline: bool) -> WriteSummary:
+    plans = {fp.name: fp for fp in plan.features}
+    exact = _exact_features(plan.features)
+    results = iter_array_results(bundle, plans, exact, inline=inline)
+    return write_output(plan, overwrite=overwrite, results=results)
+
+
+def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = True,
+                   compression="zstd:5", client=None, overwrite: bool = False,
+                   max_task_bytes: int = DEFAULT_TASK_BYTES) -> Report:
+    """Write dask arrays as features of a new ``.rtdc`` file.
+
+    Arrays are rechunked to whole multiples of the best HDF5 chunks, encoded on the workers
+    and stored by one writer task.
+
+    Parameters
+    ----------
+    arrays
+        Feature name -> dask (or numpy) array, all of the same length.
+    output
+        The output file.
+    metadata_from
+        A source file whose attributes, logs and tables are copied (never overriding).
+    basins
+        With ``metadata_from``: copy its basins and add a file basin pointing to it, so its
+        other features stay reachable from the output.
+    compression, client, overwrite, max_task_bytes
+        As for :func:`convert`.
+    """
+    t0 = time.perf_counter()
+    output = os.path.abspath(output)
+    if os.path.exists(output) and not overwrite:
+        raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
+    codec = _codec(compression)
+    aligned, fplans, n_rows = _array_plans(arrays, codec, max_task_bytes)
+    info = inspect_source(metadata_from) if metadata_from is not None else None
+    if info is not None and info.n_events != n_rows:
+        raise PlanError(f"{info.path} has {info.n_events} events but the arrays have {n_rows}")
+    if info is not None and not basins:
+        info = replace(info, basins=())
+    plan = ConversionPlan(source=info.path if info else "", output=output, n_events=n_rows,
+                          features=fplans, tasks=(), codec=codec, source_info=info,
+                          basin_to_source=bool(basins and info is not None),
+                          options={"compression": str(compression), "store_features": True})
+    bundle = ArrayBundle(aligned)
+    with client_context(client) as cl:
+        fut = cl.submit(_write_arrays, plan, bundle, overwrite=overwrite, inline=False,
+                        pure=False, key=f"dcbulk-write-{uuid.uuid4().hex[:8]}")
+        summary = fut.result()
+    return Report.from_summary(summary, info.size if info else 0, time.perf_counter() - t0)

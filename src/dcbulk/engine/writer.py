@@ -1,0 +1,232 @@
+"""The one writer task per output file.
+
+:func:`write_output` runs on a dask worker (or inline in any process). It creates the output
+as ``<output>.<uuid>.partial`` through :class:`~dcbulk.write.HDF5Writer`, leaves the worker's
+thread pool (``secede``) so it never occupies a compute slot, submits the encode tasks of its
+plan in a bounded window, stores each finished chunk with a direct chunk write as soon as it
+arrives, adds metadata, basins and a provenance log, and renames the file into place only
+when everything succeeded. On failure the partial file is removed and outstanding tasks are
+cancelled.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..codec import verify_codec_with_hdf5
+from ..errors import ConversionError, DcbulkError, OutputExistsError
+from ..plan import ConversionPlan, FeaturePlan, block_events
+from ..write import HDF5Writer
+from .finish import write_metadata, write_trailer
+from .tasks import ChunkResult, TaskPayload, TaskResult, run_task
+
+__all__ = ["WriteSummary", "write_output", "make_payloads", "commit_file", "partial_path"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WriteSummary:
+    """What the writer reports back: small, picklable."""
+
+    source: str
+    output: str
+    n_events: int
+    seconds: float
+    bytes_out: int
+    features: dict[str, dict] = field(default_factory=dict)
+
+
+def partial_path(output: str) -> str:
+    """A unique temporary sibling of ``output`` that no ``*.rtdc`` glob matches."""
+    return f"{output}.{uuid.uuid4().hex[:12]}.partial"
+
+
+def commit_file(partial: str, output: str, *, overwrite: bool) -> None:
+    """Move a finished file into place; never replace an existing output unless asked."""
+    if overwrite:
+        os.replace(partial, output)
+        return
+    try:
+        os.link(partial, output)
+    except FileExistsError:
+        os.unlink(partial)
+        raise OutputExistsError(f"{output}: exists already (use force/overwrite)") from None
+    except OSError:  # filesystems without hard links
+        if os.path.exists(output):
+            os.unlink(partial)
+            raise OutputExistsError(f"{output}: exists already (use force/overwrite)") from None
+        os.rename(partial, output)
+        return
+    os.unlink(partial)
+
+
+def _exact_features(features: Iterable[FeaturePlan]) -> dict[str, bool]:
+    """Check once per (filters, dtype, chunk shape) that worker encoding matches HDF5."""
+    verdicts: dict[tuple, bool] = {}
+    exact = {}
+    rng = np.random.default_rng(0)
+    for fp in features:
+        key = (fp.codec, fp.dtype, fp.chunk_shape)
+        if key not in verdicts:
+            shape = (min(3, fp.chunk_rows),) + fp.item_shape
+            sample = rng.integers(0, 12, size=shape).astype(fp.dtype)
+            verdicts[key] = fp.raw_copy or verify_codec_with_hdf5(
+                fp.codec, np.dtype(fp.dtype), fp.chunk_shape, sample)
+            if not verdicts[key]:
+                logger.warning("worker encoding of %s differs from HDF5 here; storing %s "
+                               "through HDF5's filter pipeline", fp.codec.describe(), fp.name)
+        exact[fp.name] = verdicts[key]
+    return exact
+
+
+def make_payloads(plan: ConversionPlan, exact: dict[str, bool]) -> Iterator[TaskPayload]:
+    """Yield the payload of each task, slicing the mapping lazily."""
+    plans = {fp.name: fp for fp in plan.features}
+    for task in plan.tasks:
+        fps = tuple({b.feature: plans[b.feature] for b in task.blocks}.values())
+        yield TaskPayload(
+            label=plan.source, features=fps, blocks=task.blocks,
+            events=tuple(block_events(plans[b.feature], b, plan.mapping) for b in task.blocks),
+            exact=tuple(exact[b.feature] for b in task.blocks))
+
+
+def _window_size(client) -> int:
+    return 2 * max(1, sum(client.nthreads().values())) + 2
+
+
+def iter_results(payloads: Iterator, *, inline: bool, window: int | None = None,
+                 func=run_task) -> Iterator[TaskResult]:
+    """Run payloads inline or on the cluster, yielding results as they complete.
+
+    On the cluster, at most ``window`` tasks are in flight (backpressure): a new one is
+    submitted each time a result has been consumed.
+    """
+    if inline:
+        for payload in payloads:
+            yield func(payload)
+        return
+    from distributed import as_completed, get_client, secede
+    client = get_client()
+    secede()
+    window = window or _window_size(client)
+    token = uuid.uuid4().hex[:8]
+    futures = as_completed()
+    pending = []
+    count = 0
+
+    def submit_next() -> bool:
+        nonlocal count
+        payload = next(payloads, None)
+        if payload is None:
+            return False
+        fut = client.submit(func, payload, key=(f"dcbulk-encode-{token}", count), pure=False,
+                            priority=-count)
+        count += 1
+        pending.append(fut)
+        futures.add(fut)
+        return True
+
+    for _ in range(window):
+        if not submit_next():
+            break
+    try:
+        for fut in futures:
+            result = fut.result()
+            pending.remove(fut)
+            fut.release()
+            submit_next()
+            yield result
+    finally:
+        if pending:
+            client.cancel(pending)
+
+
+def store_chunk(hw: HDF5Writer, datasets: dict, plans: dict, chunk: ChunkResult) -> int:
+    """Store one chunk through the writer; return the bytes stored."""
+    fp = plans[chunk.feature]
+    ds = datasets[chunk.feature]
+    start, stop = fp.chunk_rows_range(chunk.chunk_index)
+    if chunk.encoded:
+        offset = (start,) + (0,) * len(fp.item_shape)
+        ds.id.write_direct_chunk(offset, chunk.data, chunk.filter_mask)
+        return len(chunk.data)
+    ds[start:stop] = chunk.data
+    return 0
+
+
+def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool = False,
+                 window: int | None = None, results: Iterator[TaskResult] | None = None
+                 ) -> WriteSummary:
+    """Write one output file from a plan (the single writer of that file).
+
+    Parameters
+    ----------
+    plan
+        The conversion plan.
+    inline
+        Run the encode tasks in this process instead of on the cluster (small files).
+    overwrite
+        Replace an existing output.
+    window
+        Maximum tasks in flight (default: twice the cluster's threads plus two).
+    results
+        Test/extension hook: an iterator of task results to store instead of running the
+        plan's tasks (used by :func:`~dcbulk.engine.api.store_features`).
+
+    Raises
+    ------
+    OutputExistsError
+        The output exists and ``overwrite`` is False.
+    ConversionError
+        Any failure, naming the source and output; no file is left under the output name.
+    """
+    t0 = time.perf_counter()
+    if os.path.exists(plan.output) and not overwrite:
+        raise OutputExistsError(f"{plan.output}: exists already (use force/overwrite)")
+    os.makedirs(os.path.dirname(os.path.abspath(plan.output)), exist_ok=True)
+    partial = partial_path(plan.output)
+    plans = {fp.name: fp for fp in plan.features}
+    stats = {fp.name: {"mode": "raw-copy" if fp.raw_copy else "encode", "chunks": 0,
+                       "raw_bytes": 0, "stored_bytes": 0, "seconds": 0.0,
+                       "filters": fp.codec.describe()} for fp in plan.features}
+    try:
+        with HDF5Writer(partial, mode="w-", ds_kwds=plan.codec.ds_kwds()) as hw:
+            write_metadata(hw, plan)
+            datasets = {}
+            for fp in plan.features:
+                ds, _ = hw.require_feature(fp.name, fp.item_shape, np.dtype(fp.dtype),
+                                           ds_kwds=fp.codec.ds_kwds())
+                ds.resize(fp.n_rows, axis=0)
+                datasets[fp.name] = ds
+            if results is None:
+                exact = _exact_features(plan.features)
+                for name, ok in exact.items():
+                    if not ok:
+                        stats[name]["mode"] = "hdf5-filter"
+                results = iter_results(make_payloads(plan, exact), inline=inline, window=window)
+            for res in results:
+                for chunk in res.chunks:
+                    stats[chunk.feature]["stored_bytes"] += store_chunk(hw, datasets, plans, chunk)
+                    stats[chunk.feature]["chunks"] += 1
+                for name, secs in res.seconds.items():
+                    stats[name]["seconds"] += secs
+                    stats[name]["raw_bytes"] += res.raw_bytes.get(name, 0)
+            write_trailer(hw, plan)
+        commit_file(partial, plan.output, overwrite=overwrite)
+    except BaseException as exc:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        if isinstance(exc, (DcbulkError, KeyboardInterrupt, SystemExit)):
+            raise
+        raise ConversionError(f"{plan.source} -> {plan.output}: {type(exc).__name__}: {exc}"
+                              ) from exc
+    return WriteSummary(source=plan.source, output=plan.output, n_events=plan.n_events,
+                        seconds=time.perf_counter() - t0,
+                        bytes_out=os.path.getsize(plan.output), features=stats)

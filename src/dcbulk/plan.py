@@ -1,0 +1,274 @@
+"""Pure planning: source descriptions and options in, picklable task recipes out.
+
+Nothing here opens a file or touches dask. :func:`plan_conversion` turns a
+:class:`~dcbulk.read.inspect.SourceInfo`, a feature selection, an optional event mapping and
+a :class:`~dcbulk.codec.ChunkCodec` into a :class:`ConversionPlan`: one
+:class:`FeaturePlan` per output dataset (its chunking follows
+``HDF5Writer.get_best_nd_chunks``) and :class:`TaskRecipe` objects, each a run of whole
+output chunks of one or more features, sized so that a task carries several MiB of work.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .codec import ChunkCodec
+from .errors import PlanError
+from .read.inspect import FeatureSource, SourceInfo
+
+__all__ = [
+    "FeaturePlan", "BlockRecipe", "TaskRecipe", "ConversionPlan", "DEFAULT_TASK_BYTES",
+    "best_chunk_rows", "make_mapping", "select_features", "plan_feature", "plan_tasks",
+    "plan_conversion", "block_events",
+]
+
+#: ``FeatureSource.origin`` of features generated as 1..n instead of read
+ENUMERATE = "enumerate"
+
+#: uncompressed bytes one worker task aims to handle (runs of several 1 MiB chunks)
+DEFAULT_TASK_BYTES = 16 * 1024**2
+
+
+def best_chunk_rows(item_shape: tuple[int, ...], dtype) -> int:
+    """Rows per HDF5 chunk for a feature, exactly as ``HDF5Writer.get_best_nd_chunks``."""
+    from .write import HDF5Writer
+    return int(HDF5Writer.get_best_nd_chunks(tuple(item_shape), np.dtype(dtype))[0])
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """One output dataset: its layout, filters and where its rows come from.
+
+    ``raw_copy`` means the stored source chunks already have the output's chunk shape and
+    archival filters (e.g. zstd >= 5 + fletcher32), so they are copied as stored bytes
+    without decoding; ``codec`` is then the source's own filters.
+    """
+
+    name: str
+    source: FeatureSource
+    item_shape: tuple[int, ...]
+    dtype: str
+    chunk_rows: int
+    n_rows: int
+    codec: ChunkCodec
+    raw_copy: bool = False
+
+    @property
+    def chunk_shape(self) -> tuple[int, ...]:
+        return (self.chunk_rows,) + self.item_shape
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n_rows / self.chunk_rows)
+
+    @property
+    def row_nbytes(self) -> int:
+        return int(np.prod(self.item_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+    def chunk_rows_range(self, chunk_index: int) -> tuple[int, int]:
+        start = chunk_index * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.n_rows)
+
+
+@dataclass(frozen=True)
+class BlockRecipe:
+    """Output chunks ``chunk_start`` (incl.) to ``chunk_stop`` (excl.) of one feature."""
+
+    feature: str
+    chunk_start: int
+    chunk_stop: int
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """The blocks one worker task reads and encodes, and their uncompressed size."""
+
+    blocks: tuple[BlockRecipe, ...]
+    nbytes: int
+
+
+@dataclass(frozen=True, eq=False)
+class ConversionPlan:
+    """Everything the writer task needs to produce one output file.
+
+    ``mapping`` (int64 source event indices, or None for all events) is the only array in a
+    plan; task payloads take slices of it lazily, so it is never duplicated per task.
+    """
+
+    source: str
+    output: str
+    n_events: int
+    features: tuple[FeaturePlan, ...]
+    tasks: tuple[TaskRecipe, ...]
+    codec: ChunkCodec
+    mapping: np.ndarray | None = None
+    source_info: SourceInfo | None = None
+    basin_to_source: bool = False
+    options: dict = field(default_factory=dict)
+
+    def feature(self, name: str) -> FeaturePlan:
+        for fp in self.features:
+            if fp.name == name:
+                return fp
+        raise KeyError(name)
+
+
+def make_mapping(mapping, n_events: int) -> np.ndarray | None:
+    """Validate an index array or boolean filter and return int64 source indices.
+
+    Raises
+    ------
+    PlanError
+        When the mapping is not 1-D, a boolean filter has the wrong length, or an index
+        lies outside ``0..n_events-1``.
+    """
+    if mapping is None:
+        return None
+    arr = np.asarray(mapping)
+    if arr.ndim != 1:
+        raise PlanError(f"mapping must be 1-D, got shape {arr.shape}")
+    if arr.dtype == bool:
+        if arr.size != n_events:
+            raise PlanError(f"boolean filter has {arr.size} entries but the source has "
+                            f"{n_events} events")
+        return np.flatnonzero(arr).astype(np.int64)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise PlanError(f"mapping must hold integers or booleans, got dtype {arr.dtype}")
+    idx = arr.astype(np.int64, copy=False)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_events):
+        raise PlanError(f"mapping indices must lie in 0..{n_events - 1}, got "
+                        f"{idx.min()}..{idx.max()}")
+    return idx
+
+
+def select_features(info: SourceInfo, features=None) -> list[str]:
+    """Resolve a feature selection against what a source provides.
+
+    ``None`` selects the source's own ``events`` features (``basinmapN`` excluded: basins are
+    carried as basins). A group name such as ``"trace"`` selects all its members.
+    """
+    available = info.features
+    if features is None:
+        return [f for f in info.own_features if not f.startswith("basinmap")]
+    if isinstance(features, str):
+        features = [features]
+    chosen: list[str] = []
+    for feat in features:
+        members = [f for f in available if f.startswith(f"{feat}/")]
+        if feat in available:
+            members = [feat]
+        if not members:
+            raise PlanError(f"{info.path}: feature '{feat}' not available; available: "
+                            f"{', '.join(sorted(available))}")
+        chosen.extend(m for m in members if m not in chosen)
+    return chosen
+
+
+def _keeps_stored_chunks(src: ChunkCodec | None, want: ChunkCodec) -> bool:
+    """True when stored chunks with ``src`` filters are at least as good as ``want``."""
+    if src is None or src.compression != want.compression or src.fletcher32 != want.fletcher32:
+        return False
+    if want.compression is None:
+        return True
+    return src.level >= want.level
+
+
+def plan_feature(fsrc: FeatureSource, n_rows: int, codec: ChunkCodec, *,
+                 mapped: bool) -> FeaturePlan:
+    """Plan one output dataset for a feature.
+
+    A mapped ``index`` feature is renumbered ``1..n`` (dclab requires an enumerated index; the
+    original numbers stay reachable through ``index_online`` and the basins).
+    """
+    if mapped and fsrc.feature == "index":
+        fsrc = replace(fsrc, origin=ENUMERATE)
+    item_shape = fsrc.data.item_shape
+    dtype = np.dtype(fsrc.data.dtype)
+    if fsrc.feature == "mask" and dtype == bool:
+        dtype = np.dtype(np.uint8)
+    chunk_rows = best_chunk_rows(item_shape, dtype)
+    src_codec = fsrc.data.chunk_codec()
+    raw = (fsrc.origin != ENUMERATE and not mapped and fsrc.rowmap is None
+           and fsrc.data.chunks == (chunk_rows,) + item_shape
+           and fsrc.data.shape[0] == n_rows
+           and dtype == np.dtype(fsrc.data.dtype)
+           and _keeps_stored_chunks(src_codec, codec))
+    return FeaturePlan(name=fsrc.feature, source=fsrc, item_shape=item_shape, dtype=dtype.str,
+                       chunk_rows=chunk_rows, n_rows=n_rows,
+                       codec=src_codec if raw else codec, raw_copy=raw)
+
+
+def plan_tasks(features: tuple[FeaturePlan, ...], max_task_bytes: int = DEFAULT_TASK_BYTES
+               ) -> tuple[TaskRecipe, ...]:
+    """Cut features into runs of whole chunks and pack them into tasks.
+
+    Large features give one block per task; small ones (scalars, short files) are packed
+    several to a task so that per-task overhead stays small.
+    """
+    if max_task_bytes <= 0:
+        raise ValueError(f"max_task_bytes must be positive, got {max_task_bytes}")
+    tasks: list[TaskRecipe] = []
+    pending: list[BlockRecipe] = []
+    pending_bytes = 0
+    for fp in features:
+        chunk_bytes = max(1, fp.chunk_rows * fp.row_nbytes)
+        per_block = max(1, max_task_bytes // chunk_bytes)
+        for start in range(0, fp.n_chunks, per_block):
+            stop = min(start + per_block, fp.n_chunks)
+            nbytes = (min(stop * fp.chunk_rows, fp.n_rows) - start * fp.chunk_rows) * fp.row_nbytes
+            if pending and pending_bytes + nbytes > max_task_bytes:
+                tasks.append(TaskRecipe(tuple(pending), pending_bytes))
+                pending, pending_bytes = [], 0
+            pending.append(BlockRecipe(fp.name, start, stop))
+            pending_bytes += nbytes
+    if pending:
+        tasks.append(TaskRecipe(tuple(pending), pending_bytes))
+    return tuple(tasks)
+
+
+def block_events(fp: FeaturePlan, block: BlockRecipe,
+                 mapping: np.ndarray | None) -> slice | np.ndarray:
+    """Source event indices of a block: a slice when contiguous, else an index array."""
+    start = block.chunk_start * fp.chunk_rows
+    stop = min(block.chunk_stop * fp.chunk_rows, fp.n_rows)
+    if mapping is None:
+        return slice(start, stop)
+    return mapping[start:stop]
+
+
+def plan_conversion(info: SourceInfo, output: str, *, features=None, mapping=None,
+                    codec: ChunkCodec, max_task_bytes: int = DEFAULT_TASK_BYTES,
+                    basin_to_source: bool = False, options: dict | None = None
+                    ) -> ConversionPlan:
+    """Plan the conversion of one source file into one output file.
+
+    Parameters
+    ----------
+    info
+        Description of the source (:func:`~dcbulk.read.inspect.inspect_source`).
+    output
+        Path of the output file.
+    features
+        Feature names (``None``: the source's own features).
+    mapping
+        Integer indices or a boolean filter over source events (``None``: all events).
+    codec
+        Filters of the output datasets.
+    max_task_bytes
+        Uncompressed bytes per worker task.
+    basin_to_source
+        Also store a file basin (with the mapping) that points back to the source.
+    options
+        Free-form options recorded in the provenance log.
+    """
+    idx = make_mapping(mapping, info.n_events)
+    n_rows = info.n_events if idx is None else int(idx.size)
+    names = select_features(info, features)
+    fplans = tuple(plan_feature(info.features[name], n_rows, codec, mapped=idx is not None)
+                   for name in names)
+    return ConversionPlan(
+        source=info.path, output=str(output), n_events=n_rows, features=fplans,
+        tasks=plan_tasks(fplans, max_task_bytes), codec=codec, mapping=idx, source_info=info,
+        basin_to_source=basin_to_source, options=dict(options or {}))

@@ -1,0 +1,221 @@
+"""Describe a source file as picklable records: which feature lives where.
+
+:func:`inspect_source` opens an ``.rtdc`` file once (on the client or on a worker), resolves every
+feature it can provide -- its own ``events`` datasets and groups, internal basins
+(``basin_events`` + ``basinmapN``) and file basins (other files, mapped or not) -- and returns
+a :class:`SourceInfo` made only of strings, ints, tuples and dicts. Planning and the worker-side
+readers work from these records; no h5py object ever leaves this module.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from dataclasses import dataclass, field, replace
+
+import h5py
+import numpy as np
+
+from ..codec import ChunkCodec
+from ..errors import SourceError
+from .basins import extract_basin_dicts
+from .files import open_rtdc
+from .identifier import get_measurement_identifier
+
+__all__ = ["DatasetRef", "FeatureSource", "SourceInfo", "inspect_source", "describe_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """Where one HDF5 dataset lives and how it is stored.
+
+    Parameters
+    ----------
+    path
+        Absolute path of the file holding the dataset.
+    name
+        HDF5 path of the dataset inside the file, e.g. ``"events/image"``.
+    shape, dtype, chunks
+        As reported by h5py (``dtype`` as ``np.dtype.str``; ``chunks`` None when contiguous).
+    codec
+        ``ChunkCodec.to_dict()`` of the filter pipeline when dcbulk can reproduce it
+        byte for byte, else None.
+    """
+
+    path: str
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...] | None
+    codec: dict | None
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[1:])
+
+    def chunk_codec(self) -> ChunkCodec | None:
+        return None if self.codec is None else ChunkCodec.from_dict(self.codec)
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """One feature of a source file's events and where its rows come from.
+
+    Row ``i`` of the feature (event ``i`` of the source) is row ``i`` of ``data`` when
+    ``rowmap`` is None, else row ``rowmap[i]`` of ``data`` (``rowmap`` is a ``basinmapN``
+    dataset of the source file).
+    """
+
+    feature: str
+    data: DatasetRef
+    rowmap: DatasetRef | None = None
+    origin: str = "events"
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Everything planning needs to know about one source file."""
+
+    path: str
+    n_events: int
+    identifier: str | None
+    features: dict[str, FeatureSource] = field(default_factory=dict)
+    own_features: tuple[str, ...] = ()
+    basins: tuple[dict, ...] = ()
+    has_contour: bool = False
+    size: int = 0
+    mtime: float = 0.0
+
+
+def describe_dataset(path: str | os.PathLike, dset: h5py.Dataset) -> DatasetRef:
+    """Return the :class:`DatasetRef` of an open dataset."""
+    codec = ChunkCodec.from_dataset(dset)
+    return DatasetRef(
+        path=str(path), name=dset.name.lstrip("/"), shape=tuple(int(s) for s in dset.shape),
+        dtype=dset.dtype.str, chunks=None if dset.chunks is None else tuple(dset.chunks),
+        codec=None if codec is None else codec.to_dict())
+
+
+def _walk_event_datasets(group: h5py.Group, prefix: str = ""):
+    """Yield ``(feature, dataset)`` for datasets and one level of groups (``trace``)."""
+    for key in sorted(group.keys()):
+        obj = group.get(key)
+        if isinstance(obj, h5py.Dataset):
+            yield prefix + key, obj
+        elif isinstance(obj, h5py.Group) and key != "contour" and not prefix:
+            yield from _walk_event_datasets(obj, prefix=f"{key}/")
+
+
+def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:
+    if lengths:
+        counts = set(lengths.values())
+        if len(counts) > 1:
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(lengths.items()))
+            raise SourceError(f"{path}: features in 'events' differ in length ({detail}); "
+                              f"refusing to guess which events are valid")
+        return counts.pop()
+    attr = events.file.attrs.get("experiment:event count")
+    return int(attr) if attr is not None else 0
+
+
+def _resolve_file_basin(src_dir: pathlib.Path, bdict: dict) -> pathlib.Path | None:
+    """Return the first existing candidate path of a file basin, or None."""
+    for cand in bdict.get("paths", []):
+        pp = pathlib.Path(cand)
+        if not pp.is_absolute():
+            pp = src_dir / pp
+        if pp.is_file():
+            return pp.resolve()
+    return None
+
+
+def _basin_features(path: str, h5: h5py.File, bdict: dict, rowmap: DatasetRef | None,
+                    n_events: int) -> dict[str, FeatureSource]:
+    """Describe the features one basin provides (empty when unreachable)."""
+    btype = bdict.get("type")
+    label = f"{btype} basin '{bdict.get('name')}'"
+    found: dict[str, FeatureSource] = {}
+    if btype == "internal":
+        group = h5.get("basin_events")
+        if group is None:
+            return found
+        for feat in bdict.get("features", []):
+            if isinstance(group.get(feat), h5py.Dataset):
+                found[feat] = FeatureSource(feat, describe_dataset(path, group[feat]),
+                                            rowmap, label)
+        return found
+    if btype != "file" or bdict.get("format", "hdf5") != "hdf5":
+        return found
+    bpath = _resolve_file_basin(pathlib.Path(path).parent, bdict)
+    if bpath is None:
+        logger.info("%s: %s not reachable, its features are skipped", path, label)
+        return found
+    try:
+        with open_rtdc(bpath) as bh5:
+            ident = bdict.get("identifier")
+            if ident and get_measurement_identifier(bh5) != ident:
+                logger.warning("%s: %s at %s has another identifier; skipped", path, label, bpath)
+                return found
+            wanted = bdict.get("features")
+            for feat, dset in _walk_event_datasets(bh5["events"]):
+                if wanted is not None and feat not in wanted:
+                    continue
+                if rowmap is None and dset.shape[0] < n_events:
+                    continue
+                found[feat] = FeatureSource(feat, describe_dataset(bpath, dset), rowmap, label)
+    except SourceError as exc:
+        logger.warning("%s: %s unusable: %s", path, label, exc)
+    return found
+
+
+def inspect_source(path: str | os.PathLike) -> SourceInfo:
+    """Open a source file and describe its features, basins and identity.
+
+    Parameters
+    ----------
+    path
+        The ``.rtdc`` file.
+
+    Returns
+    -------
+    SourceInfo
+        Own features first; features provided only by basins are added after them (earlier
+        basins win over later ones, as in dclab).
+
+    Raises
+    ------
+    SourceNotFoundError, NotHDF5Error, NotRtdcError, SourceError
+        When the file is missing, not HDF5, has no ``events`` or inconsistent feature lengths.
+    """
+    path = str(pathlib.Path(path).resolve())
+    with open_rtdc(path) as h5:
+        events = h5["events"]
+        own = {feat: FeatureSource(feat, describe_dataset(path, dset))
+               for feat, dset in _walk_event_datasets(events)}
+        lengths = {k: v.data.shape[0] for k, v in own.items() if not k.startswith("basinmap")}
+        n_events = _event_count(path, events, lengths)
+        basins = tuple(extract_basin_dicts(h5, check=True))
+        features = dict(own)
+        for bdict in basins:
+            mapname = bdict.get("mapping")
+            rowmap = None
+            if mapname:
+                rowmap = own[mapname].data if mapname in own else None
+                if rowmap is None:
+                    continue
+            for feat, fsrc in _basin_features(path, h5, bdict, rowmap, n_events).items():
+                features.setdefault(feat, fsrc)
+        info = SourceInfo(
+            path=path, n_events=n_events, identifier=get_measurement_identifier(h5),
+            features=features, own_features=tuple(own), basins=basins,
+            has_contour=isinstance(events.get("contour"), h5py.Group))
+    st = os.stat(path)
+    return replace(info, size=st.st_size, mtime=st.st_mtime)
+
+
+def feature_nbytes(fsrc: FeatureSource, n_rows: int) -> int:
+    """Uncompressed bytes of ``n_rows`` rows of a feature."""
+    item = int(np.prod(fsrc.data.item_shape, dtype=np.int64))
+    return n_rows * item * np.dtype(fsrc.data.dtype).itemsize

@@ -1,0 +1,48 @@
+"""Assertions shared by the test modules (decoded comparison, dclab verification)."""
+from __future__ import annotations
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+
+
+def dataset_names(group: h5py.Group, prefix: str = "") -> list[str]:
+    """Names of all datasets below ``group`` (``trace/fl1_raw`` style), contours excluded."""
+    names = []
+    for key in sorted(group):
+        obj = group[key]
+        if isinstance(obj, h5py.Dataset):
+            names.append(prefix + key)
+        elif key != "contour":
+            names.extend(dataset_names(obj, f"{prefix}{key}/"))
+    return names
+
+
+def assert_features_equal(source, output, index=None, features=None) -> None:
+    """Every (or each given) source feature decodes equal in the output (``source[index]``)."""
+    with h5py.File(source) as src, h5py.File(output) as out:
+        names = features or [n for n in dataset_names(src["events"])
+                             if not n.startswith("basinmap")]
+        assert names, f"{source} has no features to compare"
+        for name in names:
+            expect = src["events"][name][:]
+            if index is not None:
+                expect = expect[index]
+            got = out["events"][name][:]
+            assert got.dtype == expect.dtype, name
+            np.testing.assert_array_equal(got, expect, err_msg=f"{output}: {name}")
+
+
+def verify_with_dclab(path) -> list[str]:
+    """Run ``dclab-verify-dataset``; fail on any violation; return the alert lines."""
+    exe = pathlib.Path(sys.executable).parent / "dclab-verify-dataset"
+    proc = subprocess.run([str(exe), str(path)], capture_output=True, text=True, timeout=300)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
+    summary = re.search(r"Check Complete: (\d+) violations? and (\d+) alerts?", text)
+    assert summary, f"unexpected dclab-verify-dataset output:\n{text}"
+    assert summary.group(1) == "0", text
+    return [ln for ln in text.splitlines() if ln.lower().startswith("alert")]

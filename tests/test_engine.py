@@ -1,0 +1,219 @@
+"""The dask engine on a real distributed.LocalCluster (2 worker processes)."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+
+import dcbulk
+from dcbulk.errors import ConversionError, OutputExistsError, PlanError
+from dcbulk.synth import make_rtdc
+from dcbulk.write import HDF5Writer
+
+from helpers import assert_features_equal, dataset_names, verify_with_dclab
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client
+    from dcbulk.engine.client import make_local_cluster
+    cluster = make_local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    with Client(cluster) as cl:
+        yield cl
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def plain_file(tmp_path_factory):
+    """Uncompressed synthetic file: every feature must be encoded by the workers."""
+    path = tmp_path_factory.mktemp("src") / "plain.rtdc"
+    return make_rtdc(path, 333, seed=3, compression="none")
+
+
+@pytest.fixture(scope="module")
+def zstd_file(tmp_path_factory):
+    """File written with HDF5Writer defaults: chunks can be copied as stored."""
+    path = tmp_path_factory.mktemp("src") / "zstd.rtdc"
+    return make_rtdc(path, 150, seed=4, compression="zstd:5")
+
+
+def test_convert_plain_file_bit_identical_and_valid(client, plain_file, tmp_path):
+    out = tmp_path / "out.rtdc"
+    report = dcbulk.convert(plain_file, out, client=client, max_task_bytes=2 * 1024**2)
+    assert report.events == 333 and out.exists()
+    assert_features_equal(plain_file, out)
+    assert {f["mode"] for f in report.features.values()} == {"encode"}
+    assert report.compression_ratio > 1.0 and report.bytes_out == out.stat().st_size
+    with h5py.File(out) as h5:
+        dcpl = h5["events/image"].id.get_create_plist()
+        assert dcpl.get_filter(0)[:3] == (32015, 1, (5,)) and h5["events/image"].fletcher32
+        assert h5["events/image"].chunks == HDF5Writer.get_best_nd_chunks((80, 250), np.uint8)
+        assert "dcbulk-convert" in h5["logs"]
+    verify_with_dclab(out)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_encoded_chunks_equal_hdf5_own(client, plain_file, tmp_path):
+    """Chunks encoded on workers equal what HDF5 writes itself, incl. the partial last one."""
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(plain_file, out, client=client)
+    ref = tmp_path / "ref.rtdc"
+    with h5py.File(plain_file) as src, HDF5Writer(ref, mode="w") as hw:
+        for name in dataset_names(src["events"]):
+            hw.store_feature_chunk(name, src["events"][name][:])
+    with h5py.File(out) as a, h5py.File(ref) as b:
+        for name in dataset_names(b["events"]):
+            da_, db = a["events"][name], b["events"][name]
+            assert da_.chunks == db.chunks
+            n_chunks = db.id.get_num_chunks()
+            assert n_chunks == da_.id.get_num_chunks() and n_chunks > 0
+            for i in range(n_chunks):
+                ia, ib = da_.id.get_chunk_info(i), db.id.get_chunk_info(i)
+                assert ia.chunk_offset == ib.chunk_offset
+                assert da_.id.read_direct_chunk(ia.chunk_offset) == \
+                    db.id.read_direct_chunk(ib.chunk_offset), (name, i)
+
+
+def test_convert_copies_archival_chunks_as_stored(client, zstd_file, tmp_path):
+    out = tmp_path / "out.rtdc"
+    report = dcbulk.convert(zstd_file, out, client=client)
+    assert report.features["image"]["mode"] == "raw-copy"
+    assert_features_equal(zstd_file, out)
+    with h5py.File(zstd_file) as a, h5py.File(out) as b:
+        ds_a, ds_b = a["events/image"], b["events/image"]
+        for i in range(ds_a.id.get_num_chunks()):
+            off = ds_a.id.get_chunk_info(i).chunk_offset
+            assert ds_a.id.read_direct_chunk(off) == ds_b.id.read_direct_chunk(off)
+
+
+@pytest.mark.parametrize("kind", ["sorted", "shuffled", "boolean"])
+def test_convert_with_mapping(client, plain_file, tmp_path, kind):
+    rng = np.random.default_rng(7)
+    if kind == "boolean":
+        mapping = rng.random(333) < 0.5
+        index = np.flatnonzero(mapping)
+    else:
+        index = np.sort(rng.choice(333, 170, replace=False))
+        if kind == "shuffled":
+            index = rng.permutation(np.concatenate([index, index[:20]]))
+        mapping = index
+    out = tmp_path / "mapped.rtdc"
+    report = dcbulk.convert(plain_file, out, client=client, mapping=mapping,
+                            basin_to_source=True, max_task_bytes=1024**2)
+    assert report.events == index.size
+    with h5py.File(plain_file) as h5:
+        others = [n for n in dataset_names(h5["events"]) if n != "index"]
+    assert_features_equal(plain_file, out, index=index, features=others)
+    with h5py.File(out) as h5:  # a mapped index is renumbered, as dclab requires
+        np.testing.assert_array_equal(h5["events/index"][:], np.arange(1, index.size + 1))
+    import dclab
+    with dclab.new_dataset(out) as ds, dclab.new_dataset(plain_file) as src:
+        assert len(ds) == index.size
+        np.testing.assert_array_equal(ds["deform"], src["deform"][index])
+        np.testing.assert_array_equal(ds["basinmap0"], index)
+    verify_with_dclab(out)
+
+
+def test_convert_basin_only_feature(client, plain_file, tmp_path):
+    """A feature that lives only in a (mapped) basin is resolved and stored as data."""
+    index = np.arange(0, 333, 3)
+    mid = tmp_path / "mid.rtdc"
+    dcbulk.convert(plain_file, mid, client=client, features=["deform"], mapping=index,
+                   basin_to_source=True)
+    out = tmp_path / "final.rtdc"
+    dcbulk.convert(mid, out, client=client, features=["deform", "image"])
+    with h5py.File(out) as h5, h5py.File(plain_file) as src:
+        np.testing.assert_array_equal(h5["events/image"][:], src["events/image"][:][index])
+        np.testing.assert_array_equal(h5["events/deform"][:], src["events/deform"][:][index])
+
+
+def test_read_features_aligned_chunks(plain_file):
+    arrays = dcbulk.read_features(plain_file, features=["image", "deform", "trace"])
+    image = arrays["image"]
+    assert image.chunks[0][0] == HDF5Writer.get_best_nd_chunks((80, 250), np.uint8)[0]
+    assert set(arrays) >= {"image", "deform"} and any(k.startswith("trace/") for k in arrays)
+    index = np.array([5, 3, 300, 3])
+    mapped = dcbulk.read_features(plain_file, features=["image"], mapping=index)["image"]
+    with h5py.File(plain_file) as h5:
+        np.testing.assert_array_equal(image.compute(scheduler="sync"), h5["events/image"][:])
+        np.testing.assert_array_equal(mapped.compute(scheduler="sync"),
+                                      h5["events/image"][:][index])
+
+
+def test_store_features_new_feature_with_basin(client, plain_file, tmp_path):
+    arrays = dcbulk.read_features(plain_file, features=["deform", "area_um"])
+    new = (arrays["deform"] * 2 + arrays["area_um"]).rechunk(77)
+    out = tmp_path / "new.rtdc"
+    report = dcbulk.store_features({"userdef1": new}, out, metadata_from=plain_file,
+                                   client=client)
+    assert report.events == 333
+    with h5py.File(plain_file) as src, h5py.File(out) as h5:
+        expect = src["events/deform"][:] * 2 + src["events/area_um"][:]
+        np.testing.assert_array_equal(h5["events/userdef1"][:], expect)
+        assert h5["events/userdef1"].chunks == (1000,)
+    import dclab
+    with dclab.new_dataset(out) as ds, dclab.new_dataset(plain_file) as src:
+        np.testing.assert_array_equal(ds["image"][10], src["image"][10])
+
+
+def test_store_features_rejects_bad_arrays(client, tmp_path):
+    with pytest.raises(PlanError, match="differ in length"):
+        dcbulk.store_features({"a": da.zeros(10), "b": da.zeros(11)}, tmp_path / "x.rtdc",
+                              client=client)
+    assert not (tmp_path / "x.rtdc").exists()
+
+
+def _corrupt_chunk(path: pathlib.Path, name: str, index: int) -> None:
+    with h5py.File(path) as h5:
+        info = h5[name].id.get_chunk_info(index)
+    with open(path, "r+b") as fd:
+        fd.seek(info.byte_offset + info.size // 2)
+        data = fd.read(16)
+        fd.seek(info.byte_offset + info.size // 2)
+        fd.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_worker_error_reaches_caller_and_leaves_no_output(client, tmp_path):
+    src = make_rtdc(tmp_path / "bad.rtdc", 200, seed=5, compression="zstd:1")
+    _corrupt_chunk(src, "events/image", 1)
+    out = tmp_path / "out" / "bad.rtdc"
+    with pytest.raises(ConversionError) as err:
+        dcbulk.convert(src, out, client=client)
+    assert "bad.rtdc" in str(err.value) and "image" in str(err.value)
+    assert not out.exists()
+    assert not list(out.parent.glob("*")) if out.parent.exists() else True
+
+
+def test_existing_output_is_refused(client, plain_file, tmp_path):
+    out = tmp_path / "out.rtdc"
+    out.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError):
+        dcbulk.convert(plain_file, out, client=client)
+    assert out.read_bytes() == b"keep me"
+    dcbulk.convert(plain_file, out, client=client, overwrite=True, features=["deform"])
+    with h5py.File(out) as h5:
+        assert list(h5["events"]) == ["deform"]
+
+
+def test_convert_sample_files(client, sample_files, tmp_path):
+    for path in sample_files:
+        out = tmp_path / path.name
+        dcbulk.convert(path, out, client=client)
+        assert_features_equal(path, out)
+
+
+def test_inline_writer_matches_cluster(plain_file, tmp_path):
+    """The writer also runs inline (no cluster), as the bulk path does for small files."""
+    from dcbulk.codec import parse_compression
+    from dcbulk.engine.writer import write_output
+    from dcbulk.plan import plan_conversion
+    from dcbulk.read.inspect import inspect_source
+    plan = plan_conversion(inspect_source(plain_file), str(tmp_path / "inline.rtdc"),
+                           codec=parse_compression("zstd:5"))
+    summary = write_output(plan, inline=True)
+    assert summary.n_events == 333 and os.path.exists(summary.output)
+    assert_features_equal(plain_file, tmp_path / "inline.rtdc")
