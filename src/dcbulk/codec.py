@@ -1,0 +1,502 @@
+"""Byte-exact HDF5 chunk encoding outside h5py.
+
+Single responsibility: turn one block of a dataset into exactly the bytes HDF5 (with
+hdf5plugin) stores for that chunk, and back. The pipeline follows h5py's ``fill_dcpl``
+order: compression (Zstandard filter 32015 or deflate filter 1) first, Fletcher-32 (filter 3)
+last, so the checksum covers the compressed bytes. Workers call :meth:`ChunkCodec.encode`;
+the single writer stores the result with ``DatasetID.write_direct_chunk``.
+
+Zstandard frames are produced by the very libzstd that hdf5plugin's filter is linked with
+(called through :mod:`ctypes`), because other libzstd releases can emit different frames
+for the same level. When that library cannot be loaded the ``zstandard`` package is used;
+:func:`verify_codec_with_hdf5` tells whether the bytes still match.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import threading
+import uuid
+import weakref
+import zlib
+from collections.abc import Mapping
+from itertools import product
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+import zstandard
+
+from .errors import ChecksumMismatchError, CodecError, PlanError
+
+__all__ = ["ChunkCodec", "parse_compression", "fletcher32", "verify_codec_with_hdf5",
+           "ZSTD_FILTER_ID", "DEFLATE_FILTER_ID", "FLETCHER32_FILTER_ID"]
+
+logger = logging.getLogger(__name__)
+
+ZSTD_FILTER_ID = 32015
+DEFLATE_FILTER_ID = 1
+FLETCHER32_FILTER_ID = 3
+_ZSTD_LEVELS = range(1, 23)
+_GZIP_LEVELS = range(0, 10)
+_ZSTD_BACKENDS = ("auto", "hdf5plugin", "zstandard")
+_FLETCHER_MOD = 65535
+_ROW_WORDS = 4096  # 16-bit words per row of the Fletcher-32 reduction grid
+_ACCEPTED_SPECS = ("'zstd' (level 5), 'zstd:<1-22>', 'gzip' (level 4), 'gzip:<0-9>', 'none'; "
+                   "optionally followed by '+fletcher32'")
+
+
+def fletcher32(data: bytes | bytearray | memoryview) -> int:
+    """HDF5's Fletcher-32 checksum (``H5_checksum_fletcher32``) of a byte string.
+
+    The data are read as big-endian 16-bit words (an odd trailing byte is the high byte of a
+    last word); both sums are reduced modulo 65535 with end-around carry, so a non-zero sum
+    congruent to 0 is 0xFFFF and only all-zero data give 0. Vectorised: two numpy reductions
+    over a (rows, 4096) grid of words, no copy of the input.
+
+    Parameters
+    ----------
+    data
+        Any C-contiguous buffer.
+
+    Returns
+    -------
+    int
+        ``(sum2 << 16) | sum1``; the filter stores it little-endian after the data.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) \
+        else np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    n_words = (buf.size + 1) // 2
+    n_full = buf.size // 2
+    rows = n_full // _ROW_WORDS
+    mod = np.uint64(_FLETCHER_MOD)
+    total = 0      # exact sum of all words
+    weighted = 0   # sum of index * word, modulo 65535
+    if rows:
+        grid = buf[:rows * _ROW_WORDS * 2].view(">u2").reshape(rows, _ROW_WORDS)
+        row_sums = grid.sum(axis=1, dtype=np.uint32).astype(np.uint64)
+        col_acc = np.uint32 if rows <= 65537 else np.uint64
+        col_sums = grid.sum(axis=0, dtype=col_acc).astype(np.uint64)
+        total = int(row_sums.sum())
+        row_idx = np.arange(rows, dtype=np.uint64) % mod
+        weighted = (_ROW_WORDS * int(((row_sums % mod) * row_idx).sum())
+                    + int(((col_sums % mod) * np.arange(_ROW_WORDS, dtype=np.uint64)).sum()))
+    start = rows * _ROW_WORDS
+    if n_full > start:
+        # < 4096 words: index * word * count stays far below 2**63
+        tail = buf[start * 2:n_full * 2].view(">u2").astype(np.int64)
+        total += int(tail.sum())
+        weighted += int(np.dot(tail, np.arange(start, n_full, dtype=np.int64)))
+    if buf.size % 2:
+        last = int(buf[-1]) << 8
+        total += last
+        weighted += last * (n_words - 1)
+    if total == 0:
+        return 0
+    sum1 = total % _FLETCHER_MOD or 0xFFFF
+    sum2 = (n_words * total - weighted) % _FLETCHER_MOD or 0xFFFF
+    return (sum2 << 16) | sum1
+
+
+def _swapped_pairs(value: int) -> int:
+    """The checksum as HDF5 < 1.6.3 stored it on little-endian hosts (accepted on read)."""
+    return ((value & 0x00FF00FF) << 8) | ((value >> 8) & 0x00FF00FF)
+
+
+def _deflate_stored(raw: memoryview) -> bytes:
+    """zlib stream of level 0 as ``compress2`` writes it with a ``compressBound`` buffer.
+
+    Python's ``zlib.compress`` feeds deflate a growing output buffer, which changes the
+    stored-block boundaries; HDF5 gives deflate room for the whole stream at once, so
+    every block but the last holds 65535 bytes.
+    """
+    parts: list[Any] = [b"\x78\x01"]
+    pos, size = 0, len(raw)
+    while True:
+        take = min(65535, size - pos)
+        last = pos + take >= size
+        parts += [bytes((int(last),)), take.to_bytes(2, "little"),
+                  (take ^ 0xFFFF).to_bytes(2, "little"), raw[pos:pos + take]]
+        pos += take
+        if last:
+            break
+    parts.append(zlib.adler32(raw).to_bytes(4, "big"))
+    return b"".join(parts)
+
+
+class _PluginZstd:
+    """One compression context of the libzstd inside hdf5plugin's filter 32015 library."""
+
+    def __init__(self) -> None:
+        path = hdf5plugin.get_config().registered_filters.get("zstd")
+        if not path:
+            raise OSError("hdf5plugin registered no zstd filter library")
+        lib = ctypes.CDLL(path)
+        size_t, ptr = ctypes.c_size_t, ctypes.c_void_p
+        self._bound = self._fn(lib.ZSTD_compressBound, size_t, [size_t])
+        self._compress = self._fn(lib.ZSTD_compressCCtx, size_t,
+                                  [ptr, ptr, size_t, ptr, size_t, ctypes.c_int])
+        self._is_error = self._fn(lib.ZSTD_isError, ctypes.c_uint, [size_t])
+        self._error_name = self._fn(lib.ZSTD_getErrorName, ctypes.c_char_p, [size_t])
+        version = self._fn(lib.ZSTD_versionString, ctypes.c_char_p, [])
+        free = self._fn(lib.ZSTD_freeCCtx, size_t, [ptr])
+        self._ctx = self._fn(lib.ZSTD_createCCtx, ptr, [])()
+        if not self._ctx:
+            raise MemoryError("ZSTD_createCCtx failed")
+        weakref.finalize(self, free, self._ctx)
+        self.name = f"libzstd {version().decode()} of hdf5plugin ({path})"
+
+    @staticmethod
+    def _fn(func: Any, restype: Any, argtypes: list[Any]) -> Any:
+        func.restype, func.argtypes = restype, argtypes
+        return func
+
+    def compress(self, src: np.ndarray, level: int) -> np.ndarray:
+        bound = self._bound(src.size)
+        out = np.empty(bound, dtype=np.uint8)
+        size = self._compress(self._ctx, out.ctypes.data, bound, src.ctypes.data, src.size, level)
+        if self._is_error(size):
+            raise CodecError(f"zstd compression failed: {self._error_name(size).decode()}")
+        return out[:size]
+
+
+class _PackageZstd:
+    """A ``zstandard.ZstdCompressor`` (content size in the frame, no checksum, no dict id)."""
+
+    def __init__(self, level: int) -> None:
+        self._compressor = zstandard.ZstdCompressor(level=level)
+        self.name = f"python-zstandard {zstandard.__version__} (libzstd {zstandard.ZSTD_VERSION})"
+
+    def compress(self, src: np.ndarray, level: int) -> bytes:
+        return self._compressor.compress(src.data)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkCodec:
+    """Filters of one chunked dataset: compression, then optionally Fletcher-32.
+
+    Parameters
+    ----------
+    compression
+        ``"zstd"`` (hdf5plugin filter 32015), ``"gzip"`` (HDF5 deflate) or None.
+    level
+        1..22 for zstd, 0..9 for gzip; ignored (stored as 0) without compression.
+    fletcher32
+        Append HDF5's Fletcher-32 checksum (filter 3) after compression.
+    zstd_backend
+        Which libzstd makes the frames: ``"hdf5plugin"`` (the library of hdf5plugin's
+        filter, via ctypes; byte-exact by construction), ``"zstandard"`` (the Python
+        package; exact only when its libzstd emits the same frames) or ``"auto"`` (the first
+        that loads, in that order; resolved per process and thread).
+
+    Notes
+    -----
+    Instances are frozen, hashable and pickle as their four fields; a per-instance
+    ``threading.local`` holds one compression context per thread and is never pickled.
+    """
+
+    compression: str | None = "zstd"
+    level: int = 5
+    fletcher32: bool = True
+    zstd_backend: str = "auto"
+    _tls: threading.local = dataclasses.field(default_factory=threading.local, init=False,
+                                              repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.compression not in ("zstd", "gzip", None):
+            raise ValueError(f"compression must be 'zstd', 'gzip' or None, "
+                             f"got {self.compression!r}")
+        if not isinstance(self.level, (int, np.integer)) or isinstance(self.level, bool):
+            raise TypeError(f"level must be an int, got {type(self.level).__name__}")
+        levels = {"zstd": _ZSTD_LEVELS, "gzip": _GZIP_LEVELS, None: None}[self.compression]
+        if levels is None:
+            object.__setattr__(self, "level", 0)
+        elif self.level not in levels:
+            raise ValueError(f"{self.compression} level must be in {levels.start}.."
+                             f"{levels.stop - 1}, got {self.level}")
+        object.__setattr__(self, "level", int(self.level))
+        if not isinstance(self.fletcher32, (bool, np.bool_)):
+            raise TypeError(f"fletcher32 must be a bool, got {type(self.fletcher32).__name__}")
+        object.__setattr__(self, "fletcher32", bool(self.fletcher32))
+        if self.zstd_backend not in _ZSTD_BACKENDS:
+            raise ValueError(f"zstd_backend must be one of {_ZSTD_BACKENDS}, "
+                             f"got {self.zstd_backend!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.compression, self.level, self.fletcher32, self.zstd_backend))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form of the settings (inverse of :meth:`from_dict`)."""
+        return {"compression": self.compression, "level": self.level,
+                "fletcher32": self.fletcher32, "zstd_backend": self.zstd_backend}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChunkCodec:
+        """Build a codec from :meth:`to_dict` output; unknown keys raise ValueError."""
+        unknown = set(data) - {"compression", "level", "fletcher32", "zstd_backend"}
+        if unknown:
+            raise ValueError(f"unknown ChunkCodec keys {sorted(unknown)} in {dict(data)!r}")
+        return cls(**data)
+
+    def describe(self) -> str:
+        """Short text such as ``"zstd:5+fletcher32"``, ``"gzip:4"`` or ``"none"``."""
+        text = "none" if self.compression is None else f"{self.compression}:{self.level}"
+        return text + ("+fletcher32" if self.fletcher32 else "")
+
+    def ds_kwds(self) -> dict[str, Any]:
+        """h5py ``create_dataset`` keywords for these filters (dcnum ``ds_kwds`` style)."""
+        if self.compression == "zstd":
+            kwds: dict[str, Any] = dict(hdf5plugin.Zstd(clevel=self.level))
+        elif self.compression == "gzip":
+            kwds = {"compression": "gzip", "compression_opts": self.level}
+        else:
+            kwds = {"compression": None, "compression_opts": None}
+        kwds["fletcher32"] = self.fletcher32
+        return kwds
+
+    def implementation(self) -> str:
+        """Which library compresses in this process, e.g. for logs and reports."""
+        if self.compression == "zstd":
+            return self._zstd().name
+        return "none" if self.compression is None else f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+
+    def _zstd(self) -> _PluginZstd | _PackageZstd:
+        engine = getattr(self._tls, "zstd", None)
+        if engine is None:
+            engine = _PackageZstd(self.level) if self.zstd_backend == "zstandard" else None
+            if engine is None:
+                try:
+                    engine = _PluginZstd()
+                except (OSError, AttributeError, MemoryError) as exc:
+                    if self.zstd_backend == "hdf5plugin":
+                        raise CodecError(f"cannot use hdf5plugin's libzstd: {exc}") from exc
+                    logger.warning("hdf5plugin's libzstd unusable (%s); using python-zstandard, "
+                                   "whose frames may differ from HDF5's", exc)
+                    engine = _PackageZstd(self.level)
+            self._tls.zstd = engine
+        return engine
+
+    def encode(self, block: np.ndarray, chunk_shape: tuple[int, ...]) -> bytes:
+        """The bytes HDF5 would store for one chunk holding ``block``.
+
+        Parameters
+        ----------
+        block
+            Data of the chunk, in the dataset's dtype and byte order. It may be smaller than
+            ``chunk_shape`` (an edge chunk); it is then padded with zeros at the end of each
+            axis, as HDF5 pads with the (zero) fill value.
+        chunk_shape
+            The dataset's chunk shape.
+
+        Returns
+        -------
+        bytes
+            Ready for ``write_direct_chunk(offsets, data, filter_mask=0)``.
+
+        Raises
+        ------
+        TypeError
+            For object (variable-length) dtypes.
+        ValueError
+            When ``block`` does not fit into ``chunk_shape`` or is empty.
+        """
+        arr = _full_chunk(np.asarray(block), tuple(int(c) for c in chunk_shape))
+        raw = arr.reshape(-1).view(np.uint8)
+        if self.compression == "zstd":
+            payload: Any = self._zstd().compress(raw, self.level)
+        elif self.compression == "gzip":
+            payload = (zlib.compress(raw.data, self.level) if self.level else
+                       _deflate_stored(raw.data))
+        else:
+            payload = raw.data
+        if not self.fletcher32:
+            return bytes(payload)
+        return b"".join((payload, fletcher32(payload).to_bytes(4, "little")))
+
+    def decode(self, data: bytes | memoryview, dtype: Any, chunk_shape: tuple[int, ...], *,
+               filter_mask: int = 0, where: str | None = None) -> np.ndarray:
+        """Verify and decompress one stored chunk.
+
+        Parameters
+        ----------
+        data
+            The stored chunk (``read_direct_chunk(...)[1]``).
+        dtype, chunk_shape
+            The dataset's dtype and chunk shape.
+        filter_mask
+            ``read_direct_chunk(...)[0]``: bit ``i`` set means filter ``i`` was skipped.
+        where
+            Text naming the chunk (file, dataset, offset) for error messages.
+
+        Returns
+        -------
+        numpy.ndarray
+            The full (padded) chunk, read-only when it shares memory with ``data``.
+
+        Raises
+        ------
+        ChecksumMismatchError
+            When the stored Fletcher-32 checksum does not match.
+        CodecError
+            When the data cannot be decompressed to the expected size.
+        """
+        dtype = np.dtype(dtype)
+        where = where or "chunk"
+        view = memoryview(data).cast("B")
+        stage = 0
+        compressed = self.compression is not None and not filter_mask & 1
+        stage += self.compression is not None
+        if self.fletcher32 and not filter_mask >> stage & 1:
+            if len(view) < 4:
+                raise CodecError(f"{where}: {len(view)} bytes cannot hold a Fletcher-32 checksum")
+            view, stored = view[:-4], int.from_bytes(view[-4:], "little")
+            computed = fletcher32(view)
+            if stored not in (computed, _swapped_pairs(computed)):
+                raise ChecksumMismatchError(
+                    f"{where}: Fletcher-32 mismatch over {len(view)} bytes "
+                    f"(stored 0x{stored:08x}, computed 0x{computed:08x})")
+        expected = int(np.prod(chunk_shape)) * dtype.itemsize
+        raw: Any = view
+        try:
+            if compressed and self.compression == "zstd":
+                raw = zstandard.ZstdDecompressor().decompress(view, max_output_size=expected)
+            elif compressed:
+                raw = zlib.decompress(view, bufsize=max(expected, 1))
+        except (zstandard.ZstdError, zlib.error) as exc:
+            raise CodecError(f"{where}: cannot {self.compression}-decompress: {exc}") from exc
+        if len(raw) != expected:
+            raise CodecError(f"{where}: decoded {len(raw)} bytes, expected {expected} "
+                             f"for chunk {tuple(chunk_shape)} of {dtype}")
+        return np.frombuffer(raw, dtype=dtype).reshape(chunk_shape)
+
+    @classmethod
+    def from_dataset(cls, dset: h5py.Dataset) -> ChunkCodec | None:
+        """The codec that reproduces an existing dataset's stored chunks, or None.
+
+        None when the dataset is not chunked, has a variable-length (object) dtype or a
+        non-zero fill value (edge chunks would be padded differently), or when its pipeline
+        holds anything but [zstd | deflate] then [fletcher32] (e.g. shuffle, scaleoffset,
+        other plugins, or levels outside the accepted ranges).
+        """
+        if dset.chunks is None or dset.dtype.hasobject:
+            return None
+        plist = dset.id.get_create_plist()
+        fill = np.zeros(1, dtype=dset.dtype)
+        plist.get_fill_value(fill)
+        if fill.view(np.uint8).any():
+            return None
+        filters = [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
+        compression, level, checksum = None, 0, False
+        if filters and filters[0][0] in (ZSTD_FILTER_ID, DEFLATE_FILTER_ID):
+            code, _flags, values = filters.pop(0)
+            compression = "zstd" if code == ZSTD_FILTER_ID else "gzip"
+            # the plugin compresses with level 3 (ZSTD_CLEVEL_DEFAULT) when given no value
+            level = int(values[0]) if values else (3 if code == ZSTD_FILTER_ID else -1)
+            if level not in (_ZSTD_LEVELS if compression == "zstd" else _GZIP_LEVELS):
+                return None
+        if filters and filters[0][0] == FLETCHER32_FILTER_ID:
+            filters.pop(0)
+            checksum = True
+        if filters:
+            return None
+        return cls(compression, level, checksum)
+
+
+def _full_chunk(block: np.ndarray, chunk_shape: tuple[int, ...]) -> np.ndarray:
+    """``block`` as a C-contiguous array of ``chunk_shape`` (zero-padded, copied only if needed)."""
+    if block.dtype.hasobject:
+        raise TypeError(f"cannot encode dtype {block.dtype} (object / variable-length)")
+    if block.ndim != len(chunk_shape) or any(
+            b < 1 or b > c for b, c in zip(block.shape, chunk_shape)):
+        raise ValueError(f"block of shape {block.shape} does not fit chunk shape {chunk_shape}")
+    if block.shape == chunk_shape:
+        return np.ascontiguousarray(block)
+    out = np.zeros(chunk_shape, dtype=block.dtype)
+    out[tuple(slice(0, b) for b in block.shape)] = block
+    return out
+
+
+def parse_compression(spec: str | None, *, fletcher32: bool = True) -> ChunkCodec:
+    """Parse a compression spec such as ``"zstd:5"``, ``"gzip:4"`` or ``"none"``.
+
+    Parameters
+    ----------
+    spec
+        ``'zstd'`` (level 5), ``'zstd:<1-22>'``, ``'gzip'`` (level 4), ``'gzip:<0-9>'`` or
+        ``'none'`` (None means ``'none'``), case-insensitive, optionally followed by
+        ``'+fletcher32'`` (which forces the checksum on).
+    fletcher32
+        Whether to add the checksum when the spec does not say ``'+fletcher32'``.
+
+    Raises
+    ------
+    PlanError
+        For anything else; the message lists the accepted forms.
+    """
+    text = "none" if spec is None else str(spec).strip().lower()
+    if text.endswith("+fletcher32"):
+        text, fletcher32 = text[:-len("+fletcher32")], True
+    name, sep, level_text = text.partition(":")
+    defaults = {"zstd": 5, "gzip": 4, "none": None}
+    if name not in defaults or (sep and (name == "none" or not level_text.isdigit())):
+        raise PlanError(f"invalid compression {spec!r}; accepted: {_ACCEPTED_SPECS}")
+    level = int(level_text) if sep else defaults[name]
+    try:
+        return ChunkCodec(None if name == "none" else name, level or 0, fletcher32)
+    except ValueError as exc:
+        raise PlanError(f"invalid compression {spec!r} ({exc}); accepted: {_ACCEPTED_SPECS}"
+                        ) from exc
+
+
+def verify_codec_with_hdf5(codec: ChunkCodec, dtype: Any, chunk_shape: tuple[int, ...],
+                           sample: np.ndarray) -> bool:
+    """Whether ``codec.encode`` reproduces what HDF5 itself stores for ``sample``.
+
+    Writes at most one full and one partial chunk's worth of rows of ``sample`` into an
+    in-memory HDF5 file with ``codec.ds_kwds()`` and ``chunk_shape``, and compares every
+    stored chunk with :meth:`ChunkCodec.encode`. Failures of HDF5 or the codec (e.g. a
+    missing filter) count as a mismatch and are logged.
+
+    Parameters
+    ----------
+    codec
+        The codec to check.
+    dtype
+        The dataset dtype (``sample`` is cast to it).
+    chunk_shape
+        The dataset's chunk shape.
+    sample
+        Representative data with at least one row; rows are along the first axis.
+
+    Returns
+    -------
+    bool
+        True when every chunk is byte-identical (and stored with filter mask 0).
+    """
+    dtype = np.dtype(dtype)
+    chunk_shape = tuple(int(c) for c in chunk_shape)
+    sample = np.asarray(sample, dtype=dtype)
+    if sample.ndim != len(chunk_shape) or sample.ndim == 0 or sample.shape[0] == 0:
+        raise ValueError(f"sample of shape {sample.shape} does not match chunk shape "
+                         f"{chunk_shape} or is empty")
+    sample = sample[:chunk_shape[0] + max(1, chunk_shape[0] // 2)]
+    name = f"dcbulk-verify-{uuid.uuid4().hex}.h5"
+    try:
+        with h5py.File(name, "w", driver="core", backing_store=False) as h5:
+            dset = h5.create_dataset("x", data=sample, chunks=chunk_shape,
+                                     maxshape=(None,) + sample.shape[1:], **codec.ds_kwds())
+            starts = [range(0, n, c) for n, c in zip(sample.shape, chunk_shape)]
+            for offset in product(*starts):
+                mask, stored = dset.id.read_direct_chunk(offset)
+                region = tuple(slice(o, o + c) for o, c in zip(offset, chunk_shape))
+                if mask != 0 or stored != codec.encode(sample[region], chunk_shape):
+                    logger.info("%s differs from HDF5 for %s chunk %s at %s (filter mask %d)",
+                                codec.describe(), dtype, chunk_shape, offset, mask)
+                    return False
+    except (OSError, ValueError, RuntimeError, CodecError) as exc:
+        logger.warning("cannot verify %s for %s chunk %s: %s", codec.describe(), dtype,
+                       chunk_shape, exc)
+        return False
+    return True
