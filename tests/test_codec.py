@@ -1,6 +1,7 @@
 """Tests of dcbulk.codec: chunks byte-identical to what h5py + hdf5plugin store."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from concurrent.futures import ThreadPoolExecutor
@@ -303,6 +304,8 @@ def test_codec_pickle_dict_hash():
         assert ChunkCodec.from_dict(pickle.loads(pickle.dumps(codec.to_dict()))) == codec
         assert clone.encode(np.arange(10, dtype=np.uint8), (10,)) == \
             codec.encode(np.arange(10, dtype=np.uint8), (10,))
+        assert dataclasses.asdict(codec) == codec.to_dict()
+        assert dataclasses.replace(codec) == codec
     assert ChunkCodec(None, level=9) == ChunkCodec(None)
     assert ChunkCodec().to_dict() == {"compression": "zstd", "level": 5, "fletcher32": True,
                                       "zstd_backend": "auto"}
@@ -509,3 +512,17 @@ def test_verify_reports_package_zstd_faithfully():
         _, raw = dset.id.read_direct_chunk((0, 0, 0))
     same = codec.encode(data, data.shape) == raw
     assert verify_codec_with_hdf5(codec, np.uint8, data.shape, data) is same
+
+
+@pytest.mark.parametrize("data", [
+    np.arange(-50, 50, dtype=">i4"), np.arange(100, dtype=">f8") / 7,
+    np.arange(100) % 3 == 0, np.array([b"ab", b"cde", b""] * 30, dtype="S5"),
+    np.array([(i, i / 3) for i in range(90)], dtype=[("a", "<i2"), ("b", "<f8")])],
+    ids=["be-int32", "be-float64", "bool", "bytes", "compound"])
+def test_encode_other_dtypes(tmp_path, data):
+    """Bytes follow the block's dtype; h5py keeps byte order, bools and packed records."""
+    stored = stored_chunks(tmp_path / "t.h5", data, (40,), ZSTD5)
+    for off, (mask, raw) in stored.items():
+        assert ZSTD5.encode(data[region(off, (40,))], (40,)) == raw
+        got = ZSTD5.decode(raw, data.dtype, (40,))[:len(data) - off[0]]
+        assert got.tobytes() == data[off[0]:off[0] + 40].tobytes()

@@ -194,17 +194,19 @@ class ChunkCodec:
     Notes
     -----
     Instances are frozen, hashable and pickle as their four fields; a per-instance
-    ``threading.local`` holds one compression context per thread and is never pickled.
+    ``threading.local`` (not a field) holds one compression context per thread and is
+    never pickled.
     """
 
     compression: str | None = "zstd"
     level: int = 5
     fletcher32: bool = True
     zstd_backend: str = "auto"
-    _tls: threading.local = dataclasses.field(default_factory=threading.local, init=False,
-                                              repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # per-thread compression contexts: an attribute, not a field, so that eq, hash,
+        # dataclasses.asdict/replace and pickling see only the four settings
+        object.__setattr__(self, "_tls", threading.local())
         if self.compression not in ("zstd", "gzip", None):
             raise ValueError(f"compression must be 'zstd', 'gzip' or None, "
                              f"got {self.compression!r}")
@@ -333,22 +335,21 @@ class ChunkCodec:
         Returns
         -------
         numpy.ndarray
-            The full (padded) chunk, read-only when it shares memory with ``data``.
+            The full (padded) chunk; read-only when it shares memory with ``data``.
 
         Raises
         ------
         ChecksumMismatchError
-            When the stored Fletcher-32 checksum does not match.
+            When the stored checksum matches neither HDF5 order (HDF5 also accepts the
+            byte-pair-swapped value written before 1.6.3).
         CodecError
             When the data cannot be decompressed to the expected size.
         """
         dtype = np.dtype(dtype)
         where = where or "chunk"
         view = memoryview(data).cast("B")
-        stage = 0
         compressed = self.compression is not None and not filter_mask & 1
-        stage += self.compression is not None
-        if self.fletcher32 and not filter_mask >> stage & 1:
+        if self.fletcher32 and not filter_mask >> (self.compression is not None) & 1:
             if len(view) < 4:
                 raise CodecError(f"{where}: {len(view)} bytes cannot hold a Fletcher-32 checksum")
             view, stored = view[:-4], int.from_bytes(view[-4:], "little")
@@ -455,18 +456,16 @@ def verify_codec_with_hdf5(codec: ChunkCodec, dtype: Any, chunk_shape: tuple[int
     """Whether ``codec.encode`` reproduces what HDF5 itself stores for ``sample``.
 
     Writes at most one full and one partial chunk's worth of rows of ``sample`` into an
-    in-memory HDF5 file with ``codec.ds_kwds()`` and ``chunk_shape``, and compares every
-    stored chunk with :meth:`ChunkCodec.encode`. Failures of HDF5 or the codec (e.g. a
-    missing filter) count as a mismatch and are logged.
+    in-memory HDF5 file with ``codec.ds_kwds()`` and compares every stored chunk with
+    :meth:`ChunkCodec.encode`. Failures of HDF5 or the codec (e.g. a missing filter) count
+    as a mismatch and are logged.
 
     Parameters
     ----------
-    codec
-        The codec to check.
+    codec, chunk_shape
+        The codec to check and the dataset's chunk shape.
     dtype
         The dataset dtype (``sample`` is cast to it).
-    chunk_shape
-        The dataset's chunk shape.
     sample
         Representative data with at least one row; rows are along the first axis.
 
@@ -474,6 +473,11 @@ def verify_codec_with_hdf5(codec: ChunkCodec, dtype: Any, chunk_shape: tuple[int
     -------
     bool
         True when every chunk is byte-identical (and stored with filter mask 0).
+
+    Raises
+    ------
+    ValueError
+        When ``sample`` is empty or its dimensions do not match ``chunk_shape``.
     """
     dtype = np.dtype(dtype)
     chunk_shape = tuple(int(c) for c in chunk_shape)
