@@ -16,8 +16,10 @@ from dcbulk.write import blockwise, copy as copy_mod
 class RecordingArray:
     """A numpy-backed stand-in for an h5py Dataset that records reads."""
 
-    def __init__(self, data: np.ndarray) -> None:
+    def __init__(self, data: np.ndarray,
+                 chunks: tuple[int, ...] | None = None) -> None:
         self.data = data
+        self.chunks = chunks
         self.shape = data.shape
         self.dtype = data.dtype
         self.ndim = data.ndim
@@ -80,14 +82,19 @@ def test_iter_mapped_blocks(kind: str) -> None:
         "empty": np.zeros(0, dtype=np.int64),
         "all": np.arange(1000),
     }[kind]
-    fake = RecordingArray(src)
-    parts = list(blockwise.iter_mapped_blocks(fake, mapping, 64))
-    result = np.concatenate(parts) if parts else np.zeros((0, 3))
-    assert np.array_equal(result, src[mapping])
-    assert all(len(p) <= 4 * 64 for p in parts)
-    assert not fake.rows_read or max(fake.rows_read) <= 4 * 64
-    if kind == "sparse":  # blocks without mapped events are not read
-        assert sum(fake.rows_read) == 2
+    for chunks in (None, (7, 3)):
+        fake = RecordingArray(src, chunks=chunks)
+        parts = list(blockwise.iter_mapped_blocks(fake, mapping, 64))
+        result = np.concatenate(parts) if parts else np.zeros((0, 3))
+        assert np.array_equal(result, src[mapping])
+        if kind in ("unsorted", "reversed"):  # served per output block
+            assert all(len(p) <= 64 for p in parts)
+        assert not fake.rows_read or max(fake.rows_read) <= 4 * 64
+        if kind == "sparse":  # blocks without mapped events are not read
+            assert sum(fake.rows_read) == 2
+        if kind == "unsorted" and chunks:
+            # scattered rows are read one HDF5 chunk at a time
+            assert max(fake.rows_read) <= 7
 
 
 # ------------------------------------------------------------- fixtures

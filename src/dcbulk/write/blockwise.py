@@ -149,12 +149,28 @@ def _iter_unsorted(dsi: h5py.Dataset, mapping: np.ndarray,
     """Gather each output block from the events it needs."""
     logger.debug("Mapping for %s is not sorted; gathering block-wise",
                  dsi.name)
+    chunks = getattr(dsi, "chunks", None)
+    window = int(chunks[0]) if chunks else block_events
     for sl in iter_slices(mapping.size, block_events):
-        idx = mapping[sl]
-        uniq, inverse = np.unique(idx, return_inverse=True)
+        uniq, inverse = np.unique(mapping[sl], return_inverse=True)
         first, last = int(uniq[0]), int(uniq[-1])
         if last + 1 - first <= 4 * uniq.size:
             rows = dsi[first:last + 1][uniq - first]
         else:
-            rows = dsi[uniq]
+            rows = _gather_rows(dsi, uniq, window)
         yield rows[inverse.reshape(-1)]
+
+
+def _gather_rows(dsi: h5py.Dataset, uniq: np.ndarray,
+                 window: int) -> np.ndarray:
+    """Read the sorted unique rows `uniq`, one slice per touched window.
+
+    Slices within one HDF5 chunk (`window` rows) are much faster than
+    h5py's fancy indexing with an index list.
+    """
+    breaks = np.flatnonzero(np.diff(uniq // window)) + 1
+    parts = []
+    for group in np.split(uniq, breaks):
+        first, last = int(group[0]), int(group[-1])
+        parts.append(dsi[first:last + 1][group - first])
+    return np.concatenate(parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+from types import MappingProxyType
 from typing import Any, Sequence
 
 import h5py
@@ -22,9 +23,9 @@ logger = logging.getLogger(__name__)
 #: Chunk cache settings of files the writer opens itself (as in dcnum):
 #: 10 MiB per dataset so that partial chunks can be written, evict fully
 #: written chunks first, 1000 slots.
-CHUNK_CACHE_KWARGS = {"rdcc_nbytes": 10 * 1024 ** 2,
-                      "rdcc_w0": 1,
-                      "rdcc_nslots": 1000}
+CHUNK_CACHE_KWARGS = MappingProxyType({"rdcc_nbytes": 10 * 1024 ** 2,
+                                       "rdcc_w0": 1,
+                                       "rdcc_nslots": 1000})
 
 #: Read this many HDF5 chunks at once when a feature chunk is an h5py
 #: Dataset (e.g. internal basin data copied from another file).
