@@ -1,14 +1,15 @@
 """dcbulk: convert and reprocess deformability cytometry archives with dask.
 
-Public API: :func:`convert` (one file), :func:`read_features` (features as aligned dask
+Public API: :func:`convert_archive` (whole archives), :func:`convert` (one file), :func:`read_features` (features as aligned dask
 arrays), :func:`store_features` (dask arrays into a new file), the dcnum-compatible writer
 module :mod:`dcbulk.write`, and the exceptions in :mod:`dcbulk.errors`.
 """
 from __future__ import annotations
 
 from ._version import __version__
+from .bulk import ArchiveReport, convert_archive
 from .engine import Report, convert, read_features, store_features
 from .errors import DcbulkError
 
-__all__ = ["__version__", "DcbulkError", "Report", "convert", "read_features",
-           "store_features"]
+__all__ = ["__version__", "ArchiveReport", "DcbulkError", "Report", "convert",
+           "convert_archive", "read_features", "store_features"]

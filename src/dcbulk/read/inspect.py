@@ -208,7 +208,7 @@ def inspect_source(path: str | os.PathLike) -> SourceInfo:
             for feat, fsrc in _basin_features(path, h5, bdict, rowmap, n_events).items():
                 features.setdefault(feat, fsrc)
         info = SourceInfo(
-            path=path, n_events=n_events, identifier=get_measurement_identifier(h5),
+            path=path, n_events=n_events, identifier=get_measurement_identifier(h5, compat="dclab"),
             features=features, own_features=tuple(own), basins=basins,
             has_contour=isinstance(events.get("contour"), h5py.Group))
     st = os.stat(path)

@@ -1,0 +1,26 @@
+"""Bulk conversion of whole archives: finding sources, remembering finished outputs, running many outputs at once."""
+from __future__ import annotations
+
+from .archive import ArchiveOptions, ArchiveReport, FileResult, convert_archive, convert_file
+from .manifest import (MANIFEST_NAME, Decision, Manifest, ManifestRecord, clean_partials,
+                       file_sha256, options_fingerprint, stale_partials)
+from .sources import SourceEntry, discover_sources, output_path
+
+__all__ = [
+    "ArchiveOptions",
+    "ArchiveReport",
+    "FileResult",
+    "convert_archive",
+    "convert_file",
+    "MANIFEST_NAME",
+    "Decision",
+    "Manifest",
+    "ManifestRecord",
+    "SourceEntry",
+    "clean_partials",
+    "discover_sources",
+    "file_sha256",
+    "options_fingerprint",
+    "output_path",
+    "stale_partials",
+]

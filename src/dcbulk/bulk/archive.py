@@ -1,0 +1,305 @@
+"""Converting whole archives: many outputs at once, resumable, each file isolated.
+
+:func:`convert_archive` discovers the sources, consults the manifest (skip what is finished,
+redo what is not), and submits one *file task* per output to the cluster, keeping at most
+``max_open_outputs`` in flight. A file task inspects and plans its source on the worker
+and is then the single writer of its output: small files are encoded inline by that task
+(no per-chunk scheduling overhead), large ones feed the other workers with encode tasks.
+A failing file is recorded with its reason and never stops the others.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+from ..codec import parse_compression
+from ..engine.writer import write_output
+from ..errors import DcbulkError, OutputExistsError
+from ..filter_expr import FilterExpr, parse_filter
+from ..plan import DEFAULT_TASK_BYTES, plan_conversion
+from ..read.chunks import OpenFiles, read_event_rows
+from ..read.inspect import SourceInfo, inspect_source
+from .manifest import Manifest, file_sha256
+from .sources import SourceEntry, discover_sources, output_path
+
+__all__ = ["ArchiveOptions", "FileResult", "ArchiveReport", "convert_archive", "convert_file"]
+
+logger = logging.getLogger(__name__)
+
+#: files whose task data is at most this many bytes are encoded by their writer task itself
+INLINE_BYTES = 48 * 1024**2
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """The options that define an archive's outputs (recorded in the manifest)."""
+
+    features: tuple[str, ...] | None = None
+    filter: str | None = None
+    compression: str = "zstd:5"
+    basin_to_source: bool = False
+
+    def fingerprint_dict(self) -> dict:
+        return {"features": list(self.features) if self.features else None,
+                "filter": self.filter,
+                "compression": parse_compression(self.compression).describe(),
+                "basin_to_source": self.basin_to_source}
+
+
+@dataclass
+class FileResult:
+    """The outcome for one source file."""
+
+    source: str
+    output: str
+    status: str  # "done", "skipped", "failed", "planned"
+    events: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    raw_bytes: int = 0
+    ratio: float | None = None
+    seconds: float = 0.0
+    reason: str = ""
+    error: str | None = None
+
+
+@dataclass
+class ArchiveReport:
+    """Outcome of :func:`convert_archive` (``ok`` is False when any file failed)."""
+
+    output_dir: str
+    files: list[FileResult] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    dashboard: str | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        done = [f for f in self.files if f.status == "done"]
+        return {
+            "output_dir": self.output_dir, "wall_seconds": self.wall_seconds,
+            "dashboard": self.dashboard,
+            "counts": {s: self.count(s) for s in ("done", "skipped", "failed", "planned")},
+            "bytes_in": sum(f.bytes_in for f in done), "bytes_out": sum(f.bytes_out for f in done),
+            "files": [asdict(f) for f in self.files],
+        }
+
+
+def _filter_mapping(info: SourceInfo, expr: FilterExpr):
+    missing = [n for n in expr.names if n not in info.features]
+    if missing:
+        raise DcbulkError(f"{info.path}: filter needs feature(s) {', '.join(missing)} "
+                          f"that the file does not have")
+    with OpenFiles() as files:
+        arrays = {n: read_event_rows(files, info.features[n], slice(0, info.n_events))
+                  for n in expr.names}
+    return expr.evaluate(arrays)
+
+
+def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
+                 inline_bytes: int = INLINE_BYTES, checksum: bool = True) -> dict:
+    """Inspect, plan and write one output (runs as a task on a worker).
+
+    Returns a small dict: the writer's summary plus the source's identity and the output's
+    checksum, for the manifest.
+    """
+    t0 = time.perf_counter()
+    info = inspect_source(source)
+    expr = parse_filter(options.filter)
+    mapping = _filter_mapping(info, expr) if expr is not None else None
+    plan = plan_conversion(info, output, features=options.features, mapping=mapping,
+                           codec=parse_compression(options.compression),
+                           max_task_bytes=DEFAULT_TASK_BYTES,
+                           basin_to_source=options.basin_to_source,
+                           options=options.fingerprint_dict())
+    inline = sum(t.nbytes for t in plan.tasks) <= inline_bytes
+    summary = write_output(plan, inline=inline, overwrite=overwrite)
+    st = os.stat(source)
+    return {
+        "events": summary.n_events, "bytes_out": summary.bytes_out,
+        "raw_bytes": sum(f["raw_bytes"] for f in summary.features.values()),
+        "stored_bytes": sum(f["stored_bytes"] for f in summary.features.values()),
+        "seconds": time.perf_counter() - t0, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+        "identifier": info.identifier, "inline": inline,
+        "checksum": file_sha256(output) if checksum else None,
+    }
+
+
+def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Manifest) -> bool:
+    """Record an output that a killed run finished but could not enter in the manifest.
+
+    Outputs appear under their final name only when complete (atomic rename), so an output
+    whose provenance log names this source and these options is a finished result.
+    """
+    if not os.path.isfile(out):
+        return False
+    try:
+        import h5py
+        with h5py.File(out, "r") as h5:
+            logs = [k for k in h5.get("logs", {}) if k.startswith("dcbulk-convert")]
+            if not logs:
+                return False
+            doc = json.loads("\n".join(
+                line.decode() if isinstance(line, bytes) else str(line)
+                for line in h5["logs"][sorted(logs, key=len)[-1]][:]))
+            events = int(h5.attrs.get("experiment:event count", 0))
+    except (OSError, ValueError, KeyError):
+        return False
+    st = os.stat(entry.path)
+    if (doc.get("source") != entry.path or doc.get("options") != options.fingerprint_dict()
+            or doc.get("source size") != st.st_size or doc.get("source mtime") != st.st_mtime):
+        return False
+    manifest.record_done(entry, output=out, output_size=os.path.getsize(out),
+                         checksum=file_sha256(out), events=events, seconds=0.0,
+                         identifier=doc.get("source identifier"), size=st.st_size,
+                         mtime_ns=st.st_mtime_ns)
+    return True
+
+
+def _result_from(entry: SourceEntry, out: str, res: dict) -> FileResult:
+    ratio = res["raw_bytes"] / res["stored_bytes"] if res.get("stored_bytes") else None
+    return FileResult(source=entry.path, output=out, status="done", events=res["events"],
+                      bytes_in=res["size"], bytes_out=res["bytes_out"],
+                      raw_bytes=res["raw_bytes"], ratio=ratio, seconds=res["seconds"])
+
+
+def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
+                    features=None, filter: str | None = None, compression: str = "zstd:5",
+                    client=None, resume: bool = True, force: bool = False,
+                    max_open_outputs: int | None = None, basin_to_source: bool = False,
+                    dry_run: bool = False, inline_bytes: int = INLINE_BYTES,
+                    progress: Callable[[FileResult, int, int], None] | None = None
+                    ) -> ArchiveReport:
+    """Convert every source of an archive into ``output_dir``, mirroring the tree.
+
+    Parameters
+    ----------
+    sources
+        Files, directories (walked recursively) or glob patterns.
+    output_dir
+        Where outputs (and ``dcbulk-manifest.json``) go.
+    include
+        File-name pattern for files found in directories.
+    features, filter, compression, basin_to_source
+        Conversion options: feature selection, event filter expression over scalar
+        features (e.g. ``"deform < 0.1"``), output filters, basin back to the source.
+    client
+        A ``distributed.Client``; by default a LocalCluster sized to the machine.
+    resume
+        Skip files the manifest records as finished (unchanged source, output present).
+    force
+        Redo every file, overwrite outputs and accept changed options.
+    max_open_outputs
+        Output files being written at once (default: the cluster's threads + 2).
+    dry_run
+        Only decide what would be done (status ``planned`` or ``skipped``).
+    inline_bytes
+        Files with at most this many uncompressed bytes are encoded by their writer task.
+    progress
+        Called as ``progress(result, done_count, total_count)`` after each file.
+
+    Returns
+    -------
+    ArchiveReport
+        One entry per source, failures with their reason.
+    """
+    t0 = time.perf_counter()
+    output_dir = os.path.abspath(output_dir)
+    codec = parse_compression(compression)  # fail early on a bad spec
+    options = ArchiveOptions(features=tuple(features) if features else None,
+                             filter=parse_filter(filter).text if filter else None,
+                             compression=str(compression), basin_to_source=basin_to_source)
+    entries = discover_sources(sources, include=include, output_dir=output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    manifest = Manifest.load(output_dir)
+    manifest.check_options(options.fingerprint_dict(), force=force)
+    report = ArchiveReport(output_dir=output_dir)
+    todo: list[tuple[SourceEntry, str, bool]] = []
+    for entry in entries:
+        out = output_path(entry, output_dir)
+        decision = manifest.decide(entry, output_dir)
+        if resume and not force and decision.action == "skip":
+            report.files.append(FileResult(entry.path, out, "skipped", reason=decision.reason))
+            continue
+        if decision.reason == "unrecorded output exists" and not force:
+            if resume and _adopt(entry, out, options, manifest):
+                report.files.append(FileResult(
+                    entry.path, out, "skipped", reason="finished (found by its provenance log)"))
+            else:
+                report.files.append(FileResult(
+                    entry.path, out, "failed", reason="output exists",
+                    error=str(OutputExistsError(f"{out}: exists and is not a finished output "
+                                                f"of this archive (use --force to replace it)"))))
+            continue
+        # outputs recorded in the manifest are this archive's own: they may be replaced
+        todo.append((entry, out, force or entry.relpath in manifest))
+        if dry_run:
+            report.files.append(FileResult(entry.path, out, "planned", reason=decision.reason))
+    if dry_run or not todo:
+        report.wall_seconds = time.perf_counter() - t0
+        return report
+    manifest.clean_partials(output_dir)
+    from ..engine.client import client_context
+    with client_context(client) as cl:
+        report.dashboard = getattr(cl, "dashboard_link", None)
+        _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
+             max_open=max_open_outputs, progress=progress, total=len(entries))
+    manifest.flush()
+    report.wall_seconds = time.perf_counter() - t0
+    return report
+
+
+def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
+         progress, total) -> None:
+    from distributed import as_completed
+    max_open = max_open or sum(client.nthreads().values()) + 2
+    queue = list(reversed(todo))
+    active: dict = {}
+    done_count = len(report.files)
+
+    def submit_next() -> None:
+        entry, out, overwrite = queue.pop()
+        fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
+                            inline_bytes=inline_bytes, pure=False,
+                            key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
+        active[fut] = (entry, out)
+        pending.add(fut)
+
+    pending = as_completed()
+    while queue and len(active) < max_open:
+        submit_next()
+    for fut in pending:
+        entry, out = active.pop(fut)
+        try:
+            res = fut.result()
+        except Exception as exc:  # per-file isolation: record and go on
+            msg = f"{type(exc).__name__}: {exc}"
+            logger.error("%s failed: %s", entry.path, msg)
+            result = FileResult(entry.path, out, "failed", reason="error", error=msg)
+            manifest.record_failed(entry, error=msg)
+        else:
+            result = _result_from(entry, out, res)
+            manifest.record_done(entry, output=out, output_size=res["bytes_out"],
+                                 checksum=res["checksum"], events=res["events"],
+                                 seconds=res["seconds"], identifier=res["identifier"],
+                                 size=res["size"], mtime_ns=res["mtime_ns"])
+        fut.release()
+        report.files.append(result)
+        done_count += 1
+        if progress is not None:
+            progress(result, done_count, total)
+        if queue:
+            submit_next()

@@ -1,0 +1,209 @@
+"""The ``dcbulk`` command: a thin layer over the Python API.
+
+Exit status: 0 success; 1 some files failed (the others were converted); 2 bad usage;
+3 a dcbulk error stopped the run (bad configuration, sources, manifest); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._version import __version__
+from .errors import DcbulkError
+
+__all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
+
+EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (default: a LocalCluster on this machine)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--scheduler", metavar="ADDRESS", help="connect to a running scheduler")
+    x.add_argument("--scheduler-file", metavar="FILE",
+                   help="connect via a scheduler file (dask scheduler --scheduler-file, dask-mpi)")
+    x.add_argument("--cluster-config", metavar="YAML",
+                   help="start a cluster from a YAML file (see cluster_configs/: local, slurm, pbs)")
+    g.add_argument("--workers", type=int, metavar="N", help="local workers (default: cores)")
+    g.add_argument("--threads-per-worker", type=int, metavar="N")
+    g.add_argument("--memory-limit", metavar="M", help="per local worker, e.g. 4GB")
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="dcbulk", description="Convert archives of deformability cytometry (.rtdc) files "
+        "in parallel with dask.", epilog="Exit status: 0 ok, 1 some files failed, 2 usage, "
+        "3 error, 130 interrupted.")
+    top.add_argument("--version", action="version", version=f"dcbulk {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("convert", help="convert files, directories or globs into DST",
+                       description="Convert .rtdc files (directories are walked, the tree is "
+                       "mirrored in DST). Re-running resumes: finished files are skipped.")
+    c.add_argument("sources", nargs="+", metavar="SRC", help="file, directory or glob")
+    c.add_argument("-o", "--output", required=True, metavar="DST", help="output directory")
+    c.add_argument("--include", default="*.rtdc", help="file pattern in directories [*.rtdc]")
+    c.add_argument("--features", type=_csv, metavar="A,B",
+                   help="features to write (default: all of each file's own features)")
+    c.add_argument("--filter", metavar="EXPR",
+                   help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
+    c.add_argument("--compression", default="zstd:5", help="zstd:N, gzip:N or none [zstd:5]")
+    c.add_argument("--basin-to-source", action="store_true",
+                   help="add a basin pointing back to each source file")
+    c.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip files finished by an earlier run [on]")
+    c.add_argument("--force", action="store_true",
+                   help="redo all files, replace outputs, accept changed options")
+    c.add_argument("--max-open-outputs", type=int, metavar="N")
+    c.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
+    c.add_argument("--performance-report", metavar="HTML", help="write dask's performance report")
+    c.add_argument("--dry-run", action="store_true",
+                   help="show what would be done (and the batch job script), do nothing")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_cluster_args(c)
+
+    d = sub.add_parser("demo", help="build a sample archive, convert it, show the results")
+    d.add_argument("--dir", default="dcbulk-demo", help="working directory [dcbulk-demo]")
+    d.add_argument("--files", type=int, default=12)
+    d.add_argument("--events", type=int, default=2000, help="largest file's events [2000]")
+    _add_cluster_args(d)
+
+    i = sub.add_parser("info", help="features, events, chunks, filters and basins of a file")
+    i.add_argument("file")
+    return top
+
+
+def _client_args(ns) -> dict:
+    return {"scheduler": ns.scheduler, "scheduler_file": ns.scheduler_file,
+            "cluster_config": ns.cluster_config, "n_workers": ns.workers,
+            "threads_per_worker": ns.threads_per_worker, "memory_limit": ns.memory_limit}
+
+
+def _print_summary(report, out) -> None:
+    counts = report.to_dict()["counts"]
+    print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
+          f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> {report.output_dir}",
+          file=out)
+    for f in report.failed:
+        print(f"  FAILED {f.source}: {f.error}", file=out)
+
+
+def _convert(ns, out=sys.stdout, err=sys.stderr) -> int:
+    from .bulk import convert_archive, discover_sources
+    from .cluster import job_script, load_cluster_config, open_client
+    from .progress import ArchiveProgress
+    kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
+                  compression=ns.compression, resume=ns.resume, force=ns.force,
+                  basin_to_source=ns.basin_to_source, max_open_outputs=ns.max_open_outputs)
+    if ns.dry_run:
+        report = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
+        for f in report.files:
+            print(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})", file=out)
+        if ns.cluster_config:
+            print(job_script(load_cluster_config(ns.cluster_config)), file=out)
+        return EXIT_OK
+    entries = discover_sources(ns.sources, include=ns.include, output_dir=ns.output)
+    total = sum(os.path.getsize(e.path) for e in entries)
+    with open_client(**_client_args(ns)) as (client, _cluster):
+        print(f"dcbulk {__version__}: {len(entries)} files, {total / 1e6:,.0f} MB; "
+              f"dashboard: {client.dashboard_link}", file=err, flush=True)
+        progress = None if ns.quiet else ArchiveProgress(len(entries), total, stream=err)
+        perf = contextlib.nullcontext()
+        if ns.performance_report:
+            from distributed import performance_report
+            perf = performance_report(filename=ns.performance_report)
+        try:
+            with perf:
+                report = convert_archive(ns.sources, ns.output, client=client,
+                                         progress=progress, **kwargs)
+        finally:
+            if progress is not None:
+                progress.close()
+    if ns.report:
+        with open(ns.report, "w", encoding="utf-8") as fd:
+            json.dump(report.to_dict(), fd, indent=2, default=str)
+    _print_summary(report, out)
+    return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
+def _demo(ns, out=sys.stdout) -> int:
+    from .synth import make_archive
+    root = os.path.abspath(ns.dir)
+    src, dst = os.path.join(root, "archive"), os.path.join(root, "converted")
+    if not os.path.isdir(src):
+        print(f"dcbulk demo: writing a sample archive of {ns.files} files to {src} ...", file=out)
+        make_archive(src, ns.files, events=(max(10, ns.events // 20), ns.events), seed=1,
+                     compression="none")
+    ns.sources, ns.output = [src], dst
+    for key, val in dict(include="*.rtdc", features=None, filter=None, compression="zstd:5",
+                         basin_to_source=False, resume=True, force=False,
+                         max_open_outputs=None, report=os.path.join(root, "report.json"),
+                         performance_report=os.path.join(root, "performance-report.html"),
+                         dry_run=False, quiet=False).items():
+        setattr(ns, key, val)
+    status = _convert(ns, out=out)
+    print(f"dcbulk demo: outputs in {dst}\n  JSON report: {ns.report}\n  dask performance report: "
+          f"{ns.performance_report}\n  inspect a file with: dcbulk info "
+          f"{next(iter(sorted(_walk(dst))), dst)}\n  run it again to see resume skip every file.",
+          file=out)
+    return status
+
+
+def _walk(root: str):
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name.endswith(".rtdc"):
+                yield os.path.join(dirpath, name)
+
+
+def _info(ns, out=sys.stdout) -> int:
+    from .read.inspect import inspect_source
+    info = inspect_source(ns.file)
+    print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
+          f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
+    for name, fsrc in info.features.items():
+        d = fsrc.data
+        codec = d.chunk_codec()
+        where = "" if fsrc.origin == "events" else f"  [{fsrc.origin}]"
+        print(f"    {name:24s} {str(d.shape):18s} {str(np.dtype(d.dtype)):8s} "
+              f"chunks={d.chunks} filters={codec.describe() if codec else 'other'}{where}",
+              file=out)
+    for b in info.basins:
+        print(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
+              f"mapping={b.get('mapping')} paths={b.get('paths')}", file=out)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) and EXIT_USAGE
+    try:
+        if ns.command == "convert":
+            return _convert(ns)
+        if ns.command == "demo":
+            return _demo(ns)
+        return _info(ns)
+    except DcbulkError as exc:
+        print(f"dcbulk: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("dcbulk: interrupted; re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Whole archives: mirrored trees, resume after a kill, isolation of bad files, the CLI."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from dcbulk.bulk import convert_archive
+from dcbulk.cli import EXIT_ERROR, EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, main
+from dcbulk.synth import make_archive, make_rtdc
+
+from helpers import assert_features_equal, verify_with_dclab
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client
+    from dcbulk.engine.client import make_local_cluster
+    cluster = make_local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    with Client(cluster) as cl:
+        yield cl
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("archive")
+    good = make_archive(root, 6, events=(20, 300), seed=2, compression="none", bad_files=3)
+    return root, sorted(good)
+
+
+def _outputs(dst: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(p for p in dst.rglob("*.rtdc"))
+
+
+def test_archive_mirrored_equal_and_bad_files_isolated(client, archive, tmp_path):
+    root, good = archive
+    dst = tmp_path / "out"
+    report = convert_archive([root], dst, client=client)
+    assert report.count("done") == len(good) and report.count("failed") == 3 and not report.ok
+    for src in good:
+        out = dst / src.relative_to(root)
+        assert out.exists(), out
+        assert_features_equal(src, out)
+    failed = {pathlib.Path(f.source).name: f.error for f in report.failed}
+    assert all("broken" in name for name in failed) and all(failed.values())
+    assert not list(dst.rglob("*.partial"))
+    verify_with_dclab(next(iter(_outputs(dst))))
+    # a second run skips everything it finished and retries only the failures
+    again = convert_archive([root], dst, client=client)
+    assert again.count("skipped") == len(good) and again.count("failed") == 3
+
+
+def test_filter_and_features_and_option_change_refused(client, archive, tmp_path):
+    root, good = archive
+    dst = tmp_path / "filtered"
+    report = convert_archive([str(root / "**" / "M*.rtdc")], dst, client=client,
+                             features=["deform", "image"], filter="deform > 0.02")
+    assert report.ok and report.count("done") == len(good)
+    for src in good:
+        with h5py.File(src) as a, h5py.File(dst / src.relative_to(root)) as b:
+            keep = a["events/deform"][:] > 0.02
+            assert sorted(b["events"]) == ["deform", "image"]
+            np.testing.assert_array_equal(b["events/image"][:], a["events/image"][:][keep])
+    from dcbulk.errors import ManifestError
+    with pytest.raises(ManifestError):
+        convert_archive([str(root / "**" / "M*.rtdc")], dst, client=client, compression="none")
+    forced = convert_archive([str(root / "**" / "M*.rtdc")], dst, client=client,
+                             compression="none", force=True)
+    assert forced.count("done") == len(good)
+    with h5py.File(dst / good[0].relative_to(root)) as h5:
+        assert h5["events/image"].id.get_create_plist().get_nfilters() == 1  # fletcher32 only
+
+
+def test_existing_foreign_output_is_not_overwritten(client, tmp_path):
+    (tmp_path / "src").mkdir()
+    src = make_rtdc(tmp_path / "src" / "a.rtdc", 30, seed=1, compression="none")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "a.rtdc").write_bytes(b"precious")
+    report = convert_archive([src], dst, client=client)
+    assert report.count("failed") == 1 and "exists" in report.failed[0].error
+    assert (dst / "a.rtdc").read_bytes() == b"precious"
+    report = convert_archive([src], dst, client=client, force=True)
+    assert report.ok
+    assert_features_equal(src, dst / "a.rtdc")
+
+
+def test_cli_info_demo_usage_and_errors(tmp_path, capsys):
+    assert main(["info", "/nonexistent.rtdc"]) == EXIT_ERROR
+    assert "error" in capsys.readouterr().err
+    assert main(["convert"]) == EXIT_USAGE
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--files", "3", "--events", "60",
+                 "--workers", "1"]) == EXIT_OK
+    text = capsys.readouterr()
+    assert "3 converted" in text.out and "dashboard" in text.err
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["counts"]["done"] == 3
+    assert (tmp_path / "demo" / "performance-report.html").stat().st_size > 1000
+    out = next((tmp_path / "demo" / "converted").rglob("*.rtdc"))
+    assert main(["info", str(out)]) == EXIT_OK
+    assert "image" in capsys.readouterr().out
+    # second run: everything is skipped
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--workers", "1"]) == EXIT_OK
+    assert "3 skipped" in capsys.readouterr().out
+
+
+def test_cli_dry_run_and_failed_files_exit(tmp_path, archive, capsys):
+    root, good = archive
+    dst = tmp_path / "dry"
+    assert main(["convert", str(root), "-o", str(dst), "--dry-run"]) == EXIT_OK
+    assert capsys.readouterr().out.count("planned") == len(good) + 3
+    assert not _outputs(dst)
+    status = main(["convert", str(root), "-o", str(dst), "--workers", "2", "--quiet",
+                   "--report", str(tmp_path / "r.json")])
+    assert status == EXIT_FAILED_FILES
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["counts"] == {"done": len(good), "skipped": 0, "failed": 3, "planned": 0}
+
+
+def test_kill_then_resume_gives_identical_outputs(tmp_path):
+    root = tmp_path / "arch"
+    good = make_archive(root, 8, events=(400, 900), seed=9, compression="none")
+    dst = tmp_path / "out"
+    cmd = [sys.executable, "-m", "dcbulk.cli", "convert", str(root), "-o", str(dst),
+           "--workers", "1", "--max-open-outputs", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while len(_outputs(dst)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = {p: p.read_bytes() for p in _outputs(dst)}
+    assert 2 <= len(first) < len(good)
+    for p in dst.rglob("*"):  # nothing half-written carries a final name
+        assert p.suffix != ".rtdc" or p in first
+    report = convert_archive([root], dst, client=None, max_open_outputs=2)
+    assert report.ok
+    assert report.count("skipped") == len(first)
+    assert report.count("skipped") + report.count("done") == len(good)
+    assert not list(dst.rglob("*.partial"))
+    for src in good:
+        assert_features_equal(src, dst / src.relative_to(root))
+    for p, data in first.items():
+        assert p.read_bytes() == data  # finished outputs were not redone
