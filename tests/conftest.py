@@ -52,3 +52,19 @@ def sample_file(request: pytest.FixtureRequest,
     if not path.is_file():
         pytest.skip(f"sample file {path} is absent")
     return path
+
+
+def _ci() -> bool:
+    """True when the CI environment variable is set to something other than 0/false/no."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Under CI, a skipped ``slurm`` test fails: a run that did not exercise SLURM is not green."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _ci() and item.get_closest_marker("slurm") is not None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"CI is set, so this slurm test must run, but it was skipped: {reason}"
