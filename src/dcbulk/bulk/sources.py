@@ -1,0 +1,257 @@
+"""Finding the input files of a bulk conversion and where each one's output goes.
+
+:func:`discover_sources` turns the user's files, directories and glob patterns into a
+deterministic, duplicate-free list of :class:`SourceEntry` objects; :func:`output_path`
+mirrors an entry's place in its source tree below the output directory. Directory walks use
+:func:`os.scandir` and resolve each directory once, so tens of thousands of files are listed
+without a ``stat`` per file.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from os import PathLike
+
+from ..errors import PlanError, SourceError, SourceNotFoundError
+
+__all__ = ["SourceEntry", "discover_sources", "output_path"]
+
+logger = logging.getLogger(__name__)
+
+_GLOB_MAGIC = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One input file of a bulk conversion.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the file (symbolic links are not resolved).
+    relpath : str
+        POSIX-style path relative to ``root``; the output keeps this place below the output
+        directory. For a file given directly, its name.
+    root : str
+        Absolute path of the directory the file was found under (the directory given, the
+        literal leading part of a glob pattern, or the parent of a file given directly).
+    """
+
+    path: str
+    relpath: str
+    root: str
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in _GLOB_MAGIC for ch in text)
+
+
+def _glob_root(pattern: str) -> str:
+    """The leading directories of ``pattern`` that contain no glob characters."""
+    parts = pattern.replace(os.sep, "/").split("/")
+    literal: list[str] = []
+    for part in parts[:-1]:
+        if _is_glob(part):
+            break
+        literal.append(part)
+    if not literal:
+        return os.path.abspath(os.curdir)
+    root = "/".join(literal) or "/"  # a pattern such as "/x*" has the root "/"
+    return os.path.abspath(root)
+
+
+def _excluded(name: str, relpath: str, exclude: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(name, pat) or fnmatchcase(relpath, pat) for pat in exclude)
+
+
+def _glob_match_dropped(relpath: str, exclude: tuple[str, ...]) -> bool:
+    """Whether a glob match, or any directory on its way from the root, is skipped."""
+    parts = relpath.split("/")
+    for i, part in enumerate(parts):
+        if _skipped_name(part) or _excluded(part, "/".join(parts[:i + 1]), exclude):
+            return True
+    return False
+
+
+def _skipped_name(name: str) -> bool:
+    """Hidden names (also macOS ``._*`` resource forks) and unfinished ``*.partial`` files."""
+    return name.startswith(".") or name.endswith(".partial")
+
+
+def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
+          real_output: str | None) -> Iterator[tuple[str, str, str]]:
+    """Yield ``(path, relpath, realpath)`` of matching files below ``root``.
+
+    Directories are visited in sorted order, each real directory once (symbolic links to
+    directories are followed, loops are cut). ``real_output`` is skipped entirely.
+    """
+    seen_dirs: set[str] = {real_root}
+    stack: list[tuple[str, str, str]] = [(root, real_root, "")]
+    while stack:
+        directory, real_dir, rel_dir = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise SourceError(f"{directory}: cannot list directory ({exc.strerror})") from exc
+        subdirs = []
+        for entry in entries:
+            name = entry.name
+            if _skipped_name(name):
+                continue
+            rel = f"{rel_dir}{name}"
+            try:
+                is_dir = entry.is_dir()
+                is_link = entry.is_symlink()
+            except OSError:
+                continue
+            if is_dir:
+                if _excluded(name, rel, exclude):
+                    continue
+                real = (os.path.realpath(entry.path) if is_link
+                        else os.path.join(real_dir, name))
+                if real == real_output or real in seen_dirs:
+                    continue
+                seen_dirs.add(real)
+                subdirs.append((entry.path, real, rel + "/"))
+            elif fnmatchcase(name, include) and not _excluded(name, rel, exclude):
+                if is_link:
+                    if not entry.is_file():  # dangling link
+                        logger.warning("skipping dangling symbolic link %s", entry.path)
+                        continue
+                    real = os.path.realpath(entry.path)
+                else:
+                    real = os.path.join(real_dir, name)
+                yield entry.path, rel, real
+        stack.extend(reversed(subdirs))
+
+
+def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
+                     exclude: Iterable[str] = (), output_dir: str | PathLike | None = None,
+                     ) -> list[SourceEntry]:
+    """List the input files of a bulk conversion.
+
+    Parameters
+    ----------
+    sources : iterable of str or path-like
+        Files (always taken, whatever their name), directories (walked recursively) and glob
+        patterns (``*``, ``?``, ``[...]``, ``**`` for any depth). A directory's files keep their
+        place relative to that directory; files matched by a pattern keep their place relative
+        to the pattern's leading literal directories; a file given directly (or matched by a
+        pattern without directories) lands at the top of the output tree.
+    include : str
+        Glob matched (case-sensitively) against the *name* of each file found while walking a
+        directory. Files given directly or matched by a pattern are not filtered by it.
+    exclude : iterable of str
+        Globs matched against the name and against the relative path of each file and each
+        directory met while walking or globbing; a match drops it (a directory with all its
+        content). Files given directly are never excluded.
+    output_dir : str or path-like, optional
+        The output directory; when it lies inside a source directory it is not walked.
+
+    Returns
+    -------
+    list of SourceEntry
+        In the order of ``sources``, each source's files sorted by relative path; a file
+        reached twice (same resolved path) is listed once, at its first place. Hidden files
+        and directories (name starting with ``.``) and ``*.partial`` files are skipped while
+        walking and globbing.
+
+    Raises
+    ------
+    SourceNotFoundError
+        Naming every path that does not exist and every pattern that matched nothing.
+    PlanError
+        When two different files would be written to the same output path; names both.
+    SourceError
+        When a directory cannot be listed or a path is neither file nor directory.
+    """
+    if isinstance(sources, (str, bytes, PathLike)):
+        sources = [sources]
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    real_output = os.path.realpath(output_dir) if output_dir is not None else None
+    found: list[SourceEntry] = []
+    seen: set[str] = set()
+    missing: list[str] = []
+
+    def add(path: str, relpath: str, root: str, real: str) -> None:
+        if real in seen:
+            return
+        seen.add(real)
+        found.append(SourceEntry(path=path, relpath=relpath, root=root))
+
+    def add_dir(directory: str, root: str, rel_prefix: str) -> None:
+        real_dir = os.path.realpath(directory)
+        if real_dir == real_output:
+            return
+        for path, rel, real in _walk(directory, real_dir, include=include, exclude=exclude,
+                                     real_output=real_output):
+            add(path, rel_prefix + rel, root, real)
+
+    for source in sources:
+        start = len(found)
+        text = os.path.expanduser(os.fspath(source))
+        if os.path.isfile(text):
+            path = os.path.abspath(text)
+            add(path, os.path.basename(path), os.path.dirname(path), os.path.realpath(path))
+        elif os.path.isdir(text):
+            root = os.path.abspath(text)
+            add_dir(root, root, "")
+        elif _is_glob(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                missing.append(text)
+                continue
+            root = _glob_root(text)
+            for match in matches:
+                path = os.path.abspath(match)
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                if _glob_match_dropped(rel, exclude):
+                    continue
+                real = os.path.realpath(path)
+                if real_output is not None and (real == real_output or real.startswith(
+                        real_output.rstrip(os.sep) + os.sep)):
+                    continue
+                if os.path.isdir(path):
+                    add_dir(path, root, rel + "/")
+                elif os.path.isfile(path):
+                    add(path, rel, root, real)
+        elif os.path.lexists(text):
+            raise SourceError(f"{text}: neither a regular file nor a directory")
+        else:
+            missing.append(text)
+        found[start:] = sorted(found[start:], key=lambda e: e.relpath.split("/"))
+    if missing:
+        what = "path does not exist or pattern matched nothing"
+        raise SourceNotFoundError(f"{what}: " + ", ".join(missing))
+    _check_unique_relpaths(found)
+    return found
+
+
+def _check_unique_relpaths(entries: list[SourceEntry]) -> None:
+    by_relpath: dict[str, SourceEntry] = {}
+    for entry in entries:
+        other = by_relpath.setdefault(entry.relpath, entry)
+        if other is not entry:
+            raise PlanError(f"{other.path} and {entry.path} would both be written to "
+                            f"'{entry.relpath}' in the output directory; give their parent "
+                            f"directories instead, or convert them separately")
+
+
+def output_path(entry: SourceEntry, output_dir: str | PathLike) -> str:
+    """The output file of ``entry``: its relative path below ``output_dir``, same file name.
+
+    Raises
+    ------
+    PlanError
+        If the entry's relative path is absolute or leaves the output directory.
+    """
+    parts = entry.relpath.split("/")
+    if not entry.relpath or entry.relpath.startswith("/") or ".." in parts or "" in parts:
+        raise PlanError(f"{entry.path}: relative path '{entry.relpath}' cannot be placed "
+                        f"below an output directory")
+    return os.path.join(os.fspath(output_dir), *parts)
