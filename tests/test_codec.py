@@ -13,7 +13,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from dcbulk import codec as codec_mod
+from dcbulk.codec import checksum as checksum_mod
 from dcbulk.codec import (ChunkCodec, fletcher32, parse_compression,
                           verify_codec_with_hdf5)
 from dcbulk.errors import ChecksumMismatchError, CodecError, PlanError
@@ -225,7 +225,7 @@ def test_fletcher32_wide_grid_branch(monkeypatch):
     """More than 65537 grid rows switches column sums to 64 bit; results must not change."""
     data = np.random.default_rng(3).integers(0, 256, 300_001, dtype=np.uint8).tobytes()
     expected = fletcher32(data)
-    monkeypatch.setattr(codec_mod, "_ROW_WORDS", 2)
+    monkeypatch.setattr(checksum_mod, "_ROW_WORDS", 2)
     assert fletcher32(data) == expected
     assert fletcher32(data[:2001]) == fletcher32_reference(data[:2001])
 

@@ -14,6 +14,7 @@ import pytest
 
 from dcbulk import synth
 from dcbulk.errors import OutputExistsError
+from dcbulk.synth import rtdc as synth_rtdc
 
 dclab = pytest.importorskip("dclab")
 
@@ -172,12 +173,12 @@ def test_deterministic_and_seed_dependent(tmp_path: Path) -> None:
 def test_written_in_bounded_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, int]] = []
 
-    class Spy(synth.HDF5Writer):  # type: ignore[misc,valid-type]
+    class Spy(synth_rtdc.HDF5Writer):  # type: ignore[misc,valid-type]
         def store_feature_chunk(self, feat, data, group_name="events"):  # noqa: ANN001
             calls.append((feat, len(data)))
             return super().store_feature_chunk(feat, data, group_name=group_name)
 
-    monkeypatch.setattr(synth, "HDF5Writer", Spy)
+    monkeypatch.setattr(synth_rtdc, "HDF5Writer", Spy)
     n, shape = 2500, (48, 120)
     raw_bytes = n * (3 * shape[0] * shape[1] + 6 * 2 * 40)
     tracemalloc.start()

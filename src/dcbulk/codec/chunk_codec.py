@@ -1,4 +1,4 @@
-"""Byte-exact HDF5 chunk encoding outside h5py.
+"""Byte-exact HDF5 chunk encoding outside h5py: the :class:`ChunkCodec` filter pipeline.
 
 Single responsibility: turn one block of a dataset into exactly the bytes HDF5 (with
 hdf5plugin) stores for that chunk, and back. The pipeline follows h5py's ``fill_dcpl``
@@ -7,18 +7,16 @@ last, so the checksum covers the compressed bytes. Workers call :meth:`ChunkCode
 the single writer stores the result with ``DatasetID.write_direct_chunk``.
 
 Zstandard frames are produced by the very libzstd that hdf5plugin's filter is linked with
-(called through :mod:`ctypes`), because other libzstd releases can emit different frames
+(see :mod:`dcbulk.codec.zstd`), because other libzstd releases can emit different frames
 for the same level. When that library cannot be loaded the ``zstandard`` package is used;
 :func:`verify_codec_with_hdf5` tells whether the bytes still match.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import threading
 import uuid
-import weakref
 import zlib
 from collections.abc import Mapping
 from itertools import product
@@ -29,148 +27,20 @@ import hdf5plugin
 import numpy as np
 import zstandard
 
-from .errors import ChecksumMismatchError, CodecError, PlanError
+from ..errors import ChecksumMismatchError, CodecError, PlanError
+from .checksum import FLETCHER32_FILTER_ID, _swapped_pairs, fletcher32
+from .deflate import DEFLATE_FILTER_ID, _deflate_stored
+from .zstd import ZSTD_FILTER_ID, _PackageZstd, _PluginZstd
 
-__all__ = ["ChunkCodec", "parse_compression", "fletcher32", "verify_codec_with_hdf5",
-           "ZSTD_FILTER_ID", "DEFLATE_FILTER_ID", "FLETCHER32_FILTER_ID"]
+__all__ = ["ChunkCodec", "parse_compression", "verify_codec_with_hdf5"]
 
 logger = logging.getLogger(__name__)
 
-ZSTD_FILTER_ID = 32015
-DEFLATE_FILTER_ID = 1
-FLETCHER32_FILTER_ID = 3
 _ZSTD_LEVELS = range(1, 23)
 _GZIP_LEVELS = range(0, 10)
 _ZSTD_BACKENDS = ("auto", "hdf5plugin", "zstandard")
-_FLETCHER_MOD = 65535
-_ROW_WORDS = 4096  # 16-bit words per row of the Fletcher-32 reduction grid
 _ACCEPTED_SPECS = ("'zstd' (level 5), 'zstd:<1-22>', 'gzip' (level 4), 'gzip:<0-9>', 'none'; "
                    "optionally followed by '+fletcher32'")
-
-
-def fletcher32(data: bytes | bytearray | memoryview) -> int:
-    """HDF5's Fletcher-32 checksum (``H5_checksum_fletcher32``) of a byte string.
-
-    The data are read as big-endian 16-bit words (an odd trailing byte is the high byte of a
-    last word); both sums are reduced modulo 65535 with end-around carry, so a non-zero sum
-    congruent to 0 is 0xFFFF and only all-zero data give 0. Vectorised: two numpy reductions
-    over a (rows, 4096) grid of words, no copy of the input.
-
-    Parameters
-    ----------
-    data
-        Any C-contiguous buffer.
-
-    Returns
-    -------
-    int
-        ``(sum2 << 16) | sum1``; the filter stores it little-endian after the data.
-    """
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) \
-        else np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    n_words = (buf.size + 1) // 2
-    n_full = buf.size // 2
-    rows = n_full // _ROW_WORDS
-    mod = np.uint64(_FLETCHER_MOD)
-    total = 0      # exact sum of all words
-    weighted = 0   # sum of index * word, modulo 65535
-    if rows:
-        grid = buf[:rows * _ROW_WORDS * 2].view(">u2").reshape(rows, _ROW_WORDS)
-        row_sums = grid.sum(axis=1, dtype=np.uint32).astype(np.uint64)
-        col_acc = np.uint32 if rows <= 65537 else np.uint64
-        col_sums = grid.sum(axis=0, dtype=col_acc).astype(np.uint64)
-        total = int(row_sums.sum())
-        row_idx = np.arange(rows, dtype=np.uint64) % mod
-        weighted = (_ROW_WORDS * int(((row_sums % mod) * row_idx).sum())
-                    + int(((col_sums % mod) * np.arange(_ROW_WORDS, dtype=np.uint64)).sum()))
-    start = rows * _ROW_WORDS
-    if n_full > start:
-        # < 4096 words: index * word * count stays far below 2**63
-        tail = buf[start * 2:n_full * 2].view(">u2").astype(np.int64)
-        total += int(tail.sum())
-        weighted += int(np.dot(tail, np.arange(start, n_full, dtype=np.int64)))
-    if buf.size % 2:
-        last = int(buf[-1]) << 8
-        total += last
-        weighted += last * (n_words - 1)
-    if total == 0:
-        return 0
-    sum1 = total % _FLETCHER_MOD or 0xFFFF
-    sum2 = (n_words * total - weighted) % _FLETCHER_MOD or 0xFFFF
-    return (sum2 << 16) | sum1
-
-
-def _swapped_pairs(value: int) -> int:
-    """The checksum as HDF5 < 1.6.3 stored it on little-endian hosts (accepted on read)."""
-    return ((value & 0x00FF00FF) << 8) | ((value >> 8) & 0x00FF00FF)
-
-
-def _deflate_stored(raw: memoryview) -> bytes:
-    """zlib stream of level 0 as ``compress2`` writes it with a ``compressBound`` buffer.
-
-    Python's ``zlib.compress`` feeds deflate a growing output buffer, which changes the
-    stored-block boundaries; HDF5 gives deflate room for the whole stream at once, so
-    every block but the last holds 65535 bytes.
-    """
-    parts: list[Any] = [b"\x78\x01"]
-    pos, size = 0, len(raw)
-    while True:
-        take = min(65535, size - pos)
-        last = pos + take >= size
-        parts += [bytes((int(last),)), take.to_bytes(2, "little"),
-                  (take ^ 0xFFFF).to_bytes(2, "little"), raw[pos:pos + take]]
-        pos += take
-        if last:
-            break
-    parts.append(zlib.adler32(raw).to_bytes(4, "big"))
-    return b"".join(parts)
-
-
-class _PluginZstd:
-    """One compression context of the libzstd inside hdf5plugin's filter 32015 library."""
-
-    def __init__(self) -> None:
-        path = hdf5plugin.get_config().registered_filters.get("zstd")
-        if not path:
-            raise OSError("hdf5plugin registered no zstd filter library")
-        lib = ctypes.CDLL(path)
-        size_t, ptr = ctypes.c_size_t, ctypes.c_void_p
-        self._bound = self._fn(lib.ZSTD_compressBound, size_t, [size_t])
-        self._compress = self._fn(lib.ZSTD_compressCCtx, size_t,
-                                  [ptr, ptr, size_t, ptr, size_t, ctypes.c_int])
-        self._is_error = self._fn(lib.ZSTD_isError, ctypes.c_uint, [size_t])
-        self._error_name = self._fn(lib.ZSTD_getErrorName, ctypes.c_char_p, [size_t])
-        version = self._fn(lib.ZSTD_versionString, ctypes.c_char_p, [])
-        free = self._fn(lib.ZSTD_freeCCtx, size_t, [ptr])
-        self._ctx = self._fn(lib.ZSTD_createCCtx, ptr, [])()
-        if not self._ctx:
-            raise MemoryError("ZSTD_createCCtx failed")
-        weakref.finalize(self, free, self._ctx)
-        self.name = f"libzstd {version().decode()} of hdf5plugin ({path})"
-
-    @staticmethod
-    def _fn(func: Any, restype: Any, argtypes: list[Any]) -> Any:
-        func.restype, func.argtypes = restype, argtypes
-        return func
-
-    def compress(self, src: np.ndarray, level: int) -> np.ndarray:
-        bound = self._bound(src.size)
-        out = np.empty(bound, dtype=np.uint8)
-        size = self._compress(self._ctx, out.ctypes.data, bound, src.ctypes.data, src.size, level)
-        if self._is_error(size):
-            raise CodecError(f"zstd compression failed: {self._error_name(size).decode()}")
-        return out[:size]
-
-
-class _PackageZstd:
-    """A ``zstandard.ZstdCompressor`` (content size in the frame, no checksum, no dict id)."""
-
-    def __init__(self, level: int) -> None:
-        self._compressor = zstandard.ZstdCompressor(level=level)
-        self.name = f"python-zstandard {zstandard.__version__} (libzstd {zstandard.ZSTD_VERSION})"
-
-    def compress(self, src: np.ndarray, level: int) -> bytes:
-        return self._compressor.compress(src.data)
 
 
 @dataclasses.dataclass(frozen=True)
