@@ -66,5 +66,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = outcome.get_result()
     if report.skipped and _ci() and item.get_closest_marker("slurm") is not None:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reason = str(reason).removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"CI is set, so this slurm test must run, but it was skipped: {reason}"
