@@ -1,0 +1,321 @@
+"""Tests of the resume manifest (dcbulk.bulk.manifest)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dcbulk.bulk.manifest import (MANIFEST_NAME, Manifest, ManifestRecord, clean_partials,
+                                  file_sha256, options_fingerprint, stale_partials)
+from dcbulk.bulk.sources import SourceEntry, discover_sources, output_path
+from dcbulk.errors import ManifestError
+
+OPTIONS = {"compression": "zstd:5", "features": None, "filter": None}
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    """Two sources, an output directory and a helper that 'converts' a source."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.rtdc").write_bytes(b"source a")
+    (src / "sub" / "b.rtdc").write_bytes(b"source b, longer")
+    out = tmp_path / "out"
+    entries = discover_sources([src])
+
+    def convert(entry: SourceEntry, data: bytes = b"converted") -> str:
+        path = output_path(entry, out)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Path(path).write_bytes(data + entry.relpath.encode())
+        return path
+
+    return entries, out, convert
+
+
+def _no_partials(directory: Path) -> bool:
+    return not [p for p in directory.rglob("*") if p.name.endswith(".partial")]
+
+
+def test_file_sha256(tmp_path: Path):
+    data = os.urandom(100_003)
+    (tmp_path / "f").write_bytes(data)
+    assert file_sha256(tmp_path / "f", bufsize=4096) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_options_fingerprint_is_canonical():
+    fp = options_fingerprint({"b": [1, 2], "a": {"y": 1, "x": None}})
+    assert fp == options_fingerprint({"a": {"x": None, "y": 1}, "b": (1, 2)})
+    assert len(fp) == 16 and int(fp, 16) >= 0
+    assert fp != options_fingerprint({"b": [2, 1], "a": {"y": 1, "x": None}})
+    canonical = '{"a":{"x":null,"y":1},"b":[1,2]}'
+    assert fp == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    assert options_fingerprint({"p": Path("/x")}) == options_fingerprint({"p": "/x"})
+    with pytest.raises(TypeError, match="object"):
+        options_fingerprint({"bad": object()})
+
+
+def test_empty_manifest_when_absent(tmp_path: Path):
+    manifest = Manifest.load(tmp_path / "nowhere")
+    assert len(manifest) == 0 and manifest.options is None
+    assert manifest.path == str(tmp_path / "nowhere" / MANIFEST_NAME)
+    assert not (tmp_path / "nowhere").exists()  # loading creates nothing
+
+
+def test_round_trip(setup):
+    entries, out, convert = setup
+    a, b = entries
+    with Manifest.load(out) as manifest:
+        manifest.check_options(OPTIONS)
+        convert(a)
+        rec_a = manifest.record_done(a, identifier="id-a", events=12, seconds=0.5)
+        rec_b = manifest.record_failed(b, ValueError("broken file"), seconds=0.1)
+    assert rec_a.output_sha256 == file_sha256(output_path(a, out))
+    assert rec_a.output_size == len(b"converted" + a.relpath.encode())
+    assert rec_b.error == "ValueError: broken file" and rec_b.status == "failed"
+    loaded = Manifest.load(out)
+    assert dict(loaded.records) == {"a.rtdc": rec_a, "sub/b.rtdc": rec_b}
+    assert loaded.options == OPTIONS and loaded.fingerprint == options_fingerprint(OPTIONS)
+    assert loaded.counts() == {"done": 1, "failed": 1}
+    # valid JSON, one record per line (grep-able)
+    text = (out / MANIFEST_NAME).read_text()
+    doc = json.loads(text)
+    assert doc["version"] == 1 and doc["records"]["a.rtdc"]["events"] == 12
+    assert [line for line in text.splitlines() if '"sub/b.rtdc"' in line][0].count(
+        "broken file") == 1
+    assert ManifestRecord.from_dict(rec_a.to_dict()) == rec_a
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(setup, monkeypatch: pytest.MonkeyPatch):
+    entries, out, convert = setup
+    manifest = Manifest.load(out, save_interval=0)
+    manifest.check_options(OPTIONS)
+    convert(entries[0])
+    manifest.record_done(entries[0], checksum="0" * 64)
+    before = (out / MANIFEST_NAME).read_bytes()
+    assert _no_partials(out)
+
+    def failing_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(ManifestError, match="No space left"):
+        manifest.record_failed(entries[1], "boom")
+    monkeypatch.undo()
+    assert (out / MANIFEST_NAME).read_bytes() == before  # old manifest intact
+    assert _no_partials(out)
+    manifest.save()
+    assert len(Manifest.load(out)) == 2
+
+
+def test_saves_are_batched_in_time(setup):
+    entries, out, convert = setup
+    manifest = Manifest.load(out, save_interval=0.4)
+    manifest.check_options(OPTIONS)  # first change: written at once
+    assert Manifest.load(out).options == OPTIONS
+    convert(entries[0])
+    manifest.record_done(entries[0])
+    assert len(Manifest.load(out)) == 0  # pending, not yet written
+    time.sleep(1.0)
+    assert len(Manifest.load(out)) == 1  # the timer wrote it (at ~0.4 s)
+    manifest.record_failed(entries[1], "x")  # due again: written at once
+    assert len(Manifest.load(out)) == 2
+    convert(entries[1])
+    manifest.record_done(entries[1])
+    assert Manifest.load(out).records["sub/b.rtdc"].status == "failed"
+    manifest.flush()
+    assert Manifest.load(out).records["sub/b.rtdc"].status == "done"
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "not a dcbulk manifest"),
+    (b'{"format": "dcbulk-manifest", "version": 99, "records": {}}', "version 99"),
+    (b'{"format": "dcbulk-manifest", "version": 1, "records": {"a.rtdc": {"source": "x"}}}',
+     "record 'a.rtdc'.*size"),
+    (b'{"format": "dcbulk-manifest", "version": 1, "records": {"a.rtdc": {"source": "x", '
+     b'"size": 1, "mtime_ns": 2, "status": "weird", "output": "a.rtdc"}}}', "status"),
+])
+def test_corrupt_manifest_is_an_error(tmp_path: Path, content: bytes, match: str):
+    (tmp_path / MANIFEST_NAME).write_bytes(content)
+    with pytest.raises(ManifestError, match=match) as info:
+        Manifest.load(tmp_path)
+    assert str(tmp_path / MANIFEST_NAME) in str(info.value)
+
+
+def test_options_mismatch_needs_force(setup):
+    entries, out, convert = setup
+    with Manifest.load(out) as manifest:
+        manifest.check_options(OPTIONS)
+        convert(entries[0])
+        manifest.record_done(entries[0])
+    other = dict(OPTIONS, compression="zstd:9", filter="deform < 0.1")
+    manifest = Manifest.load(out)
+    manifest.check_options(OPTIONS)  # same options: fine
+    with pytest.raises(ManifestError) as info:
+        manifest.check_options(other)
+    message = str(info.value)
+    assert "compression: 'zstd:5' -> 'zstd:9'" in message and "filter" in message
+    assert "features" not in message and "--force" in message
+    assert manifest.decide(entries[0]).action == "skip"  # nothing changed
+    manifest.check_options(other, force=True)
+    assert manifest.options == other
+    assert manifest.decide(entries[0]).reason == "options changed"
+    convert(entries[0])
+    manifest.record_done(entries[0])
+    assert manifest.decide(entries[0]).reason == "finished"
+    manifest.flush()
+    assert Manifest.load(out).fingerprint == options_fingerprint(other)
+
+
+def test_options_change_without_finished_outputs_is_accepted(setup):
+    entries, out, _ = setup
+    manifest = Manifest.load(out)
+    manifest.check_options(OPTIONS)
+    manifest.record_failed(entries[0], "bad")
+    manifest.check_options(dict(OPTIONS, compression="zstd:1"))  # failures only: no conflict
+    assert manifest.options["compression"] == "zstd:1"
+
+
+def test_decide_gives_every_reason(setup):
+    entries, out, convert = setup
+    a, b = entries
+    manifest = Manifest.load(out)
+    manifest.check_options(OPTIONS)
+    assert (manifest.decide(a).action, manifest.decide(a).reason) == ("convert", "new")
+    convert(b)
+    assert manifest.decide(b).reason == "unrecorded output exists"
+    manifest.record_failed(b, "bad")
+    assert manifest.decide(b).reason == "previously failed"
+
+    decision = manifest.decide(a)
+    convert(a)
+    manifest.record_done(a, size=decision.size, mtime_ns=decision.mtime_ns)
+    assert (manifest.decide(a).action, manifest.decide(a).reason) == ("skip", "finished")
+    assert manifest.decide(a, out).reason == "finished"
+
+    out_a = Path(output_path(a, out))
+    out_a.write_bytes(out_a.read_bytes() + b"!")
+    assert manifest.decide(a).reason == "output size differs"
+    out_a.unlink()
+    assert manifest.decide(a).reason == "output missing"
+    convert(a)
+    assert manifest.decide(a).reason == "finished"
+
+    st = os.stat(a.path)
+    os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert manifest.decide(a).reason == "source changed"
+    os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert manifest.decide(a).reason == "finished"
+    Path(a.path).write_bytes(b"source A")  # same size, new mtime
+    os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert manifest.decide(a).reason == "finished"  # size+mtime only: documented limit
+    Path(a.path).write_bytes(b"source a, grown")
+    os.utime(a.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert manifest.decide(a).reason == "source changed"
+
+
+def test_source_modified_during_conversion_is_redone(setup):
+    entries, out, convert = setup
+    a = entries[0]
+    manifest = Manifest.load(out)
+    decision = manifest.decide(a)
+    Path(a.path).write_bytes(b"modified while converting")
+    convert(a)
+    manifest.record_done(a, size=decision.size, mtime_ns=decision.mtime_ns)
+    assert manifest.decide(a).reason == "source changed"
+
+
+def test_record_done_checks_the_output(setup):
+    entries, out, convert = setup
+    manifest = Manifest.load(out)
+    with pytest.raises(ManifestError, match="does not exist"):
+        manifest.record_done(entries[0])
+    path = convert(entries[0])
+    rec = manifest.record_done(entries[0], output=path, output_size=1, checksum="ab" * 32)
+    assert rec.output == "a.rtdc" and rec.output_size == os.path.getsize(path)
+    assert rec.output_sha256 == "ab" * 32
+    with pytest.raises(ManifestError, match="outside"):
+        manifest.record_done(entries[0], output=entries[0].path)
+
+
+def test_verify_recomputes_the_checksum(setup):
+    entries, out, convert = setup
+    a, b = entries
+    manifest = Manifest.load(out)
+    convert(a)
+    manifest.record_done(a)
+    manifest.record_failed(b, "bad")
+    assert manifest.verify("a.rtdc") is True
+    out_a = Path(output_path(a, out))
+    data = bytearray(out_a.read_bytes())
+    data[0] ^= 1
+    out_a.write_bytes(bytes(data))  # same size: decide() cannot see it, verify() does
+    assert manifest.decide(a).reason == "finished"
+    assert manifest.verify("a.rtdc") is False
+    out_a.unlink()
+    assert manifest.verify("a.rtdc") is False
+    assert manifest.verify("sub/b.rtdc") is False
+    with pytest.raises(ManifestError, match="no record"):
+        manifest.verify("unknown.rtdc")
+
+
+def test_stale_partials_are_found_and_cleaned(tmp_path: Path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale = [out / "a.rtdc.0123456789ab.partial",
+             out / "sub" / f"b.rtdc.{uuid.uuid4().hex}.partial",
+             out / "sub" / f"c.rtdc.{uuid.uuid4()}.partial",
+             out / f"{MANIFEST_NAME}.deadbeef0001.partial"]
+    keep = [out / "a.rtdc", out / "notes.partial", out / "x.rtdc.xyz123456789.partial",
+            out / "sub" / "b.rtdc.partial"]
+    for path in stale + keep:
+        path.write_bytes(b"")
+    assert stale_partials(out) == sorted(stale)
+    assert Manifest.load(out).stale_partials() == sorted(stale)
+    assert clean_partials(out) == sorted(stale)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
+    assert clean_partials(out) == []
+    assert stale_partials(tmp_path / "missing") == []
+
+
+def test_manifest_cannot_be_pickled(tmp_path: Path):
+    with pytest.raises(TypeError, match="pickled"):
+        pickle.dumps(Manifest(tmp_path))
+
+
+@pytest.mark.slow
+def test_saving_10k_records_is_fast(tmp_path: Path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    (src / "m.rtdc").write_bytes(b"s")
+    (out / "o.rtdc").write_bytes(b"o")
+    entries = [SourceEntry(str(src / "m.rtdc"), f"day{i // 1000}/m{i:05d}.rtdc", str(src))
+               for i in range(10_000)]  # one file on disk stands in for all of them
+    manifest = Manifest.load(out, save_interval=3600)
+    manifest.check_options(OPTIONS)
+    for entry in entries:
+        manifest.record_done(entry, output=out / "o.rtdc", checksum="0" * 64, events=100,
+                             seconds=1.5, identifier="x" * 36)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        manifest.save()
+        times.append(time.perf_counter() - t0)
+    per_save = sorted(times)[2]
+    print(f"\nmanifest save with 10,000 records: {per_save * 1e3:.1f} ms "
+          f"({os.path.getsize(manifest.path) / 1e6:.1f} MB)")
+    assert per_save < 0.25
+    t0 = time.perf_counter()
+    loaded = Manifest.load(out)
+    decisions = [loaded.decide(e) for e in entries]
+    print(f"load + 10,000 decisions: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    assert len(loaded) == 10_000 and {d.reason for d in decisions} == {"output missing"}
+    assert loaded.records["day9/m09999.rtdc"] == manifest.records["day9/m09999.rtdc"]
