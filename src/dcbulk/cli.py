@@ -98,7 +98,8 @@ def _print_summary(report, out) -> None:
         print(f"  FAILED {f.source}: {f.error}", file=out)
 
 
-def _convert(ns, out=sys.stdout, err=sys.stderr) -> int:
+def _convert(ns, out=None, err=None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     from .bulk import convert_archive, discover_sources
     from .cluster import job_script, load_cluster_config, open_client
     from .progress import ArchiveProgress
@@ -136,7 +137,8 @@ def _convert(ns, out=sys.stdout, err=sys.stderr) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
-def _demo(ns, out=sys.stdout) -> int:
+def _demo(ns, out=None) -> int:
+    out = out or sys.stdout
     from .synth import make_archive
     root = os.path.abspath(ns.dir)
     src, dst = os.path.join(root, "archive"), os.path.join(root, "converted")
@@ -166,7 +168,8 @@ def _walk(root: str):
                 yield os.path.join(dirpath, name)
 
 
-def _info(ns, out=sys.stdout) -> int:
+def _info(ns, out=None) -> int:
+    out = out or sys.stdout
     from .read.inspect import inspect_source
     info = inspect_source(ns.file)
     print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
