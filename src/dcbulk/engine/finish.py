@@ -107,6 +107,8 @@ def _provenance(plan: ConversionPlan) -> list[str]:
         "source": plan.source,
         "source identifier": info.identifier if info else None,
         "source events": info.n_events if info else None,
+        "source size": info.size if info else None,
+        "source mtime": info.mtime if info else None,
         "output events": plan.n_events,
         "mapped": plan.mapping is not None,
         "features": {fp.name: ("raw-copy " if fp.raw_copy else "") + fp.codec.describe()
