@@ -429,7 +429,7 @@ def cmd_compress(args) -> None:
           f"{rows['dcnum']['wall'] / t_start:.2f}x)")
     print("  per-feature worker seconds (dcbulk, cluster up, last run):")
     print_features(report)
-    print(f"  dask performance report: {html or 'skipped: bokeh>=3.1 not importable (--pylib)'}")
+    print(f"  dask performance report: {html or 'skipped: bokeh>=3.1 not importable'}")
     print("  filters:")
     for key, out in outs.items():
         print(f"    {key:<13} {describe_filters(out)}")
@@ -558,9 +558,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-task-bytes", type=int, default=16 * MiB)
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; best is shown")
-    parser.add_argument("--pylib", type=Path, default=None,
-                        help="extra import path (this process only), e.g. holding bokeh for "
-                             "the dask performance report (default: <workdir>/pylib if present)")
     parser.add_argument("--idle-wait", type=float, default=60.0,
                         help="before each run, wait up to this many s for CPU use < 15%%")
     parser.add_argument("--verify", choices=["all", "sample"], default="all",
@@ -572,10 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_child(args.rest[0], json.loads(args.rest[1]))
         return 0
     (args.workdir / "out").mkdir(parents=True, exist_ok=True)
-    pylib = args.pylib or (args.workdir / "pylib")
-    if pylib.is_dir():
-        sys.path.append(str(pylib))
-    print(f"dcbulk benchmark on {os.cpu_count()} CPUs, workdir {args.workdir}")
+    import dcbulk
+    print(f"dcbulk {dcbulk.__version__} from {Path(dcbulk.__file__).parent}, "
+          f"{os.cpu_count()} CPUs, workdir {args.workdir}")
     steps = {"compress": [cmd_compress], "condense": [cmd_condense], "memory": [cmd_memory],
              "all": [cmd_compress, cmd_condense, cmd_memory]}[args.command]
     for step in steps:
