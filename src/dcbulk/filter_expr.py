@@ -1,7 +1,8 @@
 """Event filters written as expressions over scalar features, e.g. ``"deform < 0.1 & area_um > 20"``.
 
 :func:`parse_filter` checks an expression once (only feature names, numbers, comparisons,
-arithmetic and ``&``/``|``/``~``/``and``/``or``/``not`` are allowed) and returns a picklable
+arithmetic and ``&``/``|``/``~``/``and``/``or``/``not`` are allowed; ``&``, ``|`` and ``~``
+mean ``and``, ``or`` and ``not``, so they bind looser than comparisons) and returns a picklable
 :class:`FilterExpr`; :meth:`FilterExpr.evaluate` turns a dict of feature arrays into a
 boolean event filter.
 """
@@ -18,8 +19,7 @@ from .errors import PlanError
 __all__ = ["FilterExpr", "parse_filter"]
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.BitAnd: np.logical_and,
-           ast.BitOr: np.logical_or, ast.Mod: operator.mod}
+           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod}
 _CMPOPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
            ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
 
@@ -48,7 +48,7 @@ def _eval(node, env):
         return node.value
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, env)
-        if isinstance(node.op, (ast.Not, ast.Invert)):
+        if isinstance(node.op, ast.Not):
             return np.logical_not(value)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp):
@@ -73,12 +73,13 @@ def _eval(node, env):
 
 def _check(node, names: list[str], text: str) -> None:
     allowed = (ast.Expression, ast.Name, ast.Constant, ast.UnaryOp, ast.BinOp, ast.BoolOp,
-               ast.Compare, ast.Load, ast.And, ast.Or, ast.Not, ast.Invert, ast.USub, ast.UAdd,
+               ast.Compare, ast.Load, ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd,
                *_BINOPS, *_CMPOPS)
     for sub in ast.walk(node):
         if not isinstance(sub, allowed):
             raise PlanError(f"filter '{text}': '{type(sub).__name__}' is not allowed (use "
-                            f"feature names, numbers, comparisons, + - * / and & | ~)")
+                            f"feature names, numbers, comparisons, + - * / % ** and "
+                            f"and/or/not or & | ~)")
         if isinstance(sub, ast.Constant) and not isinstance(sub.value, (int, float, bool)):
             raise PlanError(f"filter '{text}': only numbers are allowed as constants")
         if isinstance(sub, ast.Name) and sub.id not in names:
@@ -95,12 +96,16 @@ def parse_filter(text: str | None) -> FilterExpr | None:
     """
     if text is None or not text.strip():
         return None
+    # "&", "|", "~" bind looser than comparisons here (as in pandas.query), so that
+    # "deform < 0.1 & area_um > 20" means what it says; constants are numbers only, so the
+    # textual replacement cannot touch anything else.
+    text = " ".join(text.replace("&", " and ").replace("|", " or ").replace("~", " not ").split())
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise PlanError(f"filter '{text}' is not a valid expression: {exc.msg}") from exc
     names: list[str] = []
     _check(tree, names, text)
     if not names:
         raise PlanError(f"filter '{text}' uses no feature")
-    return FilterExpr(text.strip(), tuple(names))
+    return FilterExpr(text, tuple(names))
