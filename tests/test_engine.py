@@ -217,3 +217,28 @@ def test_inline_writer_matches_cluster(plain_file, tmp_path):
     summary = write_output(plan, inline=True)
     assert summary.n_events == 333 and os.path.exists(summary.output)
     assert_features_equal(plain_file, tmp_path / "inline.rtdc")
+
+
+def _windowed_probe(n_jobs: int, window: int) -> tuple[int, list[int]]:
+    """Runs inside a task: count jobs in flight while consuming run_windowed's results."""
+    from dcbulk.engine.writer import run_windowed
+    state = {"submitted": 0, "consumed": 0, "max": 0}
+
+    def job(i, client):
+        state["submitted"] += 1
+        state["max"] = max(state["max"], state["submitted"] - state["consumed"])
+        return client.submit(lambda x: x * x, i, pure=False)
+
+    import functools
+    results = []
+    for value in run_windowed((functools.partial(job, i) for i in range(n_jobs)),
+                              window=window):
+        state["consumed"] += 1
+        results.append(value)
+    return state["max"], sorted(results)
+
+
+def test_writer_window_bounds_tasks_in_flight(client):
+    max_in_flight, results = client.submit(_windowed_probe, 40, 3, pure=False).result()
+    assert results == sorted(i * i for i in range(40))
+    assert max_in_flight == 3

@@ -21,7 +21,7 @@ from ..plan import DEFAULT_TASK_BYTES, ConversionPlan, FeaturePlan, best_chunk_r
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 from .arrays import ArrayBundle, iter_array_results
 from .client import client_context
-from .writer import WriteSummary, _exact_features, write_output
+from .writer import WriteSummary, exact_features, write_output
 
 __all__ = ["Report", "convert", "store_features", "submit_conversion"]
 
@@ -164,7 +164,7 @@ def _array_plans(arrays: dict[str, da.Array], codec: ChunkCodec, max_task_bytes:
 def _write_arrays(plan: ConversionPlan, bundle: ArrayBundle, *, overwrite: bool,
                   inline: bool) -> WriteSummary:
     plans = {fp.name: fp for fp in plan.features}
-    exact = _exact_features(plan.features)
+    exact = exact_features(plan.features)
     results = iter_array_results(bundle, plans, exact, inline=inline)
     return write_output(plan, overwrite=overwrite, results=results)
 

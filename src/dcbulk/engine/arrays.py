@@ -12,8 +12,8 @@ arrays in a bounded window and yields their finished chunks.
 """
 from __future__ import annotations
 
+import functools
 import time
-import uuid
 from collections.abc import Iterator
 
 import cloudpickle
@@ -27,6 +27,7 @@ from ..plan import FeaturePlan, make_mapping, plan_feature, select_features
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.inspect import FeatureSource, inspect_source
 from .tasks import TaskResult, encode_rows
+from .writer import run_windowed
 
 __all__ = ["read_features", "ArrayBundle", "iter_array_results", "contiguous_slice"]
 
@@ -134,19 +135,9 @@ def iter_array_results(bundle: ArrayBundle, plans: dict[str, FeaturePlan],
         for item in items:
             yield item.compute(scheduler="sync")
         return
-    from distributed import as_completed, get_client, secede
-    client = get_client()
-    secede()
-    window = window or 2 * max(1, sum(client.nthreads().values())) + 2
-    pos = 0
-    pending = as_completed()
-    live = []
-    while pos < len(items) or live:
-        while pos < len(items) and len(live) < window:
-            fut = client.compute(items[pos])
-            live.append(fut)
-            pending.add(fut)
-            pos += 1
-        fut = next(pending)
-        live.remove(fut)
-        yield fut.result()
+    yield from run_windowed((functools.partial(_compute, item) for item in items),
+                            window=window)
+
+
+def _compute(item, client):
+    return client.compute(item)

@@ -10,11 +10,12 @@ cancelled.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,8 @@ from ..write import HDF5Writer
 from .finish import write_metadata, write_trailer
 from .tasks import ChunkResult, TaskPayload, TaskResult, run_task
 
-__all__ = ["WriteSummary", "write_output", "make_payloads", "commit_file", "partial_path"]
+__all__ = ["WriteSummary", "write_output", "make_payloads", "commit_file", "partial_path",
+           "exact_features", "iter_results", "run_windowed"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def commit_file(partial: str, output: str, *, overwrite: bool) -> None:
     os.unlink(partial)
 
 
-def _exact_features(features: Iterable[FeaturePlan]) -> dict[str, bool]:
+def exact_features(features: Iterable[FeaturePlan]) -> dict[str, bool]:
     """Check once per (filters, dtype, chunk shape) that worker encoding matches HDF5."""
     verdicts: dict[tuple, bool] = {}
     exact = {}
@@ -101,51 +103,57 @@ def _window_size(client) -> int:
     return 2 * max(1, sum(client.nthreads().values())) + 2
 
 
-def iter_results(payloads: Iterator, *, inline: bool, window: int | None = None,
-                 func=run_task) -> Iterator[TaskResult]:
-    """Run payloads inline or on the cluster, yielding results as they complete.
+def run_windowed(jobs: Iterator[Callable], *, window: int | None = None) -> Iterator:
+    """From inside a task: run jobs on the cluster, at most ``window`` in flight.
 
-    On the cluster, at most ``window`` tasks are in flight (backpressure): a new one is
-    submitted each time a result has been consumed.
+    Each job is called with the worker's client and returns a future. The calling task
+    leaves the worker's thread pool first (``secede``), so it never holds a compute slot
+    while it waits. Results are yielded as they complete; a new job is submitted each time
+    one has been consumed (backpressure). Outstanding futures are cancelled on error.
     """
-    if inline:
-        for payload in payloads:
-            yield func(payload)
-        return
     from distributed import as_completed, get_client, secede
     client = get_client()
     secede()
     window = window or _window_size(client)
-    token = uuid.uuid4().hex[:8]
     futures = as_completed()
-    pending = []
-    count = 0
+    live = []
 
-    def submit_next() -> bool:
-        nonlocal count
-        payload = next(payloads, None)
-        if payload is None:
-            return False
-        fut = client.submit(func, payload, key=(f"dcbulk-encode-{token}", count), pure=False,
-                            priority=-count)
-        count += 1
-        pending.append(fut)
-        futures.add(fut)
-        return True
+    def submit_next() -> None:
+        job = next(jobs, None)
+        if job is not None:
+            fut = job(client)
+            live.append(fut)
+            futures.add(fut)
 
     for _ in range(window):
-        if not submit_next():
-            break
+        submit_next()
     try:
         for fut in futures:
             result = fut.result()
-            pending.remove(fut)
+            live.remove(fut)
             fut.release()
             submit_next()
             yield result
     finally:
-        if pending:
-            client.cancel(pending)
+        if live:
+            client.cancel(live)
+
+
+def iter_results(payloads: Iterator, *, inline: bool, window: int | None = None,
+                 func=run_task) -> Iterator[TaskResult]:
+    """Run payloads inline or on the cluster (see :func:`run_windowed`), yielding results."""
+    if inline:
+        for payload in payloads:
+            yield func(payload)
+        return
+    prefix = f"dcbulk-encode-{uuid.uuid4().hex[:8]}"
+    jobs = (functools.partial(_submit, func, payload, (prefix, i), -i)
+            for i, payload in enumerate(payloads))
+    yield from run_windowed(jobs, window=window)
+
+
+def _submit(func, payload, key, priority, client):
+    return client.submit(func, payload, key=key, pure=False, priority=priority)
 
 
 def store_chunk(hw: HDF5Writer, datasets: dict, plans: dict, chunk: ChunkResult) -> int:
@@ -206,7 +214,7 @@ def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool 
                 ds.resize(fp.n_rows, axis=0)
                 datasets[fp.name] = ds
             if results is None:
-                exact = _exact_features(plan.features)
+                exact = exact_features(plan.features)
                 for name, ok in exact.items():
                     if not ok:
                         stats[name]["mode"] = "hdf5-filter"
