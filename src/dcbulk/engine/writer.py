@@ -132,8 +132,9 @@ def run_windowed(jobs: Iterator[Callable], *, window: int | None = None) -> Iter
             result = fut.result()
             live.remove(fut)
             fut.release()
-            submit_next()
             yield result
+            del result
+            submit_next()
     finally:
         if live:
             client.cancel(live)
