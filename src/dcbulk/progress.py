@@ -29,7 +29,7 @@ class ArchiveProgress:
         self.interval = interval
         self.t0 = time.monotonic()
         self.last = 0.0
-        self.files = self.bytes = self.failed = 0
+        self.files = self.bytes = self.failed = self.skipped = 0
         self.bar = None
         if self.tty:
             from tqdm import tqdm
@@ -37,15 +37,21 @@ class ArchiveProgress:
                             desc=self._desc(), dynamic_ncols=True)
 
     def _desc(self) -> str:
-        failed = f", {self.failed} failed" if self.failed else ""
-        return f"files {self.files}/{self.total_files}{failed}"
+        extra = f", {self.skipped} skipped" if self.skipped else ""
+        extra += f", {self.failed} failed" if self.failed else ""
+        return f"files {self.files}/{self.total_files}{extra}"
 
     def __call__(self, result, done: int, total: int) -> None:
         self.files = done
         self.failed += result.status == "failed"
         size = result.bytes_in or 0
+        if result.status == "skipped":  # finished before: not part of this run's work
+            self.total_bytes = max(1, self.total_bytes - size)
+            self.skipped += 1
+            size = 0
         self.bytes += size
         if self.bar is not None:
+            self.bar.total = self.total_bytes
             self.bar.set_description(self._desc(), refresh=False)
             self.bar.update(size)
         elif time.monotonic() - self.last >= self.interval or done == total:

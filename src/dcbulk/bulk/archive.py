@@ -138,6 +138,23 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
     }
 
 
+def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions, *,
+             resume: bool, force: bool) -> FileResult | None:
+    """The result for a file that needs no conversion (finished, or blocked), else None."""
+    decision = manifest.decide(entry)
+    if resume and not force and decision.action == "skip":
+        return FileResult(entry.path, out, "skipped", bytes_in=decision.size,
+                          reason=decision.reason)
+    if decision.reason != "unrecorded output exists" or force:
+        return None
+    if resume and _adopt(entry, out, options, manifest):
+        return FileResult(entry.path, out, "skipped", bytes_in=decision.size,
+                          reason="finished (found by its provenance log)")
+    error = OutputExistsError(f"{out}: exists and is not a finished output of this archive "
+                              f"(use --force to replace it)")
+    return FileResult(entry.path, out, "failed", reason="output exists", error=str(error))
+
+
 def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Manifest) -> bool:
     """Record an output that a killed run finished but could not enter in the manifest.
 
@@ -230,25 +247,19 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     todo: list[tuple[SourceEntry, str, bool]] = []
     for entry in entries:
         out = output_path(entry, output_dir)
-        decision = manifest.decide(entry, output_dir)
-        if resume and not force and decision.action == "skip":
-            report.files.append(FileResult(entry.path, out, "skipped", reason=decision.reason))
-            continue
-        if decision.reason == "unrecorded output exists" and not force:
-            if resume and _adopt(entry, out, options, manifest):
-                report.files.append(FileResult(
-                    entry.path, out, "skipped", reason="finished (found by its provenance log)"))
-            else:
-                report.files.append(FileResult(
-                    entry.path, out, "failed", reason="output exists",
-                    error=str(OutputExistsError(f"{out}: exists and is not a finished output "
-                                                f"of this archive (use --force to replace it)"))))
+        settled = _settled(entry, out, manifest, options, resume=resume, force=force)
+        if settled is not None:
+            report.files.append(settled)
+            if progress is not None and not dry_run:
+                progress(settled, len(report.files), len(entries))
             continue
         # outputs recorded in the manifest are this archive's own: they may be replaced
         todo.append((entry, out, force or entry.relpath in manifest))
         if dry_run:
-            report.files.append(FileResult(entry.path, out, "planned", reason=decision.reason))
+            report.files.append(FileResult(entry.path, out, "planned",
+                                           reason=manifest.decide(entry, output_dir).reason))
     if dry_run or not todo:
+        manifest.flush()
         report.wall_seconds = time.perf_counter() - t0
         return report
     manifest.clean_partials(output_dir)
