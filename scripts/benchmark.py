@@ -110,6 +110,12 @@ class TreeSampler:
     def cpu(self) -> float:
         return sum(self._cpu[p] - self._cpu0.get(p, 0.0) for p in self._cpu)
 
+    @property
+    def root_cpu(self) -> float:
+        """CPU seconds of the root process alone (scheduler + client for in-process runs)."""
+        pid = self.root.pid
+        return self._cpu.get(pid, 0.0) - self._cpu0.get(pid, 0.0)
+
 
 def run_subprocess(cmd: Sequence[str]) -> tuple[dict, TreeSampler]:
     """Run ``cmd``, sampling its process tree; return its ``RESULT`` JSON (if any)."""
@@ -296,21 +302,42 @@ class Cluster:
         self.cluster.close()
 
 
-def dcbulk_in_process(cl: Cluster, src: Path, out: Path, *, mapping=None, max_task_bytes: int,
-                      report_html: Path | None = None, idle_wait: float = 60.0
-                      ) -> tuple[object, TreeSampler, list]:
-    """Time ``dcbulk.convert`` on a running cluster; return report, sampler, task stream."""
+def dcbulk_series(args, cl: Cluster, src: Path, out: Path, label: str, raw: int, *,
+                  mapping=None, report_html: Path | None = None) -> tuple[list[dict], object]:
+    """Time ``dcbulk.convert`` on a running cluster ``--repeat`` times; rows and last report.
+
+    The performance report (if asked for) and the task stream cover the last run only.
+    """
     import dcbulk
     from distributed import get_task_stream, performance_report
-    out.unlink(missing_ok=True)
-    warm_cache(src, idle_wait)
-    ctx = (performance_report(filename=str(report_html)) if report_html
-           else contextlib.nullcontext())
-    with ctx, get_task_stream(client=cl.client) as ts:
-        with TreeSampler(os.getpid()) as smp:
-            report = dcbulk.convert(src, out, client=cl.client, mapping=mapping,
-                                    max_task_bytes=max_task_bytes)
-    return report, smp, ts.data
+    rows = []
+    for i in range(args.repeat):
+        out.unlink(missing_ok=True)
+        warm_cache(src, args.idle_wait)
+        last = i == args.repeat - 1
+        ctx = (performance_report(filename=str(report_html)) if report_html and last
+               else contextlib.nullcontext())
+        with ctx, get_task_stream(client=cl.client) as ts:
+            with TreeSampler(os.getpid()) as smp:
+                report = dcbulk.convert(src, out, client=cl.client, mapping=mapping,
+                                        max_task_bytes=args.max_task_bytes)
+        rows.append(_row(label, smp.wall, smp, out, raw, report.wall_seconds))
+        print(f"  dcbulk run {i + 1}: {report.wall_seconds:.2f} s; CPU s: workers "
+              f"{smp.cpu - smp.root_cpu:.2f}, scheduler+client {smp.root_cpu:.2f}; "
+              f"{summarize_stream(ts.data, report.wall_seconds, args.workers)}")
+    return rows, report
+
+
+def subprocess_series(args, src: Path, out: Path, label: str, raw: int, cmd: list[str]
+                      ) -> list[dict]:
+    """Run one variant in a process of its own ``--repeat`` times."""
+    rows = []
+    for _ in range(args.repeat):
+        out.unlink(missing_ok=True)
+        warm_cache(src, args.idle_wait)
+        res, smp = run_subprocess(cmd)
+        rows.append(_row(label, smp.wall, smp, out, raw, res.get("seconds")))
+    return rows
 
 
 def summarize_stream(data: list, wall: float, n_workers: int) -> str:
@@ -373,6 +400,14 @@ def print_table(rows: list[dict]) -> None:
               f"{r['cpu']:>6.1f} {r['other']:>11.1f} {r['size'] / MiB:>8.1f} {r['ratio']:>7.2f}")
 
 
+def print_efficiency(rows: dict[str, dict], workers: int) -> None:
+    """Parallel efficiency of the cluster run against dcbulk's own serial (inline) run."""
+    serial, par = rows["serial"]["inner"], rows["dcbulk"]["inner"]
+    print(f"  dcbulk serial / dcnum: {serial / rows['dcnum']['inner']:.2f} (same work per byte "
+          f"if ~1); parallel efficiency serial / ({workers} x cluster-up): "
+          f"{serial / (workers * par):.0%}")
+
+
 def best(rows: list[dict]) -> dict:
     """The fastest of repeated runs (by timed seconds, else wall), with the highest peak."""
     key = min(rows, key=lambda r: r["inner"] if r["inner"] is not None else r["wall"])
@@ -386,33 +421,26 @@ def cmd_compress(args) -> None:
     odir = args.workdir / "out"
     print(f"\n== compress: {src.name}, {args.events} events, {raw / MiB:.0f} MiB raw, "
           f"{len(feats)} features, load {load_text()} ==")
-    outs = {k: odir / f"compress-{k}.rtdc" for k in ("dclab", "dcnum", "dcbulk-start", "dcbulk")}
+    outs = {k: odir / f"compress-{k}.rtdc"
+            for k in ("dclab", "dcnum", "serial", "dcbulk-start", "dcbulk")}
     dclab_bin = str(Path(sys.executable).with_name("dclab-compress"))
-    runs: dict[str, list[dict]] = {k: [] for k in outs}
-    for _ in range(args.repeat):
-        for key, cmd in (("dclab", [dclab_bin, str(src), str(outs["dclab"])]),
-                         ("dcnum", child("dcnum", str(src), str(outs["dcnum"]), "")),
-                         ("dcbulk-start", child("dcbulk", str(src), str(outs["dcbulk-start"]),
-                                                "", "auto", str(args.max_task_bytes)))):
-            outs[key].unlink(missing_ok=True)
-            warm_cache(src, args.idle_wait)
-            res, smp = run_subprocess(cmd)
-            label = {"dclab": "dclab-compress (whole command)",
-                     "dcnum": "dcnum copy_features+copy_metadata",
-                     "dcbulk-start": f"dcbulk convert, own cluster ({os.cpu_count()}w)"}[key]
-            runs[key].append(_row(label, smp.wall, smp, outs[key], raw, res.get("seconds")))
+    runs = {
+        "dclab": subprocess_series(args, src, outs["dclab"], "dclab-compress (whole command)",
+                                   raw, [dclab_bin, str(src), str(outs["dclab"])]),
+        "dcnum": subprocess_series(args, src, outs["dcnum"], "dcnum copy_features+copy_metadata",
+                                   raw, child("dcnum", str(src), str(outs["dcnum"]), "")),
+        "serial": subprocess_series(args, src, outs["serial"], "dcbulk serial (inline, 1 process)",
+                                    raw, child("inline", str(src), str(outs["serial"]), "")),
+        "dcbulk-start": subprocess_series(
+            args, src, outs["dcbulk-start"], f"dcbulk convert, own cluster ({os.cpu_count()}w)",
+            raw, child("dcbulk", str(src), str(outs["dcbulk-start"]), "", "auto",
+                       str(args.max_task_bytes)))}
+    html = args.workdir / "dask-performance-compress.html" if have_bokeh() else None
     cl = Cluster(args.workdir, args.workers)
     try:
-        html = args.workdir / "dask-performance-compress.html" if have_bokeh() else None
-        for i in range(args.repeat):
-            report, smp, stream = dcbulk_in_process(
-                cl, src, outs["dcbulk"], max_task_bytes=args.max_task_bytes,
-                report_html=html if i == args.repeat - 1 else None, idle_wait=args.idle_wait)
-            runs["dcbulk"].append(_row(f"dcbulk convert, cluster up ({args.workers}w)",
-                                       smp.wall, smp, outs["dcbulk"], raw,
-                                       report.wall_seconds))
-            print(f"  dcbulk run {i + 1}: {report.wall_seconds:.2f} s; "
-                  f"{summarize_stream(stream, report.wall_seconds, args.workers)}")
+        runs["dcbulk"], report = dcbulk_series(args, cl, src, outs["dcbulk"],
+                                               f"dcbulk convert, cluster up ({args.workers}w)",
+                                               raw, report_html=html)
     finally:
         cl.close()
     rows = {k: best(v) for k, v in runs.items()}
@@ -427,6 +455,7 @@ def cmd_compress(args) -> None:
     print(f"  speed-up dcnum / dcbulk:          {t_dcnum / t_bulk:.2f}x "
           f"(target >= {TARGETS['dcnum']}x; dcnum whole process vs dcbulk incl. start "
           f"{rows['dcnum']['wall'] / t_start:.2f}x)")
+    print_efficiency(rows, args.workers)
     print("  per-feature worker seconds (dcbulk, cluster up, last run):")
     print_features(report)
     print(f"  dask performance report: {html or 'skipped: bokeh>=3.1 not importable'}")
@@ -449,37 +478,35 @@ def cmd_condense(args) -> None:
     mapping = np.sort(rng.choice(args.events, args.events // 2, replace=False))
     map_path = args.workdir / f"mapping-{args.events}.npy"
     np.save(map_path, mapping)
-    outs = {k: args.workdir / "out" / f"condense-{k}.rtdc" for k in ("dcnum", "dcbulk")}
+    outs = {k: args.workdir / "out" / f"condense-{k}.rtdc" for k in ("dcnum", "serial", "dcbulk")}
     print(f"\n== condense: {mapping.size} of {args.events} events (sorted random), "
           f"load {load_text()} ==")
-    runs: dict[str, list[dict]] = {k: [] for k in outs}
-    for _ in range(args.repeat):
-        outs["dcnum"].unlink(missing_ok=True)
-        warm_cache(src, args.idle_wait)
-        res, smp = run_subprocess(child("dcnum", str(src), str(outs["dcnum"]), str(map_path)))
-        runs["dcnum"].append(_row("dcnum copy_features(mapping)", smp.wall, smp,
-                                  outs["dcnum"], raw // 2, res["seconds"]))
+    half = raw * mapping.size // args.events
+    runs = {"dcnum": subprocess_series(args, src, outs["dcnum"], "dcnum copy_features(mapping)",
+                                       half, child("dcnum", str(src), str(outs["dcnum"]),
+                                                   str(map_path))),
+            "serial": subprocess_series(args, src, outs["serial"],
+                                        "dcbulk serial (inline, 1 process)", half,
+                                        child("inline", str(src), str(outs["serial"]),
+                                              str(map_path)))}
     cl = Cluster(args.workdir, args.workers)
     try:
-        for i in range(args.repeat):
-            report, smp, stream = dcbulk_in_process(cl, src, outs["dcbulk"], mapping=mapping,
-                                                    max_task_bytes=args.max_task_bytes,
-                                                    idle_wait=args.idle_wait)
-            runs["dcbulk"].append(_row(f"dcbulk convert(mapping), cluster up", smp.wall, smp,
-                                       outs["dcbulk"], raw // 2, report.wall_seconds))
-            print(f"  dcbulk run {i + 1}: {report.wall_seconds:.2f} s; "
-                  f"{summarize_stream(stream, report.wall_seconds, args.workers)}")
+        runs["dcbulk"], report = dcbulk_series(args, cl, src, outs["dcbulk"],
+                                               "dcbulk convert(mapping), cluster up", half,
+                                               mapping=mapping)
     finally:
         cl.close()
     rows = {k: best(v) for k, v in runs.items()}
     print_table(list(rows.values()))
     print(f"  speed-up dcnum / dcbulk (mapped): {rows['dcnum']['inner'] / rows['dcbulk']['inner']:.2f}x "
           f"(target >= {TARGETS['condense']}x)")
+    print_efficiency(rows, args.workers)
     print("  per-feature worker seconds (dcbulk, last run):")
     print_features(report)
     sample = feats if args.verify == "all" else [f for f in ("image", "mask", "deform", "index")
                                                   if f in feats]
-    for key, text in verify(src, outs, sample, mapping=mapping, renumbered=("dcbulk",)).items():
+    for key, text in verify(src, outs, sample, mapping=mapping,
+                            renumbered=("serial", "dcbulk")).items():
         print(f"  verify {key:<7} {text}")
     print(f"  dcbulk vs dcnum stored chunks: "
           f"{chunk_identity(outs['dcbulk'], outs['dcnum'], [f for f in feats if f != 'index'])}")
@@ -519,6 +546,17 @@ def run_child(kind: str, params: Sequence[str]) -> None:
                           ds_kwds=set_default_filter_kwargs())
             if not map_path:
                 copy_metadata(h_src, h_dst)
+        print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0}))
+    elif kind == "inline":  # dcbulk's own pipeline, every task in this one process
+        from dcbulk.codec import parse_compression
+        from dcbulk.engine.writer import write_output
+        from dcbulk.plan import plan_conversion
+        from dcbulk.read.inspect import inspect_source
+        src, dst, map_path = params
+        t0 = time.perf_counter()
+        plan = plan_conversion(inspect_source(src), dst, codec=parse_compression("zstd:5"),
+                               mapping=np.load(map_path) if map_path else None)
+        write_output(plan, inline=True)
         print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0}))
     elif kind == "dcbulk":
         from distributed import Client
