@@ -111,7 +111,10 @@ def _convert(ns, out=None, err=None) -> int:
         for f in report.files:
             print(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})", file=out)
         if ns.cluster_config:
-            print(job_script(load_cluster_config(ns.cluster_config)), file=out)
+            config = load_cluster_config(ns.cluster_config).with_overrides(
+                n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
+                memory_limit=ns.memory_limit)
+            print(job_script(config), file=out)
         return EXIT_OK
     entries = discover_sources(ns.sources, include=ns.include, output_dir=ns.output)
     total = sum(os.path.getsize(e.path) for e in entries)

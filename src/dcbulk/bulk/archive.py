@@ -264,11 +264,13 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         return report
     manifest.clean_partials(output_dir)
     from ..engine.client import client_context
-    with client_context(client) as cl:
-        report.dashboard = getattr(cl, "dashboard_link", None)
-        _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
-             max_open=max_open_outputs, progress=progress, total=len(entries))
-    manifest.flush()
+    try:
+        with client_context(client) as cl:
+            report.dashboard = getattr(cl, "dashboard_link", None)
+            _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
+                 max_open=max_open_outputs, progress=progress, total=len(entries))
+    finally:  # also on Ctrl-C: keep every finished file recorded
+        manifest.flush()
     report.wall_seconds = time.perf_counter() - t0
     return report
 
