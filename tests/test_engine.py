@@ -242,3 +242,19 @@ def test_writer_window_bounds_tasks_in_flight(client):
     max_in_flight, results = client.submit(_windowed_probe, 40, 3, pure=False).result()
     assert results == sorted(i * i for i in range(40))
     assert max_in_flight == 3
+
+
+def test_filters_the_workers_cannot_reproduce_go_through_hdf5(plain_file, tmp_path, monkeypatch):
+    """When worker encoding does not match HDF5, rows are stored through HDF5's filters."""
+    from dcbulk.codec import parse_compression
+    from dcbulk.engine import writer
+    from dcbulk.plan import plan_conversion
+    from dcbulk.read.inspect import inspect_source
+    monkeypatch.setattr(writer, "verify_codec_with_hdf5", lambda *args: False)
+    plan = plan_conversion(inspect_source(plain_file), str(tmp_path / "fallback.rtdc"),
+                           codec=parse_compression("zstd:5"))
+    summary = writer.write_output(plan, inline=True)
+    assert {f["mode"] for f in summary.features.values()} == {"hdf5-filter"}
+    assert_features_equal(plain_file, tmp_path / "fallback.rtdc")
+    with h5py.File(tmp_path / "fallback.rtdc") as h5:
+        assert h5["events/image"].id.get_create_plist().get_filter(0)[0] == 32015
