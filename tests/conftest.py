@@ -69,3 +69,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         reason = str(reason).removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"CI is set, so this slurm test must run, but it was skipped: {reason}"
+
+
+@pytest.fixture(scope="session")
+def client():
+    """A real distributed.LocalCluster with 2 single-threaded worker processes."""
+    from distributed import Client
+
+    from dcbulk.engine.client import make_local_cluster
+    cluster = make_local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    with Client(cluster) as cl:
+        yield cl
+    cluster.close()

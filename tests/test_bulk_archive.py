@@ -21,16 +21,6 @@ from helpers import assert_features_equal, verify_with_dclab
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client
-    from dcbulk.engine.client import make_local_cluster
-    cluster = make_local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
-    with Client(cluster) as cl:
-        yield cl
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def archive(tmp_path_factory):
     root = tmp_path_factory.mktemp("archive")
     good = make_archive(root, 6, events=(20, 300), seed=2, compression="none", bad_files=3)

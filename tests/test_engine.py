@@ -18,16 +18,6 @@ from helpers import assert_features_equal, dataset_names, verify_with_dclab
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client
-    from dcbulk.engine.client import make_local_cluster
-    cluster = make_local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
-    with Client(cluster) as cl:
-        yield cl
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def plain_file(tmp_path_factory):
     """Uncompressed synthetic file: every feature must be encoded by the workers."""
     path = tmp_path_factory.mktemp("src") / "plain.rtdc"
