@@ -9,26 +9,25 @@ sources are then simply converted again. The JSON holds one record per line, so 
 """
 from __future__ import annotations
 
-import datetime
-import hashlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 import types
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from .._version import __version__
 from ..errors import ManifestError, SourceNotFoundError
+from .partials import clean_partials, stale_partials, write_atomic
+from .records import (FORMAT_VERSION, STATUSES, Decision, ManifestRecord, canonical_options,
+                      file_sha256, options_fingerprint, parse_document, render_document, utc_now)
 from .sources import SourceEntry, output_path
 
+# FORMAT_VERSION, Decision, ManifestRecord, file_sha256, options_fingerprint and the partial-file
+# helpers live in records.py and partials.py; they stay importable from here.
 __all__ = ["MANIFEST_NAME", "FORMAT_VERSION", "Decision", "Manifest", "ManifestRecord",
            "clean_partials", "file_sha256", "options_fingerprint", "stale_partials"]
 
@@ -36,117 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: file name of the manifest inside the output directory
 MANIFEST_NAME = "dcbulk-manifest.json"
-#: version of the manifest's JSON layout; other versions are refused
-FORMAT_VERSION = 1
-_FORMAT_TAG = "dcbulk-manifest"
-_STATUSES = ("done", "failed")
-_PARTIAL_RE = re.compile(r"^.+\.(?:[0-9a-fA-F]{8,}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}"
-                         r"-[0-9a-fA-F]{12})\.partial$")
-
-
-def file_sha256(path: str | PathLike, bufsize: int = 4 << 20) -> str:
-    """SHA-256 hex digest of a file, read in ``bufsize`` pieces into one reused buffer."""
-    digest = hashlib.sha256()
-    buf = bytearray(bufsize)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, PathLike):
-        return os.fspath(value)
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"option value {value!r} ({type(value).__name__}) cannot be stored "
-                    f"in the manifest (not JSON-serializable)")
-
-
-def _canonical(options: Mapping[str, Any]) -> str:
-    return json.dumps(dict(options), sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      default=_json_default)
-
-
-def options_fingerprint(options: Mapping[str, Any]) -> str:
-    """First 16 hex digits of the SHA-256 of the options as sorted-keys compact JSON."""
-    return hashlib.sha256(_canonical(options).encode()).hexdigest()[:16]
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class ManifestRecord:
-    """What the manifest knows about one source (keyed by its relative path).
-
-    ``output`` is the output's path relative to the output directory (POSIX style),
-    ``fingerprint`` the options fingerprint the record was made with, ``finished_at`` an
-    ISO-8601 UTC time. Output fields are None for failures, ``error`` is None for successes.
-    """
-
-    source: str
-    size: int
-    mtime_ns: int
-    status: str
-    output: str
-    fingerprint: str = ""
-    identifier: str | None = None
-    output_size: int | None = None
-    output_sha256: str | None = None
-    events: int | None = None
-    seconds: float | None = None
-    error: str | None = None
-    finished_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as a JSON-ready dict."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ManifestRecord:
-        """Rebuild a record; raises ValueError naming the first bad field."""
-        if not isinstance(data, Mapping):
-            raise ValueError("record is not a JSON object")
-        kinds = {"source": str, "size": int, "mtime_ns": int, "status": str, "output": str,
-                 "fingerprint": str, "identifier": (str, type(None)),
-                 "output_size": (int, type(None)), "output_sha256": (str, type(None)),
-                 "events": (int, type(None)), "seconds": (int, float, type(None)),
-                 "error": (str, type(None)), "finished_at": str}
-        values = {}
-        for name, kind in kinds.items():
-            if name not in data:
-                if name in ("source", "size", "mtime_ns", "status", "output"):
-                    raise ValueError(f"field '{name}' is missing")
-                continue
-            value = data[name]
-            if not isinstance(value, kind) or isinstance(value, bool):
-                raise ValueError(f"field '{name}' has the bad value {value!r}")
-            values[name] = value
-        if values["status"] not in _STATUSES:
-            raise ValueError(f"field 'status' has the bad value {values['status']!r}")
-        return cls(**values)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Whether to convert a source, and why.
-
-    ``action`` is ``"convert"`` or ``"skip"``. ``reason`` is one of ``"new"``,
-    ``"unrecorded output exists"`` (no record, but the output file is there: overwrite only
-    with force), ``"previously failed"``, ``"options changed"``, ``"source changed"`` (size or
-    mtime differ), ``"output missing"``, ``"output size differs"`` or ``"finished"`` (skip).
-    ``size``/``mtime_ns`` are the source's as seen by the decision; pass them on to
-    :meth:`Manifest.record_done` so a source modified during its conversion is redone.
-    """
-
-    action: str
-    reason: str
-    relpath: str
-    size: int
-    mtime_ns: int
 
 
 class Manifest:
@@ -179,7 +67,7 @@ class Manifest:
         self._save_interval = float(save_interval)
         self._options: dict[str, Any] | None = None
         self._fingerprint: str | None = None
-        self._created = _now()
+        self._created = utc_now()
         self._records: dict[str, ManifestRecord] = {}
         self._lines: dict[str, str] = {}  # relpath -> serialized record (records are frozen)
         self._lock = threading.RLock()
@@ -211,24 +99,10 @@ class Manifest:
             return manifest
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read manifest ({exc.strerror})") from exc
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise ManifestError(f"{path}: manifest is not valid JSON ({exc}); move it away "
-                                f"to start over") from exc
-        if not isinstance(doc, dict) or doc.get("format") != _FORMAT_TAG:
-            raise ManifestError(f"{path}: not a dcbulk manifest")
-        if doc.get("version") != FORMAT_VERSION:
-            raise ManifestError(f"{path}: unknown manifest format version "
-                                f"{doc.get('version')!r} (this dcbulk reads {FORMAT_VERSION})")
-        options, records = doc.get("options"), doc.get("records", {})
-        if options is not None and not isinstance(options, dict):
-            raise ManifestError(f"{path}: 'options' is not a JSON object")
-        if not isinstance(records, dict):
-            raise ManifestError(f"{path}: 'records' is not a JSON object")
+        options, created, records = parse_document(path, raw)
         manifest._options = options
         manifest._fingerprint = (options_fingerprint(options) if options is not None else None)
-        manifest._created = str(doc.get("created") or manifest._created)
+        manifest._created = str(created or manifest._created)
         for relpath, data in records.items():
             try:
                 manifest._set(relpath, ManifestRecord.from_dict(data))
@@ -270,7 +144,7 @@ class Manifest:
 
     def counts(self) -> dict[str, int]:
         """Number of records per status."""
-        counts = dict.fromkeys(_STATUSES, 0)
+        counts = dict.fromkeys(STATUSES, 0)
         for record in self._records.values():
             counts[record.status] += 1
         return counts
@@ -287,7 +161,7 @@ class Manifest:
             are reconverted (:meth:`decide` answers ``"options changed"``).
         """
         fingerprint = options_fingerprint(options)
-        normalized = json.loads(_canonical(options))
+        normalized = json.loads(canonical_options(options))
         with self._lock:
             if fingerprint == self._fingerprint:
                 return
@@ -394,7 +268,7 @@ class Manifest:
             source=entry.path, size=size, mtime_ns=mtime_ns, status="done", output=rel,
             fingerprint=self._fingerprint or "", identifier=identifier, output_size=out_size,
             output_sha256=checksum or file_sha256(out), events=events, seconds=seconds,
-            finished_at=_now())
+            finished_at=utc_now())
         self._update(entry.relpath, record)
         return record
 
@@ -412,7 +286,7 @@ class Manifest:
         record = ManifestRecord(
             source=entry.path, size=size, mtime_ns=mtime_ns, status="failed",
             output=entry.relpath, fingerprint=self._fingerprint or "", seconds=seconds,
-            error=str(error), finished_at=_now())
+            error=str(error), finished_at=utc_now())
         self._update(entry.relpath, record)
         return record
 
@@ -471,12 +345,8 @@ class Manifest:
                     self._timer_error = exc
 
     def _serialize(self) -> bytes:
-        head = json.dumps({"format": _FORMAT_TAG, "version": FORMAT_VERSION,
-                           "dcbulk_version": __version__, "created": self._created,
-                           "updated": _now(), "options": self._options,
-                           "fingerprint": self._fingerprint}, sort_keys=True)
-        body = ",\n".join(self._lines[key] for key in sorted(self._lines))
-        return f'{head[:-1]}, "records": {{\n{body}\n}}}}\n'.encode()
+        return render_document(created=self._created, options=self._options,
+                               fingerprint=self._fingerprint, lines=self._lines)
 
     def save(self) -> None:
         """Write the manifest now: temp file in the output directory, fsync, ``os.replace``.
@@ -489,20 +359,10 @@ class Manifest:
         with self._lock:
             data = self._serialize()
             os.makedirs(self._output_dir, exist_ok=True)
-            tmp = f"{self.path}.{uuid.uuid4().hex[:12]}.partial"
             try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
+                write_atomic(self.path, data)
             except OSError as exc:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
                 raise ManifestError(f"{self.path}: cannot write manifest ({exc})") from exc
-            _fsync_dir(self._output_dir)
             self._dirty = False
             self._last_save = time.monotonic()
 
@@ -535,52 +395,3 @@ class Manifest:
 
     def __repr__(self) -> str:
         return f"<Manifest {self.path} records={len(self._records)}>"
-
-
-def _fsync_dir(directory: str) -> None:
-    """Make a rename durable where the platform allows fsync on directories."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def stale_partials(output_dir: str | PathLike) -> list[Path]:
-    """Leftover ``<name>.<hex>.partial`` files of killed runs below ``output_dir``, sorted."""
-    found: list[Path] = []
-    stack = [os.fspath(output_dir)]
-    while stack:
-        directory = stack.pop()
-        try:
-            with os.scandir(directory) as it:
-                for entry in it:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    elif _PARTIAL_RE.match(entry.name):
-                        found.append(Path(entry.path))
-        except FileNotFoundError:
-            continue
-    return sorted(found)
-
-
-def clean_partials(output_dir: str | PathLike) -> list[Path]:
-    """Delete the files :func:`stale_partials` finds; return those removed.
-
-    Only call this when no other conversion writes into ``output_dir``.
-    """
-    removed = []
-    for path in stale_partials(output_dir):
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        removed.append(path)
-    if removed:
-        logger.info("removed %d stale partial file(s) below %s", len(removed), output_dir)
-    return removed
