@@ -77,7 +77,7 @@ def client():
     from distributed import Client
 
     from dcbulk.engine.client import make_local_cluster
-    cluster = make_local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    cluster = make_local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
     with Client(cluster) as cl:
         yield cl
     cluster.close()

@@ -248,3 +248,16 @@ def test_filters_the_workers_cannot_reproduce_go_through_hdf5(plain_file, tmp_pa
     assert_features_equal(plain_file, tmp_path / "fallback.rtdc")
     with h5py.File(tmp_path / "fallback.rtdc") as h5:
         assert h5["events/image"].id.get_create_plist().get_filter(0)[0] == 32015
+
+
+def test_contours_follow_the_mapping(client, tmp_path):
+    src = make_rtdc(tmp_path / "contour.rtdc", 40, seed=8, compression="none",
+                    with_contour=True)
+    index = np.array([39, 3, 3, 17])
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(src, out, client=client, mapping=index)
+    with h5py.File(src) as a, h5py.File(out) as b:
+        assert len(b["events/contour"]) == index.size
+        for j, i in enumerate(index):
+            np.testing.assert_array_equal(b["events/contour"][str(j)][:],
+                                          a["events/contour"][str(i)][:])
