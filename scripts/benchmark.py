@@ -302,42 +302,62 @@ class Cluster:
         self.cluster.close()
 
 
-def dcbulk_series(args, cl: Cluster, src: Path, out: Path, label: str, raw: int, *,
-                  mapping=None, report_html: Path | None = None) -> tuple[list[dict], object]:
-    """Time ``dcbulk.convert`` on a running cluster ``--repeat`` times; rows and last report.
-
-    The performance report (if asked for) and the task stream cover the last run only.
-    """
+def dcbulk_once(args, src: Path, out: Path, label: str, raw: int, *, mapping=None,
+                report_html: Path | None = None) -> tuple[dict, object]:
+    """Start and warm a cluster, then time only ``dcbulk.convert`` on it; row and report."""
     import dcbulk
     from distributed import get_task_stream, performance_report
-    rows = []
-    for i in range(args.repeat):
+    cl = Cluster(args.workdir, args.workers)
+    try:
         out.unlink(missing_ok=True)
         warm_cache(src, args.idle_wait)
-        last = i == args.repeat - 1
-        ctx = (performance_report(filename=str(report_html)) if report_html and last
+        ctx = (performance_report(filename=str(report_html)) if report_html
                else contextlib.nullcontext())
         with ctx, get_task_stream(client=cl.client) as ts:
             with TreeSampler(os.getpid()) as smp:
                 report = dcbulk.convert(src, out, client=cl.client, mapping=mapping,
                                         max_task_bytes=args.max_task_bytes)
-        rows.append(_row(label, smp.wall, smp, out, raw, report.wall_seconds))
-        print(f"  dcbulk run {i + 1}: {report.wall_seconds:.2f} s; CPU s: workers "
-              f"{smp.cpu - smp.root_cpu:.2f}, scheduler+client {smp.root_cpu:.2f}; "
-              f"{summarize_stream(ts.data, report.wall_seconds, args.workers)}")
-    return rows, report
+    finally:
+        cl.close()
+    print(f"    dcbulk cluster up: {report.wall_seconds:.2f} s; CPU s: workers "
+          f"{smp.cpu - smp.root_cpu:.2f}, scheduler+client {smp.root_cpu:.2f}; "
+          f"{summarize_stream(ts.data, report.wall_seconds, args.workers)}")
+    return _row(label, smp.wall, smp, out, raw, report.wall_seconds), report
 
 
-def subprocess_series(args, src: Path, out: Path, label: str, raw: int, cmd: list[str]
-                      ) -> list[dict]:
-    """Run one variant in a process of its own ``--repeat`` times."""
-    rows = []
-    for _ in range(args.repeat):
-        out.unlink(missing_ok=True)
-        warm_cache(src, args.idle_wait)
-        res, smp = run_subprocess(cmd)
-        rows.append(_row(label, smp.wall, smp, out, raw, res.get("seconds")))
-    return rows
+def run_rounds(args, src: Path, variants: dict[str, tuple], *, mapping=None,
+               report_html: Path | None = None) -> tuple[dict[str, list[dict]], object]:
+    """Run every variant once per round, ``--repeat`` rounds (interleaved against drift).
+
+    ``variants`` maps key -> (label, output, raw bytes, command); a command of None is
+    dcbulk on a cluster that is already up (started before and closed after its run, so
+    that no idle cluster runs beside the other variants).
+    """
+    runs: dict[str, list[dict]] = {k: [] for k in variants}
+    report = None
+    for rnd in range(args.repeat):
+        print(f"  round {rnd + 1}:")
+        for key, (label, out, raw, cmd) in variants.items():
+            if cmd is None:
+                row, report = dcbulk_once(
+                    args, src, out, label, raw, mapping=mapping,
+                    report_html=report_html if rnd == args.repeat - 1 else None)
+            else:
+                out.unlink(missing_ok=True)
+                warm_cache(src, args.idle_wait)
+                res, smp = run_subprocess(cmd)
+                row = _row(label, smp.wall, smp, out, raw, res.get("seconds"))
+            runs[key].append(row)
+    return runs, report
+
+
+def paired(runs: dict[str, list[dict]], num: str, den: str = "dcbulk") -> str:
+    """Per-round ratios ``num / den`` (timed seconds, else wall) and their median."""
+    def t(r: dict) -> float:
+        return r["inner"] if r["inner"] is not None else r["wall"]
+    ratios = [t(a) / t(b) for a, b in zip(runs[num], runs[den])]
+    return (f"per round {', '.join(f'{r:.2f}' for r in ratios)}; "
+            f"median {float(np.median(ratios)):.2f}x")
 
 
 def summarize_stream(data: list, wall: float, n_workers: int) -> str:
@@ -423,40 +443,35 @@ def cmd_compress(args) -> None:
           f"{len(feats)} features, load {load_text()} ==")
     outs = {k: odir / f"compress-{k}.rtdc"
             for k in ("dclab", "dcnum", "serial", "dcbulk-start", "dcbulk")}
-    dclab_bin = str(Path(sys.executable).with_name("dclab-compress"))
-    runs = {
-        "dclab": subprocess_series(args, src, outs["dclab"], "dclab-compress (whole command)",
-                                   raw, [dclab_bin, str(src), str(outs["dclab"])]),
-        "dcnum": subprocess_series(args, src, outs["dcnum"], "dcnum copy_features+copy_metadata",
-                                   raw, child("dcnum", str(src), str(outs["dcnum"]), "")),
-        "serial": subprocess_series(args, src, outs["serial"], "dcbulk serial (inline, 1 process)",
-                                    raw, child("inline", str(src), str(outs["serial"]), "")),
-        "dcbulk-start": subprocess_series(
-            args, src, outs["dcbulk-start"], f"dcbulk convert, own cluster ({os.cpu_count()}w)",
-            raw, child("dcbulk", str(src), str(outs["dcbulk-start"]), "", "auto",
-                       str(args.max_task_bytes)))}
+    dclab = str(Path(sys.executable).with_name("dclab-compress"))
+    variants = {
+        "dclab": ("dclab-compress (whole command)", outs["dclab"], raw,
+                  [dclab, str(src), str(outs["dclab"])]),
+        "dcnum": ("dcnum copy_features+copy_metadata", outs["dcnum"], raw,
+                  child("dcnum", str(src), str(outs["dcnum"]), "")),
+        "serial": ("dcbulk serial (inline, 1 process)", outs["serial"], raw,
+                   child("inline", str(src), str(outs["serial"]), "")),
+        "dcbulk-start": (f"dcbulk convert, own cluster ({os.cpu_count()}w)",
+                         outs["dcbulk-start"], raw,
+                         child("dcbulk", str(src), str(outs["dcbulk-start"]), "", "auto",
+                               str(args.max_task_bytes))),
+        "dcbulk": (f"dcbulk convert, cluster up ({args.workers}w)", outs["dcbulk"], raw, None)}
     html = args.workdir / "dask-performance-compress.html" if have_bokeh() else None
-    cl = Cluster(args.workdir, args.workers)
-    try:
-        runs["dcbulk"], report = dcbulk_series(args, cl, src, outs["dcbulk"],
-                                               f"dcbulk convert, cluster up ({args.workers}w)",
-                                               raw, report_html=html)
-    finally:
-        cl.close()
+    runs, report = run_rounds(args, src, variants, report_html=html)
     rows = {k: best(v) for k, v in runs.items()}
-    print(f"\n  best of {args.repeat}; 'timed s' = time inside the process (dcnum: the copy; "
+    print(f"\n  best of {args.repeat} rounds; 'timed s' = time inside the process (dcnum: the copy; "
           "dcbulk: convert()); 'other CPU s' = busy CPU of other processes on the machine")
     print_table(list(rows.values()))
     t_bulk, t_start = rows["dcbulk"]["inner"], rows["dcbulk-start"]["wall"]
     t_dcnum = rows["dcnum"]["inner"]
     print(f"  speed-up dclab-compress / dcbulk: {rows['dclab']['wall'] / t_bulk:.2f}x "
           f"(target >= {TARGETS['dclab']}x; incl. cluster start "
-          f"{rows['dclab']['wall'] / t_start:.2f}x)")
+          f"{rows['dclab']['wall'] / t_start:.2f}x); {paired(runs, 'dclab')}")
     print(f"  speed-up dcnum / dcbulk:          {t_dcnum / t_bulk:.2f}x "
           f"(target >= {TARGETS['dcnum']}x; dcnum whole process vs dcbulk incl. start "
-          f"{rows['dcnum']['wall'] / t_start:.2f}x)")
+          f"{rows['dcnum']['wall'] / t_start:.2f}x); {paired(runs, 'dcnum')}")
     print_efficiency(rows, args.workers)
-    print("  per-feature worker seconds (dcbulk, cluster up, last run):")
+    print("  per-feature worker seconds (dcbulk, cluster up, last round):")
     print_features(report)
     print(f"  dask performance report: {html or 'skipped: bokeh>=3.1 not importable'}")
     print("  filters:")
@@ -482,26 +497,21 @@ def cmd_condense(args) -> None:
     print(f"\n== condense: {mapping.size} of {args.events} events (sorted random), "
           f"load {load_text()} ==")
     half = raw * mapping.size // args.events
-    runs = {"dcnum": subprocess_series(args, src, outs["dcnum"], "dcnum copy_features(mapping)",
-                                       half, child("dcnum", str(src), str(outs["dcnum"]),
-                                                   str(map_path))),
-            "serial": subprocess_series(args, src, outs["serial"],
-                                        "dcbulk serial (inline, 1 process)", half,
-                                        child("inline", str(src), str(outs["serial"]),
-                                              str(map_path)))}
-    cl = Cluster(args.workdir, args.workers)
-    try:
-        runs["dcbulk"], report = dcbulk_series(args, cl, src, outs["dcbulk"],
-                                               "dcbulk convert(mapping), cluster up", half,
-                                               mapping=mapping)
-    finally:
-        cl.close()
+    variants = {
+        "dcnum": ("dcnum copy_features(mapping)", outs["dcnum"], half,
+                  child("dcnum", str(src), str(outs["dcnum"]), str(map_path))),
+        "serial": ("dcbulk serial (inline, 1 process)", outs["serial"], half,
+                   child("inline", str(src), str(outs["serial"]), str(map_path))),
+        "dcbulk": ("dcbulk convert(mapping), cluster up", outs["dcbulk"], half, None)}
+    runs, report = run_rounds(args, src, variants, mapping=mapping)
     rows = {k: best(v) for k, v in runs.items()}
+    print(f"\n  best of {args.repeat} rounds")
     print_table(list(rows.values()))
-    print(f"  speed-up dcnum / dcbulk (mapped): {rows['dcnum']['inner'] / rows['dcbulk']['inner']:.2f}x "
-          f"(target >= {TARGETS['condense']}x)")
+    print(f"  speed-up dcnum / dcbulk (mapped): "
+          f"{rows['dcnum']['inner'] / rows['dcbulk']['inner']:.2f}x "
+          f"(target >= {TARGETS['condense']}x); {paired(runs, 'dcnum')}")
     print_efficiency(rows, args.workers)
-    print("  per-feature worker seconds (dcbulk, last run):")
+    print("  per-feature worker seconds (dcbulk, last round):")
     print_features(report)
     sample = feats if args.verify == "all" else [f for f in ("image", "mask", "deform", "index")
                                                   if f in feats]
