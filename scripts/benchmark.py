@@ -7,11 +7,20 @@ memory growth with input size (``memory``), verify that every output decodes equ
 source, and print the figures next to the project's targets. Scratch data lives in
 ``--workdir`` (default ``/tmp/dcbulk-bench``), never in the repository.
 
+Every variant runs once per round (``--repeat`` rounds, interleaved so that slow drift of a
+shared machine hits all variants alike); the table shows the best round, the speed-ups also
+per round. dcbulk "cluster up" gets a fresh, warmed 2-worker cluster per run (only
+``convert`` is timed); "serial" runs dcbulk's own tasks inline in one process, so
+serial / (workers x parallel) is the parallel efficiency. dclab, dcnum and dcbulk with its
+own cluster run in processes of their own (whole process tree sampled every 0.1 s).
+
 Examples::
 
     python scripts/benchmark.py                 # compress, 20,000 events (~1.2 GB raw)
-    python scripts/benchmark.py all --repeat 2
+    python scripts/benchmark.py all --repeat 3
     python scripts/benchmark.py memory --base-events 2000
+    # measure a fixed commit while others edit the tree:
+    git archive HEAD src | tar -x -C /tmp/snap && PYTHONPATH=/tmp/snap/src python scripts/benchmark.py
 
 dclab, dcnum 0.31 and psutil are needed (``pip install dcbulk[bench]``).
 """
