@@ -188,6 +188,59 @@ def describe_filters(path: Path) -> str:
                 + f"; image chunks {img.chunks}")
 
 
+def event_datasets(path: Path) -> list[str]:
+    """Every dataset below ``events``, group members as ``group/name`` (e.g. ``trace/fl1_raw``)."""
+    names: list[str] = []
+    with h5py.File(path, "r") as h5:
+        h5["events"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
+                                else None)
+    return sorted(names)
+
+
+def events_nbytes(path: Path) -> int:
+    """Uncompressed bytes of all datasets below ``events`` (traces included)."""
+    with h5py.File(path, "r") as h5:
+        return sum(h5["events"][n].size * h5["events"][n].dtype.itemsize
+                   for n in event_datasets(path))
+
+
+def ensure_archive(root: Path, n_files: int, events: tuple[int, int], seed: int) -> list[Path]:
+    """Return the files of an uncompressed synthetic archive (regenerated unless it matches).
+
+    A sibling ``<root>.json`` records the parameters and the files' sizes; a mismatch (or a
+    missing/changed file) makes the archive be written anew.
+    """
+    import shutil
+
+    from dcbulk.synth import make_archive
+    marker = root.with_name(root.name + ".json")
+    params = {"n_files": n_files, "events": list(events), "seed": seed}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        doc = json.loads(marker.read_text())
+        files = [root / rel for rel in doc["files"]]
+        if doc["params"] == params and all(f.stat().st_size == doc["files"][str(f.relative_to(root))]
+                                           for f in files):
+            return files
+    shutil.rmtree(root, ignore_errors=True)
+    t0 = time.perf_counter()
+    files = make_archive(root, n_files, events=events, seed=seed, compression="none")
+    marker.write_text(json.dumps({"params": params, "files": {
+        str(f.relative_to(root)): f.stat().st_size for f in files}}))
+    print(f"  generated {root} ({n_files} files) in {time.perf_counter() - t0:.1f} s")
+    return files
+
+
+def n_events_of(path: Path) -> int:
+    with h5py.File(path, "r") as h5:
+        return int(h5["events/image"].shape[0])
+
+
+def rtdc_bytes(root: Path) -> tuple[int, int]:
+    """(number, total size) of the ``.rtdc`` files below ``root``."""
+    sizes = [p.stat().st_size for p in root.rglob("*.rtdc")] if root.exists() else []
+    return len(sizes), sum(sizes)
+
+
 # -- verification --------------------------------------------------------------------------------
 
 def _expected_blocks(src: h5py.Dataset, n_out: int, mapping: np.ndarray | None
@@ -316,6 +369,35 @@ def summarize_stream(data: list, wall: float, n_workers: int) -> str:
     return (f"{n_tasks} encode tasks, mean {mean * 1e3:.0f} ms; busy per worker: {util} "
             f"of {wall:.1f} s wall; idle slots {max(0.0, 1 - sum(busy.values()) / (wall * n_workers)):.0%}; "
             f"writer task span {writer:.1f} s")
+
+
+def summarize_archive_stream(data: list, wall: float, n_workers: int,
+                             t0: float | None = None) -> str:
+    """File tasks (``dcbulk-file-*``: inspect, plan, write; small files encoded inline) and
+    encode tasks per worker, idle worker slots, and the tail where workers ran out of work.
+
+    ``t0`` is the epoch time (``time.time()``) when the call began: the delay to the first
+    task (source discovery, manifest, submission) is shown.
+    """
+    busy: dict[str, float] = {}
+    last: dict[str, float] = {}
+    first = min((s["start"] for rec in data for s in rec["startstops"]), default=0.0)
+    kinds = {"file": [0, 0.0], "encode": [0, 0.0]}
+    for rec in data:
+        comp = [s for s in rec["startstops"] if s["action"] == "compute"]
+        sec = sum(s["stop"] - s["start"] for s in comp)
+        kind = kinds["file" if "dcbulk-file" in str(rec["key"]) else "encode"]
+        kind[0] += 1
+        kind[1] += sec
+        busy[rec["worker"]] = busy.get(rec["worker"], 0.0) + sec
+        last[rec["worker"]] = max([last.get(rec["worker"], 0.0)] + [s["stop"] for s in comp])
+    util = ", ".join(f"{b:.1f} s ({b / wall:.0%})" for b in sorted(busy.values()))
+    tail = max(last.values()) - min(last.values()) if len(last) > 1 else 0.0
+    idle = max(0.0, 1 - sum(busy.values()) / (wall * n_workers))
+    return (f"{kinds['file'][0]} file tasks ({kinds['file'][1]:.1f} s), {kinds['encode'][0]} "
+            f"encode tasks ({kinds['encode'][1]:.1f} s); busy per worker {util} of {wall:.1f} s; "
+            f"idle slots {idle:.0%}; tail (one worker done, other busy) {tail:.2f} s"
+            + (f"; first task {first - t0:.2f} s after the call" if t0 is not None else ""))
 
 
 def print_features(report) -> None:

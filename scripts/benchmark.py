@@ -2,8 +2,10 @@
 """Benchmark dcbulk against dclab-compress and dcnum (not a test; nothing is asserted).
 
 Single responsibility: time and measure (wall time, peak RSS of the whole process tree, CPU
-seconds) whole-file recompression (``compress``), 50 % condensing (``condense``) and the
-memory growth with input size (``memory``), verify that every output decodes equal to the
+seconds) whole-file recompression (``compress``), 50 % condensing (``condense``), the
+memory growth with input size (``memory``) and whole archives (``archive``: ~30 mixed files
+against a dcnum loop, dclab-compress loops and the dcbulk command, plus the per-file overhead
+on 200 tiny files), verify that every output decodes equal to the
 source, and print the figures next to the project's targets. Scratch data lives in
 ``--workdir`` (default ``/tmp/dcbulk-bench``), never in the repository.
 
@@ -21,6 +23,7 @@ Examples::
     python scripts/benchmark.py                 # compress, 20,000 events (~1.2 GB raw)
     python scripts/benchmark.py all --repeat 3
     python scripts/benchmark.py memory --base-events 2000
+    python scripts/benchmark.py archive --repeat 2
     # measure a fixed commit while others edit the tree:
     git archive HEAD src | tar -x -C /tmp/snap && PYTHONPATH=/tmp/snap/src python scripts/benchmark.py
 
@@ -33,6 +36,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -42,13 +46,15 @@ import h5py
 import numpy as np
 
 from bench_common import (MiB, Cluster, TreeSampler, best, chunk_identity, dataset_features,
-                          describe_filters, ensure_source, have_bokeh, load_text, make_row,
-                          paired, print_features, print_table, raw_nbytes, run_subprocess,
-                          summarize_stream, verify, warm_cache)
+                          describe_filters, ensure_archive, ensure_source, event_datasets,
+                          events_nbytes, have_bokeh, load_text, make_row, n_events_of, paired,
+                          print_features, print_table, raw_nbytes, rtdc_bytes, run_subprocess,
+                          summarize_archive_stream, summarize_stream, verify, warm_cache)
 
 logger = logging.getLogger(__name__)
 
-TARGETS = {"dclab": 1.8, "dcnum": 1.6, "condense": 1.8, "growth": 1.2}
+TARGETS = {"dclab": 1.8, "dcnum": 1.6, "condense": 1.8, "growth": 1.2, "archive": 1.5,
+           "archive_up": 1.8, "tiny_s": 0.2}
 
 
 def child(kind: str, *params: str) -> list[str]:
@@ -225,6 +231,223 @@ def cmd_memory(args) -> None:
           f"growth above the idle cluster: {(p10 - r10['baseline']) / max(1, p1 - r1['baseline']):.2f}x")
 
 
+# -- archive -----------------------------------------------------------------------------------------
+
+def _events_range(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(":")
+    return int(lo), int(hi or lo)
+
+
+def archive_up(args, jobs: list[tuple[str, Path, Path, int]]) -> list[tuple[dict, object, str]]:
+    """Start and warm a cluster, then time ``convert_archive`` alone for each job in turn.
+
+    ``jobs`` are ``(label, archive root, output root, raw bytes)``; each output root is
+    emptied first. Returns (row, report, task-stream summary) per job.
+    """
+    import shutil
+
+    import dcbulk
+    from distributed import get_task_stream
+    from dcbulk.synth import make_archive
+    cl = Cluster(args.workdir, args.workers)
+    results = []
+    try:  # a first convert_archive also imports the bulk modules on the workers
+        warm_src, warm_out = args.workdir / "warmup-archive", args.workdir / "out" / "warmup-archive"
+        if not warm_src.exists():
+            make_archive(warm_src, 2, events=(20, 40), seed=3, compression="none")
+        shutil.rmtree(warm_out, ignore_errors=True)
+        dcbulk.convert_archive([str(warm_src)], warm_out, client=cl.client)
+        for label, src_root, out_root, raw in jobs:
+            shutil.rmtree(out_root, ignore_errors=True)
+            warm_cache(sorted(src_root.rglob("*.rtdc")), args.idle_wait)
+            with get_task_stream(client=cl.client) as ts, TreeSampler(os.getpid()) as smp:
+                t_epoch, t0 = time.time(), time.perf_counter()
+                report = dcbulk.convert_archive([str(src_root)], out_root, client=cl.client)
+                seconds = time.perf_counter() - t0
+            if not report.ok or report.count("done") != len(report.files):
+                raise RuntimeError(f"{label}: {report.to_dict()['counts']}, "
+                                   f"{[f.error for f in report.failed][:3]}")
+            stream = (f"CPU s: workers {smp.cpu - smp.root_cpu:.1f}, scheduler+client "
+                      f"{smp.root_cpu:.1f}; " + summarize_archive_stream(
+                          ts.data, seconds, args.workers, t_epoch))
+            print(f"    {label}: {seconds:.2f} s; {stream}")
+            results.append((make_row(label, smp.wall, smp, None, raw, seconds,
+                                     size=rtdc_bytes(out_root)[1]), report, stream))
+    finally:
+        cl.close()
+    return results
+
+
+def _dclab_scripts(args, files: list[Path], root: Path, outs: dict[str, Path]) -> tuple[Path, Path]:
+    """Shell scripts: one dclab-compress per file, serially / as two concurrent loops.
+
+    The two loops get halves of about equal bytes (largest file first to the lighter half).
+    """
+    dclab = shlex.quote(str(Path(sys.executable).with_name("dclab-compress")))
+
+    def line(src: Path, out_root: Path) -> str:
+        dst = out_root / src.relative_to(root)
+        return (f"mkdir -p {shlex.quote(str(dst.parent))} && "
+                f"{dclab} {shlex.quote(str(src))} {shlex.quote(str(dst))}")
+    halves: tuple[list[Path], list[Path]] = ([], [])
+    for f in sorted(files, key=lambda p: -p.stat().st_size):
+        min(halves, key=lambda h: sum(p.stat().st_size for p in h)).append(f)
+    serial = args.workdir / "dclab-serial.sh"
+    serial.write_text("set -e\n" + "\n".join(line(f, outs["dclab"]) for f in files) + "\n")
+    two = args.workdir / "dclab-2x.sh"
+    loops = [f"(\n" + "\n".join(line(f, outs["dclab-2x"]) for f in h) + f"\n) & p{i}=$!"
+             for i, h in enumerate(halves)]
+    two.write_text("set -e\n" + "\n".join(loops) + "\nwait $p0 && wait $p1\n")
+    return serial, two
+
+
+def _verify_tree(src_files: list[Path], root: Path, outs: dict[str, Path], sample: bool
+                 ) -> dict[str, str]:
+    """Verify each output tree against the sources (all files, or smallest/median/largest)."""
+    files = sorted(src_files, key=lambda p: p.stat().st_size)
+    if sample:
+        files = sorted({files[0], files[len(files) // 2], files[-1]})
+    bad: dict[str, list[str]] = {k: [] for k in outs}
+    for src in files:
+        rel = src.relative_to(root)
+        for key, text in verify(src, {k: o / rel for k, o in outs.items()},
+                                event_datasets(src)).items():
+            if "DIFFER" in text or "missing" in text:
+                bad[key].append(f"{rel}: {text}")
+    n_feat = len(event_datasets(files[0]))
+    return {k: (f"{len(files) - len(bad[k])}/{len(files)} files equal ({n_feat} datasets each, "
+                f"traces included)" + (f"; BAD: {bad[k][:3]}" if bad[k] else "")) for k in outs}
+
+
+def cmd_archive(args) -> None:
+    import shutil
+
+    from dcbulk.bulk.archive import INLINE_BYTES
+    lo, hi = args.archive_events
+    root = args.workdir / f"archive-{args.archive_files}f-{lo}-{hi}ev-s{args.archive_seed}-raw"
+    files = ensure_archive(root, args.archive_files, (lo, hi), args.archive_seed)
+    raw_each = [events_nbytes(f) for f in files]
+    raw = sum(raw_each)
+    counts = [n_events_of(f) for f in files]
+    tlo, thi = args.tiny_events
+    tiny_root = args.workdir / f"tiny-{args.tiny_files}f-{tlo}-{thi}ev-s{args.archive_seed}-raw"
+    tiny_files = ensure_archive(tiny_root, args.tiny_files, (tlo, thi), args.archive_seed)
+    tiny_events = sum(n_events_of(f) for f in tiny_files)
+    one_root = args.workdir / f"one-{tiny_events}ev-raw"  # the tiny archive's events in one file
+    ensure_archive(one_root, 1, (tiny_events, tiny_events), args.archive_seed)
+    tiny_raw = sum(events_nbytes(f) for f in tiny_files)
+    one_raw = sum(events_nbytes(f) for f in one_root.rglob("*.rtdc"))
+    print(f"\n== archive: {len(files)} files, {sum(counts)} events ({min(counts)}..{max(counts)} "
+          f"per file), {raw / 1e6:.0f} MB raw ({raw / sum(counts) / 1e3:.1f} kB/event), "
+          f"{sum(f.stat().st_size for f in files) / 1e6:.0f} MB on disk; "
+          f"{sum(r > INLINE_BYTES for r in raw_each)} file(s) above dcbulk's inline limit "
+          f"({INLINE_BYTES / MiB:.0f} MiB); tiny: {len(tiny_files)} files, {tiny_events} events, "
+          f"{tiny_raw / 1e6:.0f} MB raw; load {load_text()} ==")
+    odir = args.workdir / "out"
+    outs = {k: odir / f"archive-{k}" for k in ("dcnum", "dclab", "dclab-2x", "dcbulk-cli", "dcbulk")}
+    touts = {k: odir / f"tiny-{k}" for k in ("dcnum", "dcnum-one", "dcbulk", "dcbulk-one")}
+    serial_sh, two_sh = _dclab_scripts(args, files, root, outs)
+    cli_json = args.workdir / "dcbulk-cli-report.json"
+    dcbulk_exe = Path(sys.executable).with_name("dcbulk")
+    cli = ([str(dcbulk_exe)] if dcbulk_exe.exists() else [sys.executable, "-m", "dcbulk.cli"])
+    variants = {
+        "dcnum": ("dcnum copy_* loop, 1 process", raw, child("dcnum-loop", str(root), str(outs["dcnum"]))),
+        "dclab": ("dclab-compress serial loop", raw, ["bash", str(serial_sh)]),
+        "dclab-2x": ("2 x dclab-compress loops side by side", raw, ["bash", str(two_sh)]),
+        "dcbulk-cli": (f"dcbulk convert --workers {args.workers} (command)", raw,
+                       [*cli, "convert", str(root), "-o", str(outs["dcbulk-cli"]), "--workers",
+                        str(args.workers), "--report", str(cli_json)]),
+        "dcbulk": (f"dcbulk convert_archive, cluster up ({args.workers}w)", raw, None)}
+    tiny_variants = {
+        "dcnum": ("tiny: dcnum copy_* loop", tiny_raw,
+                  child("dcnum-loop", str(tiny_root), str(touts["dcnum"]))),
+        "dcnum-one": ("tiny as 1 file: dcnum copy_*", one_raw,
+                      child("dcnum-loop", str(one_root), str(touts["dcnum-one"])))}
+    runs: dict[str, list[dict]] = {k: [] for k in [*variants, *(f"tiny-{k}" for k in tiny_variants),
+                                                   "tiny-dcbulk", "tiny-dcbulk-one"]}
+    streams: dict[str, str] = {}
+    for rnd in range(args.repeat):
+        print(f"  round {rnd + 1} (load {load_text()}):")
+        for key, (label, nbytes, cmd) in variants.items():
+            if cmd is None:
+                (row, _, streams[key]), = archive_up(args, [(label, root, outs[key], nbytes)])
+                runs[key].append(row)
+                continue
+            shutil.rmtree(outs[key], ignore_errors=True)
+            warm_cache(files, args.idle_wait)
+            res, smp = run_subprocess(cmd)
+            if key == "dcbulk-cli":
+                res = {"seconds": json.loads(cli_json.read_text())["wall_seconds"]}
+            runs[key].append(make_row(label, smp.wall, smp, None, nbytes, res.get("seconds"),
+                                      size=rtdc_bytes(outs[key])[1]))
+            print(f"    {label}: wall {smp.wall:.2f} s" + (f", timed {res['seconds']:.2f} s"
+                                                          if "seconds" in res else ""))
+        for key, (label, nbytes, cmd) in tiny_variants.items():
+            shutil.rmtree(touts[key], ignore_errors=True)
+            warm_cache(tiny_files, args.idle_wait)
+            res, smp = run_subprocess(cmd)
+            runs[f"tiny-{key}"].append(make_row(label, smp.wall, smp, None, nbytes, res["seconds"],
+                                                size=rtdc_bytes(touts[key])[1]))
+        for (row, _, stream), key in zip(archive_up(args, [
+                ("tiny: dcbulk convert_archive, up", tiny_root, touts["dcbulk"], tiny_raw),
+                ("tiny as 1 file: dcbulk, up", one_root, touts["dcbulk-one"], one_raw)]),
+                ("tiny-dcbulk", "tiny-dcbulk-one")):
+            runs[key].append(row)
+            streams[key] = stream
+    rows = {k: best(v) for k, v in runs.items()}
+    print(f"\n  best of {args.repeat} rounds; 'wall s' = whole command (process tree); 'timed s' = "
+          "inside the process (dcnum: the loop; dcbulk command: convert_archive from its "
+          "--report; cluster up: the convert_archive call)")
+    print_table([rows[k] for k in variants])
+    print_table([rows[k] for k in runs if k.startswith("tiny")])
+    for key in outs:
+        n, size = rtdc_bytes(outs[key])
+        if n != len(files):
+            print(f"  WARNING: {key} wrote {n} of {len(files)} files")
+    w_cli, t_up = rows["dcbulk-cli"]["wall"], rows["dcbulk"]["inner"]
+    dcnum_wall, dcnum_loop = rows["dcnum"]["wall"], rows["dcnum"]["inner"]
+    ww, tt = ("wall", "wall"), ("timed", "timed")
+    print(f"  dcnum loop / dcbulk command (both whole processes): {dcnum_wall / w_cli:.2f}x "
+          f"(target >= {TARGETS['archive']}x); {paired(runs, 'dcnum', 'dcbulk-cli', metric=ww)}")
+    print(f"  dcnum loop / dcbulk cluster up (loop vs call):      {dcnum_loop / t_up:.2f}x "
+          f"(target >= {TARGETS['archive_up']}x); {paired(runs, 'dcnum', 'dcbulk', metric=tt)}")
+    for key, text in (("dclab", "dclab-compress serial loop"), ("dclab-2x", "two dclab-compress loops")):
+        print(f"  {text} / dcbulk command: {rows[key]['wall'] / w_cli:.2f}x "
+              f"(cluster up {rows[key]['wall'] / t_up:.2f}x); "
+              f"{paired(runs, key, 'dcbulk-cli', metric=ww)}")
+    print(f"  dcbulk command: {w_cli:.2f} s wall, of which convert_archive "
+          f"{rows['dcbulk-cli']['inner']:.2f} s (start-up/shut-down "
+          f"{w_cli - rows['dcbulk-cli']['inner']:.2f} s)")
+    n_tiny = len(tiny_files)
+    t_tiny, t_one = rows["tiny-dcbulk"]["inner"], rows["tiny-dcbulk-one"]["inner"]
+    d_tiny, d_one = rows["tiny-dcnum"]["inner"], rows["tiny-dcnum-one"]["inner"]
+    print(f"  per-tiny-file overhead, dcbulk cluster up: ({t_tiny:.2f} - {t_one:.2f} s) / {n_tiny} "
+          f"= {(t_tiny - t_one) / n_tiny:.3f} s/file (target < {TARGETS['tiny_s']} s); "
+          f"wall / files {t_tiny / n_tiny:.3f} s/file; dcnum in-process loop {d_tiny / n_tiny:.3f} "
+          f"s/file (overhead ({d_tiny:.2f} - {d_one:.2f} s) / {n_tiny} = "
+          f"{(d_tiny - d_one) / n_tiny:.3f} s/file)")
+    print("  dcbulk task streams (last round):")
+    for key in ("dcbulk", "tiny-dcbulk", "tiny-dcbulk-one"):
+        print(f"    {key}: {streams[key]}")
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    rel = biggest.relative_to(root)
+    print(f"  filters ({rel}):")
+    for key, out in outs.items():
+        print(f"    {key:<11} {describe_filters(out / rel)}")
+    print(f"  dcbulk vs dcnum stored chunks ({rel}): "
+          f"{chunk_identity(outs['dcbulk'] / rel, outs['dcnum'] / rel, event_datasets(biggest))}")
+    t0 = time.perf_counter()
+    for key, text in _verify_tree(files, root, outs, args.verify == "sample").items():
+        print(f"  verify {key:<11} {text}")
+    for key, text in _verify_tree(tiny_files, tiny_root, {k: touts[k] for k in ("dcnum", "dcbulk")},
+                                  True).items():
+        print(f"  verify tiny-{key:<6} {text}")
+    for key, text in _verify_tree(list(one_root.rglob("*.rtdc")), one_root,
+                                  {k: touts[k] for k in ("dcnum-one", "dcbulk-one")}, False).items():
+        print(f"  verify tiny-{key:<6} {text}")
+    print(f"  (verification took {time.perf_counter() - t0:.1f} s)")
+
+
 def run_child(kind: str, params: Sequence[str]) -> None:
     """Hidden sub-command: one measured variant in a process of its own."""
     if kind == "dcnum":
@@ -240,6 +463,30 @@ def run_child(kind: str, params: Sequence[str]) -> None:
             if not map_path:
                 copy_metadata(h_src, h_dst)
         print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0}))
+    elif kind == "dcnum-loop":  # every file of an archive in this one process, dcnum's way
+        from dcnum.write import HDF5Writer, copy_features, copy_metadata, set_default_filter_kwargs
+        src_root, dst_root = map(Path, params)
+        t0 = time.perf_counter()
+        files = sorted(src_root.rglob("*.rtdc"))
+        for src in files:
+            dst = dst_root / src.relative_to(src_root)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with h5py.File(src, "r") as h_src, h5py.File(dst, "w") as h_dst:
+                ev = h_src["events"]
+                feats = [k for k, v in ev.items() if isinstance(v, h5py.Dataset)]
+                copy_features(h_src, h_dst, feats, mapping=np.arange(ev[feats[0]].shape[0]),
+                              ds_kwds=set_default_filter_kwargs())
+                # copy_features refuses groups: write their members with dcnum's writer,
+                # in blocks of 10 of its chunks (as copy_features does)
+                writer = HDF5Writer(h_dst, ds_kwds=set_default_filter_kwargs())
+                for group in [k for k, v in ev.items() if isinstance(v, h5py.Group)]:
+                    for name, ds in ev[group].items():
+                        step = 10 * writer.get_best_nd_chunks(ds.shape[1:], ds.dtype)[0]
+                        for a in range(0, ds.shape[0], step):
+                            writer.store_feature_chunk(name, ds[a:a + step],
+                                                       group_name=f"events/{group}")
+                copy_metadata(h_src, h_dst)
+        print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0, "files": len(files)}))
     elif kind == "inline":  # dcbulk's own pipeline, every task in this one process
         from dcbulk.codec import parse_compression
         from dcbulk.engine.writer import write_output
@@ -279,13 +526,21 @@ def run_child(kind: str, params: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="?", default="compress",
-                        choices=["compress", "condense", "memory", "all", "_child"])
+                        choices=["compress", "condense", "memory", "archive", "all", "_child"])
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/dcbulk-bench"))
     parser.add_argument("--events", type=int, default=20_000,
                         help="events of the compress/condense input (default 20,000 ~ 1.2 GB)")
     parser.add_argument("--base-events", type=int, default=2_000,
                         help="events of the 1x memory input (10x is also converted)")
+    parser.add_argument("--archive-files", type=int, default=30)
+    parser.add_argument("--archive-events", type=_events_range, default=(20, 900), metavar="LO:HI",
+                        help="events per archive file, log-uniform (default 20:900, ~455 MB raw "
+                        "with --archive-seed 5)")
+    parser.add_argument("--archive-seed", type=int, default=5)
+    parser.add_argument("--tiny-files", type=int, default=200,
+                        help="files of the per-file overhead archive")
+    parser.add_argument("--tiny-events", type=_events_range, default=(10, 20), metavar="LO:HI")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-task-bytes", type=int, default=16 * MiB)
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; best is shown")
@@ -304,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"dcbulk {dcbulk.__version__} from {Path(dcbulk.__file__).parent}, "
           f"{os.cpu_count()} CPUs, workdir {args.workdir}")
     steps = {"compress": [cmd_compress], "condense": [cmd_condense], "memory": [cmd_memory],
-             "all": [cmd_compress, cmd_condense, cmd_memory]}[args.command]
+             "archive": [cmd_archive],
+             "all": [cmd_compress, cmd_condense, cmd_memory, cmd_archive]}[args.command]
     for step in steps:
         step(args)
     return 0
