@@ -261,3 +261,28 @@ def test_contours_follow_the_mapping(client, tmp_path):
         for j, i in enumerate(index):
             np.testing.assert_array_equal(b["events/contour"][str(j)][:],
                                           a["events/contour"][str(i)][:])
+
+
+def test_internal_basin_feature_is_resolved(client, tmp_path):
+    """A feature stored in basin_events and mapped by basinmapN reads as source events."""
+    path = tmp_path / "internal.rtdc"
+    rng = np.random.default_rng(1)
+    deform = rng.random(50)
+    values = np.array([10.0, 20.0, 30.0])
+    mapping = rng.integers(0, 3, 50)
+    with HDF5Writer(path, mode="w") as hw:
+        hw.store_feature_chunk("deform", deform)
+        hw.store_basin(name="bg", internal_data={"userdef2": values}, mapping=mapping)
+    arrays = dcbulk.read_features(path, features=["userdef2", "deform"])
+    np.testing.assert_array_equal(arrays["userdef2"].compute(), values[mapping])
+    out = tmp_path / "out.rtdc"
+    index = np.arange(0, 50, 5)
+    dcbulk.convert(path, out, client=client, features=["deform", "userdef2"], mapping=index)
+    with h5py.File(out) as h5:
+        np.testing.assert_array_equal(h5["events/userdef2"][:], values[mapping][index])
+        np.testing.assert_array_equal(h5["events/deform"][:], deform[index])
+        # the internal basin itself is carried over with its map composed with the mapping
+        np.testing.assert_array_equal(h5["basin_events/userdef2"][:], values)
+        names = [k for k in h5["events"] if k.startswith("basinmap")]
+        assert len(names) == 1
+        np.testing.assert_array_equal(h5["events"][names[0]][:], mapping[index])
