@@ -334,3 +334,12 @@ def test_open_client_times_out_with_advice(fake_slurm, monkeypatch):
     assert "testq" in message and "squeue -u $USER" in message
     held = [p.stem[4:] for p in state.glob("job-*.held")]
     assert len(held) == 1 and (state / "cancelled").read_text().split() == held
+
+
+def test_job_script_dry_run_creates_no_log_directory(configs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = configs["slurm"]
+    assert config.cluster.get("log_directory") == "dcbulk-worker-logs"
+    script = job_script(config)
+    assert "#SBATCH -o dcbulk-worker-logs/dask-worker-%J.out" in script
+    assert list(tmp_path.iterdir()) == []

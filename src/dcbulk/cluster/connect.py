@@ -6,6 +6,7 @@ import difflib
 import inspect
 import logging
 import os
+import tempfile
 import shlex
 import shutil
 import types
@@ -153,12 +154,20 @@ def job_script(config: ClusterConfig) -> str:
         return "\n".join(lines) + "\n"
     cls, kwargs, cluster_only = _jobqueue_kwargs(config)
     job_kwargs = {k: v for k, v in kwargs.items() if k not in cluster_only}
-    try:
-        job = cls.job_cls("tcp://<scheduler-address>:8786", name="dummy-name", **job_kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{config.where}: {cls.__name__}: "
-                          f"{' '.join(str(exc).split())}") from exc
-    return job.job_script()
+    # dask-jobqueue creates log_directory when a job is built: render with a scratch
+    # directory so that a dry run leaves nothing behind, then show the configured one
+    log_dir = job_kwargs.get("log_directory")
+    with tempfile.TemporaryDirectory() as scratch:
+        if log_dir:
+            job_kwargs["log_directory"] = scratch
+        try:
+            job = cls.job_cls("tcp://<scheduler-address>:8786", name="dummy-name",
+                              **job_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{config.where}: {cls.__name__}: "
+                              f"{' '.join(str(exc).split())}") from exc
+        script = job.job_script()
+    return script.replace(scratch, str(log_dir)) if log_dir else script
 
 
 # -- client ------------------------------------------------------------------------------
