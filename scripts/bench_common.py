@@ -230,6 +230,16 @@ def ensure_archive(root: Path, n_files: int, events: tuple[int, int], seed: int)
     return files
 
 
+def split_by_size(files: Sequence[Path], parts: int) -> list[list[Path]]:
+    """Split files into ``parts`` lists of about equal bytes (largest first to the lightest)."""
+    out: list[list[Path]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    for f in sorted(files, key=lambda p: (-p.stat().st_size, str(p))):
+        i = load.index(min(load))
+        out[i].append(f)
+        load[i] += f.stat().st_size
+    return [sorted(part) for part in out]
+
 def n_events_of(path: Path) -> int:
     with h5py.File(path, "r") as h5:
         return int(h5["events/image"].shape[0])

@@ -49,7 +49,8 @@ from bench_common import (MiB, Cluster, TreeSampler, best, chunk_identity, datas
                           describe_filters, ensure_archive, ensure_source, event_datasets,
                           events_nbytes, have_bokeh, load_text, make_row, n_events_of, paired,
                           print_features, print_table, raw_nbytes, rtdc_bytes, run_subprocess,
-                          summarize_archive_stream, summarize_stream, verify, warm_cache)
+                          split_by_size, summarize_archive_stream, summarize_stream, verify,
+                          warm_cache)
 
 logger = logging.getLogger(__name__)
 
@@ -278,10 +279,16 @@ def archive_up(args, jobs: list[tuple[str, Path, Path, int]]) -> list[tuple[dict
     return results
 
 
+def _two_dcnum(root: Path, out: Path) -> list[str]:
+    """Two dcnum loops side by side on halves of about equal bytes (no framework at all)."""
+    loops = [shlex.join(child("dcnum-loop", str(root), str(out), f"{i}/2")) for i in range(2)]
+    return ["bash", "-c", f"{loops[0]} & p0=$!; {loops[1]} & p1=$!; wait $p0 && wait $p1"]
+
+
 def _dclab_scripts(args, files: list[Path], root: Path, outs: dict[str, Path]) -> tuple[Path, Path]:
     """Shell scripts: one dclab-compress per file, serially / as two concurrent loops.
 
-    The two loops get halves of about equal bytes (largest file first to the lighter half).
+    The two loops get halves of about equal bytes (:func:`split_by_size`).
     """
     dclab = shlex.quote(str(Path(sys.executable).with_name("dclab-compress")))
 
@@ -289,13 +296,11 @@ def _dclab_scripts(args, files: list[Path], root: Path, outs: dict[str, Path]) -
         dst = out_root / src.relative_to(root)
         return (f"mkdir -p {shlex.quote(str(dst.parent))} && "
                 f"{dclab} {shlex.quote(str(src))} {shlex.quote(str(dst))}")
-    halves: tuple[list[Path], list[Path]] = ([], [])
-    for f in sorted(files, key=lambda p: -p.stat().st_size):
-        min(halves, key=lambda h: sum(p.stat().st_size for p in h)).append(f)
+    halves = split_by_size(files, 2)
     serial = args.workdir / "dclab-serial.sh"
     serial.write_text("set -e\n" + "\n".join(line(f, outs["dclab"]) for f in files) + "\n")
     two = args.workdir / "dclab-2x.sh"
-    loops = [f"(\n" + "\n".join(line(f, outs["dclab-2x"]) for f in h) + f"\n) & p{i}=$!"
+    loops = ["(\n" + "\n".join(line(f, outs["dclab-2x"]) for f in h) + f"\n) & p{i}=$!"
              for i, h in enumerate(halves)]
     two.write_text("set -e\n" + "\n".join(loops) + "\nwait $p0 && wait $p1\n")
     return serial, two
@@ -344,7 +349,8 @@ def cmd_archive(args) -> None:
           f"({INLINE_BYTES / MiB:.0f} MiB); tiny: {len(tiny_files)} files, {tiny_events} events, "
           f"{tiny_raw / 1e6:.0f} MB raw; load {load_text()} ==")
     odir = args.workdir / "out"
-    outs = {k: odir / f"archive-{k}" for k in ("dcnum", "dclab", "dclab-2x", "dcbulk-cli", "dcbulk")}
+    outs = {k: odir / f"archive-{k}"
+            for k in ("dcnum", "dcnum-2x", "dclab", "dclab-2x", "dcbulk-cli", "dcbulk")}
     touts = {k: odir / f"tiny-{k}" for k in ("dcnum", "dcnum-one", "dcbulk", "dcbulk-one")}
     serial_sh, two_sh = _dclab_scripts(args, files, root, outs)
     cli_json = args.workdir / "dcbulk-cli-report.json"
@@ -352,6 +358,7 @@ def cmd_archive(args) -> None:
     cli = ([str(dcbulk_exe)] if dcbulk_exe.exists() else [sys.executable, "-m", "dcbulk.cli"])
     variants = {
         "dcnum": ("dcnum copy_* loop, 1 process", raw, child("dcnum-loop", str(root), str(outs["dcnum"]))),
+        "dcnum-2x": ("2 x dcnum loops side by side", raw, _two_dcnum(root, outs["dcnum-2x"])),
         "dclab": ("dclab-compress serial loop", raw, ["bash", str(serial_sh)]),
         "dclab-2x": ("2 x dclab-compress loops side by side", raw, ["bash", str(two_sh)]),
         "dcbulk-cli": (f"dcbulk convert --workers {args.workers} (command)", raw,
@@ -388,6 +395,7 @@ def cmd_archive(args) -> None:
             res, smp = run_subprocess(cmd)
             runs[f"tiny-{key}"].append(make_row(label, smp.wall, smp, None, nbytes, res["seconds"],
                                                 size=rtdc_bytes(touts[key])[1]))
+            print(f"    {label}: wall {smp.wall:.2f} s, timed {res['seconds']:.2f} s")
         for (row, _, stream), key in zip(archive_up(args, [
                 ("tiny: dcbulk convert_archive, up", tiny_root, touts["dcbulk"], tiny_raw),
                 ("tiny as 1 file: dcbulk, up", one_root, touts["dcbulk-one"], one_raw)]),
@@ -411,6 +419,9 @@ def cmd_archive(args) -> None:
           f"(target >= {TARGETS['archive']}x); {paired(runs, 'dcnum', 'dcbulk-cli', metric=ww)}")
     print(f"  dcnum loop / dcbulk cluster up (loop vs call):      {dcnum_loop / t_up:.2f}x "
           f"(target >= {TARGETS['archive_up']}x); {paired(runs, 'dcnum', 'dcbulk', metric=tt)}")
+    print(f"  context: 2 dcnum loops side by side (no framework; loop of the last to finish) "
+          f"speed-up over 1 loop: {dcnum_loop / rows['dcnum-2x']['inner']:.2f}x = what 2 cores give "
+          f"this work; dcbulk cluster up / 2 x dcnum: {t_up / rows['dcnum-2x']['inner']:.2f}")
     for key, text in (("dclab", "dclab-compress serial loop"), ("dclab-2x", "two dclab-compress loops")):
         print(f"  {text} / dcbulk command: {rows[key]['wall'] / w_cli:.2f}x "
               f"(cluster up {rows[key]['wall'] / t_up:.2f}x); "
@@ -465,9 +476,12 @@ def run_child(kind: str, params: Sequence[str]) -> None:
         print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0}))
     elif kind == "dcnum-loop":  # every file of an archive in this one process, dcnum's way
         from dcnum.write import HDF5Writer, copy_features, copy_metadata, set_default_filter_kwargs
-        src_root, dst_root = map(Path, params)
+        src_root, dst_root = map(Path, params[:2])
         t0 = time.perf_counter()
         files = sorted(src_root.rglob("*.rtdc"))
+        if len(params) > 2:  # "i/n": the i-th of n parts of about equal bytes
+            i, n = map(int, params[2].split("/"))
+            files = split_by_size(files, n)[i]
         for src in files:
             dst = dst_root / src.relative_to(src_root)
             dst.parent.mkdir(parents=True, exist_ok=True)
