@@ -384,7 +384,8 @@ def summarize_stream(data: list, wall: float, n_workers: int) -> str:
 def summarize_archive_stream(data: list, wall: float, n_workers: int,
                              t0: float | None = None) -> str:
     """File tasks (``dcbulk-file-*``: inspect, plan, write; small files encoded inline) and
-    encode tasks per worker, idle worker slots, and the tail where workers ran out of work.
+    encode tasks per worker, idle worker slots, and the tail where workers ran out of work
+    (from the first worker's last task end to the last worker's).
 
     ``t0`` is the epoch time (``time.time()``) when the call began: the delay to the first
     task (source discovery, manifest, submission) is shown.
@@ -405,7 +406,8 @@ def summarize_archive_stream(data: list, wall: float, n_workers: int,
     tail = max(last.values()) - min(last.values()) if len(last) > 1 else 0.0
     idle = max(0.0, 1 - sum(busy.values()) / (wall * n_workers))
     return (f"{kinds['file'][0]} file tasks ({kinds['file'][1]:.1f} s), {kinds['encode'][0]} "
-            f"encode tasks ({kinds['encode'][1]:.1f} s); busy per worker {util} of {wall:.1f} s; "
+            f"encode tasks ({kinds['encode'][1]:.1f} s); task time per worker {util} of {wall:.1f} s "
+            f"(a large file's writer task counts while it waits seceded: > 100 % possible); "
             f"idle slots {idle:.0%}; tail (one worker done, other busy) {tail:.2f} s"
             + (f"; first task {first - t0:.2f} s after the call" if t0 is not None else ""))
 
