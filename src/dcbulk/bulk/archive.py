@@ -279,7 +279,8 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
          progress, total) -> None:
     from distributed import as_completed
     max_open = max_open or sum(client.nthreads().values()) + 2
-    queue = list(reversed(todo))
+    # largest files first (popped from the end), so no big file is left for the tail
+    queue = sorted(todo, key=lambda item: os.path.getsize(item[0].path))
     active: dict = {}
     done_count = len(report.files)
 

@@ -11,8 +11,8 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 
 from ..codec import ChunkCodec, parse_compression
@@ -22,6 +22,9 @@ from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 from .arrays import ArrayBundle, iter_array_results
 from .client import client_context
 from .writer import WriteSummary, exact_features, write_output
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 __all__ = ["Report", "convert", "store_features", "submit_conversion"]
 
@@ -134,6 +137,7 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
 
 def _array_plans(arrays: dict[str, da.Array], codec: ChunkCodec, max_task_bytes: int
                  ) -> tuple[dict[str, da.Array], tuple[FeaturePlan, ...], int]:
+    import dask.array as da
     if not arrays:
         raise PlanError("store_features needs at least one array")
     lengths = {name: int(arr.shape[0]) for name, arr in arrays.items()}

@@ -15,10 +15,10 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import cloudpickle
 import dask
-import dask.array as da
 import numpy as np
 
 from ..codec import ChunkCodec
@@ -28,6 +28,9 @@ from ..read.chunks import OpenFiles, read_event_rows
 from ..read.inspect import FeatureSource, inspect_source
 from .tasks import TaskResult, encode_rows
 from .writer import run_windowed
+
+if TYPE_CHECKING:  # dask.array (and scipy behind it) is imported only when used
+    import dask.array as da
 
 __all__ = ["read_features", "ArrayBundle", "iter_array_results", "contiguous_slice"]
 
@@ -70,6 +73,7 @@ def read_features(path, features=None, mapping=None, *, chunks_per_block: int = 
     dict of dask.array.Array
         Graphs hold only picklable recipes; each block task opens the file by path.
     """
+    import dask.array as da
     if chunks_per_block < 1:
         raise ValueError(f"chunks_per_block must be >= 1, got {chunks_per_block}")
     info = inspect_source(path)
