@@ -286,3 +286,22 @@ def test_internal_basin_feature_is_resolved(client, tmp_path):
         names = [k for k in h5["events"] if k.startswith("basinmap")]
         assert len(names) == 1
         np.testing.assert_array_equal(h5["events"][names[0]][:], mapping[index])
+
+
+def test_store_encoded_chunk_equals_hdf5_filter_pipeline(tmp_path):
+    """HDF5Writer.store_encoded_chunk + codec bytes decode like a normal store."""
+    from dcbulk.codec import parse_compression
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 255, size=(130, 80, 250), dtype=np.uint8)
+    codec = parse_compression("zstd:5")
+    with HDF5Writer(tmp_path / "d.rtdc", mode="w") as hw:
+        ds, _ = hw.require_feature("image", (80, 250), np.uint8)
+        ds.resize(130, axis=0)
+        rows = ds.chunks[0]
+        for i, start in enumerate(range(0, 130, rows)):
+            hw.store_encoded_chunk("image", i, codec.encode(data[start:start + rows],
+                                                            ds.chunks))
+        with pytest.raises(ValueError, match="beyond"):
+            hw.store_encoded_chunk("image", 99, b"x")
+    with h5py.File(tmp_path / "d.rtdc") as h5:
+        np.testing.assert_array_equal(h5["events/image"][:], data)

@@ -157,16 +157,13 @@ def _submit(func, payload, key, priority, client):
     return client.submit(func, payload, key=key, pure=False, priority=priority)
 
 
-def store_chunk(hw: HDF5Writer, datasets: dict, plans: dict, chunk: ChunkResult) -> int:
-    """Store one chunk through the writer; return the bytes stored."""
-    fp = plans[chunk.feature]
-    ds = datasets[chunk.feature]
-    start, stop = fp.chunk_rows_range(chunk.chunk_index)
+def store_chunk(hw: HDF5Writer, plans: dict, chunk: ChunkResult) -> int:
+    """Store one chunk through the writer; return the encoded bytes stored."""
     if chunk.encoded:
-        offset = (start,) + (0,) * len(fp.item_shape)
-        ds.id.write_direct_chunk(offset, chunk.data, chunk.filter_mask)
-        return len(chunk.data)
-    ds[start:stop] = chunk.data
+        return hw.store_encoded_chunk(chunk.feature, chunk.chunk_index, chunk.data,
+                                      chunk.filter_mask)
+    start, stop = plans[chunk.feature].chunk_rows_range(chunk.chunk_index)
+    hw.events[chunk.feature][start:stop] = chunk.data
     return 0
 
 
@@ -208,12 +205,10 @@ def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool 
     try:
         with HDF5Writer(partial, mode="w-", ds_kwds=plan.codec.ds_kwds()) as hw:
             write_metadata(hw, plan)
-            datasets = {}
             for fp in plan.features:
                 ds, _ = hw.require_feature(fp.name, fp.item_shape, np.dtype(fp.dtype),
                                            ds_kwds=fp.codec.ds_kwds())
                 ds.resize(fp.n_rows, axis=0)
-                datasets[fp.name] = ds
             if results is None:
                 exact = exact_features(plan.features)
                 for name, ok in exact.items():
@@ -222,7 +217,7 @@ def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool 
                 results = iter_results(make_payloads(plan, exact), inline=inline, window=window)
             for res in results:
                 for chunk in res.chunks:
-                    stats[chunk.feature]["stored_bytes"] += store_chunk(hw, datasets, plans, chunk)
+                    stats[chunk.feature]["stored_bytes"] += store_chunk(hw, plans, chunk)
                     stats[chunk.feature]["chunks"] += 1
                 for name, secs in res.seconds.items():
                     stats[name]["seconds"] += secs
