@@ -145,3 +145,27 @@ def test_kill_then_resume_gives_identical_outputs(tmp_path):
         assert_features_equal(src, dst / src.relative_to(root))
     for p, data in first.items():
         assert p.read_bytes() == data  # finished outputs were not redone
+
+
+def test_dry_run_writes_nothing_and_option_conflict_fails_before_a_cluster(archive, tmp_path,
+                                                                          capsys):
+    root, good = archive
+    dst = tmp_path / "never"
+    report = convert_archive([root], dst, dry_run=True)
+    assert report.count("planned") == len(good) + 3 and not dst.exists()
+    small = tmp_path / "small"
+    small.mkdir()
+    src = make_rtdc(small / "a.rtdc", 20, seed=3, compression="none")
+    out = tmp_path / "out"
+    assert main(["convert", str(src), "-o", str(out), "--workers", "1", "-q"]) == EXIT_OK
+    capsys.readouterr()
+    # other options: refused at once, before any cluster (no dashboard line), nothing changed
+    before = (out / "dcbulk-manifest.json").read_bytes()
+    assert main(["convert", str(src), "-o", str(out), "--compression", "none"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "--force" in err and "dashboard" not in err
+    assert (out / "dcbulk-manifest.json").read_bytes() == before
+    # nothing left to do: no cluster either
+    assert main(["convert", str(src), "-o", str(out)]) == EXIT_OK
+    text = capsys.readouterr()
+    assert "1 skipped" in text.out and "dashboard" not in text.err

@@ -100,15 +100,17 @@ def _print_summary(report, out) -> None:
 
 def _convert(ns, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from .bulk import convert_archive, discover_sources
+    from .bulk import convert_archive
     from .cluster import job_script, load_cluster_config, open_client
     from .progress import ArchiveProgress
     kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
                   compression=ns.compression, resume=ns.resume, force=ns.force,
                   basin_to_source=ns.basin_to_source, max_open_outputs=ns.max_open_outputs)
+    # decide first (cheap, writes nothing): option conflicts fail before any cluster starts,
+    # and a run with nothing left to do starts none
+    preview = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
     if ns.dry_run:
-        report = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
-        for f in report.files:
+        for f in preview.files:
             print(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})", file=out)
         if ns.cluster_config:
             config = load_cluster_config(ns.cluster_config).with_overrides(
@@ -116,12 +118,14 @@ def _convert(ns, out=None, err=None) -> int:
                 memory_limit=ns.memory_limit)
             print(job_script(config), file=out)
         return EXIT_OK
-    entries = discover_sources(ns.sources, include=ns.include, output_dir=ns.output)
-    total = sum(os.path.getsize(e.path) for e in entries)
+    n_files, total = len(preview.files), sum(os.path.getsize(f.source) for f in preview.files)
+    if not any(f.status == "planned" for f in preview.files):
+        report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
+        return _finish(ns, report, out)
     with open_client(**_client_args(ns)) as (client, _cluster):
-        print(f"dcbulk {__version__}: {len(entries)} files, {total / 1e6:,.0f} MB; "
+        print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
               f"dashboard: {client.dashboard_link}", file=err, flush=True)
-        progress = None if ns.quiet else ArchiveProgress(len(entries), total, stream=err)
+        progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
         perf = contextlib.nullcontext()
         if ns.performance_report:
             from distributed import performance_report
@@ -133,6 +137,10 @@ def _convert(ns, out=None, err=None) -> int:
         finally:
             if progress is not None:
                 progress.close()
+    return _finish(ns, report, out)
+
+
+def _finish(ns, report, out) -> int:
     if ns.report:
         with open(ns.report, "w", encoding="utf-8") as fd:
             json.dump(report.to_dict(), fd, indent=2, default=str)
@@ -206,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DcbulkError as exc:
         print(f"dcbulk: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # e.g. "dcbulk info FILE | head"
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keep Python's exit flush quiet)
+        return EXIT_OK
     except KeyboardInterrupt:
         print("dcbulk: interrupted; re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -139,15 +139,18 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
 
 
 def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions, *,
-             resume: bool, force: bool) -> FileResult | None:
-    """The result for a file that needs no conversion (finished, or blocked), else None."""
+             resume: bool, force: bool, record: bool = True) -> FileResult | None:
+    """The result for a file that needs no conversion (finished, or blocked), else None.
+
+    With ``record`` False (dry runs) nothing is entered in the manifest.
+    """
     decision = manifest.decide(entry)
     if resume and not force and decision.action == "skip":
         return FileResult(entry.path, out, "skipped", bytes_in=decision.size,
                           reason=decision.reason)
     if decision.reason != "unrecorded output exists" or force:
         return None
-    if resume and _adopt(entry, out, options, manifest):
+    if resume and _adopt(entry, out, options, manifest, record=record):
         return FileResult(entry.path, out, "skipped", bytes_in=decision.size,
                           reason="finished (found by its provenance log)")
     error = OutputExistsError(f"{out}: exists and is not a finished output of this archive "
@@ -155,7 +158,8 @@ def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveO
     return FileResult(entry.path, out, "failed", reason="output exists", error=str(error))
 
 
-def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Manifest) -> bool:
+def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Manifest, *,
+           record: bool = True) -> bool:
     """Record an output that a killed run finished but could not enter in the manifest.
 
     Outputs appear under their final name only when complete (atomic rename), so an output
@@ -179,6 +183,8 @@ def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Mani
     if (doc.get("source") != entry.path or doc.get("options") != options.fingerprint_dict()
             or doc.get("source size") != st.st_size or doc.get("source mtime") != st.st_mtime):
         return False
+    if not record:
+        return True
     manifest.record_done(entry, output=out, output_size=os.path.getsize(out),
                          checksum=file_sha256(out), events=events, seconds=0.0,
                          identifier=doc.get("source identifier"), size=st.st_size,
@@ -240,14 +246,14 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                              filter=parse_filter(filter).text if filter else None,
                              compression=str(compression), basin_to_source=basin_to_source)
     entries = discover_sources(sources, include=include, output_dir=output_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    manifest = Manifest.load(output_dir)
+    manifest = Manifest.load(output_dir, read_only=dry_run)
     manifest.check_options(options.fingerprint_dict(), force=force)
     report = ArchiveReport(output_dir=output_dir)
     todo: list[tuple[SourceEntry, str, bool]] = []
     for entry in entries:
         out = output_path(entry, output_dir)
-        settled = _settled(entry, out, manifest, options, resume=resume, force=force)
+        settled = _settled(entry, out, manifest, options, resume=resume, force=force,
+                           record=not dry_run)
         if settled is not None:
             report.files.append(settled)
             if progress is not None and not dry_run:
@@ -262,6 +268,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         manifest.flush()
         report.wall_seconds = time.perf_counter() - t0
         return report
+    os.makedirs(output_dir, exist_ok=True)
     manifest.clean_partials(output_dir)
     from ..engine.client import client_context
     try:

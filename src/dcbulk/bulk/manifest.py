@@ -62,7 +62,9 @@ class Manifest:
     ...                                  mtime_ns=decision.mtime_ns)
     """
 
-    def __init__(self, output_dir: str | PathLike, *, save_interval: float = 2.0) -> None:
+    def __init__(self, output_dir: str | PathLike, *, save_interval: float = 2.0,
+                 read_only: bool = False) -> None:
+        self._read_only = read_only
         self._output_dir = os.path.abspath(os.fspath(output_dir))
         self._save_interval = float(save_interval)
         self._options: dict[str, Any] | None = None
@@ -81,8 +83,11 @@ class Manifest:
 
     # -- reading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, output_dir: str | PathLike, *, save_interval: float = 2.0) -> Manifest:
+    def load(cls, output_dir: str | PathLike, *, save_interval: float = 2.0,
+             read_only: bool = False) -> Manifest:
         """Read the manifest of ``output_dir``; an empty one when there is none.
+
+        A ``read_only`` manifest (dry runs) accepts changes in memory but never writes.
 
         Raises
         ------
@@ -90,7 +95,7 @@ class Manifest:
             When the file cannot be read, is not valid JSON, has an unknown format version or
             holds a malformed record; the message names the file.
         """
-        manifest = cls(output_dir, save_interval=save_interval)
+        manifest = cls(output_dir, save_interval=save_interval, read_only=read_only)
         path = manifest.path
         try:
             with open(path, "rb") as fh:
@@ -325,6 +330,8 @@ class Manifest:
     def _changed(self) -> None:
         """Mark unsaved changes; save now or arm the timer (lock held)."""
         self._dirty = True
+        if self._read_only:
+            return
         retry, self._timer_error = self._timer_error is not None, None
         wait = self._last_save + self._save_interval - time.monotonic()
         if wait <= 0 or retry:  # a failed timed save is retried (and raises) here
@@ -354,8 +361,11 @@ class Manifest:
         Raises
         ------
         ManifestError
-            When the file cannot be written (the temp file is removed).
+            When the file cannot be written (the temp file is removed), or the manifest
+            was loaded read-only.
         """
+        if self._read_only:
+            raise ManifestError(f"{self.path}: loaded read-only (dry run), not saved")
         with self._lock:
             data = self._serialize()
             os.makedirs(self._output_dir, exist_ok=True)
@@ -373,7 +383,7 @@ class Manifest:
                 self._timer.cancel()
                 self._timer = None
             self._timer_error = None  # the save below retries (and raises) if need be
-            if self._dirty:
+            if self._dirty and not self._read_only:
                 self.save()
 
     close = flush
