@@ -17,6 +17,7 @@ import numpy as np
 from .codec import ChunkCodec
 from .errors import PlanError
 from .read.inspect import FeatureSource, SourceInfo
+from .write.filters import best_nd_chunks
 
 __all__ = [
     "FeaturePlan", "BlockRecipe", "TaskRecipe", "ConversionPlan", "DEFAULT_TASK_BYTES",
@@ -33,8 +34,7 @@ DEFAULT_TASK_BYTES = 16 * 1024**2
 
 def best_chunk_rows(item_shape: tuple[int, ...], dtype) -> int:
     """Rows per HDF5 chunk for a feature, exactly as ``HDF5Writer.get_best_nd_chunks``."""
-    from .write import HDF5Writer
-    return int(HDF5Writer.get_best_nd_chunks(tuple(item_shape), np.dtype(dtype))[0])
+    return int(best_nd_chunks(tuple(item_shape), np.dtype(dtype))[0])
 
 
 @dataclass(frozen=True)
