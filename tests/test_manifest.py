@@ -319,3 +319,24 @@ def test_saving_10k_records_is_fast(tmp_path: Path):
     print(f"load + 10,000 decisions: {(time.perf_counter() - t0) * 1e3:.0f} ms")
     assert len(loaded) == 10_000 and {d.reason for d in decisions} == {"output missing"}
     assert loaded.records["day9/m09999.rtdc"] == manifest.records["day9/m09999.rtdc"]
+
+
+def test_commit_file_is_exclusive_unless_overwrite(tmp_path):
+    from dcbulk.errors import OutputExistsError
+    from dcbulk.partials import commit_file, partial_path
+    out = tmp_path / "a.rtdc"
+    part = partial_path(str(out))
+    assert part.endswith(".partial") and stale_partials(tmp_path) == []
+    Path(part).write_bytes(b"new")
+    assert [p.name for p in stale_partials(tmp_path)] == [Path(part).name]
+    out.write_bytes(b"old")
+    with pytest.raises(OutputExistsError):
+        commit_file(part, str(out), overwrite=False)
+    assert out.read_bytes() == b"old" and not Path(part).exists()
+    Path(part).write_bytes(b"new")
+    commit_file(part, str(out), overwrite=True)
+    assert out.read_bytes() == b"new" and not Path(part).exists()
+    part2 = partial_path(str(tmp_path / "b.rtdc"))
+    Path(part2).write_bytes(b"b")
+    commit_file(part2, str(tmp_path / "b.rtdc"), overwrite=False, fsync=False)
+    assert (tmp_path / "b.rtdc").read_bytes() == b"b"

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError, SourceNotFoundError
-from .partials import clean_partials, stale_partials, write_atomic
+from ..partials import clean_partials, stale_partials, write_atomic
 from .records import (FORMAT_VERSION, STATUSES, Decision, ManifestRecord, canonical_options,
                       file_sha256, options_fingerprint, parse_document, render_document, utc_now)
 from .sources import SourceEntry, output_path
 
 # FORMAT_VERSION, Decision, ManifestRecord, file_sha256, options_fingerprint and the partial-file
-# helpers live in records.py and partials.py; they stay importable from here.
+# helpers live in records.py and dcbulk.partials; they stay importable from here.
 __all__ = ["MANIFEST_NAME", "FORMAT_VERSION", "Decision", "Manifest", "ManifestRecord",
            "clean_partials", "file_sha256", "options_fingerprint", "stale_partials"]
 

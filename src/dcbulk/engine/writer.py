@@ -22,13 +22,14 @@ import numpy as np
 
 from ..codec import verify_codec_with_hdf5
 from ..errors import ConversionError, DcbulkError, OutputExistsError
+from ..partials import commit_file, partial_path
 from ..plan import ConversionPlan, FeaturePlan, block_events
 from ..write import HDF5Writer
 from .finish import write_metadata, write_trailer
 from .tasks import ChunkResult, TaskPayload, TaskResult, run_task
 
-__all__ = ["WriteSummary", "write_output", "make_payloads", "commit_file", "partial_path",
-           "exact_features", "iter_results", "run_windowed"]
+__all__ = ["WriteSummary", "write_output", "make_payloads", "exact_features", "iter_results",
+           "run_windowed"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,30 +44,6 @@ class WriteSummary:
     seconds: float
     bytes_out: int
     features: dict[str, dict] = field(default_factory=dict)
-
-
-def partial_path(output: str) -> str:
-    """A unique temporary sibling of ``output`` that no ``*.rtdc`` glob matches."""
-    return f"{output}.{uuid.uuid4().hex[:12]}.partial"
-
-
-def commit_file(partial: str, output: str, *, overwrite: bool) -> None:
-    """Move a finished file into place; never replace an existing output unless asked."""
-    if overwrite:
-        os.replace(partial, output)
-        return
-    try:
-        os.link(partial, output)
-    except FileExistsError:
-        os.unlink(partial)
-        raise OutputExistsError(f"{output}: exists already (use force/overwrite)") from None
-    except OSError:  # filesystems without hard links
-        if os.path.exists(output):
-            os.unlink(partial)
-            raise OutputExistsError(f"{output}: exists already (use force/overwrite)") from None
-        os.rename(partial, output)
-        return
-    os.unlink(partial)
 
 
 def exact_features(features: Iterable[FeaturePlan]) -> dict[str, bool]:
@@ -168,8 +145,8 @@ def store_chunk(hw: HDF5Writer, plans: dict, chunk: ChunkResult) -> int:
 
 
 def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool = False,
-                 window: int | None = None, results: Iterator[TaskResult] | None = None
-                 ) -> WriteSummary:
+                 window: int | None = None, results: Iterator[TaskResult] | None = None,
+                 fsync: bool = True) -> WriteSummary:
     """Write one output file from a plan (the single writer of that file).
 
     Parameters
@@ -180,6 +157,8 @@ def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool 
         Run the encode tasks in this process instead of on the cluster (small files).
     overwrite
         Replace an existing output.
+    fsync
+        Make the output durable (file and directory entry) before it gets its final name.
     window
         Maximum tasks in flight (default: twice the cluster's threads plus two).
     results
@@ -223,7 +202,7 @@ def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool 
                     stats[name]["seconds"] += secs
                     stats[name]["raw_bytes"] += res.raw_bytes.get(name, 0)
             write_trailer(hw, plan)
-        commit_file(partial, plan.output, overwrite=overwrite)
+        commit_file(partial, plan.output, overwrite=overwrite, fsync=fsync)
     except BaseException as exc:
         if os.path.exists(partial):
             os.unlink(partial)

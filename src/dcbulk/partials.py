@@ -1,4 +1,5 @@
-"""Temporary ``<name>.<hex>.partial`` files: writing through one atomically, and finding or removing those left by killed runs."""
+"""Temporary ``<name>.<hex>.partial`` files: naming them, committing them durably and
+atomically, and finding or removing those left behind by killed runs."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +9,9 @@ import uuid
 from os import PathLike
 from pathlib import Path
 
-__all__ = ["clean_partials", "stale_partials", "write_atomic"]
+from .errors import OutputExistsError
+
+__all__ = ["clean_partials", "commit_file", "partial_path", "stale_partials", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,48 @@ def write_atomic(path: str, data: bytes) -> None:
             pass
         raise
     _fsync_dir(os.path.dirname(path))
+
+
+def partial_path(output: str) -> str:
+    """A unique temporary sibling of ``output`` that no ``*.rtdc`` glob matches."""
+    return f"{output}.{uuid.uuid4().hex[:12]}.partial"
+
+
+def commit_file(partial: str, output: str, *, overwrite: bool, fsync: bool = True) -> None:
+    """Move a finished file into place; never replace an existing output unless asked.
+
+    With ``fsync`` the file's data reach the disk before it gets its final name, and the
+    directory entry after, so a crash never leaves a name pointing at unwritten blocks.
+
+    Raises
+    ------
+    OutputExistsError
+        ``output`` exists and ``overwrite`` is False (the partial file is removed).
+    """
+    if fsync:
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if overwrite:
+        os.replace(partial, output)
+    else:
+        try:
+            os.link(partial, output)
+        except FileExistsError:
+            os.unlink(partial)
+            raise OutputExistsError(f"{output}: exists already (use force/overwrite)") from None
+        except OSError:  # filesystems without hard links
+            if os.path.exists(output):
+                os.unlink(partial)
+                raise OutputExistsError(
+                    f"{output}: exists already (use force/overwrite)") from None
+            os.rename(partial, output)
+        else:
+            os.unlink(partial)
+    if fsync:
+        _fsync_dir(os.path.dirname(os.path.abspath(output)))
 
 
 def _fsync_dir(directory: str) -> None:
