@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..codec import parse_compression
 from ..engine.writer import write_output
-from ..errors import DcbulkError, OutputExistsError
+from ..errors import DcbulkError, OutputExistsError, PlanError
 from ..filter_expr import FilterExpr, parse_filter
 from ..plan import DEFAULT_TASK_BYTES, plan_conversion
 from ..read.chunks import OpenFiles, read_event_rows
@@ -101,7 +101,7 @@ class ArchiveReport:
 def _filter_mapping(info: SourceInfo, expr: FilterExpr):
     missing = [n for n in expr.names if n not in info.features]
     if missing:
-        raise DcbulkError(f"{info.path}: filter needs feature(s) {', '.join(missing)} "
+        raise PlanError(f"{info.path}: filter needs feature(s) {', '.join(missing)} "
                           f"that the file does not have")
     with OpenFiles() as files:
         arrays = {n: read_event_rows(files, info.features[n], slice(0, info.n_events))
@@ -114,8 +114,19 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
     """Inspect, plan and write one output (runs as a task on a worker).
 
     Returns a small dict: the writer's summary plus the source's identity and the output's
-    checksum, for the manifest.
+    checksum, for the manifest. A failure that concerns this file (unreadable source, bad
+    options for it, a corrupt chunk) comes back as ``{"error": "Type: message"}``, so it is
+    reported once, by the client, without a worker traceback; anything else propagates.
     """
+    try:
+        return _convert_file(source, output, options, overwrite=overwrite,
+                             inline_bytes=inline_bytes, checksum=checksum)
+    except (DcbulkError, OSError) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
+                  inline_bytes: int, checksum: bool) -> dict:
     t0 = time.perf_counter()
     info = inspect_source(source)
     expr = parse_filter(options.filter)
@@ -307,10 +318,11 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
         try:
             res = fut.result()
         except Exception as exc:  # per-file isolation: record and go on
-            msg = f"{type(exc).__name__}: {exc}"
-            logger.error("%s failed: %s", entry.path, msg)
-            result = FileResult(entry.path, out, "failed", reason="error", error=msg)
-            manifest.record_failed(entry, error=msg)
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        if "error" in res:
+            logger.error("%s failed: %s", entry.path, res["error"])
+            result = FileResult(entry.path, out, "failed", reason="error", error=res["error"])
+            manifest.record_failed(entry, error=res["error"])
         else:
             result = _result_from(entry, out, res)
             manifest.record_done(entry, output=out, output_size=res["bytes_out"],
