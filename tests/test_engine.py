@@ -305,3 +305,25 @@ def test_store_encoded_chunk_equals_hdf5_filter_pipeline(tmp_path):
             hw.store_encoded_chunk("image", 99, b"x")
     with h5py.File(tmp_path / "d.rtdc") as h5:
         np.testing.assert_array_equal(h5["events/image"][:], data)
+
+
+def test_codec_verdicts_are_reused_and_raw_copies_need_none(plain_file, zstd_file, monkeypatch):
+    from dcbulk.codec import parse_compression
+    from dcbulk.engine import writer
+    from dcbulk.plan import plan_conversion
+    from dcbulk.read.inspect import inspect_source
+    calls = []
+    real = writer.verify_codec_with_hdf5
+    monkeypatch.setattr(writer, "verify_codec_with_hdf5",
+                        lambda *args: calls.append(args[1:3]) or real(*args))
+    codec = parse_compression("zstd:5")
+    plain = plan_conversion(inspect_source(plain_file), "/x.rtdc", codec=codec)
+    verdicts = {}
+    exact = writer.exact_features(plain.features, verdicts)
+    assert all(exact.values()) and len(calls) == len(verdicts) > 0
+    n = len(calls)
+    assert writer.exact_features(plain.features, verdicts) == exact and len(calls) == n
+    stored = plan_conversion(inspect_source(zstd_file), "/y.rtdc", codec=codec)
+    raw = [fp for fp in stored.features if fp.raw_copy]
+    result = writer.exact_features(raw, {})
+    assert raw and all(result.values()) and len(calls) == n  # copied as stored: no check

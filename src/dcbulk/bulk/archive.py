@@ -110,23 +110,26 @@ def _filter_mapping(info: SourceInfo, expr: FilterExpr):
 
 
 def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, checksum: bool = True) -> dict:
+                 inline_bytes: int = INLINE_BYTES, checksum: bool = True,
+                 verdicts: dict | None = None) -> dict:
     """Inspect, plan and write one output (runs as a task on a worker).
 
     Returns a small dict: the writer's summary plus the source's identity and the output's
-    checksum, for the manifest. A failure that concerns this file (unreadable source, bad
+    checksum, for the manifest, and the codec ``verdicts`` (known ones passed in, new ones
+    added) so that later files skip those checks. A failure that concerns this file (unreadable source, bad
     options for it, a corrupt chunk) comes back as ``{"error": "Type: message"}``, so it is
     reported once, by the client, without a worker traceback; anything else propagates.
     """
     try:
         return _convert_file(source, output, options, overwrite=overwrite,
-                             inline_bytes=inline_bytes, checksum=checksum)
+                             inline_bytes=inline_bytes, checksum=checksum,
+                             verdicts=dict(verdicts or {}))
     except (DcbulkError, OSError) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                  inline_bytes: int, checksum: bool) -> dict:
+                  inline_bytes: int, checksum: bool, verdicts: dict) -> dict:
     t0 = time.perf_counter()
     info = inspect_source(source)
     expr = parse_filter(options.filter)
@@ -137,7 +140,7 @@ def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrit
                            basin_to_source=options.basin_to_source,
                            options=options.fingerprint_dict())
     inline = sum(t.nbytes for t in plan.tasks) <= inline_bytes
-    summary = write_output(plan, inline=inline, overwrite=overwrite)
+    summary = write_output(plan, inline=inline, overwrite=overwrite, verdicts=verdicts)
     st = os.stat(source)
     return {
         "events": summary.n_events, "bytes_out": summary.bytes_out,
@@ -145,7 +148,7 @@ def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrit
         "stored_bytes": sum(f["stored_bytes"] for f in summary.features.values()),
         "seconds": time.perf_counter() - t0, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
         "identifier": info.identifier, "inline": inline,
-        "checksum": file_sha256(output) if checksum else None,
+        "checksum": file_sha256(output) if checksum else None, "verdicts": verdicts,
     }
 
 
@@ -305,11 +308,12 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
     def submit_next() -> None:
         entry, out, overwrite = queue.pop()
         fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
-                            inline_bytes=inline_bytes, pure=False,
+                            inline_bytes=inline_bytes, verdicts=dict(verdicts), pure=False,
                             key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
         active[fut] = (entry, out)
         pending.add(fut)
 
+    verdicts: dict = {}  # codec checks of earlier files, handed to later ones
     pending = as_completed()
     while queue and len(active) < max_open:
         submit_next()
@@ -324,6 +328,7 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
             result = FileResult(entry.path, out, "failed", reason="error", error=res["error"])
             manifest.record_failed(entry, error=res["error"])
         else:
+            verdicts.update(res.get("verdicts") or {})
             result = _result_from(entry, out, res)
             manifest.record_done(entry, output=out, output_size=res["bytes_out"],
                                  checksum=res["checksum"], events=res["events"],

@@ -46,18 +46,27 @@ class WriteSummary:
     features: dict[str, dict] = field(default_factory=dict)
 
 
-def exact_features(features: Iterable[FeaturePlan]) -> dict[str, bool]:
-    """Check once per (filters, dtype, chunk shape) that worker encoding matches HDF5."""
-    verdicts: dict[tuple, bool] = {}
+def exact_features(features: Iterable[FeaturePlan], verdicts: dict | None = None
+                   ) -> dict[str, bool]:
+    """Check once per (filters, dtype, chunk shape) that worker encoding matches HDF5.
+
+    ``verdicts`` maps such keys to earlier results and receives the new ones, so a caller
+    converting many files checks each combination once (features copied as stored need no
+    check).
+    """
+    verdicts = {} if verdicts is None else verdicts
     exact = {}
     rng = np.random.default_rng(0)
     for fp in features:
+        if fp.raw_copy:
+            exact[fp.name] = True
+            continue
         key = (fp.codec, fp.dtype, fp.chunk_shape)
         if key not in verdicts:
             shape = (min(3, fp.chunk_rows),) + fp.item_shape
             sample = rng.integers(0, 12, size=shape).astype(fp.dtype)
-            verdicts[key] = fp.raw_copy or verify_codec_with_hdf5(
-                fp.codec, np.dtype(fp.dtype), fp.chunk_shape, sample)
+            verdicts[key] = verify_codec_with_hdf5(fp.codec, np.dtype(fp.dtype),
+                                                   fp.chunk_shape, sample)
             if not verdicts[key]:
                 logger.warning("worker encoding of %s differs from HDF5 here; storing %s "
                                "through HDF5's filter pipeline", fp.codec.describe(), fp.name)
@@ -146,7 +155,7 @@ def store_chunk(hw: HDF5Writer, plans: dict, chunk: ChunkResult) -> int:
 
 def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool = False,
                  window: int | None = None, results: Iterator[TaskResult] | None = None,
-                 fsync: bool = True) -> WriteSummary:
+                 fsync: bool = True, verdicts: dict | None = None) -> WriteSummary:
     """Write one output file from a plan (the single writer of that file).
 
     Parameters
@@ -159,6 +168,8 @@ def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool 
         Replace an existing output.
     fsync
         Make the output durable (file and directory entry) before it gets its final name.
+    verdicts
+        Known results of :func:`exact_features` (updated in place).
     window
         Maximum tasks in flight (default: twice the cluster's threads plus two).
     results
@@ -189,7 +200,7 @@ def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool 
                                            ds_kwds=fp.codec.ds_kwds())
                 ds.resize(fp.n_rows, axis=0)
             if results is None:
-                exact = exact_features(plan.features)
+                exact = exact_features(plan.features, verdicts)
                 for name, ok in exact.items():
                     if not ok:
                         stats[name]["mode"] = "hdf5-filter"
