@@ -166,15 +166,15 @@ def write_output(plan: ConversionPlan, *, inline: bool = False, overwrite: bool 
         Run the encode tasks in this process instead of on the cluster (small files).
     overwrite
         Replace an existing output.
-    fsync
-        Make the output durable (file and directory entry) before it gets its final name.
-    verdicts
-        Known results of :func:`exact_features` (updated in place).
     window
         Maximum tasks in flight (default: twice the cluster's threads plus two).
     results
         Test/extension hook: an iterator of task results to store instead of running the
         plan's tasks (used by :func:`~dcbulk.engine.api.store_features`).
+    fsync
+        Make the output durable (file and directory entry) before it gets its final name.
+    verdicts
+        Known results of :func:`exact_features` (updated in place).
 
     Raises
     ------
