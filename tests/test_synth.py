@@ -16,6 +16,8 @@ from dcbulk import synth
 from dcbulk.errors import OutputExistsError
 from dcbulk.synth import rtdc as synth_rtdc
 
+from helpers import dclab_verify
+
 dclab = pytest.importorskip("dclab")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,15 +139,9 @@ def test_mask_matches_blob(small: Path) -> None:
                                     {"with_traces": False, "image_shape": (64, 120)}])
 def test_verify_dataset_clean(tmp_path: Path, kwargs: dict) -> None:
     path = synth.make_rtdc(tmp_path / "v.rtdc", 120, seed=3, **kwargs)
-    exe = Path(sys.executable).with_name("dclab-verify-dataset")
-    if not exe.exists():
-        pytest.skip(f"{exe} not installed")
-    res = subprocess.run([str(exe), str(path)], capture_output=True, text=True, timeout=120)
-    text = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout + res.stderr)
-    found = re.search(r"Check Complete: (\d+) violations and (\d+) alerts", text)
-    assert found, text
-    assert (int(found[1]), int(found[2])) == (0, 0), text
-    assert res.returncode == 0, text
+    result = dclab_verify(path)
+    assert (result.violations, result.alerts) == (0, 0), result.output
+    assert result.returncode == 0, result.output
 
 
 def test_deterministic_and_seed_dependent(tmp_path: Path) -> None:

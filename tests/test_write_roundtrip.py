@@ -8,8 +8,6 @@ with dclab, compared with what dcnum writes, and checked with
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,8 @@ import pytest
 from dcbulk.read import extract_basin_dicts
 from dcbulk.write import (HDF5Writer, copy_basins, copy_features,
                           copy_metadata)
+
+from helpers import dclab_verify
 
 SYNTHETIC_META: dict[str, Any] = {
     "experiment:date": "2024-05-02", "experiment:event count": 120,
@@ -241,17 +241,9 @@ def test_roundtrip_like_dcnum(sample_file: Path, tmp_path: Path,
 # ------------------------------------------------------ dclab-verify-dataset
 def verify(path: Path) -> tuple[int, list[str], str]:
     """Run dclab-verify-dataset; return (violations, red lines, output)."""
-    exe = Path(sys.executable).parent / "dclab-verify-dataset"
-    if not exe.exists():
-        pytest.skip(f"{exe} is absent")
-    proc = subprocess.run([str(exe), str(path)], capture_output=True,
-                          text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    red = [ln for ln in out.splitlines() if "\x1b[31m" in ln]
-    count = [ln for ln in out.splitlines() if "Check Complete:" in ln]
-    assert count, out
-    n_viol = int(count[0].split("Check Complete:")[1].split()[0])
-    return n_viol, red, out
+    result = dclab_verify(path)
+    red = [ln for ln in result.output.splitlines() if "\x1b[31m" in ln]
+    return result.violations, red, result.output
 
 
 def test_verify_detects_violations(shared_data_dir: Path) -> None:
