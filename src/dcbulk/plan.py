@@ -67,6 +67,10 @@ class FeaturePlan:
     def row_nbytes(self) -> int:
         return int(np.prod(self.item_shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
 
+    def chunks_per_task(self, max_task_bytes: int) -> int:
+        """Whole chunks of this feature that fit in one task's byte budget (at least 1)."""
+        return max(1, max_task_bytes // max(1, self.chunk_rows * self.row_nbytes))
+
     def chunk_rows_range(self, chunk_index: int) -> tuple[int, int]:
         start = chunk_index * self.chunk_rows
         return start, min(start + self.chunk_rows, self.n_rows)
@@ -213,8 +217,7 @@ def plan_tasks(features: tuple[FeaturePlan, ...], max_task_bytes: int = DEFAULT_
     pending: list[BlockRecipe] = []
     pending_bytes = 0
     for fp in features:
-        chunk_bytes = max(1, fp.chunk_rows * fp.row_nbytes)
-        per_block = max(1, max_task_bytes // chunk_bytes)
+        per_block = fp.chunks_per_task(max_task_bytes)
         for start in range(0, fp.n_chunks, per_block):
             stop = min(start + per_block, fp.n_chunks)
             nbytes = (min(stop * fp.chunk_rows, fp.n_rows) - start * fp.chunk_rows) * fp.row_nbytes

@@ -154,14 +154,15 @@ def _array_plans(arrays: dict[str, da.Array], codec: ChunkCodec, max_task_bytes:
         if name == "mask" and dtype == bool:
             dtype = np.dtype(np.uint8)
         item_shape = tuple(int(s) for s in arr.shape[1:])
-        cr = best_chunk_rows(item_shape, dtype)
-        per_block = max(1, max_task_bytes // max(1, cr * int(np.prod(item_shape)) * dtype.itemsize))
-        aligned[name] = arr.rechunk((cr * per_block,) + tuple(-1 for _ in item_shape))
         ref = DatasetRef(path="", name=f"dask:{arr.name}", shape=tuple(arr.shape),
                          dtype=dtype.str, chunks=None, codec=None)
-        plans.append(FeaturePlan(name=name, source=FeatureSource(name, ref, origin="dask"),
-                                 item_shape=item_shape, dtype=dtype.str, chunk_rows=cr,
-                                 n_rows=n_rows, codec=codec))
+        fp = FeaturePlan(name=name, source=FeatureSource(name, ref, origin="dask"),
+                         item_shape=item_shape, dtype=dtype.str,
+                         chunk_rows=best_chunk_rows(item_shape, dtype), n_rows=n_rows,
+                         codec=codec)
+        rows = fp.chunk_rows * fp.chunks_per_task(max_task_bytes)
+        aligned[name] = arr.rechunk((rows,) + tuple(-1 for _ in item_shape))
+        plans.append(fp)
     return aligned, tuple(plans), n_rows
 
 

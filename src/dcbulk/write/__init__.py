@@ -11,14 +11,4 @@ from .writer import (CreatingFileWithoutBasinWarning, HDF5Writer,
                      copy_metadata, create_with_basins,
                      set_default_filter_kwargs)
 
-__all__ = [
-    "CreatingFileWithoutBasinWarning",
-    "HDF5Writer",
-    "IgnoringBasinTypeWarning",
-    "copy_basins",
-    "copy_features",
-    "copy_metadata",
-    "create_with_basins",
-    "set_default_filter_kwargs",
-    "writer",
-]
+__all__ = [*writer.__all__, "writer"]
