@@ -112,12 +112,6 @@ class ConversionPlan:
     basin_to_source: bool = False
     options: dict = field(default_factory=dict)
 
-    def feature(self, name: str) -> FeaturePlan:
-        for fp in self.features:
-            if fp.name == name:
-                return fp
-        raise KeyError(name)
-
 
 def make_mapping(mapping, n_events: int) -> np.ndarray | None:
     """Validate an index array or boolean filter and return int64 source indices.

@@ -14,7 +14,6 @@ import pathlib
 from dataclasses import dataclass, field, replace
 
 import h5py
-import numpy as np
 
 from ..codec import ChunkCodec
 from ..errors import SourceError
@@ -214,8 +213,3 @@ def inspect_source(path: str | os.PathLike) -> SourceInfo:
     st = os.stat(path)
     return replace(info, size=st.st_size, mtime=st.st_mtime)
 
-
-def feature_nbytes(fsrc: FeatureSource, n_rows: int) -> int:
-    """Uncompressed bytes of ``n_rows`` rows of a feature."""
-    item = int(np.prod(fsrc.data.item_shape, dtype=np.int64))
-    return n_rows * item * np.dtype(fsrc.data.dtype).itemsize
