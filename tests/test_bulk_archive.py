@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dcbulk.bulk import convert_archive
+from dcbulk.bulk import MANIFEST_NAME, convert_archive
 from dcbulk.cli import EXIT_ERROR, EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, main
 from dcbulk.synth import make_archive, make_rtdc
 
@@ -160,11 +160,11 @@ def test_dry_run_writes_nothing_and_option_conflict_fails_before_a_cluster(archi
     assert main(["convert", str(src), "-o", str(out), "--workers", "1", "-q"]) == EXIT_OK
     capsys.readouterr()
     # other options: refused at once, before any cluster (no dashboard line), nothing changed
-    before = (out / "dcbulk-manifest.json").read_bytes()
+    before = (out / MANIFEST_NAME).read_bytes()
     assert main(["convert", str(src), "-o", str(out), "--compression", "none"]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert "--force" in err and "dashboard" not in err
-    assert (out / "dcbulk-manifest.json").read_bytes() == before
+    assert (out / MANIFEST_NAME).read_bytes() == before
     # nothing left to do: no cluster either
     assert main(["convert", str(src), "-o", str(out)]) == EXIT_OK
     text = capsys.readouterr()

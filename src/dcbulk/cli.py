@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._version import __version__
-from .errors import DcbulkError
+from .errors import DcbulkError, UsageError
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
 
@@ -89,25 +89,33 @@ def _client_args(ns) -> dict:
             "threads_per_worker": ns.threads_per_worker, "memory_limit": ns.memory_limit}
 
 
-def _print_summary(report, out) -> None:
+def _one_line(text, limit: int = 400) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 5] + " ..."
+
+
+def _print_summary(report, out, log_path: str | None = None) -> None:
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
-          f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> {report.output_dir}",
-          file=out)
+          f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> {report.output_dir}"
+          + (f"; log: {log_path}" if log_path else ""), file=out)
     for f in report.failed:
-        print(f"  FAILED {f.source}: {f.error}", file=out)
+        print(f"  FAILED {f.source}: {_one_line(f.error)}", file=out)
 
 
 def _convert(ns, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from .bulk import convert_archive
+    from .bulk import convert_archive, output_lock
+    from .bulk.usage import check_memory_limit
     from .cluster import job_script, load_cluster_config, open_client
     from .progress import ArchiveProgress
+    from .runlog import LOG_DIRNAME, run_log
+    check_memory_limit(ns.memory_limit)
     kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
                   compression=ns.compression, resume=ns.resume, force=ns.force,
                   basin_to_source=ns.basin_to_source, max_open_outputs=ns.max_open_outputs)
-    # decide first (cheap, writes nothing): option conflicts fail before any cluster starts,
-    # and a run with nothing left to do starts none
+    # decide first (cheap, writes nothing): usage errors and option conflicts fail before
+    # any cluster starts, and a run with nothing left to do starts none
     preview = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
     if ns.dry_run:
         for f in preview.files:
@@ -118,33 +126,37 @@ def _convert(ns, out=None, err=None) -> int:
                 memory_limit=ns.memory_limit)
             print(job_script(config), file=out)
         return EXIT_OK
-    n_files, total = len(preview.files), sum(os.path.getsize(f.source) for f in preview.files)
-    if not any(f.status == "planned" for f in preview.files):
-        report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
-        return _finish(ns, report, out)
-    with open_client(**_client_args(ns)) as (client, _cluster):
-        print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
-              f"dashboard: {client.dashboard_link}", file=err, flush=True)
-        progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
-        perf = contextlib.nullcontext()
-        if ns.performance_report:
-            from distributed import performance_report
-            perf = performance_report(filename=ns.performance_report)
-        try:
-            with perf:
-                report = convert_archive(ns.sources, ns.output, client=client,
-                                         progress=progress, **kwargs)
-        finally:
-            if progress is not None:
-                progress.close()
-    return _finish(ns, report, out)
+    with output_lock(ns.output):  # a second run on DST stops here, before a cluster starts
+        n_files = len(preview.files)
+        total = sum(os.path.getsize(f.source) for f in preview.files)
+        if not any(f.status == "planned" for f in preview.files):
+            report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
+            return _finish(ns, report, out)
+        with run_log(os.path.join(ns.output, LOG_DIRNAME), terminal=err) as log_path, \
+                open_client(**_client_args(ns)) as (client, _cluster):
+            if not ns.quiet:
+                print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
+                      f"dashboard: {client.dashboard_link}", file=err, flush=True)
+            progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
+            perf = contextlib.nullcontext()
+            if ns.performance_report:
+                from distributed import performance_report
+                perf = performance_report(filename=ns.performance_report)
+            try:
+                with perf:
+                    report = convert_archive(ns.sources, ns.output, client=client,
+                                             progress=progress, **kwargs)
+            finally:
+                if progress is not None:
+                    progress.close()
+    return _finish(ns, report, out, log_path)
 
 
-def _finish(ns, report, out) -> int:
+def _finish(ns, report, out, log_path: str | None = None) -> int:
     if ns.report:
         with open(ns.report, "w", encoding="utf-8") as fd:
             json.dump(report.to_dict(), fd, indent=2, default=str)
-    _print_summary(report, out)
+    _print_summary(report, out, log_path)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
@@ -211,8 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "demo":
             return _demo(ns)
         return _info(ns)
+    except UsageError as exc:
+        print(f"dcbulk: usage error: {_one_line(exc, 1000)}", file=sys.stderr)
+        return EXIT_USAGE
     except DcbulkError as exc:
-        print(f"dcbulk: error: {exc}", file=sys.stderr)
+        print(f"dcbulk: error: {_one_line(exc, 1000)}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. "dcbulk info FILE | head"
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keep Python's exit flush quiet)

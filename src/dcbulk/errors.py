@@ -14,6 +14,9 @@ __all__ = [
     "OutputExistsError",
     "ConversionError",
     "ManifestError",
+    "OutputLockedError",
+    "UsageError",
+    "OutputDirError",
 ]
 
 
@@ -63,3 +66,15 @@ class ConversionError(DcbulkError):
 
 class ManifestError(DcbulkError):
     """The archive manifest is unreadable or conflicts with the options."""
+
+
+class OutputLockedError(DcbulkError):
+    """Another live dcbulk run holds the output directory's lock."""
+
+
+class UsageError(DcbulkError, ValueError):
+    """Arguments that can never work (wrong feature name, output inside a source, ...)."""
+
+
+class OutputDirError(DcbulkError):
+    """The output directory cannot be created or written."""

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from .archive import ArchiveOptions, ArchiveReport, FileResult, convert_archive, convert_file
+from .lock import output_lock
 from .manifest import (MANIFEST_NAME, Decision, Manifest, ManifestRecord, clean_partials,
-                       file_sha256, options_fingerprint, stale_partials)
+                       file_sha256, head_sha256, options_fingerprint, stale_partials)
 from .sources import SourceEntry, discover_sources, output_path
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "clean_partials",
     "discover_sources",
     "file_sha256",
+    "head_sha256",
     "options_fingerprint",
+    "output_lock",
     "output_path",
     "stale_partials",
 ]

@@ -23,8 +23,10 @@ from ..filter_expr import FilterExpr, parse_filter
 from ..plan import DEFAULT_TASK_BYTES, plan_conversion
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.inspect import SourceInfo, inspect_source
-from .manifest import Manifest, file_sha256
+from .lock import output_lock
+from .manifest import Manifest, file_sha256, head_sha256
 from .sources import SourceEntry, discover_sources, output_path
+from .usage import check_feature_names, check_output_placement
 
 __all__ = ["ArchiveOptions", "FileResult", "ArchiveReport", "convert_archive", "convert_file"]
 
@@ -110,12 +112,13 @@ def _filter_mapping(info: SourceInfo, expr: FilterExpr):
 
 
 def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, checksum: bool = True,
+                 inline_bytes: int = INLINE_BYTES, checksum: bool = False,
                  verdicts: dict | None = None) -> dict:
     """Inspect, plan and write one output (runs as a task on a worker).
 
-    Returns a small dict: the writer's summary plus the source's identity and the output's
-    checksum, for the manifest, and the codec ``verdicts`` (known ones passed in, new ones
+    Returns a small dict: the writer's summary plus the source's identity (size, mtime and
+    :func:`head_sha256`, read before the conversion, so a change during it is seen next time)
+    and, with ``checksum``, the output's SHA-256, for the manifest, and the codec ``verdicts`` (known ones passed in, new ones
     added) so that later files skip those checks. A failure that concerns this file (unreadable source, bad
     options for it, a corrupt chunk) comes back as ``{"error": "Type: message"}``, so it is
     reported once, by the client, without a worker traceback; anything else propagates.
@@ -131,6 +134,8 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
                   inline_bytes: int, checksum: bool, verdicts: dict) -> dict:
     t0 = time.perf_counter()
+    st = os.stat(source)
+    head = head_sha256(source)
     info = inspect_source(source)
     expr = parse_filter(options.filter)
     mapping = _filter_mapping(info, expr) if expr is not None else None
@@ -141,13 +146,12 @@ def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrit
                            options=options.fingerprint_dict())
     inline = sum(t.nbytes for t in plan.tasks) <= inline_bytes
     summary = write_output(plan, inline=inline, overwrite=overwrite, verdicts=verdicts)
-    st = os.stat(source)
     return {
         "events": summary.n_events, "bytes_out": summary.bytes_out,
         "raw_bytes": sum(f["raw_bytes"] for f in summary.features.values()),
         "stored_bytes": sum(f["stored_bytes"] for f in summary.features.values()),
         "seconds": time.perf_counter() - t0, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-        "identifier": info.identifier, "inline": inline,
+        "head": head, "identifier": info.identifier, "inline": inline,
         "checksum": file_sha256(output) if checksum else None, "verdicts": verdicts,
     }
 
@@ -200,7 +204,7 @@ def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Mani
     if not record:
         return True
     manifest.record_done(entry, output=out, output_size=os.path.getsize(out),
-                         checksum=file_sha256(out), events=events, seconds=0.0,
+                         events=events, seconds=0.0,
                          identifier=doc.get("source identifier"), size=st.st_size,
                          mtime_ns=st.st_mtime_ns)
     return True
@@ -227,7 +231,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     sources
         Files, directories (walked recursively) or glob patterns.
     output_dir
-        Where outputs (and ``dcbulk-manifest.json``) go.
+        Where outputs (and ``dcbulk-manifest.jsonl``, ``.dcbulk.lock``) go; one run at a
+        time (a second one raises :class:`~dcbulk.errors.OutputLockedError`).
     include
         File-name pattern for files found in directories.
     features, filter, compression, basin_to_source
@@ -255,11 +260,48 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     """
     t0 = time.perf_counter()
     output_dir = os.path.abspath(output_dir)
-    codec = parse_compression(compression)  # fail early on a bad spec
+    parse_compression(compression)  # fail early on a bad spec
+    expr = parse_filter(filter)
     options = ArchiveOptions(features=tuple(features) if features else None,
-                             filter=parse_filter(filter).text if filter else None,
+                             filter=expr.text if expr is not None else None,
                              compression=str(compression), basin_to_source=basin_to_source)
+    if isinstance(sources, (str, bytes, os.PathLike)):
+        sources = [sources]
+    sources = list(sources)
+    if options.features:
+        check_feature_names(options.features, what="features")
+    if expr is not None:
+        check_feature_names(expr.names, what=f"filter '{expr.text}'")
+    check_output_placement(sources, output_dir)
     entries = discover_sources(sources, include=include, output_dir=output_dir)
+    if dry_run:
+        return _convert_locked(entries, output_dir, options, t0=t0, client=client,
+                               resume=resume, force=force, dry_run=True,
+                               max_open_outputs=max_open_outputs, inline_bytes=inline_bytes,
+                               progress=progress)
+    with output_lock(output_dir):
+        return _convert_locked(entries, output_dir, options, t0=t0, client=client,
+                               resume=resume, force=force, dry_run=False,
+                               max_open_outputs=max_open_outputs, inline_bytes=inline_bytes,
+                               progress=progress)
+
+
+def _refuse_overwrite(entries, output_dir: str) -> None:
+    """``resume=False`` without ``force`` must not replace outputs: fail before any work."""
+    existing = [out for out in (output_path(e, output_dir) for e in entries)
+                if os.path.lexists(out)]
+    if existing:
+        raise OutputExistsError(
+            f"{existing[0]}{f' and {len(existing) - 1} more output(s)' if len(existing) > 1 else ''}"
+            f" exist; --no-resume (resume=False) redoes finished files only together with "
+            f"--force (force=True), which replaces them")
+
+
+def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, dry_run,
+                    max_open_outputs, inline_bytes, progress) -> ArchiveReport:
+    """The body of :func:`convert_archive`; holds the output lock unless ``dry_run``."""
+    if not resume and not force:
+        _refuse_overwrite(entries, output_dir)
     manifest = Manifest.load(output_dir, read_only=dry_run)
     manifest.check_options(options.fingerprint_dict(), force=force)
     report = ArchiveReport(output_dir=output_dir)
@@ -278,20 +320,28 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         if dry_run:
             report.files.append(FileResult(entry.path, out, "planned",
                                            reason=manifest.decide(entry, output_dir).reason))
-    if dry_run or not todo:
-        manifest.flush()
+    if dry_run:
         report.wall_seconds = time.perf_counter() - t0
         return report
-    os.makedirs(output_dir, exist_ok=True)
+    # the lock is held: every .partial below output_dir is an orphan of a dead run or worker
     manifest.clean_partials(output_dir)
-    from ..engine.client import client_context
-    try:
-        with client_context(client) as cl:
-            report.dashboard = getattr(cl, "dashboard_link", None)
-            _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
-                 max_open=max_open_outputs, progress=progress, total=len(entries))
-    finally:  # also on Ctrl-C: keep every finished file recorded
-        manifest.flush()
+    if todo:
+        from ..engine.client import client_context
+        own_cluster = client is None
+        finished = False
+        try:
+            with client_context(client) as cl:
+                report.dashboard = getattr(cl, "dashboard_link", None)
+                _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
+                     max_open=max_open_outputs, progress=progress, total=len(entries))
+                finished = True
+        finally:
+            # every task of this run has ended (normal end) or its workers are gone (own
+            # cluster closed): remove what killed or retried writers left behind. Tasks of
+            # an interrupted run on the caller's cluster may still be writing: the next
+            # run removes their files.
+            if finished or own_cluster:
+                manifest.clean_partials(output_dir)
     report.wall_seconds = time.perf_counter() - t0
     return report
 
@@ -315,29 +365,38 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
 
     verdicts: dict = {}  # codec checks of earlier files, handed to later ones
     pending = as_completed()
-    while queue and len(active) < max_open:
-        submit_next()
-    for fut in pending:
-        entry, out = active.pop(fut)
-        try:
-            res = fut.result()
-        except Exception as exc:  # per-file isolation: record and go on
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        if "error" in res:
-            logger.error("%s failed: %s", entry.path, res["error"])
-            result = FileResult(entry.path, out, "failed", reason="error", error=res["error"])
-            manifest.record_failed(entry, error=res["error"])
-        else:
-            verdicts.update(res.get("verdicts") or {})
-            result = _result_from(entry, out, res)
-            manifest.record_done(entry, output=out, output_size=res["bytes_out"],
-                                 checksum=res["checksum"], events=res["events"],
-                                 seconds=res["seconds"], identifier=res["identifier"],
-                                 size=res["size"], mtime_ns=res["mtime_ns"])
-        fut.release()
-        report.files.append(result)
-        done_count += 1
-        if progress is not None:
-            progress(result, done_count, total)
-        if queue:
+    try:
+        while queue and len(active) < max_open:
             submit_next()
+        for fut in pending:
+            entry, out = active.pop(fut)
+            result = _settle(fut, entry, out, manifest, verdicts)
+            fut.release()
+            report.files.append(result)
+            done_count += 1
+            if progress is not None:
+                progress(result, done_count, total)
+            if queue:
+                submit_next()
+    except BaseException:  # Ctrl-C or a lost scheduler: stop what is still queued or running
+        client.cancel(list(active))
+        raise
+
+
+def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, verdicts: dict
+            ) -> FileResult:
+    """Record the outcome of one file task in the manifest (fsynced) and return it."""
+    try:
+        res = fut.result()
+    except Exception as exc:  # per-file isolation: record and go on
+        res = {"error": f"{type(exc).__name__}: {exc}"}
+    if "error" in res:
+        logger.error("%s failed: %s", entry.path, res["error"])
+        manifest.record_failed(entry, error=res["error"])
+        return FileResult(entry.path, out, "failed", reason="error", error=res["error"])
+    verdicts.update(res.get("verdicts") or {})
+    manifest.record_done(entry, output=out, output_size=res["bytes_out"],
+                         checksum=res["checksum"], events=res["events"],
+                         seconds=res["seconds"], identifier=res["identifier"],
+                         size=res["size"], mtime_ns=res["mtime_ns"], head=res["head"])
+    return _result_from(entry, out, res)

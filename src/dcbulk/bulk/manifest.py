@@ -1,11 +1,18 @@
 """The resume manifest of an output directory: which sources are finished, and how.
 
-``<output_dir>/dcbulk-manifest.json`` records, per source relative path, the source's size and
-modification time, the output's size and SHA-256, and whether the conversion succeeded, plus the
-conversion options (and their fingerprint) the outputs were made with. :meth:`Manifest.decide`
-tells a re-run which sources to skip. The file is always replaced atomically; saves are batched
-in time (``save_interval``), so a killed run loses at most the last seconds of records, whose
-sources are then simply converted again. The JSON holds one record per line, so ``grep`` works.
+``<output_dir>/dcbulk-manifest.jsonl`` is an append-only JSON Lines log: a header line, an
+options line whenever a run adopts (new) options, and one line per finished or failed file,
+written and fsynced as soon as that file is settled. The last line for a source wins. It is
+read once, when a run starts; a torn last line (a crash while appending) is ignored and cut
+off before the next append, so a killed run loses at most the file that was being recorded,
+which is then simply converted again. A log that has grown to more than twice its live
+records is compacted when loaded (rewritten atomically). Only one run at a time may append:
+:func:`dcbulk.bulk.lock.output_lock` guards the directory.
+
+A record keeps the source's size, mtime and the SHA-256 of its first MiB
+(:func:`~dcbulk.bulk.records.head_sha256`), so a source rewritten with its mtime restored is
+seen as changed; the output's SHA-256 is a field filled only where it is computed anyway
+(verification), never by re-reading every output after writing it.
 """
 from __future__ import annotations
 
@@ -13,7 +20,6 @@ import json
 import logging
 import os
 import threading
-import time
 import types
 from collections.abc import Mapping
 from os import PathLike
@@ -23,18 +29,22 @@ from typing import Any
 from ..errors import ManifestError, SourceNotFoundError
 from ..partials import clean_partials, stale_partials, write_atomic
 from .records import (FORMAT_VERSION, STATUSES, Decision, ManifestRecord, canonical_options,
-                      file_sha256, options_fingerprint, parse_document, render_document, utc_now)
+                      file_sha256, head_sha256, header_line, options_fingerprint,
+                      options_line, parse_line, record_line, utc_now)
 from .sources import SourceEntry, output_path
 
 # FORMAT_VERSION, Decision, ManifestRecord, file_sha256, options_fingerprint and the partial-file
 # helpers live in records.py and dcbulk.partials; they stay importable from here.
 __all__ = ["MANIFEST_NAME", "FORMAT_VERSION", "Decision", "Manifest", "ManifestRecord",
-           "clean_partials", "file_sha256", "options_fingerprint", "stale_partials"]
+           "clean_partials", "file_sha256", "head_sha256", "options_fingerprint",
+           "stale_partials"]
 
 logger = logging.getLogger(__name__)
 
 #: file name of the manifest inside the output directory
-MANIFEST_NAME = "dcbulk-manifest.json"
+MANIFEST_NAME = "dcbulk-manifest.jsonl"
+#: the JSON document of dcbulk <= 0.x, no longer read (the new log starts empty beside it)
+OLD_MANIFEST_NAME = "dcbulk-manifest.json"
 
 
 class Manifest:
@@ -44,11 +54,8 @@ class Manifest:
     ----------
     output_dir : str or path-like
         The output directory; the manifest lives in it as :data:`MANIFEST_NAME`.
-    save_interval : float
-        Seconds between automatic saves after records change: the first change after a save is
-        written at once, later ones are collected and written by a timer at most this many
-        seconds later. ``0`` saves on every change. :meth:`flush` or :meth:`close` (also at the
-        end of a ``with`` block) writes what is pending.
+    read_only : bool
+        Accept changes in memory but never write (dry runs).
 
     Examples
     --------
@@ -62,58 +69,67 @@ class Manifest:
     ...                                  mtime_ns=decision.mtime_ns)
     """
 
-    def __init__(self, output_dir: str | PathLike, *, save_interval: float = 2.0,
-                 read_only: bool = False) -> None:
+    def __init__(self, output_dir: str | PathLike, *, read_only: bool = False) -> None:
         self._read_only = read_only
         self._output_dir = os.path.abspath(os.fspath(output_dir))
-        self._save_interval = float(save_interval)
         self._options: dict[str, Any] | None = None
         self._fingerprint: str | None = None
         self._created = utc_now()
         self._records: dict[str, ManifestRecord] = {}
-        self._lines: dict[str, str] = {}  # relpath -> serialized record (records are frozen)
         self._lock = threading.RLock()
-        self._dirty = False
-        self._last_save = float("-inf")
-        self._timer: threading.Timer | None = None
-        self._timer_error: BaseException | None = None
+        self._torn_at: int | None = None  # byte offset of a torn last line, cut before appending
+        self._exists = False
+        self._lines = 0
 
     def __getstate__(self):
         raise TypeError("a Manifest belongs to the client process and cannot be pickled")
 
     # -- reading -------------------------------------------------------------------------
     @classmethod
-    def load(cls, output_dir: str | PathLike, *, save_interval: float = 2.0,
-             read_only: bool = False) -> Manifest:
+    def load(cls, output_dir: str | PathLike, *, read_only: bool = False) -> Manifest:
         """Read the manifest of ``output_dir``; an empty one when there is none.
-
-        A ``read_only`` manifest (dry runs) accepts changes in memory but never writes.
 
         Raises
         ------
         ManifestError
-            When the file cannot be read, is not valid JSON, has an unknown format version or
-            holds a malformed record; the message names the file.
+            When the file cannot be read, is not a dcbulk manifest of this format version,
+            or a line other than the last is malformed; the message names file and line.
         """
-        manifest = cls(output_dir, save_interval=save_interval, read_only=read_only)
+        manifest = cls(output_dir, read_only=read_only)
         path = manifest.path
         try:
             with open(path, "rb") as fh:
                 raw = fh.read()
         except FileNotFoundError:
+            if os.path.exists(os.path.join(manifest._output_dir, OLD_MANIFEST_NAME)):
+                logger.warning("%s: manifest of an older dcbulk, not read; finished outputs "
+                               "are found by their provenance log", manifest._output_dir)
             return manifest
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read manifest ({exc.strerror})") from exc
-        options, created, records = parse_document(path, raw)
-        manifest._options = options
-        manifest._fingerprint = (options_fingerprint(options) if options is not None else None)
-        manifest._created = str(created or manifest._created)
-        for relpath, data in records.items():
-            try:
-                manifest._set(relpath, ManifestRecord.from_dict(data))
-            except ValueError as exc:
-                raise ManifestError(f"{path}: record '{relpath}': {exc}") from exc
-        manifest._dirty = False
+        manifest._exists = True
+        lines = raw.split(b"\n")
+        if lines[-1]:  # no final newline: the last append was torn by a crash
+            manifest._torn_at = len(raw) - len(lines[-1])
+            logger.warning("%s: ignoring a torn last line (%d bytes)", path, len(lines[-1]))
+        lines = lines[:-1]
+        if not lines:
+            if manifest._torn_at is not None and manifest._torn_at == 0:
+                manifest._exists = False  # only a torn header: start over
+            return manifest
+        for number, line in enumerate(lines, start=1):
+            kind, value = parse_line(path, number, line)
+            if kind == "header":
+                manifest._created = str(value or manifest._created)
+            elif kind == "options":
+                manifest._options = value
+                manifest._fingerprint = options_fingerprint(value)
+            else:
+                relpath, record = value
+                manifest._records[relpath] = record
+        manifest._lines = len(lines)
+        if not read_only and manifest._lines > 2 * len(manifest._records) + 16:
+            manifest.compact()
         return manifest
 
     @property
@@ -187,15 +203,15 @@ class Manifest:
                 logger.warning("%s: options changed (%s); %d finished output(s) will be "
                                "reconverted", self.path, "; ".join(diffs), stale)
             self._options, self._fingerprint = normalized, fingerprint
-            self._changed()
+            self._append(options_line(normalized, fingerprint))
 
     # -- decisions and records -----------------------------------------------------------
     def decide(self, entry: SourceEntry, output_dir: str | PathLike | None = None) -> Decision:
         """Whether ``entry`` must be converted (see :class:`Decision` for the reasons).
 
         Skips only a ``done`` record of the current options whose source has the recorded
-        size and mtime and whose output exists with the recorded size; checksums are not
-        recomputed (see :meth:`verify`).
+        size, mtime and first-MiB hash and whose output exists with the recorded size;
+        output checksums are not recomputed (see :meth:`verify`).
         """
         try:
             st = os.stat(entry.path)
@@ -222,13 +238,19 @@ class Manifest:
             return answer("output missing")
         if out_size != record.output_size:
             return answer("output size differs")
+        try:
+            head = head_sha256(entry.path)
+        except OSError as exc:
+            raise SourceNotFoundError(f"{entry.path}: cannot read ({exc.strerror})") from exc
+        if record.head_sha256 != head:
+            return answer("source changed")
         return answer("finished")
 
     def record_done(self, entry: SourceEntry, *, output: str | PathLike | None = None,
                     output_size: int | None = None, checksum: str | None = None,
                     events: int | None = None, seconds: float | None = None,
                     identifier: str | None = None, size: int | None = None,
-                    mtime_ns: int | None = None) -> ManifestRecord:
+                    mtime_ns: int | None = None, head: str | None = None) -> ManifestRecord:
         """Record a finished output (call after it was renamed into place).
 
         Parameters
@@ -241,18 +263,19 @@ class Manifest:
             The size the caller expects; the file's actual size is what gets recorded (a
             mismatch is logged).
         checksum : str, optional
-            SHA-256 hex digest of the output; computed with :func:`file_sha256` when None.
+            SHA-256 hex digest of the output where the caller computed one; not computed here.
         events, seconds, identifier
             Number of events written, conversion time, measurement identifier.
-        size, mtime_ns : int, optional
-            The source's size and ``st_mtime_ns`` as read for the conversion (e.g.
-            :attr:`Decision.size`/:attr:`Decision.mtime_ns`), so a source modified during its
-            conversion is redone next time; stat'ed now when None.
+        size, mtime_ns, head : optional
+            The source's size, ``st_mtime_ns`` and :func:`head_sha256` as read for the
+            conversion, so a source modified during its conversion is redone next time;
+            read now when None.
 
         Raises
         ------
         ManifestError
-            If the output does not exist or lies outside the output directory.
+            If the output does not exist or lies outside the output directory, or the record
+            cannot be written.
         """
         out = (output_path(entry, self._output_dir) if output is None
                else os.path.abspath(os.fspath(output)))
@@ -269,10 +292,12 @@ class Manifest:
                            out, out_size, output_size)
         if size is None or mtime_ns is None:
             size, mtime_ns = self._stat(entry)
+        if head is None:
+            head = head_sha256(entry.path)
         record = ManifestRecord(
             source=entry.path, size=size, mtime_ns=mtime_ns, status="done", output=rel,
-            fingerprint=self._fingerprint or "", identifier=identifier, output_size=out_size,
-            output_sha256=checksum or file_sha256(out), events=events, seconds=seconds,
+            fingerprint=self._fingerprint or "", identifier=identifier, head_sha256=head,
+            output_size=out_size, output_sha256=checksum, events=events, seconds=seconds,
             finished_at=utc_now())
         self._update(entry.relpath, record)
         return record
@@ -296,7 +321,7 @@ class Manifest:
         return record
 
     def verify(self, relpath: str) -> bool:
-        """Recompute the output's SHA-256: True when it exists and matches the record."""
+        """Whether the output exists and matches the recorded SHA-256 (False without one)."""
         record = self._records.get(relpath)
         if record is None:
             raise ManifestError(f"{self.path}: no record for '{relpath}'")
@@ -316,75 +341,56 @@ class Manifest:
             raise SourceNotFoundError(f"{entry.path}: source vanished") from exc
         return st.st_size, st.st_mtime_ns
 
-    def _set(self, relpath: str, record: ManifestRecord) -> None:
-        self._records[relpath] = record
-        self._lines[relpath] = (json.dumps(relpath) + ":"
-                                + json.dumps(record.to_dict(), separators=(",", ":")))
-
     def _update(self, relpath: str, record: ManifestRecord) -> None:
         with self._lock:
-            self._set(relpath, record)
-            self._changed()
+            self._records[relpath] = record
+            self._append(record_line(relpath, record))
 
-    # -- saving --------------------------------------------------------------------------
-    def _changed(self) -> None:
-        """Mark unsaved changes; save now or arm the timer (lock held)."""
-        self._dirty = True
+    # -- writing -------------------------------------------------------------------------
+    def _append(self, line: bytes) -> None:
+        """Append one line and fsync it (creating the file with its header first)."""
         if self._read_only:
             return
-        retry, self._timer_error = self._timer_error is not None, None
-        wait = self._last_save + self._save_interval - time.monotonic()
-        if wait <= 0 or retry:  # a failed timed save is retried (and raises) here
-            self.save()
-        elif self._timer is None:
-            self._timer = threading.Timer(wait, self._timer_save)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _timer_save(self) -> None:
         with self._lock:
-            self._timer = None
-            if self._dirty:
-                try:
-                    self.save()
-                except Exception as exc:  # reported with the next change or flush
-                    logger.error("%s: saving the manifest failed: %s", self.path, exc)
-                    self._timer_error = exc
-
-    def _serialize(self) -> bytes:
-        return render_document(created=self._created, options=self._options,
-                               fingerprint=self._fingerprint, lines=self._lines)
-
-    def save(self) -> None:
-        """Write the manifest now: temp file in the output directory, fsync, ``os.replace``.
-
-        Raises
-        ------
-        ManifestError
-            When the file cannot be written (the temp file is removed), or the manifest
-            was loaded read-only.
-        """
-        if self._read_only:
-            raise ManifestError(f"{self.path}: loaded read-only (dry run), not saved")
-        with self._lock:
-            data = self._serialize()
-            os.makedirs(self._output_dir, exist_ok=True)
             try:
-                write_atomic(self.path, data)
+                os.makedirs(self._output_dir, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    if self._torn_at is not None:  # cut the torn line a crash left
+                        os.ftruncate(fd, self._torn_at)
+                        self._torn_at = None
+                    if not self._exists or os.fstat(fd).st_size == 0:
+                        line = header_line(self._created) + line
+                        self._exists = True
+                        self._lines += 1
+                    view = memoryview(line)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise ManifestError(f"{self.path}: cannot write manifest "
+                                    f"({exc.strerror or exc})") from exc
+            self._lines += 1
+
+    def compact(self) -> None:
+        """Rewrite the log with one line per source (atomically: temp file, fsync, rename)."""
+        if self._read_only:
+            raise ManifestError(f"{self.path}: loaded read-only (dry run), not compacted")
+        with self._lock:
+            parts = [header_line(self._created)]
+            if self._options is not None:
+                parts.append(options_line(self._options, self._fingerprint or ""))
+            parts += [record_line(k, r) for k, r in self._records.items()]
+            try:
+                write_atomic(self.path, b"".join(parts))
             except OSError as exc:
                 raise ManifestError(f"{self.path}: cannot write manifest ({exc})") from exc
-            self._dirty = False
-            self._last_save = time.monotonic()
+            self._torn_at, self._exists, self._lines = None, True, len(parts)
 
     def flush(self) -> None:
-        """Write pending changes (if any) and disarm the timer."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._timer_error = None  # the save below retries (and raises) if need be
-            if self._dirty and not self._read_only:
-                self.save()
+        """Nothing to do: every change is written (and fsynced) when made."""
 
     close = flush
 
@@ -393,7 +399,7 @@ class Manifest:
         return stale_partials(self._output_dir if output_dir is None else output_dir)
 
     def clean_partials(self, output_dir: str | PathLike | None = None) -> list[Path]:
-        """:func:`clean_partials`, never racing this manifest's own timed save."""
+        """:func:`clean_partials` of ``output_dir`` (default: this manifest's directory)."""
         with self._lock:
             return clean_partials(self._output_dir if output_dir is None else output_dir)
 

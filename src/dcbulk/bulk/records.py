@@ -1,4 +1,5 @@
-"""What the resume manifest holds and how it is laid out as JSON: records, decisions, option fingerprints, checksums."""
+"""What the resume manifest holds and how it is laid out as JSON Lines: records, decisions,
+option fingerprints, checksums, and the cheap content check of a source (its first MiB)."""
 from __future__ import annotations
 
 import datetime
@@ -13,14 +14,17 @@ from typing import Any
 from .._version import __version__
 from ..errors import ManifestError
 
-__all__ = ["FORMAT_VERSION", "STATUSES", "Decision", "ManifestRecord", "canonical_options",
-           "file_sha256", "options_fingerprint", "parse_document", "render_document", "utc_now"]
+__all__ = ["FORMAT_VERSION", "HEAD_BYTES", "STATUSES", "Decision", "ManifestRecord",
+           "canonical_options", "file_sha256", "head_sha256", "header_line", "options_line",
+           "parse_line", "options_fingerprint", "record_line", "utc_now"]
 
-#: version of the manifest's JSON layout; other versions are refused
-FORMAT_VERSION = 1
+#: version of the manifest's layout; other versions are refused
+FORMAT_VERSION = 2
 _FORMAT_TAG = "dcbulk-manifest"
 #: the statuses a record may have
 STATUSES = ("done", "failed")
+#: bytes of a source hashed as its content check (dclab's command log hashes as many)
+HEAD_BYTES = 1 << 20
 
 
 def file_sha256(path: str | PathLike, bufsize: int = 4 << 20) -> str:
@@ -32,6 +36,28 @@ def file_sha256(path: str | PathLike, bufsize: int = 4 << 20) -> str:
         while n := fh.readinto(buf):
             digest.update(view[:n])
     return digest.hexdigest()
+
+
+_HEAD_CACHE: dict[tuple, str] = {}
+
+
+def head_sha256(path: str | PathLike, *, nbytes: int = HEAD_BYTES) -> str:
+    """SHA-256 hex digest of the first ``nbytes`` of a file (its size is in the record).
+
+    An HDF5 file keeps its superblock, root attributes and most object headers at its start,
+    so a source rewritten with its size and mtime restored (``cp -p``, ``rsync -t``, backups)
+    is almost always seen here at the cost of one small read. Within a process the digest is
+    cached per (device, inode, size, mtime, ctime): the CLI decides twice (preview, run).
+    """
+    st = os.stat(path)
+    key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+           nbytes)
+    if key not in _HEAD_CACHE:
+        with open(path, "rb") as fh:
+            _HEAD_CACHE[key] = hashlib.sha256(fh.read(nbytes)).hexdigest()
+        if len(_HEAD_CACHE) > 100_000:
+            _HEAD_CACHE.clear()
+    return _HEAD_CACHE[key]
 
 
 def _json_default(value: Any) -> Any:
@@ -64,8 +90,10 @@ class ManifestRecord:
     """What the manifest knows about one source (keyed by its relative path).
 
     ``output`` is the output's path relative to the output directory (POSIX style),
-    ``fingerprint`` the options fingerprint the record was made with, ``finished_at`` an
-    ISO-8601 UTC time. Output fields are None for failures, ``error`` is None for successes.
+    ``fingerprint`` the options fingerprint the record was made with, ``head_sha256`` the
+    :func:`head_sha256` of the source as converted, ``finished_at`` an ISO-8601 UTC time.
+    ``output_sha256`` is filled only where a checksum is computed anyway (verification);
+    output fields are None for failures, ``error`` is None for successes.
     """
 
     source: str
@@ -75,6 +103,7 @@ class ManifestRecord:
     output: str
     fingerprint: str = ""
     identifier: str | None = None
+    head_sha256: str | None = None
     output_size: int | None = None
     output_sha256: str | None = None
     events: int | None = None
@@ -91,11 +120,12 @@ class ManifestRecord:
         """Rebuild a record; raises ValueError naming the first bad field."""
         if not isinstance(data, Mapping):
             raise ValueError("record is not a JSON object")
+        opt_str = (str, type(None))
         kinds = {"source": str, "size": int, "mtime_ns": int, "status": str, "output": str,
-                 "fingerprint": str, "identifier": (str, type(None)),
-                 "output_size": (int, type(None)), "output_sha256": (str, type(None)),
+                 "fingerprint": str, "identifier": opt_str, "head_sha256": opt_str,
+                 "output_size": (int, type(None)), "output_sha256": opt_str,
                  "events": (int, type(None)), "seconds": (int, float, type(None)),
-                 "error": (str, type(None)), "finished_at": str}
+                 "error": opt_str, "finished_at": str}
         values = {}
         for name, kind in kinds.items():
             if name not in data:
@@ -117,10 +147,9 @@ class Decision:
 
     ``action`` is ``"convert"`` or ``"skip"``. ``reason`` is one of ``"new"``,
     ``"unrecorded output exists"`` (no record, but the output file is there: overwrite only
-    with force), ``"previously failed"``, ``"options changed"``, ``"source changed"`` (size or
-    mtime differ), ``"output missing"``, ``"output size differs"`` or ``"finished"`` (skip).
-    ``size``/``mtime_ns`` are the source's as seen by the decision; pass them on to
-    :meth:`Manifest.record_done` so a source modified during its conversion is redone.
+    with force), ``"previously failed"``, ``"options changed"``, ``"source changed"`` (size,
+    mtime or the hash of its first MiB differ), ``"output missing"``, ``"output size differs"``
+    or ``"finished"`` (skip). ``size``/``mtime_ns`` are the source's as seen by the decision.
     """
 
     action: str
@@ -130,45 +159,67 @@ class Decision:
     mtime_ns: int
 
 
-def parse_document(path: str, raw: bytes) -> tuple[dict | None, Any, dict]:
-    """Check the JSON of the manifest file ``path``: ``(options, created, records)``.
+# -- the JSON Lines layout -----------------------------------------------------------------
+# line 1: {"format": "dcbulk-manifest", "version": 2, "created": ..., "dcbulk_version": ...}
+# then, appended in order: {"options": {...}, "fingerprint": "..."} when a run adopts options,
+# and {"relpath": "...", "record": {...}} per finished or failed file (the last one wins).
 
-    ``options`` is None when none were stored; ``records`` maps relative paths to the
-    unchecked record objects (see :meth:`ManifestRecord.from_dict`).
+def _dumps(obj: Mapping[str, Any]) -> bytes:
+    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=True, default=_json_default)
+            + "\n").encode()
+
+
+def header_line(created: str | None = None) -> bytes:
+    """The first line of a manifest."""
+    return _dumps({"format": _FORMAT_TAG, "version": FORMAT_VERSION,
+                   "created": created or utc_now(), "dcbulk_version": __version__})
+
+
+def options_line(options: Mapping[str, Any], fingerprint: str) -> bytes:
+    """A line recording the options (and their fingerprint) adopted from here on."""
+    return _dumps({"options": dict(options), "fingerprint": fingerprint, "at": utc_now()})
+
+
+def record_line(relpath: str, record: ManifestRecord) -> bytes:
+    """A line recording one source's outcome."""
+    return _dumps({"relpath": relpath, "record": record.to_dict()})
+
+
+def parse_line(path: str, number: int, raw: bytes) -> tuple[str, Any]:
+    """Check line ``number`` (1-based) of the manifest ``path``.
+
+    Returns ``("header", created)``, ``("options", options)`` or
+    ``("record", (relpath, ManifestRecord))``.
 
     Raises
     ------
     ManifestError
-        When ``raw`` is not valid JSON, not a dcbulk manifest, of another format version,
-        or its options or records are not JSON objects.
+        When the line is not JSON, line 1 is not a dcbulk manifest header of this version,
+        or a later line is neither an options line nor a valid record.
     """
+    where = f"{path}, line {number}"
     try:
         doc = json.loads(raw)
     except ValueError as exc:
-        raise ManifestError(f"{path}: manifest is not valid JSON ({exc}); move it away "
-                            f"to start over") from exc
-    if not isinstance(doc, dict) or doc.get("format") != _FORMAT_TAG:
-        raise ManifestError(f"{path}: not a dcbulk manifest")
-    if doc.get("version") != FORMAT_VERSION:
-        raise ManifestError(f"{path}: unknown manifest format version "
-                            f"{doc.get('version')!r} (this dcbulk reads {FORMAT_VERSION})")
-    options, records = doc.get("options"), doc.get("records", {})
-    if options is not None and not isinstance(options, dict):
-        raise ManifestError(f"{path}: 'options' is not a JSON object")
-    if not isinstance(records, dict):
-        raise ManifestError(f"{path}: 'records' is not a JSON object")
-    return options, doc.get("created"), records
-
-
-def render_document(*, created: str, options: Mapping[str, Any] | None,
-                    fingerprint: str | None, lines: Mapping[str, str]) -> bytes:
-    """The manifest file's bytes: a header, then one serialized record per line, sorted.
-
-    ``lines`` maps each relative path to ``'"relpath":{record JSON}'``.
-    """
-    head = json.dumps({"format": _FORMAT_TAG, "version": FORMAT_VERSION,
-                       "dcbulk_version": __version__, "created": created,
-                       "updated": utc_now(), "options": options,
-                       "fingerprint": fingerprint}, sort_keys=True)
-    body = ",\n".join(lines[key] for key in sorted(lines))
-    return f'{head[:-1]}, "records": {{\n{body}\n}}}}\n'.encode()
+        raise ManifestError(f"{where}: not valid JSON ({exc}); move the manifest away to "
+                            f"start over") from exc
+    if number == 1:
+        if not isinstance(doc, dict) or doc.get("format") != _FORMAT_TAG:
+            raise ManifestError(f"{path}: not a dcbulk manifest")
+        if doc.get("version") != FORMAT_VERSION:
+            raise ManifestError(f"{path}: unknown manifest format version "
+                                f"{doc.get('version')!r} (this dcbulk reads {FORMAT_VERSION})")
+        return "header", doc.get("created")
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{where}: not a JSON object")
+    if "options" in doc:
+        if not isinstance(doc["options"], dict):
+            raise ManifestError(f"{where}: 'options' is not a JSON object")
+        return "options", doc["options"]
+    relpath = doc.get("relpath")
+    if not isinstance(relpath, str):
+        raise ManifestError(f"{where}: neither options nor a record")
+    try:
+        return "record", (relpath, ManifestRecord.from_dict(doc.get("record")))
+    except ValueError as exc:
+        raise ManifestError(f"{where}: record '{relpath}': {exc}") from exc

@@ -1,0 +1,103 @@
+"""Checking a bulk run's arguments before anything starts: feature names, where the output
+directory lies, memory limits. A wrong argument is a :class:`~dcbulk.errors.UsageError`
+(exit status 2) raised before a cluster starts or a file is opened.
+
+Feature names are checked with dclab's own list (:func:`dclab.definitions.feature_exists`:
+the scalar and non-scalar features, ``ml_score_*``, ``userdef*``, ``basinmap*``, ...), which
+makes dclab a runtime dependency. That is deliberate: dcbulk writes files for dclab and dcnum,
+a name that dclab does not know can never be read back by them, and a hand-kept copy of the
+list would fall behind dclab's. dclab (and scipy, which it imports) is imported only here, in
+the client process, once per run, never in the workers. A valid name that one file lacks
+stays a per-file error.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from os import PathLike
+
+from ..errors import UsageError
+
+__all__ = ["check_feature_names", "check_memory_limit", "check_output_placement"]
+
+
+def check_feature_names(names: Iterable[str], *, what: str) -> None:
+    """Refuse names that are not dclab feature names (``what`` says where they came from).
+
+    Raises
+    ------
+    UsageError
+        Naming every unknown feature.
+    """
+    from dclab.definitions import feature_exists
+    bad = [n for n in dict.fromkeys(names) if not feature_exists(n)]
+    if bad:
+        raise UsageError(f"{what}: {', '.join(repr(n) for n in bad)} "
+                         f"{'is not a' if len(bad) == 1 else 'are not'} dclab feature "
+                         f"name{'s' if len(bad) > 1 else ''} (see dclab.definitions.feature_names)")
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def check_output_placement(sources: Iterable[str | PathLike], output_dir: str | PathLike
+                           ) -> None:
+    """Refuse an output directory inside a source directory (later runs would take the
+    outputs as sources), or inside the tree of a glob pattern that descends into directories.
+
+    Raises
+    ------
+    UsageError
+        Naming the output directory and the source.
+    """
+    out = os.path.realpath(os.fspath(output_dir))
+    for source in sources:
+        text = os.path.expanduser(os.fspath(source))
+        if os.path.isdir(text):
+            root = os.path.realpath(text)
+        elif any(ch in text for ch in "*?["):
+            parts = text.replace(os.sep, "/").split("/")
+            if not any(ch in part for part in parts[:-1] for ch in "*?["):
+                continue  # e.g. "data/*.rtdc": does not descend
+            literal = []
+            for part in parts:
+                if any(ch in part for ch in "*?["):
+                    break
+                literal.append(part)
+            root = os.path.realpath("/".join(literal) or os.curdir)
+        else:
+            continue
+        if _inside(out, root):
+            raise UsageError(f"output directory {output_dir} lies inside the source {source}; "
+                             f"choose one outside it (later runs would convert the outputs)")
+
+
+def check_memory_limit(value: str | int | float | None) -> None:
+    """Refuse a memory limit that dask cannot read (``auto``, a number of bytes, a fraction
+    of the machine's memory such as ``0.5``, or a size such as ``4GB``/``4 GiB``).
+
+    Raises
+    ------
+    UsageError
+        Naming the value.
+    """
+    if value is None or isinstance(value, (int, float)):
+        return
+    text = str(value).strip()
+    if text.lower() == "auto":
+        return
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        if number > 0:
+            return
+        raise UsageError(f"--memory-limit {value}: must be positive")
+    from dask.utils import parse_bytes
+    try:
+        parse_bytes(text)
+    except ValueError:
+        raise UsageError(f"--memory-limit {value}: not a size (use e.g. 4GB, 4GiB, 0.5 for "
+                         f"half the memory, or auto)") from None

@@ -1,0 +1,96 @@
+"""Where a run's logs go: dask's and the workers' messages to a log file, one line per problem
+on the terminal.
+
+:func:`run_log` sends the ``distributed`` (scheduler, nanny, client), ``tornado``, ``bokeh``
+and ``dcbulk`` loggers of this process to ``<directory>/convert-<UTC time>-<pid>.log`` and
+makes every worker process that a local cluster (re)starts in the block run
+:func:`dask_setup` (a dask preload): its stdout and stderr go to the same file (Python
+tracebacks, HDF5's own messages), and it ignores SIGINT, so Ctrl-C of the process group stops
+the run through the client (which closes the cluster) instead of printing each worker's
+``KeyboardInterrupt``. dcbulk's own warnings still reach the terminal, one line each.
+Batch clusters (dask-jobqueue) keep their workers' logs where their job scripts put them.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from os import PathLike
+
+__all__ = ["LOG_DIRNAME", "dask_setup", "run_log"]
+
+#: directory inside the output directory that holds the run logs
+LOG_DIRNAME = "dcbulk-logs"
+_ENV = "DCBULK_WORKER_LOG"
+_QUIET_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return "dcbulk: " + " ".join(record.getMessage().split())
+
+
+@contextlib.contextmanager
+def run_log(directory: str | PathLike, *, terminal=None) -> Iterator[str]:
+    """Send this run's logs to a new file in ``directory``; yield its path.
+
+    ``terminal`` (default ``sys.stderr``) gets dcbulk's warnings, one line each.
+    """
+    import dask
+    os.makedirs(directory, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = os.path.join(os.path.abspath(os.fspath(directory)),
+                        f"convert-{stamp}-{os.getpid()}.log")
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(logging.Formatter(
+        "%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s"))
+    to_terminal = logging.StreamHandler(terminal or sys.stderr)
+    to_terminal.setLevel(logging.WARNING)
+    to_terminal.setFormatter(_OneLine())
+    to_terminal.addFilter(lambda rec: not getattr(rec, "per_file", False))
+    saved = []
+    for name in _QUIET_LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.handlers[:], lg.propagate))
+        lg.handlers[:] = [to_file]
+        lg.propagate = False
+    ours = logging.getLogger("dcbulk")
+    saved.append((ours, ours.handlers[:], ours.propagate))
+    ours.handlers[:] = [to_file, to_terminal]
+    ours.propagate = False
+    old_level = ours.level
+    ours.setLevel(logging.INFO)
+    preload = list(dask.config.get("distributed.worker.preload", []) or [])
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    environ[_ENV] = path
+    try:
+        with dask.config.set({"distributed.worker.preload": [*preload, __name__],
+                              "distributed.nanny.pre-spawn-environ": environ}):
+            yield path
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers[:] = handlers
+            lg.propagate = propagate
+        ours.setLevel(old_level)
+        to_file.close()
+
+
+def dask_setup(worker) -> None:
+    """Preload hook run by each worker process of :func:`run_log` (see the module text)."""
+    path = os.environ.get(_ENV)
+    if not path:
+        return
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave it
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
