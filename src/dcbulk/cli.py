@@ -132,7 +132,7 @@ def _convert(ns, out=None, err=None) -> int:
         if not any(f.status == "planned" for f in preview.files):
             report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
             return _finish(ns, report, out)
-        with run_log(os.path.join(ns.output, LOG_DIRNAME), terminal=err) as log_path, \
+        with run_log(os.path.join(ns.output, LOG_DIRNAME)) as log_path, \
                 open_client(**_client_args(ns)) as (client, _cluster):
             if not ns.quiet:
                 print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
@@ -217,12 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
+    from .runlog import terminal_warnings
     try:
-        if ns.command == "convert":
-            return _convert(ns)
-        if ns.command == "demo":
-            return _demo(ns)
-        return _info(ns)
+        with terminal_warnings():
+            if ns.command == "convert":
+                return _convert(ns)
+            if ns.command == "demo":
+                return _demo(ns)
+            return _info(ns)
     except UsageError as exc:
         print(f"dcbulk: usage error: {_one_line(exc, 1000)}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,7 +7,8 @@ makes every worker process that a local cluster (re)starts in the block run
 :func:`dask_setup` (a dask preload): its stdout and stderr go to the same file (Python
 tracebacks, HDF5's own messages), and it ignores SIGINT, so Ctrl-C of the process group stops
 the run through the client (which closes the cluster) instead of printing each worker's
-``KeyboardInterrupt``. dcbulk's own warnings still reach the terminal, one line each.
+``KeyboardInterrupt``. :func:`terminal_warnings` puts dcbulk's own warnings on the terminal,
+one line each, once.
 Batch clusters (dask-jobqueue) keep their workers' logs where their job scripts put them.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from os import PathLike
 
-__all__ = ["LOG_DIRNAME", "dask_setup", "run_log"]
+__all__ = ["LOG_DIRNAME", "dask_setup", "run_log", "terminal_warnings"]
 
 #: directory inside the output directory that holds the run logs
 LOG_DIRNAME = "dcbulk-logs"
@@ -34,12 +35,40 @@ class _OneLine(logging.Formatter):
         return "dcbulk: " + " ".join(record.getMessage().split())
 
 
-@contextlib.contextmanager
-def run_log(directory: str | PathLike, *, terminal=None) -> Iterator[str]:
-    """Send this run's logs to a new file in ``directory``; yield its path.
+class _Once(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
 
-    ``terminal`` (default ``sys.stderr``) gets dcbulk's warnings, one line each.
-    """
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "per_file", False):  # reported in the summary
+            return False
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+@contextlib.contextmanager
+def terminal_warnings(stream=None) -> Iterator[None]:
+    """dcbulk's warnings to ``stream`` (default stderr) for the block: one line each, each
+    message once, per-file failures left to the summary."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLine())
+    handler.addFilter(_Once())
+    ours = logging.getLogger("dcbulk")
+    ours.addHandler(handler)
+    try:
+        yield
+    finally:
+        ours.removeHandler(handler)
+
+
+@contextlib.contextmanager
+def run_log(directory: str | PathLike) -> Iterator[str]:
+    """Send this run's logs to a new file in ``directory``; yield its path."""
     import dask
     os.makedirs(directory, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -48,10 +77,6 @@ def run_log(directory: str | PathLike, *, terminal=None) -> Iterator[str]:
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(logging.Formatter(
         "%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s"))
-    to_terminal = logging.StreamHandler(terminal or sys.stderr)
-    to_terminal.setLevel(logging.WARNING)
-    to_terminal.setFormatter(_OneLine())
-    to_terminal.addFilter(lambda rec: not getattr(rec, "per_file", False))
     saved = []
     for name in _QUIET_LOGGERS:
         lg = logging.getLogger(name)
@@ -59,9 +84,7 @@ def run_log(directory: str | PathLike, *, terminal=None) -> Iterator[str]:
         lg.handlers[:] = [to_file]
         lg.propagate = False
     ours = logging.getLogger("dcbulk")
-    saved.append((ours, ours.handlers[:], ours.propagate))
-    ours.handlers[:] = [to_file, to_terminal]
-    ours.propagate = False
+    ours.addHandler(to_file)
     old_level = ours.level
     ours.setLevel(logging.INFO)
     preload = list(dask.config.get("distributed.worker.preload", []) or [])
@@ -75,6 +98,7 @@ def run_log(directory: str | PathLike, *, terminal=None) -> Iterator[str]:
         for lg, handlers, propagate in saved:
             lg.handlers[:] = handlers
             lg.propagate = propagate
+        ours.removeHandler(to_file)
         ours.setLevel(old_level)
         to_file.close()
 

@@ -9,6 +9,7 @@ A failing file is recorded with its reason and never stops the others.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from ..read.inspect import SourceInfo, inspect_source
 from .lock import output_lock
 from .manifest import Manifest, file_sha256, head_sha256
 from .sources import SourceEntry, discover_sources, output_path
-from .usage import check_feature_names, check_output_placement
+from .usage import check_feature_names, check_output_dir, check_output_placement
 
 __all__ = ["ArchiveOptions", "FileResult", "ArchiveReport", "convert_archive", "convert_file"]
 
@@ -128,7 +129,29 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
                              inline_bytes=inline_bytes, checksum=checksum,
                              verdicts=dict(verdicts or {}))
     except (DcbulkError, OSError) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return {"error": _describe(exc, output)}
+    except RuntimeError as exc:  # h5py reports failed writes (e.g. a full disk) this way
+        if not _no_space(exc):
+            raise
+        return {"error": _describe(exc, output)}
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its cause) is a full file system, also as HDF5 words it."""
+    while exc is not None:
+        if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28," in str(exc) \
+                or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _describe(exc: BaseException, output: str) -> str:
+    """``"Type: message"`` in one line; a full disk as a short sentence naming the output."""
+    if _no_space(exc):
+        return (f"NoSpaceError: no space left on the device of {output} (free space and "
+                f"re-run; finished files are kept)")
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
@@ -273,6 +296,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     if expr is not None:
         check_feature_names(expr.names, what=f"filter '{expr.text}'")
     check_output_placement(sources, output_dir)
+    check_output_dir(output_dir)
     entries = discover_sources(sources, include=include, output_dir=output_dir)
     if dry_run:
         return _convert_locked(entries, output_dir, options, t0=t0, client=client,
@@ -391,7 +415,7 @@ def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, verdicts: dic
     except Exception as exc:  # per-file isolation: record and go on
         res = {"error": f"{type(exc).__name__}: {exc}"}
     if "error" in res:
-        logger.error("%s failed: %s", entry.path, res["error"])
+        logger.error("%s failed: %s", entry.path, res["error"], extra={"per_file": True})
         manifest.record_failed(entry, error=res["error"])
         return FileResult(entry.path, out, "failed", reason="error", error=res["error"])
     verdicts.update(res.get("verdicts") or {})

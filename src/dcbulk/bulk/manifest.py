@@ -9,7 +9,7 @@ which is then simply converted again. A log that has grown to more than twice it
 records is compacted when loaded (rewritten atomically). Only one run at a time may append:
 :func:`dcbulk.bulk.lock.output_lock` guards the directory.
 
-A record keeps the source's size, mtime and the SHA-256 of its first MiB
+A record keeps the source's size, mtime and the SHA-256 of its first and last MiB
 (:func:`~dcbulk.bulk.records.head_sha256`), so a source rewritten with its mtime restored is
 seen as changed; the output's SHA-256 is a field filled only where it is computed anyway
 (verification), never by re-reading every output after writing it.
@@ -210,7 +210,7 @@ class Manifest:
         """Whether ``entry`` must be converted (see :class:`Decision` for the reasons).
 
         Skips only a ``done`` record of the current options whose source has the recorded
-        size, mtime and first-MiB hash and whose output exists with the recorded size;
+        size, mtime and first/last-MiB hash and whose output exists with the recorded size;
         output checksums are not recomputed (see :meth:`verify`).
         """
         try:

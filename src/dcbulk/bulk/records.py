@@ -1,5 +1,6 @@
 """What the resume manifest holds and how it is laid out as JSON Lines: records, decisions,
-option fingerprints, checksums, and the cheap content check of a source (its first MiB)."""
+option fingerprints, checksums, and the cheap content check of a source (its first and
+last MiB)."""
 from __future__ import annotations
 
 import datetime
@@ -23,7 +24,8 @@ FORMAT_VERSION = 2
 _FORMAT_TAG = "dcbulk-manifest"
 #: the statuses a record may have
 STATUSES = ("done", "failed")
-#: bytes of a source hashed as its content check (dclab's command log hashes as many)
+#: bytes at each end of a source hashed as its content check (dclab's command log hashes
+#: the first MiB of each input)
 HEAD_BYTES = 1 << 20
 
 
@@ -42,19 +44,27 @@ _HEAD_CACHE: dict[tuple, str] = {}
 
 
 def head_sha256(path: str | PathLike, *, nbytes: int = HEAD_BYTES) -> str:
-    """SHA-256 hex digest of the first ``nbytes`` of a file (its size is in the record).
+    """SHA-256 hex digest of the first and the last ``nbytes`` of a file (all of a small one).
 
-    An HDF5 file keeps its superblock, root attributes and most object headers at its start,
-    so a source rewritten with its size and mtime restored (``cp -p``, ``rsync -t``, backups)
-    is almost always seen here at the cost of one small read. Within a process the digest is
-    cached per (device, inode, size, mtime, ctime): the CLI decides twice (preview, run).
+    An HDF5 file keeps its superblock, root attributes (the measurement identifier, time,
+    setup) and most object headers at its start, and h5py flushes the rest of its metadata
+    towards its end, so a source replaced by another file of the same size with the mtime
+    restored (``cp -p``, ``rsync -t``, backups) is seen here at the cost of two small reads.
+    Not seen: raw data edited in place beyond those ranges with the mtime reset by hand.
+    Within a process the digest is cached per (device, inode, size, mtime, ctime): the CLI
+    decides twice (preview, run).
     """
     st = os.stat(path)
     key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
            nbytes)
     if key not in _HEAD_CACHE:
+        digest = hashlib.sha256()
         with open(path, "rb") as fh:
-            _HEAD_CACHE[key] = hashlib.sha256(fh.read(nbytes)).hexdigest()
+            digest.update(fh.read(nbytes))
+            if st.st_size > nbytes:
+                fh.seek(max(nbytes, st.st_size - nbytes))
+                digest.update(fh.read(nbytes))
+        _HEAD_CACHE[key] = digest.hexdigest()
         if len(_HEAD_CACHE) > 100_000:
             _HEAD_CACHE.clear()
     return _HEAD_CACHE[key]
@@ -148,7 +158,7 @@ class Decision:
     ``action`` is ``"convert"`` or ``"skip"``. ``reason`` is one of ``"new"``,
     ``"unrecorded output exists"`` (no record, but the output file is there: overwrite only
     with force), ``"previously failed"``, ``"options changed"``, ``"source changed"`` (size,
-    mtime or the hash of its first MiB differ), ``"output missing"``, ``"output size differs"``
+    mtime or the hash of its first and last MiB differ), ``"output missing"``, ``"output size differs"``
     or ``"finished"`` (skip). ``size``/``mtime_ns`` are the source's as seen by the decision.
     """
 

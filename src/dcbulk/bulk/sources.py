@@ -8,6 +8,7 @@ without a ``stat`` per file.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -82,6 +83,12 @@ def _skipped_name(name: str) -> bool:
     return name.startswith(".") or name.endswith(".partial")
 
 
+def _why(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    return exc.strerror or str(exc)
+
+
 def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
           real_output: str | None) -> Iterator[tuple[str, str, str]]:
     """Yield ``(path, relpath, realpath)`` of matching files below ``root``.
@@ -107,15 +114,25 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
             try:
                 is_dir = entry.is_dir()
                 is_link = entry.is_symlink()
-            except OSError:
+            except OSError as exc:
+                logger.warning("skipping %s: %s", entry.path, _why(exc))
                 continue
             if is_dir:
                 if _excluded(name, rel, exclude):
                     continue
                 real = (os.path.realpath(entry.path) if is_link
                         else os.path.join(real_dir, name))
-                if real == real_output or real in seen_dirs:
+                if real == real_output:
                     continue
+                if real in seen_dirs:
+                    if is_link:
+                        logger.warning("skipping symbolic link %s: it leads to %s, which is "
+                                       "walked already (a loop or a second link)",
+                                       entry.path, real)
+                    continue
+                if fnmatchcase(name, include):
+                    logger.warning("%s is a directory, not a file, although its name matches "
+                                   "'%s'; looking for files inside it", entry.path, include)
                 seen_dirs.add(real)
                 subdirs.append((entry.path, real, rel + "/"))
             elif fnmatchcase(name, include) and not _excluded(name, rel, exclude):
@@ -164,7 +181,10 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
     Raises
     ------
     SourceNotFoundError
-        Naming every path that does not exist and every pattern that matched nothing.
+        Naming every path that does not exist, every pattern that matched nothing, and every
+        pattern that matched only unusable entries (symbolic link loops, sockets, ...).
+        Skipped links (loops, links to directories walked already) and directories whose
+        name matches ``include`` are logged as warnings.
     PlanError
         When two different files would be written to the same output path; names both.
     SourceError
@@ -177,6 +197,7 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
     found: list[SourceEntry] = []
     seen: set[str] = set()
     missing: list[str] = []
+    bad: list[str] = []
 
     def add(path: str, relpath: str, root: str, real: str) -> None:
         if real in seen:
@@ -207,6 +228,7 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
                 missing.append(text)
                 continue
             root = _glob_root(text)
+            unusable: list[str] = []
             for match in matches:
                 path = os.path.abspath(match)
                 rel = os.path.relpath(path, root).replace(os.sep, "/")
@@ -220,14 +242,28 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
                     add_dir(path, root, rel + "/")
                 elif os.path.isfile(path):
                     add(path, rel, root, real)
+                else:
+                    try:
+                        os.stat(path)
+                        why = "neither a regular file nor a directory"
+                    except OSError as exc:
+                        why = _why(exc)
+                    logger.warning("skipping %s: %s", path, why)
+                    unusable.append(path)
+            if unusable and len(found) == start and not any(
+                    os.path.isfile(m) or os.path.isdir(m) for m in matches):
+                bad.append(f"{text} (matched only {len(unusable)} unusable entr"
+                           f"{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link loops)")
         elif os.path.lexists(text):
             raise SourceError(f"{text}: neither a regular file nor a directory")
         else:
             missing.append(text)
         found[start:] = sorted(found[start:], key=lambda e: e.relpath.split("/"))
-    if missing:
+    if missing or bad:
         what = "path does not exist or pattern matched nothing"
-        raise SourceNotFoundError(f"{what}: " + ", ".join(missing))
+        raise SourceNotFoundError("; ".join(
+            ([f"{what}: " + ", ".join(missing)] if missing else [])
+            + ([f"no usable file: {', '.join(bad)}"] if bad else [])))
     _check_unique_relpaths(found)
     return found
 

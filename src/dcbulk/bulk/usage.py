@@ -16,9 +16,10 @@ import os
 from collections.abc import Iterable
 from os import PathLike
 
-from ..errors import UsageError
+from ..errors import OutputDirError, UsageError
 
-__all__ = ["check_feature_names", "check_memory_limit", "check_output_placement"]
+__all__ = ["check_feature_names", "check_memory_limit", "check_output_dir",
+           "check_output_placement"]
 
 
 def check_feature_names(names: Iterable[str], *, what: str) -> None:
@@ -101,3 +102,24 @@ def check_memory_limit(value: str | int | float | None) -> None:
     except ValueError:
         raise UsageError(f"--memory-limit {value}: not a size (use e.g. 4GB, 4GiB, 0.5 for "
                          f"half the memory, or auto)") from None
+
+
+def check_output_dir(output_dir: str | PathLike) -> None:
+    """Refuse an output directory that cannot be created or written (checked on its nearest
+    existing ancestor, so a dry run creates nothing).
+
+    Raises
+    ------
+    OutputDirError
+        Naming the output directory and the reason.
+    """
+    path = os.path.abspath(os.fspath(output_dir))
+    probe = path
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise OutputDirError(f"{output_dir}: cannot create the output directory ({probe} is "
+                             f"not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputDirError(f"{output_dir}: cannot create or write the output directory "
+                             f"(Permission denied on {probe})")

@@ -111,9 +111,19 @@ def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:
     if lengths:
         counts = set(lengths.values())
         if len(counts) > 1:
-            detail = ", ".join(f"{k}={v}" for k, v in sorted(lengths.items()))
-            raise SourceError(f"{path}: features in 'events' differ in length ({detail}); "
-                              f"refusing to guess which events are valid")
+            by_length: dict[int, list[str]] = {}
+            for name, n in sorted(lengths.items()):
+                by_length.setdefault(n, []).append(name)
+            groups = sorted(by_length.items(), key=lambda item: -len(item[1]))
+            parts = []
+            for n, names in groups[:4]:
+                shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more"
+                                                if len(names) > 3 else "")
+                parts.append(f"{n} events: {shown}")
+            if len(groups) > 4:
+                parts.append(f"{len(groups) - 4} more lengths")
+            raise SourceError(f"{path}: features in 'events' differ in length "
+                              f"({'; '.join(parts)}); refusing to guess which events are valid")
         return counts.pop()
     attr = events.file.attrs.get("experiment:event count")
     return int(attr) if attr is not None else 0

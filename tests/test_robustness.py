@@ -1,0 +1,208 @@
+"""One focused test per defect of issue 10 (archive robustness); the fault-injection suite with
+real kills and full disks is tests/test_faults.py."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from dcbulk.bulk import convert_archive, discover_sources
+from dcbulk.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
+from dcbulk.errors import SourceNotFoundError, SourceError
+from dcbulk.synth import make_rtdc
+
+from helpers import assert_features_equal
+
+
+@pytest.fixture
+def two(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    files = [make_rtdc(src / f"m{i}.rtdc", 40 + 10 * i, seed=i, compression="none")
+             for i in range(2)]
+    return src, [Path(f) for f in files]
+
+
+def _hold_lock(directory) -> subprocess.Popen:
+    code = ("import sys, time\nfrom dcbulk.bulk.lock import output_lock\n"
+            f"with output_lock({str(directory)!r}):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+# -- defect 1: one run per output directory ----------------------------------------------
+def test_a_second_run_is_refused_naming_host_and_pid_and_a_dead_holder_blocks_nobody(
+        two, tmp_path, capsys):
+    src, files = two
+    dst = tmp_path / "dst"
+    holder = _hold_lock(dst)
+    try:
+        assert main(["convert", str(src), "-o", str(dst), "-q"]) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert f"pid {holder.pid}" in err and f"host {socket.gethostname()}" in err
+        assert "dashboard" not in err  # refused before any cluster started
+        assert not list(dst.rglob("*.rtdc"))
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the kernel released the dead run's lock: the next run goes ahead
+    report = convert_archive([src], dst)
+    assert report.ok and report.count("done") == 2
+
+
+# -- defect 2: no orphan .partial after a run --------------------------------------------
+def test_a_rerun_with_nothing_to_do_removes_orphan_partials(two, tmp_path, client):
+    src, files = two
+    dst = tmp_path / "dst"
+    assert convert_archive([src], dst, client=client).ok
+    orphan = dst / "m0.rtdc.0123456789ab.partial"  # what a killed writer worker leaves
+    orphan.write_bytes(b"half a file")
+    again = convert_archive([src], dst, client=client)
+    assert again.count("skipped") == 2
+    assert not list(dst.rglob("*.partial"))
+
+
+# -- defect 3: a rewritten source with its mtime restored is converted again ---------------
+def test_a_source_rewritten_with_its_mtime_restored_is_converted_again(two, tmp_path, client):
+    src, files = two
+    dst = tmp_path / "dst"
+    assert convert_archive([src], dst, client=client).ok
+    victim = files[0]
+    st = victim.stat()
+    other = make_rtdc(tmp_path / "other.rtdc", 40, seed=7, compression="none")
+    assert other.stat().st_size == st.st_size  # another measurement of the same size
+    shutil.copyfile(other, victim)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))  # like cp -p / rsync -t
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    report = convert_archive([src], dst, client=client)
+    by_name = {Path(f.source).name: f for f in report.files}
+    assert by_name["m0.rtdc"].status == "done" and by_name["m1.rtdc"].status == "skipped"
+    assert_features_equal(victim, dst / "m0.rtdc")
+
+
+# -- defect 4: --no-resume without --force never overwrites --------------------------------
+def test_no_resume_without_force_does_not_overwrite(two, tmp_path, capsys):
+    src, files = two
+    dst = tmp_path / "dst"
+    assert convert_archive([src], dst).ok
+    before = {p: p.read_bytes() for p in dst.glob("*.rtdc")}
+    status = main(["convert", str(src), "-o", str(dst), "--no-resume", "-q"])
+    err = capsys.readouterr().err
+    assert status == EXIT_ERROR and "--force" in err and len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in dst.glob("*.rtdc")} == before
+    assert main(["convert", str(src), "-o", str(dst), "--no-resume", "--force", "-q"]) == EXIT_OK
+    capsys.readouterr()
+    for f in files:
+        assert_features_equal(f, dst / f.name)
+
+
+# -- defect 5: wrong usage found at once, one line, exit 2 (or 3) ------------------------
+@pytest.mark.parametrize("args, exit_status, words", [
+    (["--filter", "nosuchfeat < 1"], EXIT_USAGE, "'nosuchfeat' is not a dclab feature"),
+    (["--features", "deform,nosuch"], EXIT_USAGE, "'nosuch' is not a dclab feature"),
+    (["--memory-limit", "lots"], EXIT_USAGE, "--memory-limit lots"),
+])
+def test_usage_errors_before_any_cluster(two, tmp_path, capsys, args, exit_status, words):
+    src, files = two
+    dst = tmp_path / "dst"
+    t0 = time.perf_counter()
+    assert main(["convert", str(src), "-o", str(dst), *args]) == exit_status
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert "dashboard" not in err and "Traceback" not in err
+    assert not dst.exists()
+
+
+def test_a_valid_feature_missing_from_one_file_stays_a_per_file_error(two, tmp_path):
+    src, files = two
+    with h5py.File(files[1], "a") as h5:
+        del h5["events/area_um"]
+    report = convert_archive([src], tmp_path / "dst", filter="area_um > 0")
+    assert report.count("done") == 1 and report.count("failed") == 1
+    assert "area_um" in report.failed[0].error
+
+
+def test_an_output_directory_inside_a_source_is_a_usage_error(two, capsys):
+    src, files = two
+    assert main(["convert", str(src), "-o", str(src / "converted"), "-q"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "inside the source" in err and len(err.strip().splitlines()) == 1
+    assert not (src / "converted").exists()
+
+
+def test_an_output_directory_that_cannot_be_created_is_one_line_exit_3(two, tmp_path, capsys):
+    src, files = two
+    (tmp_path / "plain-file").write_bytes(b"")
+    assert main(["convert", str(src), "-o", str(tmp_path / "plain-file" / "dst"), "-q"]) \
+        == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "cannot create" in err and len(err.strip().splitlines()) == 1, err
+    if os.geteuid() != 0:  # root may write anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        assert main(["convert", str(src), "-o", str(ro / "dst"), "-q"]) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert "Permission denied" in err and len(err.strip().splitlines()) == 1
+
+
+# -- defect 6: one line per error ---------------------------------------------------------
+def test_quiet_prints_no_banner_and_logs_go_to_a_named_file(two, tmp_path):
+    src, files = two
+    dst = tmp_path / "dst"
+    proc = subprocess.run([sys.executable, "-m", "dcbulk.cli", "convert", str(src), "-o",
+                           str(dst), "--workers", "1", "-q"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.stderr == ""  # no banner, no dask chatter
+    summary = proc.stdout.strip().splitlines()
+    assert len(summary) == 1 and "log: " in summary[0]
+    log = Path(summary[0].split("log: ")[1])
+    assert log.is_file() and log.parent == dst / "dcbulk-logs"
+
+
+def test_the_unequal_length_error_is_short(tmp_path):
+    path = make_rtdc(tmp_path / "u.rtdc", 50, seed=1, compression="none")
+    with h5py.File(path, "a") as h5:
+        data = h5["events/deform"][:-1]
+        del h5["events/deform"]
+        h5["events/deform"] = data
+        for i in range(60):  # many features: the message must not list them all
+            h5[f"events/userdef{i % 10}" if i < 10 else f"events/ml_score_{i:03d}"] = \
+                np.zeros(50)
+    report = convert_archive([path], tmp_path / "dst")
+    message = report.failed[0].error
+    assert "differ in length" in message and "deform" in message and "49" in message
+    assert len(message) < 400, message
+
+
+# -- defect 7: symbolic link loops and directories named x.rtdc ----------------------------
+def test_symlink_loops_are_reported_and_a_glob_of_loops_only_is_an_error(tmp_path, caplog):
+    root = tmp_path / "arch"
+    (root / "sub").mkdir(parents=True)
+    make_rtdc(root / "sub" / "good.rtdc", 20, seed=1, compression="none")
+    os.symlink("self.rtdc", root / "self.rtdc")
+    os.symlink("..", root / "sub" / "up")
+    (root / "odd.rtdc").mkdir()
+    with caplog.at_level(logging.WARNING, logger="dcbulk"):
+        entries = discover_sources([root])
+    assert [e.relpath for e in entries] == ["sub/good.rtdc"]
+    text = caplog.text
+    assert "self.rtdc: symbolic link loop" in text
+    assert f"{root / 'sub' / 'up'}" in text and "walked already" in text
+    assert "odd.rtdc is a directory" in text
+    with pytest.raises(SourceNotFoundError, match="symbolic link loops"):
+        discover_sources([str(root / "s*.rtdc")])
