@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._version import __version__
-from .errors import DcbulkError, UsageError
+from .errors import DcbulkError, UsageError, one_line
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
 
@@ -89,18 +89,13 @@ def _client_args(ns) -> dict:
             "threads_per_worker": ns.threads_per_worker, "memory_limit": ns.memory_limit}
 
 
-def _one_line(text, limit: int = 400) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 5] + " ..."
-
-
 def _print_summary(report, out, log_path: str | None = None) -> None:
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
           f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> {report.output_dir}"
           + (f"; log: {log_path}" if log_path else ""), file=out)
     for f in report.failed:
-        print(f"  FAILED {f.source}: {_one_line(f.error)}", file=out)
+        print(f"  FAILED {f.source}: {one_line(f.error)}", file=out)
 
 
 def _convert(ns, out=None, err=None) -> int:
@@ -108,6 +103,7 @@ def _convert(ns, out=None, err=None) -> int:
     from .bulk import convert_archive, output_lock
     from .bulk.usage import check_memory_limit
     from .cluster import job_script, load_cluster_config, open_client
+    from .partials import clean_partials
     from .progress import ArchiveProgress
     from .runlog import LOG_DIRNAME, run_log
     check_memory_limit(ns.memory_limit)
@@ -132,23 +128,29 @@ def _convert(ns, out=None, err=None) -> int:
         if not any(f.status == "planned" for f in preview.files):
             report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
             return _finish(ns, report, out)
-        with run_log(os.path.join(ns.output, LOG_DIRNAME)) as log_path, \
-                open_client(**_client_args(ns)) as (client, _cluster):
-            if not ns.quiet:
-                print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
-                      f"dashboard: {client.dashboard_link}", file=err, flush=True)
-            progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
-            perf = contextlib.nullcontext()
-            if ns.performance_report:
-                from distributed import performance_report
-                perf = performance_report(filename=ns.performance_report)
-            try:
-                with perf:
-                    report = convert_archive(ns.sources, ns.output, client=client,
-                                             progress=progress, **kwargs)
-            finally:
-                if progress is not None:
-                    progress.close()
+        try:
+            with run_log(os.path.join(ns.output, LOG_DIRNAME)) as log_path, \
+                    open_client(**_client_args(ns)) as (client, _cluster):
+                if not ns.quiet:
+                    print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
+                          f"dashboard: {client.dashboard_link}", file=err, flush=True)
+                progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
+                perf = contextlib.nullcontext()
+                if ns.performance_report:
+                    from distributed import performance_report
+                    perf = performance_report(filename=ns.performance_report)
+                try:
+                    with perf:
+                        report = convert_archive(ns.sources, ns.output, client=client,
+                                                 progress=progress, **kwargs)
+                finally:
+                    if progress is not None:
+                        progress.close()
+        finally:
+            if not (ns.scheduler or ns.scheduler_file):
+                # the cluster this run started is closed: none of its writers is left, so
+                # what they left (e.g. after Ctrl-C) goes now, with the lock still held
+                clean_partials(ns.output)
     return _finish(ns, report, out, log_path)
 
 
@@ -226,10 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _demo(ns)
             return _info(ns)
     except UsageError as exc:
-        print(f"dcbulk: usage error: {_one_line(exc, 1000)}", file=sys.stderr)
+        print(f"dcbulk: usage error: {one_line(exc, 1000)}", file=sys.stderr)
         return EXIT_USAGE
     except DcbulkError as exc:
-        print(f"dcbulk: error: {_one_line(exc, 1000)}", file=sys.stderr)
+        print(f"dcbulk: error: {one_line(exc, 1000)}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # e.g. "dcbulk info FILE | head"
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keep Python's exit flush quiet)

@@ -1,7 +1,12 @@
 """The exceptions of dcbulk: one root, one subclass per kind of failure."""
 from __future__ import annotations
 
+import errno
+
 __all__ = [
+    "describe_failure",
+    "is_no_space",
+    "one_line",
     "DcbulkError",
     "SourceError",
     "SourceNotFoundError",
@@ -78,3 +83,28 @@ class UsageError(DcbulkError, ValueError):
 
 class OutputDirError(DcbulkError):
     """The output directory cannot be created or written."""
+
+
+def one_line(text: object, limit: int = 400) -> str:
+    """``text`` with its whitespace (newlines too) collapsed, cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
+def is_no_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or its cause) is a full file system, also as HDF5 words it."""
+    while exc is not None:
+        text = str(exc)
+        if (getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28," in text
+                or "No space left on device" in text):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def describe_failure(exc: BaseException, output: str) -> str:
+    """``"Type: message"`` in one line; a full disk as a short sentence naming the output."""
+    if is_no_space(exc):
+        return (f"NoSpaceError: no space left on the device of {output} (free space and "
+                f"re-run; finished files are kept)")
+    return f"{type(exc).__name__}: {one_line(exc, 2000)}"

@@ -9,8 +9,6 @@ A failing file is recorded with its reason and never stops the others.
 """
 from __future__ import annotations
 
-import errno
-import json
 import logging
 import os
 import time
@@ -19,13 +17,14 @@ from dataclasses import asdict, dataclass, field
 
 from ..codec import parse_compression
 from ..engine.writer import write_output
-from ..errors import DcbulkError, OutputExistsError, PlanError
+from ..errors import DcbulkError, OutputExistsError, PlanError, describe_failure, is_no_space
 from ..filter_expr import FilterExpr, parse_filter
 from ..plan import DEFAULT_TASK_BYTES, plan_conversion
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.inspect import SourceInfo, inspect_source
 from .lock import output_lock
 from .manifest import Manifest, file_sha256, head_sha256
+from .resume import adopt_output, refuse_overwrite
 from .sources import SourceEntry, discover_sources, output_path
 from .usage import check_feature_names, check_output_dir, check_output_placement
 
@@ -129,29 +128,11 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
                              inline_bytes=inline_bytes, checksum=checksum,
                              verdicts=dict(verdicts or {}))
     except (DcbulkError, OSError) as exc:
-        return {"error": _describe(exc, output)}
+        return {"error": describe_failure(exc, output)}
     except RuntimeError as exc:  # h5py reports failed writes (e.g. a full disk) this way
-        if not _no_space(exc):
+        if not is_no_space(exc):
             raise
-        return {"error": _describe(exc, output)}
-
-
-def _no_space(exc: BaseException) -> bool:
-    """Whether ``exc`` (or its cause) is a full file system, also as HDF5 words it."""
-    while exc is not None:
-        if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28," in str(exc) \
-                or "No space left on device" in str(exc):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _describe(exc: BaseException, output: str) -> str:
-    """``"Type: message"`` in one line; a full disk as a short sentence naming the output."""
-    if _no_space(exc):
-        return (f"NoSpaceError: no space left on the device of {output} (free space and "
-                f"re-run; finished files are kept)")
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        return {"error": describe_failure(exc, output)}
 
 
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
@@ -191,46 +172,12 @@ def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveO
                           reason=decision.reason)
     if decision.reason != "unrecorded output exists" or force:
         return None
-    if resume and _adopt(entry, out, options, manifest, record=record):
+    if resume and adopt_output(entry, out, options.fingerprint_dict(), manifest, record=record):
         return FileResult(entry.path, out, "skipped", bytes_in=decision.size,
                           reason="finished (found by its provenance log)")
     error = OutputExistsError(f"{out}: exists and is not a finished output of this archive "
                               f"(use --force to replace it)")
     return FileResult(entry.path, out, "failed", reason="output exists", error=str(error))
-
-
-def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Manifest, *,
-           record: bool = True) -> bool:
-    """Record an output that a killed run finished but could not enter in the manifest.
-
-    Outputs appear under their final name only when complete (atomic rename), so an output
-    whose provenance log names this source and these options is a finished result.
-    """
-    if not os.path.isfile(out):
-        return False
-    try:
-        import h5py
-        with h5py.File(out, "r") as h5:
-            logs = [k for k in h5.get("logs", {}) if k.startswith("dcbulk-convert")]
-            if not logs:
-                return False
-            doc = json.loads("\n".join(
-                line.decode() if isinstance(line, bytes) else str(line)
-                for line in h5["logs"][sorted(logs, key=len)[-1]][:]))
-            events = int(h5.attrs.get("experiment:event count", 0))
-    except (OSError, ValueError, KeyError):
-        return False
-    st = os.stat(entry.path)
-    if (doc.get("source") != entry.path or doc.get("options") != options.fingerprint_dict()
-            or doc.get("source size") != st.st_size or doc.get("source mtime") != st.st_mtime):
-        return False
-    if not record:
-        return True
-    manifest.record_done(entry, output=out, output_size=os.path.getsize(out),
-                         events=events, seconds=0.0,
-                         identifier=doc.get("source identifier"), size=st.st_size,
-                         mtime_ns=st.st_mtime_ns)
-    return True
 
 
 def _result_from(entry: SourceEntry, out: str, res: dict) -> FileResult:
@@ -265,6 +212,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         A ``distributed.Client``; by default a LocalCluster sized to the machine.
     resume
         Skip files the manifest records as finished (unchanged source, output present).
+        ``False`` redoes them, which needs ``force`` where outputs exist (else
+        :class:`~dcbulk.errors.OutputExistsError` before any work).
     force
         Redo every file, overwrite outputs and accept changed options.
     max_open_outputs
@@ -310,22 +259,11 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                                progress=progress)
 
 
-def _refuse_overwrite(entries, output_dir: str) -> None:
-    """``resume=False`` without ``force`` must not replace outputs: fail before any work."""
-    existing = [out for out in (output_path(e, output_dir) for e in entries)
-                if os.path.lexists(out)]
-    if existing:
-        raise OutputExistsError(
-            f"{existing[0]}{f' and {len(existing) - 1} more output(s)' if len(existing) > 1 else ''}"
-            f" exist; --no-resume (resume=False) redoes finished files only together with "
-            f"--force (force=True), which replaces them")
-
-
 def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, dry_run,
                     max_open_outputs, inline_bytes, progress) -> ArchiveReport:
     """The body of :func:`convert_archive`; holds the output lock unless ``dry_run``."""
     if not resume and not force:
-        _refuse_overwrite(entries, output_dir)
+        refuse_overwrite(entries, output_dir)
     manifest = Manifest.load(output_dir, read_only=dry_run)
     manifest.check_options(options.fingerprint_dict(), force=force)
     report = ArchiveReport(output_dir=output_dir)
