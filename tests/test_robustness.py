@@ -206,3 +206,30 @@ def test_symlink_loops_are_reported_and_a_glob_of_loops_only_is_an_error(tmp_pat
     assert "odd.rtdc is a directory" in text
     with pytest.raises(SourceNotFoundError, match="symbolic link loops"):
         discover_sources([str(root / "s*.rtdc")])
+
+
+def test_without_working_locks_a_live_run_of_this_host_is_still_refused(tmp_path, monkeypatch,
+                                                                       caplog):
+    import errno
+    import fcntl
+
+    from dcbulk.bulk import lock as lockmod
+    from dcbulk.errors import OutputLockedError
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    (dst / lockmod.LOCK_NAME).write_text(f"host {socket.gethostname()} pid 1 since x\n")
+    with pytest.raises(OutputLockedError, match="pid 1"):  # pid 1 is alive
+        with lockmod.output_lock(dst):
+            pass
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (dst / lockmod.LOCK_NAME).write_text(f"host {socket.gethostname()} pid {dead} since x\n")
+    with caplog.at_level(logging.WARNING, logger="dcbulk"):
+        with lockmod.output_lock(dst):
+            assert f"pid {os.getpid()}" in lockmod.lock_holder(dst)
+    assert "does not support locks" in caplog.text
