@@ -190,6 +190,45 @@ def test_process_group_sigkilled_then_rerun(archive, tmp_path):
         assert p.read_bytes() == data  # finished outputs were kept, not redone
 
 
+def _worker_pids(parent: int) -> list[int]:
+    """The dask worker processes started by ``parent`` (not multiprocessing's helpers)."""
+    pids = []
+    for pid in subprocess.run(["pgrep", "-P", str(parent)], capture_output=True,
+                              text=True).stdout.split():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            pids.append(int(pid))
+    return pids
+
+
+def test_a_worker_killed_under_the_cli_costs_no_terminal_line(archive, tmp_path):
+    root, good, clean = archive
+    if shutil.which("pgrep") is None or not Path("/proc").is_dir():
+        pytest.skip("needs pgrep and /proc to find the worker processes")
+    dst = tmp_path / "dst"
+    proc = subprocess.Popen(_cli(root, dst, "--max-open-outputs", "1"), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_outputs(proc, dst, 1)
+        workers = _worker_pids(proc.pid)
+        assert workers, "no worker process found"
+        os.kill(workers[0], signal.SIGKILL)
+        STATS["faults"] += 1
+        out, err = proc.communicate(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out + err
+    assert err == ""  # the nanny's restart and the worker's death are in the run log only
+    STATS["runs"] += 1
+    log = Path(out.strip().split("log: ")[1])
+    assert "Restarting worker" in log.read_text() or "killed" in log.read_text()
+    check_outputs(dst, root, good, clean)
+
+
 @pytest.mark.parametrize("target", ["process", "group"])
 def test_sigint_stops_with_one_line_and_the_rerun_completes(archive, tmp_path, target):
     root, good, clean = archive

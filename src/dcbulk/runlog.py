@@ -77,8 +77,13 @@ def run_log(directory: str | PathLike) -> Iterator[str]:
     to_file = logging.FileHandler(path, encoding="utf-8")
     to_file.setFormatter(logging.Formatter(
         "%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s"))
+    import distributed  # noqa: F401  (sets up its loggers first, so they are replaced here)
     saved = []
-    for name in _QUIET_LOGGERS:
+    names = set(_QUIET_LOGGERS) | {
+        name for name, lg in logging.root.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger) and lg.handlers
+        and name.split(".")[0] in _QUIET_LOGGERS}
+    for name in sorted(names):
         lg = logging.getLogger(name)
         saved.append((lg, lg.handlers[:], lg.propagate))
         lg.handlers[:] = [to_file]
