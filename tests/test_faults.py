@@ -383,7 +383,7 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_full_output_file_system(archive, tmpfs):
+def test_a_full_output_file_system(archive, tmpfs, client):
     root, good, clean = archive
     dst = tmpfs / "dst"
     proc = subprocess.run(_cli(root, dst, "--compression", "none"), capture_output=True,
@@ -407,7 +407,7 @@ def test_a_full_output_file_system(archive, tmpfs):
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     STATS["runs"] += 1
     reference = tmpfs / "clean-none"
-    completed(convert_archive([root], reference, compression="none"))
+    completed(convert_archive([root], reference, compression="none", client=client))
     check_outputs(dst, root, good, reference)
 
 

@@ -44,7 +44,7 @@ def _hold_lock(directory) -> subprocess.Popen:
 
 # -- defect 1: one run per output directory ----------------------------------------------
 def test_a_second_run_is_refused_naming_host_and_pid_and_a_dead_holder_blocks_nobody(
-        two, tmp_path, capsys):
+        two, tmp_path, capsys, client):
     src, files = two
     dst = tmp_path / "dst"
     holder = _hold_lock(dst)
@@ -59,7 +59,7 @@ def test_a_second_run_is_refused_naming_host_and_pid_and_a_dead_holder_blocks_no
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # the kernel released the dead run's lock: the next run goes ahead
-    report = convert_archive([src], dst)
+    report = convert_archive([src], dst, client=client)
     assert report.ok and report.count("done") == 2
 
 
@@ -94,10 +94,10 @@ def test_a_source_rewritten_with_its_mtime_restored_is_converted_again(two, tmp_
 
 
 # -- defect 4: --no-resume without --force never overwrites --------------------------------
-def test_no_resume_without_force_does_not_overwrite(two, tmp_path, capsys):
+def test_no_resume_without_force_does_not_overwrite(two, tmp_path, capsys, client):
     src, files = two
     dst = tmp_path / "dst"
-    assert convert_archive([src], dst).ok
+    assert convert_archive([src], dst, client=client).ok
     before = {p: p.read_bytes() for p in dst.glob("*.rtdc")}
     status = main(["convert", str(src), "-o", str(dst), "--no-resume", "-q"])
     err = capsys.readouterr().err
@@ -126,11 +126,11 @@ def test_usage_errors_before_any_cluster(two, tmp_path, capsys, args, exit_statu
     assert not dst.exists()
 
 
-def test_a_valid_feature_missing_from_one_file_stays_a_per_file_error(two, tmp_path):
+def test_a_valid_feature_missing_from_one_file_stays_a_per_file_error(two, tmp_path, client):
     src, files = two
     with h5py.File(files[1], "a") as h5:
         del h5["events/area_um"]
-    report = convert_archive([src], tmp_path / "dst", filter="area_um > 0")
+    report = convert_archive([src], tmp_path / "dst", filter="area_um > 0", client=client)
     assert report.count("done") == 1 and report.count("failed") == 1
     assert "area_um" in report.failed[0].error
 
@@ -174,7 +174,7 @@ def test_quiet_prints_no_banner_and_logs_go_to_a_named_file(two, tmp_path):
     assert log.is_file() and log.parent == dst / "dcbulk-logs"
 
 
-def test_the_unequal_length_error_is_short(tmp_path):
+def test_the_unequal_length_error_is_short(tmp_path, client):
     path = make_rtdc(tmp_path / "u.rtdc", 50, seed=1, compression="none")
     with h5py.File(path, "a") as h5:
         data = h5["events/deform"][:-1]
@@ -183,7 +183,7 @@ def test_the_unequal_length_error_is_short(tmp_path):
         for i in range(60):  # many features: the message must not list them all
             h5[f"events/userdef{i % 10}" if i < 10 else f"events/ml_score_{i:03d}"] = \
                 np.zeros(50)
-    report = convert_archive([path], tmp_path / "dst")
+    report = convert_archive([path], tmp_path / "dst", client=client)
     message = report.failed[0].error
     assert "differ in length" in message and "deform" in message and "49" in message
     assert len(message) < 400, message
