@@ -233,3 +233,33 @@ def test_without_working_locks_a_live_run_of_this_host_is_still_refused(tmp_path
         with lockmod.output_lock(dst):
             assert f"pid {os.getpid()}" in lockmod.lock_holder(dst)
     assert "does not support locks" in caplog.text
+
+
+def test_a_writer_retried_after_committing_its_output_is_not_a_failure(two, tmp_path):
+    """A writer worker killed between committing its output and reporting back: the retried
+    task finds the output there (OutputExistsError); it is this task's own, so it is done."""
+    from dcbulk.bulk import Manifest
+    from dcbulk.bulk.archive import ArchiveOptions, _settle, convert_file
+    from dcbulk.bulk.sources import discover_sources, output_path
+
+    src, files = two
+    dst = tmp_path / "dst"
+    entry = discover_sources([files[0]])[0]
+    out = output_path(entry, dst)
+    os.makedirs(dst)
+    options = ArchiveOptions()
+    first = convert_file(entry.path, out, options, overwrite=False)  # the attempt that died
+    assert "error" not in first
+    retry = convert_file(entry.path, out, options, overwrite=False)
+    assert retry["error"].startswith("OutputExistsError")
+
+    class Done:
+        def result(self):
+            return retry
+
+    manifest = Manifest.load(dst)
+    manifest.check_options(options.fingerprint_dict())
+    result = _settle(Done(), entry, out, manifest, {}, options)
+    assert result.status == "done", result
+    assert Manifest.load(dst).records[entry.relpath].status == "done"
+    assert_features_equal(files[0], out)

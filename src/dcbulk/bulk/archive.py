@@ -332,7 +332,7 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
             submit_next()
         for fut in pending:
             entry, out = active.pop(fut)
-            result = _settle(fut, entry, out, manifest, verdicts)
+            result = _settle(fut, entry, out, manifest, verdicts, options)
             fut.release()
             report.files.append(result)
             done_count += 1
@@ -345,13 +345,21 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
         raise
 
 
-def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, verdicts: dict
-            ) -> FileResult:
+def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, verdicts: dict,
+            options: ArchiveOptions) -> FileResult:
     """Record the outcome of one file task in the manifest (fsynced) and return it."""
     try:
         res = fut.result()
     except Exception as exc:  # per-file isolation: record and go on
         res = {"error": f"{type(exc).__name__}: {exc}"}
+    if (res.get("error", "").startswith("OutputExistsError")
+            and adopt_output(entry, out, options.fingerprint_dict(), manifest)):
+        # the output did not exist when the task was submitted (and the lock keeps other
+        # runs out): an earlier attempt of this task committed it, then its worker died
+        record = manifest.records[entry.relpath]
+        return FileResult(entry.path, out, "done", events=record.events or 0,
+                          bytes_in=record.size, bytes_out=record.output_size or 0,
+                          reason="committed by an earlier attempt of its task")
     if "error" in res:
         logger.error("%s failed: %s", entry.path, res["error"], extra={"per_file": True})
         manifest.record_failed(entry, error=res["error"])
