@@ -91,6 +91,8 @@ def use_config_file(path: str | PathLike | None) -> Iterator[None]:
     _unknown(path, doc.get("dcbulk", {}), DEFAULTS, "dcbulk.")
     _unknown(path, doc.get("dcbulk", {}).get("local") or {}, DEFAULTS["local"],
              "dcbulk.local.")
+    if "jobqueue" in doc:  # its defaults first: they must not land inside the block only
+        import dask_jobqueue  # noqa: F401
     merged = dask.config.update(dask.config.merge(dask.config.config), doc)
     with dask.config.set({dask.config.canonical_name(k, merged): merged[
             dask.config.canonical_name(k, merged)] for k in doc}):
