@@ -428,3 +428,20 @@ def test_failed_submission_is_one_line_at_once(fake_slurm, monkeypatch, tmp_path
                    f"Batch job submission failed: Unable to contact slurm controller "
                    f"(connect failure)"]
     assert not list(state.glob("job-*"))
+
+
+def test_adaptive_scale_and_workers_override(fake_slurm, tmp_path):
+    config, state = fake_slurm
+    adaptive = tmp_path / "adaptive.yaml"
+    adaptive.write_text(config.read_text().replace("jobs: 1", "minimum-jobs: 1\n  maximum-jobs: 2"))
+    with open_client(cluster_config=adaptive, timeout="60s") as (client, cluster):
+        assert cluster._adaptive is not None  # dask-jobqueue's adapt(minimum_jobs, maximum_jobs)
+        assert (cluster._adaptive.minimum, cluster._adaptive.maximum) == (1, 2)
+        assert client.submit(operator.add, 2, 2).result(timeout=30) == 4
+    assert len(list(state.glob("job-*.sh"))) >= 1
+    adaptive.write_text(config.read_text().replace("jobs: 1", "minimum-jobs: 3\n  maximum-jobs: 2"))
+    with pytest.raises(ConfigError, match=r"dcbulk\.minimum-jobs \(3\) exceeds maximum-jobs"):
+        with open_client(cluster_config=adaptive):
+            pass
+    with open_client(cluster_config=config, n_workers=2) as (client, cluster):  # not jobs: 1
+        assert len(cluster.worker_spec) == 2

@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 def setting(key: str) -> Any:
-    """``dcbulk.<key>`` from dask's configuration, else its default (``local.n-workers`` etc.)."""
+    """``dcbulk.<key>`` (e.g. ``jobs``, ``local.n-workers``) from dask's config, else default."""
     default: Any = DEFAULTS
     for part in key.split("."):
         default = default[part]
@@ -94,8 +94,8 @@ def use_config_file(path: str | PathLike | None) -> Iterator[None]:
     if "jobqueue" in doc:  # its defaults first: they must not land inside the block only
         import dask_jobqueue  # noqa: F401
     merged = dask.config.update(dask.config.merge(dask.config.config), doc)
-    with dask.config.set({dask.config.canonical_name(k, merged): merged[
-            dask.config.canonical_name(k, merged)] for k in doc}):
+    keys = [dask.config.canonical_name(k, merged) for k in doc]
+    with dask.config.set({k: merged[k] for k in keys}):  # whole top-level sections, merged
         yield
 
 
@@ -124,7 +124,8 @@ def check_jobqueue(kind: str, where: str) -> None:
     names = psutil.net_if_addrs()
     for key, value in ((f"jobqueue.{kind}.scheduler-options.interface",
                         options.get("interface")),
-                       (f"jobqueue.{kind}.interface", None if own else section.get("interface"))):
+                       (f"jobqueue.{kind}.interface",
+                        None if own else section.get("interface"))):
         if value is not None and value not in names:
             raise ConfigError(f"{where}: {key} is {value!r}, which this machine does not "
                               f"have (it has {', '.join(sorted(names))}); the scheduler "

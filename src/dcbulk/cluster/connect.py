@@ -20,7 +20,9 @@ from os import PathLike
 from typing import Any
 
 import dask
+from dask.utils import parse_bytes, parse_timedelta
 
+from ..engine.client import WORKER_ENVIRON, make_local_cluster
 from ..errors import ConfigError
 from .config import KINDS, check_jobqueue, setting, use_config_file
 
@@ -40,19 +42,18 @@ def _kind(cluster: str | None) -> str:
     return kind
 
 
-def _job_kwargs(kind: str, where: str, *, threads_per_worker: int | None,
-                memory_limit: str | int | None) -> dict:
-    """Keywords for the dask-jobqueue class beyond its configuration: the worker environment
-    before the configured prologue, and per-worker sizing turned into per-job settings."""
-    from dask.utils import parse_bytes
+def _batch(kind: str, where: str, threads_per_worker: int | None,
+           memory_limit: str | int | None) -> tuple[Any, dict]:
+    """The dask-jobqueue class and the keywords dcbulk adds to its configuration: the worker
+    environment before the configured prologue, and per-worker sizing as per-job settings."""
+    check_jobqueue(kind, where)
+    import dask_jobqueue
     from distributed.deploy.local import nprocesses_nthreads
-
-    from ..engine.client import WORKER_ENVIRON
-    get = lambda key: dask.config.get(f"jobqueue.{kind}.{key}", default=None)  # noqa: E731
-    exports = [f"export {k}={shlex.quote(v)}" for k, v in WORKER_ENVIRON.items()]
-    kwargs: dict[str, Any] = {"job_script_prologue": [*exports,
-                                                      *(get("job-script-prologue") or [])]}
-    cores, processes = get("cores"), get("processes")
+    conf = dask.config.get(f"jobqueue.{kind}")
+    kwargs: dict[str, Any] = {"job_script_prologue": [
+        *(f"export {k}={shlex.quote(v)}" for k, v in WORKER_ENVIRON.items()),
+        *(conf.get("job-script-prologue") or [])]}
+    cores, processes = conf.get("cores"), conf.get("processes")
     if threads_per_worker is not None:
         if not cores or cores % threads_per_worker:
             raise ConfigError(f"{where}: --threads-per-worker {threads_per_worker} must divide "
@@ -66,29 +67,7 @@ def _job_kwargs(kind: str, where: str, *, threads_per_worker: int | None,
                               f"(a batch job's memory is workers x this)") from exc
         processes = processes or (nprocesses_nthreads(cores)[0] if cores else 1)
         kwargs["memory"] = f"{per_worker * processes}B"
-    return kwargs
-
-
-def _scale(cluster: Any, where: str, *, n_workers: int | None, jobs: int | None) -> dict:
-    """Ask for the jobs (command line, then ``dcbulk.*``, else one job); return adapt's bounds."""
-    low, high = setting("minimum-jobs"), setting("maximum-jobs")
-    fixed = jobs if jobs is not None else setting("jobs")
-    for key, value in (("jobs", fixed), ("minimum-jobs", low), ("maximum-jobs", high)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 0):
-            raise ConfigError(f"{where}: dcbulk.{key} must be a non-negative integer, "
-                              f"not {value!r}")
-    if n_workers is not None:
-        cluster.scale(n=n_workers)
-        return {}
-    if fixed is not None or (low is None and high is None):
-        cluster.scale(jobs=1 if fixed is None else fixed)
-        return {}
-    if low is not None and high is not None and low > high:
-        raise ConfigError(f"{where}: dcbulk.minimum-jobs ({low}) exceeds dcbulk.maximum-jobs "
-                          f"({high})")
-    cluster.scale(jobs=max(low or 0, 1))
-    return {"minimum_jobs": low, "maximum_jobs": high}
+    return getattr(dask_jobqueue, KINDS[kind]), kwargs
 
 
 @contextlib.contextmanager
@@ -124,30 +103,45 @@ def _submission(cluster: Any, kind: str, where: str) -> Iterator[None]:
         raise ConfigError(f"{where}: {kind} job submission failed: {detail}")
 
 
+def _scale(cluster: Any, where: str, n_workers: int | None, jobs: int | None) -> dict:
+    """Workers or jobs from the command line, else ``dcbulk.jobs``, else adaptive between
+    ``dcbulk.minimum-jobs`` and ``maximum-jobs`` (returned for ``adapt``), else one job."""
+    low, high = setting("minimum-jobs"), setting("maximum-jobs")
+    fixed = jobs if jobs is not None else setting("jobs")
+    for key, value in (("jobs", fixed), ("minimum-jobs", low), ("maximum-jobs", high)):
+        if value is not None and (type(value) is not int or value < 0):
+            raise ConfigError(f"{where}: dcbulk.{key} must be a whole number, not {value!r}")
+    if n_workers is not None:
+        cluster.scale(n=n_workers)
+    elif fixed is not None or (low is None and high is None):
+        cluster.scale(jobs=1 if fixed is None else fixed)
+    elif (low or 0) > (high if high is not None else low):
+        raise ConfigError(f"{where}: dcbulk.minimum-jobs ({low}) exceeds maximum-jobs ({high})")
+    else:
+        cluster.scale(jobs=max(low or 0, 1))  # submitted (and checked) before adapting
+        return {"minimum_jobs": low, "maximum_jobs": high}
+    return {}
+
+
 def _start(kind: str, where: str, *, n_workers, threads_per_worker, memory_limit, jobs):
     """The running cluster of ``kind``, scaled and its jobs submitted; the caller closes it."""
     if kind == "local":
-        from ..engine.client import make_local_cluster
         return make_local_cluster(
             n_workers=n_workers or setting("local.n-workers"),
             threads_per_worker=threads_per_worker or setting("local.threads-per-worker"),
             memory_limit=memory_limit or setting("local.memory-limit"))
-    check_jobqueue(kind, where)
-    import dask_jobqueue
-    cls = getattr(dask_jobqueue, KINDS[kind])
+    cls, kwargs = _batch(kind, where, threads_per_worker, memory_limit)
     submit = cls.job_cls.submit_command.split()[0]
     if shutil.which(submit) is None:
         raise ConfigError(f"{where}: {kind} jobs are submitted with '{submit}', which is not "
                           f"on PATH; run dcbulk on a login node of the {kind} cluster")
-    kwargs = _job_kwargs(kind, where, threads_per_worker=threads_per_worker,
-                         memory_limit=memory_limit)
     try:
         cluster = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {cls.__name__}: {' '.join(str(exc).split())}") from exc
     try:
         with _submission(cluster, kind, where):
-            bounds = _scale(cluster, where, n_workers=n_workers, jobs=jobs)
+            bounds = _scale(cluster, where, n_workers, jobs)
         if bounds:
             cluster.adapt(**bounds)
     except BaseException:
@@ -164,34 +158,28 @@ def job_script(*, cluster: str | None = None, cluster_config: str | PathLike | N
     For a local cluster, a short description instead. The scheduler address in the script
     is a placeholder; the real one is known once the cluster runs.
     """
-    from ..engine.client import WORKER_ENVIRON
     with use_config_file(cluster_config):
         kind = _kind(cluster)
         if kind == "local":
-            workers = n_workers or setting("local.n-workers") or \
-                f"{os.cpu_count() or 1} (one per core)"
-            return (f"# LocalCluster: {workers} worker process(es), "
-                    f"{threads_per_worker or setting('local.threads-per-worker')} thread(s) "
-                    f"each, memory_limit={memory_limit or setting('local.memory-limit')}\n"
+            workers = n_workers or setting("local.n-workers") or os.cpu_count()
+            threads = threads_per_worker or setting("local.threads-per-worker")
+            return (f"# LocalCluster: {workers} worker process(es), {threads} thread(s) each, "
+                    f"memory_limit={memory_limit or setting('local.memory-limit')}\n"
                     "# worker environment: "
                     + " ".join(f"{k}={v}" for k, v in WORKER_ENVIRON.items()) + "\n")
         where = os.fspath(cluster_config) if cluster_config else "dask configuration"
-        check_jobqueue(kind, where)
-        import dask_jobqueue
-        cls = getattr(dask_jobqueue, KINDS[kind])
-        kwargs = _job_kwargs(kind, where, threads_per_worker=threads_per_worker,
-                             memory_limit=memory_limit)
-        # a job creates its log_directory when built: render with a scratch directory so
+        cls, kwargs = _batch(kind, where, threads_per_worker, memory_limit)
+        # a job creates its log directory when built: render with a scratch directory so
         # that a dry run leaves nothing behind, then show the configured one
         log_dir = dask.config.get(f"jobqueue.{kind}.log-directory", default=None)
         with tempfile.TemporaryDirectory() as scratch:
             try:
-                job = cls.job_cls("tcp://<scheduler-address>:8786", name="dummy-name",
-                                  **kwargs, **({"log_directory": scratch} if log_dir else {}))
+                script = cls.job_cls("tcp://<scheduler-address>:8786", name="dummy-name",
+                                     **kwargs, **({"log_directory": scratch} if log_dir else {})
+                                     ).job_script()
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{where}: {cls.__name__}: {' '.join(str(exc).split())}"
                                   ) from exc
-            script = job.job_script()
         return script.replace(scratch, str(log_dir)) if log_dir else script
 
 
@@ -223,60 +211,62 @@ def open_client(*, scheduler: str | None = None, scheduler_file: str | PathLike 
         For conflicting arguments, an unreachable scheduler, a bad configuration, a failed
         job submission, or when no batch worker joins in time (with advice).
     """
-    from dask.utils import parse_timedelta
     from distributed import Client
-    given = {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
-             "memory_limit": memory_limit, "jobs": jobs, "cluster": cluster,
-             "cluster_config": cluster_config}
     if scheduler is not None or scheduler_file is not None:
+        given = {"scheduler_file": scheduler and scheduler_file, "cluster": cluster,
+                 "cluster_config": cluster_config, "n_workers": n_workers,
+                 "threads_per_worker": threads_per_worker, "memory_limit": memory_limit,
+                 "jobs": jobs}
         extra = [k for k, v in given.items() if v is not None]
-        if scheduler is not None and scheduler_file is not None:
-            extra.insert(0, "scheduler_file")
         if extra:
             raise ConfigError(f"{', '.join(extra)} cannot be combined with a running "
                               f"scheduler (it has its own workers)")
-        target = scheduler if scheduler is not None else os.fspath(scheduler_file)
-        if scheduler_file is not None and not os.path.isfile(target):
-            raise ConfigError(f"{target}: scheduler file does not exist")
-        seconds = parse_timedelta(timeout or dask.config.get("distributed.comm.timeouts.connect"),
-                                  default="s")
-        try:
-            client = Client(scheduler, scheduler_file=scheduler_file and target,
-                            timeout=seconds)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{target}: cannot connect to the dask scheduler within "
-                              f"{seconds:g} s ({' '.join(str(exc).split())})") from exc
-        logger.info("connected to %s; dcbulk's worker environment is not applied to its "
-                    "workers", client.scheduler.address)
-        try:
+        with _connect(scheduler, scheduler_file, timeout) as client:
             yield client, None
-        finally:
-            client.close()
         return
     with use_config_file(cluster_config):
         kind = _kind(cluster)
         where = os.fspath(cluster_config) if cluster_config else "dask configuration"
-        running = _start(kind, where, n_workers=n_workers, threads_per_worker=threads_per_worker,
-                         memory_limit=memory_limit, jobs=jobs)
+        running = _start(kind, where, n_workers=n_workers, jobs=jobs,
+                         threads_per_worker=threads_per_worker, memory_limit=memory_limit)
         try:
-            client = Client(running)
-            try:
+            with Client(running) as client:
                 if kind != "local":
                     _first_worker(client, kind, where, timeout or setting("worker-timeout"))
                 yield client, running
-            finally:
-                client.close()
         finally:
             running.close()
 
 
-def _first_worker(client: Any, kind: str, where: str, timeout: str | float) -> None:
-    from dask.utils import parse_timedelta
+@contextlib.contextmanager
+def _connect(scheduler: str | None, scheduler_file: str | PathLike | None,
+             timeout: str | float | None) -> Iterator[Any]:
+    from distributed import Client
+    target = scheduler if scheduler is not None else os.fspath(scheduler_file)
+    if scheduler_file is not None and not os.path.isfile(target):
+        raise ConfigError(f"{target}: scheduler file does not exist")
+    seconds = _seconds(timeout or dask.config.get("distributed.comm.timeouts.connect"), target)
     try:
-        seconds = parse_timedelta(timeout, default="s")
+        client = Client(scheduler, scheduler_file=scheduler_file and target, timeout=seconds)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{target}: cannot connect to the dask scheduler within "
+                          f"{seconds:g} s ({' '.join(str(exc).split())})") from exc
+    logger.info("connected to %s; dcbulk's worker environment is not applied to its workers",
+                client.scheduler.address)
+    with client:
+        yield client
+
+
+def _seconds(timeout: str | float, where: str) -> float:
+    try:
+        return parse_timedelta(timeout, default="s")
     except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"{where}: worker timeout {timeout!r} is not a duration such as "
-                          f"'10 minutes'") from exc
+        raise ConfigError(f"{where}: timeout {timeout!r} is not a duration such as "
+                          f"'30s' or '10 minutes'") from exc
+
+
+def _first_worker(client: Any, kind: str, where: str, timeout: str | float) -> None:
+    seconds = _seconds(timeout, where)
     try:
         client.wait_for_workers(1, timeout=seconds)
     except TimeoutError as exc:
