@@ -75,12 +75,14 @@ def test_a_file_merges_over_dask_configuration(tmp_path: Path):
     path = _write(tmp_path / "c.yaml", """\
         jobqueue: {slurm: {queue: fromfile}}
         dcbulk: {jobs: 3}
+        temporary-directory: /scratch/spill
         """)
     with dask.config.set({"jobqueue.slurm.account": "fromenv", "jobqueue.slurm.queue": "env"}):
         with use_config_file(path):
             assert dask.config.get("jobqueue.slurm.queue") == "fromfile"
             assert dask.config.get("jobqueue.slurm.account") == "fromenv"  # kept
             assert setting("jobs") == 3 and setting("local.threads-per-worker") == 1
+            assert dask.config.get("temporary-directory") == "/scratch/spill"
         assert dask.config.get("jobqueue.slurm.queue") == "env"
     assert setting("jobs") is None
 
@@ -88,6 +90,8 @@ def test_a_file_merges_over_dask_configuration(tmp_path: Path):
 @pytest.mark.parametrize("text, match", [
     ("dcbulk: [", "invalid YAML"),
     ("- 1", "expected dask configuration"),
+    ("jobqueue: [slurm]", "expected dask configuration"),
+    ("dcbulk: {local: 4}", r"dcbulk\.local must be a mapping"),
     ("dcbulk-cluster: {kind: slurm}", "no longer read"),
     ("dcbulk: {jbos: 2}", r"unknown setting dcbulk\.jbos \(did you mean jobs\?\)"),
     ("dcbulk: {local: {n_wokers: 2}}", r"dcbulk\.local\.n_wokers \(did you mean n-workers\?\)"),

@@ -67,12 +67,15 @@ def _read(path: str) -> dict:
                           ) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({' '.join(str(exc).split())})") from exc
-    if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
-        raise ConfigError(f"{path}: expected dask configuration (mappings such as "
-                          f"'jobqueue: slurm: ...' and 'dcbulk: ...')")
-    if "dcbulk-cluster" in doc:
+    if isinstance(doc, dict) and "dcbulk-cluster" in doc:
         raise ConfigError(f"{path}: 'dcbulk-cluster:' files are no longer read; write "
                           f"'jobqueue: <kind>: ...' and 'dcbulk: ...' (see cluster_configs/)")
+    sections = ("jobqueue", "dcbulk")
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k, {}), dict) for k in sections):
+        raise ConfigError(f"{path}: expected dask configuration (mappings such as "
+                          f"'jobqueue: slurm: ...' and 'dcbulk: ...')")
+    if not isinstance(doc.get("dcbulk", {}).get("local", {}) or {}, dict):
+        raise ConfigError(f"{path}: dcbulk.local must be a mapping")
     return doc
 
 
