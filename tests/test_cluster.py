@@ -449,3 +449,10 @@ def test_adaptive_scale_and_workers_override(fake_slurm, tmp_path):
             pass
     with open_client(cluster_config=config, n_workers=2) as (client, cluster):  # not jobs: 1
         assert len(cluster.worker_spec) == 2
+
+
+def test_cli_cluster_choices_are_the_kinds():
+    from dcbulk.cli import _parser
+    convert = _parser()._subparsers._group_actions[0].choices["convert"]
+    action = next(a for a in convert._actions if "--cluster" in a.option_strings)
+    assert tuple(action.choices) == tuple(KINDS)
