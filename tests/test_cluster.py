@@ -251,6 +251,9 @@ def test_open_client_argument_errors(tmp_path: Path, monkeypatch):
     with pytest.raises(ConfigError, match="scheduler file does not exist"):
         with open_client(scheduler_file=tmp_path / "scheduler.json"):
             pass
+    with pytest.raises(ConfigError, match="--jobs applies to batch clusters"):
+        with open_client(cluster="local", jobs=2):
+            pass
     _no_batch_commands(monkeypatch, tmp_path)
     with pytest.raises(ConfigError, match="'sbatch', which is not on PATH"):
         with open_client(cluster="slurm"):

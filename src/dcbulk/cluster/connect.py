@@ -126,6 +126,8 @@ def _scale(cluster: Any, where: str, n_workers: int | None, jobs: int | None) ->
 def _start(kind: str, where: str, *, n_workers, threads_per_worker, memory_limit, jobs):
     """The running cluster of ``kind``, scaled and its jobs submitted; the caller closes it."""
     if kind == "local":
+        if jobs is not None:
+            raise ConfigError("--jobs applies to batch clusters, not to a local one")
         return make_local_cluster(
             n_workers=n_workers or setting("local.n-workers"),
             threads_per_worker=threads_per_worker or setting("local.threads-per-worker"),
