@@ -114,6 +114,9 @@ def test_no_resume_without_force_does_not_overwrite(two, tmp_path, capsys, clien
     (["--filter", "nosuchfeat < 1"], EXIT_USAGE, "'nosuchfeat' is not a dclab feature"),
     (["--features", "deform,nosuch"], EXIT_USAGE, "'nosuch' is not a dclab feature"),
     (["--memory-limit", "lots"], EXIT_USAGE, "--memory-limit lots"),
+    (["--memory-limit", "1B"], EXIT_USAGE, "too small for a dask worker"),
+    (["--compression", "zstd:99"], EXIT_USAGE, "invalid compression 'zstd:99'"),
+    (["--filter", "deform << 1"], EXIT_USAGE, "'LShift' is not allowed"),
 ])
 def test_usage_errors_before_any_cluster(two, tmp_path, capsys, args, exit_status, words):
     src, files = two
@@ -124,6 +127,16 @@ def test_usage_errors_before_any_cluster(two, tmp_path, capsys, args, exit_statu
     assert words in err and len(err.strip().splitlines()) == 1, err
     assert "dashboard" not in err and "Traceback" not in err
     assert not dst.exists()
+
+
+@pytest.mark.parametrize("option", ["--workers", "--threads-per-worker", "--max-open-outputs",
+                                    "--jobs"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_counts_below_one_are_usage_errors(two, tmp_path, capsys, option, value):
+    src, files = two
+    assert main(["convert", str(src), "-o", str(tmp_path / "dst"), option, value]) == EXIT_USAGE
+    assert f"{option}: must be at least 1, got {value}" in capsys.readouterr().err
+    assert not (tmp_path / "dst").exists()
 
 
 def test_a_valid_feature_missing_from_one_file_stays_a_per_file_error(two, tmp_path, client):

@@ -26,6 +26,17 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1 (0 or -1 workers would start a cluster that never works)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster (default: dcbulk.cluster of dask's configuration, "
                              "else a LocalCluster on this machine)")
@@ -38,11 +49,12 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
                    "dcbulk: sections; see cluster_configs/)")
     g.add_argument("--cluster", choices=("local", "slurm", "pbs", "sge", "lsf", "htcondor"),
                    help="start this cluster from dask's configuration (jobqueue.<kind>.*)")
-    g.add_argument("--workers", type=int, metavar="N", help="workers (default: cores, or the "
+    g.add_argument("--workers", type=_positive, metavar="N", help="workers (default: cores, or the "
                    "jobs' processes)")
-    g.add_argument("--threads-per-worker", type=int, metavar="N")
+    g.add_argument("--threads-per-worker", type=_positive, metavar="N")
     g.add_argument("--memory-limit", metavar="M", help="per worker, e.g. 4GB")
-    g.add_argument("--jobs", type=int, metavar="N", help="batch jobs to submit [dcbulk.jobs, 1]")
+    g.add_argument("--jobs", type=_positive, metavar="N",
+                   help="batch jobs to submit [dcbulk.jobs, 1]")
     g.add_argument("--timeout", metavar="T", help="wait this long for the scheduler [dask's "
                    "distributed.comm.timeouts.connect] or the first batch worker "
                    "[dcbulk.worker-timeout]")
@@ -73,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip files finished by an earlier run [on]")
     c.add_argument("--force", action="store_true",
                    help="redo all files, replace outputs, accept changed options")
-    c.add_argument("--max-open-outputs", type=int, metavar="N")
+    c.add_argument("--max-open-outputs", type=_positive, metavar="N")
     c.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
     c.add_argument("--performance-report", metavar="HTML", help="write dask's performance report")
     c.add_argument("--dry-run", action="store_true",

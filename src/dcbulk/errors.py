@@ -21,6 +21,7 @@ __all__ = [
     "ManifestError",
     "OutputLockedError",
     "UsageError",
+    "FilterSyntaxError",
     "OutputDirError",
 ]
 
@@ -108,3 +109,7 @@ def describe_failure(exc: BaseException, output: str) -> str:
         return (f"NoSpaceError: no space left on the device of {output} (free space and "
                 f"re-run; finished files are kept)")
     return f"{type(exc).__name__}: {one_line(exc, 2000)}"
+
+
+class FilterSyntaxError(UsageError, PlanError):
+    """A ``--filter`` expression that is not valid (a usage error and a plan error)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PlanError
+from .errors import FilterSyntaxError, PlanError
 
 __all__ = ["FilterExpr", "parse_filter"]
 
@@ -77,11 +77,11 @@ def _check(node, names: list[str], text: str) -> None:
                *_BINOPS, *_CMPOPS)
     for sub in ast.walk(node):
         if not isinstance(sub, allowed):
-            raise PlanError(f"filter '{text}': '{type(sub).__name__}' is not allowed (use "
-                            f"feature names, numbers, comparisons, + - * / % ** and "
-                            f"and/or/not or & | ~)")
+            raise FilterSyntaxError(
+                f"filter '{text}': '{type(sub).__name__}' is not allowed (use feature "
+                f"names, numbers, comparisons, + - * / % ** and and/or/not or & | ~)")
         if isinstance(sub, ast.Constant) and not isinstance(sub.value, (int, float, bool)):
-            raise PlanError(f"filter '{text}': only numbers are allowed as constants")
+            raise FilterSyntaxError(f"filter '{text}': only numbers are allowed as constants")
         if isinstance(sub, ast.Name) and sub.id not in names:
             names.append(sub.id)
 
@@ -91,8 +91,9 @@ def parse_filter(text: str | None) -> FilterExpr | None:
 
     Raises
     ------
-    PlanError
-        On a syntax error or anything but feature names, numbers and operators.
+    FilterSyntaxError
+        (a :class:`~dcbulk.errors.PlanError` and a :class:`~dcbulk.errors.UsageError`) on a
+        syntax error or anything but feature names, numbers and operators.
     """
     if text is None or not text.strip():
         return None
@@ -103,9 +104,9 @@ def parse_filter(text: str | None) -> FilterExpr | None:
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise PlanError(f"filter '{text}' is not a valid expression: {exc.msg}") from exc
+        raise FilterSyntaxError(f"filter '{text}' is not a valid expression: {exc.msg}") from exc
     names: list[str] = []
     _check(tree, names, text)
     if not names:
-        raise PlanError(f"filter '{text}' uses no feature")
+        raise FilterSyntaxError(f"filter '{text}' uses no feature")
     return FilterExpr(text, tuple(names))

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..codec import parse_compression
 from ..engine.writer import write_output
-from ..errors import DcbulkError, OutputExistsError, PlanError, describe_failure, is_no_space
+from ..errors import (DcbulkError, OutputExistsError, PlanError, UsageError, describe_failure,
+                      is_no_space)
 from ..filter_expr import FilterExpr, parse_filter
 from ..plan import DEFAULT_TASK_BYTES, plan_conversion
 from ..read.chunks import OpenFiles, read_event_rows
@@ -118,9 +119,9 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
 
     Returns a small dict: the writer's summary plus the source's identity (size, mtime and
     :func:`head_sha256`, read before the conversion, so a change during it is seen next time)
-    and, with ``checksum``, the output's SHA-256, for the manifest, and the codec ``verdicts`` (known ones passed in, new ones
-    added) so that later files skip those checks. A failure that concerns this file (unreadable source, bad
-    options for it, a corrupt chunk) comes back as ``{"error": "Type: message"}``, so it is
+    and, with ``checksum``, the output's SHA-256, for the manifest, and the codec ``verdicts``
+    (known ones passed in, new ones added) so that later files skip those checks. A failure
+    that concerns this file (unreadable source, bad options for it, a corrupt chunk) comes back as ``{"error": "Type: message"}``, so it is
     reported once, by the client, without a worker traceback; anything else propagates.
     """
     try:
@@ -232,7 +233,10 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     """
     t0 = time.perf_counter()
     output_dir = os.path.abspath(output_dir)
-    parse_compression(compression)  # fail early on a bad spec
+    try:
+        parse_compression(compression)  # fail early on a bad spec
+    except PlanError as exc:
+        raise UsageError(str(exc)) from exc
     expr = parse_filter(filter)
     options = ArchiveOptions(features=tuple(features) if features else None,
                              filter=expr.text if expr is not None else None,

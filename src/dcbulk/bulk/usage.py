@@ -74,6 +74,10 @@ def check_output_placement(sources: Iterable[str | PathLike], output_dir: str | 
                              f"choose one outside it (later runs would convert the outputs)")
 
 
+#: the smallest per-worker memory limit accepted (a dask worker process alone needs ~100 MiB)
+MIN_WORKER_MEMORY = 256 << 20
+
+
 def check_memory_limit(value: str | int | float | None) -> None:
     """Refuse a memory limit that dask cannot read (``auto``, a number of bytes, a fraction
     of the machine's memory such as ``0.5``, or a size such as ``4GB``/``4 GiB``).
@@ -83,7 +87,7 @@ def check_memory_limit(value: str | int | float | None) -> None:
     UsageError
         Naming the value.
     """
-    if value is None or isinstance(value, (int, float)):
+    if value is None:
         return
     text = str(value).strip()
     if text.lower() == "auto":
@@ -92,16 +96,19 @@ def check_memory_limit(value: str | int | float | None) -> None:
         number = float(text)
     except ValueError:
         number = None
-    if number is not None:
-        if number > 0:
-            return
+    if number is not None and number <= 0:
         raise UsageError(f"--memory-limit {value}: must be positive")
+    if number is not None and number <= 1:
+        return  # a fraction of the machine's memory
     from dask.utils import parse_bytes
     try:
-        parse_bytes(text)
+        nbytes = parse_bytes(text)
     except ValueError:
         raise UsageError(f"--memory-limit {value}: not a size (use e.g. 4GB, 4GiB, 0.5 for "
                          f"half the memory, or auto)") from None
+    if nbytes < MIN_WORKER_MEMORY:
+        raise UsageError(f"--memory-limit {value}: too small for a dask worker (at least "
+                         f"{MIN_WORKER_MEMORY >> 20} MiB; dask pauses a worker above 80% of it)")
 
 
 def check_output_dir(output_dir: str | PathLike) -> None:
