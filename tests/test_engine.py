@@ -205,13 +205,13 @@ def test_inline_writer_matches_cluster(plain_file, tmp_path):
     plan = plan_conversion(inspect_source(plain_file), str(tmp_path / "inline.rtdc"),
                            codec=parse_compression("zstd:5"))
     summary = write_output(plan, inline=True)
-    assert summary.n_events == 333 and os.path.exists(summary.output)
+    assert summary.events == 333 and os.path.exists(summary.output)
     assert_features_equal(plain_file, tmp_path / "inline.rtdc")
 
 
 def _windowed_probe(n_jobs: int, window: int) -> tuple[int, list[int]]:
     """Runs inside a task: count jobs in flight while consuming run_windowed's results."""
-    from dcbulk.engine.writer import run_windowed
+    from dcbulk.engine.window import run_windowed
     state = {"submitted": 0, "consumed": 0, "max": 0}
 
     def job(i, client):
@@ -221,9 +221,10 @@ def _windowed_probe(n_jobs: int, window: int) -> tuple[int, list[int]]:
 
     import functools
     results = []
-    for value in run_windowed((functools.partial(job, i) for i in range(n_jobs)),
-                              window=window):
+    for tag, value in run_windowed(((i, functools.partial(job, i)) for i in range(n_jobs)),
+                                   window=window):
         state["consumed"] += 1
+        assert value == tag * tag
         results.append(value)
     return state["max"], sorted(results)
 
@@ -232,22 +233,6 @@ def test_writer_window_bounds_tasks_in_flight(client):
     max_in_flight, results = client.submit(_windowed_probe, 40, 3, pure=False).result()
     assert results == sorted(i * i for i in range(40))
     assert max_in_flight == 3
-
-
-def test_filters_the_workers_cannot_reproduce_go_through_hdf5(plain_file, tmp_path, monkeypatch):
-    """When worker encoding does not match HDF5, rows are stored through HDF5's filters."""
-    from dcbulk.codec import parse_compression
-    from dcbulk.engine import writer
-    from dcbulk.plan import plan_conversion
-    from dcbulk.read.inspect import inspect_source
-    monkeypatch.setattr(writer, "verify_codec_with_hdf5", lambda *args: False)
-    plan = plan_conversion(inspect_source(plain_file), str(tmp_path / "fallback.rtdc"),
-                           codec=parse_compression("zstd:5"))
-    summary = writer.write_output(plan, inline=True)
-    assert {f["mode"] for f in summary.features.values()} == {"hdf5-filter"}
-    assert_features_equal(plain_file, tmp_path / "fallback.rtdc")
-    with h5py.File(tmp_path / "fallback.rtdc") as h5:
-        assert h5["events/image"].id.get_create_plist().get_filter(0)[0] == 32015
 
 
 def test_contours_follow_the_mapping(client, tmp_path):
@@ -290,7 +275,7 @@ def test_internal_basin_feature_is_resolved(client, tmp_path):
 
 def test_store_encoded_chunk_equals_hdf5_filter_pipeline(tmp_path):
     """HDF5Writer.store_encoded_chunk + codec bytes decode like a normal store."""
-    from dcbulk.codec import parse_compression
+    from dcbulk.codec import encode_chunks, parse_compression
     rng = np.random.default_rng(2)
     data = rng.integers(0, 255, size=(130, 80, 250), dtype=np.uint8)
     codec = parse_compression("zstd:5")
@@ -298,32 +283,9 @@ def test_store_encoded_chunk_equals_hdf5_filter_pipeline(tmp_path):
         ds, _ = hw.require_feature("image", (80, 250), np.uint8)
         ds.resize(130, axis=0)
         rows = ds.chunks[0]
-        for i, start in enumerate(range(0, 130, rows)):
-            hw.store_encoded_chunk("image", i, codec.encode(data[start:start + rows],
-                                                            ds.chunks))
+        for i, (mask, raw) in enumerate(encode_chunks(data, rows, codec)):
+            hw.store_encoded_chunk("image", i, raw, mask)
         with pytest.raises(ValueError, match="beyond"):
             hw.store_encoded_chunk("image", 99, b"x")
     with h5py.File(tmp_path / "d.rtdc") as h5:
         np.testing.assert_array_equal(h5["events/image"][:], data)
-
-
-def test_codec_verdicts_are_reused_and_raw_copies_need_none(plain_file, zstd_file, monkeypatch):
-    from dcbulk.codec import parse_compression
-    from dcbulk.engine import writer
-    from dcbulk.plan import plan_conversion
-    from dcbulk.read.inspect import inspect_source
-    calls = []
-    real = writer.verify_codec_with_hdf5
-    monkeypatch.setattr(writer, "verify_codec_with_hdf5",
-                        lambda *args: calls.append(args[1:3]) or real(*args))
-    codec = parse_compression("zstd:5")
-    plain = plan_conversion(inspect_source(plain_file), "/x.rtdc", codec=codec)
-    verdicts = {}
-    exact = writer.exact_features(plain.features, verdicts)
-    assert all(exact.values()) and len(calls) == len(verdicts) > 0
-    n = len(calls)
-    assert writer.exact_features(plain.features, verdicts) == exact and len(calls) == n
-    stored = plan_conversion(inspect_source(zstd_file), "/y.rtdc", codec=codec)
-    raw = [fp for fp in stored.features if fp.raw_copy]
-    result = writer.exact_features(raw, {})
-    assert raw and all(result.values()) and len(calls) == n  # copied as stored: no check

@@ -57,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="features to write (default: all of each file's own features)")
     c.add_argument("--filter", metavar="EXPR",
                    help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
-    c.add_argument("--compression", default="zstd:5", help="zstd:N, gzip:N or none [zstd:5]")
+    c.add_argument("--compression", default="zstd:5",
+                   help="zstd[:N], gzip[:N], lz4, blosc2-zstd[:N], blosc2-lz4[:N], "
+                        "bitshuffle-zstd[:N], bitshuffle-lz4 or none, each with Fletcher-32 "
+                        "[zstd:5]")
     c.add_argument("--basin-to-source", action="store_true",
                    help="add a basin pointing back to each source file")
     c.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,

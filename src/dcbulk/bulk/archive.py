@@ -14,9 +14,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..codec import parse_compression
+from ..engine.report import Report
 from ..engine.writer import write_output
 from ..errors import DcbulkError, OutputExistsError, PlanError
 from ..filter_expr import FilterExpr, parse_filter
@@ -110,26 +111,24 @@ def _filter_mapping(info: SourceInfo, expr: FilterExpr):
 
 
 def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, checksum: bool = True,
-                 verdicts: dict | None = None) -> dict:
+                 inline_bytes: int = INLINE_BYTES) -> Report:
     """Inspect, plan and write one output (runs as a task on a worker).
 
-    Returns a small dict: the writer's summary plus the source's identity and the output's
-    checksum, for the manifest, and the codec ``verdicts`` (known ones passed in, new ones
-    added) so that later files skip those checks. A failure that concerns this file (unreadable source, bad
-    options for it, a corrupt chunk) comes back as ``{"error": "Type: message"}``, so it is
-    reported once, by the client, without a worker traceback; anything else propagates.
+    Returns the writer's :class:`~dcbulk.engine.report.Report` with the source's identity
+    for the manifest. A failure that concerns this file (unreadable source, bad options
+    for it, a damaged chunk) comes back as a report with ``error`` set ("Type: message"),
+    so it is reported once, by the client, without a worker traceback; anything else
+    propagates.
     """
     try:
         return _convert_file(source, output, options, overwrite=overwrite,
-                             inline_bytes=inline_bytes, checksum=checksum,
-                             verdicts=dict(verdicts or {}))
+                             inline_bytes=inline_bytes)
     except (DcbulkError, OSError) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
+        return Report(source=source, output=output, error=f"{type(exc).__name__}: {exc}")
 
 
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                  inline_bytes: int, checksum: bool, verdicts: dict) -> dict:
+                  inline_bytes: int) -> Report:
     t0 = time.perf_counter()
     info = inspect_source(source)
     expr = parse_filter(options.filter)
@@ -139,17 +138,11 @@ def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrit
                            max_task_bytes=DEFAULT_TASK_BYTES,
                            basin_to_source=options.basin_to_source,
                            options=options.fingerprint_dict())
-    inline = sum(t.nbytes for t in plan.tasks) <= inline_bytes
-    summary = write_output(plan, inline=inline, overwrite=overwrite, verdicts=verdicts)
+    inline = sum(g.nbytes for g in plan.groups) <= inline_bytes
+    report = write_output(plan, inline=inline, overwrite=overwrite)
     st = os.stat(source)
-    return {
-        "events": summary.n_events, "bytes_out": summary.bytes_out,
-        "raw_bytes": sum(f["raw_bytes"] for f in summary.features.values()),
-        "stored_bytes": sum(f["stored_bytes"] for f in summary.features.values()),
-        "seconds": time.perf_counter() - t0, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-        "identifier": info.identifier, "inline": inline,
-        "checksum": file_sha256(output) if checksum else None, "verdicts": verdicts,
-    }
+    return replace(report, wall_seconds=time.perf_counter() - t0, bytes_in=st.st_size,
+                   source_mtime_ns=st.st_mtime_ns)
 
 
 def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions, *,
@@ -206,11 +199,11 @@ def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Mani
     return True
 
 
-def _result_from(entry: SourceEntry, out: str, res: dict) -> FileResult:
-    ratio = res["raw_bytes"] / res["stored_bytes"] if res.get("stored_bytes") else None
-    return FileResult(source=entry.path, output=out, status="done", events=res["events"],
-                      bytes_in=res["size"], bytes_out=res["bytes_out"],
-                      raw_bytes=res["raw_bytes"], ratio=ratio, seconds=res["seconds"])
+def _result_from(entry: SourceEntry, out: str, res: Report) -> FileResult:
+    ratio = res.compression_ratio if res.compression_ratio == res.compression_ratio else None
+    return FileResult(source=entry.path, output=out, status="done", events=res.events,
+                      bytes_in=res.bytes_in, bytes_out=res.bytes_out,
+                      raw_bytes=res.raw_bytes, ratio=ratio, seconds=res.wall_seconds)
 
 
 def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
@@ -308,12 +301,11 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
     def submit_next() -> None:
         entry, out, overwrite = queue.pop()
         fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
-                            inline_bytes=inline_bytes, verdicts=dict(verdicts), pure=False,
+                            inline_bytes=inline_bytes, pure=False,
                             key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
         active[fut] = (entry, out)
         pending.add(fut)
 
-    verdicts: dict = {}  # codec checks of earlier files, handed to later ones
     pending = as_completed()
     while queue and len(active) < max_open:
         submit_next()
@@ -322,18 +314,17 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
         try:
             res = fut.result()
         except Exception as exc:  # per-file isolation: record and go on
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        if "error" in res:
-            logger.error("%s failed: %s", entry.path, res["error"])
-            result = FileResult(entry.path, out, "failed", reason="error", error=res["error"])
-            manifest.record_failed(entry, error=res["error"])
+            res = Report(source=entry.path, output=out, error=f"{type(exc).__name__}: {exc}")
+        if res.error:
+            logger.error("%s failed: %s", entry.path, res.error)
+            result = FileResult(entry.path, out, "failed", reason="error", error=res.error)
+            manifest.record_failed(entry, error=res.error)
         else:
-            verdicts.update(res.get("verdicts") or {})
             result = _result_from(entry, out, res)
-            manifest.record_done(entry, output=out, output_size=res["bytes_out"],
-                                 checksum=res["checksum"], events=res["events"],
-                                 seconds=res["seconds"], identifier=res["identifier"],
-                                 size=res["size"], mtime_ns=res["mtime_ns"])
+            manifest.record_done(entry, output=out, output_size=res.bytes_out,
+                                 events=res.events, seconds=res.wall_seconds,
+                                 identifier=res.identifier, size=res.bytes_in,
+                                 mtime_ns=res.source_mtime_ns)
         fut.release()
         report.files.append(result)
         done_count += 1
