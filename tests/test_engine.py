@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dcbulk
-from dcbulk.errors import ConversionError, OutputExistsError, PlanError
+from dcbulk.errors import ChecksumMismatchError, ConversionError, OutputExistsError, PlanError
 from dcbulk.synth import make_rtdc
 from dcbulk.write import HDF5Writer
 
@@ -289,3 +289,66 @@ def test_store_encoded_chunk_equals_hdf5_filter_pipeline(tmp_path):
             hw.store_encoded_chunk("image", 99, b"x")
     with h5py.File(tmp_path / "d.rtdc") as h5:
         np.testing.assert_array_equal(h5["events/image"][:], data)
+
+
+def _damaged_archival_file(tmp_path: pathlib.Path) -> pathlib.Path:
+    """zstd:5+fletcher32 (copied as stored) with 16 bytes overwritten in image chunk 1."""
+    (tmp_path / "src").mkdir(exist_ok=True)
+    src = make_rtdc(tmp_path / "src" / "damaged.rtdc", 200, seed=6, compression="zstd:5")
+    _corrupt_chunk(src, "events/image", 1)
+    return src
+
+
+def test_damaged_stored_chunk_fails_the_file_and_leaves_no_output(client, tmp_path):
+    """Defect 9.1: a raw-copied chunk is proven sound first; today it is copied as is."""
+    src = _damaged_archival_file(tmp_path)
+    out = tmp_path / "out" / "damaged.rtdc"
+    with pytest.raises(ChecksumMismatchError) as err:
+        dcbulk.convert(src, out, client=client)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "damaged.rtdc" in message and "'image'" in message and "chunk 1 " in message
+    assert not out.exists() and not list(out.parent.glob("*"))
+
+
+def test_damaged_stored_chunk_fails_that_file_of_an_archive(client, tmp_path):
+    src = _damaged_archival_file(tmp_path)
+    good = make_rtdc(tmp_path / "src" / "good.rtdc", 120, seed=7, compression="zstd:5")
+    dst = tmp_path / "dst"
+    report = dcbulk.convert_archive([src.parent], dst, client=client)
+    assert report.count("failed") == 1 and report.count("done") == 1
+    (failed,) = report.failed
+    assert failed.source == str(src) and "'image'" in failed.error and "chunk 1 " in failed.error
+    assert not (dst / "damaged.rtdc").exists() and not list(dst.glob("*.partial"))
+    assert_features_equal(good, dst / "good.rtdc")
+
+
+def test_read_features_and_convert_agree_on_a_mapped_index(client, plain_file, tmp_path):
+    mapping = [5, 3, 300]
+    index = dcbulk.read_features(plain_file, ["index"], mapping=mapping)["index"]
+    np.testing.assert_array_equal(index.compute(), [1, 2, 3])
+    out = tmp_path / "m.rtdc"
+    dcbulk.convert(plain_file, out, client=client, features=["index"], mapping=mapping)
+    with h5py.File(out) as h5:
+        np.testing.assert_array_equal(h5["events/index"][:], index.compute())
+
+
+def test_store_features_writes_a_filtered_subset(client, plain_file, tmp_path):
+    """Defect 9.9: store_features(mapping=) with a basin carrying the mapping to the source."""
+    keep = np.random.default_rng(3).random(333) < 0.4
+    arrays = dcbulk.read_features(plain_file, ["deform", "area_um"], mapping=keep)
+    out = tmp_path / "subset.rtdc"
+    report = dcbulk.store_features({"userdef1": arrays["deform"] * 2, "area_um": arrays["area_um"]},
+                                   out, metadata_from=plain_file, mapping=keep, client=client)
+    assert report.events == keep.sum()
+    import dclab
+    with dclab.new_dataset(out) as ds, dclab.new_dataset(plain_file) as src:
+        assert len(ds) == keep.sum()
+        np.testing.assert_array_equal(ds["userdef1"], src["deform"][keep] * 2)
+        np.testing.assert_array_equal(ds["area_um"], src["area_um"][keep])
+        # features of the source reached through the mapped basin are the kept events'
+        np.testing.assert_array_equal(ds["image"][3], src["image"][np.flatnonzero(keep)[3]])
+        np.testing.assert_array_equal(ds["bright_avg"], src["bright_avg"][keep])
+    with pytest.raises(PlanError, match="mapping selects"):
+        dcbulk.store_features({"userdef1": arrays["deform"]}, tmp_path / "x.rtdc",
+                              metadata_from=plain_file, mapping=~keep, client=client)

@@ -87,6 +87,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         Bad feature names or mapping.
     OutputExistsError
         The output exists and ``overwrite`` is False.
+    ChecksumMismatchError
+        A chunk to be copied as stored is damaged (the message names file, feature and
+        chunk index); no file is left under the output name.
     ConversionError
         A worker or the writer failed; no file is left under the output name.
     """
