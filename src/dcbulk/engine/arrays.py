@@ -16,6 +16,7 @@ task per run of stored chunks that proves each chunk sound before handing it on.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -71,7 +72,7 @@ def _fail(label: str, names, start: int, stop: int, exc: Exception) -> Conversio
                            f" {type(exc).__name__}: {exc}")
 
 
-def _read_block(fsrcs: tuple[FeatureSource, ...], dtype: np.dtype, mapping, label: str,
+def _read_block(fsrcs: tuple[FeatureSource, ...], dtype: np.dtype, mapping, label: str, *,
                 block_info=None) -> np.ndarray:
     """One block of one feature, or of several scalars packed into a record array."""
     start, stop = block_info[None]["array-location"][0]
@@ -94,7 +95,7 @@ def _one(block: EncodedBlock) -> np.ndarray:
     return out
 
 
-def _encode_block(rows: np.ndarray, features: tuple[FeaturePlan, ...], label: str
+def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label: str
                   ) -> np.ndarray:
     """Encode a block (plain or record rows) into the stored bytes of its output chunks."""
     t0 = time.perf_counter()
@@ -151,17 +152,18 @@ def _read_array(group: BlockGroup, mapping, label: str, token: str) -> da.Array:
     dtype = _group_dtype(group)
     item = group.features[0].item_shape if dtype.names is None else ()
     name = "-".join(fp.name.replace("/", "-") for fp in group.features[:3])
+    # records go inside a partial: dask traverses map_blocks arguments (dataclasses too)
+    read = functools.partial(_read_block, tuple(fp.source for fp in group.features), dtype)
     return da.map_blocks(
-        _read_block, tuple(fp.source for fp in group.features), dtype, mapping, label,
-        chunks=(group.block_chunks(),) + tuple((s,) for s in item), dtype=dtype,
+        read, mapping, label, chunks=(group.block_chunks(),) + tuple((s,) for s in item), dtype=dtype,
         meta=np.empty((0,) * (1 + len(item)), dtype=dtype),
         name=f"dcbulk-read-{name}-{token}")
 
 
-def _blocks_of(arr: da.Array, func, *args, name: str) -> da.Array:
-    """``arr.map_blocks(func, ...)`` giving one :class:`EncodedBlock` per block."""
+def _blocks_of(arr: da.Array, func, *, name: str, **kwargs) -> da.Array:
+    """``arr.map_blocks(func, **kwargs)`` giving one :class:`EncodedBlock` per block."""
     n_blocks = len(arr.chunks[0])
-    return arr.map_blocks(func, *args, dtype=object, chunks=((1,) * n_blocks,),
+    return arr.map_blocks(functools.partial(func, **kwargs), dtype=object, chunks=((1,) * n_blocks,),
                           drop_axis=list(range(1, arr.ndim)), meta=np.empty(0, dtype=object),
                           name=name)
 
@@ -215,13 +217,13 @@ def plan_arrays(plan: ConversionPlan) -> list[tuple[BlockGroup, da.Array]]:
             continue
         if group.raw_copy:
             fp = group.features[0]
-            arr = da.map_blocks(_copy_stored, fp, group.chunks_per_block, plan.source,
-                                chunks=((1,) * len(group.block_chunks()),), dtype=object,
+            copy = functools.partial(_copy_stored, fp, group.chunks_per_block, plan.source)
+            arr = da.map_blocks(copy, chunks=((1,) * len(group.block_chunks()),), dtype=object,
                                 meta=np.empty(0, dtype=object),
                                 name=f"dcbulk-copy-{i}-{token}")
         else:
             rows = _read_array(group, plan.mapping, plan.source, f"{i}-{token}")
-            arr = _blocks_of(rows, _encode_block, group.features, plan.source,
+            arr = _blocks_of(rows, _encode_block, features=group.features, label=plan.source,
                              name=f"dcbulk-encode-{i}-{token}")
         arrays.append((group, arr))
     return arrays
@@ -230,5 +232,5 @@ def plan_arrays(plan: ConversionPlan) -> list[tuple[BlockGroup, da.Array]]:
 def encode_array(arr: da.Array, group: BlockGroup, label: str) -> da.Array:
     """Encode the blocks of any dask array already chunked as ``group`` (store_features)."""
     token = dask.base.tokenize(arr.name, group)
-    return _blocks_of(arr, _encode_block, group.features, label,
+    return _blocks_of(arr, _encode_block, features=group.features, label=label,
                       name=f"dcbulk-encode-{group.features[0].name.replace('/', '-')}-{token}")
