@@ -30,10 +30,31 @@ from .window import run_windowed
 __all__ = ["write_output"]
 
 
+def _fused_blocks(arr) -> list:
+    """The delayed blocks of ``arr``, each the fused read+encode task itself.
+
+    After optimisation dask keeps each block's key as an alias of the fused task; computing
+    the alias would schedule two tasks per block (the fused one and a no-op), so the fused
+    key is computed directly when the graph says so.
+    """
+    from dask.delayed import Delayed
+    blocks = list(arr.to_delayed(optimize_graph=True).ravel())
+    if not blocks:
+        return blocks
+    graph = dict(blocks[0].dask)
+    out = []
+    for block in blocks:
+        task = graph.get(block.key)
+        target = getattr(task, "target", None)
+        fused = type(task).__name__ == "Alias" and target in graph
+        out.append(Delayed(target if fused else block.key, graph))
+    return out
+
+
 def _jobs(arrays) -> Iterator[tuple[tuple[BlockGroup, int], object]]:
     """``((group, block index), delayed block)`` of every block, group after group."""
     for group, arr in arrays:
-        for i, block in enumerate(arr.to_delayed(optimize_graph=True).ravel()):
+        for i, block in enumerate(_fused_blocks(arr)):
             yield (group, i), block
 
 
