@@ -60,6 +60,15 @@ def dcbulk_cmd(args, *rest: str) -> list[str]:
             "--threads-per-worker", "1", "-q", "--force"]
 
 
+def command_row(args, label: str, warm, src: Path, dst: Path, raw: int, *extra: str) -> dict:
+    """Run the whole ``dcbulk convert SRC -o DST`` command (cluster start included)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    warm_cache(warm, args.idle_wait)
+    _, smp = run_subprocess(dcbulk_cmd(args, str(src), "-o", str(dst), *extra))
+    return row(label, smp, raw, out_bytes=tree_bytes(dst.rglob("*.rtdc")),
+               cpu={"client+scheduler": smp.root_cpu, "workers": smp.cpu - smp.root_cpu})
+
+
 def raw_bytes(path: Path) -> int:
     import h5py
     with h5py.File(path, "r") as h5:
@@ -114,14 +123,8 @@ def cmd_compress(args, *, mapped: bool = False) -> list[dict]:
         rows.setdefault("api", []).append(
             _api_row("dcbulk.convert, cluster up", res, smp, raw, outs["api"]))
         if not mapped:
-            dst = args.workdir / "out-cmd"
-            shutil.rmtree(dst, ignore_errors=True)
-            warm_cache(src, args.idle_wait)
-            _, smp = run_subprocess(dcbulk_cmd(args, str(src), "-o", str(dst)))
-            rows.setdefault("cmd", []).append(
-                row("dcbulk convert (whole command)", smp, raw,
-                    out_bytes=tree_bytes(dst.glob("*.rtdc")),
-                    cpu={"client+scheduler": smp.root_cpu, "workers": smp.cpu - smp.root_cpu}))
+            rows.setdefault("cmd", []).append(command_row(
+                args, "dcbulk convert (whole command)", src, src, args.workdir / "out-cmd", raw))
     best = {k: min(v, key=lambda r: r["wall"]) for k, v in rows.items()}
     print_rows(list(best.values()))
     print(f"  dcbulk equal to source: {equal_to_source(src, outs['api'], keep, renumbered=True)}; "
@@ -163,13 +166,8 @@ def cmd_archive(args) -> list[dict]:
     rows: dict[str, list[dict]] = {}
     for rnd in range(args.repeat):
         dst = args.workdir / "archive-dcbulk"
-        shutil.rmtree(dst, ignore_errors=True)
-        warm_cache(files, args.idle_wait)
-        _, smp = run_subprocess(dcbulk_cmd(args, str(root), "-o", str(dst)))
-        rows.setdefault("cmd", []).append(
-            row("dcbulk convert (whole command)", smp, raw,
-                out_bytes=tree_bytes(dst.rglob("*.rtdc")),
-                cpu={"client+scheduler": smp.root_cpu, "workers": smp.cpu - smp.root_cpu}))
+        rows.setdefault("cmd", []).append(command_row(
+            args, "dcbulk convert (whole command)", files, root, dst, raw))
         one = args.workdir / "archive-dcnum1"
         shutil.rmtree(one, ignore_errors=True)
         warm_cache(files, args.idle_wait)
@@ -200,12 +198,9 @@ def cmd_memory(args) -> list[dict]:
     rows = []
     for factor in (1, 10):
         src = ensure_source(args.workdir, args.base_events * factor)
-        dst = args.workdir / f"mem-{factor}"
-        shutil.rmtree(dst, ignore_errors=True)
-        warm_cache(src, args.idle_wait)
-        _, smp = run_subprocess(dcbulk_cmd(args, str(src), "-o", str(dst)))
-        rows.append(row(f"dcbulk convert, {factor}x ({src.stat().st_size / 1e6:.0f} MB)", smp,
-                        raw_bytes(src)))
+        rows.append(command_row(args, f"dcbulk convert, {factor}x "
+                                f"({src.stat().st_size / 1e6:.0f} MB)", src, src,
+                                args.workdir / f"mem-{factor}", raw_bytes(src)))
     print("memory:")
     print_rows(rows)
     print(f"  peak RSS 10x / 1x: {rows[1]['peak_mib'] / rows[0]['peak_mib']:.2f} (target < 1.2)")
@@ -222,12 +217,8 @@ def cmd_table(args) -> list[dict]:
     print("|---|---|---|---|")
     rows = []
     for spec in args.choices:
-        dst = args.workdir / f"demo-{spec.replace(':', '')}"
-        shutil.rmtree(dst, ignore_errors=True)
-        warm_cache(files, args.idle_wait)
-        _, smp = run_subprocess(dcbulk_cmd(args, str(root), "-o", str(dst),
-                                           "--compression", spec))
-        r = row(spec, smp, raw, out_bytes=tree_bytes(dst.rglob("*.rtdc")))
+        r = command_row(args, spec, files, root, args.workdir / f"demo-{spec.replace(':', '')}",
+                        raw, "--compression", spec)
         rows.append(r)
         print(f"| `{spec}` | {r['ratio']:.2f} | {r['mb_s']:.0f} | {r['cpu']:.1f} |", flush=True)
     return rows

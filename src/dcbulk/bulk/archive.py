@@ -3,8 +3,10 @@
 :func:`convert_archive` discovers the sources, consults the manifest (skip what is finished,
 redo what is not), and submits one *file task* per output to the cluster, keeping at most
 ``max_open_outputs`` in flight. A file task inspects and plans its source on the worker
-and is then the single writer of its output: small files are encoded inline by that task
-(no per-chunk scheduling overhead), large ones feed the other workers with encode tasks.
+and is then the single writer of its output: a file is encoded inline by that task (no
+per-block scheduling, no transfers) when it is small or when enough other files remain to
+keep every thread busy (at most half of a thread's share of the remaining bytes); only
+the others feed the workers with encode tasks.
 A failing file is recorded with its reason and never stops the others.
 """
 from __future__ import annotations
@@ -237,7 +239,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     dry_run
         Only decide what would be done (status ``planned`` or ``skipped``).
     inline_bytes
-        Files with at most this many uncompressed bytes are encoded by their writer task.
+        Files with at most this many uncompressed bytes are always encoded by their writer
+        task; larger ones too while the remaining files keep every thread busy.
     progress
         Called as ``progress(result, done_count, total_count)`` after each file.
 
@@ -292,16 +295,22 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
 def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
          progress, total) -> None:
     from distributed import as_completed
-    max_open = max_open or sum(client.nthreads().values()) + 2
+    threads = sum(client.nthreads().values())
+    max_open = max_open or threads + 2
     # largest files first (popped from the end), so no big file is left for the tail
     queue = sorted(todo, key=lambda item: os.path.getsize(item[0].path))
+    remaining = sum(os.path.getsize(item[0].path) for item in queue)
     active: dict = {}
     done_count = len(report.files)
 
     def submit_next() -> None:
+        nonlocal remaining
         entry, out, overwrite = queue.pop()
+        size = os.path.getsize(entry.path)
+        share = remaining / max(1, threads)
+        remaining -= size
         fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
-                            inline_bytes=inline_bytes, pure=False,
+                            inline_bytes=max(inline_bytes, int(share // 2)), pure=False,
                             key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
         active[fut] = (entry, out)
         pending.add(fut)
