@@ -67,26 +67,26 @@ def _rows(files: OpenFiles, fsrc: FeatureSource, dtype: np.dtype, start: int, st
     return rows.astype(dtype, copy=False)
 
 
-def _fail(label: str, names, start: int, stop: int, exc: Exception) -> ConversionError:
-    return ConversionError(f"{label}: feature '{', '.join(names)}' (events {start}..{stop - 1}):"
-                           f" {type(exc).__name__}: {exc}")
+def _fail(label: str, name: str, start: int, stop: int, exc: Exception) -> ConversionError:
+    return ConversionError(f"{label}: feature '{name}' (events {start}..{stop - 1}): "
+                           f"{type(exc).__name__}: {exc}")
 
 
 def _read_block(fsrcs: tuple[FeatureSource, ...], dtype: np.dtype, mapping, label: str, *,
                 block_info=None) -> np.ndarray:
     """One block of one feature, or of several scalars packed into a record array."""
     start, stop = block_info[None]["array-location"][0]
-    try:
-        with OpenFiles() as files:
-            if dtype.names is None:
-                return _rows(files, fsrcs[0], dtype, start, stop, mapping)
-            out = np.empty(stop - start, dtype=dtype)
-            for fsrc in fsrcs:
+    out = None if dtype.names is None else np.empty(stop - start, dtype=dtype)
+    with OpenFiles() as files:
+        for fsrc in fsrcs:
+            try:
+                if out is None:
+                    return _rows(files, fsrc, dtype, start, stop, mapping)
                 out[fsrc.feature] = _rows(files, fsrc, dtype[fsrc.feature], start, stop,
                                           mapping)
-            return out
-    except _ERRORS as exc:
-        raise _fail(label, [f.feature for f in fsrcs], start, stop, exc) from exc
+            except _ERRORS as exc:
+                raise _fail(label, fsrc.feature, start, stop, exc) from exc
+    return out
 
 
 def _one(block: EncodedBlock) -> np.ndarray:
@@ -131,7 +131,7 @@ def _copy_stored(fp: FeaturePlan, chunks_per_block: int, label: str, block_info=
             stored = [ds.id.read_direct_chunk((i * fp.chunk_rows,) + tail)
                       for i in range(first, last)]
         except _ERRORS as exc:
-            raise _fail(label, [fp.name], first * fp.chunk_rows,
+            raise _fail(label, fp.name, first * fp.chunk_rows,
                         min(last * fp.chunk_rows, fp.n_rows), exc) from exc
         decode_stored_chunks(stored, ds.id.get_create_plist(), ds.dtype, ds.shape,
                              label=f"{label}: feature '{fp.name}'", first_chunk=first)

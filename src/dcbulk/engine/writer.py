@@ -60,12 +60,9 @@ def _jobs(arrays) -> Iterator[tuple[tuple[BlockGroup, int], object]]:
 
 def _blocks(arrays, *, inline: bool, window: int | None
             ) -> Iterator[tuple[tuple[BlockGroup, int], EncodedBlock]]:
-    if inline:  # a small file: one graph, optimized once, computed in this thread
-        import dask
-        results = dask.compute(*[arr for _, arr in arrays], scheduler="sync")
-        for (group, _), blocks in zip(arrays, results):
-            for i, block in enumerate(blocks):
-                yield (group, i), block
+    if inline:  # computed in this thread, block after block (memory stays one block)
+        for tag, block in _jobs(arrays):
+            yield tag, block.compute(scheduler="sync")[0]
         return
     order = iter(range(0, -1 << 30, -1))
     jobs = ((tag, lambda client, b=block: client.compute(b, priority=next(order)))
