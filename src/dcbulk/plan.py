@@ -1,4 +1,4 @@
-"""Pure planning: source descriptions and options in, picklable task recipes out.
+"""Pure planning: source descriptions and options in, picklable output layouts out.
 
 Nothing here opens a file or touches dask. :func:`plan_conversion` turns a
 :class:`~dcbulk.read.inspect.SourceInfo`, a feature selection, an optional event mapping and
