@@ -111,6 +111,8 @@ class ConversionPlan:
     source_info: SourceInfo | None = None
     basin_to_source: bool = False
     options: dict = field(default_factory=dict)
+    #: store the source's contours (``events/contour``) with the output's filters
+    contour: bool = False
 
 
 def make_mapping(mapping, n_events: int) -> np.ndarray | None:
@@ -262,10 +264,18 @@ def plan_conversion(info: SourceInfo, output: str, *, features=None, mapping=Non
     """
     idx = make_mapping(mapping, info.n_events)
     n_rows = info.n_events if idx is None else int(idx.size)
+    if isinstance(features, str):
+        features = [features]
+    # contours are one dataset per event, not a FeaturePlan: only when selected (or all)
+    contour = info.has_contour and (features is None or "contour" in features)
+    if features is not None and info.has_contour:
+        features = [f for f in features if f != "contour"]
+        if not features and contour:
+            raise PlanError(f"{info.path}: 'contour' alone is not a convertible feature set")
     names = select_features(info, features)
     fplans = tuple(plan_feature(info.features[name], n_rows, codec, mapped=idx is not None)
                    for name in names)
     return ConversionPlan(
         source=info.path, output=str(output), n_events=n_rows, features=fplans,
         tasks=plan_tasks(fplans, max_task_bytes), codec=codec, mapping=idx, source_info=info,
-        basin_to_source=basin_to_source, options=dict(options or {}))
+        basin_to_source=basin_to_source, options=dict(options or {}), contour=contour)
