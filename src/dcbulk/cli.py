@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--events", type=int, default=2000, help="largest file's events [2000]")
     _add_cluster_args(d)
 
-    i = sub.add_parser("info", help="features, events, chunks, filters and basins of a file")
+    i = sub.add_parser("info", help="features, events, chunks, filters and basins of a file "
+                       "(a directory: one line per file)")
     i.add_argument("file")
     return top
 
@@ -182,16 +183,22 @@ def _walk(root: str):
 def _info(ns, out=None) -> int:
     out = out or sys.stdout
     from .read.inspect import inspect_source
+    from .read.layout import contour_line, dataset_filters, file_summary
+    if os.path.isdir(ns.file):
+        for path in sorted(_walk(ns.file)):
+            print(file_summary(path), file=out)
+        return EXIT_OK
     info = inspect_source(ns.file)
     print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
           f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
     for name, fsrc in info.features.items():
         d = fsrc.data
-        codec = d.chunk_codec()
+        shape = (info.n_events,) + d.item_shape  # basin features: the output's events
         where = "" if fsrc.origin == "events" else f"  [{fsrc.origin}]"
-        print(f"    {name:24s} {str(d.shape):18s} {str(np.dtype(d.dtype)):8s} "
-              f"chunks={d.chunks} filters={codec.describe() if codec else 'other'}{where}",
-              file=out)
+        print(f"    {name:24s} {str(shape):18s} {str(np.dtype(d.dtype)):8s} "
+              f"chunks={d.chunks} filters={dataset_filters(d.path, d.name)}{where}", file=out)
+    if (contour := contour_line(info.path)) is not None:
+        print(f"    {'contour':24s} {contour}", file=out)
     for b in info.basins:
         print(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
               f"mapping={b.get('mapping')} paths={b.get('paths')}", file=out)

@@ -117,6 +117,14 @@ def _resolved_identifier(stored: str | None, paths: list[str], src_dir: pathlib.
     return stored
 
 
+def _basin_feature_names(info) -> list[str]:
+    """Feature names of a file as a basin lists them (``trace``, ``contour``: the group)."""
+    names = {f.split("/")[0] for f in info.own_features if not f.startswith("basinmap")}
+    if info.has_contour:
+        names.add("contour")
+    return sorted(names)
+
+
 def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
     info = plan.source_info
     same = siblings_hold_same_events(plan)
@@ -143,8 +151,7 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
         src_path = pathlib.Path(info.path).resolve()
         hw.store_basin(name="source", description=f"Source of this file (dcbulk {__version__})",
                        paths=file_basin_paths([str(src_path)], info.path, plan.output),
-                       features=sorted(f for f in info.own_features
-                                       if not f.startswith("basinmap")),
+                       features=_basin_feature_names(info),
                        mapping=plan.mapping, identifier=basin_identifier(src))
 
 
