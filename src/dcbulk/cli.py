@@ -69,8 +69,24 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--performance-report", metavar="HTML", help="write dask's performance report")
     c.add_argument("--dry-run", action="store_true",
                    help="show what would be done (and the batch job script), do nothing")
+    c.add_argument("--verify", action="store_true",
+                   help="verify each output against its source before recording it as done")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_cluster_args(c)
+
+    v = sub.add_parser("verify", help="prove outputs equal their sources (every chunk read)",
+                       description="Compare outputs with their sources: every chunk is read "
+                       "(checksums checked) and every feature, contour, attribute, log, table "
+                       "and basin compared. OUT is a file (with --against) or an output "
+                       "directory (pairs and options from its manifest). Exit status: 0 all "
+                       "equal, 1 any mismatch, 2 usage, 3 error.")
+    v.add_argument("output", metavar="OUT", help="output file or output directory")
+    v.add_argument("--against", metavar="SRC", help="the source of a single output file")
+    v.add_argument("--features", type=_csv, metavar="A,B",
+                   help="features the file was converted with (default: all)")
+    v.add_argument("--filter", metavar="EXPR", help="filter the file was converted with")
+    v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
+    _add_cluster_args(v)
 
     d = sub.add_parser("demo", help="build a sample archive, convert it, show the results")
     d.add_argument("--dir", default="dcbulk-demo", help="working directory [dcbulk-demo]")
@@ -106,7 +122,8 @@ def _convert(ns, out=None, err=None) -> int:
     from .progress import ArchiveProgress
     kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
                   compression=ns.compression, resume=ns.resume, force=ns.force,
-                  basin_to_source=ns.basin_to_source, max_open_outputs=ns.max_open_outputs)
+                  basin_to_source=ns.basin_to_source, max_open_outputs=ns.max_open_outputs,
+                  verify=getattr(ns, "verify", False))
     # decide first (cheap, writes nothing): option conflicts fail before any cluster starts,
     # and a run with nothing left to do starts none
     preview = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
@@ -205,6 +222,33 @@ def _info(ns, out=None) -> int:
     return EXIT_OK
 
 
+def _verify(ns, out=None, err=None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    from .cluster import open_client
+    from .verify import verify
+    if ns.against is None and not os.path.isdir(ns.output):
+        print(f"dcbulk verify: error: {ns.output}: give --against SRC for a single file",
+              file=err)
+        return EXIT_USAGE
+    if ns.against is not None and os.path.isdir(ns.output):
+        print(f"dcbulk verify: error: {ns.output} is a directory; it is verified through its "
+              f"manifest, without --against", file=err)
+        return EXIT_USAGE
+    with open_client(**_client_args(ns)) as (client, _cluster):
+        report = verify(ns.output, ns.against, features=ns.features, filter=ns.filter,
+                        client=client)
+    if ns.report:
+        with open(ns.report, "w", encoding="utf-8") as fd:
+            json.dump(report.to_dict(), fd, indent=2, default=str)
+    for line in report.problems:
+        print(line, file=out)
+    counts = report.to_dict()["counts"]
+    print(f"dcbulk verify: {counts['files']} files, {counts['equal']} equal, "
+          f"{counts['mismatched']} with {counts['problems']} problems "
+          f"in {report.wall_seconds:,.1f} s", file=out)
+    return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = _parser()
@@ -217,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _convert(ns)
         if ns.command == "demo":
             return _demo(ns)
+        if ns.command == "verify":
+            return _verify(ns)
         return _info(ns)
     except DcbulkError as exc:
         print(f"dcbulk: error: {exc}", file=sys.stderr)

@@ -111,7 +111,7 @@ def _filter_mapping(info: SourceInfo, expr: FilterExpr):
 
 def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
                  inline_bytes: int = INLINE_BYTES, checksum: bool = True,
-                 verdicts: dict | None = None) -> dict:
+                 verdicts: dict | None = None, verify: bool = False) -> dict:
     """Inspect, plan and write one output (runs as a task on a worker).
 
     Returns a small dict: the writer's summary plus the source's identity and the output's
@@ -119,13 +119,26 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
     added) so that later files skip those checks. A failure that concerns this file (unreadable source, bad
     options for it, a corrupt chunk) comes back as ``{"error": "Type: message"}``, so it is
     reported once, by the client, without a worker traceback; anything else propagates.
+    With ``verify`` the output is compared with its source (:mod:`dcbulk.verify`) before it
+    is reported done; a mismatch removes the output and fails the file.
     """
     try:
-        return _convert_file(source, output, options, overwrite=overwrite,
-                             inline_bytes=inline_bytes, checksum=checksum,
-                             verdicts=dict(verdicts or {}))
+        res = _convert_file(source, output, options, overwrite=overwrite,
+                            inline_bytes=inline_bytes, checksum=checksum,
+                            verdicts=dict(verdicts or {}))
     except (DcbulkError, OSError) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
+    if verify:
+        from ..verify.run import VerifyPair, verify_pair_inline
+        verdict = verify_pair_inline(VerifyPair(output=output, source=source,
+                                                features=options.features,
+                                                filter=options.filter))
+        if verdict.problems:
+            os.unlink(output)
+            more = len(verdict.problems) - 1
+            return {"error": f"VerifyError: {verdict.problems[0]}"
+                             + (f" (and {more} more)" if more else "")}
+    return res
 
 
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
@@ -217,7 +230,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                     features=None, filter: str | None = None, compression: str = "zstd:5",
                     client=None, resume: bool = True, force: bool = False,
                     max_open_outputs: int | None = None, basin_to_source: bool = False,
-                    dry_run: bool = False, inline_bytes: int = INLINE_BYTES,
+                    dry_run: bool = False, inline_bytes: int = INLINE_BYTES, verify: bool = False,
                     progress: Callable[[FileResult, int, int], None] | None = None
                     ) -> ArchiveReport:
     """Convert every source of an archive into ``output_dir``, mirroring the tree.
@@ -247,6 +260,9 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         Files with at most this many uncompressed bytes are encoded by their writer task.
     progress
         Called as ``progress(result, done_count, total_count)`` after each file.
+    verify
+        Compare each output with its source before recording it as done (a mismatch fails
+        the file and removes its output).
 
     Returns
     -------
@@ -289,7 +305,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         with client_context(client) as cl:
             report.dashboard = getattr(cl, "dashboard_link", None)
             _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
-                 max_open=max_open_outputs, progress=progress, total=len(entries))
+                 max_open=max_open_outputs, progress=progress, total=len(entries),
+                 verify=verify)
     finally:  # also on Ctrl-C: keep every finished file recorded
         manifest.flush()
     report.wall_seconds = time.perf_counter() - t0
@@ -297,7 +314,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
 
 
 def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
-         progress, total) -> None:
+         progress, total, verify=False) -> None:
     from distributed import as_completed
     max_open = max_open or sum(client.nthreads().values()) + 2
     # largest files first (popped from the end), so no big file is left for the tail
@@ -308,7 +325,8 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
     def submit_next() -> None:
         entry, out, overwrite = queue.pop()
         fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
-                            inline_bytes=inline_bytes, verdicts=dict(verdicts), pure=False,
+                            inline_bytes=inline_bytes, verdicts=dict(verdicts), verify=verify,
+                            pure=False,
                             key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
         active[fut] = (entry, out)
         pending.add(fut)
