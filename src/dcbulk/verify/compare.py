@@ -89,12 +89,32 @@ def _diff_rows(got: np.ndarray, want: np.ndarray, start: int) -> str | None:
     return f"{bad.size} rows differ from the source (first: event {start + int(bad[0])})"
 
 
-def compare_rows(check: RowCheck) -> list[str]:
-    """Read rows of an output feature (every chunk, checksums checked) and compare them."""
+def compare_rows(checks: list[RowCheck]) -> list[str]:
+    """Read rows of output features (every chunk, checksums checked) and compare them.
+
+    One task handles a list of checks (a run of chunks of a large feature, or many small
+    features of one output), opening each file once.
+    """
+    problems: list[str] = []
+    by_output: dict[str, list[RowCheck]] = {}
+    for check in checks:
+        by_output.setdefault(check.output, []).append(check)
+    for output, group in by_output.items():
+        try:
+            h5 = h5py.File(output, "r", locking=False)
+        except OSError as exc:
+            problems.append(f"{output}: cannot open ({exc})")
+            continue
+        with h5, OpenFiles() as files:
+            for check in group:
+                problems.extend(_compare_one(h5, files, check))
+    return problems
+
+
+def _compare_one(h5: h5py.File, files: OpenFiles, check: RowCheck) -> list[str]:
     where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
     try:
-        with h5py.File(check.output, "r", locking=False) as h5:
-            got = h5["events"][check.feature][check.start:check.stop]
+        got = h5["events"][check.feature][check.start:check.stop]
     except (OSError, KeyError, ValueError) as exc:
         return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
     if check.enumerate:
@@ -103,8 +123,7 @@ def compare_rows(check: RowCheck) -> list[str]:
         events = (slice(check.start, check.stop) if check.events is None
                   else np.asarray(check.events))
         try:
-            with OpenFiles() as files:
-                want = np.asarray(read_event_rows(files, check.source, events))
+            want = np.asarray(read_event_rows(files, check.source, events))
         except (OSError, KeyError, ValueError) as exc:
             return [f"{where}: source unreadable ({type(exc).__name__}: {exc})"]
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8

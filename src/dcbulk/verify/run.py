@@ -121,9 +121,22 @@ def _out_features(output: str) -> dict[str, tuple]:
                 if not name.startswith("basinmap")}
 
 
+def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
+    """Group row checks into tasks of about ``task_bytes`` output bytes each."""
+    tasks: list[list[RowCheck]] = []
+    size = task_bytes
+    for nbytes, check in checks:
+        if size + nbytes > task_bytes:
+            tasks.append([])
+            size = 0
+        tasks[-1].append(check)
+        size += nbytes
+    return tasks
+
+
 def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
-                ) -> tuple[list[str], list[RowCheck], dict]:
-    """Problems found while planning, the row checks, and the metadata-task arguments."""
+                ) -> tuple[list[str], list[list[RowCheck]], dict]:
+    """Problems found while planning, the row-check tasks, and the metadata-task arguments."""
     try:
         info = inspect_source(pair.source)
     except DcbulkError as exc:
@@ -158,13 +171,13 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
         renumber = mapping is not None and name == "index"
         for start in range(0, n_out, step):
             stop = min(start + step, n_out)
-            checks.append(RowCheck(
+            checks.append(((stop - start) * row_bytes, RowCheck(
                 output=pair.output, feature=name, start=start, stop=stop, source=fsrc,
                 events=None if mapping is None else mapping[start:stop],
-                enumerate=renumber or fsrc.origin == ENUMERATE))
+                enumerate=renumber or fsrc.origin == ENUMERATE)))
     contour = info.has_contour and (pair.features is None or "contour" in pair.features)
     meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour}
-    return problems, checks, meta
+    return problems, _pack(checks, task_bytes), meta
 
 
 def _metadata_task(pair: VerifyPair, meta: dict) -> list[str]:
@@ -196,13 +209,13 @@ def _as_pairs(output, against, features, mapping, filter) -> list[VerifyPair]:
 
 def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
     """Verify one pair in this process (for ``convert --verify`` inside a worker)."""
-    problems, checks, meta = plan_checks(pair)
+    problems, tasks, meta = plan_checks(pair)
     verdict = FileVerdict(pair.output, pair.source, problems)
     if meta:
         verdict.problems += _metadata_task(pair, meta)
-        for check in checks:
-            verdict.problems += compare_rows(check)
-        verdict.checked = sorted({c.feature for c in checks})
+        for task in tasks:
+            verdict.problems += compare_rows(task)
+        verdict.checked = sorted({c.feature for task in tasks for c in task})
     return verdict
 
 
@@ -245,13 +258,13 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     with client_context(client) as cl:
         planned = cl.gather(cl.map(plan_checks, pairs, pure=False))
         futures = []
-        for pair, (problems, checks, meta) in zip(pairs, planned):
+        for pair, (problems, tasks, meta) in zip(pairs, planned):
             verdict = FileVerdict(pair.output, pair.source, list(problems),
-                                  sorted({c.feature for c in checks}))
+                                  sorted({c.feature for task in tasks for c in task}))
             report.files.append(verdict)
             if meta:
                 futures.append((verdict, cl.submit(_metadata_task, pair, meta, pure=False)))
-                futures.extend((verdict, f) for f in cl.map(compare_rows, checks, pure=False))
+                futures.extend((verdict, f) for f in cl.map(compare_rows, tasks, pure=False))
         for verdict, fut in futures:
             verdict.problems.extend(fut.result())
     report.wall_seconds = time.perf_counter() - t0
