@@ -1,6 +1,7 @@
 """``dcbulk verify`` and ``convert --verify`` (issue 9): real faults must each be found."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -12,6 +13,16 @@ import pytest
 import dcbulk
 from dcbulk.bulk.archive import ArchiveOptions, convert_file
 from dcbulk.cli import main
+
+
+@pytest.fixture(autouse=True, params=["file-tasks", "chunk-run-tasks"])
+def task_split(request, monkeypatch):
+    """Run every test with one task per output and with outputs split into runs of rows."""
+    run = importlib.import_module("dcbulk.verify.run")  # dcbulk.verify is the function
+    if request.param == "chunk-run-tasks":
+        monkeypatch.setattr(run, "FILE_TASK_BYTES", 0)
+        monkeypatch.setattr(run, "TASK_BYTES", 1024**2)
+    return request.param
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """``dcbulk.verify``: prove outputs equal their sources, in parallel on a dask cluster.
 
-Each output is checked by one metadata task (root attributes, logs, tables, basins,
+Small outputs (up to ``FILE_TASK_BYTES`` on disk) are checked by one task each. A larger
+output is checked by one metadata task (root attributes, logs, tables, basins,
 contours) and one task per run of chunks of each feature (read every chunk of the output,
 HDF5 checking Fletcher-32, and compare the decoded rows with ``source[mapping]``). Tasks
 are independent (no h5py object travels; each opens its files by path), so dask spreads
@@ -29,6 +30,15 @@ __all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "verify", "verify_pair_i
 
 #: uncompressed output bytes one comparison task reads
 TASK_BYTES = 32 * 1024**2
+#: outputs up to this size on disk are verified by one task each
+FILE_TASK_BYTES = 8 * 1024**2
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # missing: one task reports it
 
 
 @dataclass(frozen=True)
@@ -255,10 +265,14 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         report.wall_seconds = time.perf_counter() - t0
         return report
     from ..engine.client import client_context
+    # small outputs: one task each (no per-chunk scheduling); large ones: split into runs
+    whole = [p for p in pairs if _size(p.output) <= FILE_TASK_BYTES]
+    split = [p for p in pairs if _size(p.output) > FILE_TASK_BYTES]
     with client_context(client) as cl:
-        planned = cl.gather(cl.map(plan_checks, pairs, pure=False))
+        whole_futs = cl.map(verify_pair_inline, whole, pure=False)
+        planned = cl.gather(cl.map(plan_checks, split, pure=False))
         futures = []
-        for pair, (problems, tasks, meta) in zip(pairs, planned):
+        for pair, (problems, tasks, meta) in zip(split, planned):
             verdict = FileVerdict(pair.output, pair.source, list(problems),
                                   sorted({c.feature for task in tasks for c in task}))
             report.files.append(verdict)
@@ -267,5 +281,8 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
                 futures.extend((verdict, f) for f in cl.map(compare_rows, tasks, pure=False))
         for verdict, fut in futures:
             verdict.problems.extend(fut.result())
+        report.files.extend(cl.gather(whole_futs))
+    order = {p.output: i for i, p in enumerate(pairs)}
+    report.files.sort(key=lambda f: order[f.output])
     report.wall_seconds = time.perf_counter() - t0
     return report
