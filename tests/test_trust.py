@@ -221,8 +221,17 @@ def test_info_names_layouts_and_lengths(tmp_path, client):
         ev.create_dataset("area_um", data=np.arange(20.0))
         ev.create_dataset("bright_avg", data=np.arange(20.0), chunks=(10,), shuffle=True,
                           compression="gzip")
+    with h5py.File(path, "a") as h5:  # fletcher32 *before* gzip, as some writers order it
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((10,))
+        dcpl.set_fletcher32()
+        dcpl.set_deflate(4)
+        space = h5py.h5s.create_simple((20,))
+        h5py.h5d.create(h5["events"].id, b"circ", h5py.h5t.NATIVE_DOUBLE, space, dcpl=dcpl)
+        h5["events/circ"][:] = np.linspace(0, 1, 20)
     text = _info(path)
     assert "other" not in text
+    assert "filters=fletcher32,gzip:4" in text
     assert "filters=gzip:4,fletcher32" in text and "filters=shuffle,gzip:4" in text
     assert "contiguous" in text and "shuffle" in text
     (tmp_path / "src").mkdir()
@@ -234,3 +243,15 @@ def test_info_names_layouts_and_lengths(tmp_path, client):
     assert lines and "(10,)" in lines[0]
     listing = _info(tmp_path / "src").strip().splitlines()
     assert len(listing) == 1 and "x.rtdc" in listing[0] and "50 events" in listing[0]
+
+
+def test_store_features_basin_reachable_from_any_cwd(client, shared_data_dir, tmp_path):
+    """Issue 9.3: store_features basins resolved only from the output's folder in dclab."""
+    src = shared_data_dir / "cytoshot-test-data.rtdc"
+    arrays = dcbulk.read_features(src, features=["deform"])
+    out = tmp_path / "out" / src.name  # named like its source, as users do
+    dcbulk.store_features({"userdef1": arrays["deform"] * 2}, out, metadata_from=src,
+                          client=client)
+    sub = tmp_path / "out" / "sub"
+    sub.mkdir()
+    assert_reachable(out, src, cwd=sub)

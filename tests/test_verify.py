@@ -176,3 +176,18 @@ def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir,
     assert bad["error"].startswith("VerifyError: ")
     assert "feature 'per_ratio'" in bad["error"] and "first: event 3" in bad["error"]
     assert not os.path.exists(tmp_path / "bad.rtdc")
+
+
+def test_cli_convert_verify(client, capsys, shared_data_dir, tmp_path, task_split):
+    if task_split != "file-tasks":
+        pytest.skip("convert --verify verifies inline in the file task")
+    src_dir = tmp_path / "archive"
+    src_dir.mkdir()
+    shutil.copy(shared_data_dir / "cytoshot-test-data.rtdc", src_dir)
+    dst = tmp_path / "dst"
+    code = main(["convert", str(src_dir), "-o", str(dst), "--verify", "-q",
+                 "--filter", "deform < 0.1", "--scheduler", client.scheduler.address])
+    assert code == 0, capsys.readouterr()
+    assert "1 converted" in capsys.readouterr().out
+    code, lines = _cli(client, capsys, dst)
+    assert code == 0, lines

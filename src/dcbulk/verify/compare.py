@@ -75,12 +75,17 @@ def _same_table_attr(key: str, got, want) -> bool:
     return _same_value(got, want)
 
 
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return bool(np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)))
+
+
 def _diff_rows(got: np.ndarray, want: np.ndarray, start: int) -> str | None:
     if got.shape != want.shape:
         return f"shape {got.shape} != source {want.shape}"
     if got.dtype != want.dtype and not (got.dtype.kind == want.dtype.kind == "u"):
         return f"dtype {got.dtype} != source {want.dtype}"
-    if np.array_equal(got, want, equal_nan=got.dtype.kind == "f"):
+    if got.dtype == want.dtype and _same_bytes(got, want):  # bit for bit (NaN included)
         return None
     flat = got.reshape(len(got), -1) != want.reshape(len(want), -1)
     if got.dtype.kind == "f":
@@ -106,15 +111,16 @@ def compare_rows(checks: list[RowCheck]) -> list[str]:
             problems.append(f"{output}: cannot open ({exc})")
             continue
         with h5, OpenFiles() as files:
+            events = h5["events"]
             for check in group:
-                problems.extend(_compare_one(h5, files, check))
+                problems.extend(_compare_one(events, files, check))
     return problems
 
 
-def _compare_one(h5: h5py.File, files: OpenFiles, check: RowCheck) -> list[str]:
+def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
     where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
     try:
-        got = h5["events"][check.feature][check.start:check.stop]
+        got = events[check.feature][check.start:check.stop]
     except (OSError, KeyError, ValueError) as exc:
         return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
     if check.enumerate:
@@ -139,27 +145,28 @@ def _lines(dset: h5py.Dataset) -> list[str]:
 def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
                    n_source: int) -> list[str]:
     problems = []
-    for key, value in src.attrs.items():
+    sattrs, oattrs = dict(src.attrs), dict(out.attrs)  # one read of each attribute
+    for key, value in sattrs.items():
         if key in ALLOWED_ATTR_CHANGES:
             continue
-        if key not in out.attrs:
+        if key not in oattrs:
             problems.append(f"root attribute '{key}' is missing")
-        elif not _same_value(out.attrs[key], value):
-            problems.append(f"root attribute '{key}' is {_text(out.attrs[key])!r}, "
+        elif not _same_value(oattrs[key], value):
+            problems.append(f"root attribute '{key}' is {_text(oattrs[key])!r}, "
                             f"source has {_text(value)!r}")
-    for key in out.attrs:
-        if key not in src.attrs and key not in ALLOWED_ATTR_CHANGES:
+    for key in oattrs:
+        if key not in sattrs and key not in ALLOWED_ATTR_CHANGES:
             problems.append(f"root attribute '{key}' is not in the source")
-    n_out = int(out.attrs.get("experiment:event count", -1))
+    n_out = int(oattrs.get("experiment:event count", -1))
     n_want = n_source if mapping is None else int(mapping.size)
     if n_out != n_want:
         problems.append(f"root attribute 'experiment:event count' is {n_out}, expected {n_want}")
     if mapping is None:
-        want = _text(src.attrs.get("experiment:run identifier"))
+        want = _text(sattrs.get("experiment:run identifier"))
     else:
         want = filtered_run_identifier(get_measurement_identifier(src, compat="dclab"),
                                        mapping, n_source)
-    got = _text(out.attrs.get("experiment:run identifier"))
+    got = _text(oattrs.get("experiment:run identifier"))
     if got != want:
         problems.append(f"root attribute 'experiment:run identifier' is {got!r}, "
                         f"expected {want!r}")
