@@ -191,3 +191,20 @@ def test_cli_convert_verify(client, capsys, shared_data_dir, tmp_path, task_spli
     assert "1 converted" in capsys.readouterr().out
     code, lines = _cli(client, capsys, dst)
     assert code == 0, lines
+
+
+def test_contours_and_traces_are_compared(client, dclab_test_files, tmp_path, task_split):
+    src = dclab_test_files["artificial_hdf5.rtdc"]  # contours and traces
+    out = tmp_path / "c.rtdc"
+    dcbulk.convert(src, out, client=client)
+    report = dcbulk.verify(out, src, client=client)
+    assert report.ok, report.problems
+    assert any(f.startswith("trace/") for f in report.files[0].checked)
+    with h5py.File(out, "a") as h5:
+        h5["events/contour/2"][0, 0] += 1
+        name = next(iter(h5["events/trace"]))
+        h5["events/trace"][name][1, 5] += 1
+    problems = dcbulk.verify(out, src, client=client).problems
+    assert len(problems) == 2, problems
+    assert any("contour 2 differs" in p for p in problems)
+    assert any(f"feature 'trace/{name}'" in p and "first: event 1" in p for p in problems)
