@@ -169,8 +169,10 @@ def _store_contours(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> int
         if dset is None:
             continue
         data = dset[()]
-        out.create_dataset(str(j), data=data, chunks=data.shape if data.size else None,
-                           **kwds)
+        if data.size:
+            out.create_dataset(str(j), data=data, chunks=data.shape, **kwds)
+        else:  # HDF5 cannot chunk (hence filter) an empty dataset
+            out.create_dataset(str(j), data=data)
         stored += 1
     return stored
 
