@@ -105,8 +105,13 @@ def test_filtered_tree_sibling_basin_gets_the_right_events(client, tmp_path):
     with dclab.new_dataset(dst / "child.rtdc") as ds:
         np.testing.assert_array_equal(ds["area_um"][:], expect_area)
         np.testing.assert_array_equal(ds["image"][len(ds) - 1], expect_image[-1])
+    report = dcbulk.verify(dst, client=client)  # composed basin maps, identifiers, paths
+    assert report.ok, report.problems
     # the originals gone: the filtered raw copy must not stand in for raw.rtdc
     shutil.rmtree(tmp_path / "src")
+    problems = dcbulk.verify(dst / "child.rtdc", tmp_path / "dst" / "child.rtdc",
+                             client=client).problems
+    assert any("basin 'raw' does not resolve" in p for p in problems), problems
     with dclab.new_dataset(dst / "child.rtdc") as ds:
         assert "area_um" not in ds.features_loaded or \
             np.array_equal(ds["area_um"][:], expect_area)

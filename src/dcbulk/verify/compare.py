@@ -240,7 +240,7 @@ def _resolve(cand: str, out_dir: pathlib.Path) -> pathlib.Path | None:
 
 
 def _compare_basins(src: h5py.File, out: h5py.File, output: str,
-                    mapping: np.ndarray | None) -> list[str]:
+                    mapping: np.ndarray | None, n_source: int) -> list[str]:
     problems = []
     out_dir = pathlib.Path(output).resolve().parent
     src_maps = {b.get("name"): b.get("mapping") for b in extract_basin_dicts(src)}
@@ -258,15 +258,27 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
                 if bdict["identifier"] not in known:
                     problems.append(f"{label} at {found} has another identifier")
         mapname = bdict.get("mapping")
-        if mapname and bdict.get("name") in src_maps:
-            old = src_maps[bdict["name"]]
-            want = src["events"][old][:] if old else np.arange(
-                int(src.attrs.get("experiment:event count", 0)))
-            if mapping is not None:
-                want = want[mapping]
-            got = out["events"][mapname][:]
-            if not np.array_equal(got, want):
+        if mapname:
+            got = out["events"][mapname][:]  # every chunk read
+            want = None
+            if bdict.get("name") in src_maps:
+                old = src_maps[bdict["name"]]
+                want = src["events"][old][:] if old else np.arange(n_source)
+                if mapping is not None:
+                    want = want[mapping]
+            elif bdict.get("name") == "source" and mapping is not None:  # basin_to_source
+                want = mapping
+            if want is not None and not np.array_equal(got, want):
                 problems.append(f"{label}: {mapname} differs from the source's mapping")
+        if bdict.get("type") == "internal":
+            for feat in bdict.get("features", []):
+                try:
+                    same = np.array_equal(out["basin_events"][feat][()],
+                                          src["basin_events"][feat][()])
+                except KeyError:
+                    same = False
+                if not same:
+                    problems.append(f"{label}: basin_events/{feat} differs from the source's")
     return problems
 
 
@@ -282,7 +294,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
         problems += _compare_group(src, out, "logs")
         problems += _compare_group(src, out, "tables")
         try:
-            problems += _compare_basins(src, out, output, mapping)
+            problems += _compare_basins(src, out, output, mapping, n_source)
         except (OSError, KeyError, ValueError) as exc:
             problems.append(f"basins unreadable ({type(exc).__name__}: {exc})")
     return [f"{output}: {p}" for p in problems]
