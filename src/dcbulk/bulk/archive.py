@@ -42,12 +42,17 @@ class ArchiveOptions:
     filter: str | None = None
     compression: str = "zstd:5"
     basin_to_source: bool = False
+    #: identity of a custom file job (see ``convert_archive(file_job=)``), e.g. a function hash
+    job: dict | None = None
 
     def fingerprint_dict(self) -> dict:
-        return {"features": list(self.features) if self.features else None,
-                "filter": self.filter,
-                "compression": parse_compression(self.compression).describe(),
-                "basin_to_source": self.basin_to_source}
+        doc = {"features": list(self.features) if self.features else None,
+               "filter": self.filter,
+               "compression": parse_compression(self.compression).describe(),
+               "basin_to_source": self.basin_to_source}
+        if self.job is not None:
+            doc["job"] = self.job
+        return doc
 
 
 @dataclass
@@ -218,8 +223,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                     client=None, resume: bool = True, force: bool = False,
                     max_open_outputs: int | None = None, basin_to_source: bool = False,
                     dry_run: bool = False, inline_bytes: int = INLINE_BYTES,
-                    progress: Callable[[FileResult, int, int], None] | None = None
-                    ) -> ArchiveReport:
+                    progress: Callable[[FileResult, int, int], None] | None = None,
+                    file_job: Callable | None = None) -> ArchiveReport:
     """Convert every source of an archive into ``output_dir``, mirroring the tree.
 
     Parameters
@@ -247,6 +252,10 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         Files with at most this many uncompressed bytes are encoded by their writer task.
     progress
         Called as ``progress(result, done_count, total_count)`` after each file.
+    file_job
+        Replaces :func:`convert_file` as the task that makes one output (same call and
+        result dict; used by :mod:`dcbulk.modes`). Its ``fingerprint`` attribute (a
+        JSON-ready dict, if any) joins the options fingerprint in the manifest.
 
     Returns
     -------
@@ -258,7 +267,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     codec = parse_compression(compression)  # fail early on a bad spec
     options = ArchiveOptions(features=tuple(features) if features else None,
                              filter=parse_filter(filter).text if filter else None,
-                             compression=str(compression), basin_to_source=basin_to_source)
+                             compression=str(compression), basin_to_source=basin_to_source,
+                             job=getattr(file_job, "fingerprint", None))
     entries = discover_sources(sources, include=include, output_dir=output_dir)
     manifest = Manifest.load(output_dir, read_only=dry_run)
     manifest.check_options(options.fingerprint_dict(), force=force)
@@ -289,7 +299,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         with client_context(client) as cl:
             report.dashboard = getattr(cl, "dashboard_link", None)
             _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
-                 max_open=max_open_outputs, progress=progress, total=len(entries))
+                 max_open=max_open_outputs, progress=progress, total=len(entries),
+                 job=file_job or convert_file)
     finally:  # also on Ctrl-C: keep every finished file recorded
         manifest.flush()
     report.wall_seconds = time.perf_counter() - t0
@@ -297,7 +308,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
 
 
 def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
-         progress, total) -> None:
+         progress, total, job=convert_file) -> None:
     from distributed import as_completed
     max_open = max_open or sum(client.nthreads().values()) + 2
     # largest files first (popped from the end), so no big file is left for the tail
@@ -307,7 +318,7 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
 
     def submit_next() -> None:
         entry, out, overwrite = queue.pop()
-        fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
+        fut = client.submit(job, entry.path, out, options, overwrite=overwrite,
                             inline_bytes=inline_bytes, verdicts=dict(verdicts), pure=False,
                             key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
         active[fut] = (entry, out)

@@ -27,6 +27,9 @@ def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
     if plan.source_info is not None:
         with open_rtdc(plan.source) as src:
             copy_metadata(src, hw.h5)
+    if plan.extra is not None:
+        for key, value in plan.extra.attrs.items():
+            hw.h5.attrs[key] = value
 
 
 def compose_map(old: np.ndarray | None, mapping: np.ndarray | None) -> np.ndarray | None:
@@ -92,10 +95,22 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
         src_path = pathlib.Path(info.path)
         rel = os.path.relpath(src_path, pathlib.Path(plan.output).resolve().parent)
         hw.store_basin(name="source", description=f"Source of this file (dcbulk {__version__})",
-                       paths=[rel, str(src_path)],
+                       paths=[str(src_path), rel],  # dcnum's order: absolute first
                        features=sorted(f for f in info.own_features
                                        if not f.startswith("basinmap")),
                        mapping=plan.mapping, identifier=info.identifier)
+
+
+def _store_extra(hw: HDF5Writer, extra) -> None:
+    for name, lines in extra.logs.items():
+        hw.store_log(name, lines, override=True)
+    for name, table in extra.tables.items():
+        group = hw.h5.require_group("tables")
+        if name in group:
+            del group[name]
+        data, attrs = table if isinstance(table, tuple) else (table, {})
+        ds = group.create_dataset(name, data=data, **hw.ds_kwds)
+        ds.attrs.update(attrs)
 
 
 def _provenance(plan: ConversionPlan) -> list[str]:
@@ -125,6 +140,8 @@ def write_trailer(hw: HDF5Writer, plan: ConversionPlan) -> None:
             if plan.source_info.has_contour:
                 _copy_contours(src, hw.h5, plan.mapping, plan.n_events)
             _store_basins(hw, src, plan)
+    if plan.extra is not None:
+        _store_extra(hw, plan.extra)
     logs = hw.h5.get("logs", {})
     name, k = "dcbulk-convert", 1
     while name in logs:
