@@ -6,6 +6,9 @@ per-file job; ``common`` holds what they share.
 """
 from __future__ import annotations
 
+from .condense import CondenseJob, condense
+from .join import join
 from .reprocess import ReprocessJob, reprocess
+from .split import split
 
-__all__ = ["ReprocessJob", "reprocess"]
+__all__ = ["CondenseJob", "ReprocessJob", "condense", "join", "reprocess", "split"]

@@ -1,0 +1,135 @@
+"""Condense: every scalar feature of each file, with a basin to the source for the rest.
+
+As ``dclab-condense``: the scalar features a file provides (its own and those of its basins;
+no image, mask, trace or contour), its metadata, logs, tables and basins, plus a file basin
+pointing back to the source so that images, masks and traces stay reachable. With
+``ancillary`` dclab's ancillary scalar features (e.g. ``volume``, ``bright_perc_10``) are
+computed on the workers by dclab (an optional dependency, ``pip install dcbulk[dclab]``).
+
+Whole archives run through :func:`~dcbulk.convert_archive` with :class:`CondenseJob` as the
+file task, so discovery, resume, progress and per-file isolation are the archive's own.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+import numpy as np
+
+from ..bulk import ArchiveReport, convert_archive, convert_file
+from ..bulk.archive import INLINE_BYTES
+from ..engine import read_features, store_features
+from ..errors import DcbulkError, PlanError
+from ..read.inspect import inspect_source
+from .common import job_result, scalar_features
+
+__all__ = ["CondenseJob", "condense", "require_module"]
+
+_NO_DCLAB = ("--ancillary needs dclab on every worker (pip install 'dcbulk[dclab]'); "
+             "it is missing on {where}")
+
+
+def require_module(client, name: str = "dclab") -> None:
+    """Raise a one-line PlanError unless ``name`` is importable on every worker."""
+    found = client.run(_has_module, name)
+    missing = sorted(addr for addr, ok in found.items() if not ok)
+    if missing:
+        raise PlanError(_NO_DCLAB.format(where=", ".join(missing)))
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
+    """dclab's ancillary scalar features of a file that it does not store (computed here)."""
+    if not _has_module("dclab"):
+        raise PlanError(_NO_DCLAB.format(where="this worker"))
+    import warnings
+
+    import dclab
+    from dclab import definitions as dfn
+    have = set(have)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dclab.new_dataset(path) as ds:
+            names = [f for f in ds.features_ancillary
+                     if f not in have and dfn.scalar_feature_exists(f)]
+            return {f: np.asarray(ds[f]) for f in names}
+
+
+class CondenseJob:
+    """The file task of :func:`condense` (a ``convert_archive`` file job)."""
+
+    def __init__(self, *, ancillary: bool = False):
+        self.ancillary = bool(ancillary)
+        self.fingerprint = {"mode": "condense", "ancillary": self.ancillary}
+
+    def __call__(self, source: str, output: str, options, *, overwrite: bool,
+                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
+                 ) -> dict:
+        try:
+            info = inspect_source(source)
+            scalars = tuple(scalar_features(info))
+            if not self.ancillary:  # the conversion engine itself: stored chunks are kept
+                opts = replace(options, features=scalars, basin_to_source=True)
+                return convert_file(source, output, opts, overwrite=overwrite,
+                                    inline_bytes=inline_bytes, checksum=checksum,
+                                    verdicts=verdicts)
+            if options.filter:
+                raise PlanError("--ancillary cannot be combined with --filter yet")
+            return self._with_ancillary(info, scalars, output, options, overwrite=overwrite,
+                                        checksum=checksum)
+        except (DcbulkError, OSError) as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+    @staticmethod
+    def _with_ancillary(info, scalars, output, options, *, overwrite, checksum) -> dict:
+        from distributed import worker_client
+        t0 = time.perf_counter()
+        arrays = dict(read_features(info.path, list(scalars))) if scalars else {}
+        arrays.update(ancillary_features(info.path, scalars))
+        if not arrays:
+            raise PlanError(f"{info.path}: no scalar features to condense")
+        with worker_client() as client:
+            report = store_features(arrays, output, metadata_from=info.path, basins=True,
+                                    compression=options.compression, client=client,
+                                    overwrite=overwrite)
+        return job_result(info, output, report, t0, checksum=checksum)
+
+
+def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
+             filter: str | None = None, compression: str = "zstd:5", client=None,
+             resume: bool = True, force: bool = False, include: str = "*.rtdc",
+             max_open_outputs: int | None = None, dry_run: bool = False,
+             progress=None) -> ArchiveReport:
+    """Condense every file of an archive into ``output_dir`` (the tree is mirrored).
+
+    Parameters
+    ----------
+    sources
+        Files, directories (walked recursively) or glob patterns.
+    output_dir
+        Where the condensed files and the manifest go.
+    ancillary
+        Also compute dclab's ancillary scalar features on the workers (needs dclab there).
+    filter, compression, client, resume, force, include, max_open_outputs, dry_run, progress
+        As for :func:`~dcbulk.convert_archive`.
+
+    Raises
+    ------
+    PlanError
+        ``ancillary`` while dclab is missing on a worker (one line naming the workers).
+    """
+    job = CondenseJob(ancillary=ancillary)
+    if ancillary and client is not None and not dry_run:
+        require_module(client, "dclab")
+    return convert_archive(sources, output_dir, include=include, filter=filter,
+                           compression=compression, client=client, resume=resume,
+                           force=force, max_open_outputs=max_open_outputs, dry_run=dry_run,
+                           progress=progress, file_job=job)
