@@ -21,7 +21,7 @@ import pytest
 import dcbulk
 from dcbulk.read import get_measurement_identifier
 from dcbulk.synth import make_rtdc
-from helpers import dclab_verify
+from helpers import assert_features_equal, dclab_verify
 
 dclab = pytest.importorskip("dclab")
 pytest.importorskip("dcnum")
@@ -186,3 +186,209 @@ def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
     assert report.count("failed") == 1
     assert "shape (5,)" in report.files[0].error and "120 events" in report.files[0].error
     assert not (tmp_path / "out" / "a.rtdc").exists()
+
+
+# -- dclab's commands on the same inputs ---------------------------------------------------
+
+def _dclab_quiet(func, **kwargs):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):
+        warnings.simplefilter("ignore")
+        return func(**kwargs)
+
+
+def event_names(h5) -> list[str]:
+    """Datasets in ``events`` (``trace/x`` style); contours are not compared."""
+    names = []
+    for key, obj in h5["events"].items():
+        if isinstance(obj, h5py.Group):
+            names += [f"{key}/{sub}" for sub in obj] if key != "contour" else []
+        else:
+            names.append(key)
+    return sorted(names)
+
+
+def assert_same_as_dclab(mine, theirs, *, skip=()) -> list[str]:
+    """Every feature dclab wrote is in ours with the same events and values."""
+    with h5py.File(mine) as m, h5py.File(theirs) as t:
+        names = [n for n in event_names(t) if n not in skip]
+        assert names
+        missing = sorted(set(names) - set(event_names(m)))
+        assert not missing, f"{mine} lacks {missing} that dclab wrote"
+        assert m.attrs["experiment:event count"] == t.attrs["experiment:event count"]
+        for name in names:
+            np.testing.assert_array_equal(m["events"][name][:], t["events"][name][:],
+                                          err_msg=f"{mine}: {name}")
+    return names
+
+
+def test_condense_matches_dclab_condense(small_archive, tmp_path, client):
+    from dclab.cli import condense as dclab_condense
+    report = dcbulk.modes.condense([small_archive], tmp_path / "out", client=client)
+    assert report.ok and report.count("done") == 3, [f.error for f in report.failed]
+    other = tmp_path / "cwd"
+    other.mkdir()
+    for res in report.files:
+        ref = tmp_path / f"dclab-{Path(res.output).name}"
+        _dclab_quiet(dclab_condense, path_in=res.source, path_out=ref,
+                     store_ancillary_features=False)
+        names = assert_same_as_dclab(res.output, ref)
+        with h5py.File(res.output) as out, h5py.File(res.source) as src:
+            assert event_names(out) == names  # scalars only, exactly dclab's set
+            assert all(out["events"][n].ndim == 1 for n in names)
+            image = src["events/image"][:] if "image" in src["events"] else None
+            rest = {k for k, v in src["events"].items() if k != "contour"
+                    and (isinstance(v, h5py.Group) or v.ndim > 1)}
+            assert dict(out.attrs)["experiment:sample"] == dict(src.attrs)["experiment:sample"]
+            assert set(out.get("logs", {})) >= set(src.get("logs", {}))
+        with elsewhere(other):  # the rest through the basin to the source
+            with open_dclab(res.output) as ds:
+                assert rest <= set(ds.features), rest - set(ds.features)
+                if image is not None:
+                    np.testing.assert_array_equal(ds["image"][:], image)
+        assert_verify_adds_nothing(res.source, res.output)
+
+
+def test_condense_ancillary_matches_dclab(small_archive, tmp_path, client):
+    from dclab.cli import condense as dclab_condense
+    source = small_archive / "a.rtdc"
+    report = dcbulk.modes.condense([source], tmp_path / "out", ancillary=True, client=client)
+    assert report.ok, [f.error for f in report.failed]
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_condense, path_in=source, path_out=ref)
+    names = assert_same_as_dclab(report.files[0].output, ref)
+    with h5py.File(source) as src:
+        assert set(names) - set(src["events"]), "dclab computed no ancillary feature"
+    with elsewhere(tmp_path):
+        got = dcnum_features(report.files[0].output, ["volume", "image"])
+    assert got["image"].shape[0] == 120
+
+
+def test_condense_ancillary_without_dclab_is_one_line(small_archive, tmp_path, client):
+    def hide(name):  # on each worker: "import dclab" fails, find_spec finds nothing
+        import sys
+        sys.modules[f"_hidden_{name}"] = sys.modules.get(name)
+        sys.modules[name] = None
+
+    def restore(name):
+        import sys
+        module = sys.modules.pop(f"_hidden_{name}")
+        if module is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = module
+
+    client.run(hide, "dclab")
+    try:
+        with pytest.raises(dcbulk.errors.PlanError) as info:
+            dcbulk.modes.condense([small_archive], tmp_path / "out", ancillary=True,
+                                  client=client)
+    finally:
+        client.run(restore, "dclab")
+    assert "\n" not in str(info.value) and "pip install 'dcbulk[dclab]'" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def split_source(tmp_path_factory):
+    """250 events whose first image is all zero (dclab-split leaves such an event out)."""
+    path = tmp_path_factory.mktemp("split") / "long.rtdc"
+    make_rtdc(path, 250, seed=21, image_shape=(40, 60), trace_length=32)
+    with h5py.File(path, "a") as h5:
+        h5["events/image"][0] = 0
+    return path
+
+
+def test_split_matches_dclab_split(split_source, tmp_path, client):
+    from dclab.cli import split as dclab_split
+    report = dcbulk.modes.split([split_source], tmp_path / "out", events_per_file=100,
+                                client=client)
+    assert report.ok and report.count("done") == 3, [f.error for f in report.failed]
+    ref_dir = tmp_path / "dclab"
+    ref_dir.mkdir()
+    refs = _dclab_quiet(dclab_split, path_in=split_source, path_out=ref_dir,
+                        split_events=100, ret_out_paths=True)
+    mine = sorted(Path(f.output) for f in report.files)
+    assert [p.name for p in mine] == [p.name for p in refs] == \
+        ["long_0001.rtdc", "long_0002.rtdc", "long_0003.rtdc"]
+    other = tmp_path / "cwd"
+    other.mkdir()
+    identifiers = set()
+    for k, (out, ref) in enumerate(zip(mine, refs), start=1):
+        assert_same_as_dclab(out, ref, skip=("basinmap0",))
+        with h5py.File(out) as h5, h5py.File(ref) as r:
+            assert h5.attrs["experiment:sample"] == r.attrs["experiment:sample"]
+            assert h5.attrs["experiment:sample"].endswith(f" {k}/3")
+            identifiers.add(h5.attrs["experiment:run identifier"])
+            deform = h5["events/deform"][:]
+        with elsewhere(other):  # complete alone, and the source is reachable
+            with open_dclab(out) as ds:
+                np.testing.assert_array_equal(ds["deform"], deform)
+                assert len(ds) == (99, 100, 50)[k - 1]
+            assert dcnum_features(out, ["deform"])["deform"].size == len(deform)
+        assert_verify_adds_nothing(split_source, out)
+    assert len(identifiers) == 3
+    assert not any(i == get_measurement_identifier(h5py.File(split_source)) for i in identifiers)
+
+
+def test_split_then_join_gives_back_the_source(split_source, tmp_path, client):
+    pieces = dcbulk.modes.split([split_source], tmp_path / "pieces", events_per_file=60,
+                                include_empty_boundary_images=True, client=client)
+    assert pieces.count("done") == 5
+    joined = dcbulk.modes.join(sorted(f.output for f in pieces.files), tmp_path / "j.rtdc",
+                               client=client)
+    assert joined.ok, [f.error for f in joined.failed]
+    assert_features_equal(split_source, joined.files[0].output)
+
+
+def test_join_matches_dclab_join(small_archive, tmp_path, client):
+    from dclab.cli import join as dclab_join
+    inputs = [small_archive / "sub" / "b.rtdc", small_archive / "a.rtdc"]  # b is later
+    report = dcbulk.modes.join(inputs, tmp_path / "joined.rtdc", client=client)
+    assert report.ok, [f.error for f in report.failed]
+    out = report.files[0].output
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_join, paths_in=inputs, path_out=ref)
+    names = assert_same_as_dclab(out, ref)
+    assert {"time", "frame", "index", "image", "trace/fl1_raw"} <= set(names)
+    with h5py.File(out) as h5, h5py.File(small_archive / "a.rtdc") as a, \
+            h5py.File(small_archive / "sub" / "b.rtdc") as b:
+        assert h5.attrs["experiment:date"] == a.attrs["experiment:date"]  # a is earliest
+        assert h5.attrs["experiment:run identifier"] not in (
+            a.attrs["experiment:run identifier"], b.attrs["experiment:run identifier"])
+        logs = set(h5["logs"])
+        assert {f"src-#1_{n}" for n in a["logs"]} | {f"src-#2_{n}" for n in b["logs"]} <= logs
+        listing = "\n".join(x.decode() for x in h5["logs/dcbulk-join"][:])
+        assert str(a.attrs["experiment:run identifier"]) in listing
+        assert str(b.attrs["experiment:run identifier"]) in listing
+        assert {f"src-#1_{n}" for n in a.get("tables", {})} <= set(h5.get("tables", {}))
+    with elsewhere(tmp_path):
+        with open_dclab(out) as ds:
+            assert len(ds) == 190
+        assert dcnum_features(out, ["deform"])["deform"].size == 190
+    assert_verify_adds_nothing(small_archive / "a.rtdc", out)
+
+
+def test_join_drops_features_not_everywhere_as_dclab(small_archive, tmp_path, client):
+    from dclab.cli import join as dclab_join
+    # (dclab-join fails when two neighbouring features are missing: it removes them from
+    # the list it iterates over; one missing feature it handles)
+    later = make_rtdc(tmp_path / "later.rtdc", 30, seed=13, image_shape=(40, 60),
+                      trace_length=32, meta={"experiment:date": "2030-01-01"})
+    with h5py.File(later, "a") as h5:
+        del h5["events/temp"]
+    inputs = [later, small_archive / "a.rtdc"]
+    report = dcbulk.modes.join(inputs, tmp_path / "joined.rtdc", client=client)
+    assert report.ok, [f.error for f in report.failed]
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_join, paths_in=inputs, path_out=ref)
+    names = assert_same_as_dclab(report.files[0].output, ref)
+    with h5py.File(report.files[0].output) as h5:
+        assert event_names(h5) == names and "temp" not in names
+        assert "temp" in "\n".join(x.decode() for x in h5["logs/dcbulk-join"][:])
+
+
+def test_join_refuses_different_image_shapes(small_archive, tmp_path, client):
+    with pytest.raises(dcbulk.errors.PlanError, match="'image' has different shapes"):
+        dcbulk.modes.join([small_archive / "a.rtdc", small_archive / "c.rtdc"],
+                          tmp_path / "j.rtdc", client=client)
+    assert not (tmp_path / "j.rtdc").exists()

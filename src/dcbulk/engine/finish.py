@@ -96,8 +96,9 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
         rel = os.path.relpath(src_path, pathlib.Path(plan.output).resolve().parent)
         hw.store_basin(name="source", description=f"Source of this file (dcbulk {__version__})",
                        paths=[str(src_path), rel],  # dcnum's order: absolute first
-                       features=sorted(f for f in info.own_features
-                                       if not f.startswith("basinmap")),
+                       # dclab and dcnum name groups by their key ("trace", not "trace/x")
+                       features=sorted({f.split("/")[0] for f in info.own_features
+                                        if not f.startswith("basinmap")}),
                        mapping=plan.mapping, identifier=info.identifier)
 
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Iterable
-from dataclasses import replace
 
 import numpy as np
 
-from ..bulk import ArchiveReport, convert_archive, convert_file
+from ..bulk import ArchiveReport, convert_archive
 from ..bulk.archive import INLINE_BYTES
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, PlanError
@@ -64,7 +63,12 @@ def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
 
 
 class CondenseJob:
-    """The file task of :func:`condense` (a ``convert_archive`` file job)."""
+    """The file task of :func:`condense` (a ``convert_archive`` file job).
+
+    The scalar features are read as dask arrays and stored with ``store_features`` (one
+    writer, encoding on the workers); ``index`` is written as ``1..n`` when the source
+    lacks it, as dclab-condense does.
+    """
 
     def __init__(self, *, ancillary: bool = False):
         self.ancillary = bool(ancillary)
@@ -73,34 +77,28 @@ class CondenseJob:
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
                  inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
                  ) -> dict:
-        try:
-            info = inspect_source(source)
-            scalars = tuple(scalar_features(info))
-            if not self.ancillary:  # the conversion engine itself: stored chunks are kept
-                opts = replace(options, features=scalars, basin_to_source=True)
-                return convert_file(source, output, opts, overwrite=overwrite,
-                                    inline_bytes=inline_bytes, checksum=checksum,
-                                    verdicts=verdicts)
-            if options.filter:
-                raise PlanError("--ancillary cannot be combined with --filter yet")
-            return self._with_ancillary(info, scalars, output, options, overwrite=overwrite,
-                                        checksum=checksum)
-        except (DcbulkError, OSError) as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
-
-    @staticmethod
-    def _with_ancillary(info, scalars, output, options, *, overwrite, checksum) -> dict:
         from distributed import worker_client
         t0 = time.perf_counter()
-        arrays = dict(read_features(info.path, list(scalars))) if scalars else {}
-        arrays.update(ancillary_features(info.path, scalars))
-        if not arrays:
-            raise PlanError(f"{info.path}: no scalar features to condense")
-        with worker_client() as client:
-            report = store_features(arrays, output, metadata_from=info.path, basins=True,
-                                    compression=options.compression, client=client,
-                                    overwrite=overwrite)
-        return job_result(info, output, report, t0, checksum=checksum)
+        try:
+            info = inspect_source(source)
+            if options.filter:  # needs store_features(mapping=) of the engine
+                raise PlanError("condense does not support --filter yet")
+            scalars = scalar_features(info)
+            arrays = dict(read_features(info.path, scalars)) if scalars else {}
+            if "index" not in arrays and info.n_events:
+                import dask.array as da
+                arrays["index"] = da.arange(1, info.n_events + 1, dtype=np.uint64)
+            if self.ancillary:
+                arrays.update(ancillary_features(info.path, arrays))
+            if not arrays:
+                raise PlanError(f"{info.path}: no scalar features to condense")
+            with worker_client() as client:
+                report = store_features(arrays, output, metadata_from=info.path,
+                                        basins=True, compression=options.compression,
+                                        client=client, overwrite=overwrite)
+            return job_result(info, output, report, t0, checksum=checksum)
+        except (DcbulkError, OSError) as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
@@ -118,8 +116,10 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
         Where the condensed files and the manifest go.
     ancillary
         Also compute dclab's ancillary scalar features on the workers (needs dclab there).
-    filter, compression, client, resume, force, include, max_open_outputs, dry_run, progress
+    compression, client, resume, force, include, max_open_outputs, dry_run, progress
         As for :func:`~dcbulk.convert_archive`.
+    filter
+        Not supported yet (each file then fails with a one-line reason).
 
     Raises
     ------

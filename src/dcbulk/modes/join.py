@@ -88,8 +88,16 @@ def _plan(infos: list[SourceInfo], features, filter):
     """The joined dask arrays, the per-input details and the features dropped."""
     import dask.array as da
     names = [n for n in select_features(infos[0], features) if n != "contour"]
-    dropped = sorted({n for info in infos[1:] for n in names if n not in info.features})
+    # "index" is renumbered, so every input has it (dclab computes it when missing)
+    dropped = sorted({n for info in infos[1:] for n in names
+                      if n not in info.features and n != "index"})
     names = [n for n in names if n not in dropped]
+    for name in names:
+        shapes = {info.features[name].data.item_shape for info in infos
+                  if name in info.features}
+        if len(shapes) > 1:
+            raise PlanError(f"cannot join: '{name}' has different shapes per event in the "
+                            f"inputs ({', '.join(map(str, sorted(shapes)))})")
     if not names:
         raise PlanError("the inputs have no feature in common to join")
     mappings = [_mapping(info, filter) for info in infos]
@@ -101,9 +109,12 @@ def _plan(infos: list[SourceInfo], features, filter):
         start = start_seconds(attrs, info.path)
         offset0 = start if offset0 is None else offset0
         t_off = start - offset0
-        arrays = read_features(info.path, names, mapping=idx)
+        arrays = read_features(info.path, [n for n in names if n in info.features],
+                               mapping=idx)
         n = info.n_events if idx is None else int(idx.size)
         for name in names:
+            if name not in arrays:  # "index" (renumbered below)
+                arrays[name] = da.zeros(n, dtype=np.uint64)
             arr = arrays[name]
             if k > 1 and name == "time":
                 arr = arr.astype(np.float64) + t_off
@@ -121,7 +132,8 @@ def _plan(infos: list[SourceInfo], features, filter):
                         "time offset": t_off, "start": order_key(attrs)})
         total += n
     joined = {}
-    for name, arrs in parts.items():
+    for name, arrs in parts.items():  # the earliest input's dtype, as dclab appends to it
+        arrs = [arrs[0]] + [a.astype(arrs[0].dtype) for a in arrs[1:]]
         joined[name] = da.concatenate(arrs, axis=0) if len(arrs) > 1 else arrs[0]
     if "index" in joined:
         joined["index"] = da.arange(1, total + 1, dtype=joined["index"].dtype,
