@@ -392,3 +392,50 @@ def test_join_refuses_different_image_shapes(small_archive, tmp_path, client):
         dcbulk.modes.join([small_archive / "a.rtdc", small_archive / "c.rtdc"],
                           tmp_path / "j.rtdc", client=client)
     assert not (tmp_path / "j.rtdc").exists()
+
+
+# -- command line --------------------------------------------------------------------------
+
+def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path, client,
+                                          capsys):
+    import json
+
+    from dcbulk.cli import main
+    cluster = ["--scheduler", client.scheduler.address, "-q"]
+    dst = tmp_path / "pieces"
+    assert main(["split", str(split_source), "-o", str(dst), "--events-per-file", "100",
+                 "--dry-run", *cluster]) == 0
+    assert "long_0003.rtdc (new)" in capsys.readouterr().out and not dst.exists()
+    report = tmp_path / "split.json"
+    assert main(["split", str(split_source), "-o", str(dst), "--events-per-file", "100",
+                 "--filter", "deform < 0.05", "--features", "deform,image",
+                 "--compression", "zstd:7", "--report", str(report), *cluster]) == 0
+    files = json.loads(report.read_text())["files"]
+    assert sorted(Path(f["output"]).name for f in files) == \
+        ["long_0001.rtdc", "long_0002.rtdc", "long_0003.rtdc"]
+    with h5py.File(split_source) as src:
+        deform = src["events/deform"][:]
+    got = []
+    for name in ("long_0001.rtdc", "long_0002.rtdc", "long_0003.rtdc"):
+        with h5py.File(dst / name) as h5:
+            assert sorted(h5["events"]) == ["basinmap0", "deform", "image"]
+            _, zstd_options, _ = h5["events/deform"].id.get_create_plist() \
+                .get_filter_by_id(32015)  # hdf5plugin's Zstandard filter
+            assert zstd_options == (7,)
+            got.append(h5["events/deform"][:])
+    expect = deform[1:][deform[1:] < 0.05]  # event 0 has an empty image
+    np.testing.assert_array_equal(np.concatenate(got), expect)
+    # an existing output is a per-file failure (exit 1), not a crash
+    assert main(["split", str(split_source), "-o", str(dst), *cluster]) == 1
+    capsys.readouterr()
+    out = tmp_path / "joined.rtdc"
+    assert main(["join", *(str(dst / f"long_000{k}.rtdc") for k in (1, 2, 3)), "-o", str(out),
+                 *cluster]) == 0
+    with h5py.File(out) as h5:
+        np.testing.assert_array_equal(h5["events/deform"][:], expect)
+    assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
+    assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
+    assert "3 skipped" in capsys.readouterr().out
+    assert main(["join", str(out), "-o", str(tmp_path / "x.rtdc"), *cluster]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err == "dcbulk: error: join needs at least two input files, got 1"

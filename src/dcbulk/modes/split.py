@@ -171,16 +171,22 @@ def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,
         out_dir = os.path.join(output_dir, os.path.dirname(entry.relpath))
         pieces.extend(plan_split(entry.path, out_dir, events_per_file, filter=filter,
                                  skip_empty=not include_empty_boundary_images))
-    if dry_run:
-        for p in pieces:
-            exists = os.path.exists(p.output)
+    todo = []
+    for p in pieces:  # existing outputs are refused without starting anything
+        if os.path.exists(p.output) and not force:
             report.files.append(FileResult(
-                p.source, p.output, "failed" if exists and not force else "planned",
-                events=int(p.events.size), bytes_in=p.size,
-                reason=("output exists" if exists else "new"),
-                error="output exists (use --force)" if exists and not force else None))
-    elif pieces:
-        run_pieces(pieces, features=features, compression=compression, client=client,
+                p.source, p.output, "failed", events=int(p.events.size), bytes_in=p.size,
+                reason="output exists",
+                error=f"OutputExistsError: {p.output}: exists already (use --force)"))
+        elif dry_run:
+            report.files.append(FileResult(p.source, p.output, "planned",
+                                           events=int(p.events.size), bytes_in=p.size,
+                                           reason="replace" if os.path.exists(p.output)
+                                           else "new"))
+        else:
+            todo.append(p)
+    if todo:
+        run_pieces(todo, features=features, compression=compression, client=client,
                    force=force, max_open_outputs=max_open_outputs, progress=progress,
                    report=report)
     report.wall_seconds = time.perf_counter() - t0
