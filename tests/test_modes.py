@@ -439,3 +439,20 @@ def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path,
     assert main(["join", str(out), "-o", str(tmp_path / "x.rtdc"), *cluster]) == 3
     err = capsys.readouterr().err.strip()
     assert err == "dcbulk: error: join needs at least two input files, got 1"
+
+
+def test_readme_reprocess_example_runs(small_archive, tmp_path, client):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Reprocessing"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    code = code.replace('"/data/archive"', repr(str(small_archive)))
+    code = code.replace('"/data/image-mean"', repr(str(tmp_path / "out")))
+    namespace = {"client": client}
+    exec(compile(code, "README.md", "exec"), namespace)
+    report = namespace["report"]
+    assert report.count("done") == 3
+    for res in report.files:
+        with h5py.File(res.source) as src, h5py.File(res.output) as dst:
+            np.testing.assert_array_equal(dst["events/userdef1"][:],
+                                          src["events/image"][:].mean(axis=(1, 2)))
