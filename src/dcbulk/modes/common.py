@@ -21,7 +21,11 @@ from ..bulk.manifest import file_sha256
 from ..errors import PlanError
 from ..read.inspect import SourceInfo
 
-__all__ = ["func_identity", "derived_identifier", "job_result", "scalar_features",
+#: HDF5 chunks per dask block when the modes read features: blocks of up to ~16 MiB (the
+#: engine's task size), so a file's features are a few read tasks, not one per 1 MiB chunk
+CHUNKS_PER_BLOCK = 16
+
+__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "derived_identifier", "job_result", "scalar_features",
            "attrs_of", "logs_of", "tables_of"]
 
 

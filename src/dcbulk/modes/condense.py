@@ -22,7 +22,7 @@ from ..bulk.archive import INLINE_BYTES
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..read.inspect import inspect_source
-from .common import job_result, scalar_features
+from .common import CHUNKS_PER_BLOCK, job_result, scalar_features
 
 __all__ = ["CondenseJob", "condense", "require_module"]
 
@@ -84,7 +84,8 @@ class CondenseJob:
             if options.filter:  # needs store_features(mapping=) of the engine
                 raise PlanError("condense does not support --filter yet")
             scalars = scalar_features(info)
-            arrays = dict(read_features(info.path, scalars)) if scalars else {}
+            arrays = dict(read_features(info.path, scalars,
+                                                  chunks_per_block=CHUNKS_PER_BLOCK)) if scalars else {}
             if "index" not in arrays and info.n_events:
                 import dask.array as da
                 arrays["index"] = da.arange(1, info.n_events + 1, dtype=np.uint64)

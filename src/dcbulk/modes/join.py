@@ -30,7 +30,7 @@ from ..plan import ExtraMetadata, select_features
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.inspect import SourceInfo, inspect_source
-from .common import attrs_of, derived_identifier, logs_of, tables_of
+from .common import CHUNKS_PER_BLOCK, attrs_of, derived_identifier, logs_of, tables_of
 
 __all__ = ["order_key", "start_seconds", "join"]
 
@@ -110,7 +110,7 @@ def _plan(infos: list[SourceInfo], features, filter):
         offset0 = start if offset0 is None else offset0
         t_off = start - offset0
         arrays = read_features(info.path, [n for n in names if n in info.features],
-                               mapping=idx)
+                               mapping=idx, chunks_per_block=CHUNKS_PER_BLOCK)
         n = info.n_events if idx is None else int(idx.size)
         for name in names:
             if name not in arrays:  # "index" (renumbered below)

@@ -23,7 +23,7 @@ from ..bulk.records import canonical_options
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..read.inspect import inspect_source
-from .common import func_identity, job_result
+from .common import CHUNKS_PER_BLOCK, func_identity, job_result
 
 __all__ = ["ReprocessJob", "reprocess"]
 
@@ -67,8 +67,8 @@ class ReprocessJob:
                             "features": self.features}
 
     def _read(self, info):
-        names = self.features or list(info.features)
-        return read_features(info.path, names)
+        names = self.features or [n for n in info.features if not n.startswith("basinmap")]
+        return read_features(info.path, names, chunks_per_block=CHUNKS_PER_BLOCK)
 
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
                  inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True

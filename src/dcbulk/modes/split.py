@@ -12,6 +12,7 @@ workers); up to ``max_open_outputs`` of them run at once, from threads of this p
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -112,7 +113,7 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
         attrs = {"experiment:sample": f"{sample} {k + 1}/{n_files}",
                  "experiment:run identifier": derived_identifier(
                      info.identifier, "split", k + 1, n_files, events_per_file, filter,
-                     events.tolist() if filter else None)}
+                     hashlib.sha256(events.tobytes()).hexdigest())}
         pieces.append(SplitPiece(source=info.path,
                                  output=os.path.join(out_dir, f"{stem}_{k + 1:04d}.rtdc"),
                                  events=events, size=info.size * events.size // max(
