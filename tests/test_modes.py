@@ -248,6 +248,28 @@ def test_condense_matches_dclab_condense(small_archive, tmp_path, client):
         assert_verify_adds_nothing(res.source, res.output)
 
 
+def test_condense_takes_scalars_from_basins_as_dclab(small_archive, tmp_path, client):
+    """A file whose features live in a basin (a reprocess output): condensed as dclab does."""
+    from dclab.cli import condense as dclab_condense
+    made = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "rep", image_mean,
+                            client=client)
+    basin_only = made.files[0].output
+    report = dcbulk.modes.condense([basin_only], tmp_path / "out", client=client)
+    assert report.ok, [f.error for f in report.failed]
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_condense, path_in=basin_only, path_out=ref,
+                 store_ancillary_features=False)
+    names = assert_same_as_dclab(report.files[0].output, ref)
+    assert {"userdef1", "deform", "area_um", "index"} <= set(names)
+    with h5py.File(small_archive / "a.rtdc") as src, \
+            h5py.File(report.files[0].output) as out:
+        np.testing.assert_array_equal(out["events/deform"][:], src["events/deform"][:])
+    with elsewhere(tmp_path):
+        with open_dclab(report.files[0].output) as ds:
+            assert ds["image"].shape[0] == 120  # through the basins, two levels down
+    assert_verify_adds_nothing(small_archive / "a.rtdc", report.files[0].output)
+
+
 def test_condense_ancillary_matches_dclab(small_archive, tmp_path, client):
     from dclab.cli import condense as dclab_condense
     source = small_archive / "a.rtdc"
