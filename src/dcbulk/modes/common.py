@@ -25,7 +25,8 @@ from ..read.inspect import SourceInfo
 #: engine's task size), so a file's features are a few read tasks, not one per 1 MiB chunk
 CHUNKS_PER_BLOCK = 16
 
-__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "derived_identifier", "job_result", "scalar_features",
+__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "derived_identifier", "event_filter",
+           "job_error", "job_result", "scalar_features",
            "attrs_of", "logs_of", "tables_of"]
 
 
@@ -101,9 +102,25 @@ def scalar_features(info: SourceInfo) -> list[str]:
             and not name.startswith("basinmap")]
 
 
+def event_filter(info: SourceInfo, text: str | None) -> np.ndarray | None:
+    """The boolean event filter of a ``--filter`` expression for one source (None: none).
+
+    Evaluated exactly as ``convert_archive`` evaluates it (its own helper).
+    """
+    from ..bulk.archive import _filter_mapping
+    from ..filter_expr import parse_filter
+    expr = parse_filter(text)
+    return None if expr is None else np.asarray(_filter_mapping(info, expr), dtype=bool)
+
+
+def job_error(source: str, output: str, text: str) -> dict:
+    """What a file job hands back for a failed file (``text``: one line)."""
+    return {"error": text}
+
+
 def job_result(info: SourceInfo, output: str, report, t0: float, *,
                checksum: bool = True) -> dict:
-    """The result dict a file job hands back to ``convert_archive`` (see ``convert_file``)."""
+    """What a file job hands back to ``convert_archive`` (as ``convert_file`` does)."""
     st = os.stat(info.path)
     stored = sum(f["stored_bytes"] for f in report.features.values())
     return {"events": report.events, "bytes_out": report.bytes_out,

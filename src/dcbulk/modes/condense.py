@@ -22,7 +22,7 @@ from ..bulk.archive import INLINE_BYTES
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, job_result, scalar_features
+from .common import CHUNKS_PER_BLOCK, job_error, job_result, scalar_features
 
 __all__ = ["CondenseJob", "condense", "require_module"]
 
@@ -99,7 +99,7 @@ class CondenseJob:
                                         client=client, overwrite=overwrite)
             return job_result(info, output, report, t0, checksum=checksum)
         except (DcbulkError, OSError) as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
+            return job_error(source, output, f"{type(exc).__name__}: {exc}")
 
 
 def condense(sources: Iterable, output_dir, *, ancillary: bool = False,

@@ -25,12 +25,12 @@ import numpy as np
 from ..bulk import ArchiveReport, FileResult, discover_sources
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, OutputExistsError, PlanError
-from ..filter_expr import parse_filter
 from ..plan import ExtraMetadata, select_features
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.inspect import SourceInfo, inspect_source
-from .common import CHUNKS_PER_BLOCK, attrs_of, derived_identifier, logs_of, tables_of
+from .common import (CHUNKS_PER_BLOCK, attrs_of, derived_identifier, event_filter, logs_of,
+                     tables_of)
 
 __all__ = ["order_key", "start_seconds", "join"]
 
@@ -58,17 +58,8 @@ def start_seconds(attrs: dict, path: str) -> float:
 
 
 def _mapping(info: SourceInfo, filter: str | None):
-    expr = parse_filter(filter)
-    if expr is None:
-        return None
-    missing = [n for n in expr.names if n not in info.features]
-    if missing:
-        raise PlanError(f"{info.path}: filter needs feature(s) {', '.join(missing)} "
-                        f"that the file does not have")
-    with OpenFiles() as files:
-        arrays = {n: read_event_rows(files, info.features[n], slice(0, info.n_events))
-                  for n in expr.names}
-    return np.flatnonzero(expr.evaluate(arrays))
+    mask = event_filter(info, filter)
+    return None if mask is None else np.flatnonzero(mask)
 
 
 def _last(info: SourceInfo, feature: str, idx) -> float | None:

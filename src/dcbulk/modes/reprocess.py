@@ -23,7 +23,7 @@ from ..bulk.records import canonical_options
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, func_identity, job_result
+from .common import CHUNKS_PER_BLOCK, func_identity, job_error, job_result
 
 __all__ = ["ReprocessJob", "reprocess"]
 
@@ -83,14 +83,15 @@ class ReprocessJob:
             except DcbulkError:
                 raise
             except Exception as exc:  # the user's function: a per-file failure
-                return {"error": f"{name} failed on {source}: {type(exc).__name__}: {exc}"}
+                return job_error(source, output,
+                                 f"{name} failed on {source}: {type(exc).__name__}: {exc}")
             with worker_client() as client:  # leaves the thread pool while the writer runs
                 report = store_features(new, output, metadata_from=source, basins=True,
                                         compression=options.compression, client=client,
                                         overwrite=overwrite)
             return job_result(info, output, report, t0, checksum=checksum)
         except (DcbulkError, OSError) as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
+            return job_error(source, output, f"{type(exc).__name__}: {exc}")
 
 
 def _without_code(options: dict | None) -> dict | None:

@@ -25,12 +25,11 @@ from ..bulk import ArchiveReport, FileResult, discover_sources
 from ..engine import convert
 from ..engine.client import client_context
 from ..errors import DcbulkError, PlanError
-from ..filter_expr import parse_filter
 from ..plan import ExtraMetadata
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.inspect import SourceInfo, inspect_source
-from .common import derived_identifier
+from .common import derived_identifier, event_filter
 
 __all__ = ["SplitPiece", "plan_split", "split", "run_pieces"]
 
@@ -70,17 +69,8 @@ def _kept(info: SourceInfo, filter: str | None, skip_empty: bool) -> np.ndarray:
         first, last = _empty_boundaries(info)
         keep[:1] &= not first
         keep[-1:] &= not last
-    expr = parse_filter(filter)
-    if expr is not None:
-        missing = [n for n in expr.names if n not in info.features]
-        if missing:
-            raise PlanError(f"{info.path}: filter needs feature(s) {', '.join(missing)} "
-                            f"that the file does not have")
-        with OpenFiles() as files:
-            arrays = {n: read_event_rows(files, info.features[n], slice(0, info.n_events))
-                      for n in expr.names}
-        keep &= expr.evaluate(arrays)
-    return keep
+    mask = event_filter(info, filter)
+    return keep if mask is None else keep & mask
 
 
 def _sample(path: str) -> str:
