@@ -178,6 +178,24 @@ def test_reprocess_failures_are_per_file(small_archive, tmp_path, client):
         np.testing.assert_array_equal(dst["events/userdef2"][:], src["events/deform"][:] * 2)
 
 
+def test_reprocess_hands_only_the_chosen_features(small_archive, tmp_path, client):
+    seen = []
+
+    def brightest(features):
+        seen.append(sorted(features))  # runs on a worker: only its return value comes back
+        assert sorted(features) == ["image", "mask"], sorted(features)
+        return {"userdef3": features["image"].max(axis=(1, 2)).astype(np.float64)}
+
+    report = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "out", brightest,
+                              features=["image", "mask"], client=client)
+    assert report.ok, [f.error for f in report.failed]
+    with h5py.File(small_archive / "a.rtdc") as src, h5py.File(report.files[0].output) as h5:
+        np.testing.assert_array_equal(h5["events/userdef3"][:],
+                                      src["events/image"][:].max(axis=(1, 2)))
+        log = "\n".join(x.decode() for x in h5["logs/dcbulk-reprocess"][:])
+        assert "brightest" in log and '"userdef3"' in log
+
+
 def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
     def wrong_length(features):
         return {"userdef1": features["deform"][:5]}
@@ -383,7 +401,8 @@ def test_join_matches_dclab_join(small_archive, tmp_path, client):
         assert str(a.attrs["experiment:run identifier"]) in listing
         assert str(b.attrs["experiment:run identifier"]) in listing
         assert {f"src-#1_{n}" for n in a.get("tables", {})} <= set(h5.get("tables", {}))
-    with elsewhere(tmp_path):
+    (tmp_path / "cwd").mkdir()
+    with elsewhere(tmp_path / "cwd"):
         with open_dclab(out) as ds:
             assert len(ds) == 190
         assert dcnum_features(out, ["deform"])["deform"].size == 190

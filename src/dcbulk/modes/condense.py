@@ -12,6 +12,7 @@ file task, so discovery, resume, progress and per-file isolation are the archive
 from __future__ import annotations
 
 import importlib.util
+import json
 import time
 from collections.abc import Iterable
 
@@ -21,6 +22,7 @@ from ..bulk import ArchiveReport, convert_archive
 from ..bulk.archive import INLINE_BYTES
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, PlanError
+from ..plan import ExtraMetadata
 from ..read.inspect import inspect_source
 from .common import CHUNKS_PER_BLOCK, job_error, job_result, scalar_features
 
@@ -74,6 +76,11 @@ class CondenseJob:
         self.ancillary = bool(ancillary)
         self.fingerprint = {"mode": "condense", "ancillary": self.ancillary}
 
+    def _log(self, info, features: list[str]) -> ExtraMetadata:
+        doc = {"source": info.path, "source identifier": info.identifier,
+               "ancillary": self.ancillary, "features": features}
+        return ExtraMetadata(logs={"dcbulk-condense": json.dumps(doc, indent=2).split("\n")})
+
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
                  inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
                  ) -> dict:
@@ -96,7 +103,8 @@ class CondenseJob:
             with worker_client() as client:
                 report = store_features(arrays, output, metadata_from=info.path,
                                         basins=True, compression=options.compression,
-                                        client=client, overwrite=overwrite)
+                                        client=client, overwrite=overwrite,
+                                        extra=self._log(info, sorted(arrays)))
             return job_result(info, output, report, t0, checksum=checksum)
         except (DcbulkError, OSError) as exc:
             return job_error(source, output, f"{type(exc).__name__}: {exc}")
