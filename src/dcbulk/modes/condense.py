@@ -15,10 +15,11 @@ import importlib.util
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 
 import numpy as np
 
-from ..bulk import ArchiveReport, convert_archive
+from ..bulk import ArchiveReport, convert_archive, convert_file
 from ..bulk.archive import INLINE_BYTES
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, PlanError
@@ -64,12 +65,19 @@ def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
             return {f: np.asarray(ds[f]) for f in names}
 
 
+def _verdicts(verdicts) -> dict:
+    """``convert_file``'s codec verdicts argument, where its signature has one."""
+    return {} if verdicts is None else {"verdicts": verdicts}
+
+
 class CondenseJob:
     """The file task of :func:`condense` (a ``convert_archive`` file job).
 
-    The scalar features are read as dask arrays and stored with ``store_features`` (one
-    writer, encoding on the workers); ``index`` is written as ``1..n`` when the source
-    lacks it, as dclab-condense does.
+    A file with ``index`` is condensed by ``convert_file`` (its scalar features, stored
+    chunks copied as stored). Otherwise, or with ``ancillary``, the scalar features are read
+    as dask arrays and stored with ``store_features`` (one writer, encoding on the workers),
+    with ``index`` written as ``1..n`` as dclab-condense does and the ancillary features
+    computed by dclab on this worker.
     """
 
     def __init__(self, *, ancillary: bool = False):
@@ -91,8 +99,14 @@ class CondenseJob:
             if options.filter:  # needs store_features(mapping=) of the engine
                 raise PlanError("condense does not support --filter yet")
             scalars = scalar_features(info)
-            arrays = dict(read_features(info.path, scalars,
-                                                  chunks_per_block=CHUNKS_PER_BLOCK)) if scalars else {}
+            if "index" in scalars and not self.ancillary:
+                # nothing to add: the conversion engine (stored chunks copied, small files
+                # encoded by their writer task, no per-chunk scheduling)
+                opts = replace(options, features=tuple(scalars), basin_to_source=True)
+                return convert_file(source, output, opts, overwrite=overwrite,
+                                    inline_bytes=inline_bytes, **_verdicts(verdicts))
+            arrays = dict(read_features(info.path, scalars, chunks_per_block=CHUNKS_PER_BLOCK)
+                          ) if scalars else {}
             if "index" not in arrays and info.n_events:
                 import dask.array as da
                 arrays["index"] = da.arange(1, info.n_events + 1, dtype=np.uint64)
