@@ -9,7 +9,8 @@
 #   sbatch scripts/slurm-batch-example.sh /data/archive /data/archive-zstd
 #
 # The other way needs no batch script: on a login node, run
-#   dcbulk convert /data/archive -o /data/archive-zstd --cluster-config cluster_configs/slurm.yaml
+#   dcbulk convert /data/archive -o /data/archive-zstd --cluster slurm   # site jobqueue.yaml
+# (or --cluster-config cluster_configs/slurm.yaml)
 # and dcbulk submits the worker jobs itself (dask-jobqueue) and cancels them at the end.
 #
 # Re-submitting the same script resumes: files finished by an earlier (e.g. timed-out) run are

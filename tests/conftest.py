@@ -1,10 +1,31 @@
 """Shared pytest fixtures: the sample .rtdc files in the shared data directory."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# dask's configuration of the tests: an empty $DASK_CONFIG of their own (importing dask_jobqueue
+# writes its default jobqueue.yaml there), and not the user's ~/.config/dask
+_DASK_CONFIG = tempfile.mkdtemp(prefix="dcbulk-tests-dask-config-")
+os.environ["DASK_CONFIG"] = _DASK_CONFIG
+atexit.register(shutil.rmtree, _DASK_CONFIG, True)
+
+
+def _isolate_dask_config() -> None:
+    import dask.config
+    user = os.path.join(os.path.expanduser("~"), ".config", "dask")
+    dask.config.PATH = _DASK_CONFIG
+    dask.config.paths[:] = [p for p in dask.config.paths if os.path.abspath(p) not in (
+        os.path.abspath(user), os.path.abspath(_DASK_CONFIG))] + [_DASK_CONFIG]
+    dask.config.refresh()
+
+
+_isolate_dask_config()
 
 #: The six small real .rtdc files expected in the shared data directory.
 SAMPLE_NAMES = (

@@ -1,25 +1,29 @@
-"""Tests of cluster configuration (dcbulk.cluster) and the shipped cluster_configs/*.yaml.
+"""Tests of dcbulk.cluster: clusters from dask's configuration, and cluster_configs/*.yaml.
 
 No SLURM is needed: job scripts are rendered without submitting, and the batch path of
 ``open_client`` runs against a fake ``sbatch``/``scancel`` pair that starts the job script as
-a local process (or holds it, to test the timeout).
+a local process (or holds it, or fails like ``sbatch`` while ``slurmctld`` is down).
+dask's configuration of the tests is their own (``conftest.py``: ``$DASK_CONFIG`` in a
+temporary directory); the site files of the "plain dask-jobqueue" test live in ``tmp_path``.
 """
 from __future__ import annotations
 
-import dataclasses
 import operator
 import os
 import signal
 import stat
+import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import dask
 import pytest
+import yaml
 
-from dcbulk.cluster import (ClusterConfig, default_cluster_config, job_script,
-                            load_cluster_config, make_cluster, open_client)
+from dcbulk.cli import EXIT_ERROR, main
+from dcbulk.cluster import DEFAULTS, KINDS, job_script, open_client, setting, use_config_file
 from dcbulk.engine.client import WORKER_ENVIRON
 from dcbulk.errors import ConfigError
 
@@ -32,180 +36,250 @@ def _write(path: Path, text: str) -> Path:
 
 
 @pytest.fixture
-def configs() -> dict[str, ClusterConfig]:
+def shipped() -> dict[str, Path]:
     if not CONFIG_DIR.is_dir():
         pytest.skip(f"{CONFIG_DIR} is absent")
-    return {kind: load_cluster_config(CONFIG_DIR / f"{kind}.yaml")
-            for kind in ("local", "slurm", "pbs")}
-
-
-def test_shipped_files_load(configs: dict[str, ClusterConfig]):
-    for kind, config in configs.items():
-        assert config.kind == kind and config.path.endswith(f"{kind}.yaml")
-    for kind in ("slurm", "pbs"):
-        cluster = configs[kind].cluster
-        for key in ("queue", "account", "walltime", "memory"):
-            assert isinstance(cluster[key], str), (kind, key)
-        assert isinstance(cluster["cores"], int) and cluster["processes"] == cluster["cores"]
-        assert cluster["worker_extra_args"][:1] == ["--lifetime"]
-        assert configs[kind].scale["maximum_jobs"] >= configs[kind].scale["minimum_jobs"]
-
-
-def test_local_yaml_matches_the_builtin_defaults(configs: dict[str, ClusterConfig]):
-    builtin = default_cluster_config()
-    assert dataclasses.replace(configs["local"], path=None) == builtin
-    assert builtin.path is None and "built-in" in builtin.where
-
-
-@pytest.mark.parametrize("text, match", [
-    ("dcbulk-cluster: {kind: lsf}", r"dcbulk-cluster\.kind must be one of local, slurm, pbs"),
-    ("dcbulk-cluster: {cluster: {}}", r"dcbulk-cluster\.kind is missing"),
-    ("dcbulk-cluster: {kind: local}\nextra: 1", "unknown top-level key.*extra"),
-    ("cluster: {kind: local}", "top-level 'dcbulk-cluster:'"),
-    ("dcbulk-cluster: {kind: local, scaling: {}}", r"dcbulk-cluster\.scaling"),
-    ("dcbulk-cluster: {kind: slurm, scale: {job: 2}}", r"scale\.job"),
-    ("dcbulk-cluster: {kind: slurm, scale: {jobs: two}}", r"scale\.jobs must be"),
-    ("dcbulk-cluster: {kind: slurm, scale: {jobs: 2, maximum_jobs: 3}}", "either jobs"),
-    ("dcbulk-cluster: {kind: slurm, scale: {minimum_jobs: 3, maximum_jobs: 2}}",
-     "minimum_jobs"),
-    ("dcbulk-cluster: {kind: local, scale: {jobs: 2}}", "n_workers"),
-    ("dcbulk-cluster:\n  kind: slurm\n  cluster:\n    walltime: 12:00:00",
-     r"cluster\.walltime must be quoted.*43200"),
-    ("dcbulk-cluster: {kind: slurm, cluster: {cores: '8'}}", r"cluster\.cores must be int"),
-    ("dcbulk-cluster: {kind: slurm, cluster: {cores: 0}}", r"cluster\.cores must be at least"),
-    ("dcbulk-cluster: {kind: slurm, cluster: {worker_extra_args: --lifetime 5m}}",
-     r"cluster\.worker_extra_args must be a list of strings"),
-    ("dcbulk-cluster: {kind: slurm, cluster: [1]}", r"dcbulk-cluster\.cluster must be a map"),
-    ("dcbulk-cluster: {kind: local, cluster: {n_workers: true}}", r"cluster\.n_workers"),
-    ("dcbulk-cluster: [", "invalid YAML"),
-])
-def test_bad_files_are_config_errors(tmp_path: Path, text: str, match: str):
-    path = _write(tmp_path / "bad.yaml", text)
-    with pytest.raises(ConfigError, match=match) as info:
-        load_cluster_config(path)
-    message = str(info.value)
-    assert message.startswith(str(path)) and "\n" not in message
-
-
-def test_missing_file_is_a_config_error(tmp_path: Path):
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_cluster_config(tmp_path / "nope.yaml")
-
-
-def test_unknown_cluster_options_are_named_with_a_hint(tmp_path: Path):
-    path = _write(tmp_path / "c.yaml", """\
-        dcbulk-cluster:
-          kind: slurm
-          cluster: {cores: 2, memory: 4GiB, walltme: "00:10:00"}
-          scale: {jobs: 1}
-        """)
-    config = load_cluster_config(path)  # key names are checked against the cluster class
-    with pytest.raises(ConfigError, match=r"c\.yaml: unknown option cluster\.walltme for "
-                                          r"SLURMCluster \(did you mean walltime\?\)"):
-        job_script(config)
-    local = ClusterConfig(kind="local", cluster={"n_wokers": 1}, path="l.yaml")
-    with pytest.raises(ConfigError, match=r"l\.yaml: unknown option cluster\.n_wokers for "
-                                          r"LocalCluster \(did you mean n_workers\?\)"):
-        job_script(local)
-    with pytest.raises(ConfigError, match="processes"):
-        job_script(ClusterConfig(kind="local", cluster={"processes": False}))
-
-
-def test_overrides(configs: dict[str, ClusterConfig]):
-    local = configs["local"]
-    assert local.with_overrides(n_workers=None, memory_limit=None) == local
-    changed = local.with_overrides(n_workers=3, threads_per_worker=2, memory_limit="1GB")
-    assert changed.cluster == {"n_workers": 3, "threads_per_worker": 2, "memory_limit": "1GB"}
-    assert local.cluster["n_workers"] is None  # the original is untouched
-    assert changed.path == local.path
-
-    slurm = configs["slurm"]
-    assert slurm.with_overrides(queue="debug", walltime="00:05:00").cluster["queue"] == "debug"
-    assert slurm.with_overrides(n_workers=6).scale == {"workers": 6}
-    assert slurm.with_overrides(jobs=2).scale == {"jobs": 2}
-    assert slurm.with_overrides(maximum_jobs=9).scale == {
-        "minimum_jobs": slurm.scale["minimum_jobs"], "maximum_jobs": 9}
-    assert slurm.with_overrides(jobs=2).with_overrides(minimum_jobs=1).scale == {
-        "minimum_jobs": 1}
-    with pytest.raises(ConfigError, match="threads_per_worker only apply to local"):
-        slurm.with_overrides(threads_per_worker=2)
-    with pytest.raises(ConfigError, match=r"cluster\.cores must be int"):
-        slurm.with_overrides(cores="many")
-    with pytest.raises(ConfigError, match=r"scale\.jobs"):
-        slurm.with_overrides(jobs=-1)
+    return {kind: CONFIG_DIR / f"{kind}.yaml" for kind in ("local", "slurm", "pbs")}
 
 
 def _no_batch_commands(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """PATH with nothing but this Python's directory: no sbatch, no qsub."""
+    """PATH with nothing on it: no sbatch, no qsub."""
     empty = tmp_path / "bin-empty"
     empty.mkdir(exist_ok=True)
     monkeypatch.setenv("PATH", str(empty))
 
 
-def test_slurm_job_script(configs: dict[str, ClusterConfig], tmp_path: Path,
-                          monkeypatch: pytest.MonkeyPatch):
+# -- the shipped files are dask configuration ----------------------------------------------
+def test_shipped_files_are_dask_configuration(shipped: dict[str, Path]):
+    for kind, path in shipped.items():
+        doc = yaml.safe_load(path.read_text())
+        assert doc["dcbulk"]["cluster"] == kind
+        with use_config_file(path):
+            assert setting("cluster") == kind
+            if kind != "local":
+                section = dask.config.get(f"jobqueue.{kind}")
+                for key in ("queue", "account", "walltime", "memory"):
+                    assert isinstance(section[key], str), (kind, key)
+                assert section["processes"] == section["cores"]
+                assert section["worker-extra-args"][:1] == ["--lifetime"]
+                assert setting("maximum-jobs") >= setting("minimum-jobs")
+        assert setting("cluster") == "local"  # merged for the block only
+
+
+def test_local_yaml_holds_the_builtin_defaults(shipped: dict[str, Path]):
+    doc = yaml.safe_load(shipped["local"].read_text())
+    assert doc["dcbulk"] == {"cluster": "local", "local": DEFAULTS["local"]}
+
+
+def test_a_file_merges_over_dask_configuration(tmp_path: Path):
+    path = _write(tmp_path / "c.yaml", """\
+        jobqueue: {slurm: {queue: fromfile}}
+        dcbulk: {jobs: 3}
+        temporary-directory: /scratch/spill
+        """)
+    with dask.config.set({"jobqueue.slurm.account": "fromenv", "jobqueue.slurm.queue": "env"}):
+        with use_config_file(path):
+            assert dask.config.get("jobqueue.slurm.queue") == "fromfile"
+            assert dask.config.get("jobqueue.slurm.account") == "fromenv"  # kept
+            assert setting("jobs") == 3 and setting("local.threads-per-worker") == 1
+            assert dask.config.get("temporary-directory") == "/scratch/spill"
+        assert dask.config.get("jobqueue.slurm.queue") == "env"
+    assert setting("jobs") is None
+
+
+@pytest.mark.parametrize("text, match", [
+    ("dcbulk: [", "invalid YAML"),
+    ("- 1", "expected dask configuration"),
+    ("jobqueue: [slurm]", "expected dask configuration"),
+    ("dcbulk: {local: 4}", r"dcbulk\.local must be a mapping"),
+    ("dcbulk-cluster: {kind: slurm}", "no longer read"),
+    ("dcbulk: {jbos: 2}", r"unknown setting dcbulk\.jbos \(did you mean jobs\?\)"),
+    ("dcbulk: {local: {n_wokers: 2}}", r"dcbulk\.local\.n_wokers \(did you mean n-workers\?\)"),
+    ("dcbulk: {cluster: slurmm}", "unknown cluster kind 'slurmm'"),
+    ("jobqueue: {slurm: {qeue: debug}}",
+     r"unknown setting jobqueue\.slurm\.qeue \(did you mean queue\?\)"),
+    ("jobqueue:\n  slurm:\n    walltime: 12:00:00",
+     r"jobqueue\.slurm\.walltime must be quoted.*43200"),
+    ("jobqueue: {slurm: {interface: nosuch0}}",
+     r"jobqueue\.slurm\.interface is 'nosuch0', which this machine does not have"),
+    ("jobqueue: {slurm: {scheduler-options: {interface: nosuch1}}}",
+     r"scheduler-options\.interface is 'nosuch1'"),
+])
+def test_bad_files_are_one_line_errors(tmp_path: Path, text: str, match: str):
+    path = _write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError, match=match) as info:
+        job_script(cluster="slurm" if "cluster:" not in text else None, cluster_config=path)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(str(path)) or "cluster kind" in str(info.value)
+
+
+def test_a_worker_interface_elsewhere_is_not_checked_here(tmp_path: Path):
+    path = _write(tmp_path / "c.yaml", """\
+        jobqueue: {slurm: {cores: 1, memory: 1GiB, interface: ib9,
+                           scheduler-options: {interface: lo}}}
+        """)
+    assert "--interface ib9" in job_script(cluster="slurm", cluster_config=path)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        job_script(cluster_config=tmp_path / "nope.yaml")
+
+
+# -- job scripts ---------------------------------------------------------------------------
+def test_slurm_job_script_and_overrides(shipped, tmp_path, monkeypatch):
     _no_batch_commands(monkeypatch, tmp_path)  # rendering needs no sbatch
-    config = configs["slurm"].with_overrides(queue="debug", account="proj42",
-                                             walltime="00:45:00")
-    script = job_script(config)
+    with dask.config.set({"jobqueue.slurm.queue": "debug", "jobqueue.slurm.account": "proj42",
+                          "jobqueue.slurm.cores": 2, "jobqueue.slurm.memory": "4GiB"}):
+        script = job_script(cluster="slurm")  # no file: dask's configuration alone
     lines = script.splitlines()
     assert lines[0].startswith("#!")
-    for expected in ("#SBATCH -p debug", "#SBATCH -A proj42", "#SBATCH -t 00:45:00",
-                     f"#SBATCH --cpus-per-task={config.cluster['cores']}",
-                     "#SBATCH --mem=32G"):
-        assert expected in lines, expected
+    assert "#SBATCH -p debug" in lines and "#SBATCH -A proj42" in lines
     for key, value in WORKER_ENVIRON.items():
         assert f"export {key}={value}" in lines
+
+    lines = job_script(cluster_config=shipped["slurm"]).splitlines()
+    for expected in ("#SBATCH -p normal", "#SBATCH -A my-project", "#SBATCH -t 02:00:00",
+                     "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32G"):
+        assert expected in lines, expected
     worker = lines[-1]
-    assert "distributed.cli.dask_worker" in worker and "--lifetime 110m" in worker
-    assert "--lifetime-stagger 4m" in worker and f"--nworkers {config.cluster['processes']}"\
-        in worker and "--nthreads 1" in worker
     assert worker.startswith(sys.executable)  # python: null -> this interpreter
-    assert job_script(configs["slurm"].with_overrides(interface="ib0")).count(
-        "--interface ib0") == 1
+    assert "--lifetime 110m --lifetime-stagger 4m" in worker
+    assert "--nworkers 8" in worker and "--nthreads 1" in worker
+
+    # the command line's per-worker sizing becomes the job's
+    lines = job_script(cluster_config=shipped["slurm"], memory_limit="2GiB",
+                       threads_per_worker=2).splitlines()
+    assert "#SBATCH --mem=8G" in lines  # 4 workers x 2 GiB
+    assert "--nworkers 4" in lines[-1] and "--nthreads 2" in lines[-1]
+    with pytest.raises(ConfigError, match="must divide"):
+        job_script(cluster_config=shipped["slurm"], threads_per_worker=3)
+    with pytest.raises(ConfigError, match="--memory-limit 'lots' is not a size"):
+        job_script(cluster_config=shipped["slurm"], memory_limit="lots")
 
 
-def test_pbs_job_script(configs: dict[str, ClusterConfig], tmp_path: Path,
-                        monkeypatch: pytest.MonkeyPatch):
+def test_pbs_job_script(shipped, tmp_path, monkeypatch):
     _no_batch_commands(monkeypatch, tmp_path)
-    config = configs["pbs"].with_overrides(queue="short", account="proj7",
-                                           walltime="01:30:00")
-    lines = job_script(config).splitlines()
-    for expected in ("#PBS -q short", "#PBS -A proj7", "#PBS -l walltime=01:30:00",
+    with dask.config.set({"jobqueue.pbs.queue": "short"}):  # the file wins over dask's
+        lines = job_script(cluster_config=shipped["pbs"]).splitlines()
+    for expected in ("#PBS -q workq", "#PBS -A my-project", "#PBS -l walltime=02:00:00",
                      "#PBS -l select=1:ncpus=8:mem=32GB", "#PBS -j oe"):
         assert expected in lines, expected
     assert "--lifetime 110m" in lines[-1]
     assert f"export MALLOC_MMAP_THRESHOLD_={WORKER_ENVIRON['MALLOC_MMAP_THRESHOLD_']}" in lines
 
 
-def test_local_job_script_describes_the_cluster(configs: dict[str, ClusterConfig]):
-    text = job_script(configs["local"].with_overrides(n_workers=3))
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in ("local", "slurm", "pbs")])
+def test_other_batch_systems_render(kind: str):
+    with dask.config.set({f"jobqueue.{kind}.cores": 2, "jobqueue.htcondor.disk": "1GB"}):
+        script = job_script(cluster=kind, threads_per_worker=1, memory_limit="1GiB")
+    assert "--nworkers 2" in script
+    assert "distributed.cli.dask_worker" in script and "MALLOC_MMAP_THRESHOLD_" in script
+
+
+def test_local_job_script_describes_the_cluster(shipped):
+    text = job_script(cluster_config=shipped["local"], n_workers=3)
     assert "3 worker process(es), 1 thread(s) each" in text and "MALLOC_" in text
 
 
-def test_make_cluster_without_sbatch_is_a_config_error(configs, tmp_path, monkeypatch):
-    _no_batch_commands(monkeypatch, tmp_path)
-    with pytest.raises(ConfigError, match="'sbatch', which is not on PATH"):
-        make_cluster(configs["slurm"])
-    with pytest.raises(ConfigError, match="'qsub', which is not on PATH"):
-        make_cluster(configs["pbs"])
-    with pytest.raises(ConfigError, match="scale is empty"):
-        make_cluster(ClusterConfig(kind="slurm", cluster={"cores": 1, "memory": "1GiB"}))
+def test_dry_run_creates_no_log_directory(shipped, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    script = job_script(cluster_config=shipped["slurm"])
+    assert "#SBATCH -o dcbulk-worker-logs/dask-worker-%J.out" in script
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_open_client_argument_errors(tmp_path: Path):
-    with pytest.raises(ConfigError, match="at most one of"):
+_PLAIN_SITE = """\
+jobqueue:
+  slurm:
+    queue: batch
+    account: lab42
+    cores: 4
+    processes: 2
+    memory: 16GiB
+    walltime: '01:00:00'
+    job-extra-directives: ['--qos=long']
+    job-script-prologue: ['module load python/3.11']
+    worker-extra-args: ['--lifetime', '50m']
+    local-directory: /tmp/scratch
+"""
+
+
+def test_a_plain_dask_jobqueue_file_works_unchanged(tmp_path):
+    """The site's jobqueue.yaml in $DASK_CONFIG: dcbulk renders what SLURMCluster renders,
+    plus only its worker environment before the site's prologue."""
+    site = tmp_path / "dask"
+    site.mkdir()
+    (site / "jobqueue.yaml").write_text(_PLAIN_SITE)
+    env = {**os.environ, "DASK_CONFIG": str(site), "HOME": str(tmp_path)}
+    plain = subprocess.run(
+        [sys.executable, "-c", "from dask_jobqueue import SLURMCluster; "
+         "print(SLURMCluster(scheduler_options={'dashboard_address': ':0'}).job_script())"],
+        env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    src = tmp_path / "src"
+    src.mkdir()
+    ours = subprocess.run(
+        [sys.executable, "-m", "dcbulk.cli", "convert", str(src), "-o", str(tmp_path / "out"),
+         "--cluster", "slurm", "--dry-run"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert ours.returncode == 0, ours.stderr
+    exports = [f"export {k}={v}" for k, v in WORKER_ENVIRON.items()]
+    ours_lines = [ln for ln in ours.stdout.splitlines() if ln not in exports]
+    assert len(ours.stdout.splitlines()) - len(ours_lines) == len(exports)
+    plain_lines = plain.splitlines()
+    assert [ln for ln in ours_lines if "dask_worker" not in ln] == \
+        [ln for ln in plain_lines if "dask_worker" not in ln]
+    worker = lambda lines: next(ln for ln in lines if "dask_worker" in ln).split()  # noqa: E731
+    ours_w, plain_w = worker(ours_lines), worker(plain_lines)
+    assert ours_w[:3] + ours_w[4:] == plain_w[:3] + plain_w[4:]  # but the scheduler address
+    for expected in ("#SBATCH -p batch", "#SBATCH -A lab42", "#SBATCH --qos=long",
+                     "module load python/3.11"):
+        assert expected in plain_lines
+    everything = ours.stdout.splitlines()
+    assert everything.index(exports[-1]) < everything.index("module load python/3.11")
+    assert not (tmp_path / ".config").exists()
+
+
+# -- connecting ----------------------------------------------------------------------------
+def test_open_client_argument_errors(tmp_path: Path, monkeypatch):
+    with pytest.raises(ConfigError, match="cluster_config cannot be combined"):
         with open_client(scheduler="tcp://127.0.0.1:1", cluster_config="x.yaml"):
             pass
-    with pytest.raises(ConfigError, match="n_workers only apply to a cluster that dcbulk"):
+    with pytest.raises(ConfigError, match="n_workers cannot be combined with a running"):
         with open_client(scheduler="tcp://127.0.0.1:1", n_workers=2):
             pass
     with pytest.raises(ConfigError, match="scheduler file does not exist"):
         with open_client(scheduler_file=tmp_path / "scheduler.json"):
             pass
-    with pytest.raises(ConfigError, match="cannot connect"):
-        with open_client(scheduler="tcp://127.0.0.1:9", timeout="0.5s"):
+    with pytest.raises(ConfigError, match="--jobs applies to batch clusters"):
+        with open_client(cluster="local", jobs=2):
             pass
+    _no_batch_commands(monkeypatch, tmp_path)
+    with pytest.raises(ConfigError, match="'sbatch', which is not on PATH"):
+        with open_client(cluster="slurm"):
+            pass
+    with pytest.raises(ConfigError, match="'qsub', which is not on PATH"):
+        with open_client(cluster="pbs"):
+            pass
+
+
+def test_unreachable_scheduler_waits_as_configured(tmp_path, capsys):
+    """Defect 10.5: an unreachable --scheduler waited a fixed 60 s."""
+    src = tmp_path / "src"
+    src.mkdir()
+    from dcbulk.synth import make_rtdc
+    make_rtdc(src / "a.rtdc", 20, seed=1)
+    t0 = time.monotonic()
+    status = main(["convert", str(src), "-o", str(tmp_path / "out"), "--scheduler",
+                   "tcp://127.0.0.1:9", "--timeout", "1s"])
+    assert status == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot connect to the dask scheduler within 1 s" in err[0], err
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):  # dask's own setting
+        with pytest.raises(ConfigError, match="within 1 s"):
+            with open_client(scheduler="tcp://127.0.0.1:9"):
+                pass
+    assert time.monotonic() - t0 < 30  # two waits of 1 s each, not 60 s
 
 
 def _plus_one(x: int) -> int:
@@ -213,17 +287,18 @@ def _plus_one(x: int) -> int:
 
 
 def test_open_client_starts_a_local_cluster_and_connects_to_it():
-    with open_client(n_workers=1) as (client, cluster):
-        assert cluster is not None
-        assert list(client.nthreads().values()) == [1]
-        assert client.submit(_plus_one, 41).result(timeout=30) == 42
-        env = client.run(os.environ.get, "MALLOC_MMAP_THRESHOLD_")
-        assert list(env.values()) == [WORKER_ENVIRON["MALLOC_MMAP_THRESHOLD_"]]
-        address = cluster.scheduler_address
-        with open_client(scheduler=address) as (client2, none):
-            assert none is None
-            assert client2.submit(_plus_one, 1, pure=False).result(timeout=30) == 2
-        assert client.submit(_plus_one, 2, pure=False).result(timeout=30) == 3  # still open
+    with dask.config.set({"dcbulk.local.threads-per-worker": 1}):
+        with open_client(n_workers=1) as (client, cluster):
+            assert cluster is not None
+            assert list(client.nthreads().values()) == [1]
+            assert client.submit(_plus_one, 41).result(timeout=30) == 42
+            env = client.run(os.environ.get, "MALLOC_MMAP_THRESHOLD_")
+            assert list(env.values()) == [WORKER_ENVIRON["MALLOC_MMAP_THRESHOLD_"]]
+            address = cluster.scheduler_address
+            with open_client(scheduler=address) as (client2, none):
+                assert none is None
+                assert client2.submit(_plus_one, 1, pure=False).result(timeout=30) == 2
+            assert client.submit(_plus_one, 2, pure=False).result(timeout=30) == 3
     assert client.status == "closed" and cluster.status.name == "closed"
 
 
@@ -232,6 +307,10 @@ _FAKE_SBATCH = """\
 #!/bin/bash
 # fake sbatch for dcbulk tests: keep the script, start it in its own session unless held
 set -e
+if [ -n "$FAKE_SLURM_DOWN" ]; then
+  echo "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)" >&2
+  exit 1
+fi
 id=$$
 cp "$1" "$FAKE_SLURM_DIR/job-$id.sh"
 if [ -n "$FAKE_SLURM_HOLD" ]; then
@@ -273,22 +352,23 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         (bindir / name).chmod(stat.S_IRWXU)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SLURM_DIR", str(state))
-    monkeypatch.delenv("FAKE_SLURM_HOLD", raising=False)
+    for name in ("FAKE_SLURM_HOLD", "FAKE_SLURM_DOWN"):
+        monkeypatch.delenv(name, raising=False)
     config = _write(tmp_path / "slurm-test.yaml", f"""\
-        dcbulk-cluster:
-          kind: slurm
-          cluster:
+        jobqueue:
+          slurm:
             queue: testq
             cores: 1
             processes: 1
             memory: 1GiB
             walltime: "00:10:00"
-            death_timeout: 20
-            local_directory: {tmp_path / "worker-space"}
-            worker_extra_args: ["--lifetime", "5m"]
-            scheduler_options: {{dashboard_address: ":0"}}
-          scale:
-            jobs: 1
+            death-timeout: 20
+            local-directory: {tmp_path / "worker-space"}
+            worker-extra-args: ["--lifetime", "5m"]
+            scheduler-options: {{dashboard_address: ":0"}}
+        dcbulk:
+          cluster: slurm
+          jobs: 1
         """)
     yield config, state
     for pidfile in state.glob("job-*.pid"):  # only the process groups started here
@@ -330,16 +410,52 @@ def test_open_client_times_out_with_advice(fake_slurm, monkeypatch):
         with open_client(cluster_config=config, timeout="1s"):
             pytest.fail("must not get a client without workers")
     message = str(info.value)
-    assert "no dask worker joined within 1s" in message
+    assert "no dask worker joined within 1 s" in message
     assert "testq" in message and "squeue -u $USER" in message
     held = [p.stem[4:] for p in state.glob("job-*.held")]
     assert len(held) == 1 and (state / "cancelled").read_text().split() == held
 
 
-def test_job_script_dry_run_creates_no_log_directory(configs, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    config = configs["slurm"]
-    assert config.cluster.get("log_directory") == "dcbulk-worker-logs"
-    script = job_script(config)
-    assert "#SBATCH -o dcbulk-worker-logs/dask-worker-%J.out" in script
-    assert list(tmp_path.iterdir()) == []
+def test_failed_submission_is_one_line_at_once(fake_slurm, monkeypatch, tmp_path, capsys):
+    """Defect 10.5: sbatch while slurmctld is down gave a WorkerStartTimeoutError traceback
+    after the full worker timeout."""
+    config, state = fake_slurm
+    monkeypatch.setenv("FAKE_SLURM_DOWN", "1")
+    src = tmp_path / "src"
+    src.mkdir()
+    from dcbulk.synth import make_rtdc
+    make_rtdc(src / "a.rtdc", 20, seed=1)
+    t0 = time.monotonic()
+    status = main(["convert", str(src), "-o", str(tmp_path / "out"), "--cluster-config",
+                   str(config)])
+    assert time.monotonic() - t0 < 60  # not after the worker timeout (10 minutes)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == EXIT_ERROR, err
+    assert err == [f"dcbulk: error: {config}: slurm job submission failed: sbatch: error: "
+                   f"Batch job submission failed: Unable to contact slurm controller "
+                   f"(connect failure)"]
+    assert not list(state.glob("job-*"))
+
+
+def test_adaptive_scale_and_workers_override(fake_slurm, tmp_path):
+    config, state = fake_slurm
+    adaptive = tmp_path / "adaptive.yaml"
+    adaptive.write_text(config.read_text().replace("jobs: 1", "minimum-jobs: 1\n  maximum-jobs: 2"))
+    with open_client(cluster_config=adaptive, timeout="60s") as (client, cluster):
+        assert cluster._adaptive is not None  # dask-jobqueue's adapt(minimum_jobs, maximum_jobs)
+        assert (cluster._adaptive.minimum, cluster._adaptive.maximum) == (1, 2)
+        assert client.submit(operator.add, 2, 2).result(timeout=30) == 4
+    assert len(list(state.glob("job-*.sh"))) >= 1
+    adaptive.write_text(config.read_text().replace("jobs: 1", "minimum-jobs: 3\n  maximum-jobs: 2"))
+    with pytest.raises(ConfigError, match=r"dcbulk\.minimum-jobs \(3\) exceeds maximum-jobs"):
+        with open_client(cluster_config=adaptive):
+            pass
+    with open_client(cluster_config=config, n_workers=2) as (client, cluster):  # not jobs: 1
+        assert len(cluster.worker_spec) == 2
+
+
+def test_cli_cluster_choices_are_the_kinds():
+    from dcbulk.cli import _parser
+    convert = _parser()._subparsers._group_actions[0].choices["convert"]
+    action = next(a for a in convert._actions if "--cluster" in a.option_strings)
+    assert tuple(action.choices) == tuple(KINDS)

@@ -1,9 +1,13 @@
 """dcbulk on a real SLURM cluster: the local single-node one of ``scripts/slurm-local.sh``.
 
-Test A starts the workers through ``--cluster-config`` (a copy of ``cluster_configs/slurm.yaml``
-with only the local knobs changed); test B connects to a running scheduler through
-``--scheduler-file`` whose workers are SLURM jobs submitted with ``sbatch --wrap``.  Both
-compare every output with its source and check that the SLURM jobs really ran and are gone.
+Tests A start the workers from dask's configuration: A1 with a plain dask-jobqueue
+``jobqueue.yaml`` in ``$DASK_CONFIG`` and ``dcbulk convert --cluster slurm`` (a separate
+process, as a user runs it), A2 with ``--cluster-config`` (a copy of
+``cluster_configs/slurm.yaml`` with only the local knobs changed).  Test B connects to a
+running scheduler through ``--scheduler-file`` whose workers are SLURM jobs submitted with
+``sbatch --wrap``.  All compare every output with its source and check that the SLURM jobs
+really ran and are gone.  Test C points the SLURM client tools at a controller that does not
+answer (``slurmctld`` down) and expects one line and exit 3.
 
 Without a running SLURM cluster the tests are skipped; with ``CI`` set, ``conftest.py`` turns
 that skip into a failure.  Timings (first worker, throughput vs a LocalCluster) are printed
@@ -12,9 +16,11 @@ that skip into a failure.  Timings (first worker, throughput vs a LocalCluster) 
 from __future__ import annotations
 
 import copy
+import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +29,7 @@ import time
 import pytest
 import yaml
 
-from dcbulk.cli import EXIT_OK, main
+from dcbulk.cli import EXIT_ERROR, EXIT_OK, main
 from dcbulk.synth import make_archive
 
 from helpers import assert_features_equal
@@ -139,33 +145,31 @@ class _QueueWatcher:
 def _localized_config(path: pathlib.Path, log_dir: pathlib.Path, work_dir: pathlib.Path,
                       ) -> dict:
     """``cluster_configs/slurm.yaml`` with only the knobs of this machine changed."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    doc = copy.deepcopy(doc)
-    section = doc["dcbulk-cluster"]
-    assert section["kind"] == "slurm", f"{path}: kind is {section['kind']!r}"
-    cluster = dict(section.get("cluster") or {})
-    cluster.pop("account", None)  # no accounting on the local cluster
-    cluster.update({
+    doc = copy.deepcopy(yaml.safe_load(path.read_text(encoding="utf-8")))
+    section = doc["jobqueue"]["slurm"]
+    section.pop("account", None)  # no accounting on the local cluster
+    section.update({
         "queue": "debug",
         "interface": "lo",  # the scheduler and workers must listen on loopback only
         "cores": 1,
         "processes": 1,
         "memory": "2GiB",
         "walltime": "00:10:00",
-        "log_directory": str(log_dir),
-        "local_directory": str(work_dir),
+        "log-directory": str(log_dir),
+        "local-directory": str(work_dir),
         "python": sys.executable,
         # site specifics (module loads, constraints, an --output into the cwd) do not apply
-        "job_script_prologue": [],
-        "job_extra_directives": [],
+        "job-script-prologue": [],
+        "job-extra-directives": [],
     })
-    scheduler_options = dict(cluster.get("scheduler_options") or {})
+    scheduler_options = dict(section.get("scheduler-options") or {})
     scheduler_options["dashboard_address"] = "127.0.0.1:0"
-    cluster["scheduler_options"] = scheduler_options
-    extra = [a for a in cluster.get("worker_extra_args") or [] if a != "--dashboard"]
-    cluster["worker_extra_args"] = [*extra, "--no-dashboard"]
-    section["cluster"] = cluster
-    section["scale"] = {"jobs": 2}
+    section["scheduler-options"] = scheduler_options
+    extra = [a for a in section.get("worker-extra-args") or [] if a != "--dashboard"]
+    section["worker-extra-args"] = [*extra, "--no-dashboard"]
+    if "dcbulk" in doc:
+        doc["dcbulk"] = {"cluster": "slurm", "jobs": 2,
+                         "worker-timeout": doc["dcbulk"].get("worker-timeout", "10 minutes")}
     return doc
 
 
@@ -195,50 +199,123 @@ def _report(record_property, lines: dict[str, str]) -> None:
         print(f"[slurm timing] {key}: {value}")
 
 
-# -- test A: dcbulk starts the SLURM workers from a cluster file -------------------------
-def test_convert_with_cluster_config_runs_on_slurm(slurm, archive, tmp_path, record_property):
-    if not SLURM_YAML.is_file():
-        pytest.skip(f"{SLURM_YAML} is absent")
-    root, files = archive
-    log_dir, work_dir = tmp_path / "slurm-logs", tmp_path / "worker-space"
-    log_dir.mkdir()
-    work_dir.mkdir()
-    cfg = tmp_path / "slurm-local.yaml"
-    cfg.write_text(yaml.safe_dump(_localized_config(SLURM_YAML, log_dir, work_dir)),
-                   encoding="utf-8")
-    dst, report = tmp_path / "out", tmp_path / "report.json"
-
+# -- tests A: dcbulk starts the SLURM workers from dask's configuration -------------------
+def _run_and_check(command, root, files, log_dir, record_property, label, env=None) -> None:
+    """Run ``command`` (argv of main(), or a subprocess when ``env`` is given) under a queue
+    watcher; check outputs and jobs; report the timings."""
+    dst = pathlib.Path(command[command.index("-o") + 1])
     with _QueueWatcher(log_dir) as watcher:
         t0 = time.perf_counter()
-        status = main(["convert", str(root), "-o", str(dst), "--cluster-config", str(cfg),
-                       "--quiet", "--report", str(report)])
+        if env is None:
+            status, stderr = main(command), ""
+        else:
+            proc = subprocess.run([sys.executable, "-m", "dcbulk.cli", *command], env=env,
+                                  capture_output=True, text=True, timeout=600)
+            status, stderr = proc.returncode, proc.stderr
         wall = time.perf_counter() - t0
         t_end = time.monotonic()
     assert not watcher.errors, watcher.errors
     logs = {p.name: p.read_text(errors="replace")[-2000:] for p in log_dir.iterdir()}
-    assert status == EXIT_OK, f"exit {status}; worker logs: {logs}"
+    assert status == EXIT_OK, f"exit {status}: {stderr[-3000:]}; worker logs: {logs}"
     _assert_outputs(root, files, dst)
-    assert report.is_file()
     # the workers were SLURM jobs of this run, and they are gone afterwards
     assert watcher.seen, "no SLURM job appeared in squeue while dcbulk ran"
     assert watcher.t_first_worker is not None, f"no worker log says {REGISTERED!r}: {logs}"
     left = _wait_jobs_gone(watcher.seen)
     assert not left, f"SLURM jobs {sorted(left)} still queued after the run"
-
-    local_wall = _local_throughput(root, tmp_path / "out-local")
     mb = _mb(files)
     working = t_end - watcher.t_first_worker
     _report(record_property, {
-        "A jobs seen": " ".join(sorted(watcher.seen)),
-        "A main() start to first job in squeue": watcher.since_start(watcher.t_first_job),
-        "A main() start to first worker registered": watcher.since_start(
+        f"{label} jobs seen": " ".join(sorted(watcher.seen)),
+        f"{label} start to first job in squeue": watcher.since_start(watcher.t_first_job),
+        f"{label} start to first worker registered": watcher.since_start(
             watcher.t_first_worker),
-        "A archive": f"{len(files)} files, {mb:.1f} MB",
-        "A SLURM wall / throughput": f"{wall:.1f} s, {mb / wall:.1f} MB/s "
-                                     f"({mb / working:.1f} MB/s after the first worker)",
-        "A LocalCluster(2 workers) wall / throughput": f"{local_wall:.1f} s, "
-                                                       f"{mb / local_wall:.1f} MB/s",
+        f"{label} archive": f"{len(files)} files, {mb:.1f} MB",
+        f"{label} SLURM wall / throughput": f"{wall:.1f} s, {mb / wall:.1f} MB/s "
+                                           f"({mb / working:.1f} MB/s after the first worker)",
     })
+
+
+def _dirs(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    log_dir, work_dir = tmp_path / "slurm-logs", tmp_path / "worker-space"
+    log_dir.mkdir()
+    work_dir.mkdir()
+    return log_dir, work_dir
+
+
+def test_site_jobqueue_yaml_and_cluster_slurm(slurm, archive, tmp_path, record_property):
+    """A1: a plain dask-jobqueue jobqueue.yaml in $DASK_CONFIG, ``--cluster slurm``."""
+    if not SLURM_YAML.is_file():
+        pytest.skip(f"{SLURM_YAML} is absent")
+    root, files = archive
+    log_dir, work_dir = _dirs(tmp_path)
+    site = tmp_path / "dask-config"
+    site.mkdir()
+    doc = _localized_config(SLURM_YAML, log_dir, work_dir)
+    (site / "jobqueue.yaml").write_text(yaml.safe_dump({"jobqueue": doc["jobqueue"]}),
+                                        encoding="utf-8")
+    env = {**os.environ, "DASK_CONFIG": str(site), "HOME": str(tmp_path)}  # no user config
+    _run_and_check(["convert", str(root), "-o", str(tmp_path / "out"), "--cluster", "slurm",
+                    "--jobs", "2", "--quiet"], root, files, log_dir, record_property, "A1",
+                   env=env)
+    assert not (tmp_path / ".config").exists()
+
+
+def test_convert_with_cluster_config_runs_on_slurm(slurm, archive, tmp_path, record_property):
+    """A2: ``--cluster-config`` with a copy of cluster_configs/slurm.yaml; LocalCluster for
+    comparison."""
+    if not SLURM_YAML.is_file():
+        pytest.skip(f"{SLURM_YAML} is absent")
+    root, files = archive
+    log_dir, work_dir = _dirs(tmp_path)
+    cfg = tmp_path / "slurm-local.yaml"
+    cfg.write_text(yaml.safe_dump(_localized_config(SLURM_YAML, log_dir, work_dir)),
+                   encoding="utf-8")
+    report = tmp_path / "report.json"
+    _run_and_check(["convert", str(root), "-o", str(tmp_path / "out"), "--cluster-config",
+                    str(cfg), "--quiet", "--report", str(report)], root, files, log_dir,
+                   record_property, "A2")
+    assert report.is_file()
+    local_wall = _local_throughput(root, tmp_path / "out-local")
+    mb = _mb(files)
+    _report(record_property, {"A2 LocalCluster(2 workers) wall / throughput":
+                              f"{local_wall:.1f} s, {mb / local_wall:.1f} MB/s"})
+
+
+# -- test C: slurmctld does not answer -----------------------------------------------------
+def test_slurmctld_down_is_one_line(slurm, archive, tmp_path, record_property):
+    """Defect 10.5: sbatch while slurmctld is down gave a WorkerStartTimeoutError traceback.
+
+    The running controller is left alone: the client tools get a copy of slurm.conf whose
+    SlurmctldPort nobody listens on, which is what they see when slurmctld is down."""
+    conf = pathlib.Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    text, n = re.subn(r"(?m)^SlurmctldPort=.*$", f"SlurmctldPort={port}", conf.read_text())
+    if not n:
+        text += f"\nSlurmctldPort={port}\n"
+    down = tmp_path / "slurm-down.conf"
+    down.write_text(text)
+    root, _files = archive
+    log_dir, work_dir = _dirs(tmp_path)
+    cfg = tmp_path / "slurm-local.yaml"
+    cfg.write_text(yaml.safe_dump(_localized_config(SLURM_YAML, log_dir, work_dir)))
+    env = {**os.environ, "SLURM_CONF": str(down), "HOME": str(tmp_path),
+           "DASK_CONFIG": str(tmp_path / "dask-config")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dcbulk.cli", "convert", str(root), "-o",
+                           str(tmp_path / "out"), "--cluster-config", str(cfg), "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - t0
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == EXIT_ERROR, proc.stderr[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"dcbulk: error: {cfg}: slurm job submission failed: sbatch:")
+    assert "Unable to contact slurm controller" in lines[0]
+    assert not list(log_dir.iterdir())  # no job ran
+    assert not list((tmp_path / "out").rglob("*.rtdc"))
+    _report(record_property, {"C slurmctld down: time to the error": f"{wall:.1f} s"})
 
 
 # -- test B: a running scheduler (scheduler file) with SLURM-job workers -----------------
@@ -340,16 +417,16 @@ def test_convert_with_scheduler_file_and_sbatch_workers(slurm, archive, tmp_path
 def test_localized_config_changes_only_local_knobs(tmp_path):
     """The test's YAML rewrite keeps the site's other settings (no SLURM needed)."""
     src = tmp_path / "site.yaml"
-    src.write_text(yaml.safe_dump({"dcbulk-cluster": {
-        "kind": "slurm", "scale": {"jobs": 10},
-        "cluster": {"queue": "normal", "account": "lab", "cores": 8, "memory": "32GB",
-                    "walltime": "04:00:00", "death_timeout": 120,
-                    "worker_extra_args": ["--lifetime", "3h"]}}}))
+    src.write_text(yaml.safe_dump({
+        "jobqueue": {"slurm": {"queue": "normal", "account": "lab", "cores": 8,
+                               "memory": "32GB", "walltime": "04:00:00", "death-timeout": 120,
+                               "worker-extra-args": ["--lifetime", "3h"]}},
+        "dcbulk": {"cluster": "slurm", "maximum-jobs": 10}}))
     doc = _localized_config(src, tmp_path / "logs", tmp_path / "work")
-    cluster = doc["dcbulk-cluster"]["cluster"]
-    assert "account" not in cluster and cluster["queue"] == "debug"
-    assert cluster["interface"] == "lo" and cluster["cores"] == 1
-    assert cluster["death_timeout"] == 120
-    assert cluster["worker_extra_args"] == ["--lifetime", "3h", "--no-dashboard"]
-    assert doc["dcbulk-cluster"]["scale"] == {"jobs": 2}
-    assert re.fullmatch(r"\d\d:\d\d:\d\d", cluster["walltime"])
+    section = doc["jobqueue"]["slurm"]
+    assert "account" not in section and section["queue"] == "debug"
+    assert section["interface"] == "lo" and section["cores"] == 1
+    assert section["death-timeout"] == 120
+    assert section["worker-extra-args"] == ["--lifetime", "3h", "--no-dashboard"]
+    assert doc["dcbulk"] == {"cluster": "slurm", "jobs": 2, "worker-timeout": "10 minutes"}
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", section["walltime"])

@@ -27,16 +27,25 @@ def _csv(text: str) -> list[str]:
 
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cluster (default: a LocalCluster on this machine)")
+    g = p.add_argument_group("cluster (default: dcbulk.cluster of dask's configuration, "
+                             "else a LocalCluster on this machine)")
     x = g.add_mutually_exclusive_group()
     x.add_argument("--scheduler", metavar="ADDRESS", help="connect to a running scheduler")
     x.add_argument("--scheduler-file", metavar="FILE",
                    help="connect via a scheduler file (dask scheduler --scheduler-file, dask-mpi)")
     x.add_argument("--cluster-config", metavar="YAML",
-                   help="start a cluster from a YAML file (see cluster_configs/: local, slurm, pbs)")
-    g.add_argument("--workers", type=int, metavar="N", help="local workers (default: cores)")
+                   help="dask configuration file loaded on top of dask's own (jobqueue: and "
+                   "dcbulk: sections; see cluster_configs/)")
+    g.add_argument("--cluster", choices=("local", "slurm", "pbs", "sge", "lsf", "htcondor"),
+                   help="start this cluster from dask's configuration (jobqueue.<kind>.*)")
+    g.add_argument("--workers", type=int, metavar="N", help="workers (default: cores, or the "
+                   "jobs' processes)")
     g.add_argument("--threads-per-worker", type=int, metavar="N")
-    g.add_argument("--memory-limit", metavar="M", help="per local worker, e.g. 4GB")
+    g.add_argument("--memory-limit", metavar="M", help="per worker, e.g. 4GB")
+    g.add_argument("--jobs", type=int, metavar="N", help="batch jobs to submit [dcbulk.jobs, 1]")
+    g.add_argument("--timeout", metavar="T", help="wait this long for the scheduler [dask's "
+                   "distributed.comm.timeouts.connect] or the first batch worker "
+                   "[dcbulk.worker-timeout]")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,8 +137,9 @@ def _add_mode_parsers(sub) -> None:
 
 def _client_args(ns) -> dict:
     return {"scheduler": ns.scheduler, "scheduler_file": ns.scheduler_file,
-            "cluster_config": ns.cluster_config, "n_workers": ns.workers,
-            "threads_per_worker": ns.threads_per_worker, "memory_limit": ns.memory_limit}
+            "cluster": ns.cluster, "cluster_config": ns.cluster_config, "n_workers": ns.workers,
+            "threads_per_worker": ns.threads_per_worker, "memory_limit": ns.memory_limit,
+            "jobs": ns.jobs, "timeout": ns.timeout}
 
 
 def _print_summary(report, out) -> None:
@@ -160,7 +170,7 @@ def _mode_call(ns):
 
 def _convert(ns, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from .cluster import job_script, load_cluster_config, open_client
+    from .cluster import job_script, open_client, setting
     from .progress import ArchiveProgress
     if ns.command in ("condense", "split", "join"):
         convert_archive, kwargs = _mode_call(ns)
@@ -176,11 +186,11 @@ def _convert(ns, out=None, err=None) -> int:
     if ns.dry_run:
         for f in preview.files:
             print(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})", file=out)
-        if ns.cluster_config:
-            config = load_cluster_config(ns.cluster_config).with_overrides(
-                n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
-                memory_limit=ns.memory_limit)
-            print(job_script(config), file=out)
+        if ns.cluster or ns.cluster_config or (setting("cluster") != "local" and not (
+                ns.scheduler or ns.scheduler_file)):
+            print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
+                             n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
+                             memory_limit=ns.memory_limit), file=out)
         return EXIT_OK
     n_files = len(preview.files)
     total = sum(f.bytes_in or os.path.getsize(f.source) for f in preview.files)

@@ -1,255 +1,279 @@
-"""Starting the cluster of a ClusterConfig, rendering its job script, and opening the client of a run."""
+"""Starting the cluster of a run, rendering its job script, and opening the run's client.
+
+dask-jobqueue builds batch clusters from ``jobqueue.<kind>.*`` and validates their keywords;
+dcbulk adds only its worker environment (exported in the job prologue), the command line's
+sizing, the scale, and one-line errors where distributed would log tracebacks: a failed job
+submission (e.g. ``sbatch`` while ``slurmctld`` is down) is waited for and reported at once
+(distributed has no public call that waits for it, hence ``SpecCluster._correct_state``),
+and no worker within ``dcbulk.worker-timeout`` ends the run with advice.
+"""
 from __future__ import annotations
 
 import contextlib
-import difflib
-import inspect
 import logging
 import os
-import tempfile
 import shlex
 import shutil
-import types
+import tempfile
 from collections.abc import Iterator
 from os import PathLike
 from typing import Any
 
-from ..errors import ConfigError
-from .config import ClusterConfig, default_cluster_config, load_cluster_config
+import dask
+from dask.utils import parse_bytes, parse_timedelta
 
-__all__ = ["make_cluster", "job_script", "open_client"]
+from ..engine.client import WORKER_ENVIRON, make_local_cluster
+from ..errors import ConfigError
+from .config import KINDS, check_jobqueue, setting, use_config_file
+
+__all__ = ["job_script", "open_client"]
 
 logger = logging.getLogger(__name__)
 
-_STATUS_COMMAND = types.MappingProxyType({"slurm": "squeue -u $USER", "pbs": "qstat -u $USER"})
+_STATUS_COMMAND = {"slurm": "squeue -u $USER", "pbs": "qstat -u $USER",
+                   "sge": "qstat -u $USER", "lsf": "bjobs", "htcondor": "condor_q"}
 
 
-# -- building ----------------------------------------------------------------------------
-def _parameters(*callables: Any) -> set[str]:
-    names: set[str] = set()
-    for func in callables:
-        for name, param in inspect.signature(func).parameters.items():
-            if param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL) and name != "self":
-                names.add(name)
-    return names
+def _kind(cluster: str | None) -> str:
+    kind = cluster or setting("cluster")
+    if kind not in KINDS:
+        raise ConfigError(f"unknown cluster kind {kind!r} (dcbulk.cluster or --cluster: "
+                          f"{', '.join(KINDS)})")
+    return kind
 
 
-def _reject_unknown(config: ClusterConfig, allowed: set[str], target: str) -> None:
-    for key in config.cluster:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{config.where}: unknown option cluster.{key} for "
-                              f"{target}{hint}")
-
-
-def _jobqueue_class(kind: str):
+def _batch(kind: str, where: str, threads_per_worker: int | None,
+           memory_limit: str | int | None) -> tuple[Any, dict]:
+    """The dask-jobqueue class and the keywords dcbulk adds to its configuration: the worker
+    environment before the configured prologue, and per-worker sizing as per-job settings."""
+    check_jobqueue(kind, where)
     import dask_jobqueue
-    return {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[kind]
+    from distributed.deploy.local import nprocesses_nthreads
+    conf = dask.config.get(f"jobqueue.{kind}")
+    kwargs: dict[str, Any] = {"job_script_prologue": [
+        *(f"export {k}={shlex.quote(v)}" for k, v in WORKER_ENVIRON.items()),
+        *(conf.get("job-script-prologue") or [])]}
+    cores, processes = conf.get("cores"), conf.get("processes")
+    if threads_per_worker is not None:
+        if not cores or cores % threads_per_worker:
+            raise ConfigError(f"{where}: --threads-per-worker {threads_per_worker} must divide "
+                              f"jobqueue.{kind}.cores ({cores})")
+        processes = kwargs["processes"] = cores // threads_per_worker
+    if memory_limit is not None:
+        try:
+            per_worker = parse_bytes(memory_limit)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"--memory-limit {memory_limit!r} is not a size such as 4GiB "
+                              f"(a batch job's memory is workers x this)") from exc
+        processes = processes or (nprocesses_nthreads(cores)[0] if cores else 1)
+        kwargs["memory"] = f"{per_worker * processes}B"
+    return getattr(dask_jobqueue, KINDS[kind]), kwargs
 
 
-def _jobqueue_kwargs(config: ClusterConfig) -> tuple[Any, dict, set[str]]:
-    """The cluster class, its keyword arguments (worker environment merged into the
-    prologue) and the names that only the cluster, not the job, accepts."""
-    from dask_jobqueue.core import JobQueueCluster
+@contextlib.contextmanager
+def _submission(cluster: Any, kind: str, where: str) -> Iterator[None]:
+    """Around ``scale``: wait until its jobs are submitted; one line if submitting failed.
 
-    from ..engine.client import WORKER_ENVIRON
-    cls = _jobqueue_class(config.kind)
-    job_names = set()
-    for klass in cls.job_cls.__mro__:
-        if "__init__" in vars(klass):
-            job_names |= _parameters(klass.__init__)
-    cluster_only = _parameters(JobQueueCluster.__init__) - job_names
-    managed = {"job_cls", "scheduler", "name", "n_workers", "loop", "asynchronous",
-               "scheduler_cls"}  # set by dcbulk or dask_jobqueue, or through scale:
-    _reject_unknown(config, (job_names | cluster_only) - managed, cls.__name__)
-    kwargs = {k: v for k, v in config.cluster.items() if v is not None}
-    exports = [f"export {k}={shlex.quote(v)}" for k, v in WORKER_ENVIRON.items()]
-    kwargs["job_script_prologue"] = exports + list(kwargs.get("job_script_prologue") or [])
-    return cls, kwargs, cluster_only
-
-
-def _local_kwargs(config: ClusterConfig) -> dict:
-    from distributed import LocalCluster, Nanny, Worker
-    if "processes" in config.cluster:
-        raise ConfigError(f"{config.where}: cluster.processes cannot be set: dcbulk's local "
-                          f"clusters always run worker processes (set n_workers)")
-    allowed = _parameters(LocalCluster.__init__, Nanny.__init__, Worker.__init__)
-    _reject_unknown(config, allowed - {"worker_class", "scheduler_ip", "scheduler_port",
-                                       "loop", "asynchronous", "start"}, "LocalCluster")
-    return dict(config.cluster)
-
-
-def make_cluster(config: ClusterConfig):
-    """Start the cluster of ``config`` and apply its scale.
-
-    Local: :func:`dcbulk.engine.client.make_local_cluster` (process workers with dcbulk's
-    worker environment). SLURM/PBS: ``SLURMCluster``/``PBSCluster`` whose job scripts export
-    :data:`dcbulk.engine.client.WORKER_ENVIRON`, then ``scale(jobs=...)`` or
-    ``adapt(minimum_jobs=..., maximum_jobs=...)``. The caller closes the cluster.
-
-    Raises
-    ------
-    ConfigError
-        For unknown options, a batch cluster without a scale, or a missing submit command.
+    ``scale`` submits from a callback whose failure tornado logs as a traceback: the filter
+    keeps the exception instead, and waiting for the cluster's next state correction lets
+    that callback finish first (they share a lock).
     """
-    if config.kind == "local":
-        from ..engine.client import make_local_cluster
-        kwargs = _local_kwargs(config)
-        return make_local_cluster(n_workers=kwargs.pop("n_workers", None),
-                                  threads_per_worker=kwargs.pop("threads_per_worker", None) or 1,
-                                  memory_limit=kwargs.pop("memory_limit", "auto"), **kwargs)
-    if not config.scale:
-        raise ConfigError(f"{config.where}: scale is empty; set scale.jobs (or minimum_jobs/"
-                          f"maximum_jobs), or pass the number of workers")
-    cls, kwargs, _ = _jobqueue_kwargs(config)
-    submit = cls.job_cls.submit_command
+    from distributed.core import Status
+    errors: list[BaseException] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            errors.append(record.exc_info[1])
+            return False
+        return True
+
+    app_log = logging.getLogger("tornado.application")
+    app_log.addFilter(keep)
+    try:
+        yield
+        cluster.sync(cluster._correct_state)
+    finally:
+        app_log.removeFilter(keep)
+    failed = [job for job in cluster.workers.values() if getattr(job, "job_id", 1) is None]
+    for job in failed:  # left "created", which SpecCluster.close asserts against
+        job.status = Status.failed
+    if failed or errors:
+        text = " ".join(str(e) for e in errors) or "no job id returned"
+        detail = " ".join(text.rpartition("stderr:")[2].split()) or " ".join(text.split())
+        raise ConfigError(f"{where}: {kind} job submission failed: {detail}")
+
+
+def _scale(cluster: Any, where: str, n_workers: int | None, jobs: int | None) -> dict:
+    """Workers or jobs from the command line, else ``dcbulk.jobs``, else adaptive between
+    ``dcbulk.minimum-jobs`` and ``maximum-jobs`` (returned for ``adapt``), else one job."""
+    low, high = setting("minimum-jobs"), setting("maximum-jobs")
+    fixed = jobs if jobs is not None else setting("jobs")
+    for key, value in (("jobs", fixed), ("minimum-jobs", low), ("maximum-jobs", high)):
+        if value is not None and (type(value) is not int or value < 0):
+            raise ConfigError(f"{where}: dcbulk.{key} must be a whole number, not {value!r}")
+    if n_workers is not None:
+        cluster.scale(n=n_workers)
+    elif fixed is not None or (low is None and high is None):
+        cluster.scale(jobs=1 if fixed is None else fixed)
+    elif (low or 0) > (high if high is not None else low):
+        raise ConfigError(f"{where}: dcbulk.minimum-jobs ({low}) exceeds maximum-jobs ({high})")
+    else:
+        cluster.scale(jobs=max(low or 0, 1))  # submitted (and checked) before adapting
+        return {"minimum_jobs": low, "maximum_jobs": high}
+    return {}
+
+
+def _start(kind: str, where: str, *, n_workers, threads_per_worker, memory_limit, jobs):
+    """The running cluster of ``kind``, scaled and its jobs submitted; the caller closes it."""
+    if kind == "local":
+        if jobs is not None:
+            raise ConfigError("--jobs applies to batch clusters, not to a local one")
+        return make_local_cluster(
+            n_workers=n_workers or setting("local.n-workers"),
+            threads_per_worker=threads_per_worker or setting("local.threads-per-worker"),
+            memory_limit=memory_limit or setting("local.memory-limit"))
+    cls, kwargs = _batch(kind, where, threads_per_worker, memory_limit)
+    submit = cls.job_cls.submit_command.split()[0]
     if shutil.which(submit) is None:
-        raise ConfigError(f"{config.where}: kind {config.kind} submits workers with "
-                          f"'{submit}', which is not on PATH; run dcbulk on a login node of "
-                          f"the {config.kind} cluster")
+        raise ConfigError(f"{where}: {kind} jobs are submitted with '{submit}', which is not "
+                          f"on PATH; run dcbulk on a login node of the {kind} cluster")
     try:
         cluster = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{config.where}: {cls.__name__}: "
-                          f"{' '.join(str(exc).split())}") from exc
+        raise ConfigError(f"{where}: {cls.__name__}: {' '.join(str(exc).split())}") from exc
     try:
-        scale = config.scale
-        if "jobs" in scale:
-            cluster.scale(jobs=scale["jobs"])
-        elif "workers" in scale:
-            cluster.scale(n=scale["workers"])
-        else:
-            cluster.adapt(minimum_jobs=scale.get("minimum_jobs"),
-                          maximum_jobs=scale.get("maximum_jobs"))
+        with _submission(cluster, kind, where):
+            bounds = _scale(cluster, where, n_workers, jobs)
+        if bounds:
+            cluster.adapt(**bounds)
     except BaseException:
         cluster.close()
         raise
-    logger.info("%s", config.describe())
     return cluster
 
 
-def job_script(config: ClusterConfig) -> str:
+def job_script(*, cluster: str | None = None, cluster_config: str | PathLike | None = None,
+               n_workers: int | None = None, threads_per_worker: int | None = None,
+               memory_limit: str | int | None = None) -> str:
     """The batch script each job would run (nothing is submitted, no scheduler started).
 
-    For local clusters, a short description instead. The scheduler address in the script is
-    a placeholder; the real one is known once the cluster runs.
-
-    Raises
-    ------
-    ConfigError
-        For options the cluster class does not accept.
+    For a local cluster, a short description instead. The scheduler address in the script
+    is a placeholder; the real one is known once the cluster runs.
     """
-    if config.kind == "local":
-        from ..engine.client import WORKER_ENVIRON
-        kwargs = _local_kwargs(config)
-        workers = kwargs.pop("n_workers", None) or f"{os.cpu_count() or 1} (one per core)"
-        lines = [f"# {config.describe()}",
-                 f"# LocalCluster: {workers} worker process(es), "
-                 f"{kwargs.pop('threads_per_worker', None) or 1} thread(s) each, "
-                 f"memory_limit={kwargs.pop('memory_limit', 'auto')}",
-                 *(f"# {k}={v!r}" for k, v in sorted(kwargs.items())),
-                 "# worker environment: " + " ".join(f"{k}={v}"
-                                                     for k, v in WORKER_ENVIRON.items())]
-        return "\n".join(lines) + "\n"
-    cls, kwargs, cluster_only = _jobqueue_kwargs(config)
-    job_kwargs = {k: v for k, v in kwargs.items() if k not in cluster_only}
-    # dask-jobqueue creates log_directory when a job is built: render with a scratch
-    # directory so that a dry run leaves nothing behind, then show the configured one
-    log_dir = job_kwargs.get("log_directory")
-    with tempfile.TemporaryDirectory() as scratch:
-        if log_dir:
-            job_kwargs["log_directory"] = scratch
-        try:
-            job = cls.job_cls("tcp://<scheduler-address>:8786", name="dummy-name",
-                              **job_kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{config.where}: {cls.__name__}: "
-                              f"{' '.join(str(exc).split())}") from exc
-        script = job.job_script()
-    return script.replace(scratch, str(log_dir)) if log_dir else script
+    with use_config_file(cluster_config):
+        kind = _kind(cluster)
+        if kind == "local":
+            workers = n_workers or setting("local.n-workers") or os.cpu_count()
+            threads = threads_per_worker or setting("local.threads-per-worker")
+            return (f"# LocalCluster: {workers} worker process(es), {threads} thread(s) each, "
+                    f"memory_limit={memory_limit or setting('local.memory-limit')}\n"
+                    "# worker environment: "
+                    + " ".join(f"{k}={v}" for k, v in WORKER_ENVIRON.items()) + "\n")
+        where = os.fspath(cluster_config) if cluster_config else "dask configuration"
+        cls, kwargs = _batch(kind, where, threads_per_worker, memory_limit)
+        # a job creates its log directory when built: render with a scratch directory so
+        # that a dry run leaves nothing behind, then show the configured one
+        log_dir = dask.config.get(f"jobqueue.{kind}.log-directory", default=None)
+        with tempfile.TemporaryDirectory() as scratch:
+            try:
+                script = cls.job_cls("tcp://<scheduler-address>:8786", name="dummy-name",
+                                     **kwargs, **({"log_directory": scratch} if log_dir else {})
+                                     ).job_script()
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: {cls.__name__}: {' '.join(str(exc).split())}"
+                                  ) from exc
+        return script.replace(scratch, str(log_dir)) if log_dir else script
 
 
-# -- client ------------------------------------------------------------------------------
 @contextlib.contextmanager
 def open_client(*, scheduler: str | None = None, scheduler_file: str | PathLike | None = None,
-                cluster_config: str | PathLike | None = None, n_workers: int | None = None,
-                threads_per_worker: int | None = None, memory_limit: str | int | None = None,
-                timeout: str | float = "60s") -> Iterator[tuple[Any, Any]]:
+                cluster: str | None = None, cluster_config: str | PathLike | None = None,
+                n_workers: int | None = None, threads_per_worker: int | None = None,
+                memory_limit: str | int | None = None, jobs: int | None = None,
+                timeout: str | float | None = None) -> Iterator[tuple[Any, Any]]:
     """Yield ``(client, cluster)`` for a run and close what was created here at exit.
 
     Parameters
     ----------
-    scheduler, scheduler_file, cluster_config
-        At most one: the address of a running scheduler, its scheduler file, or a cluster
-        YAML file. With none, a local cluster from :func:`default_cluster_config`.
-        ``cluster`` is None when connecting to a running scheduler.
-    n_workers, threads_per_worker, memory_limit
-        Overrides of the cluster configuration (None keeps it); not allowed with
-        ``scheduler``/``scheduler_file``.
+    scheduler, scheduler_file
+        Connect to a running scheduler (``cluster`` is then None); excludes the others.
+    cluster
+        The kind to start (:data:`KINDS`); default ``dcbulk.cluster`` of dask's config.
+    cluster_config
+        A dask configuration file merged on top of dask's configuration for the run.
+    n_workers, threads_per_worker, memory_limit, jobs
+        Overrides of the configuration (None keeps it); ``memory_limit`` is per worker.
     timeout
-        How long to wait for the scheduler, and for the first worker of a batch cluster.
+        How long to wait for the scheduler (default ``distributed.comm.timeouts.connect``)
+        or for the first worker of a batch cluster (default ``dcbulk.worker-timeout``).
 
     Raises
     ------
     ConfigError
-        For conflicting arguments, an unreachable scheduler, a bad cluster file, or when no
-        batch worker joins in time (the message says how to check the queue).
+        For conflicting arguments, an unreachable scheduler, a bad configuration, a failed
+        job submission, or when no batch worker joins in time (with advice).
     """
-    from dask.utils import parse_timedelta
     from distributed import Client
-    chosen = [name for name, value in (("scheduler", scheduler),
-                                       ("scheduler_file", scheduler_file),
-                                       ("cluster_config", cluster_config)) if value is not None]
-    if len(chosen) > 1:
-        raise ConfigError(f"give at most one of scheduler, scheduler_file and cluster_config "
-                          f"(got {', '.join(chosen)})")
-    seconds = parse_timedelta(timeout, default="s")
-    sizing = {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
-              "memory_limit": memory_limit}
     if scheduler is not None or scheduler_file is not None:
-        given = [k for k, v in sizing.items() if v is not None]
-        if given:
-            raise ConfigError(f"{', '.join(given)} only apply to a cluster that dcbulk starts, "
-                              f"not to a running scheduler")
-        target = scheduler if scheduler is not None else os.fspath(scheduler_file)
-        if scheduler_file is not None and not os.path.isfile(target):
-            raise ConfigError(f"{target}: scheduler file does not exist")
-        try:
-            client = Client(scheduler, scheduler_file=scheduler_file and target,
-                            timeout=seconds)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{target}: cannot connect to the dask scheduler within "
-                              f"{timeout} ({' '.join(str(exc).split())})") from exc
-        logger.info("connected to %s; worker environment settings of dcbulk are not "
-                    "applied to its workers", client.scheduler.address)
-        try:
+        given = {"scheduler_file": scheduler and scheduler_file, "cluster": cluster,
+                 "cluster_config": cluster_config, "n_workers": n_workers,
+                 "threads_per_worker": threads_per_worker, "memory_limit": memory_limit,
+                 "jobs": jobs}
+        extra = [k for k, v in given.items() if v is not None]
+        if extra:
+            raise ConfigError(f"{', '.join(extra)} cannot be combined with a running "
+                              f"scheduler (it has its own workers)")
+        with _connect(scheduler, scheduler_file, timeout) as client:
             yield client, None
-        finally:
-            client.close()
         return
-    config = (load_cluster_config(cluster_config) if cluster_config is not None
-              else default_cluster_config()).with_overrides(**sizing)
-    cluster = make_cluster(config)
-    try:
-        client = Client(cluster, timeout=seconds)
+    with use_config_file(cluster_config):
+        kind = _kind(cluster)
+        where = os.fspath(cluster_config) if cluster_config else "dask configuration"
+        running = _start(kind, where, n_workers=n_workers, jobs=jobs,
+                         threads_per_worker=threads_per_worker, memory_limit=memory_limit)
         try:
-            if config.kind != "local":
-                _wait_for_first_worker(client, config, seconds, timeout)
-            yield client, cluster
+            with Client(running) as client:
+                if kind != "local":
+                    _first_worker(client, kind, where, timeout or setting("worker-timeout"))
+                yield client, running
         finally:
-            client.close()
-    finally:
-        cluster.close()
+            running.close()
 
 
-def _wait_for_first_worker(client: Any, config: ClusterConfig, seconds: float,
-                           timeout: str | float) -> None:
+@contextlib.contextmanager
+def _connect(scheduler: str | None, scheduler_file: str | PathLike | None,
+             timeout: str | float | None) -> Iterator[Any]:
+    from distributed import Client
+    target = scheduler if scheduler is not None else os.fspath(scheduler_file)
+    if scheduler_file is not None and not os.path.isfile(target):
+        raise ConfigError(f"{target}: scheduler file does not exist")
+    seconds = _seconds(timeout or dask.config.get("distributed.comm.timeouts.connect"), target)
+    try:
+        client = Client(scheduler, scheduler_file=scheduler_file and target, timeout=seconds)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{target}: cannot connect to the dask scheduler within "
+                          f"{seconds:g} s ({' '.join(str(exc).split())})") from exc
+    logger.info("connected to %s; dcbulk's worker environment is not applied to its workers",
+                client.scheduler.address)
+    with client:
+        yield client
+
+
+def _seconds(timeout: str | float, where: str) -> float:
+    try:
+        return parse_timedelta(timeout, default="s")
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{where}: timeout {timeout!r} is not a duration such as "
+                          f"'30s' or '10 minutes'") from exc
+
+
+def _first_worker(client: Any, kind: str, where: str, timeout: str | float) -> None:
+    seconds = _seconds(timeout, where)
     try:
         client.wait_for_workers(1, timeout=seconds)
     except TimeoutError as exc:
-        queue = config.cluster.get("queue") or "the default queue"
+        queue = dask.config.get(f"jobqueue.{kind}.queue", default=None) or "the default queue"
         raise ConfigError(
-            f"{config.where}: no dask worker joined within {timeout}: the {config.kind} jobs "
-            f"may still wait in {queue} or have failed (check `{_STATUS_COMMAND[config.kind]}`"
-            f" and the job logs)") from exc
+            f"{where}: no dask worker joined within {seconds:g} s: the {kind} jobs may still "
+            f"wait in {queue} or have failed (check `{_STATUS_COMMAND[kind]}` and the job "
+            f"logs; dcbulk.worker-timeout or --timeout waits longer)") from exc
