@@ -129,6 +129,8 @@ def test_reprocess_resumes_and_redoes_after_function_change(small_archive, tmp_p
     again = dcbulk.reprocess([small_archive], out, make_image_stat(0), client=client)
     assert again.count("skipped") == 3 and again.count("done") == 0
     # the same function, edited (here: another captured value): every file is made again
+    preview = dcbulk.reprocess([small_archive], out, make_image_stat(1), dry_run=True)
+    assert preview.count("planned") == 3, [(f.status, f.reason) for f in preview.files]
     changed = dcbulk.reprocess([small_archive], out, make_image_stat(1), client=client)
     assert changed.count("done") == 3, [(f.status, f.reason, f.error) for f in changed.files]
     for res in changed.files:

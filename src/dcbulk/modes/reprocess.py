@@ -107,21 +107,26 @@ def _without_code(options: dict | None) -> dict | None:
     return {**options, "job": job}
 
 
-def _adopt_new_function(output_dir, options: dict) -> None:
-    """Let the manifest take the new options when only the function's code changed.
+def _only_code_changed(output_dir, options: dict) -> bool:
+    """Whether the manifest's options differ from ``options`` only in the function's code."""
+    try:
+        old = Manifest.load(output_dir, read_only=True).options
+    except DcbulkError:
+        return False  # an unreadable manifest is convert_archive's to report
+    new = json.loads(canonical_options(options))
+    return old is not None and old != new and _without_code(old) == _without_code(new)
 
-    (The manifest logs the change and how many outputs will be made again.)
-    Its earlier outputs then count as made with other options and are redone (they are
-    this archive's own, so they may be replaced); any other change is left for
-    ``convert_archive`` to refuse.
+
+def _adopt_new_function(output_dir, options: dict) -> None:
+    """Let the manifest take the new options (the function's code changed).
+
+    The manifest logs the change and how many outputs will be made again; its earlier
+    outputs then count as made with other options and are redone (they are this archive's
+    own, so they may be replaced).
     """
     manifest = Manifest.load(output_dir)
-    old = manifest.options
-    if old is None or old == json.loads(canonical_options(options)):
-        return
-    if _without_code(old) == _without_code(json.loads(canonical_options(options))):
-        manifest.check_options(options, force=True)
-        manifest.flush()
+    manifest.check_options(options, force=True)
+    manifest.flush()
 
 
 def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
@@ -161,9 +166,12 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
         to the source, so every other feature stays reachable (dclab and dcnum).
     """
     job = ReprocessJob(func, features)
-    if not dry_run:
-        options = ArchiveOptions(compression=str(compression), job=job.fingerprint)
-        _adopt_new_function(output_dir, options.fingerprint_dict())
+    options = ArchiveOptions(compression=str(compression), job=job.fingerprint)
+    if _only_code_changed(output_dir, options.fingerprint_dict()):
+        if dry_run:  # what a real run would do: redo every file
+            force = True
+        else:
+            _adopt_new_function(output_dir, options.fingerprint_dict())
     return convert_archive(sources, output_dir, include=include, compression=compression,
                            client=client, resume=resume, force=force,
                            max_open_outputs=max_open_outputs, dry_run=dry_run,
