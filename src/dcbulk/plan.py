@@ -20,7 +20,8 @@ from .read.inspect import FeatureSource, SourceInfo
 from .write.filters import best_nd_chunks
 
 __all__ = [
-    "FeaturePlan", "BlockRecipe", "TaskRecipe", "ConversionPlan", "DEFAULT_TASK_BYTES",
+    "FeaturePlan", "BlockRecipe", "TaskRecipe", "ConversionPlan", "ExtraMetadata",
+    "DEFAULT_TASK_BYTES",
     "best_chunk_rows", "make_mapping", "select_features", "plan_feature", "plan_tasks",
     "plan_conversion", "block_events",
 ]
@@ -94,6 +95,20 @@ class TaskRecipe:
 
 
 @dataclass(frozen=True, eq=False)
+class ExtraMetadata:
+    """Metadata an output gets on top of (and overriding) what it copies from its source.
+
+    ``attrs`` are root attributes (``"section:key"`` -> value), ``logs`` log name -> lines,
+    ``tables`` table name -> compound array. Used by the modes (split, join) for sample
+    names, new run identifiers and the logs and tables of several sources.
+    """
+
+    attrs: dict = field(default_factory=dict)
+    logs: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
 class ConversionPlan:
     """Everything the writer task needs to produce one output file.
 
@@ -113,6 +128,7 @@ class ConversionPlan:
     options: dict = field(default_factory=dict)
     #: store the source's contours (``events/contour``) with the output's filters
     contour: bool = False
+    extra: ExtraMetadata | None = None
 
 
 def make_mapping(mapping, n_events: int) -> np.ndarray | None:

@@ -42,12 +42,17 @@ class ArchiveOptions:
     filter: str | None = None
     compression: str = "zstd:5"
     basin_to_source: bool = False
+    #: identity of a custom file job (see ``convert_archive(file_job=)``), e.g. a function hash
+    job: dict | None = None
 
     def fingerprint_dict(self) -> dict:
-        return {"features": list(self.features) if self.features else None,
-                "filter": self.filter,
-                "compression": parse_compression(self.compression).describe(),
-                "basin_to_source": self.basin_to_source}
+        doc = {"features": list(self.features) if self.features else None,
+               "filter": self.filter,
+               "compression": parse_compression(self.compression).describe(),
+               "basin_to_source": self.basin_to_source}
+        if self.job is not None:
+            doc["job"] = self.job
+        return doc
 
 
 @dataclass
@@ -231,8 +236,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                     client=None, resume: bool = True, force: bool = False,
                     max_open_outputs: int | None = None, basin_to_source: bool = False,
                     dry_run: bool = False, inline_bytes: int = INLINE_BYTES, verify: bool = False,
-                    progress: Callable[[FileResult, int, int], None] | None = None
-                    ) -> ArchiveReport:
+                    progress: Callable[[FileResult, int, int], None] | None = None,
+                    file_job: Callable | None = None) -> ArchiveReport:
     """Convert every source of an archive into ``output_dir``, mirroring the tree.
 
     Parameters
@@ -263,6 +268,10 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     verify
         Compare each output with its source before recording it as done (a mismatch fails
         the file and removes its output).
+    file_job
+        Replaces :func:`convert_file` as the task that makes one output (same call and
+        result dict; used by :mod:`dcbulk.modes`). Its ``fingerprint`` attribute (a
+        JSON-ready dict, if any) joins the options fingerprint in the manifest.
 
     Returns
     -------
@@ -272,9 +281,13 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     t0 = time.perf_counter()
     output_dir = os.path.abspath(output_dir)
     codec = parse_compression(compression)  # fail early on a bad spec
+    if verify and file_job is not None:
+        raise PlanError("verify compares conversions with their sources; it does not apply "
+                        "to the outputs of a file job (reprocess, condense)")
     options = ArchiveOptions(features=tuple(features) if features else None,
                              filter=parse_filter(filter).text if filter else None,
-                             compression=str(compression), basin_to_source=basin_to_source)
+                             compression=str(compression), basin_to_source=basin_to_source,
+                             job=getattr(file_job, "fingerprint", None))
     entries = discover_sources(sources, include=include, output_dir=output_dir)
     manifest = Manifest.load(output_dir, read_only=dry_run)
     manifest.check_options(options.fingerprint_dict(), force=force)
@@ -306,7 +319,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
             report.dashboard = getattr(cl, "dashboard_link", None)
             _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
                  max_open=max_open_outputs, progress=progress, total=len(entries),
-                 verify=verify)
+                 verify=verify, job=file_job or convert_file)
     finally:  # also on Ctrl-C: keep every finished file recorded
         manifest.flush()
     report.wall_seconds = time.perf_counter() - t0
@@ -314,7 +327,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
 
 
 def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
-         progress, total, verify=False) -> None:
+         progress, total, verify=False, job=convert_file) -> None:
     from distributed import as_completed
     max_open = max_open or sum(client.nthreads().values()) + 2
     # largest files first (popped from the end), so no big file is left for the tail
@@ -324,9 +337,10 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
 
     def submit_next() -> None:
         entry, out, overwrite = queue.pop()
-        fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
-                            inline_bytes=inline_bytes, verdicts=dict(verdicts), verify=verify,
-                            pure=False,
+        extra = {"verify": True} if verify else {}  # file jobs of the modes do not verify
+        fut = client.submit(job, entry.path, out, options, overwrite=overwrite,
+                            inline_bytes=inline_bytes, verdicts=dict(verdicts), pure=False,
+                            **extra,
                             key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
         active[fut] = (entry, out)
         pending.add(fut)

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..codec import ChunkCodec, parse_compression
 from ..errors import OutputExistsError, PlanError
-from ..plan import DEFAULT_TASK_BYTES, ConversionPlan, FeaturePlan, best_chunk_rows, plan_conversion
+from ..plan import (DEFAULT_TASK_BYTES, ConversionPlan, ExtraMetadata, FeaturePlan,
+                    best_chunk_rows, plan_conversion)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 from .arrays import ArrayBundle, iter_array_results
 from .client import client_context
@@ -77,7 +78,8 @@ def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
 
 def convert(source, output, *, features=None, mapping=None, compression="zstd:5",
             client=None, basin_to_source: bool = False, overwrite: bool = False,
-            max_task_bytes: int = DEFAULT_TASK_BYTES) -> Report:
+            max_task_bytes: int = DEFAULT_TASK_BYTES, extra: ExtraMetadata | None = None
+            ) -> Report:
     """Convert one ``.rtdc`` file: read, map, encode on the workers, write once.
 
     Parameters
@@ -104,6 +106,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         Replace an existing output.
     max_task_bytes
         Uncompressed bytes per worker task.
+    extra
+        Root attributes, logs and tables written on top of the source's metadata.
 
     Returns
     -------
@@ -130,6 +134,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
                            basin_to_source=basin_to_source,
                            options={"compression": str(compression),
                                     "features": features, "basin_to_source": basin_to_source})
+    if extra is not None:
+        plan = replace(plan, extra=extra)
     with client_context(client) as cl:
         summary = submit_conversion(cl, plan, overwrite=overwrite).result()
     return Report.from_summary(summary, info.size, time.perf_counter() - t0)
@@ -176,7 +182,8 @@ def _write_arrays(plan: ConversionPlan, bundle: ArrayBundle, *, overwrite: bool,
 
 def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = True,
                    compression="zstd:5", client=None, overwrite: bool = False,
-                   max_task_bytes: int = DEFAULT_TASK_BYTES) -> Report:
+                   max_task_bytes: int = DEFAULT_TASK_BYTES,
+                   extra: ExtraMetadata | None = None) -> Report:
     """Write dask arrays as features of a new ``.rtdc`` file.
 
     Arrays are rechunked to whole multiples of the best HDF5 chunks, encoded on the workers
@@ -193,7 +200,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     basins
         With ``metadata_from``: copy its basins and add a file basin pointing to it, so its
         other features stay reachable from the output.
-    compression, client, overwrite, max_task_bytes
+    compression, client, overwrite, max_task_bytes, extra
         As for :func:`convert`.
     """
     t0 = time.perf_counter()
@@ -210,7 +217,8 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     plan = ConversionPlan(source=info.path if info else "", output=output, n_events=n_rows,
                           features=fplans, tasks=(), codec=codec, source_info=info,
                           basin_to_source=bool(basins and info is not None),
-                          options={"compression": str(compression), "store_features": True})
+                          options={"compression": str(compression), "store_features": True},
+                          extra=extra)
     bundle = ArrayBundle(aligned)
     with client_context(client) as cl:
         fut = cl.submit(_write_arrays, plan, bundle, overwrite=overwrite, inline=False,

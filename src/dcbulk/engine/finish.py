@@ -47,6 +47,9 @@ def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
                 base = get_measurement_identifier(src, compat="dclab")
                 hw.h5.attrs["experiment:run identifier"] = filtered_run_identifier(
                     base, plan.mapping, plan.source_info.n_events)
+    if plan.extra is not None:
+        for key, value in plan.extra.attrs.items():
+            hw.h5.attrs[key] = value
 
 
 def compose_map(old: np.ndarray | None, mapping: np.ndarray | None) -> np.ndarray | None:
@@ -203,6 +206,18 @@ def _store_statistics(hw: HDF5Writer, plan: ConversionPlan) -> None:
                     dset.attrs[name] = func(data)
 
 
+def _store_extra(hw: HDF5Writer, extra) -> None:
+    for name, lines in extra.logs.items():
+        hw.store_log(name, lines, override=True)
+    for name, table in extra.tables.items():
+        group = hw.h5.require_group("tables")
+        if name in group:
+            del group[name]
+        data, attrs = table if isinstance(table, tuple) else (table, {})
+        ds = group.create_dataset(name, data=data, **hw.ds_kwds)
+        ds.attrs.update(attrs)
+
+
 def _provenance(plan: ConversionPlan, contours: int | None) -> list[str]:
     info = plan.source_info
     features = {fp.name: ("raw-copy " if fp.raw_copy else "") + fp.codec.describe()
@@ -235,6 +250,8 @@ def write_trailer(hw: HDF5Writer, plan: ConversionPlan) -> None:
             if plan.contour and plan.source_info.has_contour:
                 contours = _store_contours(hw, src, plan)
             _store_basins(hw, src, plan)
+    if plan.extra is not None:
+        _store_extra(hw, plan.extra)
     logs = hw.h5.get("logs", {})
     name, k = "dcbulk-convert", 1
     while name in logs:
