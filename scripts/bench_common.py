@@ -111,6 +111,11 @@ def warm_cache(paths: Path | Iterable[Path], idle_wait: float = 0.0) -> None:
         pass
 
 
+def load_text() -> str:
+    """The machine's load averages (1, 5, 15 min), to print beside a measurement."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def ensure_source(workdir: Path, n_events: int, seed: int = 42) -> Path:
     """An uncompressed synthetic file of ``n_events`` (reused when it exists)."""
     from dcbulk.synth import make_rtdc

@@ -21,9 +21,9 @@ from .read.inspect import FeatureSource, SourceInfo
 from .write.filters import best_nd_chunks
 
 __all__ = [
-    "FeaturePlan", "BlockGroup", "ConversionPlan", "DEFAULT_TASK_BYTES", "ENUMERATE",
-    "best_chunk_rows", "make_mapping", "select_features", "plan_feature", "plan_groups",
-    "plan_conversion",
+    "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
+    "ENUMERATE", "best_chunk_rows", "make_mapping", "select_features", "plan_feature",
+    "plan_groups", "plan_conversion",
 ]
 
 #: ``FeatureSource.origin`` of features generated as 1..n instead of read
@@ -78,6 +78,20 @@ class FeaturePlan:
 
 
 @dataclass(frozen=True, eq=False)
+class ExtraMetadata:
+    """Metadata an output gets on top of (and overriding) what it copies from its source.
+
+    ``attrs`` are root attributes (``"section:key"`` -> value), ``logs`` log name -> lines,
+    ``tables`` table name -> compound array. Used by the modes (split, join) for sample
+    names, new run identifiers and the logs and tables of several sources.
+    """
+
+    attrs: dict = field(default_factory=dict)
+    logs: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
 class ConversionPlan:
     """Everything the writer task needs to produce one output file.
 
@@ -95,6 +109,9 @@ class ConversionPlan:
     source_info: SourceInfo | None = None
     basin_to_source: bool = False
     options: dict = field(default_factory=dict)
+    #: store the source's contours (``events/contour``) with the output's filters
+    contour: bool = False
+    extra: ExtraMetadata | None = None
 
 
 def make_mapping(mapping, n_events: int) -> np.ndarray | None:
@@ -273,10 +290,18 @@ def plan_conversion(info: SourceInfo, output: str, *, features=None, mapping=Non
     """
     idx = make_mapping(mapping, info.n_events)
     n_rows = info.n_events if idx is None else int(idx.size)
+    if isinstance(features, str):
+        features = [features]
+    # contours are one dataset per event, not a FeaturePlan: only when selected (or all)
+    contour = info.has_contour and (features is None or "contour" in features)
+    if features is not None and info.has_contour:
+        features = [f for f in features if f != "contour"]
+        if not features and contour:
+            raise PlanError(f"{info.path}: 'contour' alone is not a convertible feature set")
     names = select_features(info, features)
     fplans = tuple(plan_feature(info.features[name], n_rows, codec, mapped=idx is not None)
                    for name in names)
     return ConversionPlan(
         source=info.path, output=str(output), n_events=n_rows, features=fplans,
         groups=plan_groups(fplans, max_task_bytes), codec=codec, mapping=idx, source_info=info,
-        basin_to_source=basin_to_source, options=dict(options or {}))
+        basin_to_source=basin_to_source, options=dict(options or {}), contour=contour)

@@ -45,12 +45,17 @@ class ArchiveOptions:
     filter: str | None = None
     compression: str = "zstd:5"
     basin_to_source: bool = False
+    #: identity of a custom file job (see ``convert_archive(file_job=)``), e.g. a function hash
+    job: dict | None = None
 
     def fingerprint_dict(self) -> dict:
-        return {"features": list(self.features) if self.features else None,
-                "filter": self.filter,
-                "compression": parse_compression(self.compression).describe(),
-                "basin_to_source": self.basin_to_source}
+        doc = {"features": list(self.features) if self.features else None,
+               "filter": self.filter,
+               "compression": parse_compression(self.compression).describe(),
+               "basin_to_source": self.basin_to_source}
+        if self.job is not None:
+            doc["job"] = self.job
+        return doc
 
 
 @dataclass
@@ -113,20 +118,36 @@ def _filter_mapping(info: SourceInfo, expr: FilterExpr):
 
 
 def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES) -> Report:
+                 inline_bytes: int = INLINE_BYTES, verify: bool = False,
+                 verdicts=None, checksum: bool = True) -> Report:
     """Inspect, plan and write one output (runs as a task on a worker).
 
     Returns the writer's :class:`~dcbulk.engine.report.Report` with the source's identity
     for the manifest. A failure that concerns this file (unreadable source, bad options
     for it, a damaged chunk) comes back as a report with ``error`` set ("Type: message"),
     so it is reported once, by the client, without a worker traceback; anything else
-    propagates.
+    propagates. With ``verify`` the output is compared with its source
+    (:mod:`dcbulk.verify`) before it is reported done; a mismatch removes the output and
+    fails the file. ``verdicts`` and ``checksum`` are accepted for the file jobs of
+    :mod:`dcbulk.modes` and ignored (no codec checks any more; the manifest hashes).
     """
     try:
-        return _convert_file(source, output, options, overwrite=overwrite,
-                             inline_bytes=inline_bytes)
+        report = _convert_file(source, output, options, overwrite=overwrite,
+                               inline_bytes=inline_bytes)
     except (DcbulkError, OSError) as exc:
         return Report(source=source, output=output, error=f"{type(exc).__name__}: {exc}")
+    if verify:
+        from ..verify.run import VerifyPair, verify_pair_inline
+        verdict = verify_pair_inline(VerifyPair(output=output, source=source,
+                                                features=options.features,
+                                                filter=options.filter))
+        if verdict.problems:
+            os.unlink(output)
+            more = len(verdict.problems) - 1
+            return Report(source=source, output=output,
+                          error=f"VerifyError: {verdict.problems[0]}"
+                                + (f" (and {more} more)" if more else ""))
+    return report
 
 
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
@@ -201,6 +222,20 @@ def _adopt(entry: SourceEntry, out: str, options: ArchiveOptions, manifest: Mani
     return True
 
 
+def _as_report(res, entry: SourceEntry, out: str) -> Report:
+    """A file job's result as a Report (the file jobs of :mod:`dcbulk.modes` give dicts)."""
+    if isinstance(res, Report):
+        return res
+    if "error" in res:
+        return Report(source=entry.path, output=out, error=res["error"])
+    stored = res.get("stored_bytes") or 0
+    return Report(source=entry.path, output=out, events=res["events"], bytes_in=res["size"],
+                  bytes_out=res["bytes_out"], raw_bytes=res["raw_bytes"],
+                  compression_ratio=res["raw_bytes"] / stored if stored else float("nan"),
+                  wall_seconds=res["seconds"], identifier=res["identifier"],
+                  source_mtime_ns=res["mtime_ns"], inline=res.get("inline", False))
+
+
 def _result_from(entry: SourceEntry, out: str, res: Report) -> FileResult:
     ratio = res.compression_ratio if res.compression_ratio == res.compression_ratio else None
     return FileResult(source=entry.path, output=out, status="done", events=res.events,
@@ -212,9 +247,9 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                     features=None, filter: str | None = None, compression: str = "zstd:5",
                     client=None, resume: bool = True, force: bool = False,
                     max_open_outputs: int | None = None, basin_to_source: bool = False,
-                    dry_run: bool = False, inline_bytes: int = INLINE_BYTES,
-                    progress: Callable[[FileResult, int, int], None] | None = None
-                    ) -> ArchiveReport:
+                    dry_run: bool = False, inline_bytes: int = INLINE_BYTES, verify: bool = False,
+                    progress: Callable[[FileResult, int, int], None] | None = None,
+                    file_job: Callable | None = None) -> ArchiveReport:
     """Convert every source of an archive into ``output_dir``, mirroring the tree.
 
     Parameters
@@ -243,6 +278,13 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         task; larger ones too while the remaining files keep every thread busy.
     progress
         Called as ``progress(result, done_count, total_count)`` after each file.
+    verify
+        Compare each output with its source before recording it as done (a mismatch fails
+        the file and removes its output).
+    file_job
+        Replaces :func:`convert_file` as the task that makes one output (same call and
+        result dict; used by :mod:`dcbulk.modes`). Its ``fingerprint`` attribute (a
+        JSON-ready dict, if any) joins the options fingerprint in the manifest.
 
     Returns
     -------
@@ -252,9 +294,13 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     t0 = time.perf_counter()
     output_dir = os.path.abspath(output_dir)
     codec = parse_compression(compression)  # fail early on a bad spec
+    if verify and file_job is not None:
+        raise PlanError("verify compares conversions with their sources; it does not apply "
+                        "to the outputs of a file job (reprocess, condense)")
     options = ArchiveOptions(features=tuple(features) if features else None,
                              filter=parse_filter(filter).text if filter else None,
-                             compression=str(compression), basin_to_source=basin_to_source)
+                             compression=str(compression), basin_to_source=basin_to_source,
+                             job=getattr(file_job, "fingerprint", None))
     entries = discover_sources(sources, include=include, output_dir=output_dir)
     manifest = Manifest.load(output_dir, read_only=dry_run)
     manifest.check_options(options.fingerprint_dict(), force=force)
@@ -285,7 +331,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         with client_context(client) as cl:
             report.dashboard = getattr(cl, "dashboard_link", None)
             _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
-                 max_open=max_open_outputs, progress=progress, total=len(entries))
+                 max_open=max_open_outputs, progress=progress, total=len(entries),
+                 verify=verify, job=file_job or convert_file)
     finally:  # also on Ctrl-C: keep every finished file recorded
         manifest.flush()
     report.wall_seconds = time.perf_counter() - t0
@@ -293,7 +340,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
 
 
 def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
-         progress, total) -> None:
+         progress, total, verify=False, job=convert_file) -> None:
     from distributed import as_completed
     threads = sum(client.nthreads().values())
     max_open = max_open or threads + 2
@@ -309,8 +356,10 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
         size = os.path.getsize(entry.path)
         share = remaining / max(1, threads)
         remaining -= size
-        fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
+        extra = {"verify": True} if verify else {}  # file jobs of the modes do not verify
+        fut = client.submit(job, entry.path, out, options, overwrite=overwrite,
                             inline_bytes=max(inline_bytes, int(share // 2)), pure=False,
+                            **extra,
                             key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
         active[fut] = (entry, out)
         pending.add(fut)
@@ -321,7 +370,7 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
     for fut in pending:
         entry, out = active.pop(fut)
         try:
-            res = fut.result()
+            res = _as_report(fut.result(), entry, out)
         except Exception as exc:  # per-file isolation: record and go on
             res = Report(source=entry.path, output=out, error=f"{type(exc).__name__}: {exc}")
         if res.error:

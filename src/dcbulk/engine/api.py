@@ -19,8 +19,8 @@ import numpy as np
 
 from ..codec import ChunkCodec, parse_compression
 from ..errors import OutputExistsError, PlanError
-from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, FeaturePlan,
-                    best_chunk_rows, make_mapping, plan_conversion)
+from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadata,
+                    FeaturePlan, best_chunk_rows, make_mapping, plan_conversion)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 from .arrays import encode_array
 from .client import client_context
@@ -47,7 +47,8 @@ def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
 
 def convert(source, output, *, features=None, mapping=None, compression="zstd:5",
             client=None, basin_to_source: bool = False, overwrite: bool = False,
-            max_task_bytes: int = DEFAULT_TASK_BYTES) -> Report:
+            max_task_bytes: int = DEFAULT_TASK_BYTES, extra: ExtraMetadata | None = None
+            ) -> Report:
     """Convert one ``.rtdc`` file: read, map, encode on the workers, write once.
 
     Parameters
@@ -74,6 +75,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         Replace an existing output.
     max_task_bytes
         Uncompressed bytes per worker task.
+    extra
+        Root attributes, logs and tables written on top of the source's metadata.
 
     Returns
     -------
@@ -103,6 +106,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
                            basin_to_source=basin_to_source,
                            options={"compression": str(compression),
                                     "features": features, "basin_to_source": basin_to_source})
+    if extra is not None:
+        plan = replace(plan, extra=extra)
     with client_context(client) as cl:
         report = submit_conversion(cl, plan, overwrite=overwrite).result()
     return replace(report, wall_seconds=time.perf_counter() - t0)
@@ -147,7 +152,8 @@ def _write_bundle(plan: ConversionPlan, payload: bytes, *, overwrite: bool) -> R
 
 def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = True,
                    mapping=None, compression="zstd:5", client=None, overwrite: bool = False,
-                   max_task_bytes: int = DEFAULT_TASK_BYTES) -> Report:
+                   max_task_bytes: int = DEFAULT_TASK_BYTES,
+                   extra: ExtraMetadata | None = None) -> Report:
     """Write dask arrays as features of a new ``.rtdc`` file.
 
     Arrays are rechunked to whole multiples of the best HDF5 chunks, encoded on the workers
@@ -168,7 +174,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
         With ``metadata_from``: the arrays hold these events of it (indices or boolean
         filter, as for :func:`~dcbulk.read_features`); its basins and the basin to it carry
         the mapping, so the output is a filtered subset of ``metadata_from``.
-    compression, client, overwrite, max_task_bytes
+    compression, client, overwrite, max_task_bytes, extra
         As for :func:`convert`.
     """
     t0 = time.perf_counter()
@@ -192,7 +198,8 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
                           features=tuple(g.features[0] for g in groups), groups=groups,
                           codec=codec, mapping=idx, source_info=info,
                           basin_to_source=bool(basins and info is not None),
-                          options={"compression": str(compression), "store_features": True})
+                          options={"compression": str(compression), "store_features": True},
+                          extra=extra)
     label = info.path if info else output
     encoded = [(g, encode_array(aligned[g.features[0].name], g, label)) for g in groups
                if g.n_rows]
