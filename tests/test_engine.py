@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import dcbulk
-from dcbulk.errors import ConversionError, OutputExistsError, PlanError
+from dcbulk.errors import ChecksumMismatchError, ConversionError, OutputExistsError, PlanError
 from dcbulk.synth import make_rtdc
 from dcbulk.write import HDF5Writer
 
@@ -205,13 +205,13 @@ def test_inline_writer_matches_cluster(plain_file, tmp_path):
     plan = plan_conversion(inspect_source(plain_file), str(tmp_path / "inline.rtdc"),
                            codec=parse_compression("zstd:5"))
     summary = write_output(plan, inline=True)
-    assert summary.n_events == 333 and os.path.exists(summary.output)
+    assert summary.events == 333 and os.path.exists(summary.output)
     assert_features_equal(plain_file, tmp_path / "inline.rtdc")
 
 
 def _windowed_probe(n_jobs: int, window: int) -> tuple[int, list[int]]:
     """Runs inside a task: count jobs in flight while consuming run_windowed's results."""
-    from dcbulk.engine.writer import run_windowed
+    from dcbulk.engine.window import run_windowed
     state = {"submitted": 0, "consumed": 0, "max": 0}
 
     def job(i, client):
@@ -221,9 +221,10 @@ def _windowed_probe(n_jobs: int, window: int) -> tuple[int, list[int]]:
 
     import functools
     results = []
-    for value in run_windowed((functools.partial(job, i) for i in range(n_jobs)),
-                              window=window):
+    for tag, value in run_windowed(((i, functools.partial(job, i)) for i in range(n_jobs)),
+                                   window=window):
         state["consumed"] += 1
+        assert value == tag * tag
         results.append(value)
     return state["max"], sorted(results)
 
@@ -232,22 +233,6 @@ def test_writer_window_bounds_tasks_in_flight(client):
     max_in_flight, results = client.submit(_windowed_probe, 40, 3, pure=False).result()
     assert results == sorted(i * i for i in range(40))
     assert max_in_flight == 3
-
-
-def test_filters_the_workers_cannot_reproduce_go_through_hdf5(plain_file, tmp_path, monkeypatch):
-    """When worker encoding does not match HDF5, rows are stored through HDF5's filters."""
-    from dcbulk.codec import parse_compression
-    from dcbulk.engine import writer
-    from dcbulk.plan import plan_conversion
-    from dcbulk.read.inspect import inspect_source
-    monkeypatch.setattr(writer, "verify_codec_with_hdf5", lambda *args: False)
-    plan = plan_conversion(inspect_source(plain_file), str(tmp_path / "fallback.rtdc"),
-                           codec=parse_compression("zstd:5"))
-    summary = writer.write_output(plan, inline=True)
-    assert {f["mode"] for f in summary.features.values()} == {"hdf5-filter"}
-    assert_features_equal(plain_file, tmp_path / "fallback.rtdc")
-    with h5py.File(tmp_path / "fallback.rtdc") as h5:
-        assert h5["events/image"].id.get_create_plist().get_filter(0)[0] == 32015
 
 
 def test_contours_follow_the_mapping(client, tmp_path):
@@ -290,7 +275,7 @@ def test_internal_basin_feature_is_resolved(client, tmp_path):
 
 def test_store_encoded_chunk_equals_hdf5_filter_pipeline(tmp_path):
     """HDF5Writer.store_encoded_chunk + codec bytes decode like a normal store."""
-    from dcbulk.codec import parse_compression
+    from dcbulk.codec import encode_chunks, parse_compression
     rng = np.random.default_rng(2)
     data = rng.integers(0, 255, size=(130, 80, 250), dtype=np.uint8)
     codec = parse_compression("zstd:5")
@@ -298,32 +283,72 @@ def test_store_encoded_chunk_equals_hdf5_filter_pipeline(tmp_path):
         ds, _ = hw.require_feature("image", (80, 250), np.uint8)
         ds.resize(130, axis=0)
         rows = ds.chunks[0]
-        for i, start in enumerate(range(0, 130, rows)):
-            hw.store_encoded_chunk("image", i, codec.encode(data[start:start + rows],
-                                                            ds.chunks))
+        for i, (mask, raw) in enumerate(encode_chunks(data, rows, codec)):
+            hw.store_encoded_chunk("image", i, raw, mask)
         with pytest.raises(ValueError, match="beyond"):
             hw.store_encoded_chunk("image", 99, b"x")
     with h5py.File(tmp_path / "d.rtdc") as h5:
         np.testing.assert_array_equal(h5["events/image"][:], data)
 
 
-def test_codec_verdicts_are_reused_and_raw_copies_need_none(plain_file, zstd_file, monkeypatch):
-    from dcbulk.codec import parse_compression
-    from dcbulk.engine import writer
-    from dcbulk.plan import plan_conversion
-    from dcbulk.read.inspect import inspect_source
-    calls = []
-    real = writer.verify_codec_with_hdf5
-    monkeypatch.setattr(writer, "verify_codec_with_hdf5",
-                        lambda *args: calls.append(args[1:3]) or real(*args))
-    codec = parse_compression("zstd:5")
-    plain = plan_conversion(inspect_source(plain_file), "/x.rtdc", codec=codec)
-    verdicts = {}
-    exact = writer.exact_features(plain.features, verdicts)
-    assert all(exact.values()) and len(calls) == len(verdicts) > 0
-    n = len(calls)
-    assert writer.exact_features(plain.features, verdicts) == exact and len(calls) == n
-    stored = plan_conversion(inspect_source(zstd_file), "/y.rtdc", codec=codec)
-    raw = [fp for fp in stored.features if fp.raw_copy]
-    result = writer.exact_features(raw, {})
-    assert raw and all(result.values()) and len(calls) == n  # copied as stored: no check
+def _damaged_archival_file(tmp_path: pathlib.Path) -> pathlib.Path:
+    """zstd:5+fletcher32 (copied as stored) with 16 bytes overwritten in image chunk 1."""
+    (tmp_path / "src").mkdir(exist_ok=True)
+    src = make_rtdc(tmp_path / "src" / "damaged.rtdc", 200, seed=6, compression="zstd:5")
+    _corrupt_chunk(src, "events/image", 1)
+    return src
+
+
+def test_damaged_stored_chunk_fails_the_file_and_leaves_no_output(client, tmp_path):
+    """Defect 9.1: a raw-copied chunk is proven sound first; today it is copied as is."""
+    src = _damaged_archival_file(tmp_path)
+    out = tmp_path / "out" / "damaged.rtdc"
+    with pytest.raises(ChecksumMismatchError) as err:
+        dcbulk.convert(src, out, client=client)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "damaged.rtdc" in message and "'image'" in message and "chunk 1 " in message
+    assert not out.exists() and not list(out.parent.glob("*"))
+
+
+def test_damaged_stored_chunk_fails_that_file_of_an_archive(client, tmp_path):
+    src = _damaged_archival_file(tmp_path)
+    good = make_rtdc(tmp_path / "src" / "good.rtdc", 120, seed=7, compression="zstd:5")
+    dst = tmp_path / "dst"
+    report = dcbulk.convert_archive([src.parent], dst, client=client)
+    assert report.count("failed") == 1 and report.count("done") == 1
+    (failed,) = report.failed
+    assert failed.source == str(src) and "'image'" in failed.error and "chunk 1 " in failed.error
+    assert not (dst / "damaged.rtdc").exists() and not list(dst.glob("*.partial"))
+    assert_features_equal(good, dst / "good.rtdc")
+
+
+def test_read_features_and_convert_agree_on_a_mapped_index(client, plain_file, tmp_path):
+    mapping = [5, 3, 300]
+    index = dcbulk.read_features(plain_file, ["index"], mapping=mapping)["index"]
+    np.testing.assert_array_equal(index.compute(), [1, 2, 3])
+    out = tmp_path / "m.rtdc"
+    dcbulk.convert(plain_file, out, client=client, features=["index"], mapping=mapping)
+    with h5py.File(out) as h5:
+        np.testing.assert_array_equal(h5["events/index"][:], index.compute())
+
+
+def test_store_features_writes_a_filtered_subset(client, plain_file, tmp_path):
+    """Defect 9.9: store_features(mapping=) with a basin carrying the mapping to the source."""
+    keep = np.random.default_rng(3).random(333) < 0.4
+    arrays = dcbulk.read_features(plain_file, ["deform", "area_um"], mapping=keep)
+    out = tmp_path / "subset.rtdc"
+    report = dcbulk.store_features({"userdef1": arrays["deform"] * 2, "area_um": arrays["area_um"]},
+                                   out, metadata_from=plain_file, mapping=keep, client=client)
+    assert report.events == keep.sum()
+    import dclab
+    with dclab.new_dataset(out) as ds, dclab.new_dataset(plain_file) as src:
+        assert len(ds) == keep.sum()
+        np.testing.assert_array_equal(ds["userdef1"], src["deform"][keep] * 2)
+        np.testing.assert_array_equal(ds["area_um"], src["area_um"][keep])
+        # features of the source reached through the mapped basin are the kept events'
+        np.testing.assert_array_equal(ds["image"][3], src["image"][np.flatnonzero(keep)[3]])
+        np.testing.assert_array_equal(ds["bright_avg"], src["bright_avg"][keep])
+    with pytest.raises(PlanError, match="mapping selects"):
+        dcbulk.store_features({"userdef1": arrays["deform"]}, tmp_path / "x.rtdc",
+                              metadata_from=plain_file, mapping=~keep, client=client)

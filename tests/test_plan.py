@@ -1,4 +1,4 @@
-"""Planning is pure: recipes from descriptions, no files, no dask."""
+"""Planning is pure: layouts from descriptions, no files, no dask."""
 from __future__ import annotations
 
 import pickle
@@ -8,8 +8,8 @@ import pytest
 
 from dcbulk.codec import ChunkCodec
 from dcbulk.errors import PlanError
-from dcbulk.plan import (BlockRecipe, TaskRecipe, best_chunk_rows, block_events, make_mapping,
-                         plan_conversion, plan_feature, plan_tasks, select_features)
+from dcbulk.plan import (BlockGroup, best_chunk_rows, make_mapping, plan_conversion, plan_feature,
+                         plan_groups, select_features)
 from dcbulk.read.inspect import DatasetRef, FeatureSource, SourceInfo
 
 ZSTD5 = ChunkCodec("zstd", 5, True)
@@ -84,35 +84,31 @@ def test_plan_feature_raw_copy_only_when_layout_and_filters_allow():
     assert not plan_feature(unknown, 2500, ZSTD5, mapped=False).raw_copy
 
 
-def test_plan_tasks_cover_every_chunk_once_and_respect_budget():
+def test_plan_groups_cover_every_chunk_once_and_respect_budget():
     info = _info(n=20_000)
+    feats = dict(info.features, area_um=FeatureSource("area_um", _ref("area_um", (20_000,), "f4",
+                                                                      (1000,))))
+    info = SourceInfo(path=info.path, n_events=20_000, identifier="abc", features=feats,
+                      own_features=tuple(feats))
     fps = tuple(plan_feature(info.features[f], 20_000, ZSTD5, mapped=True)
-                for f in ("deform", "image", "trace/fl1_raw"))
+                for f in ("deform", "image", "trace/fl1_raw", "area_um"))
     budget = 4 * 1024**2
-    tasks = plan_tasks(fps, budget)
-    seen = {fp.name: [] for fp in fps}
-    for task in tasks:
-        assert isinstance(task, TaskRecipe)
-        # a task exceeds the budget only when it holds one single block
-        assert task.nbytes <= budget or len(task.blocks) == 1
-        for b in task.blocks:
-            seen[b.feature].extend(range(b.chunk_start, b.chunk_stop))
-    for fp in fps:
-        assert seen[fp.name] == list(range(fp.n_chunks))
-    # the small features are packed together into one task
-    small = [t for t in tasks if any(b.feature == "deform" for b in t.blocks)]
-    assert len(small) == 1 and {b.feature for b in small[0].blocks} >= {"deform"}
+    groups = plan_groups(fps, budget)
+    assert all(isinstance(g, BlockGroup) for g in groups)
+    # every feature in exactly one group; the scalars share one record array
+    names = [fp.name for g in groups for fp in g.features]
+    assert sorted(names) == sorted(fp.name for fp in fps)
+    (scalars,) = [g for g in groups if len(g.features) > 1]
+    assert {fp.name for fp in scalars.features} == {"deform", "area_um"}
+    for g in groups:
+        # blocks are whole output chunks and together cover every row once
+        assert sum(g.block_chunks()) == 20_000
+        assert all(c % g.chunk_rows == 0 for c in g.block_chunks()[:-1])
+        # a block exceeds the budget only when it holds one single chunk
+        row_bytes = sum(fp.row_nbytes for fp in g.features)
+        assert g.block_rows * row_bytes <= budget or g.chunks_per_block == 1
     with pytest.raises(ValueError):
-        plan_tasks(fps, 0)
-
-
-def test_block_events_contiguous_or_mapped():
-    info = _info()
-    fp = plan_feature(info.features["deform"], 2500, ZSTD5, mapped=False)
-    assert block_events(fp, BlockRecipe("deform", 1, 3), None) == slice(1000, 2500)
-    mapping = np.arange(2500)[::-1].copy()
-    np.testing.assert_array_equal(block_events(fp, BlockRecipe("deform", 2, 3), mapping),
-                                  mapping[2000:2500])
+        plan_groups(fps, 0)
 
 
 def test_plan_conversion_is_picklable_and_consistent():
@@ -123,6 +119,6 @@ def test_plan_conversion_is_picklable_and_consistent():
     assert all(not fp.raw_copy for fp in plan.features)
     back = pickle.loads(pickle.dumps(plan))
     np.testing.assert_array_equal(back.mapping, plan.mapping)
-    assert back.features == plan.features and back.tasks == plan.tasks
-    for obj in (plan.features[0], plan.tasks[0], plan.tasks[0].blocks[0], info, ZSTD5):
+    assert back.features == plan.features and back.groups == plan.groups
+    for obj in (plan.features[0], plan.groups[0], info, ZSTD5):
         assert pickle.loads(pickle.dumps(obj)) == obj

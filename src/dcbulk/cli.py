@@ -78,7 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="features to write (default: all of each file's own features)")
     c.add_argument("--filter", metavar="EXPR",
                    help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
-    c.add_argument("--compression", default="zstd:5", help="zstd:N, gzip:N or none [zstd:5]")
+    c.add_argument("--compression", default="zstd:5",
+                   help="zstd[:N], gzip[:N], lz4, blosc2-zstd[:N], blosc2-lz4[:N], "
+                        "bitshuffle-zstd[:N], bitshuffle-lz4 or none, each with Fletcher-32 "
+                        "[zstd:5]")
     c.add_argument("--basin-to-source", action="store_true",
                    help="add a basin pointing back to each source file")
     c.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -90,8 +93,24 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--performance-report", metavar="HTML", help="write dask's performance report")
     c.add_argument("--dry-run", action="store_true",
                    help="show what would be done (and the batch job script), do nothing")
+    c.add_argument("--verify", action="store_true",
+                   help="verify each output against its source before recording it as done")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_cluster_args(c)
+
+    v = sub.add_parser("verify", help="prove outputs equal their sources (every chunk read)",
+                       description="Compare outputs with their sources: every chunk is read "
+                       "(checksums checked) and every feature, contour, attribute, log, table "
+                       "and basin compared. OUT is a file (with --against) or an output "
+                       "directory (pairs and options from its manifest). Exit status: 0 all "
+                       "equal, 1 any mismatch, 2 usage, 3 error.")
+    v.add_argument("output", metavar="OUT", help="output file or output directory")
+    v.add_argument("--against", metavar="SRC", help="the source of a single output file")
+    v.add_argument("--features", type=_csv, metavar="A,B",
+                   help="features the file was converted with (default: all)")
+    v.add_argument("--filter", metavar="EXPR", help="filter the file was converted with")
+    v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
+    _add_cluster_args(v)
 
     d = sub.add_parser("demo", help="build a sample archive, convert it, show the results")
     d.add_argument("--dir", default="dcbulk-demo", help="working directory [dcbulk-demo]")
@@ -99,9 +118,53 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--events", type=int, default=2000, help="largest file's events [2000]")
     _add_cluster_args(d)
 
-    i = sub.add_parser("info", help="features, events, chunks, filters and basins of a file")
+    i = sub.add_parser("info", help="features, events, chunks, filters and basins of a file "
+                       "(a directory: one line per file)")
     i.add_argument("file")
+    _add_mode_parsers(sub)
     return top
+
+
+def _add_mode_parsers(sub) -> None:
+    """condense, split, join: the options of convert where they apply."""
+    k = sub.add_parser("condense", help="scalar features only, with a basin to each source",
+                       description="As dclab-condense, for whole archives: every scalar "
+                       "feature, metadata and basins, and a basin to the source for images, "
+                       "masks and traces. Re-running resumes.")
+    s = sub.add_parser("split", help="split files into files of at most N events",
+                       description="As dclab-split: <stem>_0001.rtdc, ... each complete "
+                       "alone, written in parallel.")
+    j = sub.add_parser("join", help="join measurements into one file",
+                       description="As dclab-join: ordered by recording date and time, "
+                       "metadata of the earliest, time offset by each start, logs of all.")
+    for p in (k, s, j):
+        p.add_argument("sources", nargs="+", metavar="SRC", help="file, directory or glob")
+        p.add_argument("--include", default="*.rtdc", help="file pattern in directories [*.rtdc]")
+        p.add_argument("--compression", default="zstd:5", help="zstd:N, gzip:N or none [zstd:5]")
+        p.add_argument("--filter", metavar="EXPR",
+                       help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
+        p.add_argument("--force", action="store_true", help="replace existing outputs")
+        p.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
+        p.add_argument("--performance-report", metavar="HTML",
+                       help="write dask's performance report")
+        p.add_argument("--dry-run", action="store_true", help="show what would be done")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        _add_cluster_args(p)
+    for p in (k, s):
+        p.add_argument("-o", "--output", required=True, metavar="DST", help="output directory")
+        p.add_argument("--max-open-outputs", type=_positive, metavar="N")
+    for p in (s, j):
+        p.add_argument("--features", type=_csv, metavar="A,B",
+                       help="features to write (default: each file's own features)")
+    k.add_argument("--ancillary", action="store_true",
+                   help="also compute dclab's ancillary features (needs dclab on the workers)")
+    k.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip files finished by an earlier run [on]")
+    s.add_argument("--events-per-file", type=int, default=10000, metavar="N",
+                   help="maximum events per output [10000]")
+    s.add_argument("--include-empty-boundary-images", action="store_true",
+                   help="keep an all-zero first or last image (dropped, as by dclab-split)")
+    j.add_argument("-o", "--output", required=True, metavar="OUT.rtdc", help="output file")
 
 
 def _client_args(ns) -> dict:
@@ -120,18 +183,40 @@ def _print_summary(report, out, log_path: str | None = None) -> None:
         print(f"  FAILED {f.source}: {one_line(f.error)}", file=out)
 
 
+def _mode_call(ns):
+    """The function and keyword arguments of a mode sub-command (dcbulk.modes)."""
+    from . import modes
+    kwargs = dict(include=ns.include, filter=ns.filter, compression=ns.compression,
+                  force=ns.force)
+    if ns.command == "condense":
+        kwargs.update(ancillary=ns.ancillary, resume=ns.resume,
+                      max_open_outputs=ns.max_open_outputs)
+    elif ns.command == "split":
+        kwargs.update(features=ns.features, events_per_file=ns.events_per_file,
+                      include_empty_boundary_images=ns.include_empty_boundary_images,
+                      max_open_outputs=ns.max_open_outputs)
+    else:
+        kwargs.update(features=ns.features)
+    return getattr(modes, ns.command), kwargs
+
+
 def _convert(ns, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from .bulk import convert_archive, output_lock
+    from .bulk import output_lock
     from .bulk.usage import check_memory_limit
     from .cluster import job_script, open_client, setting
     from .partials import clean_partials
     from .progress import ArchiveProgress
     from .runlog import LOG_DIRNAME, run_log
     check_memory_limit(ns.memory_limit)
-    kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
-                  compression=ns.compression, resume=ns.resume, force=ns.force,
-                  basin_to_source=ns.basin_to_source, max_open_outputs=ns.max_open_outputs)
+    if ns.command in ("condense", "split", "join"):
+        convert_archive, kwargs = _mode_call(ns)
+    else:
+        from .bulk import convert_archive
+        kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
+                      compression=ns.compression, resume=ns.resume, force=ns.force,
+                      basin_to_source=ns.basin_to_source,
+                      max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False))
     # decide first (cheap, writes nothing): usage errors and option conflicts fail before
     # any cluster starts, and a run with nothing left to do starts none
     preview = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
@@ -144,14 +229,18 @@ def _convert(ns, out=None, err=None) -> int:
                              n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
                              memory_limit=ns.memory_limit), file=out)
         return EXIT_OK
-    with output_lock(ns.output):  # a second run on DST stops here, before a cluster starts
+    # a second run on DST stops here, before a cluster starts (join writes one file: no lock)
+    one_file = ns.command == "join"
+    lock = contextlib.nullcontext() if one_file else output_lock(ns.output)
+    log_home = os.path.dirname(os.path.abspath(ns.output)) if one_file else ns.output
+    with lock:
         n_files = len(preview.files)
-        total = sum(os.path.getsize(f.source) for f in preview.files)
+        total = sum(f.bytes_in or os.path.getsize(f.source) for f in preview.files)
         if not any(f.status == "planned" for f in preview.files):
             report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
             return _finish(ns, report, out)
         try:
-            with run_log(os.path.join(ns.output, LOG_DIRNAME)) as log_path, \
+            with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, \
                     open_client(**_client_args(ns)) as (client, _cluster):
                 if not ns.quiet:
                     print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
@@ -169,7 +258,7 @@ def _convert(ns, out=None, err=None) -> int:
                     if progress is not None:
                         progress.close()
         finally:
-            if not (ns.scheduler or ns.scheduler_file):
+            if not (ns.scheduler or ns.scheduler_file or one_file):
                 # the cluster this run started is closed: none of its writers is left, so
                 # what they left (e.g. after Ctrl-C) goes now, with the lock still held
                 clean_partials(ns.output)
@@ -218,20 +307,53 @@ def _walk(root: str):
 def _info(ns, out=None) -> int:
     out = out or sys.stdout
     from .read.inspect import inspect_source
+    from .read.layout import contour_line, dataset_filters, file_summary
+    if os.path.isdir(ns.file):
+        for path in sorted(_walk(ns.file)):
+            print(file_summary(path), file=out)
+        return EXIT_OK
     info = inspect_source(ns.file)
     print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
           f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
     for name, fsrc in info.features.items():
         d = fsrc.data
-        codec = d.chunk_codec()
+        shape = (info.n_events,) + d.item_shape  # basin features: the output's events
         where = "" if fsrc.origin == "events" else f"  [{fsrc.origin}]"
-        print(f"    {name:24s} {str(d.shape):18s} {str(np.dtype(d.dtype)):8s} "
-              f"chunks={d.chunks} filters={codec.describe() if codec else 'other'}{where}",
-              file=out)
+        print(f"    {name:24s} {str(shape):18s} {str(np.dtype(d.dtype)):8s} "
+              f"chunks={d.chunks} filters={dataset_filters(d.path, d.name)}{where}", file=out)
+    if (contour := contour_line(info.path)) is not None:
+        print(f"    {'contour':24s} {contour}", file=out)
     for b in info.basins:
         print(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
               f"mapping={b.get('mapping')} paths={b.get('paths')}", file=out)
     return EXIT_OK
+
+
+def _verify(ns, out=None, err=None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    from .cluster import open_client
+    from .verify import verify
+    if ns.against is None and not os.path.isdir(ns.output):
+        print(f"dcbulk verify: error: {ns.output}: give --against SRC for a single file",
+              file=err)
+        return EXIT_USAGE
+    if ns.against is not None and os.path.isdir(ns.output):
+        print(f"dcbulk verify: error: {ns.output} is a directory; it is verified through its "
+              f"manifest, without --against", file=err)
+        return EXIT_USAGE
+    with open_client(**_client_args(ns)) as (client, _cluster):
+        report = verify(ns.output, ns.against, features=ns.features, filter=ns.filter,
+                        client=client)
+    if ns.report:
+        with open(ns.report, "w", encoding="utf-8") as fd:
+            json.dump(report.to_dict(), fd, indent=2, default=str)
+    for line in report.problems:
+        print(line, file=out)
+    counts = report.to_dict()["counts"]
+    print(f"dcbulk verify: {counts['files']} files, {counts['equal']} equal, "
+          f"{counts['mismatched']} with {counts['problems']} problems "
+          f"in {report.wall_seconds:,.1f} s", file=out)
+    return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,10 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runlog import terminal_warnings
     try:
         with terminal_warnings():
-            if ns.command == "convert":
+            if ns.command in ("convert", "condense", "split", "join"):
                 return _convert(ns)
             if ns.command == "demo":
                 return _demo(ns)
+            if ns.command == "verify":
+                return _verify(ns)
             return _info(ns)
     except UsageError as exc:
         print(f"dcbulk: usage error: {one_line(exc, 1000)}", file=sys.stderr)

@@ -1,11 +1,12 @@
-"""Pure planning: source descriptions and options in, picklable task recipes out.
+"""Pure planning: source descriptions and options in, picklable output layouts out.
 
 Nothing here opens a file or touches dask. :func:`plan_conversion` turns a
 :class:`~dcbulk.read.inspect.SourceInfo`, a feature selection, an optional event mapping and
 a :class:`~dcbulk.codec.ChunkCodec` into a :class:`ConversionPlan`: one
 :class:`FeaturePlan` per output dataset (its chunking follows
-``HDF5Writer.get_best_nd_chunks``) and :class:`TaskRecipe` objects, each a run of whole
-output chunks of one or more features, sized so that a task carries several MiB of work.
+``HDF5Writer.get_best_nd_chunks``) and :class:`BlockGroup` objects, each the layout of one
+dask array of the engine (blocks of whole output chunks, several MiB each; the scalar
+features packed into one record array).
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from .read.inspect import FeatureSource, SourceInfo
 from .write.filters import best_nd_chunks
 
 __all__ = [
-    "FeaturePlan", "BlockRecipe", "TaskRecipe", "ConversionPlan", "DEFAULT_TASK_BYTES",
-    "best_chunk_rows", "make_mapping", "select_features", "plan_feature", "plan_tasks",
-    "plan_conversion", "block_events",
+    "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
+    "ENUMERATE", "best_chunk_rows", "make_mapping", "select_features", "plan_feature",
+    "plan_groups", "plan_conversion",
 ]
 
 #: ``FeatureSource.origin`` of features generated as 1..n instead of read
@@ -76,21 +77,18 @@ class FeaturePlan:
         return start, min(start + self.chunk_rows, self.n_rows)
 
 
-@dataclass(frozen=True)
-class BlockRecipe:
-    """Output chunks ``chunk_start`` (incl.) to ``chunk_stop`` (excl.) of one feature."""
+@dataclass(frozen=True, eq=False)
+class ExtraMetadata:
+    """Metadata an output gets on top of (and overriding) what it copies from its source.
 
-    feature: str
-    chunk_start: int
-    chunk_stop: int
+    ``attrs`` are root attributes (``"section:key"`` -> value), ``logs`` log name -> lines,
+    ``tables`` table name -> compound array. Used by the modes (split, join) for sample
+    names, new run identifiers and the logs and tables of several sources.
+    """
 
-
-@dataclass(frozen=True)
-class TaskRecipe:
-    """The blocks one worker task reads and encodes, and their uncompressed size."""
-
-    blocks: tuple[BlockRecipe, ...]
-    nbytes: int
+    attrs: dict = field(default_factory=dict)
+    logs: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,19 +96,22 @@ class ConversionPlan:
     """Everything the writer task needs to produce one output file.
 
     ``mapping`` (int64 source event indices, or None for all events) is the only array in a
-    plan; task payloads take slices of it lazily, so it is never duplicated per task.
+    plan; it enters a dask graph once (a delayed value when large), never per block.
     """
 
     source: str
     output: str
     n_events: int
     features: tuple[FeaturePlan, ...]
-    tasks: tuple[TaskRecipe, ...]
+    groups: tuple[BlockGroup, ...]
     codec: ChunkCodec
     mapping: np.ndarray | None = None
     source_info: SourceInfo | None = None
     basin_to_source: bool = False
     options: dict = field(default_factory=dict)
+    #: store the source's contours (``events/contour``) with the output's filters
+    contour: bool = False
+    extra: ExtraMetadata | None = None
 
 
 def make_mapping(mapping, n_events: int) -> np.ndarray | None:
@@ -198,41 +199,68 @@ def plan_feature(fsrc: FeatureSource, n_rows: int, codec: ChunkCodec, *,
                        codec=src_codec if raw else codec, raw_copy=raw)
 
 
-def plan_tasks(features: tuple[FeaturePlan, ...], max_task_bytes: int = DEFAULT_TASK_BYTES
-               ) -> tuple[TaskRecipe, ...]:
-    """Cut features into runs of whole chunks and pack them into tasks.
+@dataclass(frozen=True)
+class BlockGroup:
+    """Output features computed together, block by block (one dask array, one task a block).
 
-    Large features give one block per task; small ones (scalars, short files) are packed
-    several to a task so that per-task overhead stays small.
+    A group is one feature, or several scalar features with the same chunk rows packed into
+    one record array (so a block of all scalars is one task). Blocks are whole output
+    chunks: ``chunks_per_block`` of them, the last block possibly shorter.
+    """
+
+    features: tuple[FeaturePlan, ...]
+    chunks_per_block: int
+
+    @property
+    def chunk_rows(self) -> int:
+        return self.features[0].chunk_rows
+
+    @property
+    def n_rows(self) -> int:
+        return self.features[0].n_rows
+
+    @property
+    def raw_copy(self) -> bool:
+        return self.features[0].raw_copy
+
+    @property
+    def block_rows(self) -> int:
+        return self.chunk_rows * self.chunks_per_block
+
+    def block_chunks(self) -> tuple[int, ...]:
+        """The dask chunks along axis 0 (rows per block)."""
+        n, step = self.n_rows, self.block_rows
+        return tuple(min(step, n - s) for s in range(0, n, step)) or (0,)
+
+    @property
+    def nbytes(self) -> int:
+        return self.n_rows * sum(fp.row_nbytes for fp in self.features)
+
+
+def plan_groups(features: tuple[FeaturePlan, ...], max_task_bytes: int = DEFAULT_TASK_BYTES
+                ) -> tuple[BlockGroup, ...]:
+    """Group the features of an output into dask arrays with blocks of about ``max_task_bytes``.
+
+    Scalar features that are encoded (not copied as stored) and share their chunk rows are
+    packed into one group; every other feature is a group of its own.
     """
     if max_task_bytes <= 0:
         raise ValueError(f"max_task_bytes must be positive, got {max_task_bytes}")
-    tasks: list[TaskRecipe] = []
-    pending: list[BlockRecipe] = []
-    pending_bytes = 0
+    packed: dict[int, list[FeaturePlan]] = {}
+    alone: list[tuple[FeaturePlan, ...]] = []
     for fp in features:
-        per_block = fp.chunks_per_task(max_task_bytes)
-        for start in range(0, fp.n_chunks, per_block):
-            stop = min(start + per_block, fp.n_chunks)
-            nbytes = (min(stop * fp.chunk_rows, fp.n_rows) - start * fp.chunk_rows) * fp.row_nbytes
-            if pending and pending_bytes + nbytes > max_task_bytes:
-                tasks.append(TaskRecipe(tuple(pending), pending_bytes))
-                pending, pending_bytes = [], 0
-            pending.append(BlockRecipe(fp.name, start, stop))
-            pending_bytes += nbytes
-    if pending:
-        tasks.append(TaskRecipe(tuple(pending), pending_bytes))
-    return tuple(tasks)
-
-
-def block_events(fp: FeaturePlan, block: BlockRecipe,
-                 mapping: np.ndarray | None) -> slice | np.ndarray:
-    """Source event indices of a block: a slice when contiguous, else an index array."""
-    start = block.chunk_start * fp.chunk_rows
-    stop = min(block.chunk_stop * fp.chunk_rows, fp.n_rows)
-    if mapping is None:
-        return slice(start, stop)
-    return mapping[start:stop]
+        if not fp.item_shape and not fp.raw_copy and fp.n_rows:
+            packed.setdefault(fp.chunk_rows, []).append(fp)
+        else:
+            alone.append((fp,))
+    groups = []
+    for fps in [tuple(v) for v in packed.values()] + alone:
+        chunk_bytes = max(1, fps[0].chunk_rows * sum(fp.row_nbytes for fp in fps))
+        per_block = max(1, max_task_bytes // chunk_bytes)
+        if fps[0].n_rows:
+            per_block = min(per_block, fps[0].n_chunks)
+        groups.append(BlockGroup(fps, per_block))
+    return tuple(groups)
 
 
 def plan_conversion(info: SourceInfo, output: str, *, features=None, mapping=None,
@@ -262,10 +290,18 @@ def plan_conversion(info: SourceInfo, output: str, *, features=None, mapping=Non
     """
     idx = make_mapping(mapping, info.n_events)
     n_rows = info.n_events if idx is None else int(idx.size)
+    if isinstance(features, str):
+        features = [features]
+    # contours are one dataset per event, not a FeaturePlan: only when selected (or all)
+    contour = info.has_contour and (features is None or "contour" in features)
+    if features is not None and info.has_contour:
+        features = [f for f in features if f != "contour"]
+        if not features and contour:
+            raise PlanError(f"{info.path}: 'contour' alone is not a convertible feature set")
     names = select_features(info, features)
     fplans = tuple(plan_feature(info.features[name], n_rows, codec, mapped=idx is not None)
                    for name in names)
     return ConversionPlan(
         source=info.path, output=str(output), n_events=n_rows, features=fplans,
-        tasks=plan_tasks(fplans, max_task_bytes), codec=codec, mapping=idx, source_info=info,
-        basin_to_source=basin_to_source, options=dict(options or {}))
+        groups=plan_groups(fplans, max_task_bytes), codec=codec, mapping=idx, source_info=info,
+        basin_to_source=basin_to_source, options=dict(options or {}), contour=contour)

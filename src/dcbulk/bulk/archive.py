@@ -3,8 +3,10 @@
 :func:`convert_archive` discovers the sources, consults the manifest (skip what is finished,
 redo what is not), and submits one *file task* per output to the cluster, keeping at most
 ``max_open_outputs`` in flight. A file task inspects and plans its source on the worker
-and is then the single writer of its output: small files are encoded inline by that task
-(no per-chunk scheduling overhead), large ones feed the other workers with encode tasks.
+and is then the single writer of its output: a file is encoded inline by that task (no
+per-block scheduling, no transfers) when it is small or when enough other files remain to
+keep every thread busy (at most half of a thread's share of the remaining bytes); only
+the others feed the workers with encode tasks.
 A failing file is recorded with its reason and never stops the others.
 """
 from __future__ import annotations
@@ -13,9 +15,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..codec import parse_compression
+from ..engine.report import Report
 from ..engine.writer import write_output
 from ..errors import (DcbulkError, OutputExistsError, PlanError, UsageError, describe_failure,
                       is_no_space)
@@ -45,12 +48,17 @@ class ArchiveOptions:
     filter: str | None = None
     compression: str = "zstd:5"
     basin_to_source: bool = False
+    #: identity of a custom file job (see ``convert_archive(file_job=)``), e.g. a function hash
+    job: dict | None = None
 
     def fingerprint_dict(self) -> dict:
-        return {"features": list(self.features) if self.features else None,
-                "filter": self.filter,
-                "compression": parse_compression(self.compression).describe(),
-                "basin_to_source": self.basin_to_source}
+        doc = {"features": list(self.features) if self.features else None,
+               "filter": self.filter,
+               "compression": parse_compression(self.compression).describe(),
+               "basin_to_source": self.basin_to_source}
+        if self.job is not None:
+            doc["job"] = self.job
+        return doc
 
 
 @dataclass
@@ -113,34 +121,45 @@ def _filter_mapping(info: SourceInfo, expr: FilterExpr):
 
 
 def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, checksum: bool = False,
-                 verdicts: dict | None = None) -> dict:
+                 inline_bytes: int = INLINE_BYTES, verify: bool = False,
+                 verdicts=None, checksum: bool = True) -> Report:
     """Inspect, plan and write one output (runs as a task on a worker).
 
-    Returns a small dict: the writer's summary plus the source's identity (size, mtime and
-    :func:`head_sha256`, read before the conversion, so a change during it is seen next time)
-    and, with ``checksum``, the output's SHA-256, for the manifest, and the codec ``verdicts``
-    (known ones passed in, new ones added) so that later files skip those checks. A failure
-    that concerns this file (unreadable source, bad options for it, a corrupt chunk) comes back as ``{"error": "Type: message"}``, so it is
-    reported once, by the client, without a worker traceback; anything else propagates.
+    Returns the writer's :class:`~dcbulk.engine.report.Report` with the source's identity
+    for the manifest. A failure that concerns this file (unreadable source, bad options
+    for it, a damaged chunk) comes back as a report with ``error`` set ("Type: message"),
+    so it is reported once, by the client, without a worker traceback; anything else
+    propagates. With ``verify`` the output is compared with its source
+    (:mod:`dcbulk.verify`) before it is reported done; a mismatch removes the output and
+    fails the file. ``verdicts`` and ``checksum`` are accepted for the file jobs of
+    :mod:`dcbulk.modes` and ignored (no codec checks any more; the manifest hashes).
     """
     try:
-        return _convert_file(source, output, options, overwrite=overwrite,
-                             inline_bytes=inline_bytes, checksum=checksum,
-                             verdicts=dict(verdicts or {}))
+        report = _convert_file(source, output, options, overwrite=overwrite,
+                               inline_bytes=inline_bytes)
     except (DcbulkError, OSError) as exc:
-        return {"error": describe_failure(exc, output)}
+        return Report(source=source, output=output, error=describe_failure(exc, output))
     except RuntimeError as exc:  # h5py reports failed writes (e.g. a full disk) this way
         if not is_no_space(exc):
             raise
-        return {"error": describe_failure(exc, output)}
+        return Report(source=source, output=output, error=describe_failure(exc, output))
+    if verify:
+        from ..verify.run import VerifyPair, verify_pair_inline
+        verdict = verify_pair_inline(VerifyPair(output=output, source=source,
+                                                features=options.features,
+                                                filter=options.filter))
+        if verdict.problems:
+            os.unlink(output)
+            more = len(verdict.problems) - 1
+            return Report(source=source, output=output,
+                          error=f"VerifyError: {verdict.problems[0]}"
+                                + (f" (and {more} more)" if more else ""))
+    return report
 
 
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                  inline_bytes: int, checksum: bool, verdicts: dict) -> dict:
+                  inline_bytes: int) -> Report:
     t0 = time.perf_counter()
-    st = os.stat(source)
-    head = head_sha256(source)
     info = inspect_source(source)
     expr = parse_filter(options.filter)
     mapping = _filter_mapping(info, expr) if expr is not None else None
@@ -149,16 +168,11 @@ def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrit
                            max_task_bytes=DEFAULT_TASK_BYTES,
                            basin_to_source=options.basin_to_source,
                            options=options.fingerprint_dict())
-    inline = sum(t.nbytes for t in plan.tasks) <= inline_bytes
-    summary = write_output(plan, inline=inline, overwrite=overwrite, verdicts=verdicts)
-    return {
-        "events": summary.n_events, "bytes_out": summary.bytes_out,
-        "raw_bytes": sum(f["raw_bytes"] for f in summary.features.values()),
-        "stored_bytes": sum(f["stored_bytes"] for f in summary.features.values()),
-        "seconds": time.perf_counter() - t0, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-        "head": head, "identifier": info.identifier, "inline": inline,
-        "checksum": file_sha256(output) if checksum else None, "verdicts": verdicts,
-    }
+    inline = sum(g.nbytes for g in plan.groups) <= inline_bytes
+    report = write_output(plan, inline=inline, overwrite=overwrite)
+    st = os.stat(source)
+    return replace(report, wall_seconds=time.perf_counter() - t0, bytes_in=st.st_size,
+                   source_mtime_ns=st.st_mtime_ns)
 
 
 def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions, *,
@@ -181,20 +195,34 @@ def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveO
     return FileResult(entry.path, out, "failed", reason="output exists", error=str(error))
 
 
-def _result_from(entry: SourceEntry, out: str, res: dict) -> FileResult:
-    ratio = res["raw_bytes"] / res["stored_bytes"] if res.get("stored_bytes") else None
-    return FileResult(source=entry.path, output=out, status="done", events=res["events"],
-                      bytes_in=res["size"], bytes_out=res["bytes_out"],
-                      raw_bytes=res["raw_bytes"], ratio=ratio, seconds=res["seconds"])
+def _as_report(res, entry: SourceEntry, out: str) -> Report:
+    """A file job's result as a Report (the file jobs of :mod:`dcbulk.modes` give dicts)."""
+    if isinstance(res, Report):
+        return res
+    if "error" in res:
+        return Report(source=entry.path, output=out, error=res["error"])
+    stored = res.get("stored_bytes") or 0
+    return Report(source=entry.path, output=out, events=res["events"], bytes_in=res["size"],
+                  bytes_out=res["bytes_out"], raw_bytes=res["raw_bytes"],
+                  compression_ratio=res["raw_bytes"] / stored if stored else float("nan"),
+                  wall_seconds=res["seconds"], identifier=res["identifier"],
+                  source_mtime_ns=res["mtime_ns"], inline=res.get("inline", False))
+
+
+def _result_from(entry: SourceEntry, out: str, res: Report) -> FileResult:
+    ratio = res.compression_ratio if res.compression_ratio == res.compression_ratio else None
+    return FileResult(source=entry.path, output=out, status="done", events=res.events,
+                      bytes_in=res.bytes_in, bytes_out=res.bytes_out,
+                      raw_bytes=res.raw_bytes, ratio=ratio, seconds=res.wall_seconds)
 
 
 def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                     features=None, filter: str | None = None, compression: str = "zstd:5",
                     client=None, resume: bool = True, force: bool = False,
                     max_open_outputs: int | None = None, basin_to_source: bool = False,
-                    dry_run: bool = False, inline_bytes: int = INLINE_BYTES,
-                    progress: Callable[[FileResult, int, int], None] | None = None
-                    ) -> ArchiveReport:
+                    dry_run: bool = False, inline_bytes: int = INLINE_BYTES, verify: bool = False,
+                    progress: Callable[[FileResult, int, int], None] | None = None,
+                    file_job: Callable | None = None) -> ArchiveReport:
     """Convert every source of an archive into ``output_dir``, mirroring the tree.
 
     Parameters
@@ -222,9 +250,17 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     dry_run
         Only decide what would be done (status ``planned`` or ``skipped``).
     inline_bytes
-        Files with at most this many uncompressed bytes are encoded by their writer task.
+        Files with at most this many uncompressed bytes are always encoded by their writer
+        task; larger ones too while the remaining files keep every thread busy.
     progress
         Called as ``progress(result, done_count, total_count)`` after each file.
+    verify
+        Compare each output with its source before recording it as done (a mismatch fails
+        the file and removes its output).
+    file_job
+        Replaces :func:`convert_file` as the task that makes one output (same call and
+        result dict; used by :mod:`dcbulk.modes`). Its ``fingerprint`` attribute (a
+        JSON-ready dict, if any) joins the options fingerprint in the manifest.
 
     Returns
     -------
@@ -237,10 +273,14 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         parse_compression(compression)  # fail early on a bad spec
     except PlanError as exc:
         raise UsageError(str(exc)) from exc
+    if verify and file_job is not None:
+        raise PlanError("verify compares conversions with their sources; it does not apply "
+                        "to the outputs of a file job (reprocess, condense)")
     expr = parse_filter(filter)
     options = ArchiveOptions(features=tuple(features) if features else None,
                              filter=expr.text if expr is not None else None,
-                             compression=str(compression), basin_to_source=basin_to_source)
+                             compression=str(compression), basin_to_source=basin_to_source,
+                             job=getattr(file_job, "fingerprint", None))
     if isinstance(sources, (str, bytes, os.PathLike)):
         sources = [sources]
     sources = list(sources)
@@ -251,20 +291,17 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     check_output_placement(sources, output_dir)
     check_output_dir(output_dir)
     entries = discover_sources(sources, include=include, output_dir=output_dir)
+    run = dict(t0=t0, client=client, resume=resume, force=force, max_open=max_open_outputs,
+               inline_bytes=inline_bytes, progress=progress, verify=verify,
+               job=file_job or convert_file)
     if dry_run:
-        return _convert_locked(entries, output_dir, options, t0=t0, client=client,
-                               resume=resume, force=force, dry_run=True,
-                               max_open_outputs=max_open_outputs, inline_bytes=inline_bytes,
-                               progress=progress)
+        return _convert_locked(entries, output_dir, options, dry_run=True, **run)
     with output_lock(output_dir):
-        return _convert_locked(entries, output_dir, options, t0=t0, client=client,
-                               resume=resume, force=force, dry_run=False,
-                               max_open_outputs=max_open_outputs, inline_bytes=inline_bytes,
-                               progress=progress)
+        return _convert_locked(entries, output_dir, options, dry_run=False, **run)
 
 
 def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, dry_run,
-                    max_open_outputs, inline_bytes, progress) -> ArchiveReport:
+                    max_open, inline_bytes, progress, verify, job) -> ArchiveReport:
     """The body of :func:`convert_archive`; holds the output lock unless ``dry_run``."""
     if not resume and not force:
         refuse_overwrite(entries, output_dir)
@@ -299,7 +336,8 @@ def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, 
             with client_context(client) as cl:
                 report.dashboard = getattr(cl, "dashboard_link", None)
                 _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
-                     max_open=max_open_outputs, progress=progress, total=len(entries))
+                     max_open=max_open, progress=progress, total=len(entries),
+                     verify=verify, job=job)
                 finished = True
         finally:
             # every task of this run has ended (normal end) or its workers are gone (own
@@ -312,31 +350,55 @@ def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, 
     return report
 
 
+def run_file_job(job: Callable, source: str, output: str, *args, **kwargs
+                 ) -> tuple[tuple, object]:
+    """Run ``job`` on a worker, with the source's identity read before it starts.
+
+    Returns ``((size, mtime_ns, head_sha256, output_sha256), job's result)``: the identity
+    is read first, so a source modified during its conversion is converted again by the
+    next run; the output's SHA-256 is computed only with ``verify`` (for ``dcbulk verify``
+    later), else None.
+    """
+    st = os.stat(source)
+    head = head_sha256(source)
+    res = job(source, output, *args, **kwargs)
+    failed = res.error if isinstance(res, Report) else res.get("error")
+    checksum = file_sha256(output) if kwargs.get("verify") and not failed else None
+    return (st.st_size, st.st_mtime_ns, head, checksum), res
+
+
 def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
-         progress, total) -> None:
+         progress, total, verify=False, job=convert_file) -> None:
     from distributed import as_completed
-    max_open = max_open or sum(client.nthreads().values()) + 2
+    threads = sum(client.nthreads().values())
+    max_open = max_open or threads + 2
     # largest files first (popped from the end), so no big file is left for the tail
     queue = sorted(todo, key=lambda item: os.path.getsize(item[0].path))
+    remaining = sum(os.path.getsize(item[0].path) for item in queue)
     active: dict = {}
     done_count = len(report.files)
 
     def submit_next() -> None:
+        nonlocal remaining
         entry, out, overwrite = queue.pop()
-        fut = client.submit(convert_file, entry.path, out, options, overwrite=overwrite,
-                            inline_bytes=inline_bytes, verdicts=dict(verdicts), pure=False,
+        size = os.path.getsize(entry.path)
+        share = remaining / max(1, threads)
+        remaining -= size
+        extra = {"verify": True} if verify else {}  # file jobs of the modes do not verify
+        fut = client.submit(run_file_job, job, entry.path, out, options, overwrite=overwrite,
+                            inline_bytes=max(inline_bytes, int(share // 2)), pure=False,
+                            **extra,
                             key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
         active[fut] = (entry, out)
         pending.add(fut)
 
-    verdicts: dict = {}  # codec checks of earlier files, handed to later ones
     pending = as_completed()
     try:
         while queue and len(active) < max_open:
             submit_next()
         for fut in pending:
             entry, out = active.pop(fut)
-            result = _settle(fut, entry, out, manifest, verdicts, options)
+            result = _settle(fut, entry, out, manifest, options)
             fut.release()
             report.files.append(result)
             done_count += 1
@@ -349,14 +411,16 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
         raise
 
 
-def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, verdicts: dict,
-            options: ArchiveOptions) -> FileResult:
+def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions
+            ) -> FileResult:
     """Record the outcome of one file task in the manifest (fsynced) and return it."""
+    identity = None
     try:
-        res = fut.result()
+        identity, res = fut.result()
+        res = _as_report(res, entry, out)
     except Exception as exc:  # per-file isolation: record and go on
-        res = {"error": f"{type(exc).__name__}: {exc}"}
-    if (res.get("error", "").startswith("OutputExistsError")
+        res = Report(source=entry.path, output=out, error=describe_failure(exc, out))
+    if ((res.error or "").startswith("OutputExistsError")
             and adopt_output(entry, out, options.fingerprint_dict(), manifest)):
         # the output did not exist when the task was submitted (and the lock keeps other
         # runs out): an earlier attempt of this task committed it, then its worker died
@@ -364,13 +428,12 @@ def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, verdicts: dic
         return FileResult(entry.path, out, "done", events=record.events or 0,
                           bytes_in=record.size, bytes_out=record.output_size or 0,
                           reason="committed by an earlier attempt of its task")
-    if "error" in res:
-        logger.error("%s failed: %s", entry.path, res["error"], extra={"per_file": True})
-        manifest.record_failed(entry, error=res["error"])
-        return FileResult(entry.path, out, "failed", reason="error", error=res["error"])
-    verdicts.update(res.get("verdicts") or {})
-    manifest.record_done(entry, output=out, output_size=res["bytes_out"],
-                         checksum=res["checksum"], events=res["events"],
-                         seconds=res["seconds"], identifier=res["identifier"],
-                         size=res["size"], mtime_ns=res["mtime_ns"], head=res["head"])
+    if res.error:
+        logger.error("%s failed: %s", entry.path, res.error, extra={"per_file": True})
+        manifest.record_failed(entry, error=res.error)
+        return FileResult(entry.path, out, "failed", reason="error", error=res.error)
+    size, mtime_ns, head, checksum = identity
+    manifest.record_done(entry, output=out, output_size=res.bytes_out, events=res.events,
+                         seconds=res.wall_seconds, identifier=res.identifier, size=size,
+                         mtime_ns=mtime_ns, head=head, checksum=checksum)
     return _result_from(entry, out, res)

@@ -1,15 +1,14 @@
-"""Byte-exact HDF5 chunk encoding outside h5py (public entry points of the codec package).
+"""Output filters and chunk encoding, done by HDF5 itself (public entry points).
 
-Single responsibility: re-export the codec API. :mod:`.chunk_codec` holds
-:class:`ChunkCodec`, :func:`parse_compression` and :func:`verify_codec_with_hdf5`;
-:mod:`.checksum` Fletcher-32; :mod:`.zstd` and :mod:`.deflate` the compression back-ends.
+:mod:`.spec` holds :class:`ChunkCodec` (a small frozen, picklable description of a filter
+pipeline that hdf5plugin provides) and :func:`parse_compression`; :mod:`.hdf5` encodes
+blocks into the exact bytes HDF5 stores and proves stored chunks sound, both by running
+HDF5's own filter pipeline on an in-memory file.
 """
 from __future__ import annotations
 
-from .checksum import FLETCHER32_FILTER_ID, fletcher32
-from .chunk_codec import ChunkCodec, parse_compression, verify_codec_with_hdf5
-from .deflate import DEFLATE_FILTER_ID
-from .zstd import ZSTD_FILTER_ID
+from .hdf5 import decode_stored_chunks, encode_chunks
+from .spec import COMPRESSION_CHOICES, ChunkCodec, parse_compression
 
-__all__ = ["ChunkCodec", "parse_compression", "fletcher32", "verify_codec_with_hdf5",
-           "ZSTD_FILTER_ID", "DEFLATE_FILTER_ID", "FLETCHER32_FILTER_ID"]
+__all__ = ["COMPRESSION_CHOICES", "ChunkCodec", "decode_stored_chunks", "encode_chunks",
+           "parse_compression"]

@@ -1,8 +1,9 @@
 """The Python API of the engine: :func:`convert` one file, :func:`store_features` of dask arrays.
 
 Both plan on the client (small I/O: one inspection of the source) and submit exactly one
-writer task per output to the cluster; the writer feeds the workers with encode tasks and
-stores their chunks. Errors from workers or the writer reach the caller as
+writer task per output to the cluster. ``convert``'s writer builds the engine's dask arrays
+(read -> encode) on its worker from the plan; ``store_features`` encodes the caller's
+arrays (``map_blocks``) and ships that graph to its writer. Errors from workers or the writer reach the caller as
 :class:`~dcbulk.errors.DcbulkError` subclasses naming the file and feature.
 """
 from __future__ import annotations
@@ -10,57 +11,26 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import cloudpickle
 import numpy as np
 
 from ..codec import ChunkCodec, parse_compression
 from ..errors import OutputExistsError, PlanError
-from ..plan import DEFAULT_TASK_BYTES, ConversionPlan, FeaturePlan, best_chunk_rows, plan_conversion
+from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadata,
+                    FeaturePlan, best_chunk_rows, make_mapping, plan_conversion)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
-from .arrays import ArrayBundle, iter_array_results
+from .arrays import encode_array
 from .client import client_context
-from .writer import WriteSummary, exact_features, write_output
+from .report import Report
+from .writer import write_output
 
 if TYPE_CHECKING:
     import dask.array as da
 
 __all__ = ["Report", "convert", "store_features", "submit_conversion"]
-
-
-@dataclass
-class Report:
-    """Summary of one conversion.
-
-    ``raw_bytes`` are the uncompressed bytes of the features written, ``bytes_in`` the size of
-    the source file, ``bytes_out`` the size of the output file; ``compression_ratio`` is
-    ``raw_bytes`` over the bytes stored for the features. ``features`` holds per feature the
-    mode (``encode``, ``raw-copy`` or ``hdf5-filter``), filters, chunks, bytes and the
-    seconds spent in worker tasks.
-    """
-
-    source: str | None
-    output: str
-    events: int
-    bytes_in: int
-    bytes_out: int
-    raw_bytes: int
-    compression_ratio: float
-    wall_seconds: float
-    features: dict[str, dict] = field(default_factory=dict)
-
-    @classmethod
-    def from_summary(cls, summary: WriteSummary, bytes_in: int, wall: float) -> Report:
-        raw = sum(f["raw_bytes"] for f in summary.features.values())
-        stored = sum(f["stored_bytes"] for f in summary.features.values())
-        return cls(source=summary.source or None, output=summary.output,
-                   events=summary.n_events, bytes_in=bytes_in, bytes_out=summary.bytes_out,
-                   raw_bytes=raw, compression_ratio=(raw / stored) if stored else float("nan"),
-                   wall_seconds=wall, features=summary.features)
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 def _codec(compression) -> ChunkCodec:
@@ -69,7 +39,7 @@ def _codec(compression) -> ChunkCodec:
 
 def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
                       inline: bool = False):
-    """Submit the writer task of one plan; return its future (a :class:`WriteSummary`)."""
+    """Submit the writer task of one plan; return its future (a :class:`Report`)."""
     name = os.path.basename(plan.output).replace(".", "_")
     return client.submit(write_output, plan, inline=inline, overwrite=overwrite, pure=False,
                          key=f"dcbulk-write-{name}-{uuid.uuid4().hex[:8]}")
@@ -77,7 +47,8 @@ def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
 
 def convert(source, output, *, features=None, mapping=None, compression="zstd:5",
             client=None, basin_to_source: bool = False, overwrite: bool = False,
-            max_task_bytes: int = DEFAULT_TASK_BYTES) -> Report:
+            max_task_bytes: int = DEFAULT_TASK_BYTES, extra: ExtraMetadata | None = None
+            ) -> Report:
     """Convert one ``.rtdc`` file: read, map, encode on the workers, write once.
 
     Parameters
@@ -104,6 +75,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         Replace an existing output.
     max_task_bytes
         Uncompressed bytes per worker task.
+    extra
+        Root attributes, logs and tables written on top of the source's metadata.
 
     Returns
     -------
@@ -117,6 +90,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         Bad feature names or mapping.
     OutputExistsError
         The output exists and ``overwrite`` is False.
+    ChecksumMismatchError
+        A chunk to be copied as stored is damaged (the message names file, feature and
+        chunk index); no file is left under the output name.
     ConversionError
         A worker or the writer failed; no file is left under the output name.
     """
@@ -130,13 +106,15 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
                            basin_to_source=basin_to_source,
                            options={"compression": str(compression),
                                     "features": features, "basin_to_source": basin_to_source})
+    if extra is not None:
+        plan = replace(plan, extra=extra)
     with client_context(client) as cl:
-        summary = submit_conversion(cl, plan, overwrite=overwrite).result()
-    return Report.from_summary(summary, info.size, time.perf_counter() - t0)
+        report = submit_conversion(cl, plan, overwrite=overwrite).result()
+    return replace(report, wall_seconds=time.perf_counter() - t0)
 
 
-def _array_plans(arrays: dict[str, da.Array], codec: ChunkCodec, max_task_bytes: int
-                 ) -> tuple[dict[str, da.Array], tuple[FeaturePlan, ...], int]:
+def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int
+                  ) -> tuple[dict[str, da.Array], tuple[BlockGroup, ...], int]:
     import dask.array as da
     if not arrays:
         raise PlanError("store_features needs at least one array")
@@ -144,7 +122,7 @@ def _array_plans(arrays: dict[str, da.Array], codec: ChunkCodec, max_task_bytes:
     if len(set(lengths.values())) != 1:
         raise PlanError(f"arrays differ in length: {lengths}")
     n_rows = next(iter(lengths.values()))
-    aligned, plans = {}, []
+    aligned, groups = {}, []
     for name, arr in arrays.items():
         if not isinstance(arr, da.Array):
             arr = da.from_array(np.asarray(arr))
@@ -160,23 +138,22 @@ def _array_plans(arrays: dict[str, da.Array], codec: ChunkCodec, max_task_bytes:
                          item_shape=item_shape, dtype=dtype.str,
                          chunk_rows=best_chunk_rows(item_shape, dtype), n_rows=n_rows,
                          codec=codec)
-        rows = fp.chunk_rows * fp.chunks_per_task(max_task_bytes)
-        aligned[name] = arr.rechunk((rows,) + tuple(-1 for _ in item_shape))
-        plans.append(fp)
-    return aligned, tuple(plans), n_rows
+        group = BlockGroup((fp,), fp.chunks_per_task(max_task_bytes))
+        if n_rows:
+            aligned[name] = arr.rechunk((group.block_rows,) + tuple(-1 for _ in item_shape))
+        groups.append(group)
+    return aligned, tuple(groups), n_rows
 
 
-def _write_arrays(plan: ConversionPlan, bundle: ArrayBundle, *, overwrite: bool,
-                  inline: bool) -> WriteSummary:
-    plans = {fp.name: fp for fp in plan.features}
-    exact = exact_features(plan.features)
-    results = iter_array_results(bundle, plans, exact, inline=inline)
-    return write_output(plan, overwrite=overwrite, results=results)
+def _write_bundle(plan: ConversionPlan, payload: bytes, *, overwrite: bool) -> Report:
+    """The writer task of store_features: unpack the encoded arrays and write them."""
+    return write_output(plan, arrays=cloudpickle.loads(payload), overwrite=overwrite)
 
 
 def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = True,
-                   compression="zstd:5", client=None, overwrite: bool = False,
-                   max_task_bytes: int = DEFAULT_TASK_BYTES) -> Report:
+                   mapping=None, compression="zstd:5", client=None, overwrite: bool = False,
+                   max_task_bytes: int = DEFAULT_TASK_BYTES,
+                   extra: ExtraMetadata | None = None) -> Report:
     """Write dask arrays as features of a new ``.rtdc`` file.
 
     Arrays are rechunked to whole multiples of the best HDF5 chunks, encoded on the workers
@@ -193,7 +170,11 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     basins
         With ``metadata_from``: copy its basins and add a file basin pointing to it, so its
         other features stay reachable from the output.
-    compression, client, overwrite, max_task_bytes
+    mapping
+        With ``metadata_from``: the arrays hold these events of it (indices or boolean
+        filter, as for :func:`~dcbulk.read_features`); its basins and the basin to it carry
+        the mapping, so the output is a filtered subset of ``metadata_from``.
+    compression, client, overwrite, max_task_bytes, extra
         As for :func:`convert`.
     """
     t0 = time.perf_counter()
@@ -201,19 +182,36 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     if os.path.exists(output) and not overwrite:
         raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
     codec = _codec(compression)
-    aligned, fplans, n_rows = _array_plans(arrays, codec, max_task_bytes)
+    aligned, groups, n_rows = _array_groups(arrays, codec, max_task_bytes)
     info = inspect_source(metadata_from) if metadata_from is not None else None
-    if info is not None and info.n_events != n_rows:
-        raise PlanError(f"{info.path} has {info.n_events} events but the arrays have {n_rows}")
+    if mapping is not None and info is None:
+        raise PlanError("store_features: mapping= needs metadata_from= (the mapped source)")
+    idx = make_mapping(mapping, info.n_events) if info is not None else None
+    expected = info.n_events if idx is None and info is not None else (
+        idx.size if idx is not None else n_rows)
+    if info is not None and expected != n_rows:
+        what = "the mapping selects" if idx is not None else f"{info.path} has"
+        raise PlanError(f"{what} {expected} events but the arrays have {n_rows}")
     if info is not None and not basins:
         info = replace(info, basins=())
     plan = ConversionPlan(source=info.path if info else "", output=output, n_events=n_rows,
-                          features=fplans, tasks=(), codec=codec, source_info=info,
+                          features=tuple(g.features[0] for g in groups), groups=groups,
+                          codec=codec, mapping=idx, source_info=info,
                           basin_to_source=bool(basins and info is not None),
-                          options={"compression": str(compression), "store_features": True})
-    bundle = ArrayBundle(aligned)
+                          options={"compression": str(compression), "store_features": True},
+                          extra=extra)
+    label = info.path if info else output
+    encoded = [(g, encode_array(aligned[g.features[0].name], g, label)) for g in groups
+               if g.n_rows]
+    try:
+        payload = cloudpickle.dumps(encoded)
+    except Exception as exc:
+        raise PlanError(
+            "these dask arrays cannot be sent to the cluster (they hold unpicklable "
+            "objects such as h5py datasets); build them with dcbulk.read_features or "
+            f"from numpy/dask operations: {type(exc).__name__}: {exc}") from exc
     with client_context(client) as cl:
-        fut = cl.submit(_write_arrays, plan, bundle, overwrite=overwrite, inline=False,
-                        pure=False, key=f"dcbulk-write-{uuid.uuid4().hex[:8]}")
-        summary = fut.result()
-    return Report.from_summary(summary, info.size if info else 0, time.perf_counter() - t0)
+        fut = cl.submit(_write_bundle, plan, payload, overwrite=overwrite, pure=False,
+                        key=f"dcbulk-write-{uuid.uuid4().hex[:8]}")
+        report = fut.result()
+    return replace(report, wall_seconds=time.perf_counter() - t0)

@@ -1,38 +1,51 @@
-"""Features as dask arrays, and dask arrays as a stream of finished chunks.
+"""The engine's dask arrays: features read block by block, and blocks encoded into chunks.
 
-:func:`read_features` gives each feature of a source (own or from a basin, mapped or not) as a
-dask array whose axis-0 blocks are whole HDF5 chunks of the *output*
-(``HDF5Writer.get_best_nd_chunks``). Each block task carries only picklable recipes (the
-feature's :class:`~dcbulk.read.inspect.FeatureSource` and the source event indices) and opens
-the file itself.
+:func:`read_features` gives each feature of a source (own or from a basin, mapped or not) as
+a dask array whose axis-0 blocks are whole chunks of the *output*
+(``HDF5Writer.get_best_nd_chunks``). Each array is ``da.map_blocks(read, chunks=...,
+dtype=..., block_info)`` without an input array, so a read fuses with what follows it (the
+encode) into one task; the graph holds only picklable records
+(:class:`~dcbulk.read.inspect.FeatureSource`) and the mapping (one delayed value when it is
+large), and each task opens the file by path.
 
-:func:`iter_array_results` is the writer-side half of
-:func:`~dcbulk.engine.api.store_features`: it computes the encode tasks of arbitrary dask
-arrays in a bounded window and yields their finished chunks.
+:func:`plan_arrays` builds, for a :class:`~dcbulk.plan.ConversionPlan`, one array of
+:class:`EncodedBlock` objects per :class:`~dcbulk.plan.BlockGroup`: read -> encode (scalar
+features of a block packed into one record array), or, for chunks copied as stored, one
+task per run of stored chunks that proves each chunk sound before handing it on.
+:func:`encode_array` does the same for any dask array (``store_features``).
 """
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import cloudpickle
 import dask
 import numpy as np
 
-from ..codec import ChunkCodec
-from ..errors import PlanError
-from ..plan import FeaturePlan, make_mapping, plan_feature, select_features
+from ..codec import ChunkCodec, decode_stored_chunks, encode_chunks
+from ..errors import ConversionError, DcbulkError
+from ..plan import ENUMERATE, BlockGroup, ConversionPlan, FeaturePlan, make_mapping, \
+    plan_feature, select_features
 from ..read.chunks import OpenFiles, read_event_rows
-from ..read.inspect import FeatureSource, inspect_source
-from .tasks import TaskResult, encode_rows
-from .writer import run_windowed
+from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 
 if TYPE_CHECKING:  # dask.array (and scipy behind it) is imported only when used
     import dask.array as da
 
-__all__ = ["read_features", "ArrayBundle", "iter_array_results", "contiguous_slice"]
+__all__ = ["EncodedBlock", "read_features", "plan_arrays", "encode_array", "contiguous_slice"]
+
+_ERRORS = (DcbulkError, OSError, ValueError, KeyError, RuntimeError, TypeError)
+
+
+@dataclass(eq=False)
+class EncodedBlock:
+    """The stored bytes of the output chunks of one block, per feature, and its cost."""
+
+    chunks: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+    raw_bytes: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 def contiguous_slice(events: np.ndarray) -> slice | np.ndarray:
@@ -43,12 +56,116 @@ def contiguous_slice(events: np.ndarray) -> slice | np.ndarray:
     return events
 
 
-def _read_block(events: np.ndarray, fsrc: FeatureSource, dtype: str) -> np.ndarray:
-    with OpenFiles() as files:
-        rows = read_event_rows(files, fsrc, contiguous_slice(np.asarray(events)))
+def _rows(files: OpenFiles, fsrc: FeatureSource, dtype: np.dtype, start: int, stop: int,
+          mapping: np.ndarray | None) -> np.ndarray:
+    if fsrc.origin == ENUMERATE:  # a mapped index is renumbered 1..n, as dclab requires
+        return np.arange(start + 1, stop + 1).astype(dtype)
+    events = slice(start, stop) if mapping is None else contiguous_slice(mapping[start:stop])
+    rows = read_event_rows(files, fsrc, events)
     if fsrc.feature == "mask" and rows.dtype == bool:
         rows = rows.astype(np.uint8) * np.uint8(255)
     return rows.astype(dtype, copy=False)
+
+
+def _fail(label: str, name: str, start: int, stop: int, exc: Exception) -> ConversionError:
+    return ConversionError(f"{label}: feature '{name}' (events {start}..{stop - 1}): "
+                           f"{type(exc).__name__}: {exc}")
+
+
+def _read_block(fsrcs: tuple[FeatureSource, ...], dtype: np.dtype, mapping, label: str, *,
+                block_info=None) -> np.ndarray:
+    """One block of one feature, or of several scalars packed into a record array."""
+    start, stop = block_info[None]["array-location"][0]
+    out = None if dtype.names is None else np.empty(stop - start, dtype=dtype)
+    with OpenFiles() as files:
+        for fsrc in fsrcs:
+            try:
+                if out is None:
+                    return _rows(files, fsrc, dtype, start, stop, mapping)
+                out[fsrc.feature] = _rows(files, fsrc, dtype[fsrc.feature], start, stop,
+                                          mapping)
+            except _ERRORS as exc:
+                raise _fail(label, fsrc.feature, start, stop, exc) from exc
+    return out
+
+
+def _one(block: EncodedBlock) -> np.ndarray:
+    out = np.empty(1, dtype=object)
+    out[0] = block
+    return out
+
+
+def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label: str
+                  ) -> np.ndarray:
+    """Encode a block (plain or record rows) into the stored bytes of its output chunks."""
+    t0 = time.perf_counter()
+    rows = np.asarray(rows)
+    block = EncodedBlock()
+    for fp in features:
+        part = rows[fp.name] if rows.dtype.names else rows
+        if fp.name == "mask" and part.dtype == bool:
+            part = part.astype(np.uint8) * np.uint8(255)
+        part = np.ascontiguousarray(part, dtype=np.dtype(fp.dtype))
+        try:
+            block.chunks[fp.name] = encode_chunks(part, fp.chunk_rows, fp.codec)
+        except _ERRORS as exc:
+            raise ConversionError(f"{label}: feature '{fp.name}': cannot encode "
+                                  f"{fp.codec.describe()}: {type(exc).__name__}: {exc}"
+                                  ) from exc
+        block.raw_bytes[fp.name] = int(part.nbytes)
+    block.seconds = time.perf_counter() - t0
+    return _one(block)
+
+
+def _copy_stored(fp: FeaturePlan, chunks_per_block: int, label: str, block_info=None
+                 ) -> np.ndarray:
+    """Read a run of stored chunks as they are, after HDF5 proved each of them sound."""
+    t0 = time.perf_counter()
+    ref: DatasetRef = fp.source.data
+    first = block_info[None]["chunk-location"][0] * chunks_per_block
+    last = min(first + chunks_per_block, fp.n_chunks)
+    tail = (0,) * len(fp.item_shape)
+    with OpenFiles() as files:
+        try:
+            ds = files.dataset(ref)
+            stored = [ds.id.read_direct_chunk((i * fp.chunk_rows,) + tail)
+                      for i in range(first, last)]
+        except _ERRORS as exc:
+            raise _fail(label, fp.name, first * fp.chunk_rows,
+                        min(last * fp.chunk_rows, fp.n_rows), exc) from exc
+        decode_stored_chunks(stored, ds.id.get_create_plist(), ds.dtype, ds.shape,
+                             label=f"{label}: feature '{fp.name}'", first_chunk=first)
+    start, stop = first * fp.chunk_rows, min(last * fp.chunk_rows, fp.n_rows)
+    return _one(EncodedBlock(chunks={fp.name: stored},
+                             raw_bytes={fp.name: (stop - start) * fp.row_nbytes},
+                             seconds=time.perf_counter() - t0))
+
+
+def _group_dtype(group: BlockGroup) -> np.dtype:
+    if len(group.features) == 1:
+        return np.dtype(group.features[0].dtype)
+    return np.dtype([(fp.name, fp.dtype) for fp in group.features])
+
+
+def _read_array(group: BlockGroup, mapping, label: str, token: str) -> da.Array:
+    import dask.array as da
+    dtype = _group_dtype(group)
+    item = group.features[0].item_shape if dtype.names is None else ()
+    name = "-".join(fp.name.replace("/", "-") for fp in group.features[:3])
+    # records go inside a partial: dask traverses map_blocks arguments (dataclasses too)
+    read = functools.partial(_read_block, tuple(fp.source for fp in group.features), dtype)
+    return da.map_blocks(
+        read, mapping, label, chunks=(group.block_chunks(),) + tuple((s,) for s in item), dtype=dtype,
+        meta=np.empty((0,) * (1 + len(item)), dtype=dtype),
+        name=f"dcbulk-read-{name}-{token}")
+
+
+def _blocks_of(arr: da.Array, func, *, name: str, **kwargs) -> da.Array:
+    """``arr.map_blocks(func, **kwargs)`` giving one :class:`EncodedBlock` per block."""
+    n_blocks = len(arr.chunks[0])
+    return arr.map_blocks(functools.partial(func, **kwargs), dtype=object, chunks=((1,) * n_blocks,),
+                          drop_axis=list(range(1, arr.ndim)), meta=np.empty(0, dtype=object),
+                          name=name)
 
 
 def read_features(path, features=None, mapping=None, *, chunks_per_block: int = 1
@@ -64,16 +181,16 @@ def read_features(path, features=None, mapping=None, *, chunks_per_block: int = 
         expand to their members, e.g. ``"trace/fl1_raw"``).
     mapping
         Integer indices or a boolean filter over the source events; the arrays then hold
-        ``feature[mapping]``.
+        ``feature[mapping]``, except ``index``, which is renumbered ``1..n`` exactly as
+        :func:`~dcbulk.convert` stores it (dclab requires an enumerated index).
     chunks_per_block
-        HDF5 chunks per dask block (1: one block is exactly one output chunk).
+        Output chunks per dask block (1: one block is exactly one output chunk).
 
     Returns
     -------
     dict of dask.array.Array
-        Graphs hold only picklable recipes; each block task opens the file by path.
+        Graphs hold only picklable records; each block task opens the file by path.
     """
-    import dask.array as da
     if chunks_per_block < 1:
         raise ValueError(f"chunks_per_block must be >= 1, got {chunks_per_block}")
     info = inspect_source(path)
@@ -81,67 +198,39 @@ def read_features(path, features=None, mapping=None, *, chunks_per_block: int = 
     n_rows = info.n_events if idx is None else int(idx.size)
     out = {}
     for name in select_features(info, features):
-        fp = plan_feature(info.features[name], n_rows, ChunkCodec(), mapped=True)
-        rows_per_block = fp.chunk_rows * chunks_per_block
-        events = (da.arange(n_rows, chunks=rows_per_block, dtype=np.int64) if idx is None
-                  else da.from_array(idx, chunks=rows_per_block))
-        new_axes = list(range(1, 1 + len(fp.item_shape)))
-        token = dask.base.tokenize(info.path, info.mtime, name, idx, rows_per_block)
-        out[name] = events.map_blocks(
-            _read_block, fp.source, fp.dtype, dtype=np.dtype(fp.dtype),
-            new_axis=new_axes or None,
-            chunks=events.chunks + tuple((s,) for s in fp.item_shape),
-            meta=np.empty((0,) * (1 + len(fp.item_shape)), dtype=fp.dtype),
-            name=f"dcbulk-read-{name.replace('/', '-')}-{token}")
+        fp = plan_feature(info.features[name], n_rows, ChunkCodec(), mapped=idx is not None)
+        group = BlockGroup((fp,), chunks_per_block)
+        token = dask.base.tokenize(info.path, info.mtime, name, idx, chunks_per_block)
+        out[name] = _read_array(group, idx, info.path, token)
     return out
 
 
-class ArrayBundle:
-    """Dask arrays packed as opaque bytes, so that no scheduler looks inside them.
-
-    The writer task unpacks them on its worker and submits their blocks itself.
-    """
-
-    def __init__(self, arrays: dict[str, da.Array]):
-        try:
-            self.payload = cloudpickle.dumps(arrays)
-        except Exception as exc:
-            raise PlanError(
-                "these dask arrays cannot be sent to the cluster (they hold unpicklable "
-                "objects such as h5py datasets); build them with dcbulk.read_features or "
-                f"from numpy/dask operations: {type(exc).__name__}: {exc}") from exc
-
-    def arrays(self) -> dict[str, da.Array]:
-        return cloudpickle.loads(self.payload)
-
-
-def _encode_block(rows: np.ndarray, fp: FeaturePlan, first_chunk: int, exact: bool
-                  ) -> TaskResult:
-    t0 = time.perf_counter()
-    res = TaskResult(chunks=encode_rows(fp, np.asarray(rows), first_chunk, exact))
-    res.seconds[fp.name] = time.perf_counter() - t0
-    res.raw_bytes[fp.name] = int(np.asarray(rows).nbytes)
-    return res
+def plan_arrays(plan: ConversionPlan) -> list[tuple[BlockGroup, da.Array]]:
+    """One dask array of :class:`EncodedBlock` objects per block group of the plan."""
+    import dask.array as da
+    info = plan.source_info
+    token = dask.base.tokenize(plan.source, info.mtime if info else 0, plan.output,
+                               plan.mapping, plan.codec)
+    arrays = []
+    for i, group in enumerate(plan.groups):
+        if group.n_rows == 0:
+            continue
+        if group.raw_copy:
+            fp = group.features[0]
+            copy = functools.partial(_copy_stored, fp, group.chunks_per_block, plan.source)
+            arr = da.map_blocks(copy, chunks=((1,) * len(group.block_chunks()),), dtype=object,
+                                meta=np.empty(0, dtype=object),
+                                name=f"dcbulk-copy-{i}-{token}")
+        else:
+            rows = _read_array(group, plan.mapping, plan.source, f"{i}-{token}")
+            arr = _blocks_of(rows, _encode_block, features=group.features, label=plan.source,
+                             name=f"dcbulk-encode-{i}-{token}")
+        arrays.append((group, arr))
+    return arrays
 
 
-def iter_array_results(bundle: ArrayBundle, plans: dict[str, FeaturePlan],
-                       exact: dict[str, bool], *, inline: bool, window: int | None = None
-                       ) -> Iterator[TaskResult]:
-    """Yield encoded chunks of every block of every array, computed in a bounded window."""
-    arrays = bundle.arrays()
-    items = []
-    for name, arr in arrays.items():
-        fp = plans[name]
-        starts = np.cumsum((0,) + arr.chunks[0][:-1]) // fp.chunk_rows
-        for block, start in zip(arr.to_delayed().ravel(), starts):
-            items.append(dask.delayed(_encode_block)(block, fp, int(start), exact[name]))
-    if inline:
-        for item in items:
-            yield item.compute(scheduler="sync")
-        return
-    yield from run_windowed((functools.partial(_compute, item) for item in items),
-                            window=window)
-
-
-def _compute(item, client):
-    return client.compute(item)
+def encode_array(arr: da.Array, group: BlockGroup, label: str) -> da.Array:
+    """Encode the blocks of any dask array already chunked as ``group`` (store_features)."""
+    token = dask.base.tokenize(arr.name, group)
+    return _blocks_of(arr, _encode_block, features=group.features, label=label,
+                      name=f"dcbulk-encode-{group.features[0].name.replace('/', '-')}-{token}")

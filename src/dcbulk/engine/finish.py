@@ -1,7 +1,18 @@
 """Everything the writer adds around the feature data: metadata, contours, basins, provenance.
 
 All of it is small and runs inside the writer process, through the same
-:class:`~dcbulk.write.HDF5Writer` that stores the chunks.
+:class:`~dcbulk.write.HDF5Writer` that stores the chunks. The community's conventions are
+kept here (``/work/shared/FORMAT.md``, checked against dclab 0.73 and dcnum 0.31):
+
+- an output whose events are not the source's gets a new ``experiment:run identifier``
+  (the source's identifier plus ``_dcb-<7 hex>`` derived from the mapping, reproducible);
+- file-basin paths are stored ``[absolute, relative]`` (as dcnum writes them), so outputs
+  resolve from any working directory in dclab and dcnum; a basin points at a converted
+  sibling only when that sibling holds the same events and features, else at the original;
+- basin identifiers follow :func:`~dcbulk.read.identifier.basin_identifier` (a value both
+  readers accept);
+- contours get the output's filters; ``min``/``max``/``mean`` attributes of scalar features
+  are kept when the rows are the source's and recomputed otherwise.
 """
 from __future__ import annotations
 
@@ -14,19 +25,31 @@ import h5py
 import numpy as np
 
 from .._version import __version__
-from ..plan import ConversionPlan
-from ..read.files import open_rtdc
+from ..plan import ENUMERATE, ConversionPlan
+from ..read.files import open_h5_readonly, open_rtdc
+from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
 from ..write import HDF5Writer, copy_metadata
 
-__all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths"]
+__all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",
+           "siblings_hold_same_events"]
+
+#: per-feature statistics attributes dclab writes and reads as a shortcut
+STAT_ATTRS = ("min", "max", "mean")
 
 
 def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
-    """Set the event count and copy attributes, logs and tables from the source."""
+    """Set the event count, copy attributes, logs and tables; new run identifier if mapped."""
     hw.h5.attrs["experiment:event count"] = plan.n_events
     if plan.source_info is not None:
         with open_rtdc(plan.source) as src:
             copy_metadata(src, hw.h5)
+            if plan.mapping is not None:
+                base = get_measurement_identifier(src, compat="dclab")
+                hw.h5.attrs["experiment:run identifier"] = filtered_run_identifier(
+                    base, plan.mapping, plan.source_info.n_events)
+    if plan.extra is not None:
+        for key, value in plan.extra.attrs.items():
+            hw.h5.attrs[key] = value
 
 
 def compose_map(old: np.ndarray | None, mapping: np.ndarray | None) -> np.ndarray | None:
@@ -38,40 +61,77 @@ def compose_map(old: np.ndarray | None, mapping: np.ndarray | None) -> np.ndarra
     return old[mapping]
 
 
-def file_basin_paths(paths: list[str], source: str, output: str) -> list[str]:
-    """Candidate paths of a file basin as seen from the output.
+def siblings_hold_same_events(plan: ConversionPlan) -> bool:
+    """Whether converted siblings (same options, mirrored tree) hold their sources' events.
 
-    Keeps the original entries and adds the resolved absolute path and the path relative to
-    the output's directory, so the basin stays reachable when the output lives elsewhere.
+    True for a :func:`~dcbulk.engine.api.convert`/archive conversion of all events and all
+    own features; then a relative basin path such as ``raw.rtdc`` may resolve to the
+    converted ``raw.rtdc`` next to the output. Filtered or feature-subset conversions (and
+    :func:`~dcbulk.engine.api.store_features`) must point at the original basin files only.
     """
-    src_dir = pathlib.Path(source).parent
-    out = list(paths)
-    for cand in paths:
-        pp = pathlib.Path(cand)
-        pp = pp if pp.is_absolute() else src_dir / pp
-        if pp.exists():
-            resolved = str(pp.resolve())
-            rel = os.path.relpath(resolved, pathlib.Path(output).resolve().parent)
-            for extra in (rel, resolved):
-                if extra not in out:
-                    out.append(extra)
-            break
+    return (plan.mapping is None and "features" in plan.options
+            and plan.options["features"] is None)
+
+
+def _absolute(cand: str, src_dir: pathlib.Path) -> pathlib.Path:
+    pp = pathlib.Path(cand)
+    return pathlib.Path(os.path.normpath(pp if pp.is_absolute() else src_dir / pp))
+
+
+def file_basin_paths(paths: list[str], source: str, output: str, *,
+                     same_events: bool = False) -> list[str]:
+    """Candidate paths of a file basin as seen from the output: ``[absolute, relative, ...]``.
+
+    Each candidate (relative ones taken next to the source) becomes an absolute path and a
+    path relative to the output's directory, in dcnum's order. With ``same_events`` the
+    original relative entries follow, so that a converted sibling in a mirrored tree is
+    found once the originals are gone.
+    """
+    src_dir = pathlib.Path(source).resolve().parent
+    out_dir = pathlib.Path(output).resolve().parent
+    absolute = [_absolute(c, src_dir) for c in paths]
+    out: list[str] = []
+    for pp in absolute:
+        real = pp.resolve() if pp.exists() else pp
+        for cand in (str(real), os.path.relpath(real, out_dir)):
+            if cand not in out:
+                out.append(cand)
+    if same_events:
+        out.extend(c for c in paths if not pathlib.Path(c).is_absolute() and c not in out)
     return out
 
 
-def _copy_contours(src: h5py.File, dst: h5py.File, mapping: np.ndarray | None, n: int) -> None:
-    group = src["events"].get("contour")
-    if not isinstance(group, h5py.Group):
-        return
-    out = dst.require_group("events").require_group("contour")
-    for j in range(n):
-        i = j if mapping is None else int(mapping[j])
-        if str(i) in group:
-            h5py.h5o.copy(group.id, str(i).encode(), out.id, str(j).encode())
+def _resolved_identifier(stored: str | None, paths: list[str], src_dir: pathlib.Path
+                         ) -> str | None:
+    """The identifier to store for a file basin (see :func:`basin_identifier`)."""
+    for cand in paths:
+        pp = _absolute(cand, src_dir)
+        if not pp.is_file():
+            continue
+        try:
+            with open_h5_readonly(pp) as h5:
+                agreed = basin_identifier(h5)
+                known = {get_measurement_identifier(h5, compat=c) for c in ("dcnum", "dclab")}
+        except OSError:
+            continue
+        if stored is None or stored in known:
+            return agreed
+        return stored  # the file there is another measurement: keep the guard
+    return stored
+
+
+def _basin_feature_names(info) -> list[str]:
+    """Feature names of a file as a basin lists them (``trace``, ``contour``: the group)."""
+    names = {f.split("/")[0] for f in info.own_features if not f.startswith("basinmap")}
+    if info.has_contour:
+        names.add("contour")
+    return sorted(names)
 
 
 def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
     info = plan.source_info
+    same = siblings_hold_same_events(plan)
+    src_dir = pathlib.Path(info.path).parent
     for bdict in info.basins:
         mapname = bdict.get("mapping")
         old = src["events"][mapname][:] if mapname else None
@@ -85,21 +145,85 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
                                internal_data=data)
         elif bdict["type"] == "file":
             hw.store_basin(name=bdict["name"], description=desc,
-                           paths=file_basin_paths(bdict["paths"], info.path, plan.output),
+                           paths=file_basin_paths(bdict["paths"], info.path, plan.output,
+                                                  same_events=same),
                            features=bdict.get("features"), mapping=new,
-                           identifier=bdict.get("identifier"))
+                           identifier=_resolved_identifier(bdict.get("identifier"),
+                                                           bdict["paths"], src_dir))
     if plan.basin_to_source:
-        src_path = pathlib.Path(info.path)
-        rel = os.path.relpath(src_path, pathlib.Path(plan.output).resolve().parent)
+        src_path = pathlib.Path(info.path).resolve()
         hw.store_basin(name="source", description=f"Source of this file (dcbulk {__version__})",
-                       paths=[rel, str(src_path)],
-                       features=sorted(f for f in info.own_features
-                                       if not f.startswith("basinmap")),
-                       mapping=plan.mapping, identifier=info.identifier)
+                       paths=file_basin_paths([str(src_path)], info.path, plan.output),
+                       features=_basin_feature_names(info),
+                       mapping=plan.mapping, identifier=basin_identifier(src))
 
 
-def _provenance(plan: ConversionPlan) -> list[str]:
+def _store_contours(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> int:
+    """Store the contours of the output's events with the output's filters."""
+    group = src["events"].get("contour")
+    if not isinstance(group, h5py.Group):
+        return 0
+    out = hw.h5.require_group("events").require_group("contour")
+    kwds = plan.codec.ds_kwds()
+    stored = 0
+    for j in range(plan.n_events):
+        i = j if plan.mapping is None else int(plan.mapping[j])
+        dset = group.get(str(i))
+        if dset is None:
+            continue
+        data = dset[()]
+        if data.size:
+            out.create_dataset(str(j), data=data, chunks=data.shape, **kwds)
+        else:  # HDF5 cannot chunk (hence filter) an empty dataset
+            out.create_dataset(str(j), data=data)
+        stored += 1
+    return stored
+
+
+def _store_statistics(hw: HDF5Writer, plan: ConversionPlan) -> None:
+    """``min``/``max``/``mean`` of scalar features: copied when valid, else recomputed."""
+    events = hw.h5["events"]
+    for fp in plan.features:
+        if fp.item_shape or fp.name.startswith("basinmap") or fp.name not in events:
+            continue
+        dset = events[fp.name]
+        if not np.issubdtype(dset.dtype, np.number):
+            continue
+        same_rows = (plan.mapping is None and fp.source.rowmap is None
+                     and fp.source.origin != ENUMERATE and fp.source.data.path
+                     and fp.source.data.shape[0] == plan.n_events)
+        if same_rows:
+            with open_h5_readonly(fp.source.data.path) as h5:
+                attrs = dict(h5[fp.source.data.name].attrs)
+            for name in STAT_ATTRS:
+                if name in attrs:
+                    dset.attrs[name] = attrs[name]
+        elif dset.shape[0]:
+            data = dset[:]
+            with np.errstate(all="ignore"):
+                for name, func in (("min", np.nanmin), ("max", np.nanmax),
+                                   ("mean", np.nanmean)):
+                    dset.attrs[name] = func(data)
+
+
+def _store_extra(hw: HDF5Writer, extra) -> None:
+    for name, lines in extra.logs.items():
+        hw.store_log(name, lines, override=True)
+    for name, table in extra.tables.items():
+        group = hw.h5.require_group("tables")
+        if name in group:
+            del group[name]
+        data, attrs = table if isinstance(table, tuple) else (table, {})
+        ds = group.create_dataset(name, data=data, **hw.ds_kwds)
+        ds.attrs.update(attrs)
+
+
+def _provenance(plan: ConversionPlan, contours: int | None) -> list[str]:
     info = plan.source_info
+    features = {fp.name: ("raw-copy " if fp.raw_copy else "") + fp.codec.describe()
+                for fp in plan.features}
+    if contours is not None:
+        features["contour"] = f"{plan.codec.describe()} ({contours} events)"
     doc = {
         "software": f"dcbulk {__version__}",
         "python": platform.python_version(),
@@ -111,23 +235,26 @@ def _provenance(plan: ConversionPlan) -> list[str]:
         "source mtime": info.mtime if info else None,
         "output events": plan.n_events,
         "mapped": plan.mapping is not None,
-        "features": {fp.name: ("raw-copy " if fp.raw_copy else "") + fp.codec.describe()
-                     for fp in plan.features},
+        "features": features,
         "options": plan.options,
     }
     return json.dumps(doc, indent=2, sort_keys=True, default=str).split("\n")
 
 
 def write_trailer(hw: HDF5Writer, plan: ConversionPlan) -> None:
-    """Add contours, basins (maps composed with the mapping) and the provenance log."""
+    """Add statistics, contours, basins (maps composed with the mapping), provenance log."""
+    _store_statistics(hw, plan)
+    contours = None
     if plan.source_info is not None:
         with open_rtdc(plan.source) as src:
-            if plan.source_info.has_contour:
-                _copy_contours(src, hw.h5, plan.mapping, plan.n_events)
+            if plan.contour and plan.source_info.has_contour:
+                contours = _store_contours(hw, src, plan)
             _store_basins(hw, src, plan)
+    if plan.extra is not None:
+        _store_extra(hw, plan.extra)
     logs = hw.h5.get("logs", {})
     name, k = "dcbulk-convert", 1
     while name in logs:
         k += 1
         name = f"dcbulk-convert-{k}"
-    hw.store_log(name, _provenance(plan))
+    hw.store_log(name, _provenance(plan, contours))

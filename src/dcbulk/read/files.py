@@ -9,9 +9,31 @@ import h5py
 
 from ..errors import NotHDF5Error, NotRtdcError, SourceNotFoundError
 
-__all__ = ["open_rtdc", "list_features"]
+__all__ = ["open_rtdc", "open_h5_readonly", "list_features"]
 
 logger = logging.getLogger(__name__)
+
+
+def open_h5_readonly(path: str | os.PathLike[str]) -> h5py.File:
+    """Open any HDF5 file read-only without file locking, as dclab does
+
+    dclab opens with ``locking=False``; a second open of the same file in
+    the same process with other locking flags fails ("file locking flag
+    values don't match"). Opening with ``locking=False`` first and falling
+    back to HDF5's default when the file is already open with other flags
+    works next to dclab, h5py and dcnum in one process (the notebook case).
+
+    Raises
+    ------
+    OSError
+        As h5py, when the file cannot be opened.
+    """
+    try:
+        return h5py.File(path, mode="r", locking=False)
+    except OSError as exc:
+        if "locking" not in str(exc):
+            raise
+        return h5py.File(path, mode="r")
 
 
 def open_rtdc(path: str | os.PathLike[str]) -> h5py.File:
@@ -47,7 +69,7 @@ def open_rtdc(path: str | os.PathLike[str]) -> h5py.File:
     if not path.exists():
         raise SourceNotFoundError(f"Source file '{path}' does not exist")
     try:
-        h5 = h5py.File(path, mode="r")
+        h5 = open_h5_readonly(path)
     except OSError as exc:
         raise NotHDF5Error(
             f"Source file '{path}' is not a readable HDF5 file: {exc}"

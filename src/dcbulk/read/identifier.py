@@ -9,7 +9,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
-__all__ = ["get_measurement_identifier"]
+__all__ = ["get_measurement_identifier", "basin_identifier", "filtered_run_identifier"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,3 +74,52 @@ def get_measurement_identifier(
     text = "{}_{}_{}".format(*parts)
     digest = hashlib.md5(text.encode("utf-8")).hexdigest()
     return str(uuid.UUID(hex=digest))
+
+
+def basin_identifier(h5: h5py.File | h5py.Group) -> str | None:
+    """The identifier to store in a basin definition that points to this file
+
+    dcnum refuses a basin whose stored ``identifier`` differs from the one it
+    computes for the basin file (``BasinIdentifierMismatchError``); dclab
+    ignores such a basin with a warning. For files without a run identifier
+    whose time, date or setup identifier are stored as bytes, the two
+    readers derive different values, so no single stored value satisfies
+    both. The one rule dcbulk follows everywhere: store the identifier when
+    both readers compute the same one, else store none (both readers then
+    accept the basin; dclab still checks that the referring file's
+    identifier starts with the basin's).
+
+    Returns
+    -------
+    str or None
+        The identifier both dclab and dcnum compute, or None.
+    """
+    ident = get_measurement_identifier(h5, compat="dcnum")
+    if ident is None or ident != get_measurement_identifier(h5, compat="dclab"):
+        return None
+    return ident
+
+
+def filtered_run_identifier(base: str | None, mapping: np.ndarray, n_source: int) -> str:
+    """The run identifier of an output that holds a subset (or remapping) of a file's events
+
+    dclab's export appends ``_dclab-<7 random hex>`` and dcnum ``_dcn-<hash>``
+    to the measurement identifier, so that a basin naming the source by path
+    and identifier never resolves to a filtered copy. dcbulk appends
+    ``_dcb-<7 hex>`` of the SHA-256 of the event indices (and the source's
+    event count): reproducible, equal exactly when the events are.
+
+    Parameters
+    ----------
+    base
+        The source's identifier (dclab's value, so that dclab's prefix check
+        of mapped basins holds); None gives ``dcb-<7 hex>``.
+    mapping
+        Source event index of each output event.
+    n_source
+        Number of events of the source.
+    """
+    digest = hashlib.sha256(np.int64(n_source).tobytes())
+    digest.update(np.ascontiguousarray(mapping, dtype="<i8").tobytes())
+    suffix = f"dcb-{digest.hexdigest()[:7]}"
+    return f"{base}_{suffix}" if base else suffix

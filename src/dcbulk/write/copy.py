@@ -12,7 +12,8 @@ import numpy as np
 
 from .._version import __version__
 from ..read.basins import extract_basin_dicts
-from ..read.identifier import get_measurement_identifier
+from ..read.files import open_h5_readonly
+from ..read.identifier import basin_identifier
 from .basin_warnings import (CreatingFileWithoutBasinWarning,
                              IgnoringBasinTypeWarning)
 from .blockwise import arrays_equal, check_mapping, iter_mapped_blocks
@@ -285,7 +286,7 @@ def create_with_basins(path_out: PathLike,
             name = str(paths[0])
             if rep is not None:
                 name = rep.name
-                with h5py.File(rep, mode="r", libver="latest") as h5:
+                with open_h5_readonly(rep) as h5:
                     copy_metadata(h5_src=h5, h5_dst=hw.h5)
                     copy_basins(h5_src=h5, h5_dst=hw.h5,
                                 internal_basins=False)
@@ -294,7 +295,7 @@ def create_with_basins(path_out: PathLike,
                         feats += list(h5["basin_events"].keys())
                     features = sorted(f for f in feats
                                       if not f.startswith("basinmap"))
-                    identifier = get_measurement_identifier(h5)
+                    identifier = basin_identifier(h5)
             hw.store_basin(name=name,
                            paths=paths,
                            features=features,

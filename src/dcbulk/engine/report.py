@@ -1,0 +1,38 @@
+"""The one result type of a converted file: :class:`Report`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Report"]
+
+
+@dataclass
+class Report:
+    """Summary of one output file (from :func:`~dcbulk.convert`, ``store_features`` and
+    each file of ``convert_archive``).
+
+    ``raw_bytes`` are the uncompressed bytes of the features written, ``bytes_in`` the size of
+    the source file, ``bytes_out`` the size of the output file; ``compression_ratio`` is
+    ``raw_bytes`` over the bytes stored for the features. ``features`` holds per feature the
+    mode (``encode`` or ``raw-copy``), filters, chunks, bytes and the seconds spent in
+    worker tasks. ``identifier`` and ``source_mtime_ns`` identify the source for a manifest;
+    ``inline`` tells that the writer encoded the file itself; ``error`` (one line) is set,
+    and the rest left empty, for a file of an archive that failed.
+    """
+
+    source: str | None
+    output: str
+    events: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    raw_bytes: int = 0
+    compression_ratio: float = float("nan")
+    wall_seconds: float = 0.0
+    features: dict[str, dict] = field(default_factory=dict)
+    identifier: str | None = None
+    source_mtime_ns: int = 0
+    inline: bool = False
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)

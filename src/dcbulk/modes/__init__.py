@@ -1,0 +1,14 @@
+"""Modes beyond compress: reprocess (Python), condense, split and join (also CLI).
+
+One module per mode, each built on the public engine API (``read_features``,
+``store_features``, ``convert``) and, for whole archives, on ``convert_archive`` with a
+per-file job; ``common`` holds what they share.
+"""
+from __future__ import annotations
+
+from .condense import CondenseJob, condense
+from .join import join
+from .reprocess import ReprocessJob, reprocess
+from .split import split
+
+__all__ = ["CondenseJob", "ReprocessJob", "condense", "join", "reprocess", "split"]

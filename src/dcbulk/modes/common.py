@@ -1,0 +1,160 @@
+"""What the modes share: function identities, derived run identifiers, file-job results.
+
+Hand-written because no library does it: a stable identity of a Python function's *code*
+(``pickle``/``cloudpickle`` bytes change with unrelated globals and Python versions;
+``inspect.getsource`` fails for functions defined interactively), and the community's rule
+that outputs whose events differ from their source get a new run identifier.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import os
+import time
+import types
+from collections.abc import Callable
+
+import numpy as np
+
+from ..bulk.manifest import file_sha256
+from ..errors import PlanError
+from ..read.inspect import SourceInfo
+
+#: HDF5 chunks per dask block when the modes read features: blocks of up to ~16 MiB (the
+#: engine's task size), so a file's features are a few read tasks, not one per 1 MiB chunk
+CHUNKS_PER_BLOCK = 16
+
+__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "derived_identifier", "event_filter",
+           "job_error", "job_result", "scalar_features",
+           "attrs_of", "logs_of", "tables_of"]
+
+
+def _code_digest(code: types.CodeType, digest) -> None:
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    digest.update(repr(code.co_varnames).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _code_digest(const, digest)
+        else:
+            digest.update(repr(const).encode())
+
+
+def _feed(func, digest) -> str:
+    """Feed the code of ``func`` into ``digest``; return its qualified name."""
+    if isinstance(func, functools.partial):
+        digest.update(repr((func.args, sorted(func.keywords.items()))).encode())
+        return f"partial({_feed(func.func, digest)})"
+    target = func if inspect.isfunction(func) or inspect.ismethod(func) else None
+    if target is None and callable(func):  # a callable object: its class's __call__
+        target = type(func).__call__
+        digest.update(repr(getattr(func, "__dict__", "")).encode())
+    target = getattr(target, "__func__", target)
+    code = getattr(target, "__code__", None)
+    if code is None:
+        raise PlanError(f"{func!r} is not a Python function (no code to fingerprint)")
+    _code_digest(code, digest)
+    digest.update(repr(target.__defaults__).encode())
+    digest.update(repr(target.__kwdefaults__).encode())
+    for cell in target.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # empty cell
+            continue
+        if inspect.isfunction(value):
+            _feed(value, digest)
+        else:
+            digest.update(repr(value).encode())
+    return f"{target.__module__}.{target.__qualname__}"
+
+
+def func_identity(func: Callable) -> dict:
+    """The identity of a function: qualified name and a hash of its code.
+
+    The hash covers the byte code, constants (nested functions too), names, defaults and
+    the values the function closes over (nested functions by their code), so editing the
+    function's body or a captured parameter changes it; reformatting or comments do not.
+    """
+    digest = hashlib.sha256()
+    name = _feed(func, digest)
+    return {"name": name, "code": digest.hexdigest()[:16]}
+
+
+def derived_identifier(identifier: str | None, tag: str, *parts) -> str:
+    """A new run identifier for an output whose events differ from its source's.
+
+    dclab appends ``_dclab-<7 random hex>``, dcnum ``_dcn-<7 hex>``; dcbulk appends
+    ``_dcbulk-<tag>-<7 hex of the parts>``, so re-runs give the same identifier.
+    """
+    digest = hashlib.sha256(repr((identifier, tag) + parts).encode()).hexdigest()[:7]
+    return f"{identifier or 'unknown'}_dcbulk-{tag}-{digest}"
+
+
+def scalar_features(info: SourceInfo) -> list[str]:
+    """The scalar features a source provides (own first, then from basins), as dclab-condense.
+
+    Everything one value per event: no image, mask, trace, contour; ``basinmapN`` are
+    carried as basins, not features.
+    """
+    return [name for name, fsrc in info.features.items()
+            if not fsrc.data.item_shape and "/" not in name
+            and not name.startswith("basinmap")]
+
+
+def event_filter(info: SourceInfo, text: str | None) -> np.ndarray | None:
+    """The boolean event filter of a ``--filter`` expression for one source (None: none).
+
+    Evaluated exactly as ``convert_archive`` evaluates it (its own helper).
+    """
+    from ..bulk.archive import _filter_mapping
+    from ..filter_expr import parse_filter
+    expr = parse_filter(text)
+    return None if expr is None else np.asarray(_filter_mapping(info, expr), dtype=bool)
+
+
+def job_error(source: str, output: str, text: str) -> dict:
+    """What a file job hands back for a failed file (``text``: one line)."""
+    return {"error": text}
+
+
+def job_result(info: SourceInfo, output: str, report, t0: float, *,
+               checksum: bool = True) -> dict:
+    """What a file job hands back to ``convert_archive`` (as ``convert_file`` does)."""
+    st = os.stat(info.path)
+    stored = sum(f["stored_bytes"] for f in report.features.values())
+    return {"events": report.events, "bytes_out": report.bytes_out,
+            "raw_bytes": report.raw_bytes, "stored_bytes": stored,
+            "seconds": time.perf_counter() - t0, "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "identifier": info.identifier, "inline": False,
+            "checksum": file_sha256(output) if checksum else None, "verdicts": {}}
+
+
+def attrs_of(h5) -> dict:
+    """Root attributes of an open file as a plain dict."""
+    return dict(h5.attrs.items())
+
+
+def _lines(data) -> list[str]:
+    return [ln.decode("utf-8", errors="replace") if isinstance(ln, (bytes, np.bytes_))
+            else str(ln) for ln in np.asarray(data).ravel().tolist()]
+
+
+def logs_of(h5) -> dict[str, list[str]]:
+    """Every non-empty log of an open file: name -> lines (text)."""
+    out = {}
+    for name, ds in h5.get("logs", {}).items():
+        lines = _lines(ds[:])
+        if lines:
+            out[name] = lines
+    return out
+
+
+def tables_of(h5) -> dict[str, tuple[np.ndarray, dict]]:
+    """Every non-empty table of an open file: name -> (array, attributes)."""
+    out = {}
+    for name, ds in h5.get("tables", {}).items():
+        data = ds[:]
+        if data.size:
+            out[name] = (data, dict(ds.attrs.items()))
+    return out

@@ -1,0 +1,158 @@
+"""Condense: every scalar feature of each file, with a basin to the source for the rest.
+
+As ``dclab-condense``: the scalar features a file provides (its own and those of its basins;
+no image, mask, trace or contour), its metadata, logs, tables and basins, plus a file basin
+pointing back to the source so that images, masks and traces stay reachable. With
+``ancillary`` dclab's ancillary scalar features (e.g. ``volume``, ``bright_perc_10``) are
+computed on the workers by dclab (an optional dependency, ``pip install dcbulk[dclab]``).
+
+Whole archives run through :func:`~dcbulk.convert_archive` with :class:`CondenseJob` as the
+file task, so discovery, resume, progress and per-file isolation are the archive's own.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+
+import numpy as np
+
+from ..bulk import ArchiveReport, convert_archive, convert_file
+from ..bulk.archive import INLINE_BYTES
+from ..engine import read_features, store_features
+from ..errors import DcbulkError, PlanError
+from ..plan import ExtraMetadata
+from ..read.inspect import inspect_source
+from .common import CHUNKS_PER_BLOCK, job_error, job_result, scalar_features
+
+__all__ = ["CondenseJob", "condense", "require_module"]
+
+_NO_DCLAB = ("--ancillary needs dclab on every worker (pip install 'dcbulk[dclab]'); "
+             "it is missing on {where}")
+
+
+def require_module(client, name: str = "dclab") -> None:
+    """Raise a one-line PlanError unless ``name`` is importable on every worker."""
+    found = client.run(_has_module, name)
+    missing = sorted(addr for addr, ok in found.items() if not ok)
+    if missing:
+        raise PlanError(_NO_DCLAB.format(where=", ".join(missing)))
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
+    """dclab's ancillary scalar features of a file that it does not store (computed here)."""
+    if not _has_module("dclab"):
+        raise PlanError(_NO_DCLAB.format(where="this worker"))
+    import warnings
+
+    import dclab
+    from dclab import definitions as dfn
+    have = set(have)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dclab.new_dataset(path) as ds:
+            names = [f for f in ds.features_ancillary
+                     if f not in have and dfn.scalar_feature_exists(f)]
+            return {f: np.asarray(ds[f]) for f in names}
+
+
+def _verdicts(verdicts) -> dict:
+    """``convert_file``'s codec verdicts argument, where its signature has one."""
+    return {} if verdicts is None else {"verdicts": verdicts}
+
+
+class CondenseJob:
+    """The file task of :func:`condense` (a ``convert_archive`` file job).
+
+    A file with ``index`` is condensed by ``convert_file`` (its scalar features, stored
+    chunks copied as stored). Otherwise, or with ``ancillary``, the scalar features are read
+    as dask arrays and stored with ``store_features`` (one writer, encoding on the workers),
+    with ``index`` written as ``1..n`` as dclab-condense does and the ancillary features
+    computed by dclab on this worker.
+    """
+
+    def __init__(self, *, ancillary: bool = False):
+        self.ancillary = bool(ancillary)
+        self.fingerprint = {"mode": "condense", "ancillary": self.ancillary}
+
+    def _log(self, info, features: list[str]) -> ExtraMetadata:
+        doc = {"source": info.path, "source identifier": info.identifier,
+               "ancillary": self.ancillary, "features": features}
+        return ExtraMetadata(logs={"dcbulk-condense": json.dumps(doc, indent=2).split("\n")})
+
+    def __call__(self, source: str, output: str, options, *, overwrite: bool,
+                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
+                 ) -> dict:
+        from distributed import worker_client
+        t0 = time.perf_counter()
+        try:
+            info = inspect_source(source)
+            if options.filter:  # needs store_features(mapping=) of the engine
+                raise PlanError("condense does not support --filter yet")
+            scalars = scalar_features(info)
+            if "index" in scalars and not self.ancillary:
+                # nothing to add: the conversion engine (stored chunks copied, small files
+                # encoded by their writer task, no per-chunk scheduling)
+                opts = replace(options, features=tuple(scalars), basin_to_source=True)
+                return convert_file(source, output, opts, overwrite=overwrite,
+                                    inline_bytes=inline_bytes, **_verdicts(verdicts))
+            arrays = dict(read_features(info.path, scalars, chunks_per_block=CHUNKS_PER_BLOCK)
+                          ) if scalars else {}
+            if "index" not in arrays and info.n_events:
+                import dask.array as da
+                arrays["index"] = da.arange(1, info.n_events + 1, dtype=np.uint64)
+            if self.ancillary:
+                arrays.update(ancillary_features(info.path, arrays))
+            if not arrays:
+                raise PlanError(f"{info.path}: no scalar features to condense")
+            with worker_client() as client:
+                report = store_features(arrays, output, metadata_from=info.path,
+                                        basins=True, compression=options.compression,
+                                        client=client, overwrite=overwrite,
+                                        extra=self._log(info, sorted(arrays)))
+            return job_result(info, output, report, t0, checksum=checksum)
+        except (DcbulkError, OSError) as exc:
+            return job_error(source, output, f"{type(exc).__name__}: {exc}")
+
+
+def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
+             filter: str | None = None, compression: str = "zstd:5", client=None,
+             resume: bool = True, force: bool = False, include: str = "*.rtdc",
+             max_open_outputs: int | None = None, dry_run: bool = False,
+             progress=None) -> ArchiveReport:
+    """Condense every file of an archive into ``output_dir`` (the tree is mirrored).
+
+    Parameters
+    ----------
+    sources
+        Files, directories (walked recursively) or glob patterns.
+    output_dir
+        Where the condensed files and the manifest go.
+    ancillary
+        Also compute dclab's ancillary scalar features on the workers (needs dclab there).
+    compression, client, resume, force, include, max_open_outputs, dry_run, progress
+        As for :func:`~dcbulk.convert_archive`.
+    filter
+        Not supported yet (each file then fails with a one-line reason).
+
+    Raises
+    ------
+    PlanError
+        ``ancillary`` while dclab is missing on a worker (one line naming the workers).
+    """
+    job = CondenseJob(ancillary=ancillary)
+    if ancillary and client is not None and not dry_run:
+        require_module(client, "dclab")
+    return convert_archive(sources, output_dir, include=include, filter=filter,
+                           compression=compression, client=client, resume=resume,
+                           force=force, max_open_outputs=max_open_outputs, dry_run=dry_run,
+                           progress=progress, file_job=job)

@@ -1,0 +1,221 @@
+"""Join: several measurements into one file, encoded in parallel by one writer.
+
+As ``dclab-join``: the inputs are ordered by ``experiment:date``, ``experiment:time`` and
+``experiment:run index``; the output has the metadata of the earliest, the features the
+earliest has itself (dclab's innate features, no contour) that every other input provides
+too, ``time`` offset by each input's start (and ``frame`` by start times frame rate,
+``index_online`` continued, ``index`` renumbered), and ``experiment:run index`` 1. Unlike
+dclab it gets a new run identifier (its events are not the earliest input's), and the logs
+and tables of every input are kept as ``src-#k_<name>`` plus ``src-#k_cfg`` (its
+attributes) and a ``dcbulk-join`` log listing the inputs with their identifiers.
+
+The joined features are dask arrays (:func:`~dcbulk.read_features` per input, offsets as
+array operations, concatenated) stored by :func:`~dcbulk.store_features`: one writer, the
+reading and encoding on the workers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..bulk import ArchiveReport, FileResult, discover_sources
+from ..engine import read_features, store_features
+from ..errors import DcbulkError, OutputExistsError, PlanError
+from ..plan import ExtraMetadata, select_features
+from ..read.chunks import OpenFiles, read_event_rows
+from ..read.files import open_rtdc
+from ..read.inspect import SourceInfo, inspect_source
+from .common import (CHUNKS_PER_BLOCK, attrs_of, derived_identifier, event_filter, logs_of,
+                     tables_of)
+
+__all__ = ["order_key", "start_seconds", "join"]
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def order_key(attrs: dict) -> str:
+    """dclab-join's sort key: ``"<date>_<time>_<run index>"`` (compared as text)."""
+    return "_".join([_text(attrs.get("experiment:date", "")),
+                     _text(attrs.get("experiment:time", "")),
+                     str(attrs.get("experiment:run index", 1))])
+
+
+def start_seconds(attrs: dict, path: str) -> float:
+    """The recording start in seconds, computed as dclab-join does (local time)."""
+    date, etime = _text(attrs.get("experiment:date", "")), _text(attrs.get("experiment:time", ""))
+    try:
+        start = time.mktime(time.strptime(date + etime[:8], "%Y-%m-%d%H:%M:%S"))
+        return start + (float(etime[8:]) if len(etime) > 8 else 0.0)
+    except ValueError as exc:
+        raise PlanError(f"{path}: cannot read the recording start from experiment:date "
+                        f"{date!r} and experiment:time {etime!r}") from exc
+
+
+def _mapping(info: SourceInfo, filter: str | None):
+    mask = event_filter(info, filter)
+    return None if mask is None else np.flatnonzero(mask)
+
+
+def _last(info: SourceInfo, feature: str, idx) -> float | None:
+    n = info.n_events if idx is None else idx.size
+    if not n:
+        return None
+    row = info.n_events - 1 if idx is None else int(idx[-1])
+    with OpenFiles() as files:
+        return read_event_rows(files, info.features[feature], slice(row, row + 1))[0]
+
+
+def _cfg_lines(attrs: dict) -> list[str]:
+    return [f"{key} = {_text(value)}" for key, value in sorted(attrs.items())]
+
+
+def _plan(infos: list[SourceInfo], features, filter):
+    """The joined dask arrays, the per-input details and the features dropped."""
+    import dask.array as da
+    names = [n for n in select_features(infos[0], features) if n != "contour"]
+    # "index" is renumbered, so every input has it (dclab computes it when missing)
+    dropped = sorted({n for info in infos[1:] for n in names
+                      if n not in info.features and n != "index"})
+    names = [n for n in names if n not in dropped]
+    for name in names:
+        shapes = {info.features[name].data.item_shape for info in infos
+                  if name in info.features}
+        if len(shapes) > 1:
+            raise PlanError(f"cannot join: '{name}' has different shapes per event in the "
+                            f"inputs ({', '.join(map(str, sorted(shapes)))})")
+    if not names:
+        raise PlanError("the inputs have no feature in common to join")
+    mappings = [_mapping(info, filter) for info in infos]
+    parts: dict[str, list] = {n: [] for n in names}
+    details, offset0, online_next, total = [], None, None, 0
+    for k, (info, idx) in enumerate(zip(infos, mappings), start=1):
+        with open_rtdc(info.path) as h5:
+            attrs = attrs_of(h5)
+        start = start_seconds(attrs, info.path)
+        offset0 = start if offset0 is None else offset0
+        t_off = start - offset0
+        arrays = read_features(info.path, [n for n in names if n in info.features],
+                               mapping=idx, chunks_per_block=CHUNKS_PER_BLOCK)
+        n = info.n_events if idx is None else int(idx.size)
+        for name in names:
+            if name not in arrays:  # "index" (renumbered below)
+                arrays[name] = da.zeros(n, dtype=np.uint64)
+            arr = arrays[name]
+            if k > 1 and name == "time":
+                arr = arr.astype(np.float64) + t_off
+            elif k > 1 and name == "frame":
+                rate = float(attrs.get("imaging:frame rate", 0) or 0)
+                arr = arr.astype(np.uint64) + np.uint64(round(t_off * rate))
+            elif k > 1 and name == "index_online":
+                arr = arr + (0 if online_next is None else online_next)
+            parts[name].append(arr)
+        if "index_online" in names and n:
+            last = _last(info, "index_online", idx)
+            online_next = int(last + (0 if k == 1 or online_next is None else online_next)) + 1
+        details.append({"index": k, "path": info.path, "name": os.path.basename(info.path),
+                        "identifier": info.identifier, "events": n, "first event": total,
+                        "time offset": t_off, "start": order_key(attrs)})
+        total += n
+    joined = {}
+    for name, arrs in parts.items():  # the earliest input's dtype, as dclab appends to it
+        arrs = [arrs[0]] + [a.astype(arrs[0].dtype) for a in arrs[1:]]
+        joined[name] = da.concatenate(arrs, axis=0) if len(arrs) > 1 else arrs[0]
+    if "index" in joined:
+        joined["index"] = da.arange(1, total + 1, dtype=joined["index"].dtype,
+                                    chunks=joined["index"].chunks[0])
+    return joined, details, dropped
+
+
+def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
+           filter) -> ExtraMetadata:
+    attrs, logs, tables = {}, {}, {}
+    for k, info in enumerate(infos, start=1):
+        with open_rtdc(info.path) as h5:
+            src_attrs = attrs_of(h5)
+            if k == 1:
+                attrs = dict(src_attrs)
+            for name, lines in logs_of(h5).items():
+                logs[f"src-#{k}_{name}"] = lines
+            for name, table in tables_of(h5).items():
+                tables[f"src-#{k}_{name}"] = table
+            logs[f"src-#{k}_cfg"] = _cfg_lines(src_attrs)
+    attrs.pop("experiment:event count", None)
+    attrs["experiment:run index"] = np.int64(1)
+    attrs["experiment:run identifier"] = derived_identifier(
+        infos[0].identifier, "join", tuple((d["identifier"], d["events"]) for d in details),
+        filter)
+    logs["dcbulk-join"] = json.dumps({"inputs": details, "features dropped": dropped,
+                                      "filter": filter}, indent=2, default=str).split("\n")
+    return ExtraMetadata(attrs=attrs, logs=logs, tables=tables)
+
+
+def join(sources: Iterable, output, *, features=None, filter: str | None = None,
+         compression: str = "zstd:5", client=None, force: bool = False,
+         include: str = "*.rtdc", dry_run: bool = False, progress=None) -> ArchiveReport:
+    """Join the measurements in ``sources`` into the one file ``output``.
+
+    Parameters
+    ----------
+    sources
+        At least two files (directories and globs are expanded).
+    output
+        The joined ``.rtdc`` file (``.rtdc`` is appended when missing, as dclab-join does).
+    features
+        Features to join (default: the earliest input's own features).
+    filter
+        Keep only matching events of every input.
+    compression, client, include, dry_run, progress
+        As for :func:`~dcbulk.convert_archive`.
+    force
+        Replace an existing output.
+
+    Returns
+    -------
+    ArchiveReport
+        One entry: the output (``source`` is the earliest input).
+    """
+    t0 = time.perf_counter()
+    output = os.path.abspath(os.fspath(output))
+    if not output.endswith(".rtdc"):
+        output += ".rtdc"
+    entries = discover_sources(sources, include=include)
+    if len(entries) < 2:
+        raise PlanError(f"join needs at least two input files, got {len(entries)}")
+    infos = [inspect_source(e.path) for e in entries]
+    keys = []
+    for info in infos:
+        with open_rtdc(info.path) as h5:
+            keys.append(order_key(attrs_of(h5)))
+    infos = [info for _, _, info in sorted(zip(keys, range(len(infos)), infos))]
+    report = ArchiveReport(output_dir=os.path.dirname(output))
+    size = sum(info.size for info in infos)
+    exists = os.path.exists(output) and not force
+    joined, details, dropped = _plan(infos, features, filter)
+    n_events = sum(d["events"] for d in details)
+    if dry_run or exists:
+        err = str(OutputExistsError(f"{output}: exists already (use --force)")) if exists else None
+        report.files.append(FileResult(infos[0].path, output, "failed" if exists else "planned",
+                                       events=n_events, bytes_in=size,
+                                       reason="output exists" if exists else "new", error=err))
+    else:
+        try:
+            rep = store_features(joined, output, compression=compression, client=client,
+                                 overwrite=force, extra=_extra(infos, details, dropped, filter))
+            result = FileResult(infos[0].path, output, "done", events=rep.events,
+                                bytes_in=size, bytes_out=rep.bytes_out,
+                                raw_bytes=rep.raw_bytes, ratio=rep.compression_ratio,
+                                seconds=rep.wall_seconds)
+        except (DcbulkError, OSError) as exc:
+            result = FileResult(infos[0].path, output, "failed", reason="error",
+                                error=f"{type(exc).__name__}: {exc}")
+        report.files.append(result)
+        if progress is not None:
+            progress(result, 1, 1)
+    report.wall_seconds = time.perf_counter() - t0
+    return report

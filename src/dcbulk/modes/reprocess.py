@@ -1,0 +1,178 @@
+"""Archive-wide reprocessing: a user function turns each file's features into new features.
+
+:func:`reprocess` is :func:`~dcbulk.convert_archive` with another file task
+(:class:`ReprocessJob`): on a worker it reads the source's features lazily
+(:func:`~dcbulk.read_features`), calls the user's function, and stores the returned dask
+arrays with :func:`~dcbulk.store_features` (one writer, encode tasks on the workers), with
+the source's metadata and basins and a basin back to the source. Discovery, the manifest,
+resume, progress and per-file isolation are the archive's own; the function's identity
+joins the options fingerprint, so a changed function redoes the finished files.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from ..bulk import ArchiveReport, convert_archive
+from ..bulk.archive import INLINE_BYTES, ArchiveOptions
+from ..bulk.manifest import Manifest
+from ..bulk.records import canonical_options
+from ..engine import read_features, store_features
+from ..errors import DcbulkError, PlanError
+from ..plan import ExtraMetadata
+from ..read.inspect import inspect_source
+from .common import CHUNKS_PER_BLOCK, func_identity, job_error, job_result
+
+__all__ = ["ReprocessJob", "reprocess"]
+
+
+def _check_new(new, n_events: int, name: str) -> dict:
+    import dask.array as da
+    if not isinstance(new, dict) or not new:
+        raise PlanError(f"{name} must return a non-empty dict of feature name -> array, "
+                        f"got {type(new).__name__}")
+    for feat, arr in new.items():
+        if not isinstance(feat, str) or not feat:
+            raise PlanError(f"{name} returned a feature name {feat!r} (need a string)")
+        if not isinstance(arr, (da.Array, np.ndarray)):
+            raise PlanError(f"{name} returned {type(arr).__name__} for '{feat}' "
+                            f"(need a dask or numpy array)")
+        if arr.ndim == 0 or arr.shape[0] != n_events:
+            raise PlanError(f"{name} returned '{feat}' of shape {arr.shape}, but the file "
+                            f"has {n_events} events")
+    return new
+
+
+class ReprocessJob:
+    """The file task of :func:`reprocess` (a ``convert_archive`` file job).
+
+    Parameters
+    ----------
+    func
+        Called as ``func(features)`` with a dict of dask arrays; returns a dict of new
+        features (dask or numpy arrays, one row per event).
+    features
+        Features handed to ``func`` (``None``: all the source provides, basins included;
+        they are lazy, so the ones ``func`` does not touch are never read).
+    """
+
+    def __init__(self, func: Callable, features=None):
+        if not callable(func):
+            raise PlanError(f"reprocess needs a function, got {type(func).__name__}")
+        self.func = func
+        self.features = list(features) if features else None
+        self.fingerprint = {"mode": "reprocess", "func": func_identity(func),
+                            "features": self.features}
+
+    def _log(self, features: list[str]) -> ExtraMetadata:
+        doc = {**self.fingerprint, "new features": features}
+        return ExtraMetadata(logs={"dcbulk-reprocess": json.dumps(doc, indent=2).split("\n")})
+
+    def _read(self, info):
+        names = self.features or [n for n in info.features if not n.startswith("basinmap")]
+        return read_features(info.path, names, chunks_per_block=CHUNKS_PER_BLOCK)
+
+    def __call__(self, source: str, output: str, options, *, overwrite: bool,
+                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
+                 ) -> dict:
+        from distributed import worker_client
+        t0 = time.perf_counter()
+        name = self.fingerprint["func"]["name"]
+        try:
+            info = inspect_source(source)
+            try:
+                new = _check_new(self.func(self._read(info)), info.n_events, name)
+            except DcbulkError:
+                raise
+            except Exception as exc:  # the user's function: a per-file failure
+                return job_error(source, output,
+                                 f"{name} failed on {source}: {type(exc).__name__}: {exc}")
+            with worker_client() as client:  # leaves the thread pool while the writer runs
+                report = store_features(new, output, metadata_from=source, basins=True,
+                                        compression=options.compression, client=client,
+                                        overwrite=overwrite, extra=self._log(sorted(new)))
+            return job_result(info, output, report, t0, checksum=checksum)
+        except (DcbulkError, OSError) as exc:
+            return job_error(source, output, f"{type(exc).__name__}: {exc}")
+
+
+def _without_code(options: dict | None) -> dict | None:
+    if not options or not isinstance(options.get("job"), dict):
+        return options
+    job = dict(options["job"])
+    job["func"] = {k: v for k, v in (job.get("func") or {}).items() if k != "code"}
+    return {**options, "job": job}
+
+
+def _only_code_changed(output_dir, options: dict) -> bool:
+    """Whether the manifest's options differ from ``options`` only in the function's code."""
+    try:
+        old = Manifest.load(output_dir, read_only=True).options
+    except DcbulkError:
+        return False  # an unreadable manifest is convert_archive's to report
+    new = json.loads(canonical_options(options))
+    return old is not None and old != new and _without_code(old) == _without_code(new)
+
+
+def _adopt_new_function(output_dir, options: dict) -> None:
+    """Let the manifest take the new options (the function's code changed).
+
+    The manifest logs the change and how many outputs will be made again; its earlier
+    outputs then count as made with other options and are redone (they are this archive's
+    own, so they may be replaced).
+    """
+    manifest = Manifest.load(output_dir)
+    manifest.check_options(options, force=True)
+    manifest.flush()
+
+
+def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
+              client=None, resume: bool = True, force: bool = False,
+              compression: str = "zstd:5", include: str = "*.rtdc",
+              max_open_outputs: int | None = None, dry_run: bool = False,
+              progress=None) -> ArchiveReport:
+    """Add features computed by ``func`` to every file of an archive, on the cluster.
+
+    Parameters
+    ----------
+    sources
+        Files, directories (walked recursively) or glob patterns.
+    output_dir
+        Where the outputs (mirroring the source tree) and the manifest go.
+    func
+        ``func(features) -> dict``: receives the file's features as lazy dask arrays
+        (:func:`~dcbulk.read_features`) and returns new features as dask (or numpy) arrays
+        of the same length. It runs on a worker; the arrays are computed there and stored
+        by the output's one writer. Its qualified name and a hash of its code are recorded
+        in the manifest: after the function's code changes (same name; edited body, defaults
+        or captured values), the files it made are redone (the manifest logs it); another
+        function, like other changed options, is refused unless ``force``.
+    features
+        The features ``func`` receives (default: all the file provides).
+    client
+        A ``distributed.Client`` (default: a LocalCluster sized to the machine).
+    resume, force
+        As for :func:`~dcbulk.convert_archive`.
+    compression, include, max_open_outputs, dry_run, progress
+        As for :func:`~dcbulk.convert_archive`.
+
+    Returns
+    -------
+    ArchiveReport
+        Each output holds the new features, the source's metadata and basins, and a basin
+        to the source, so every other feature stays reachable (dclab and dcnum).
+    """
+    job = ReprocessJob(func, features)
+    options = ArchiveOptions(compression=str(compression), job=job.fingerprint)
+    if _only_code_changed(output_dir, options.fingerprint_dict()):
+        if dry_run:  # what a real run would do: redo every file
+            force = True
+        else:
+            _adopt_new_function(output_dir, options.fingerprint_dict())
+    return convert_archive(sources, output_dir, include=include, compression=compression,
+                           client=client, resume=resume, force=force,
+                           max_open_outputs=max_open_outputs, dry_run=dry_run,
+                           progress=progress, file_job=job)

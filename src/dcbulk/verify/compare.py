@@ -1,0 +1,338 @@
+"""Comparisons of one output with its source: each returns one line per problem.
+
+Hand-written because no library compares an .rtdc output with ``source[mapping]`` under the
+community's rules (allowed root-attribute changes, dcbulk's provenance log, composed basin
+maps). HDF5 itself checks every chunk's Fletcher-32 checksum while the data are read here;
+a chunk that fails to decode is reported as a problem, never raised.
+
+The functions take open h5py files or paths and return plain strings, so they run anywhere:
+in the client, in a worker task, or inline in a converting worker.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import threading
+from dataclasses import dataclass
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
+import numpy as np
+
+from ..read.basins import extract_basin_dicts
+from ..read.chunks import OpenFiles, read_event_rows
+from ..read.identifier import filtered_run_identifier, get_measurement_identifier
+from ..read.inspect import FeatureSource
+
+__all__ = ["RowCheck", "compare_rows", "compare_metadata", "compare_contours", "file_problems",
+           "ALLOWED_ATTR_CHANGES", "DCBULK_LOG_PREFIX"]
+
+#: root attributes an output may change: the event count (mapped outputs) and the run
+#: identifier (mapped outputs get ``<source id>_dcb-<hash>``)
+ALLOWED_ATTR_CHANGES = ("experiment:event count", "experiment:run identifier")
+#: logs dcbulk adds (provenance)
+DCBULK_LOG_PREFIX = "dcbulk-convert"
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """Rows ``start:stop`` of one output feature against the source (picklable task input).
+
+    ``events`` are the source event indices of those rows (None: the same rows);
+    ``enumerate`` means the output holds ``start+1 .. stop`` (a renumbered ``index``).
+    """
+
+    output: str
+    feature: str
+    start: int
+    stop: int
+    source: FeatureSource | None
+    events: np.ndarray | None = None
+    enumerate: bool = False
+
+
+def _text(value) -> object:
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.dtype.kind == "S":
+        return [bytes(v).decode("utf-8", errors="replace") for v in value.ravel()]
+    return value
+
+
+def _same_value(a, b) -> bool:
+    a, b = _text(a), _text(b)
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a) == str(b)
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+    except TypeError:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def _same_table_attr(key: str, got, want) -> bool:
+    """Table attributes are copied, except that ``software`` gets ``| dcbulk <v>`` appended."""
+    if key == "software" and got is not None:
+        return str(_text(got)).startswith(str(_text(want)))
+    return _same_value(got, want)
+
+
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return bool(np.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)))
+
+
+def _diff_rows(got: np.ndarray, want: np.ndarray, start: int) -> str | None:
+    if got.shape != want.shape:
+        return f"shape {got.shape} != source {want.shape}"
+    if got.dtype != want.dtype and not (got.dtype.kind == want.dtype.kind == "u"):
+        return f"dtype {got.dtype} != source {want.dtype}"
+    if got.dtype == want.dtype and _same_bytes(got, want):  # bit for bit (NaN included)
+        return None
+    flat = got.reshape(len(got), -1) != want.reshape(len(want), -1)
+    if got.dtype.kind == "f":
+        flat &= ~(np.isnan(got.reshape(len(got), -1)) & np.isnan(want.reshape(len(want), -1)))
+    bad = np.flatnonzero(flat.any(axis=1))
+    return f"{bad.size} rows differ from the source (first: event {start + int(bad[0])})"
+
+
+def compare_rows(checks: list[RowCheck]) -> list[str]:
+    """Read rows of output features (every chunk, checksums checked) and compare them.
+
+    One task handles a list of checks (a run of chunks of a large feature, or many small
+    features of one output), opening each file once.
+    """
+    problems: list[str] = []
+    by_output: dict[str, list[RowCheck]] = {}
+    for check in checks:
+        by_output.setdefault(check.output, []).append(check)
+    for output, group in by_output.items():
+        try:
+            h5 = h5py.File(output, "r", locking=False)
+        except OSError as exc:
+            problems.append(f"{output}: cannot open ({exc})")
+            continue
+        with h5, OpenFiles() as files:
+            events = h5["events"]
+            for check in group:
+                problems.extend(_compare_one(events, files, check))
+    return problems
+
+
+_buffers = threading.local()
+
+
+def _buffer(slot: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A reusable array of this thread (dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``, so every
+    fresh large array costs page faults; reusing two buffers per thread avoids that)."""
+    cache = getattr(_buffers, "arrays", None)
+    if cache is None:
+        cache = _buffers.arrays = {}
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = cache.get(slot)
+    if buf is None or buf.nbytes < need:
+        buf = cache[slot] = np.empty(max(need, 1), dtype=np.uint8)
+    return buf[:need].view(dtype).reshape(shape)
+
+
+def _read_rows(dset: h5py.Dataset, start: int, stop: int, slot: str) -> np.ndarray:
+    if dset.dtype.hasobject or stop <= start or dset.ndim == 0:
+        return dset[start:stop]
+    out = _buffer(slot, dset.dtype, (stop - start,) + dset.shape[1:])
+    dset.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
+    return out
+
+
+def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
+    where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
+    try:
+        got = _read_rows(events[check.feature], check.start, check.stop, "output")
+    except (OSError, KeyError, ValueError) as exc:
+        return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
+    if check.enumerate:
+        want = np.arange(check.start + 1, check.stop + 1).astype(got.dtype)
+    else:
+        try:
+            if check.events is None and check.source.rowmap is None:
+                want = _read_rows(files.dataset(check.source.data), check.start, check.stop,
+                                  "source")
+            else:
+                want = np.asarray(read_event_rows(files, check.source, np.asarray(
+                    check.events) if check.events is not None
+                    else slice(check.start, check.stop)))
+        except (OSError, KeyError, ValueError) as exc:
+            return [f"{where}: source unreadable ({type(exc).__name__}: {exc})"]
+        if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
+            got = got > 0
+    problem = _diff_rows(got, want, check.start)
+    return [] if problem is None else [f"{where}: {problem}"]
+
+
+def _lines(dset: h5py.Dataset) -> list[str]:
+    return [str(_text(x)) for x in dset[()].ravel()] if dset.shape else [str(_text(dset[()]))]
+
+
+def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
+                   n_source: int) -> list[str]:
+    problems = []
+    sattrs, oattrs = dict(src.attrs), dict(out.attrs)  # one read of each attribute
+    for key, value in sattrs.items():
+        if key in ALLOWED_ATTR_CHANGES:
+            continue
+        if key not in oattrs:
+            problems.append(f"root attribute '{key}' is missing")
+        elif not _same_value(oattrs[key], value):
+            problems.append(f"root attribute '{key}' is {_text(oattrs[key])!r}, "
+                            f"source has {_text(value)!r}")
+    for key in oattrs:
+        if key not in sattrs and key not in ALLOWED_ATTR_CHANGES:
+            problems.append(f"root attribute '{key}' is not in the source")
+    n_out = int(oattrs.get("experiment:event count", -1))
+    n_want = n_source if mapping is None else int(mapping.size)
+    if n_out != n_want:
+        problems.append(f"root attribute 'experiment:event count' is {n_out}, expected {n_want}")
+    if mapping is None:
+        want = _text(sattrs.get("experiment:run identifier"))
+    else:
+        want = filtered_run_identifier(get_measurement_identifier(src, compat="dclab"),
+                                       mapping, n_source)
+    got = _text(oattrs.get("experiment:run identifier"))
+    if got != want:
+        problems.append(f"root attribute 'experiment:run identifier' is {got!r}, "
+                        f"expected {want!r}")
+    return problems
+
+
+def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
+    problems = []
+    sgrp, ogrp = src.get(group, {}), out.get(group, {})
+    for name in sgrp:
+        if name not in ogrp:
+            if group == "logs" and sgrp[name].size == 0:
+                continue  # empty logs are not copied (as dcnum's copy_metadata)
+            problems.append(f"{group[:-1]} '{name}' is missing")
+            continue
+        try:
+            if group == "logs":
+                same = _lines(ogrp[name]) == _lines(sgrp[name])
+            else:  # compared as bytes: records may hold NaN
+                got, want = ogrp[name][()], sgrp[name][()]
+                same = (got.dtype == want.dtype and got.shape == want.shape
+                        and got.tobytes() == want.tobytes()
+                        and all(_same_table_attr(k, ogrp[name].attrs.get(k), v)
+                                for k, v in sgrp[name].attrs.items()))
+        except (OSError, ValueError, TypeError) as exc:
+            problems.append(f"{group[:-1]} '{name}' unreadable ({type(exc).__name__}: {exc})")
+            continue
+        if not same:
+            problems.append(f"{group[:-1]} '{name}' differs from the source")
+    for name in ogrp:
+        if name not in sgrp and not (group == "logs" and name.startswith(DCBULK_LOG_PREFIX)):
+            problems.append(f"{group[:-1]} '{name}' is not in the source")
+    return problems
+
+
+def _resolve(cand: str, out_dir: pathlib.Path) -> pathlib.Path | None:
+    pp = pathlib.Path(cand)
+    if pp.is_absolute():
+        return pp if pp.is_file() else None
+    rel = out_dir / pp
+    return rel if rel.is_file() else None
+
+
+def _compare_basins(src: h5py.File, out: h5py.File, output: str,
+                    mapping: np.ndarray | None, n_source: int) -> list[str]:
+    problems = []
+    out_dir = pathlib.Path(output).resolve().parent
+    src_maps = {b.get("name"): b.get("mapping") for b in extract_basin_dicts(src)}
+    for bdict in extract_basin_dicts(out):
+        label = f"basin '{bdict.get('name')}'"
+        if bdict.get("type") == "file":
+            # resolved next to the output (what dcnum does; dclab then tries the same path)
+            found = next((p for c in bdict.get("paths", []) if (p := _resolve(c, out_dir))),
+                         None)
+            if found is None:
+                problems.append(f"{label} does not resolve ({bdict.get('paths')})")
+            elif bdict.get("identifier"):
+                with h5py.File(found, "r", locking=False) as bh5:
+                    known = {get_measurement_identifier(bh5, compat=c) for c in ("dcnum", "dclab")}
+                if bdict["identifier"] not in known:
+                    problems.append(f"{label} at {found} has another identifier")
+        mapname = bdict.get("mapping")
+        if mapname:
+            got = out["events"][mapname][:]  # every chunk read
+            want = None
+            if bdict.get("name") in src_maps:
+                old = src_maps[bdict["name"]]
+                want = src["events"][old][:] if old else np.arange(n_source)
+                if mapping is not None:
+                    want = want[mapping]
+            elif bdict.get("name") == "source" and mapping is not None:  # basin_to_source
+                want = mapping
+            if want is not None and not np.array_equal(got, want):
+                problems.append(f"{label}: {mapname} differs from the source's mapping")
+        if bdict.get("type") == "internal":
+            for feat in bdict.get("features", []):
+                try:
+                    same = np.array_equal(out["basin_events"][feat][()],
+                                          src["basin_events"][feat][()])
+                except KeyError:
+                    same = False
+                if not same:
+                    problems.append(f"{label}: basin_events/{feat} differs from the source's")
+    return problems
+
+
+def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
+                     n_source: int) -> list[str]:
+    """Root attributes, logs, tables and basins of an output against its source."""
+    try:
+        out = h5py.File(output, "r", locking=False)
+    except OSError as exc:
+        return [f"{output}: cannot open ({exc})"]
+    with out, h5py.File(source, "r", locking=False) as src:
+        problems = _compare_attrs(src, out, mapping, n_source)
+        problems += _compare_group(src, out, "logs")
+        problems += _compare_group(src, out, "tables")
+        try:
+            problems += _compare_basins(src, out, output, mapping, n_source)
+        except (OSError, KeyError, ValueError) as exc:
+            problems.append(f"basins unreadable ({type(exc).__name__}: {exc})")
+    return [f"{output}: {p}" for p in problems]
+
+
+def compare_contours(output: str, source: str, *, mapping: np.ndarray | None,
+                     expected: bool) -> list[str]:
+    """Every contour of the output (read fully) equals the source's contour of that event."""
+    with h5py.File(output, "r", locking=False) as out, \
+            h5py.File(source, "r", locking=False) as src:
+        sgrp, ogrp = src["events"].get("contour"), out["events"].get("contour")
+        if ogrp is None:
+            return [f"{output}: contour is missing"] if expected and sgrp is not None else []
+        if not expected or sgrp is None:
+            return [f"{output}: contour is not expected in the output"]
+        want = len(sgrp) if mapping is None else int(mapping.size)
+        if len(ogrp) != want:
+            return [f"{output}: contour has {len(ogrp)} events, expected {want}"]
+        for j in range(want):
+            i = j if mapping is None else int(mapping[j])
+            try:
+                same = np.array_equal(ogrp[str(j)][()], sgrp[str(i)][()])
+            except (OSError, KeyError) as exc:
+                return [f"{output}: contour {j} unreadable ({type(exc).__name__}: {exc})"]
+            if not same:
+                return [f"{output}: contour {j} differs from the source's contour {i}"]
+    return []
+
+
+def file_problems(output: str, record_size: int | None, record_sha: str | None) -> list[str]:
+    """Size and SHA-256 of an output against the manifest's record."""
+    from ..bulk.records import file_sha256
+    if not os.path.isfile(output):
+        return [f"{output}: missing"]
+    problems = []
+    size = os.path.getsize(output)
+    if record_size is not None and size != record_size:
+        problems.append(f"{output}: size {size} differs from the manifest's {record_size}")
+    if record_sha and file_sha256(output) != record_sha:
+        problems.append(f"{output}: sha256 differs from the manifest's")
+    return problems

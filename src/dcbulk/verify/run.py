@@ -1,0 +1,288 @@
+"""``dcbulk.verify``: prove outputs equal their sources, in parallel on a dask cluster.
+
+Small outputs (up to ``FILE_TASK_BYTES`` on disk) are checked by one task each. A larger
+output is checked by one metadata task (root attributes, logs, tables, basins,
+contours) and one task per run of chunks of each feature (read every chunk of the output,
+HDF5 checking Fletcher-32, and compare the decoded rows with ``source[mapping]``). Tasks
+are independent (no h5py object travels; each opens its files by path), so dask spreads
+them over the workers; ``inline=True`` runs them in the calling process (used by
+``convert --verify`` inside a converting worker).
+
+Pairs come from the caller (``output`` and ``against``) or, for an output directory, from
+its manifest: each finished record names its source, and the manifest's options
+(``features``, ``filter``) give the expected feature set and event mapping.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import DcbulkError, ManifestError, PlanError
+from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
+from ..read.inspect import SourceInfo, inspect_source
+from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
+
+__all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "verify", "verify_pair_inline",
+           "pairs_from_manifest", "TASK_BYTES"]
+
+#: uncompressed output bytes one comparison task reads
+TASK_BYTES = 32 * 1024**2
+#: outputs up to this size on disk are verified by one task each
+FILE_TASK_BYTES = 8 * 1024**2
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # missing: one task reports it
+
+
+@dataclass(frozen=True)
+class VerifyPair:
+    """One output and what it must equal."""
+
+    output: str
+    source: str
+    features: tuple[str, ...] | None = None
+    filter: str | None = None
+    mapping: tuple | None = None  # explicit indices (API); np arrays are not hashable
+    size: int | None = None  # manifest record
+    sha256: str | None = None
+
+
+@dataclass
+class FileVerdict:
+    """The result for one output: ``problems`` holds one line each (empty: equal)."""
+
+    output: str
+    source: str
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify` (``ok``: every output equals its source)."""
+
+    files: list[FileVerdict] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.files)
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for f in self.files for p in f.problems]
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "wall_seconds": self.wall_seconds,
+                "counts": {"files": len(self.files),
+                           "equal": sum(f.ok for f in self.files),
+                           "mismatched": sum(not f.ok for f in self.files),
+                           "problems": len(self.problems)},
+                "files": [asdict(f) for f in self.files]}
+
+
+def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
+    """The finished outputs of an output directory and their sources and options."""
+    from ..bulk.manifest import Manifest
+    output_dir = os.path.abspath(output_dir)
+    manifest = Manifest.load(output_dir, read_only=True)
+    if not os.path.isfile(manifest.path):
+        raise ManifestError(f"{output_dir}: no dcbulk manifest (verify a file with --against)")
+    options = manifest.options or {}
+    feats = options.get("features")
+    pairs = []
+    for rec in manifest.records.values():
+        if rec.status != "done":
+            continue
+        pairs.append(VerifyPair(output=os.path.join(output_dir, rec.output), source=rec.source,
+                                features=tuple(feats) if feats else None,
+                                filter=options.get("filter"), size=rec.output_size,
+                                sha256=rec.output_sha256))
+    return sorted(pairs, key=lambda p: p.output)
+
+
+def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
+    if pair.mapping is not None:
+        return make_mapping(np.asarray(pair.mapping), info.n_events)
+    if pair.filter:
+        from ..bulk.archive import _filter_mapping
+        from ..filter_expr import parse_filter
+        return make_mapping(_filter_mapping(info, parse_filter(pair.filter)), info.n_events)
+    return None
+
+
+def _out_features(output: str) -> dict[str, tuple]:
+    import h5py
+    from ..read.inspect import _walk_event_datasets
+    with h5py.File(output, "r", locking=False) as h5:
+        return {name: (tuple(d.shape), d.dtype.str)
+                for name, d in _walk_event_datasets(h5["events"])
+                if not name.startswith("basinmap")}
+
+
+def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
+    """Group row checks into tasks of about ``task_bytes`` output bytes each."""
+    tasks: list[list[RowCheck]] = []
+    size = task_bytes
+    for nbytes, check in checks:
+        if size + nbytes > task_bytes:
+            tasks.append([])
+            size = 0
+        tasks[-1].append(check)
+        size += nbytes
+    return tasks
+
+
+def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
+                ) -> tuple[list[str], list[list[RowCheck]], dict]:
+    """Problems found while planning, the row-check tasks, and the metadata-task arguments."""
+    try:
+        info = inspect_source(pair.source)
+    except DcbulkError as exc:
+        return [f"{pair.output}: source {exc}"], [], {}
+    try:
+        mapping = _mapping(pair, info)
+        wanted = [f for f in select_features(
+            info, [f for f in pair.features if f != "contour"] if pair.features else None)]
+    except (PlanError, DcbulkError) as exc:
+        return [f"{pair.output}: {exc}"], [], {}
+    try:
+        present = _out_features(pair.output)
+    except (OSError, KeyError) as exc:
+        return [f"{pair.output}: cannot open ({exc})"], [], {}
+    n_out = info.n_events if mapping is None else int(mapping.size)
+    problems = [f"{pair.output}: feature '{f}' is missing" for f in wanted if f not in present]
+    problems += [f"{pair.output}: feature '{f}' is not in the source's selection"
+                 for f in present if f not in wanted]
+    checks = []
+    for name in wanted:
+        if name not in present:
+            continue
+        shape, dtype = present[name]
+        if shape[0] != n_out:
+            problems.append(f"{pair.output}: feature '{name}' has {shape[0]} events, "
+                            f"expected {n_out}")
+            continue
+        fsrc = info.features[name]
+        rows = best_chunk_rows(shape[1:], np.dtype(dtype))
+        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize)
+        step = max(rows, (task_bytes // (rows * row_bytes)) * rows)
+        renumber = mapping is not None and name == "index"
+        for start in range(0, n_out, step):
+            stop = min(start + step, n_out)
+            checks.append(((stop - start) * row_bytes, RowCheck(
+                output=pair.output, feature=name, start=start, stop=stop, source=fsrc,
+                events=None if mapping is None else mapping[start:stop],
+                enumerate=renumber or fsrc.origin == ENUMERATE)))
+    contour = info.has_contour and (pair.features is None or "contour" in pair.features)
+    meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour}
+    return problems, _pack(checks, task_bytes), meta
+
+
+def _metadata_task(pair: VerifyPair, meta: dict) -> list[str]:
+    problems = file_problems(pair.output, pair.size, pair.sha256)
+    problems += compare_metadata(pair.output, pair.source, mapping=meta["mapping"],
+                                 n_source=meta["n_source"])
+    try:
+        problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
+                                     expected=meta["contour"])
+    except (OSError, KeyError) as exc:
+        problems.append(f"{pair.output}: contours unreadable ({exc})")
+    return problems
+
+
+def _as_pairs(output, against, features, mapping, filter) -> list[VerifyPair]:
+    output = os.fspath(output)
+    if against is None:
+        if not os.path.isdir(output):
+            raise PlanError(f"{output}: give the source to verify against (against=...), or "
+                            f"an output directory with a manifest")
+        return pairs_from_manifest(output)
+    if os.path.isdir(output):
+        raise PlanError(f"{output}: a directory is verified through its manifest, "
+                        f"without against=")
+    return [VerifyPair(output=os.path.abspath(output), source=os.path.abspath(os.fspath(against)),
+                       features=tuple(features) if features else None, filter=filter,
+                       mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()))]
+
+
+def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
+    """Verify one pair in this process (for ``convert --verify`` inside a worker)."""
+    problems, tasks, meta = plan_checks(pair)
+    verdict = FileVerdict(pair.output, pair.source, problems)
+    if meta:
+        verdict.problems += _metadata_task(pair, meta)
+        for task in tasks:
+            verdict.problems += compare_rows(task)
+        verdict.checked = sorted({c.feature for task in tasks for c in task})
+    return verdict
+
+
+def verify(output, against=None, *, features=None, mapping=None, filter: str | None = None,
+           client=None, inline: bool = False) -> VerifyReport:
+    """Verify outputs against their sources: every chunk read, every value compared.
+
+    Parameters
+    ----------
+    output
+        An output file (with ``against``) or an output directory (pairs from its manifest).
+    against
+        The source of a single output file.
+    features, mapping, filter
+        For a single file: the feature selection, event mapping (indices or boolean filter)
+        or filter expression it was converted with (default: all own features, all events).
+    client
+        A ``distributed.Client``; by default a LocalCluster (unless ``inline``).
+    inline
+        Run every check in this process.
+
+    Returns
+    -------
+    VerifyReport
+        One :class:`FileVerdict` per output, each problem one line.
+
+    Raises
+    ------
+    PlanError, ManifestError
+        Bad arguments, or a directory without a readable manifest.
+    """
+    t0 = time.perf_counter()
+    pairs = _as_pairs(output, against, features, mapping, filter)
+    report = VerifyReport()
+    if inline:
+        report.files = [verify_pair_inline(p) for p in pairs]
+        report.wall_seconds = time.perf_counter() - t0
+        return report
+    from ..engine.client import client_context
+    # small outputs: one task each (no per-chunk scheduling); large ones: split into runs
+    whole = [p for p in pairs if _size(p.output) <= FILE_TASK_BYTES]
+    split = [p for p in pairs if _size(p.output) > FILE_TASK_BYTES]
+    with client_context(client) as cl:
+        whole_futs = cl.map(verify_pair_inline, whole, pure=False)
+        planned = cl.gather(cl.map(plan_checks, split, pure=False))
+        futures = []
+        for pair, (problems, tasks, meta) in zip(split, planned):
+            verdict = FileVerdict(pair.output, pair.source, list(problems),
+                                  sorted({c.feature for task in tasks for c in task}))
+            report.files.append(verdict)
+            if meta:
+                futures.append((verdict, cl.submit(_metadata_task, pair, meta, pure=False)))
+                futures.extend((verdict, f) for f in cl.map(compare_rows, tasks, pure=False))
+        for verdict, fut in futures:
+            verdict.problems.extend(fut.result())
+        report.files.extend(cl.gather(whole_futs))
+    order = {p.output: i for i, p in enumerate(pairs)}
+    report.files.sort(key=lambda f: order[f.output])
+    report.wall_seconds = time.perf_counter() - t0
+    return report

@@ -1,0 +1,501 @@
+"""The modes beyond compress (reprocess, condense, split, join), each checked on data.
+
+Every mode is compared with dclab's own command on the same inputs (same events, same values
+of every feature dclab writes); outputs are opened with dclab and dcnum from another working
+directory and checked with ``dclab-verify-dataset``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import dcbulk
+from dcbulk.read import get_measurement_identifier
+from dcbulk.synth import make_rtdc
+from helpers import assert_features_equal, dclab_verify
+
+dclab = pytest.importorskip("dclab")
+pytest.importorskip("dcnum")
+
+
+@contextlib.contextmanager
+def elsewhere(path):
+    """Run the block in another working directory (basins must not rely on the cwd)."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def open_dclab(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dclab.new_dataset(path)
+
+
+def dcnum_features(path, names):
+    from dcnum.read import HDF5Data
+    with HDF5Data(path) as data:
+        return {name: np.asarray(data[name][:]) for name in names}
+
+
+_INFO = ("Checking ", "Compression:", "Data file format:", "Fluorescence:", "Check Complete")
+
+
+@functools.lru_cache(maxsize=None)
+def _verify(path: str):
+    result = dclab_verify(path)
+    lines = {ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", result.output).splitlines()}
+    return result, {ln for ln in lines if ln and not ln.startswith(_INFO)
+                    and "warn" not in ln.lower()}
+
+
+def assert_verify_adds_nothing(source, output) -> None:
+    """``dclab-verify-dataset`` finds nothing in the output that it does not find in the source."""
+    src, src_lines = _verify(str(source))
+    out, out_lines = _verify(str(output))
+    assert out.violations <= src.violations and out.alerts <= src.alerts, out.output
+    assert out_lines <= src_lines, sorted(out_lines - src_lines)
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory, shared_data_dir):
+    """Two synthetic files (one in a subdirectory) plus a real sample file."""
+    root = tmp_path_factory.mktemp("archive")
+    make_rtdc(root / "a.rtdc", 120, seed=11, image_shape=(40, 60), trace_length=32)
+    (root / "sub").mkdir()
+    make_rtdc(root / "sub" / "b.rtdc", 70, seed=12, image_shape=(40, 60), trace_length=32)
+    shutil.copy(shared_data_dir / "cytoshot-test-data.rtdc", root / "c.rtdc")
+    return root
+
+
+# -- reprocess -----------------------------------------------------------------------------
+
+def image_mean(features):
+    return {"userdef1": features["image"].mean(axis=(1, 2))}
+
+
+def image_mean_plus_one(features):
+    return {"userdef1": features["image"].mean(axis=(1, 2)) + 1}
+
+
+def test_reprocess_new_feature_and_basin_to_source(small_archive, tmp_path, client):
+    out = tmp_path / "out"
+    report = dcbulk.reprocess([small_archive], out, image_mean, client=client)
+    assert report.ok, [f.error for f in report.failed]
+    assert report.count("done") == 3
+    other = tmp_path / "cwd"
+    other.mkdir()
+    for res in report.files:
+        with h5py.File(res.source) as src, h5py.File(res.output) as dst:
+            expect = src["events/image"][:].mean(axis=(1, 2))
+            assert sorted(dst["events"]) == ["userdef1"]
+            np.testing.assert_array_equal(dst["events/userdef1"][:], expect)
+            # same events: same measurement identifier (the basin's identifier must match)
+            assert get_measurement_identifier(dst) == get_measurement_identifier(src)
+            deform = src["events/deform"][:]
+        with elsewhere(other):
+            with open_dclab(res.output) as ds:
+                np.testing.assert_array_equal(ds["userdef1"], expect)
+                np.testing.assert_array_equal(ds["deform"], deform)
+                assert "image" in ds
+            got = dcnum_features(res.output, ["deform", "userdef1"])
+            np.testing.assert_array_equal(got["deform"], deform)
+            np.testing.assert_array_equal(got["userdef1"], expect)
+        assert_verify_adds_nothing(res.source, res.output)
+
+
+def make_image_stat(offset):
+    def image_stat(features):
+        return {"userdef1": features["image"].mean(axis=(1, 2)) + offset}
+    return image_stat
+
+
+def test_reprocess_resumes_and_redoes_after_function_change(small_archive, tmp_path, client):
+    out = tmp_path / "out"
+    first = dcbulk.reprocess([small_archive], out, make_image_stat(0), client=client)
+    assert first.count("done") == 3
+    again = dcbulk.reprocess([small_archive], out, make_image_stat(0), client=client)
+    assert again.count("skipped") == 3 and again.count("done") == 0
+    # the same function, edited (here: another captured value): every file is made again
+    preview = dcbulk.reprocess([small_archive], out, make_image_stat(1), dry_run=True)
+    assert preview.count("planned") == 3, [(f.status, f.reason) for f in preview.files]
+    changed = dcbulk.reprocess([small_archive], out, make_image_stat(1), client=client)
+    assert changed.count("done") == 3, [(f.status, f.reason, f.error) for f in changed.files]
+    for res in changed.files:
+        with h5py.File(res.source) as src, h5py.File(res.output) as dst:
+            np.testing.assert_array_equal(dst["events/userdef1"][:],
+                                          src["events/image"][:].mean(axis=(1, 2)) + 1)
+    assert dcbulk.reprocess([small_archive], out, make_image_stat(1),
+                            client=client).count("skipped") == 3
+    # another function into the same directory is refused like changed options ...
+    with pytest.raises(dcbulk.errors.ManifestError, match="image_mean_plus_one"):
+        dcbulk.reprocess([small_archive], out, image_mean_plus_one, client=client)
+    # ... unless forced
+    forced = dcbulk.reprocess([small_archive], out, image_mean_plus_one, client=client,
+                              force=True)
+    assert forced.count("done") == 3
+
+
+def test_function_identity_follows_code_and_captured_values():
+    from dcbulk.modes.common import func_identity
+
+    def make(offset):
+        def func(features):
+            return {"userdef1": features["image"].mean(axis=(1, 2)) + offset}
+        return func
+
+    assert func_identity(make(1)) == func_identity(make(1))
+    assert func_identity(make(1)) != func_identity(make(2))
+    assert func_identity(image_mean) != func_identity(image_mean_plus_one)
+    assert func_identity(image_mean)["name"].endswith("test_modes.image_mean")
+
+
+def broken_on_short_files(features):
+    if features["deform"].shape[0] < 100:
+        raise RuntimeError("too short")
+    return {"userdef2": features["deform"] * 2}
+
+
+def test_reprocess_failures_are_per_file(small_archive, tmp_path, client):
+    report = dcbulk.reprocess([small_archive], tmp_path / "out", broken_on_short_files,
+                              client=client)
+    failed = {Path(f.source).name: f.error for f in report.failed}
+    assert set(failed) == {"b.rtdc", "c.rtdc"}, failed
+    assert all("too short" in e and "broken_on_short_files" in e for e in failed.values())
+    done = [f for f in report.files if f.status == "done"]
+    assert [Path(f.source).name for f in done] == ["a.rtdc"]
+    with h5py.File(done[0].source) as src, h5py.File(done[0].output) as dst:
+        np.testing.assert_array_equal(dst["events/userdef2"][:], src["events/deform"][:] * 2)
+
+
+def test_reprocess_hands_only_the_chosen_features(small_archive, tmp_path, client):
+    seen = []
+
+    def brightest(features):
+        seen.append(sorted(features))  # runs on a worker: only its return value comes back
+        assert sorted(features) == ["image", "mask"], sorted(features)
+        return {"userdef3": features["image"].max(axis=(1, 2)).astype(np.float64)}
+
+    report = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "out", brightest,
+                              features=["image", "mask"], client=client)
+    assert report.ok, [f.error for f in report.failed]
+    with h5py.File(small_archive / "a.rtdc") as src, h5py.File(report.files[0].output) as h5:
+        np.testing.assert_array_equal(h5["events/userdef3"][:],
+                                      src["events/image"][:].max(axis=(1, 2)))
+        log = "\n".join(x.decode() for x in h5["logs/dcbulk-reprocess"][:])
+        assert "brightest" in log and '"userdef3"' in log
+
+
+def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
+    def wrong_length(features):
+        return {"userdef1": features["deform"][:5]}
+    report = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "out", wrong_length,
+                              client=client)
+    assert report.count("failed") == 1
+    assert "shape (5,)" in report.files[0].error and "120 events" in report.files[0].error
+    assert not (tmp_path / "out" / "a.rtdc").exists()
+
+
+# -- dclab's commands on the same inputs ---------------------------------------------------
+
+def _dclab_quiet(func, **kwargs):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, "w")):
+        warnings.simplefilter("ignore")
+        return func(**kwargs)
+
+
+def event_names(h5) -> list[str]:
+    """Datasets in ``events`` (``trace/x`` style); contours are not compared."""
+    names = []
+    for key, obj in h5["events"].items():
+        if isinstance(obj, h5py.Group):
+            names += [f"{key}/{sub}" for sub in obj] if key != "contour" else []
+        else:
+            names.append(key)
+    return sorted(names)
+
+
+def assert_same_as_dclab(mine, theirs, *, skip=()) -> list[str]:
+    """Every feature dclab wrote is in ours with the same events and values."""
+    with h5py.File(mine) as m, h5py.File(theirs) as t:
+        names = [n for n in event_names(t) if n not in skip]
+        assert names
+        missing = sorted(set(names) - set(event_names(m)))
+        assert not missing, f"{mine} lacks {missing} that dclab wrote"
+        assert m.attrs["experiment:event count"] == t.attrs["experiment:event count"]
+        for name in names:
+            np.testing.assert_array_equal(m["events"][name][:], t["events"][name][:],
+                                          err_msg=f"{mine}: {name}")
+    return names
+
+
+def test_condense_matches_dclab_condense(small_archive, tmp_path, client):
+    from dclab.cli import condense as dclab_condense
+    report = dcbulk.modes.condense([small_archive], tmp_path / "out", client=client)
+    assert report.ok and report.count("done") == 3, [f.error for f in report.failed]
+    other = tmp_path / "cwd"
+    other.mkdir()
+    for res in report.files:
+        ref = tmp_path / f"dclab-{Path(res.output).name}"
+        _dclab_quiet(dclab_condense, path_in=res.source, path_out=ref,
+                     store_ancillary_features=False)
+        names = assert_same_as_dclab(res.output, ref)
+        with h5py.File(res.output) as out, h5py.File(res.source) as src:
+            assert event_names(out) == names  # scalars only, exactly dclab's set
+            assert all(out["events"][n].ndim == 1 for n in names)
+            image = src["events/image"][:] if "image" in src["events"] else None
+            rest = {k for k, v in src["events"].items() if k != "contour"
+                    and (isinstance(v, h5py.Group) or v.ndim > 1)}
+            assert dict(out.attrs)["experiment:sample"] == dict(src.attrs)["experiment:sample"]
+            assert set(out.get("logs", {})) >= set(src.get("logs", {}))
+        with elsewhere(other):  # the rest through the basin to the source
+            with open_dclab(res.output) as ds:
+                assert rest <= set(ds.features), rest - set(ds.features)
+                if image is not None:
+                    np.testing.assert_array_equal(ds["image"][:], image)
+        assert_verify_adds_nothing(res.source, res.output)
+
+
+def test_condense_takes_scalars_from_basins_as_dclab(small_archive, tmp_path, client):
+    """A file whose features live in a basin (a reprocess output): condensed as dclab does."""
+    from dclab.cli import condense as dclab_condense
+    made = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "rep", image_mean,
+                            client=client)
+    basin_only = made.files[0].output
+    report = dcbulk.modes.condense([basin_only], tmp_path / "out", client=client)
+    assert report.ok, [f.error for f in report.failed]
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_condense, path_in=basin_only, path_out=ref,
+                 store_ancillary_features=False)
+    names = assert_same_as_dclab(report.files[0].output, ref)
+    assert {"userdef1", "deform", "area_um", "index"} <= set(names)
+    with h5py.File(small_archive / "a.rtdc") as src, \
+            h5py.File(report.files[0].output) as out:
+        np.testing.assert_array_equal(out["events/deform"][:], src["events/deform"][:])
+    with elsewhere(tmp_path):
+        with open_dclab(report.files[0].output) as ds:
+            assert ds["image"].shape[0] == 120  # through the basins, two levels down
+    assert_verify_adds_nothing(small_archive / "a.rtdc", report.files[0].output)
+
+
+def test_condense_ancillary_matches_dclab(small_archive, tmp_path, client):
+    from dclab.cli import condense as dclab_condense
+    source = small_archive / "a.rtdc"
+    report = dcbulk.modes.condense([source], tmp_path / "out", ancillary=True, client=client)
+    assert report.ok, [f.error for f in report.failed]
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_condense, path_in=source, path_out=ref)
+    names = assert_same_as_dclab(report.files[0].output, ref)
+    with h5py.File(source) as src:
+        assert set(names) - set(src["events"]), "dclab computed no ancillary feature"
+    with elsewhere(tmp_path):
+        got = dcnum_features(report.files[0].output, ["volume", "image"])
+    assert got["image"].shape[0] == 120
+
+
+def test_condense_ancillary_without_dclab_is_one_line(small_archive, tmp_path, client):
+    def hide(name):  # on each worker: "import dclab" fails, find_spec finds nothing
+        import sys
+        sys.modules[f"_hidden_{name}"] = sys.modules.get(name)
+        sys.modules[name] = None
+
+    def restore(name):
+        import sys
+        module = sys.modules.pop(f"_hidden_{name}")
+        if module is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = module
+
+    client.run(hide, "dclab")
+    try:
+        with pytest.raises(dcbulk.errors.PlanError) as info:
+            dcbulk.modes.condense([small_archive], tmp_path / "out", ancillary=True,
+                                  client=client)
+    finally:
+        client.run(restore, "dclab")
+    assert "\n" not in str(info.value) and "pip install 'dcbulk[dclab]'" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def split_source(tmp_path_factory):
+    """250 events whose first image is all zero (dclab-split leaves such an event out)."""
+    path = tmp_path_factory.mktemp("split") / "long.rtdc"
+    make_rtdc(path, 250, seed=21, image_shape=(40, 60), trace_length=32)
+    with h5py.File(path, "a") as h5:
+        h5["events/image"][0] = 0
+    return path
+
+
+def test_split_matches_dclab_split(split_source, tmp_path, client):
+    from dclab.cli import split as dclab_split
+    report = dcbulk.modes.split([split_source], tmp_path / "out", events_per_file=100,
+                                client=client)
+    assert report.ok and report.count("done") == 3, [f.error for f in report.failed]
+    ref_dir = tmp_path / "dclab"
+    ref_dir.mkdir()
+    refs = _dclab_quiet(dclab_split, path_in=split_source, path_out=ref_dir,
+                        split_events=100, ret_out_paths=True)
+    mine = sorted(Path(f.output) for f in report.files)
+    assert [p.name for p in mine] == [p.name for p in refs] == \
+        ["long_0001.rtdc", "long_0002.rtdc", "long_0003.rtdc"]
+    other = tmp_path / "cwd"
+    other.mkdir()
+    identifiers = set()
+    for k, (out, ref) in enumerate(zip(mine, refs), start=1):
+        assert_same_as_dclab(out, ref, skip=("basinmap0",))
+        with h5py.File(out) as h5, h5py.File(ref) as r:
+            assert h5.attrs["experiment:sample"] == r.attrs["experiment:sample"]
+            assert h5.attrs["experiment:sample"].endswith(f" {k}/3")
+            identifiers.add(h5.attrs["experiment:run identifier"])
+            deform = h5["events/deform"][:]
+        with elsewhere(other):  # complete alone, and the source is reachable
+            with open_dclab(out) as ds:
+                np.testing.assert_array_equal(ds["deform"], deform)
+                assert len(ds) == (99, 100, 50)[k - 1]
+            assert dcnum_features(out, ["deform"])["deform"].size == len(deform)
+        assert_verify_adds_nothing(split_source, out)
+    assert len(identifiers) == 3
+    assert not any(i == get_measurement_identifier(h5py.File(split_source)) for i in identifiers)
+
+
+def test_split_then_join_gives_back_the_source(split_source, tmp_path, client):
+    pieces = dcbulk.modes.split([split_source], tmp_path / "pieces", events_per_file=60,
+                                include_empty_boundary_images=True, client=client)
+    assert pieces.count("done") == 5
+    joined = dcbulk.modes.join(sorted(f.output for f in pieces.files), tmp_path / "j.rtdc",
+                               client=client)
+    assert joined.ok, [f.error for f in joined.failed]
+    assert_features_equal(split_source, joined.files[0].output)
+
+
+def test_join_matches_dclab_join(small_archive, tmp_path, client):
+    from dclab.cli import join as dclab_join
+    inputs = [small_archive / "sub" / "b.rtdc", small_archive / "a.rtdc"]  # b is later
+    report = dcbulk.modes.join(inputs, tmp_path / "joined.rtdc", client=client)
+    assert report.ok, [f.error for f in report.failed]
+    out = report.files[0].output
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_join, paths_in=inputs, path_out=ref)
+    names = assert_same_as_dclab(out, ref)
+    assert {"time", "frame", "index", "image", "trace/fl1_raw"} <= set(names)
+    with h5py.File(out) as h5, h5py.File(small_archive / "a.rtdc") as a, \
+            h5py.File(small_archive / "sub" / "b.rtdc") as b:
+        assert h5.attrs["experiment:date"] == a.attrs["experiment:date"]  # a is earliest
+        assert h5.attrs["experiment:run identifier"] not in (
+            a.attrs["experiment:run identifier"], b.attrs["experiment:run identifier"])
+        logs = set(h5["logs"])
+        assert {f"src-#1_{n}" for n in a["logs"]} | {f"src-#2_{n}" for n in b["logs"]} <= logs
+        listing = "\n".join(x.decode() for x in h5["logs/dcbulk-join"][:])
+        assert str(a.attrs["experiment:run identifier"]) in listing
+        assert str(b.attrs["experiment:run identifier"]) in listing
+        assert {f"src-#1_{n}" for n in a.get("tables", {})} <= set(h5.get("tables", {}))
+    (tmp_path / "cwd").mkdir()
+    with elsewhere(tmp_path / "cwd"):
+        with open_dclab(out) as ds:
+            assert len(ds) == 190
+        assert dcnum_features(out, ["deform"])["deform"].size == 190
+    assert_verify_adds_nothing(small_archive / "a.rtdc", out)
+
+
+def test_join_drops_features_not_everywhere_as_dclab(small_archive, tmp_path, client):
+    from dclab.cli import join as dclab_join
+    # (dclab-join fails when two neighbouring features are missing: it removes them from
+    # the list it iterates over; one missing feature it handles)
+    later = make_rtdc(tmp_path / "later.rtdc", 30, seed=13, image_shape=(40, 60),
+                      trace_length=32, meta={"experiment:date": "2030-01-01"})
+    with h5py.File(later, "a") as h5:
+        del h5["events/temp"]
+    inputs = [later, small_archive / "a.rtdc"]
+    report = dcbulk.modes.join(inputs, tmp_path / "joined.rtdc", client=client)
+    assert report.ok, [f.error for f in report.failed]
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_join, paths_in=inputs, path_out=ref)
+    names = assert_same_as_dclab(report.files[0].output, ref)
+    with h5py.File(report.files[0].output) as h5:
+        assert event_names(h5) == names and "temp" not in names
+        assert "temp" in "\n".join(x.decode() for x in h5["logs/dcbulk-join"][:])
+
+
+def test_join_refuses_different_image_shapes(small_archive, tmp_path, client):
+    with pytest.raises(dcbulk.errors.PlanError, match="'image' has different shapes"):
+        dcbulk.modes.join([small_archive / "a.rtdc", small_archive / "c.rtdc"],
+                          tmp_path / "j.rtdc", client=client)
+    assert not (tmp_path / "j.rtdc").exists()
+
+
+# -- command line --------------------------------------------------------------------------
+
+def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path, client,
+                                          capsys):
+    import json
+
+    from dcbulk.cli import main
+    cluster = ["--scheduler", client.scheduler.address, "-q"]
+    dst = tmp_path / "pieces"
+    assert main(["split", str(split_source), "-o", str(dst), "--events-per-file", "100",
+                 "--dry-run", *cluster]) == 0
+    assert "long_0003.rtdc (new)" in capsys.readouterr().out and not dst.exists()
+    report = tmp_path / "split.json"
+    assert main(["split", str(split_source), "-o", str(dst), "--events-per-file", "100",
+                 "--filter", "deform < 0.05", "--features", "deform,image",
+                 "--compression", "zstd:7", "--report", str(report), *cluster]) == 0
+    files = json.loads(report.read_text())["files"]
+    assert sorted(Path(f["output"]).name for f in files) == \
+        ["long_0001.rtdc", "long_0002.rtdc", "long_0003.rtdc"]
+    with h5py.File(split_source) as src:
+        deform = src["events/deform"][:]
+    got = []
+    for name in ("long_0001.rtdc", "long_0002.rtdc", "long_0003.rtdc"):
+        with h5py.File(dst / name) as h5:
+            assert sorted(h5["events"]) == ["basinmap0", "deform", "image"]
+            _, zstd_options, _ = h5["events/deform"].id.get_create_plist() \
+                .get_filter_by_id(32015)  # hdf5plugin's Zstandard filter
+            assert zstd_options == (7,)
+            got.append(h5["events/deform"][:])
+    expect = deform[1:][deform[1:] < 0.05]  # event 0 has an empty image
+    np.testing.assert_array_equal(np.concatenate(got), expect)
+    # an existing output is a per-file failure (exit 1), not a crash
+    assert main(["split", str(split_source), "-o", str(dst), *cluster]) == 1
+    capsys.readouterr()
+    out = tmp_path / "joined.rtdc"
+    assert main(["join", *(str(dst / f"long_000{k}.rtdc") for k in (1, 2, 3)), "-o", str(out),
+                 *cluster]) == 0
+    with h5py.File(out) as h5:
+        np.testing.assert_array_equal(h5["events/deform"][:], expect)
+    assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
+    assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
+    assert "3 skipped" in capsys.readouterr().out
+    assert main(["join", str(out), "-o", str(tmp_path / "x.rtdc"), *cluster]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err == "dcbulk: error: join needs at least two input files, got 1"
+
+
+def test_readme_reprocess_example_runs(small_archive, tmp_path, client):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Reprocessing"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    code = code.replace('"/data/archive"', repr(str(small_archive)))
+    code = code.replace('"/data/image-mean"', repr(str(tmp_path / "out")))
+    namespace = {"client": client}
+    exec(compile(code, "README.md", "exec"), namespace)
+    report = namespace["report"]
+    assert report.count("done") == 3
+    for res in report.files:
+        with h5py.File(res.source) as src, h5py.File(res.output) as dst:
+            np.testing.assert_array_equal(dst["events/userdef1"][:],
+                                          src["events/image"][:].mean(axis=(1, 2)))

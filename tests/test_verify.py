@@ -1,0 +1,214 @@
+"""``dcbulk verify`` and ``convert --verify`` (issue 9): real faults must each be found."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+import dcbulk
+from dcbulk.bulk.archive import ArchiveOptions, convert_file
+from dcbulk.cli import main
+
+
+@pytest.fixture(autouse=True, params=["file-tasks", "chunk-run-tasks"])
+def task_split(request, monkeypatch):
+    """Run every test with one task per output and with outputs split into runs of rows."""
+    run = importlib.import_module("dcbulk.verify.run")  # dcbulk.verify is the function
+    if request.param == "chunk-run-tasks":
+        monkeypatch.setattr(run, "FILE_TASK_BYTES", 0)
+        monkeypatch.setattr(run, "TASK_BYTES", 1024**2)
+    return request.param
+
+
+@pytest.fixture
+def pair(client, shared_data_dir, tmp_path):
+    src = shared_data_dir / "cytoshot-test-data.rtdc"
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(src, out, client=client)
+    return src, out
+
+
+def _cli(client, capsys, *args) -> tuple[int, list[str]]:
+    code = main(["verify", *map(str, args), "--scheduler", client.scheduler.address])
+    lines = capsys.readouterr().out.strip().splitlines()
+    return code, lines
+
+
+def _problems(lines):
+    return [ln for ln in lines if not ln.startswith("dcbulk verify:")]
+
+
+def test_equal_output_verifies(client, capsys, pair, tmp_path):
+    src, out = pair
+    code, lines = _cli(client, capsys, out, "--against", src, "--report", tmp_path / "r.json")
+    assert code == 0 and _problems(lines) == [], lines
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["ok"] and doc["counts"] == {"files": 1, "equal": 1, "mismatched": 0,
+                                           "problems": 0}
+    assert "image" in doc["files"][0]["checked"] and "deform" in doc["files"][0]["checked"]
+
+
+def _flip_byte_in_chunk(path, feature, chunk):
+    with h5py.File(path) as h5:
+        info = h5["events"][feature].id.get_chunk_info(chunk)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_flipped_byte_in_a_chunk_is_found(client, capsys, pair):
+    src, out = pair
+    _flip_byte_in_chunk(out, "image", 0)
+    code, lines = _cli(client, capsys, out, "--against", src)
+    problems = _problems(lines)
+    assert code == 1 and len(problems) == 1, lines
+    assert "feature 'image'" in problems[0] and "unreadable" in problems[0]
+
+
+def test_flipped_byte_without_checksum_is_found_by_comparison(client, capsys, shared_data_dir,
+                                                              tmp_path):
+    src = shared_data_dir / "cytoshot-test-data.rtdc"
+    out = tmp_path / "plain.rtdc"
+    dcbulk.convert(src, out, client=client, compression="none")
+    with h5py.File(out, "a") as h5:  # the same image, stored without any checksum
+        image = h5["events/image"][:]
+        attrs = dict(h5["events/image"].attrs)
+        del h5["events/image"]
+        h5["events"].create_dataset("image", data=image, chunks=(10,) + image.shape[1:])
+        h5["events/image"].attrs.update(attrs)
+    assert dcbulk.verify(out, src, client=client).ok
+    _flip_byte_in_chunk(out, "image", 0)
+    code, lines = _cli(client, capsys, out, "--against", src)
+    assert code == 1 and len(_problems(lines)) == 1
+    assert "feature 'image'" in lines[0] and "rows differ" in lines[0]
+
+
+def test_changed_root_attribute_is_found(client, capsys, pair):
+    src, out = pair
+    with h5py.File(out, "a") as h5:
+        h5.attrs["setup:flow rate"] = 123.0
+    code, lines = _cli(client, capsys, out, "--against", src)
+    assert code == 1 and _problems(lines) == [
+        ln for ln in lines if "root attribute 'setup:flow rate'" in ln], lines
+    assert len(_problems(lines)) == 1
+
+
+def test_missing_feature_is_found(client, capsys, pair):
+    src, out = pair
+    with h5py.File(out, "a") as h5:
+        del h5["events/deform"]
+    code, lines = _cli(client, capsys, out, "--against", src)
+    assert code == 1 and _problems(lines) == [f"{out}: feature 'deform' is missing"]
+
+
+def test_truncated_output_is_found(client, capsys, pair):
+    src, out = pair
+    with open(out, "r+b") as fh:
+        fh.truncate(os.path.getsize(out) // 2)
+    code, lines = _cli(client, capsys, out, "--against", src)
+    assert code == 1 and len(_problems(lines)) == 1 and "cannot open" in lines[0]
+
+
+def test_usage_errors(client, capsys, pair, tmp_path):
+    _src, out = pair
+    assert main(["verify", str(out)]) == 2
+    assert main(["verify", str(tmp_path), "--against", str(out)]) == 2
+    (tmp_path / "no-manifest").mkdir()
+    assert main(["verify", str(tmp_path / "no-manifest"), "--scheduler",
+                 client.scheduler.address]) == 3
+
+
+def test_directory_through_the_manifest_with_filter(client, capsys, shared_data_dir, tmp_path):
+    src_dir = tmp_path / "archive"
+    src_dir.mkdir()
+    for name in ("cytoshot-test-data.rtdc", "dcnum_thresh_example.rtdc"):
+        shutil.copy(shared_data_dir / name, src_dir / name)
+    dst = tmp_path / "dst"
+    # verify=True: the outputs are verified when written, and their SHA-256 recorded (the
+    # manifest computes output checksums only where verification uses them)
+    assert dcbulk.convert_archive([src_dir], dst, filter="deform < 0.1", client=client,
+                                  verify=True).ok
+    code, lines = _cli(client, capsys, dst)
+    assert code == 0 and lines[-1].startswith("dcbulk verify: 2 files, 2 equal"), lines
+    # an output that no longer matches its manifest record and its source
+    out = dst / "cytoshot-test-data.rtdc"
+    with h5py.File(out, "a") as h5:
+        h5["events/deform"][0] = 99.0
+    code, lines = _cli(client, capsys, dst)
+    problems = _problems(lines)
+    assert code == 1 and len(problems) == 2, lines
+    assert any("sha256 differs" in p for p in problems)
+    assert any("feature 'deform'" in p and "first: event 0" in p for p in problems)
+
+
+def test_python_api_with_mapping(client, shared_data_dir, tmp_path):
+    src = shared_data_dir / "dcnum_thresh_example.rtdc"
+    keep = np.arange(1, 13, 3)
+    out = tmp_path / "m.rtdc"
+    dcbulk.convert(src, out, client=client, mapping=keep, basin_to_source=True)
+    assert dcbulk.verify(out, src, mapping=keep, client=client).ok
+    report = dcbulk.verify(out, src, mapping=keep[:-1], client=client)
+    assert not report.ok
+    assert any("experiment:event count" in p for p in report.problems)
+
+
+def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir, tmp_path):
+    import dcbulk.bulk.archive as archive
+    src = str(shared_data_dir / "fmt-hdf5_cytoshot_extended-moments-features.rtdc")
+    options = ArchiveOptions()
+    good = convert_file(src, str(tmp_path / "good.rtdc"), options, overwrite=False,
+                        verify=True)
+    assert good.error is None and os.path.isfile(tmp_path / "good.rtdc")
+
+    real = archive.write_output
+
+    def corrupting(plan, **kw):  # a writer that gets one value wrong
+        summary = real(plan, **kw)
+        with h5py.File(plan.output, "a") as h5:
+            h5["events/per_ratio"][3] += 1
+        return summary
+
+    monkeypatch.setattr(archive, "write_output", corrupting)
+    bad = convert_file(src, str(tmp_path / "bad.rtdc"), options, overwrite=False, verify=True)
+    assert bad.error.startswith("VerifyError: ")
+    assert "feature 'per_ratio'" in bad.error and "first: event 3" in bad.error
+    assert not os.path.exists(tmp_path / "bad.rtdc")
+
+
+def test_cli_convert_verify(client, capsys, shared_data_dir, tmp_path, task_split):
+    if task_split != "file-tasks":
+        pytest.skip("convert --verify verifies inline in the file task")
+    src_dir = tmp_path / "archive"
+    src_dir.mkdir()
+    shutil.copy(shared_data_dir / "cytoshot-test-data.rtdc", src_dir)
+    dst = tmp_path / "dst"
+    code = main(["convert", str(src_dir), "-o", str(dst), "--verify", "-q",
+                 "--filter", "deform < 0.1", "--scheduler", client.scheduler.address])
+    assert code == 0, capsys.readouterr()
+    assert "1 converted" in capsys.readouterr().out
+    code, lines = _cli(client, capsys, dst)
+    assert code == 0, lines
+
+
+def test_contours_and_traces_are_compared(client, dclab_test_files, tmp_path, task_split):
+    src = dclab_test_files["artificial_hdf5.rtdc"]  # contours and traces
+    out = tmp_path / "c.rtdc"
+    dcbulk.convert(src, out, client=client)
+    report = dcbulk.verify(out, src, client=client)
+    assert report.ok, report.problems
+    assert any(f.startswith("trace/") for f in report.files[0].checked)
+    with h5py.File(out, "a") as h5:
+        h5["events/contour/2"][0, 0] += 1
+        name = next(iter(h5["events/trace"]))
+        h5["events/trace"][name][1, 5] += 1
+    problems = dcbulk.verify(out, src, client=client).problems
+    assert len(problems) == 2, problems
+    assert any("contour 2 differs" in p for p in problems)
+    assert any(f"feature 'trace/{name}'" in p and "first: event 1" in p for p in problems)
