@@ -47,16 +47,20 @@ def summary(request):
         print(f"\n{line}", flush=True)
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory, client):
-    """Seven good sources and their clean conversion (the reference for every fault)."""
-    root = tmp_path_factory.mktemp("faults") / "archive"
-    good = make_archive(root, 7, events=(150, 600), seed=21, compression="none",
+def _archive_and_clean(base: Path, client, n_files: int, events: tuple[int, int], seed: int):
+    root = base / "archive"
+    good = make_archive(root, n_files, events=events, seed=seed, compression="none",
                         image_shape=(60, 120))
-    clean = root.parent / "clean"
+    clean = base / "clean"
     report = convert_archive([root], clean, client=client)
     assert report.ok and report.count("done") == len(good)
     return root, sorted(good), clean
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, client):
+    """Seven good sources and their clean conversion (the reference for every fault)."""
+    return _archive_and_clean(tmp_path_factory.mktemp("faults"), client, 7, (150, 600), 21)
 
 
 def _event_data(path: Path) -> dict[str, np.ndarray]:
@@ -138,12 +142,8 @@ def kill_workers(client, role: str, times: int, stop: threading.Event) -> list[i
 @pytest.fixture(scope="module")
 def large(tmp_path_factory, client):
     """Three larger sources (encoded by encode tasks, not inline) and their clean conversion."""
-    root = tmp_path_factory.mktemp("faults-large") / "archive"
-    good = make_archive(root, 3, events=(2000, 2400), seed=22, compression="none",
-                        image_shape=(60, 120))
-    clean = root.parent / "clean"
-    assert convert_archive([root], clean, client=client).ok
-    return root, sorted(good), clean
+    return _archive_and_clean(tmp_path_factory.mktemp("faults-large"), client, 3, (2000, 2400),
+                              22)
 
 
 @pytest.mark.parametrize("role", ["encoder", "writer"])

@@ -262,17 +262,18 @@ def test_a_writer_retried_after_committing_its_output_is_not_a_failure(two, tmp_
     os.makedirs(dst)
     options = ArchiveOptions()
     first = convert_file(entry.path, out, options, overwrite=False)  # the attempt that died
-    assert "error" not in first
+    assert first.error is None
     retry = convert_file(entry.path, out, options, overwrite=False)
-    assert retry["error"].startswith("OutputExistsError")
+    assert retry.error.startswith("OutputExistsError")
+    st = os.stat(entry.path)
 
     class Done:
         def result(self):
-            return retry
+            return (st.st_size, st.st_mtime_ns, None, None), retry
 
     manifest = Manifest.load(dst)
     manifest.check_options(options.fingerprint_dict())
-    result = _settle(Done(), entry, out, manifest, {}, options)
+    result = _settle(Done(), entry, out, manifest, options)
     assert result.status == "done", result
     assert Manifest.load(dst).records[entry.relpath].status == "done"
     assert_features_equal(files[0], out)
