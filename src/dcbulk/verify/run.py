@@ -116,9 +116,9 @@ def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
     if pair.mapping is not None:
         return make_mapping(np.asarray(pair.mapping), info.n_events)
     if pair.filter:
-        from ..bulk.archive import _filter_mapping
+        from ..bulk.filetask import filter_mapping
         from ..filter_expr import parse_filter
-        return make_mapping(_filter_mapping(info, parse_filter(pair.filter)), info.n_events)
+        return make_mapping(filter_mapping(info, parse_filter(pair.filter)), info.n_events)
     return None
 
 
