@@ -2,6 +2,7 @@
 real kills and full disks is tests/test_faults.py."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -219,6 +220,60 @@ def test_symlink_loops_are_reported_and_a_glob_of_loops_only_is_an_error(tmp_pat
     assert "odd.rtdc is a directory" in text
     with pytest.raises(SourceNotFoundError, match="symbolic link loops"):
         discover_sources([str(root / "s*.rtdc")])
+
+
+def test_a_directory_of_symlink_loops_only_is_an_error_naming_each_loop(tmp_path, capsys):
+    loops = tmp_path / "loops"
+    loops.mkdir()
+    os.symlink("b.rtdc", loops / "a.rtdc")
+    os.symlink("a.rtdc", loops / "b.rtdc")
+    os.symlink(".", loops / "here")
+    with pytest.raises(SourceNotFoundError, match="symbolic link loops") as exc:
+        discover_sources([loops])
+    assert str(loops) in str(exc.value)
+    dst = tmp_path / "dst"
+    assert main(["convert", str(loops), "-o", str(dst), "-q"]) == EXIT_ERROR
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert captured.out == "" and len(err) == 4, err
+    assert err[0].endswith("a.rtdc: symbolic link loop") and err[1].endswith(
+        "b.rtdc: symbolic link loop") and "here" in err[2] and "walked already" in err[2], err
+    assert err[3].startswith("dcbulk: error: ") and str(loops) in err[3], err
+    # beside a usable source, too: a source that gives nothing is a mistake worth stopping for
+    good = tmp_path / "good"
+    good.mkdir()
+    make_rtdc(good / "g.rtdc", 10, seed=1, compression="none")
+    with pytest.raises(SourceNotFoundError, match=str(loops)):
+        discover_sources([good, loops])
+    # an empty directory is not an error (nothing to convert yet)
+    (tmp_path / "empty").mkdir()
+    assert discover_sources([tmp_path / "empty"]) == []
+
+
+def _failing_worker_preload(tmp_path: Path) -> dict:
+    """The environment of a dcbulk process whose local workers die while they start."""
+    preload = tmp_path / "die_on_start.py"
+    preload.write_text("import os\n\ndef dask_setup(worker):\n    os._exit(1)\n")
+    return {**os.environ, "DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)])}
+
+
+@pytest.mark.parametrize("command", ["convert", "verify"])
+def test_a_local_cluster_that_fails_to_start_is_one_line(two, tmp_path, command):
+    src, _files = two
+    dst = tmp_path / "dst"
+    if command == "verify":
+        assert main(["convert", str(src), "-o", str(dst), "-q", "--workers", "1"]) == EXIT_OK
+        argv = ["verify", str(dst), "--workers", "1"]
+    else:
+        argv = ["convert", str(src), "-o", str(dst), "-q", "--workers", "1"]
+    proc = subprocess.run([sys.executable, "-m", "dcbulk.cli", *argv], capture_output=True,
+                          text=True, timeout=180, env=_failing_worker_preload(tmp_path))
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == EXIT_ERROR and len(err) == 1, proc.stderr
+    assert err[0].startswith("dcbulk: error: ") and "failed to start" in err[0], err
+    log = err[0].rsplit("details in ", 1)[-1]
+    assert log.startswith(str(dst / "dcbulk-logs")) and os.path.isfile(log), err
+    assert "Nanny failed to start" in Path(log).read_text()
 
 
 def test_without_working_locks_a_live_run_of_this_host_is_still_refused(tmp_path, monkeypatch,

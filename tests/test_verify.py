@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 
 import h5py
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import dcbulk
-from dcbulk.bulk.archive import ArchiveOptions, convert_file
+from dcbulk.bulk.filetask import ArchiveOptions, convert_file
 from dcbulk.cli import main
 
 
@@ -39,6 +40,13 @@ def _cli(client, capsys, *args) -> tuple[int, list[str]]:
     return code, lines
 
 
+def _is_summary(line: str, files: int, equal: int, differ: int, problems: int) -> bool:
+    """Whether ``line`` is the summary line with these counts."""
+    head = (f"dcbulk verify: {files} file{'s' * (files != 1)}, {equal} equal, {differ} differ "
+            f"({problems} problem{'s' * (problems != 1)}) in ")
+    return line.startswith(head) and re.fullmatch(r"[0-9,]+\.[0-9] s", line[len(head):])
+
+
 def _problems(lines):
     return [ln for ln in lines if not ln.startswith("dcbulk verify:")]
 
@@ -46,7 +54,7 @@ def _problems(lines):
 def test_equal_output_verifies(client, capsys, pair, tmp_path):
     src, out = pair
     code, lines = _cli(client, capsys, out, "--against", src, "--report", tmp_path / "r.json")
-    assert code == 0 and _problems(lines) == [], lines
+    assert code == 0 and len(lines) == 1 and _is_summary(lines[0], 1, 1, 0, 0), lines
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["ok"] and doc["counts"] == {"files": 1, "equal": 1, "mismatched": 0,
                                            "problems": 0}
@@ -70,6 +78,7 @@ def test_flipped_byte_in_a_chunk_is_found(client, capsys, pair):
     problems = _problems(lines)
     assert code == 1 and len(problems) == 1, lines
     assert "feature 'image'" in problems[0] and "unreadable" in problems[0]
+    assert _is_summary(lines[-1], 1, 0, 1, 1), lines
 
 
 def test_flipped_byte_without_checksum_is_found_by_comparison(client, capsys, shared_data_dir,
@@ -118,7 +127,7 @@ def test_truncated_output_is_found(client, capsys, pair):
 
 def test_usage_errors(client, capsys, pair, tmp_path):
     _src, out = pair
-    assert main(["verify", str(out)]) == 2
+    assert main(["verify", str(out), "--features", "deform"]) == 2  # options come from its log
     assert main(["verify", str(tmp_path), "--against", str(out)]) == 2
     (tmp_path / "no-manifest").mkdir()
     assert main(["verify", str(tmp_path / "no-manifest"), "--scheduler",
@@ -136,7 +145,7 @@ def test_directory_through_the_manifest_with_filter(client, capsys, shared_data_
     assert dcbulk.convert_archive([src_dir], dst, filter="deform < 0.1", client=client,
                                   verify=True).ok
     code, lines = _cli(client, capsys, dst)
-    assert code == 0 and lines[-1].startswith("dcbulk verify: 2 files, 2 equal"), lines
+    assert code == 0 and len(lines) == 1 and _is_summary(lines[0], 2, 2, 0, 0), lines
     # an output that no longer matches its manifest record and its source
     out = dst / "cytoshot-test-data.rtdc"
     with h5py.File(out, "a") as h5:
@@ -146,6 +155,56 @@ def test_directory_through_the_manifest_with_filter(client, capsys, shared_data_
     assert code == 1 and len(problems) == 2, lines
     assert any("sha256 differs" in p for p in problems)
     assert any("feature 'deform'" in p and "first: event 0" in p for p in problems)
+    assert _is_summary(lines[-1], 2, 1, 1, 2), lines
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and captured.out == "", captured
+    return lines[0]
+
+
+def test_a_file_is_verified_against_the_source_and_options_of_its_provenance_log(
+        client, capsys, shared_data_dir, tmp_path):
+    src_dir = tmp_path / "archive"
+    src_dir.mkdir()
+    shutil.copy(shared_data_dir / "cytoshot-test-data.rtdc", src_dir)
+    dst = tmp_path / "dst"
+    # options that change the expected outputs: read back from the log, else nothing matches
+    assert dcbulk.convert_archive([src_dir], dst, filter="deform < 0.1", client=client,
+                                  features=["deform", "area_um", "image"]).ok
+    out = dst / "cytoshot-test-data.rtdc"
+    code, lines = _cli(client, capsys, out)
+    assert code == 0 and len(lines) == 1 and _is_summary(lines[0], 1, 1, 0, 0), lines
+    assert dcbulk.verify(out, client=client).ok  # the Python API does the same
+    with h5py.File(out, "a") as h5:
+        h5["events/area_um"][1] = -1.0
+    code, lines = _cli(client, capsys, out)
+    assert code == 1 and len(_problems(lines)) == 1, lines
+    assert "feature 'area_um'" in lines[0] and "first: event 1" in lines[0]
+    # its source is gone: one line, exit 3
+    os.unlink(src_dir / "cytoshot-test-data.rtdc")
+    assert main(["verify", str(out), "--scheduler", client.scheduler.address]) == 3
+    line = _one_error_line(capsys)
+    assert str(src_dir / "cytoshot-test-data.rtdc") in line and "gone" in line, line
+
+
+def test_a_file_without_a_provenance_log_is_a_usage_error(client, capsys, shared_data_dir,
+                                                          tmp_path):
+    src = shared_data_dir / "cytoshot-test-data.rtdc"  # written by its instrument, not dcbulk
+    assert main(["verify", str(src), "--scheduler", client.scheduler.address]) == 2
+    line = _one_error_line(capsys)
+    assert str(src) in line and "provenance" in line and "--against" in line, line
+    # an explicit event mapping is not in the log: it cannot be verified without it
+    out = tmp_path / "m.rtdc"
+    dcbulk.convert(src, out, client=client, mapping=np.arange(0, 40, 2))
+    assert main(["verify", str(out), "--scheduler", client.scheduler.address]) == 2
+    line = _one_error_line(capsys)
+    assert "mapping" in line and "--against" not in line, line
+    assert main(["verify", str(tmp_path / "none.rtdc"), "--scheduler",
+                 client.scheduler.address]) == 3
+    assert "none.rtdc" in _one_error_line(capsys)
 
 
 def test_python_api_with_mapping(client, shared_data_dir, tmp_path):
@@ -160,14 +219,14 @@ def test_python_api_with_mapping(client, shared_data_dir, tmp_path):
 
 
 def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir, tmp_path):
-    import dcbulk.bulk.archive as archive
+    import dcbulk.bulk.filetask as filetask
     src = str(shared_data_dir / "fmt-hdf5_cytoshot_extended-moments-features.rtdc")
     options = ArchiveOptions()
     good = convert_file(src, str(tmp_path / "good.rtdc"), options, overwrite=False,
                         verify=True)
     assert good.error is None and os.path.isfile(tmp_path / "good.rtdc")
 
-    real = archive.write_output
+    real = filetask.write_output
 
     def corrupting(plan, **kw):  # a writer that gets one value wrong
         summary = real(plan, **kw)
@@ -175,7 +234,7 @@ def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir,
             h5["events/per_ratio"][3] += 1
         return summary
 
-    monkeypatch.setattr(archive, "write_output", corrupting)
+    monkeypatch.setattr(filetask, "write_output", corrupting)
     bad = convert_file(src, str(tmp_path / "bad.rtdc"), options, overwrite=False, verify=True)
     assert bad.error.startswith("VerifyError: ")
     assert "feature 'per_ratio'" in bad.error and "first: event 3" in bad.error

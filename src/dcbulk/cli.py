@@ -105,10 +105,12 @@ def _parser() -> argparse.ArgumentParser:
                        "directory (pairs and options from its manifest). Exit status: 0 all "
                        "equal, 1 any mismatch, 2 usage, 3 error.")
     v.add_argument("output", metavar="OUT", help="output file or output directory")
-    v.add_argument("--against", metavar="SRC", help="the source of a single output file")
+    v.add_argument("--against", metavar="SRC", help="the source of a single output file "
+                   "(default: the source and options its provenance log names)")
     v.add_argument("--features", type=_csv, metavar="A,B",
-                   help="features the file was converted with (default: all)")
-    v.add_argument("--filter", metavar="EXPR", help="filter the file was converted with")
+                   help="with --against: features the file was converted with (default: all)")
+    v.add_argument("--filter", metavar="EXPR",
+                   help="with --against: filter the file was converted with")
     v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
     _add_cluster_args(v)
 
@@ -204,7 +206,7 @@ def _convert(ns, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     from .bulk import output_lock
     from .bulk.usage import check_memory_limit
-    from .cluster import job_script, open_client, setting
+    from .cluster import job_script, setting
     from .partials import clean_partials
     from .progress import ArchiveProgress
     from .runlog import LOG_DIRNAME, run_log
@@ -241,7 +243,7 @@ def _convert(ns, out=None, err=None) -> int:
             return _finish(ns, report, out)
         try:
             with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, \
-                    open_client(**_client_args(ns)) as (client, _cluster):
+                    _open_client(ns, log_path) as (client, _cluster):
                 if not ns.quiet:
                     print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
                           f"dashboard: {client.dashboard_link}", file=err, flush=True)
@@ -329,31 +331,50 @@ def _info(ns, out=None) -> int:
     return EXIT_OK
 
 
-def _verify(ns, out=None, err=None) -> int:
-    out, err = out or sys.stdout, err or sys.stderr
-    from .cluster import open_client
-    from .verify import verify
-    if ns.against is None and not os.path.isdir(ns.output):
-        print(f"dcbulk verify: error: {ns.output}: give --against SRC for a single file",
-              file=err)
-        return EXIT_USAGE
-    if ns.against is not None and os.path.isdir(ns.output):
-        print(f"dcbulk verify: error: {ns.output} is a directory; it is verified through its "
-              f"manifest, without --against", file=err)
-        return EXIT_USAGE
-    with open_client(**_client_args(ns)) as (client, _cluster):
-        report = verify(ns.output, ns.against, features=ns.features, filter=ns.filter,
-                        client=client)
+def _verify(ns, out=None) -> int:
+    out = out or sys.stdout
+    from .runlog import LOG_DIRNAME, run_log
+    from .verify import verify, verify_pairs
+    # what to compare, before any cluster starts (usage errors, missing sources)
+    pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
+    home = ns.output if os.path.isdir(ns.output) else os.path.dirname(os.path.abspath(ns.output))
+    with run_log(os.path.join(home, LOG_DIRNAME), kind="verify") as log_path, \
+            _open_client(ns, log_path) as (client, _cluster):
+        report = verify(pairs, client=client)
     if ns.report:
         with open(ns.report, "w", encoding="utf-8") as fd:
             json.dump(report.to_dict(), fd, indent=2, default=str)
     for line in report.problems:
         print(line, file=out)
     counts = report.to_dict()["counts"]
-    print(f"dcbulk verify: {counts['files']} files, {counts['equal']} equal, "
-          f"{counts['mismatched']} with {counts['problems']} problems "
+    print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
+          f"{counts['mismatched']} differ ({_plural(counts['problems'], 'problem')}) "
           f"in {report.wall_seconds:,.1f} s", file=out)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+@contextlib.contextmanager
+def _open_client(ns, log_path: str):
+    """:func:`dcbulk.cluster.open_client` for the CLI: a cluster that fails while it starts
+    (e.g. "Nanny failed to start") is one line naming the log file with the details."""
+    from .cluster import open_client
+    from .errors import ConfigError
+    with contextlib.ExitStack() as stack:
+        try:
+            opened = stack.enter_context(open_client(**_client_args(ns)))
+        except (DcbulkError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            import logging
+            logging.getLogger("dcbulk.cli").error("the cluster failed to start", exc_info=True,
+                                                  extra={"terminal": False})
+            raise ConfigError(f"the cluster failed to start ({type(exc).__name__}: "
+                              f"{one_line(exc, 300)}); details in {log_path}") from exc
+        yield opened
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,13 +2,14 @@
 on the terminal.
 
 :func:`run_log` sends the ``distributed`` (scheduler, nanny, client), ``tornado``, ``bokeh``
-and ``dcbulk`` loggers of this process to ``<directory>/convert-<UTC time>-<pid>.log`` and
+and ``dcbulk`` loggers of this process to ``<directory>/<kind>-<UTC time>-<pid>.log`` and
 makes every worker process that a local cluster (re)starts in the block run
 :func:`dask_setup` (a dask preload): its stdout and stderr go to the same file (Python
 tracebacks, HDF5's own messages), and it ignores SIGINT, so Ctrl-C of the process group stops
 the run through the client (which closes the cluster) instead of printing each worker's
 ``KeyboardInterrupt``. :func:`terminal_warnings` puts dcbulk's own warnings on the terminal,
-one line each, once.
+one line each, once (except records logged with ``extra={"terminal": False}``: those the
+command reports itself).
 Batch clusters (dask-jobqueue) keep their workers' logs where their job scripts put them.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from os import PathLike
@@ -41,8 +43,8 @@ class _Once(logging.Filter):
         self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "per_file", False):  # reported in the summary
-            return False
+        if getattr(record, "per_file", False) or not getattr(record, "terminal", True):
+            return False  # per-file failures: in the summary; terminal=False: told otherwise
         text = record.getMessage()
         if text in self.seen:
             return False
@@ -66,15 +68,33 @@ def terminal_warnings(stream=None) -> Iterator[None]:
         ours.removeHandler(handler)
 
 
-@contextlib.contextmanager
-def run_log(directory: str | PathLike) -> Iterator[str]:
-    """Send this run's logs to a new file in ``directory``; yield its path."""
-    import dask
-    os.makedirs(directory, exist_ok=True)
+def _log_file(directory: str | PathLike, kind: str) -> logging.FileHandler:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = os.path.join(os.path.abspath(os.fspath(directory)),
-                        f"convert-{stamp}-{os.getpid()}.log")
-    to_file = logging.FileHandler(path, encoding="utf-8")
+    name = f"{kind}-{stamp}-{os.getpid()}.log"
+    try:
+        os.makedirs(directory, exist_ok=True)
+        return logging.FileHandler(os.path.join(os.path.abspath(os.fspath(directory)), name),
+                                   encoding="utf-8")
+    except OSError:
+        if kind == "convert":  # its directory is the output directory: it must be writable
+            raise
+        # e.g. verifying a read-only archive: the log goes to the temporary directory
+        fallback = os.path.join(tempfile.gettempdir(), LOG_DIRNAME)
+        os.makedirs(fallback, exist_ok=True)
+        return logging.FileHandler(os.path.join(fallback, name), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def run_log(directory: str | PathLike, *, kind: str = "convert") -> Iterator[str]:
+    """Send this run's logs to a new file ``<kind>-<UTC time>-<pid>.log`` in ``directory``;
+    yield its path.
+
+    Runs other than ``convert`` (e.g. ``verify``) write their log to the temporary
+    directory's ``dcbulk-logs`` when ``directory`` cannot be written.
+    """
+    import dask
+    to_file = _log_file(directory, kind)
+    path = to_file.baseFilename
     to_file.setFormatter(logging.Formatter(
         "%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s"))
     import distributed  # noqa: F401  (sets up its loggers first, so they are replaced here)

@@ -2,12 +2,12 @@
 not record (adopted by their provenance log), and outputs that must not be replaced."""
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import OutputExistsError
+from ..verify.provenance import read_provenance
 from .manifest import Manifest
 from .sources import SourceEntry, output_path
 
@@ -25,16 +25,11 @@ def adopt_output(entry: SourceEntry, out: str, options: Mapping[str, Any], manif
     if not os.path.isfile(out):
         return False
     try:
-        import h5py
-        with h5py.File(out, "r") as h5:
-            logs = [k for k in h5.get("logs", {}) if k.startswith("dcbulk-convert")]
-            if not logs:
-                return False
-            doc = json.loads("\n".join(
-                line.decode() if isinstance(line, bytes) else str(line)
-                for line in h5["logs"][sorted(logs, key=len)[-1]][:]))
-            events = int(h5.attrs.get("experiment:event count", 0))
-    except (OSError, ValueError, KeyError):
+        doc = read_provenance(out)
+        if doc is None:
+            return False
+        events = int(doc.get("output events") or 0)
+    except (OSError, ValueError, KeyError, TypeError):
         return False
     st = os.stat(entry.path)
     if (doc.get("source") != entry.path or doc.get("options") != dict(options)

@@ -90,12 +90,16 @@ def _why(exc: OSError) -> str:
 
 
 def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
-          real_output: str | None) -> Iterator[tuple[str, str, str]]:
+          real_output: str | None, unusable: list[str] | None = None
+          ) -> Iterator[tuple[str, str, str]]:
     """Yield ``(path, relpath, realpath)`` of matching files below ``root``.
 
     Directories are visited in sorted order, each real directory once (symbolic links to
-    directories are followed, loops are cut). ``real_output`` is skipped entirely.
+    directories are followed, loops are cut). ``real_output`` is skipped entirely. Entries
+    that cannot be used (symbolic link loops, dangling links, unreadable entries) are
+    logged as warnings and appended to ``unusable``.
     """
+    unusable = [] if unusable is None else unusable
     seen_dirs: set[str] = {real_root}
     stack: list[tuple[str, str, str]] = [(root, real_root, "")]
     while stack:
@@ -116,6 +120,7 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
                 is_link = entry.is_symlink()
             except OSError as exc:
                 logger.warning("skipping %s: %s", entry.path, _why(exc))
+                unusable.append(entry.path)
                 continue
             if is_dir:
                 if _excluded(name, rel, exclude):
@@ -129,6 +134,9 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
                         logger.warning("skipping symbolic link %s: it leads to %s, which is "
                                        "walked already (a loop or a second link)",
                                        entry.path, real)
+                        if real_dir == real or real_dir.startswith(
+                                real.rstrip(os.sep) + os.sep):  # a loop (itself, a parent)
+                            unusable.append(entry.path)
                     continue
                 if fnmatchcase(name, include):
                     logger.warning("%s is a directory, not a file, although its name matches "
@@ -139,6 +147,7 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
                 if is_link:
                     if not entry.is_file():  # dangling link
                         logger.warning("skipping dangling symbolic link %s", entry.path)
+                        unusable.append(entry.path)
                         continue
                     real = os.path.realpath(entry.path)
                 else:
@@ -182,7 +191,8 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
     ------
     SourceNotFoundError
         Naming every path that does not exist, every pattern that matched nothing, and every
-        pattern that matched only unusable entries (symbolic link loops, sockets, ...).
+        pattern or directory that gave only unusable entries (symbolic link loops, dangling
+        links, sockets, ...); an empty directory is no error.
         Skipped links (loops, links to directories walked already) and directories whose
         name matches ``include`` are logged as warnings.
     PlanError
@@ -205,13 +215,17 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
         seen.add(real)
         found.append(SourceEntry(path=path, relpath=relpath, root=root))
 
-    def add_dir(directory: str, root: str, rel_prefix: str) -> None:
+    def add_dir(directory: str, root: str, rel_prefix: str) -> tuple[int, list[str]]:
+        """Add the files below ``directory``; return how many matched and the unusable."""
         real_dir = os.path.realpath(directory)
         if real_dir == real_output:
-            return
+            return 0, []
+        matched, unusable = 0, []
         for path, rel, real in _walk(directory, real_dir, include=include, exclude=exclude,
-                                     real_output=real_output):
+                                     real_output=real_output, unusable=unusable):
             add(path, rel_prefix + rel, root, real)
+            matched += 1
+        return matched, unusable
 
     for source in sources:
         start = len(found)
@@ -221,7 +235,10 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
             add(path, os.path.basename(path), os.path.dirname(path), os.path.realpath(path))
         elif os.path.isdir(text):
             root = os.path.abspath(text)
-            add_dir(root, root, "")
+            matched, unusable = add_dir(root, root, "")
+            if unusable and not matched:  # like a glob of loops: nothing to convert here
+                bad.append(f"{text} (holds only {len(unusable)} unusable entr"
+                           f"{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link loops)")
         elif _is_glob(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:

@@ -8,9 +8,10 @@ are independent (no h5py object travels; each opens its files by path), so dask 
 them over the workers; ``inline=True`` runs them in the calling process (used by
 ``convert --verify`` inside a converting worker).
 
-Pairs come from the caller (``output`` and ``against``) or, for an output directory, from
-its manifest: each finished record names its source, and the manifest's options
-(``features``, ``filter``) give the expected feature set and event mapping.
+Pairs come from the caller (``output`` and ``against``), from a file's provenance log
+(:mod:`.provenance`: its source and options) or, for an output directory, from its
+manifest: each finished record names its source, and the manifest's options (``features``,
+``filter``) give the expected feature set and event mapping.
 """
 from __future__ import annotations
 
@@ -20,13 +21,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import DcbulkError, ManifestError, PlanError
+from ..errors import DcbulkError, ManifestError, PlanError, UsageError
 from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
 from ..read.inspect import SourceInfo, inspect_source
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 
 __all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "verify", "verify_pair_inline",
-           "pairs_from_manifest", "TASK_BYTES"]
+           "verify_pairs", "pairs_from_manifest", "TASK_BYTES"]
 
 #: uncompressed output bytes one comparison task reads
 TASK_BYTES = 32 * 1024**2
@@ -98,7 +99,8 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
     output_dir = os.path.abspath(output_dir)
     manifest = Manifest.load(output_dir, read_only=True)
     if not os.path.isfile(manifest.path):
-        raise ManifestError(f"{output_dir}: no dcbulk manifest (verify a file with --against)")
+        raise ManifestError(f"{output_dir}: no dcbulk manifest; verify its files one at a "
+                            f"time")
     options = manifest.options or {}
     feats = options.get("features")
     pairs = []
@@ -202,16 +204,39 @@ def _metadata_task(pair: VerifyPair, meta: dict) -> list[str]:
     return problems
 
 
-def _as_pairs(output, against, features, mapping, filter) -> list[VerifyPair]:
+def verify_pairs(output, against=None, *, features=None, mapping=None,
+                 filter: str | None = None) -> list[VerifyPair]:
+    """What :func:`verify` checks: each output and what it must equal (cheap, no cluster).
+
+    A file with ``against`` pairs with that source and the given options; a file without it
+    with the source and options of its provenance log; a directory with the finished records
+    of its manifest.
+
+    Raises
+    ------
+    UsageError
+        For a directory with ``against``, options without ``against``, or a file whose
+        provenance log does not say what it must equal.
+    SourceNotFoundError
+        When the output, or the source its log names, does not exist.
+    ManifestError
+        For a directory without a readable manifest.
+    """
     output = os.fspath(output)
     if against is None:
-        if not os.path.isdir(output):
-            raise PlanError(f"{output}: give the source to verify against (against=...), or "
-                            f"an output directory with a manifest")
-        return pairs_from_manifest(output)
+        given = [name for name, value in (("features", features), ("mapping", mapping),
+                                          ("filter", filter)) if value is not None]
+        if given:
+            raise UsageError(f"{output}: {', '.join(given)} go with the source to verify "
+                             f"against (--against SRC); without it the options come from "
+                             f"the output's manifest or provenance log")
+        if os.path.isdir(output):
+            return pairs_from_manifest(output)
+        from .provenance import pair_from_provenance
+        return [pair_from_provenance(output)]
     if os.path.isdir(output):
-        raise PlanError(f"{output}: a directory is verified through its manifest, "
-                        f"without against=")
+        raise UsageError(f"{output} is a directory: it is verified through its manifest, "
+                         f"without --against (against=)")
     return [VerifyPair(output=os.path.abspath(output), source=os.path.abspath(os.fspath(against)),
                        features=tuple(features) if features else None, filter=filter,
                        mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()))]
@@ -236,12 +261,15 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     Parameters
     ----------
     output
-        An output file (with ``against``) or an output directory (pairs from its manifest).
+        An output file (with ``against``, else against the source and options its
+        provenance log names), an output directory (pairs from its manifest), or the
+        pairs of :func:`verify_pairs`.
     against
         The source of a single output file.
     features, mapping, filter
-        For a single file: the feature selection, event mapping (indices or boolean filter)
-        or filter expression it was converted with (default: all own features, all events).
+        With ``against``: the feature selection, event mapping (indices or boolean filter)
+        or filter expression the file was converted with (default: all own features, all
+        events).
     client
         A ``distributed.Client``; by default a LocalCluster (unless ``inline``).
     inline
@@ -254,11 +282,15 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
 
     Raises
     ------
-    PlanError, ManifestError
-        Bad arguments, or a directory without a readable manifest.
+    UsageError, SourceNotFoundError, ManifestError
+        As :func:`verify_pairs`.
     """
     t0 = time.perf_counter()
-    pairs = _as_pairs(output, against, features, mapping, filter)
+    if isinstance(output, (list, tuple)) and all(isinstance(p, VerifyPair) for p in output):
+        pairs = list(output)
+    else:
+        pairs = verify_pairs(output, against, features=features, mapping=mapping,
+                             filter=filter)
     report = VerifyReport()
     if inline:
         report.files = [verify_pair_inline(p) for p in pairs]

@@ -1,0 +1,90 @@
+"""The provenance log of an output (``logs/dcbulk-convert``), read back: its source and
+options, so that ``dcbulk verify OUT.rtdc`` needs no ``--against`` and a resumed run can
+adopt an output a killed run finished.
+
+:mod:`dcbulk.engine.finish` writes the log: one JSON document (indented, one log line per
+text line) naming the source (path, identifier, size, mtime, events) and the options. An
+output converted from a dcbulk output keeps its source's logs, so its own is the newest
+(``dcbulk-convert-<k>`` with the highest ``k``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from os import PathLike
+
+from ..errors import NotHDF5Error, SourceNotFoundError, UsageError
+
+__all__ = ["PROVENANCE_LOG", "read_provenance", "pair_from_provenance"]
+
+#: name of the log dcbulk adds to each output (further ones get ``-2``, ``-3``, ...)
+PROVENANCE_LOG = "dcbulk-convert"
+_NAME = re.compile(re.escape(PROVENANCE_LOG) + r"(?:-([0-9]+))?")
+
+
+def read_provenance(output: str | PathLike) -> dict | None:
+    """The newest dcbulk provenance document of ``output``; None when it has none.
+
+    Raises
+    ------
+    OSError
+        When ``output`` cannot be opened as an HDF5 file.
+    ValueError
+        When the newest log is not a JSON document.
+    """
+    import h5py
+    with h5py.File(output, "r", locking=False) as h5:
+        logs = h5.get("logs")
+        numbered = [] if logs is None else [
+            (int(m.group(1) or 1), name) for name in logs
+            if (m := _NAME.fullmatch(name)) is not None]
+        if not numbered:
+            return None
+        lines = logs[max(numbered)[1]][:]
+    doc = json.loads("\n".join(line.decode("utf-8") if isinstance(line, bytes) else str(line)
+                               for line in lines))
+    if not isinstance(doc, dict):
+        raise ValueError("the provenance log is not a JSON object")
+    return doc
+
+
+def pair_from_provenance(output: str | PathLike):
+    """The :class:`~dcbulk.verify.run.VerifyPair` of an output, from its provenance log.
+
+    Raises
+    ------
+    SourceNotFoundError
+        When ``output`` or the source its log names does not exist.
+    NotHDF5Error
+        When ``output`` cannot be read or its log is damaged.
+    UsageError
+        When the log does not say what the output must equal: no dcbulk log, an explicit
+        event mapping (not recorded), or features written from arrays (``store_features``).
+    """
+    from .run import VerifyPair
+    output = os.path.abspath(os.fspath(output))
+    if not os.path.isfile(output):
+        raise SourceNotFoundError(f"{output}: no such file")
+    try:
+        doc = read_provenance(output)
+    except (OSError, ValueError, KeyError) as exc:
+        raise NotHDF5Error(f"{output}: cannot read its provenance log ({exc})") from exc
+    if doc is None or not doc.get("source"):
+        raise UsageError(f"{output}: no dcbulk provenance log (logs/{PROVENANCE_LOG}) names "
+                         f"its source; give the source with --against SRC (API: against=)")
+    source, options = str(doc["source"]), doc.get("options") or {}
+    if options.get("store_features") or options.get("job"):
+        raise UsageError(f"{output}: written from computed arrays (store_features, a file "
+                         f"job), not converted from {source}: nothing it must equal")
+    if doc.get("mapped") and not options.get("filter"):
+        raise UsageError(f"{output}: converted with an explicit event mapping, which its "
+                         f"provenance log does not hold; verify it in Python with "
+                         f"dcbulk.verify(output, source, mapping=...)")
+    if not os.path.isfile(source):
+        raise SourceNotFoundError(f"{output}: its source {source} (named by its provenance "
+                                  f"log) is gone; give a copy with --against SRC")
+    features = options.get("features")
+    return VerifyPair(output=output, source=source,
+                      features=tuple(features) if features else None,
+                      filter=options.get("filter"))
