@@ -14,6 +14,7 @@ import pytest
 import dcbulk
 from dcbulk.bulk.filetask import ArchiveOptions, convert_file
 from dcbulk.cli import main
+from dcbulk.verify import verify_pairs
 
 
 @pytest.fixture(autouse=True, params=["file-tasks", "chunk-run-tasks"])
@@ -178,6 +179,13 @@ def test_a_file_is_verified_against_the_source_and_options_of_its_provenance_log
     code, lines = _cli(client, capsys, out)
     assert code == 0 and len(lines) == 1 and _is_summary(lines[0], 1, 1, 0, 0), lines
     assert dcbulk.verify(out, client=client).ok  # the Python API does the same
+    # an output of an output keeps its source's log too: its own (the newest) counts
+    again = tmp_path / "again.rtdc"
+    dcbulk.convert(out, again, client=client, features=["deform", "image"])
+    with h5py.File(again) as h5:
+        assert {"dcbulk-convert", "dcbulk-convert-2"} <= set(h5["logs"])
+    pair, = verify_pairs(again)
+    assert pair.source == str(out) and pair.features == ("deform", "image") and not pair.filter
     with h5py.File(out, "a") as h5:
         h5["events/area_um"][1] = -1.0
     code, lines = _cli(client, capsys, out)
