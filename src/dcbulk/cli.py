@@ -209,7 +209,7 @@ def _convert(ns, out=None, err=None) -> int:
     from .cluster import job_script, setting
     from .partials import clean_partials
     from .progress import ArchiveProgress
-    from .runlog import LOG_DIRNAME, run_log
+    from .runlog import LOG_DIRNAME, logged_client, run_log
     check_memory_limit(ns.memory_limit)
     if ns.command in ("condense", "split", "join"):
         convert_archive, kwargs = _mode_call(ns)
@@ -243,7 +243,7 @@ def _convert(ns, out=None, err=None) -> int:
             return _finish(ns, report, out)
         try:
             with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, \
-                    _open_client(ns, log_path) as (client, _cluster):
+                    logged_client(log_path, **_client_args(ns)) as (client, _cluster):
                 if not ns.quiet:
                     print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
                           f"dashboard: {client.dashboard_link}", file=err, flush=True)
@@ -333,13 +333,13 @@ def _info(ns, out=None) -> int:
 
 def _verify(ns, out=None) -> int:
     out = out or sys.stdout
-    from .runlog import LOG_DIRNAME, run_log
+    from .runlog import LOG_DIRNAME, logged_client, run_log
     from .verify import verify, verify_pairs
     # what to compare, before any cluster starts (usage errors, missing sources)
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
     home = ns.output if os.path.isdir(ns.output) else os.path.dirname(os.path.abspath(ns.output))
     with run_log(os.path.join(home, LOG_DIRNAME), kind="verify") as log_path, \
-            _open_client(ns, log_path) as (client, _cluster):
+            logged_client(log_path, **_client_args(ns)) as (client, _cluster):
         report = verify(pairs, client=client)
     if ns.report:
         with open(ns.report, "w", encoding="utf-8") as fd:
@@ -355,26 +355,6 @@ def _verify(ns, out=None) -> int:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
-
-
-@contextlib.contextmanager
-def _open_client(ns, log_path: str):
-    """:func:`dcbulk.cluster.open_client` for the CLI: a cluster that fails while it starts
-    (e.g. "Nanny failed to start") is one line naming the log file with the details."""
-    from .cluster import open_client
-    from .errors import ConfigError
-    with contextlib.ExitStack() as stack:
-        try:
-            opened = stack.enter_context(open_client(**_client_args(ns)))
-        except (DcbulkError, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            import logging
-            logging.getLogger("dcbulk.cli").error("the cluster failed to start", exc_info=True,
-                                                  extra={"terminal": False})
-            raise ConfigError(f"the cluster failed to start ({type(exc).__name__}: "
-                              f"{one_line(exc, 300)}); details in {log_path}") from exc
-        yield opened
 
 
 def main(argv: Sequence[str] | None = None) -> int:

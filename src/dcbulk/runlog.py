@@ -9,7 +9,8 @@ tracebacks, HDF5's own messages), and it ignores SIGINT, so Ctrl-C of the proces
 the run through the client (which closes the cluster) instead of printing each worker's
 ``KeyboardInterrupt``. :func:`terminal_warnings` puts dcbulk's own warnings on the terminal,
 one line each, once (except records logged with ``extra={"terminal": False}``: those the
-command reports itself).
+command reports itself). :func:`logged_client` opens the run's client so that a cluster that
+fails while it starts is one line naming the log file that holds its traceback.
 Batch clusters (dask-jobqueue) keep their workers' logs where their job scripts put them.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from collections.abc import Iterator
 from os import PathLike
 
-__all__ = ["LOG_DIRNAME", "dask_setup", "run_log", "terminal_warnings"]
+__all__ = ["LOG_DIRNAME", "dask_setup", "logged_client", "run_log", "terminal_warnings"]
 
 #: directory inside the output directory that holds the run logs
 LOG_DIRNAME = "dcbulk-logs"
@@ -126,6 +127,32 @@ def run_log(directory: str | PathLike, *, kind: str = "convert") -> Iterator[str
         ours.removeHandler(to_file)
         ours.setLevel(old_level)
         to_file.close()
+
+
+@contextlib.contextmanager
+def logged_client(log_path: str, **client_args) -> Iterator[tuple]:
+    """:func:`dcbulk.cluster.open_client` inside :func:`run_log`: a cluster that fails while
+    it starts (e.g. "Nanny failed to start") becomes one line naming ``log_path``, where its
+    traceback goes.
+
+    Raises
+    ------
+    ConfigError
+        For any failure while the client opens that is not a dcbulk error already.
+    """
+    from .cluster import open_client
+    from .errors import ConfigError, DcbulkError, one_line
+    with contextlib.ExitStack() as stack:
+        try:
+            opened = stack.enter_context(open_client(**client_args))
+        except DcbulkError:  # one line already (bad configuration, unreachable scheduler)
+            raise
+        except Exception as exc:
+            logging.getLogger(__name__).error("the cluster failed to start", exc_info=True,
+                                              extra={"terminal": False})
+            raise ConfigError(f"the cluster failed to start ({type(exc).__name__}: "
+                              f"{one_line(exc, 300)}); details in {log_path}") from exc
+        yield opened
 
 
 def dask_setup(worker) -> None:
