@@ -237,8 +237,9 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
             root = os.path.abspath(text)
             matched, unusable = add_dir(root, root, "")
             if unusable and not matched:  # like a glob of loops: nothing to convert here
-                bad.append(f"{text} (holds only {len(unusable)} unusable entr"
-                           f"{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link loops)")
+                bad.append(f"{text} (no file matching '{include}', {len(unusable)} unusable "
+                           f"entr{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link "
+                           f"loops)")
         elif _is_glob(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
