@@ -169,15 +169,18 @@ def _one_error_line(capsys) -> str:
 def test_a_file_is_verified_against_the_source_and_options_of_its_provenance_log(
         client, capsys, shared_data_dir, tmp_path):
     src_dir = tmp_path / "archive"
-    src_dir.mkdir()
-    shutil.copy(shared_data_dir / "cytoshot-test-data.rtdc", src_dir)
+    (src_dir / "day1").mkdir(parents=True)
+    shutil.copy(shared_data_dir / "cytoshot-test-data.rtdc", src_dir / "day1")
     dst = tmp_path / "dst"
     # options that change the expected outputs: read back from the log, else nothing matches
     assert dcbulk.convert_archive([src_dir], dst, filter="deform < 0.1", client=client,
                                   features=["deform", "area_um", "image"]).ok
-    out = dst / "cytoshot-test-data.rtdc"
+    out = dst / "day1" / "cytoshot-test-data.rtdc"
     code, lines = _cli(client, capsys, out)
     assert code == 0 and len(lines) == 1 and _is_summary(lines[0], 1, 1, 0, 0), lines
+    # the run's log goes to the output directory that holds the file
+    assert len(list(dst.glob("dcbulk-logs/verify-*.log"))) == 1
+    assert not (dst / "day1" / "dcbulk-logs").exists()
     assert dcbulk.verify(out, client=client).ok  # the Python API does the same
     # an output of an output keeps its source's log too: its own (the newest) counts
     again = tmp_path / "again.rtdc"
@@ -192,10 +195,10 @@ def test_a_file_is_verified_against_the_source_and_options_of_its_provenance_log
     assert code == 1 and len(_problems(lines)) == 1, lines
     assert "feature 'area_um'" in lines[0] and "first: event 1" in lines[0]
     # its source is gone: one line, exit 3
-    os.unlink(src_dir / "cytoshot-test-data.rtdc")
+    os.unlink(src_dir / "day1" / "cytoshot-test-data.rtdc")
     assert main(["verify", str(out), "--scheduler", client.scheduler.address]) == 3
     line = _one_error_line(capsys)
-    assert str(src_dir / "cytoshot-test-data.rtdc") in line and "gone" in line, line
+    assert str(src_dir / "day1" / "cytoshot-test-data.rtdc") in line and "gone" in line, line
 
 
 def test_a_file_without_a_provenance_log_is_a_usage_error(client, capsys, shared_data_dir,

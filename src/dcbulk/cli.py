@@ -333,12 +333,11 @@ def _info(ns, out=None) -> int:
 
 def _verify(ns, out=None) -> int:
     out = out or sys.stdout
-    from .runlog import LOG_DIRNAME, logged_client, run_log
+    from .runlog import log_dir_for, logged_client, run_log
     from .verify import verify, verify_pairs
     # what to compare, before any cluster starts (usage errors, missing sources)
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
-    home = ns.output if os.path.isdir(ns.output) else os.path.dirname(os.path.abspath(ns.output))
-    with run_log(os.path.join(home, LOG_DIRNAME), kind="verify") as log_path, \
+    with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
             logged_client(log_path, **_client_args(ns)) as (client, _cluster):
         report = verify(pairs, client=client)
     if ns.report:

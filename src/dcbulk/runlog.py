@@ -25,7 +25,8 @@ import time
 from collections.abc import Iterator
 from os import PathLike
 
-__all__ = ["LOG_DIRNAME", "dask_setup", "logged_client", "run_log", "terminal_warnings"]
+__all__ = ["LOG_DIRNAME", "dask_setup", "log_dir_for", "logged_client", "run_log",
+           "terminal_warnings"]
 
 #: directory inside the output directory that holds the run logs
 LOG_DIRNAME = "dcbulk-logs"
@@ -67,6 +68,23 @@ def terminal_warnings(stream=None) -> Iterator[None]:
         yield
     finally:
         ours.removeHandler(handler)
+
+
+def log_dir_for(path: str | PathLike) -> str:
+    """Where the log of a run on ``path`` goes: a directory's ``dcbulk-logs``; for a file,
+    that of the nearest enclosing output directory (one with a manifest), else beside it."""
+    from .bulk.manifest import MANIFEST_NAME
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        return os.path.join(path, LOG_DIRNAME)
+    here = os.path.dirname(path)
+    while True:
+        if os.path.isfile(os.path.join(here, MANIFEST_NAME)):
+            return os.path.join(here, LOG_DIRNAME)
+        parent = os.path.dirname(here)
+        if parent == here:
+            return os.path.join(os.path.dirname(path), LOG_DIRNAME)
+        here = parent
 
 
 def _log_file(directory: str | PathLike, kind: str) -> logging.FileHandler:
