@@ -479,6 +479,12 @@ def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path,
     assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
     assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
     assert "3 skipped" in capsys.readouterr().out
+    assert main(["condense", str(small_archive), "-o", str(tmp_path / "cf"),
+                 "--filter", "area_um > 20", *cluster]) == 0
+    with h5py.File(small_archive / "a.rtdc") as src, h5py.File(tmp_path / "cf/a.rtdc") as h5:
+        np.testing.assert_array_equal(h5["events/area_um"][:],
+                                      src["events/area_um"][:][src["events/area_um"][:] > 20])
+    capsys.readouterr()
     assert main(["join", str(out), "-o", str(tmp_path / "x.rtdc"), *cluster]) == 3
     err = capsys.readouterr().err.strip()
     assert err == "dcbulk: error: join needs at least two input files, got 1"
