@@ -122,8 +122,12 @@ def job_error(source: str, output: str, text: str) -> dict:
 
 
 def job_result(info: SourceInfo, output: str, report, t0: float, *,
-               checksum: bool = True) -> dict:
-    """What a file job hands back to ``convert_archive`` (as ``convert_file`` does)."""
+               checksum: bool = False) -> dict:
+    """What a file job hands back to ``convert_archive`` (as ``convert_file`` does).
+
+    ``checksum``: also the output's SHA-256 (a full read; the manifest records output
+    checksums only with verification, which the modes' file jobs do not run).
+    """
     st = os.stat(info.path)
     stored = sum(f["stored_bytes"] for f in report.features.values())
     return {"events": report.events, "bytes_out": report.bytes_out,

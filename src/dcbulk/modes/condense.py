@@ -76,10 +76,12 @@ class CondenseJob:
     stored chunks copied as stored, small files encoded by their writer task). Otherwise,
     or with ``ancillary``, the scalar features are read as dask arrays and stored with
     ``store_features`` (one writer, encoding on the workers), with ``index`` written as
-    ``1..n`` as dclab does and the ancillary features computed by dclab on this worker. With a filter (``options.filter``) the output holds the matching events
-    only, as dclab's export of a filtered dataset: their scalar values, a basin to the
-    source carrying the mapping (so the source's images, masks and traces of exactly
-    these events stay reachable) and a new run identifier.
+    ``1..n`` as dclab does and the ancillary features computed by dclab on this worker.
+    With a filter (``options.filter``) the output holds the matching events only, as
+    dclab's export of a filtered dataset: their scalar values (``index`` renumbered), a
+    basin to the source carrying the mapping (so the source's images, masks and traces of
+    exactly these events stay reachable) and a new run identifier. The ``dcbulk-condense``
+    log carries what resume needs to adopt an output a killed run could not record.
     """
 
     def __init__(self, *, ancillary: bool = False):
@@ -116,7 +118,7 @@ class CondenseJob:
         return arrays
 
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
+                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = False
                  ) -> dict:
         from distributed import worker_client
         t0 = time.perf_counter()

@@ -76,7 +76,7 @@ class ReprocessJob:
         return read_features(info.path, names, chunks_per_block=CHUNKS_PER_BLOCK)
 
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
+                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = False
                  ) -> dict:
         from distributed import worker_client
         t0 = time.perf_counter()
