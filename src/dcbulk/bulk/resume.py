@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import OutputExistsError
-from ..verify.provenance import read_provenance
+from ..verify.provenance import provenance_docs
 from .manifest import Manifest
 from .sources import SourceEntry, output_path
 
@@ -19,21 +19,26 @@ def adopt_output(entry: SourceEntry, out: str, options: Mapping[str, Any], manif
     """Record an output that a killed run finished but could not enter in the manifest.
 
     Outputs appear under their final name only when complete (atomic rename), so an output
-    whose provenance log names this source (path, size, mtime) and these ``options`` (the
-    fingerprint dict) is a finished result. With ``record`` False (dry runs) nothing is written.
+    one of whose ``dcbulk-*`` logs names this source (path, size, mtime) and these
+    ``options`` (the fingerprint dict) is a finished result: the engine's ``dcbulk-convert``
+    log or the log of a file job of :mod:`dcbulk.modes` (see
+    :func:`dcbulk.modes.common.provenance`). With ``record`` False (dry runs) nothing is
+    written.
     """
     if not os.path.isfile(out):
         return False
     try:
-        doc = read_provenance(out)
-        if doc is None:
-            return False
-        events = int(doc.get("output events") or 0)
-    except (OSError, ValueError, KeyError, TypeError):
+        import h5py
+        with h5py.File(out, "r") as h5:
+            docs = [doc for doc in provenance_docs(h5).values() if doc is not None]
+            events = int(h5.attrs.get("experiment:event count", 0))
+    except (OSError, ValueError, KeyError):
         return False
     st = os.stat(entry.path)
-    if (doc.get("source") != entry.path or doc.get("options") != dict(options)
-            or doc.get("source size") != st.st_size or doc.get("source mtime") != st.st_mtime):
+    doc = next((d for d in docs if d.get("source") == entry.path
+                and d.get("options") == dict(options) and d.get("source size") == st.st_size
+                and d.get("source mtime") == st.st_mtime), None)
+    if doc is None:
         return False
     if not record:
         return True

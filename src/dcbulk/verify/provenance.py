@@ -16,11 +16,28 @@ from os import PathLike
 
 from ..errors import NotHDF5Error, SourceNotFoundError, UsageError
 
-__all__ = ["PROVENANCE_LOG", "read_provenance", "pair_from_provenance"]
+__all__ = ["PROVENANCE_LOG", "provenance_docs", "read_provenance", "pair_from_provenance"]
 
 #: name of the log dcbulk adds to each output (further ones get ``-2``, ``-3``, ...)
 PROVENANCE_LOG = "dcbulk-convert"
 _NAME = re.compile(re.escape(PROVENANCE_LOG) + r"(?:-([0-9]+))?")
+
+
+def provenance_docs(h5) -> dict[str, dict | None]:
+    """The JSON documents of the ``dcbulk-*`` logs of an open output, by log name: the
+    engine's ``dcbulk-convert`` provenance and the modes' logs (e.g. ``dcbulk-condense``);
+    None for a log that is not a JSON object. Other logs are left out."""
+    docs: dict[str, dict | None] = {}
+    for name, ds in h5.get("logs", {}).items():
+        if not name.startswith("dcbulk-"):
+            continue
+        try:
+            doc = json.loads("\n".join(line.decode("utf-8") if isinstance(line, bytes)
+                                       else str(line) for line in ds[:]))
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        docs[name] = doc if isinstance(doc, dict) else None
+    return docs
 
 
 def read_provenance(output: str | PathLike) -> dict | None:
@@ -31,22 +48,20 @@ def read_provenance(output: str | PathLike) -> dict | None:
     OSError
         When ``output`` cannot be opened as an HDF5 file.
     ValueError
-        When the newest log is not a JSON document.
+        When the newest log is not a JSON object (an older one is not used instead: it may
+        be the log of the source's own conversion).
     """
     import h5py
     with h5py.File(output, "r", locking=False) as h5:
-        logs = h5.get("logs")
-        numbered = [] if logs is None else [
-            (int(m.group(1) or 1), name) for name in logs
-            if (m := _NAME.fullmatch(name)) is not None]
-        if not numbered:
-            return None
-        lines = logs[max(numbered)[1]][:]
-    doc = json.loads("\n".join(line.decode("utf-8") if isinstance(line, bytes) else str(line)
-                               for line in lines))
-    if not isinstance(doc, dict):
-        raise ValueError("the provenance log is not a JSON object")
-    return doc
+        docs = provenance_docs(h5)
+    numbered = [(int(m.group(1) or 1), name) for name in docs
+                if (m := _NAME.fullmatch(name)) is not None]
+    if not numbered:
+        return None
+    name = max(numbered)[1]
+    if docs[name] is None:
+        raise ValueError(f"its log '{name}' is not a JSON object")
+    return docs[name]
 
 
 def pair_from_provenance(output: str | PathLike):
@@ -75,8 +90,9 @@ def pair_from_provenance(output: str | PathLike):
                          f"its source; give the source with --against SRC (API: against=)")
     source, options = str(doc["source"]), doc.get("options") or {}
     if options.get("store_features") or options.get("job"):
-        raise UsageError(f"{output}: written from computed arrays (store_features, a file "
-                         f"job), not converted from {source}: nothing it must equal")
+        raise UsageError(f"{output}: made by a dcbulk mode (condense, split, join, reprocess) "
+                         f"or store_features, not converted from {source}; its log does not "
+                         f"say what it must equal")
     if doc.get("mapped") and not options.get("filter"):
         raise UsageError(f"{output}: converted with an explicit event mapping, which its "
                          f"provenance log does not hold; verify it in Python with "
