@@ -216,6 +216,12 @@ def test_a_file_without_a_provenance_log_is_a_usage_error(client, capsys, shared
     assert main(["verify", str(tmp_path / "none.rtdc"), "--scheduler",
                  client.scheduler.address]) == 3
     assert "none.rtdc" in _one_error_line(capsys)
+    # a condensed output is no conversion of its source: its log says so
+    from dcbulk.modes import condense
+    assert condense([src], tmp_path / "cond", client=client).ok
+    assert main(["verify", str(tmp_path / "cond" / src.name), "--scheduler",
+                 client.scheduler.address]) == 2
+    assert "made by a dcbulk mode" in _one_error_line(capsys)
 
 
 def test_python_api_with_mapping(client, shared_data_dir, tmp_path):
