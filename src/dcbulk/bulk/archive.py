@@ -20,7 +20,7 @@ from ..codec import parse_compression
 from ..engine.report import Report
 from ..errors import OutputExistsError, PlanError, UsageError, describe_failure
 from ..filter_expr import parse_filter
-from .filetask import INLINE_BYTES, ArchiveOptions, convert_file, filter_mapping, run_file_job
+from .filetask import INLINE_BYTES, ArchiveOptions, convert_file, run_file_job
 from .lock import output_lock
 from .manifest import Manifest
 from .resume import adopt_output, refuse_overwrite
@@ -31,8 +31,6 @@ __all__ = ["FileResult", "ArchiveReport", "convert_archive",
            # the file task (:mod:`.filetask`), importable from here as before
            "ArchiveOptions", "INLINE_BYTES", "convert_file", "run_file_job"]
 
-#: the old private name, still imported by :mod:`dcbulk.modes.common`
-_filter_mapping = filter_mapping
 
 logger = logging.getLogger(__name__)
 

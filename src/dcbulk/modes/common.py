@@ -110,10 +110,10 @@ def event_filter(info: SourceInfo, text: str | None) -> np.ndarray | None:
 
     Evaluated exactly as ``convert_archive`` evaluates it (its own helper).
     """
-    from ..bulk.archive import _filter_mapping
+    from ..bulk.filetask import filter_mapping
     from ..filter_expr import parse_filter
     expr = parse_filter(text)
-    return None if expr is None else np.asarray(_filter_mapping(info, expr), dtype=bool)
+    return None if expr is None else np.asarray(filter_mapping(info, expr), dtype=bool)
 
 
 def job_error(source: str, output: str, text: str) -> dict:
