@@ -479,6 +479,12 @@ def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path,
     assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
     assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
     assert "3 skipped" in capsys.readouterr().out
+    assert main(["condense", str(small_archive), "-o", str(tmp_path / "cf"),
+                 "--filter", "area_um > 20", *cluster]) == 0
+    with h5py.File(small_archive / "a.rtdc") as src, h5py.File(tmp_path / "cf/a.rtdc") as h5:
+        np.testing.assert_array_equal(h5["events/area_um"][:],
+                                      src["events/area_um"][:][src["events/area_um"][:] > 20])
+    capsys.readouterr()
     assert main(["join", str(out), "-o", str(tmp_path / "x.rtdc"), *cluster]) == 3
     err = capsys.readouterr().err.strip()
     assert err == "dcbulk: error: join needs at least two input files, got 1"
@@ -499,3 +505,97 @@ def test_readme_reprocess_example_runs(small_archive, tmp_path, client):
         with h5py.File(res.source) as src, h5py.File(res.output) as dst:
             np.testing.assert_array_equal(dst["events/userdef1"][:],
                                           src["events/image"][:].mean(axis=(1, 2)))
+
+
+# -- follow-up of issue 12: condense --filter, one run-identifier rule, adoption -------------
+
+def test_condense_filter_keeps_the_matching_events_with_a_mapped_basin(small_archive, tmp_path,
+                                                                       client):
+    """As dclab-condense of a filtered dataset: the kept events' scalars, the rest via basin."""
+    from dcbulk.read.identifier import filtered_run_identifier
+    report = dcbulk.modes.condense([small_archive], tmp_path / "out", filter="area_um > 20",
+                                   client=client)
+    assert report.ok and report.count("done") == 3, [f.error for f in report.failed]
+    other = tmp_path / "cwd"
+    other.mkdir()
+    for res in report.files:
+        with open_dclab(res.source) as sds:
+            mask = np.asarray(sds["area_um"]) > 20
+            assert 0 < mask.sum() < len(mask)
+            src_id = sds.get_measurement_identifier()
+            image = np.asarray(sds["image"][:])[mask]
+            innate = {f for f in sds.features_innate if dclab.dfn.scalar_feature_exists(f)}
+            with h5py.File(res.output) as out:
+                names = {n for n in out["events"] if not n.startswith("basinmap")}
+                assert names >= innate | {"index"}, sorted(innate - names)
+                assert all(out["events"][n].ndim == 1 for n in names)
+                for name in names - {"index"}:  # dclab's values of the kept events
+                    np.testing.assert_array_equal(out["events"][name][:],
+                                                  np.asarray(sds[name])[mask], err_msg=name)
+                # renumbered, as dclab's writer enumerates the index of a filtered export
+                np.testing.assert_array_equal(out["events/index"][:],
+                                              np.arange(1, mask.sum() + 1))
+                ident = out.attrs["experiment:run identifier"]
+        assert ident == filtered_run_identifier(src_id, np.flatnonzero(mask), mask.size)
+        with elsewhere(other):  # the rest through the mapped basin to the source
+            with open_dclab(res.output) as ds:
+                assert len(ds) == mask.sum()
+                np.testing.assert_array_equal(ds["image"][:], image)
+            got = dcnum_features(res.output, ["image", "deform"])
+            np.testing.assert_array_equal(got["image"], image)
+        assert_verify_adds_nothing(res.source, res.output)
+
+
+def _run_id(path) -> str:
+    with h5py.File(path) as h5:
+        return h5.attrs["experiment:run identifier"]
+
+
+def test_one_run_identifier_rule_for_convert_split_and_join(split_source, tmp_path, client):
+    from dcbulk.read.identifier import filtered_run_identifier
+    with h5py.File(split_source) as h5:
+        src_id = get_measurement_identifier(h5, compat="dclab")
+    pieces = dcbulk.modes.split([split_source], tmp_path / "p", events_per_file=100,
+                                include_empty_boundary_images=True, client=client)
+    assert pieces.count("done") == 3
+    conv = dcbulk.convert(split_source, tmp_path / "c.rtdc", mapping=np.arange(100, 200),
+                          client=client)
+    want = filtered_run_identifier(src_id, np.arange(100, 200), 250)
+    assert re.fullmatch(re.escape(src_id) + "_dcb-[0-9a-f]{7}", want)
+    # the same events of the same source: the same identifier, whichever mode made them
+    assert _run_id(tmp_path / "p" / "long_0002.rtdc") == _run_id(conv.output) == want
+    inputs = sorted(f.output for f in pieces.files)
+    first = _run_id(inputs[0])
+    made = [dcbulk.modes.join(inputs, tmp_path / f"j{k}.rtdc", client=client) for k in (1, 2)]
+    ids = {_run_id(r.files[0].output) for r in made}
+    assert len(ids) == 1  # reproducible
+    assert re.fullmatch(re.escape(first) + "_dcb-[0-9a-f]{7}", ids.pop())
+    filtered = dcbulk.modes.join(inputs, tmp_path / "jf.rtdc", filter="deform < 0.05",
+                                 client=client)
+    assert _run_id(filtered.files[0].output) != _run_id(made[0].files[0].output)
+
+
+def test_mode_outputs_committed_but_not_recorded_are_adopted(small_archive, tmp_path, client):
+    """A kill between an output's final rename and its manifest record loses nothing."""
+    from dcbulk.bulk.manifest import MANIFEST_NAME
+    runs = {
+        "condense": lambda out: dcbulk.modes.condense([small_archive], out, client=client),
+        "condense-filter": lambda out: dcbulk.modes.condense(
+            [small_archive], out, filter="area_um > 20", client=client),
+        "reprocess": lambda out: dcbulk.reprocess([small_archive], out, image_mean,
+                                                  client=client),
+    }
+    for name, run in runs.items():
+        out = tmp_path / name
+        assert run(out).count("done") == 3, name
+        stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.rtdc")}
+        manifest = out / MANIFEST_NAME
+        lines = manifest.read_bytes().splitlines(keepends=True)
+        manifest.write_bytes(b"".join(ln for ln in lines if b'"relpath"' not in ln))
+        again = run(out)
+        assert [(f.status, f.reason) for f in again.files] == \
+            [("skipped", "finished (found by its provenance log)")] * 3, \
+            (name, [(f.status, f.reason, f.error) for f in again.files])
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*.rtdc")} == stamps
+        # and now recorded: the next run skips them by the manifest
+        assert [(f.status, f.reason) for f in run(out).files] == [("skipped", "finished")] * 3

@@ -14,31 +14,48 @@ from .sources import SourceEntry, output_path
 __all__ = ["adopt_output", "refuse_overwrite"]
 
 
+def _provenance_docs(h5) -> list[dict]:
+    """The JSON documents of an output's ``dcbulk-*`` logs (the engine's ``dcbulk-convert``
+    provenance and the modes' logs, e.g. ``dcbulk-condense``); other logs are skipped."""
+    docs = []
+    for name, ds in h5.get("logs", {}).items():
+        if not name.startswith("dcbulk-"):
+            continue
+        try:
+            doc = json.loads("\n".join(line.decode() if isinstance(line, bytes) else str(line)
+                                       for line in ds[:]))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(doc, dict):
+            docs.append(doc)
+    return docs
+
+
 def adopt_output(entry: SourceEntry, out: str, options: Mapping[str, Any], manifest: Manifest,
                  *, record: bool = True) -> bool:
     """Record an output that a killed run finished but could not enter in the manifest.
 
     Outputs appear under their final name only when complete (atomic rename), so an output
-    whose provenance log names this source (path, size, mtime) and these ``options`` (the
-    fingerprint dict) is a finished result. With ``record`` False (dry runs) nothing is written.
+    one of whose ``dcbulk-*`` logs names this source (path, size, mtime) and these
+    ``options`` (the fingerprint dict) is a finished result: the engine's ``dcbulk-convert``
+    log or the log of a file job of :mod:`dcbulk.modes` (see
+    :func:`dcbulk.modes.common.provenance`). With ``record`` False (dry runs) nothing is
+    written.
     """
     if not os.path.isfile(out):
         return False
     try:
         import h5py
         with h5py.File(out, "r") as h5:
-            logs = [k for k in h5.get("logs", {}) if k.startswith("dcbulk-convert")]
-            if not logs:
-                return False
-            doc = json.loads("\n".join(
-                line.decode() if isinstance(line, bytes) else str(line)
-                for line in h5["logs"][sorted(logs, key=len)[-1]][:]))
+            docs = _provenance_docs(h5)
             events = int(h5.attrs.get("experiment:event count", 0))
     except (OSError, ValueError, KeyError):
         return False
     st = os.stat(entry.path)
-    if (doc.get("source") != entry.path or doc.get("options") != dict(options)
-            or doc.get("source size") != st.st_size or doc.get("source mtime") != st.st_mtime):
+    doc = next((d for d in docs if d.get("source") == entry.path
+                and d.get("options") == dict(options) and d.get("source size") == st.st_size
+                and d.get("source mtime") == st.st_mtime), None)
+    if doc is None:
         return False
     if not record:
         return True

@@ -1,9 +1,9 @@
-"""What the modes share: function identities, derived run identifiers, file-job results.
+"""What the modes share: function identities, provenance logs, file-job results.
 
 Hand-written because no library does it: a stable identity of a Python function's *code*
 (``pickle``/``cloudpickle`` bytes change with unrelated globals and Python versions;
-``inspect.getsource`` fails for functions defined interactively), and the community's rule
-that outputs whose events differ from their source get a new run identifier.
+``inspect.getsource`` fails for functions defined interactively). The run identifier of
+outputs whose events differ from their source's is :mod:`dcbulk.read.identifier`'s.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ..read.inspect import SourceInfo
 #: engine's task size), so a file's features are a few read tasks, not one per 1 MiB chunk
 CHUNKS_PER_BLOCK = 16
 
-__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "derived_identifier", "event_filter",
+__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "provenance", "event_filter",
            "job_error", "job_result", "scalar_features",
            "attrs_of", "logs_of", "tables_of"]
 
@@ -81,14 +81,17 @@ def func_identity(func: Callable) -> dict:
     return {"name": name, "code": digest.hexdigest()[:16]}
 
 
-def derived_identifier(identifier: str | None, tag: str, *parts) -> str:
-    """A new run identifier for an output whose events differ from its source's.
+def provenance(info: SourceInfo, options) -> dict:
+    """What a mode's log records so that its output can be adopted on resume.
 
-    dclab appends ``_dclab-<7 random hex>``, dcnum ``_dcn-<7 hex>``; dcbulk appends
-    ``_dcbulk-<tag>-<7 hex of the parts>``, so re-runs give the same identifier.
+    The keys :func:`~dcbulk.bulk.resume.adopt_output` checks (as in the engine's
+    ``dcbulk-convert`` log): the source's path, size and mtime and the archive's options
+    (``options``: its :class:`~dcbulk.bulk.archive.ArchiveOptions`), so an output that a
+    killed run renamed into place but could not record is taken as finished.
     """
-    digest = hashlib.sha256(repr((identifier, tag) + parts).encode()).hexdigest()[:7]
-    return f"{identifier or 'unknown'}_dcbulk-{tag}-{digest}"
+    return {"source": info.path, "source identifier": info.identifier,
+            "source size": info.size, "source mtime": info.mtime,
+            "options": options.fingerprint_dict()}
 
 
 def scalar_features(info: SourceInfo) -> list[str]:
@@ -119,8 +122,12 @@ def job_error(source: str, output: str, text: str) -> dict:
 
 
 def job_result(info: SourceInfo, output: str, report, t0: float, *,
-               checksum: bool = True) -> dict:
-    """What a file job hands back to ``convert_archive`` (as ``convert_file`` does)."""
+               checksum: bool = False) -> dict:
+    """What a file job hands back to ``convert_archive`` (as ``convert_file`` does).
+
+    ``checksum``: also the output's SHA-256 (a full read; the manifest records output
+    checksums only with verification, which the modes' file jobs do not run).
+    """
     st = os.stat(info.path)
     stored = sum(f["stored_bytes"] for f in report.features.values())
     return {"events": report.events, "bytes_out": report.bytes_out,

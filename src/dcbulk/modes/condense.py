@@ -2,7 +2,9 @@
 
 As ``dclab-condense``: the scalar features a file provides (its own and those of its basins;
 no image, mask, trace or contour), its metadata, logs, tables and basins, plus a file basin
-pointing back to the source so that images, masks and traces stay reachable. With
+pointing back to the source so that images, masks and traces stay reachable. With a filter
+only the matching events are kept, as dclab exports a filtered dataset (the basins then
+carry the mapping, and the run identifier gets dcbulk's suffix for derived events). With
 ``ancillary`` dclab's ancillary scalar features (e.g. ``volume``, ``bright_perc_10``) are
 computed on the workers by dclab (an optional dependency, ``pip install dcbulk[dclab]``).
 
@@ -19,13 +21,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..bulk import ArchiveReport, convert_archive, convert_file
+from ..bulk import ArchiveReport, convert_archive
 from ..bulk.archive import INLINE_BYTES
-from ..engine import read_features, store_features
-from ..errors import DcbulkError, PlanError
-from ..plan import ExtraMetadata
+from ..codec import parse_compression
+from ..engine import read_features, store_features, write_output
+from ..errors import DcbulkError, PlanError, describe_failure, is_no_space
+from ..plan import ExtraMetadata, plan_conversion
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, job_error, job_result, scalar_features
+from .common import (CHUNKS_PER_BLOCK, event_filter, job_error, job_result, provenance,
+                     scalar_features)
 
 __all__ = ["CondenseJob", "condense", "require_module"]
 
@@ -65,63 +69,84 @@ def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
             return {f: np.asarray(ds[f]) for f in names}
 
 
-def _verdicts(verdicts) -> dict:
-    """``convert_file``'s codec verdicts argument, where its signature has one."""
-    return {} if verdicts is None else {"verdicts": verdicts}
-
-
 class CondenseJob:
     """The file task of :func:`condense` (a ``convert_archive`` file job).
 
-    A file with ``index`` is condensed by ``convert_file`` (its scalar features, stored
-    chunks copied as stored). Otherwise, or with ``ancillary``, the scalar features are read
-    as dask arrays and stored with ``store_features`` (one writer, encoding on the workers),
-    with ``index`` written as ``1..n`` as dclab-condense does and the ancillary features
-    computed by dclab on this worker.
+    A file with ``index`` is condensed by the conversion engine (its scalar features,
+    stored chunks copied as stored, small files encoded by their writer task). Otherwise,
+    or with ``ancillary``, the scalar features are read as dask arrays and stored with
+    ``store_features`` (one writer, encoding on the workers), with ``index`` written as
+    ``1..n`` as dclab does and the ancillary features computed by dclab on this worker.
+    With a filter (``options.filter``) the output holds the matching events only, as
+    dclab's export of a filtered dataset: their scalar values (``index`` renumbered), a
+    basin to the source carrying the mapping (so the source's images, masks and traces of
+    exactly these events stay reachable) and a new run identifier. The ``dcbulk-condense``
+    log carries what resume needs to adopt an output a killed run could not record.
     """
 
     def __init__(self, *, ancillary: bool = False):
         self.ancillary = bool(ancillary)
         self.fingerprint = {"mode": "condense", "ancillary": self.ancillary}
 
-    def _log(self, info, features: list[str]) -> ExtraMetadata:
-        doc = {"source": info.path, "source identifier": info.identifier,
-               "ancillary": self.ancillary, "features": features}
+    def _log(self, info, options, features: list[str]) -> ExtraMetadata:
+        doc = {**provenance(info, options), "ancillary": self.ancillary,
+               "features": features}
         return ExtraMetadata(logs={"dcbulk-condense": json.dumps(doc, indent=2).split("\n")})
 
+    def _convert(self, info, output, options, idx, scalars, *, overwrite, inline_bytes):
+        """The engine's conversion of the scalar features (with this job's log)."""
+        opts = replace(options, features=tuple(scalars), basin_to_source=True)
+        plan = plan_conversion(info, output, features=opts.features, mapping=idx,
+                               codec=parse_compression(options.compression),
+                               basin_to_source=True, options=opts.fingerprint_dict())
+        plan = replace(plan, extra=self._log(info, options, list(scalars)))
+        return write_output(plan, inline=sum(g.nbytes for g in plan.groups) <= inline_bytes,
+                            overwrite=overwrite)
+
+    def _arrays(self, info, idx, scalars) -> dict:
+        """The scalar features of the kept events as dask arrays (index, ancillaries added)."""
+        import dask.array as da
+        arrays = dict(read_features(info.path, scalars, mapping=idx,
+                                    chunks_per_block=CHUNKS_PER_BLOCK)) if scalars else {}
+        n_out = info.n_events if idx is None else int(idx.size)
+        if ("index" not in arrays or idx is not None) and n_out:
+            # an enumeration, as dclab writes it (also of a filtered export)
+            arrays["index"] = da.arange(1, n_out + 1, dtype=np.uint64)
+        if self.ancillary:
+            arrays.update({name: value if idx is None else value[idx] for name, value
+                           in ancillary_features(info.path, arrays).items()})
+        return arrays
+
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
+                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = False
                  ) -> dict:
         from distributed import worker_client
         t0 = time.perf_counter()
         try:
             info = inspect_source(source)
-            if options.filter:  # needs store_features(mapping=) of the engine
-                raise PlanError("condense does not support --filter yet")
+            mask = event_filter(info, options.filter)
+            idx = None if mask is None else np.flatnonzero(mask)
             scalars = scalar_features(info)
             if "index" in scalars and not self.ancillary:
-                # nothing to add: the conversion engine (stored chunks copied, small files
-                # encoded by their writer task, no per-chunk scheduling)
-                opts = replace(options, features=tuple(scalars), basin_to_source=True)
-                return convert_file(source, output, opts, overwrite=overwrite,
-                                    inline_bytes=inline_bytes, **_verdicts(verdicts))
-            arrays = dict(read_features(info.path, scalars, chunks_per_block=CHUNKS_PER_BLOCK)
-                          ) if scalars else {}
-            if "index" not in arrays and info.n_events:
-                import dask.array as da
-                arrays["index"] = da.arange(1, info.n_events + 1, dtype=np.uint64)
-            if self.ancillary:
-                arrays.update(ancillary_features(info.path, arrays))
+                report = self._convert(info, output, options, idx, scalars,
+                                       overwrite=overwrite, inline_bytes=inline_bytes)
+                return job_result(info, output, report, t0, checksum=checksum)
+            arrays = self._arrays(info, idx, scalars)
             if not arrays:
                 raise PlanError(f"{info.path}: no scalar features to condense")
             with worker_client() as client:
                 report = store_features(arrays, output, metadata_from=info.path,
-                                        basins=True, compression=options.compression,
-                                        client=client, overwrite=overwrite,
-                                        extra=self._log(info, sorted(arrays)))
+                                        basins=True, mapping=idx,
+                                        compression=options.compression, client=client,
+                                        overwrite=overwrite,
+                                        extra=self._log(info, options, sorted(arrays)))
             return job_result(info, output, report, t0, checksum=checksum)
         except (DcbulkError, OSError) as exc:
             return job_error(source, output, f"{type(exc).__name__}: {exc}")
+        except RuntimeError as exc:  # h5py reports failed writes (a full disk) this way
+            if not is_no_space(exc):
+                raise
+            return job_error(source, output, describe_failure(exc, output))
 
 
 def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
@@ -142,7 +167,9 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
     compression, client, resume, force, include, max_open_outputs, dry_run, progress
         As for :func:`~dcbulk.convert_archive`.
     filter
-        Not supported yet (each file then fails with a one-line reason).
+        Keep only the matching events (a ``--filter`` expression, as for
+        :func:`~dcbulk.convert_archive`): each output is then a filtered subset of its
+        source (basin to the source with the mapping, new run identifier).
 
     Raises
     ------

@@ -5,8 +5,9 @@ As ``dclab-join``: the inputs are ordered by ``experiment:date``, ``experiment:t
 earliest has itself (dclab's innate features, no contour) that every other input provides
 too, ``time`` offset by each input's start (and ``frame`` by start times frame rate,
 ``index_online`` continued, ``index`` renumbered), and ``experiment:run index`` 1. Unlike
-dclab it gets a new run identifier (its events are not the earliest input's), and the logs
-and tables of every input are kept as ``src-#k_<name>`` plus ``src-#k_cfg`` (its
+dclab it gets a new run identifier (its events are not the earliest input's; derived from
+every input's events by :func:`~dcbulk.read.identifier.filtered_run_identifier`), and the
+logs and tables of every input are kept as ``src-#k_<name>`` plus ``src-#k_cfg`` (its
 attributes) and a ``dcbulk-join`` log listing the inputs with their identifiers.
 
 The joined features are dask arrays (:func:`~dcbulk.read_features` per input, offsets as
@@ -29,8 +30,8 @@ from ..plan import ExtraMetadata, select_features
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.inspect import SourceInfo, inspect_source
-from .common import (CHUNKS_PER_BLOCK, attrs_of, derived_identifier, event_filter, logs_of,
-                     tables_of)
+from ..read.identifier import filtered_run_identifier
+from .common import CHUNKS_PER_BLOCK, attrs_of, event_filter, logs_of, tables_of
 
 __all__ = ["order_key", "start_seconds", "join"]
 
@@ -76,7 +77,7 @@ def _cfg_lines(attrs: dict) -> list[str]:
 
 
 def _plan(infos: list[SourceInfo], features, filter):
-    """The joined dask arrays, the per-input details and the features dropped."""
+    """The joined dask arrays, the per-input details, the features dropped, the run id."""
     import dask.array as da
     names = [n for n in select_features(infos[0], features) if n != "contour"]
     # "index" is renumbered, so every input has it (dclab computes it when missing)
@@ -129,11 +130,15 @@ def _plan(infos: list[SourceInfo], features, filter):
     if "index" in joined:
         joined["index"] = da.arange(1, total + 1, dtype=joined["index"].dtype,
                                     chunks=joined["index"].chunks[0])
-    return joined, details, dropped
+    run_id = filtered_run_identifier(
+        infos[0].identifier, mappings[0], infos[0].n_events,
+        more=[(info.identifier, idx, info.n_events)
+              for info, idx in zip(infos[1:], mappings[1:])])
+    return joined, details, dropped, run_id
 
 
 def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
-           filter) -> ExtraMetadata:
+           filter, run_id: str) -> ExtraMetadata:
     attrs, logs, tables = {}, {}, {}
     for k, info in enumerate(infos, start=1):
         with open_rtdc(info.path) as h5:
@@ -147,9 +152,7 @@ def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
             logs[f"src-#{k}_cfg"] = _cfg_lines(src_attrs)
     attrs.pop("experiment:event count", None)
     attrs["experiment:run index"] = np.int64(1)
-    attrs["experiment:run identifier"] = derived_identifier(
-        infos[0].identifier, "join", tuple((d["identifier"], d["events"]) for d in details),
-        filter)
+    attrs["experiment:run identifier"] = run_id
     logs["dcbulk-join"] = json.dumps({"inputs": details, "features dropped": dropped,
                                       "filter": filter}, indent=2, default=str).split("\n")
     return ExtraMetadata(attrs=attrs, logs=logs, tables=tables)
@@ -196,7 +199,7 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
     report = ArchiveReport(output_dir=os.path.dirname(output))
     size = sum(info.size for info in infos)
     exists = os.path.exists(output) and not force
-    joined, details, dropped = _plan(infos, features, filter)
+    joined, details, dropped, run_id = _plan(infos, features, filter)
     n_events = sum(d["events"] for d in details)
     if dry_run or exists:
         err = str(OutputExistsError(f"{output}: exists already (use --force)")) if exists else None
@@ -206,7 +209,8 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
     else:
         try:
             rep = store_features(joined, output, compression=compression, client=client,
-                                 overwrite=force, extra=_extra(infos, details, dropped, filter))
+                                 overwrite=force, extra=_extra(infos, details, dropped, filter,
+                                                             run_id))
             result = FileResult(infos[0].path, output, "done", events=rep.events,
                                 bytes_in=size, bytes_out=rep.bytes_out,
                                 raw_bytes=rep.raw_bytes, ratio=rep.compression_ratio,

@@ -24,7 +24,7 @@ from ..engine import read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, func_identity, job_error, job_result
+from .common import CHUNKS_PER_BLOCK, func_identity, job_error, job_result, provenance
 
 __all__ = ["ReprocessJob", "reprocess"]
 
@@ -67,8 +67,8 @@ class ReprocessJob:
         self.fingerprint = {"mode": "reprocess", "func": func_identity(func),
                             "features": self.features}
 
-    def _log(self, features: list[str]) -> ExtraMetadata:
-        doc = {**self.fingerprint, "new features": features}
+    def _log(self, info, options, features: list[str]) -> ExtraMetadata:
+        doc = {**provenance(info, options), **self.fingerprint, "new features": features}
         return ExtraMetadata(logs={"dcbulk-reprocess": json.dumps(doc, indent=2).split("\n")})
 
     def _read(self, info):
@@ -76,7 +76,7 @@ class ReprocessJob:
         return read_features(info.path, names, chunks_per_block=CHUNKS_PER_BLOCK)
 
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = True
+                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = False
                  ) -> dict:
         from distributed import worker_client
         t0 = time.perf_counter()
@@ -93,7 +93,8 @@ class ReprocessJob:
             with worker_client() as client:  # leaves the thread pool while the writer runs
                 report = store_features(new, output, metadata_from=source, basins=True,
                                         compression=options.compression, client=client,
-                                        overwrite=overwrite, extra=self._log(sorted(new)))
+                                        overwrite=overwrite,
+                                        extra=self._log(info, options, sorted(new)))
             return job_result(info, output, report, t0, checksum=checksum)
         except (DcbulkError, OSError) as exc:
             return job_error(source, output, f"{type(exc).__name__}: {exc}")

@@ -3,7 +3,8 @@
 As ``dclab-split``: output ``k`` of ``<stem>.rtdc`` is ``<stem>_<kkkk>.rtdc`` (from 0001) and
 holds source events ``(k-1)*N .. k*N-1``; an all-zero first or last image (old Shape-In
 files) is left out unless ``include_empty_boundary_images``; the sample name gets
-`` k/n`` appended and the run identifier a suffix (its events differ from the source's).
+`` k/n`` appended and the run identifier a suffix derived from its events (the rule of
+:func:`~dcbulk.read.identifier.filtered_run_identifier`, as ``convert --filter``).
 Each output is a complete file on its own: every own feature, metadata, logs, tables, the
 source's basins (maps composed) and a mapped basin back to the source.
 
@@ -12,7 +13,6 @@ workers); up to ``max_open_outputs`` of them run at once, from threads of this p
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -29,7 +29,7 @@ from ..plan import ExtraMetadata
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.inspect import SourceInfo, inspect_source
-from .common import derived_identifier, event_filter
+from .common import event_filter
 
 __all__ = ["SplitPiece", "plan_split", "split", "run_pieces"]
 
@@ -100,10 +100,8 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
                           "events per file": events_per_file, "source events": [lo, hi],
                           "events": int(events.size), "filter": filter,
                           "skip empty boundary images": skip_empty}, indent=2).split("\n")
-        attrs = {"experiment:sample": f"{sample} {k + 1}/{n_files}",
-                 "experiment:run identifier": derived_identifier(
-                     info.identifier, "split", k + 1, n_files, events_per_file, filter,
-                     hashlib.sha256(events.tobytes()).hexdigest())}
+        # (the run identifier is the engine's, from the events: read.identifier's one rule)
+        attrs = {"experiment:sample": f"{sample} {k + 1}/{n_files}"}
         pieces.append(SplitPiece(source=info.path,
                                  output=os.path.join(out_dir, f"{stem}_{k + 1:04d}.rtdc"),
                                  events=events, size=info.size * events.size // max(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import h5py
@@ -100,26 +101,53 @@ def basin_identifier(h5: h5py.File | h5py.Group) -> str | None:
     return ident
 
 
-def filtered_run_identifier(base: str | None, mapping: np.ndarray, n_source: int) -> str:
-    """The run identifier of an output that holds a subset (or remapping) of a file's events
+def _feed_events(digest, mapping: np.ndarray | None, n_source: int) -> None:
+    """Feed one source's event count and its selected event indices into ``digest``."""
+    digest.update(np.int64(n_source).tobytes())
+    if mapping is None:  # all events, fed as their indices in blocks (no n-sized array)
+        for start in range(0, n_source, 1 << 20):
+            digest.update(np.arange(start, min(n_source, start + (1 << 20)),
+                                    dtype="<i8").tobytes())
+        return
+    mapping = np.asarray(mapping)
+    if mapping.dtype == bool:
+        mapping = np.flatnonzero(mapping)
+    digest.update(np.ascontiguousarray(mapping, dtype="<i8").tobytes())
 
-    dclab's export appends ``_dclab-<7 random hex>`` and dcnum ``_dcn-<hash>``
-    to the measurement identifier, so that a basin naming the source by path
-    and identifier never resolves to a filtered copy. dcbulk appends
-    ``_dcb-<7 hex>`` of the SHA-256 of the event indices (and the source's
-    event count): reproducible, equal exactly when the events are.
+
+def filtered_run_identifier(base: str | None, mapping: np.ndarray | None, n_source: int, *,
+                            more: Iterable[tuple[str | None, np.ndarray | None, int]] = ()
+                            ) -> str:
+    """The run identifier of an output whose events are not exactly one file's events
+
+    The one rule of every dcbulk output that holds a subset, a remapping or a
+    join of files' events (``convert --filter``, condense with a filter,
+    split, join). dclab's export appends ``_dclab-<7 random hex>`` and dcnum
+    ``_dcn-<hash>`` to the measurement identifier, so that a basin naming the
+    source by path and identifier never resolves to a filtered copy. dcbulk
+    appends ``_dcb-<7 hex>`` of the SHA-256 of what defines the output's
+    events: each source's event count and selected event indices (the
+    sources after the first also by their identifier). Reproducible, and
+    equal exactly when the events are.
 
     Parameters
     ----------
     base
-        The source's identifier (dclab's value, so that dclab's prefix check
-        of mapped basins holds); None gives ``dcb-<7 hex>``.
+        The (first) source's identifier (dclab's value, so that dclab's
+        prefix check of mapped basins holds); None gives ``dcb-<7 hex>``.
     mapping
-        Source event index of each output event.
+        Source event index (or boolean filter) of each output event taken
+        from the first source; None: all its events.
     n_source
-        Number of events of the source.
+        Number of events of the first source.
+    more
+        For joins: ``(identifier, mapping, n_source)`` of each further
+        source, in the order of the output's events.
     """
-    digest = hashlib.sha256(np.int64(n_source).tobytes())
-    digest.update(np.ascontiguousarray(mapping, dtype="<i8").tobytes())
+    digest = hashlib.sha256()
+    _feed_events(digest, mapping, n_source)
+    for ident, idx, n in more:
+        digest.update(b"\0" + str(ident).encode() + b"\0")
+        _feed_events(digest, idx, n)
     suffix = f"dcb-{digest.hexdigest()[:7]}"
     return f"{base}_{suffix}" if base else suffix
