@@ -372,3 +372,26 @@ def test_damaged_stored_chunk_is_refused(tmp_path, codec):
     with pytest.raises(ChecksumMismatchError, match=r"d.h5: feature 'image': stored chunk 1 "):
         decode_stored_chunks(stored, dcpl, np.uint8, data.shape,
                              label="d.h5: feature 'image'", first_chunk=0)
+
+
+def test_scratch_file_reuse_is_bounded_and_survives_failures(tmp_path, monkeypatch):
+    """Encoding reuses one in-memory file per thread: same bytes as HDF5's own chunks, the
+    file is dropped once it outgrows SCRATCH_LIMIT or after a failure, never left holding
+    a dataset."""
+    from dcbulk.codec import hdf5 as codec_hdf5
+    codec = ChunkCodec()
+    data = make_data("image", 130)
+    chunks = chunk_shape_for(data.shape[1:], data.dtype)
+    ref = [raw for _, raw in stored_chunks(tmp_path / "ref.h5", data, chunks, codec).values()]
+    for _ in range(3):  # the reused file gives the same bytes every time
+        assert [raw for _, raw in encode_chunks(data, chunks[0], codec)] == ref
+        scratch = codec_hdf5._local.file[1]
+        assert scratch.id.valid and len(scratch) == 0
+    with pytest.raises(ValueError):  # a block that fails inside the scratch file
+        encode_chunks(data, 0, codec)
+    assert codec_hdf5._local.file is None and not scratch.id.valid
+    assert [raw for _, raw in encode_chunks(data, chunks[0], codec)] == ref
+    scratch = codec_hdf5._local.file[1]
+    monkeypatch.setattr(codec_hdf5, "SCRATCH_LIMIT", 1 << 10)
+    assert [raw for _, raw in encode_chunks(data, chunks[0], codec)] == ref
+    assert codec_hdf5._local.file is None and not scratch.id.valid

@@ -291,6 +291,27 @@ def test_store_encoded_chunk_equals_hdf5_filter_pipeline(tmp_path):
         np.testing.assert_array_equal(h5["events/image"][:], data)
 
 
+def test_store_encoded_chunk_through_dataset_handle(tmp_path):
+    """The writer loop stores through the dataset itself: same data, other files refused."""
+    from dcbulk.codec import encode_chunks, parse_compression
+    data = np.random.default_rng(3).random(25000)
+    codec = parse_compression("zstd:5")
+    with HDF5Writer(tmp_path / "d.rtdc", mode="w") as hw, \
+            HDF5Writer(tmp_path / "other.rtdc", mode="w") as other:
+        ds, _ = hw.require_feature("deform", (), np.float64)
+        ds.resize(data.size, axis=0)
+        for i, (mask, raw) in enumerate(encode_chunks(data, ds.chunks[0], codec)):
+            assert hw.store_encoded_chunk(ds, i, raw, mask) == len(raw)
+        foreign, _ = other.require_feature("deform", (), np.float64)
+        foreign.resize(data.size, axis=0)
+        with pytest.raises(ValueError, match="is not in"):
+            hw.store_encoded_chunk(foreign, 0, raw, mask)
+        with pytest.raises(ValueError, match="beyond"):
+            hw.store_encoded_chunk(ds, 99, raw, mask)
+    with h5py.File(tmp_path / "d.rtdc") as h5:
+        np.testing.assert_array_equal(h5["events/deform"][:], data)
+
+
 def _damaged_archival_file(tmp_path: pathlib.Path) -> pathlib.Path:
     """zstd:5+fletcher32 (copied as stored) with 16 bytes overwritten in image chunk 1."""
     (tmp_path / "src").mkdir(exist_ok=True)

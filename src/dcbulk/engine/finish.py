@@ -16,6 +16,7 @@ kept here (``/work/shared/FORMAT.md``, checked against dclab 0.73 and dcnum 0.31
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -180,9 +181,14 @@ def _store_contours(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> int
     return stored
 
 
-def _store_statistics(hw: HDF5Writer, plan: ConversionPlan) -> None:
-    """``min``/``max``/``mean`` of scalar features: copied when valid, else recomputed."""
+def _store_statistics(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File | None) -> None:
+    """``min``/``max``/``mean`` of scalar features: copied when valid, else recomputed.
+
+    Copied attributes are read with each source file opened once (``src``, the plan's
+    source, already open), not once per feature.
+    """
     events = hw.h5["events"]
+    copied: dict[str, list] = {}
     for fp in plan.features:
         if fp.item_shape or fp.name.startswith("basinmap") or fp.name not in events:
             continue
@@ -193,17 +199,21 @@ def _store_statistics(hw: HDF5Writer, plan: ConversionPlan) -> None:
                      and fp.source.origin != ENUMERATE and fp.source.data.path
                      and fp.source.data.shape[0] == plan.n_events)
         if same_rows:
-            with open_h5_readonly(fp.source.data.path) as h5:
-                attrs = dict(h5[fp.source.data.name].attrs)
-            for name in STAT_ATTRS:
-                if name in attrs:
-                    dset.attrs[name] = attrs[name]
+            copied.setdefault(str(fp.source.data.path), []).append((dset, fp.source.data.name))
         elif dset.shape[0]:
             data = dset[:]
             with np.errstate(all="ignore"):
                 for name, func in (("min", np.nanmin), ("max", np.nanmax),
                                    ("mean", np.nanmean)):
                     dset.attrs[name] = func(data)
+    for path, targets in copied.items():
+        same = src is not None and os.path.abspath(path) == os.path.abspath(plan.source)
+        with contextlib.nullcontext(src) if same else open_h5_readonly(path) as h5:
+            for dset, name in targets:
+                attrs = h5[name].attrs
+                for key in STAT_ATTRS:
+                    if key in attrs:
+                        dset.attrs[key] = attrs[key]
 
 
 def _store_extra(hw: HDF5Writer, extra) -> None:
@@ -243,13 +253,15 @@ def _provenance(plan: ConversionPlan, contours: int | None) -> list[str]:
 
 def write_trailer(hw: HDF5Writer, plan: ConversionPlan) -> None:
     """Add statistics, contours, basins (maps composed with the mapping), provenance log."""
-    _store_statistics(hw, plan)
     contours = None
     if plan.source_info is not None:
         with open_rtdc(plan.source) as src:
+            _store_statistics(hw, plan, src)
             if plan.contour and plan.source_info.has_contour:
                 contours = _store_contours(hw, src, plan)
             _store_basins(hw, src, plan)
+    else:
+        _store_statistics(hw, plan, None)
     if plan.extra is not None:
         _store_extra(hw, plan.extra)
     logs = hw.h5.get("logs", {})

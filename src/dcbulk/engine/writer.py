@@ -110,22 +110,26 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None, inline: bo
     try:
         with HDF5Writer(partial, mode="w-", ds_kwds=plan.codec.ds_kwds()) as hw:
             write_metadata(hw, plan)
+            targets = {}  # feature -> its dataset, so no group look-up per chunk
             for fp in plan.features:
                 ds, _ = hw.require_feature(fp.name, fp.item_shape, np.dtype(fp.dtype),
                                            ds_kwds=fp.codec.ds_kwds())
                 ds.resize(fp.n_rows, axis=0)
+                targets[fp.name] = ds
             arrays = plan_arrays(plan) if arrays is None else arrays
             for (group, index), block in _blocks(arrays, inline=inline, window=window):
                 first = index * group.chunks_per_block
                 share = block.seconds / max(1, len(block.chunks))
                 for name, chunks in block.chunks.items():
-                    st = stats[name]
+                    st, target = stats[name], targets[name]
                     for k, (mask, data) in enumerate(chunks):
-                        st["stored_bytes"] += hw.store_encoded_chunk(name, first + k, data, mask)
+                        st["stored_bytes"] += hw.store_encoded_chunk(target, first + k, data,
+                                                                     mask)
                     st["chunks"] += len(chunks)
                     st["raw_bytes"] += block.raw_bytes.get(name, 0)
                     st["seconds"] += share
                 del block
+            del targets
             write_trailer(hw, plan)
         commit_file(partial, plan.output, overwrite=overwrite, fsync=fsync)
     except BaseException as exc:

@@ -251,19 +251,26 @@ class HDF5Writer:
                 block = np.asarray(block, dtype=np.uint8) * np.uint8(255)
             dset[offset + sl.start:offset + sl.stop] = block
 
-    def store_encoded_chunk(self, feat: str, chunk_index: int, data: bytes,
+    def store_encoded_chunk(self, feat: str | h5py.Dataset, chunk_index: int, data: bytes,
                             filter_mask: int = 0, group_name: str = "events") -> int:
         """Store one already-encoded chunk of an existing feature (dcbulk extension)
 
         ``data`` must be the exact bytes HDF5 stores for chunk ``chunk_index`` along axis 0
         with the dataset's filters (see :mod:`dcbulk.codec`); the dataset must already be
-        large enough (``resize``). Returns the number of bytes stored.
+        large enough (``resize``). ``feat`` is the feature's name or its dataset in this
+        file (as :meth:`require_feature` returns it; a loop over many chunks saves a group
+        look-up per chunk). Returns the number of bytes stored.
         """
-        group = self.events if group_name == "events" else self.h5[group_name]
-        dset = group[feat]
+        if isinstance(feat, h5py.Dataset):
+            dset = feat
+            if dset.id.fileno != self.h5.id.fileno:
+                raise ValueError(f"dataset {dset.name} is not in {self.h5.filename}")
+        else:
+            group = self.events if group_name == "events" else self.h5[group_name]
+            dset = group[feat]
         offset = (chunk_index * dset.chunks[0],) + (0,) * (dset.ndim - 1)
         if offset[0] >= dset.shape[0]:
-            raise ValueError(f"chunk {chunk_index} of '{group_name}/{feat}' lies beyond its "
+            raise ValueError(f"chunk {chunk_index} of '{dset.name}' lies beyond its "
                              f"{dset.shape[0]} events in {self.h5.filename}")
         dset.id.write_direct_chunk(offset, data, filter_mask)
         return len(data)
