@@ -103,20 +103,6 @@ def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveO
     return FileResult(entry.path, out, "failed", reason="output exists", error=str(error))
 
 
-def _as_report(res, entry: SourceEntry, out: str) -> Report:
-    """A file job's result as a Report (the file jobs of :mod:`dcbulk.modes` give dicts)."""
-    if isinstance(res, Report):
-        return res
-    if "error" in res:
-        return Report(source=entry.path, output=out, error=res["error"])
-    stored = res.get("stored_bytes") or 0
-    return Report(source=entry.path, output=out, events=res["events"], bytes_in=res["size"],
-                  bytes_out=res["bytes_out"], raw_bytes=res["raw_bytes"],
-                  compression_ratio=res["raw_bytes"] / stored if stored else float("nan"),
-                  wall_seconds=res["seconds"], identifier=res["identifier"],
-                  source_mtime_ns=res["mtime_ns"], inline=res.get("inline", False))
-
-
 def _result_from(entry: SourceEntry, out: str, res: Report) -> FileResult:
     ratio = res.compression_ratio if res.compression_ratio == res.compression_ratio else None
     return FileResult(source=entry.path, output=out, status="done", events=res.events,
@@ -308,7 +294,6 @@ def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: Arch
     identity = None
     try:
         identity, res = fut.result()
-        res = _as_report(res, entry, out)
     except Exception as exc:  # per-file isolation: record and go on
         res = Report(source=entry.path, output=out, error=describe_failure(exc, out))
     if ((res.error or "").startswith("OutputExistsError")

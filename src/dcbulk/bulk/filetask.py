@@ -26,7 +26,8 @@ from ..read.chunks import OpenFiles, read_event_rows
 from ..read.inspect import SourceInfo, inspect_source
 from .manifest import file_sha256, head_sha256
 
-__all__ = ["ArchiveOptions", "INLINE_BYTES", "convert_file", "filter_mapping", "run_file_job"]
+__all__ = ["ArchiveOptions", "INLINE_BYTES", "convert_file", "failed_file", "filter_mapping",
+           "run_file_job"]
 
 #: files whose task data is at most this many bytes are encoded by their writer task itself
 INLINE_BYTES = 48 * 1024**2
@@ -72,8 +73,7 @@ def filter_mapping(info: SourceInfo, expr: FilterExpr) -> np.ndarray:
 
 
 def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, verify: bool = False,
-                 verdicts=None, checksum: bool = True) -> Report:
+                 inline_bytes: int = INLINE_BYTES, verify: bool = False) -> Report:
     """Inspect, plan and write one output (runs as a task on a worker).
 
     Returns the writer's :class:`~dcbulk.engine.report.Report` with the source's identity
@@ -82,18 +82,13 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
     so it is reported once, by the client, without a worker traceback; anything else
     propagates. With ``verify`` the output is compared with its source
     (:mod:`dcbulk.verify`) before it is reported done; a mismatch removes the output and
-    fails the file. ``verdicts`` and ``checksum`` are accepted for the file jobs of
-    :mod:`dcbulk.modes` and ignored (no codec checks any more; the manifest hashes).
+    fails the file.
     """
     try:
         report = _convert_file(source, output, options, overwrite=overwrite,
                                inline_bytes=inline_bytes)
-    except (DcbulkError, OSError) as exc:
-        return Report(source=source, output=output, error=describe_failure(exc, output))
-    except RuntimeError as exc:  # h5py reports failed writes (e.g. a full disk) this way
-        if not is_no_space(exc):
-            raise
-        return Report(source=source, output=output, error=describe_failure(exc, output))
+    except (DcbulkError, OSError, RuntimeError) as exc:
+        return failed_file(exc, source, output)
     if verify:
         from ..verify.run import VerifyPair, verify_pair_inline
         verdict = verify_pair_inline(VerifyPair(output=output, source=source,
@@ -106,6 +101,18 @@ def convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite
                           error=f"VerifyError: {verdict.problems[0]}"
                                 + (f" (and {more} more)" if more else ""))
     return report
+
+
+def failed_file(exc: BaseException, source: str, output: str) -> Report:
+    """The report of a file whose task failed with ``exc`` when the failure is this file's.
+
+    A dcbulk error, an OSError and h5py's RuntimeError for a failed write on a full disk
+    concern only this file: they come back as a report with a one-line ``error``, so the
+    client reports them once, without a worker traceback. Anything else is re-raised.
+    """
+    if isinstance(exc, RuntimeError) and not is_no_space(exc):
+        raise exc
+    return Report(source=source, output=output, error=describe_failure(exc, output))
 
 
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,

@@ -14,10 +14,11 @@ import os
 import time
 import types
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from ..bulk.manifest import file_sha256
+from ..engine.report import Report
 from ..errors import PlanError
 from ..read.inspect import SourceInfo
 
@@ -26,7 +27,7 @@ from ..read.inspect import SourceInfo
 CHUNKS_PER_BLOCK = 16
 
 __all__ = ["CHUNKS_PER_BLOCK", "func_identity", "provenance", "event_filter",
-           "job_error", "job_result", "scalar_features",
+           "job_result", "scalar_features",
            "attrs_of", "logs_of", "tables_of"]
 
 
@@ -116,25 +117,16 @@ def event_filter(info: SourceInfo, text: str | None) -> np.ndarray | None:
     return None if expr is None else np.asarray(filter_mapping(info, expr), dtype=bool)
 
 
-def job_error(source: str, output: str, text: str) -> dict:
-    """What a file job hands back for a failed file (``text``: one line)."""
-    return {"error": text}
+def job_result(info: SourceInfo, report: Report, t0: float) -> Report:
+    """A file job's :class:`~dcbulk.engine.report.Report`, completed as ``convert_file``'s.
 
-
-def job_result(info: SourceInfo, output: str, report, t0: float, *,
-               checksum: bool = False) -> dict:
-    """What a file job hands back to ``convert_archive`` (as ``convert_file`` does).
-
-    ``checksum``: also the output's SHA-256 (a full read; the manifest records output
-    checksums only with verification, which the modes' file jobs do not run).
+    Adds what the manifest records: the source's size, mtime and identifier, and the
+    job's wall time since ``t0``.
     """
     st = os.stat(info.path)
-    stored = sum(f["stored_bytes"] for f in report.features.values())
-    return {"events": report.events, "bytes_out": report.bytes_out,
-            "raw_bytes": report.raw_bytes, "stored_bytes": stored,
-            "seconds": time.perf_counter() - t0, "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "identifier": info.identifier, "inline": False,
-            "checksum": file_sha256(output) if checksum else None, "verdicts": {}}
+    return replace(report, source=info.path, bytes_in=st.st_size,
+                   source_mtime_ns=st.st_mtime_ns, identifier=info.identifier,
+                   wall_seconds=time.perf_counter() - t0)
 
 
 def attrs_of(h5) -> dict:

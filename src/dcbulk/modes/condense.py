@@ -23,12 +23,13 @@ import numpy as np
 
 from ..bulk import ArchiveReport, convert_archive
 from ..bulk.archive import INLINE_BYTES
+from ..bulk.filetask import failed_file
 from ..codec import parse_compression
-from ..engine import read_features, store_features, write_output
-from ..errors import DcbulkError, PlanError, describe_failure, is_no_space
+from ..engine import Report, read_features, store_features, write_output
+from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata, plan_conversion
 from ..read.inspect import inspect_source
-from .common import (CHUNKS_PER_BLOCK, event_filter, job_error, job_result, provenance,
+from .common import (CHUNKS_PER_BLOCK, event_filter, job_result, provenance,
                      scalar_features)
 
 __all__ = ["CondenseJob", "condense", "require_module"]
@@ -118,8 +119,7 @@ class CondenseJob:
         return arrays
 
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = False
-                 ) -> dict:
+                 inline_bytes: int = INLINE_BYTES) -> Report:
         from distributed import worker_client
         t0 = time.perf_counter()
         try:
@@ -130,7 +130,7 @@ class CondenseJob:
             if "index" in scalars and not self.ancillary:
                 report = self._convert(info, output, options, idx, scalars,
                                        overwrite=overwrite, inline_bytes=inline_bytes)
-                return job_result(info, output, report, t0, checksum=checksum)
+                return job_result(info, report, t0)
             arrays = self._arrays(info, idx, scalars)
             if not arrays:
                 raise PlanError(f"{info.path}: no scalar features to condense")
@@ -140,13 +140,9 @@ class CondenseJob:
                                         compression=options.compression, client=client,
                                         overwrite=overwrite,
                                         extra=self._log(info, options, sorted(arrays)))
-            return job_result(info, output, report, t0, checksum=checksum)
-        except (DcbulkError, OSError) as exc:
-            return job_error(source, output, f"{type(exc).__name__}: {exc}")
-        except RuntimeError as exc:  # h5py reports failed writes (a full disk) this way
-            if not is_no_space(exc):
-                raise
-            return job_error(source, output, describe_failure(exc, output))
+            return job_result(info, report, t0)
+        except (DcbulkError, OSError, RuntimeError) as exc:
+            return failed_file(exc, source, output)
 
 
 def condense(sources: Iterable, output_dir, *, ancillary: bool = False,

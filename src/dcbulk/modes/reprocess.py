@@ -18,13 +18,14 @@ import numpy as np
 
 from ..bulk import ArchiveReport, convert_archive
 from ..bulk.archive import INLINE_BYTES, ArchiveOptions
+from ..bulk.filetask import failed_file
 from ..bulk.manifest import Manifest
 from ..bulk.records import canonical_options
-from ..engine import read_features, store_features
+from ..engine import Report, read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, func_identity, job_error, job_result, provenance
+from .common import CHUNKS_PER_BLOCK, func_identity, job_result, provenance
 
 __all__ = ["ReprocessJob", "reprocess"]
 
@@ -76,8 +77,7 @@ class ReprocessJob:
         return read_features(info.path, names, chunks_per_block=CHUNKS_PER_BLOCK)
 
     def __call__(self, source: str, output: str, options, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES, verdicts=None, checksum: bool = False
-                 ) -> dict:
+                 inline_bytes: int = INLINE_BYTES) -> Report:
         from distributed import worker_client
         t0 = time.perf_counter()
         name = self.fingerprint["func"]["name"]
@@ -88,16 +88,16 @@ class ReprocessJob:
             except DcbulkError:
                 raise
             except Exception as exc:  # the user's function: a per-file failure
-                return job_error(source, output,
-                                 f"{name} failed on {source}: {type(exc).__name__}: {exc}")
+                return Report(source=source, output=output, error=f"{name} failed on "
+                              f"{source}: {type(exc).__name__}: {exc}")
             with worker_client() as client:  # leaves the thread pool while the writer runs
                 report = store_features(new, output, metadata_from=source, basins=True,
                                         compression=options.compression, client=client,
                                         overwrite=overwrite,
                                         extra=self._log(info, options, sorted(new)))
-            return job_result(info, output, report, t0, checksum=checksum)
-        except (DcbulkError, OSError) as exc:
-            return job_error(source, output, f"{type(exc).__name__}: {exc}")
+            return job_result(info, report, t0)
+        except (DcbulkError, OSError, RuntimeError) as exc:
+            return failed_file(exc, source, output)
 
 
 def _without_code(options: dict | None) -> dict | None:
