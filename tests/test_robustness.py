@@ -332,3 +332,34 @@ def test_a_writer_retried_after_committing_its_output_is_not_a_failure(two, tmp_
     assert result.status == "done", result
     assert Manifest.load(dst).records[entry.relpath].status == "done"
     assert_features_equal(files[0], out)
+
+
+def test_run_log_on_a_full_disk_prints_no_traceback(tmp_path, capsys):
+    """A log record the run's log file cannot take (ENOSPC) is dropped, not a traceback on
+    the terminal (seen as a flaky fault-suite failure when the disk filled mid-run)."""
+    import errno
+
+    from dcbulk.runlog import _log_file
+
+    handler = _log_file(tmp_path, "convert")
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            pass
+
+    handler.stream.close()
+    handler.stream = FullDisk()
+    logger = logging.getLogger("dcbulk.test-full-disk")
+    logger.addHandler(handler)
+    try:
+        logger.error("a line for the run log")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err

@@ -87,20 +87,30 @@ def log_dir_for(path: str | PathLike) -> str:
         here = parent
 
 
+class _RunLogFile(logging.FileHandler):
+    """The run's log file, on the output's device: a record that cannot be written there
+    (e.g. the disk is full) is dropped instead of printing a traceback to the terminal,
+    where the run reports the full disk in one line per file."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
+
+
 def _log_file(directory: str | PathLike, kind: str) -> logging.FileHandler:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     name = f"{kind}-{stamp}-{os.getpid()}.log"
     try:
         os.makedirs(directory, exist_ok=True)
-        return logging.FileHandler(os.path.join(os.path.abspath(os.fspath(directory)), name),
-                                   encoding="utf-8")
+        return _RunLogFile(os.path.join(os.path.abspath(os.fspath(directory)), name),
+                           encoding="utf-8")
     except OSError:
         if kind == "convert":  # its directory is the output directory: it must be writable
             raise
         # e.g. verifying a read-only archive: the log goes to the temporary directory
         fallback = os.path.join(tempfile.gettempdir(), LOG_DIRNAME)
         os.makedirs(fallback, exist_ok=True)
-        return logging.FileHandler(os.path.join(fallback, name), encoding="utf-8")
+        return _RunLogFile(os.path.join(fallback, name), encoding="utf-8")
 
 
 @contextlib.contextmanager
