@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the sample .rtdc files in the shared data directory."""
+"""Shared pytest fixtures: the sample .rtdc files of tests/data, dask config isolation, a LocalCluster."""
 from __future__ import annotations
 
 import atexit
@@ -27,7 +27,7 @@ def _isolate_dask_config() -> None:
 
 _isolate_dask_config()
 
-#: The six small real .rtdc files expected in the shared data directory.
+#: The six small real .rtdc files shipped in tests/data (origin: tests/data/README.md).
 SAMPLE_NAMES = (
     "M001_data.rtdc",
     "cytoshot-test-data-legacy_dce.rtdc",
@@ -37,42 +37,28 @@ SAMPLE_NAMES = (
     "fmt-hdf5_cytoshot_extended-moments-features.rtdc",
 )
 
-
-def _shared_data_dir() -> Path:
-    """Sample-data directory: $DCBULK_SHARED_DATA or ../shared/data."""
-    env = os.environ.get("DCBULK_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Where they are: in the repository, so a bare clone tests real files.
+SAMPLE_DIR = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
-    """The directory of the sample .rtdc files (skip if it is absent)."""
-    path = _shared_data_dir()
-    if not path.is_dir():
-        pytest.skip(f"sample data directory {path} is absent "
-                    f"(set DCBULK_SHARED_DATA to its location)")
-    return path
+    """The directory of the six sample .rtdc files (tests/data; all must be there)."""
+    missing = [name for name in SAMPLE_NAMES if not (SAMPLE_DIR / name).is_file()]
+    assert not missing, f"sample files missing from {SAMPLE_DIR}: {missing}"
+    return SAMPLE_DIR
 
 
 @pytest.fixture(scope="session")
 def sample_files(shared_data_dir: Path) -> list[Path]:
-    """All sample .rtdc files present in the shared data directory."""
-    files = sorted(shared_data_dir.glob("*.rtdc"))
-    if not files:
-        pytest.skip(f"no .rtdc files in {shared_data_dir}")
-    return files
+    """All six sample .rtdc files."""
+    return [shared_data_dir / name for name in SAMPLE_NAMES]
 
 
 @pytest.fixture(params=SAMPLE_NAMES)
-def sample_file(request: pytest.FixtureRequest,
-                shared_data_dir: Path) -> Path:
-    """Each of the six sample files in turn (skip one that is absent)."""
-    path = shared_data_dir / request.param
-    if not path.is_file():
-        pytest.skip(f"sample file {path} is absent")
-    return path
+def sample_file(request: pytest.FixtureRequest, shared_data_dir: Path) -> Path:
+    """Each of the six sample files in turn."""
+    return shared_data_dir / request.param
 
 
 def _ci() -> bool:

@@ -27,7 +27,7 @@ from dcbulk.cluster import DEFAULTS, KINDS, job_script, open_client, setting, us
 from dcbulk.engine.client import WORKER_ENVIRON
 from dcbulk.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "cluster_configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "cluster_configs"
 
 
 def _write(path: Path, text: str) -> Path:

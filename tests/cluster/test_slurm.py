@@ -36,7 +36,7 @@ from helpers import assert_features_equal
 
 pytestmark = pytest.mark.slurm
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SLURM_LOCAL = REPO / "scripts" / "slurm-local.sh"
 SLURM_YAML = REPO / "cluster_configs" / "slurm.yaml"
 #: what a dask worker logs once it has joined the scheduler

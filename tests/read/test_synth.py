@@ -20,7 +20,7 @@ from helpers import dclab_verify
 
 dclab = pytest.importorskip("dclab")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCALARS = {  # name -> dtype as written (cytoshot conventions; fl* as Shape-In)
     **{f: np.float64 for f in (
         "area_cvx", "area_msd", "area_ratio", "area_um", "aspect", "bg_med", "bright_avg",

@@ -25,13 +25,9 @@ OTHERS = [ChunkCodec("lz4", 0), ChunkCodec("blosc2-zstd", 5), ChunkCodec("blosc2
 
 
 @pytest.fixture(scope="module")
-def codec_data_dir() -> Path:
-    """The shared sample .rtdc directory ($DCBULK_SHARED_DATA or ../shared/data)."""
-    env = os.environ.get("DCBULK_SHARED_DATA")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not path.is_dir() or not list(path.glob("*.rtdc")):
-        pytest.skip(f"no sample .rtdc files in {path} (set DCBULK_SHARED_DATA)")
-    return path
+def codec_data_dir(shared_data_dir) -> Path:
+    """The sample .rtdc files shipped in tests/data."""
+    return shared_data_dir
 
 
 def chunk_shape_for(item_shape: tuple[int, ...], dtype) -> tuple[int, ...]:

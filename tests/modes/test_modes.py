@@ -491,7 +491,7 @@ def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path,
 
 
 def test_readme_reprocess_example_runs(small_archive, tmp_path, client):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("## Reprocessing"):]
     code = section[section.index("```python") + len("```python"):]
     code = code[:code.index("```")]
