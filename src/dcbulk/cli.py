@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._version import __version__
+from .cli_options import add_source_args, check_report_paths
 from .errors import DcbulkError, UsageError, one_line, printable
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
@@ -35,27 +36,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def _seconds(text: str) -> float:
-    """argparse type: a positive, finite number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _add_source_args(p: argparse.ArgumentParser) -> None:
-    """The options of every command that walks sources and writes one output per file."""
-    p.add_argument("--follow-links", action="store_true",
-                   help="also take symbolic links that lead out of the source directories "
-                   "(skipped with a warning by default)")
-    p.add_argument("--timeout-per-file", type=_seconds, metavar="SECONDS",
-                   help="a file taking longer fails alone, without output (its task is "
-                   "abandoned; the worker thread may run on, but commits nothing)")
 
 
 def _add_cluster_args(p: argparse.ArgumentParser) -> None:
@@ -117,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--verify", action="store_true",
                    help="verify each output against its source before recording it as done")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    _add_source_args(c)
+    add_source_args(c)
     _add_cluster_args(c)
 
     v = sub.add_parser("verify", help="prove outputs equal their sources (every chunk read)",
@@ -173,7 +153,7 @@ def _add_mode_parsers(sub) -> None:
                        help="write dask's performance report")
         p.add_argument("--dry-run", action="store_true", help="show what would be done")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-        _add_source_args(p)
+        add_source_args(p)
         _add_cluster_args(p)
     for p in (k, s):
         p.add_argument("-o", "--output", required=True, metavar="DST", help="output directory")
@@ -235,7 +215,7 @@ def _convert(ns, out=None, err=None) -> int:
     from .progress import ArchiveProgress
     from .runlog import LOG_DIRNAME, logged_client, run_log
     check_memory_limit(ns.memory_limit)
-    _check_reports(ns)
+    check_report_paths(ns.report, getattr(ns, "performance_report", None))
     if ns.command in ("condense", "split", "join"):
         convert_archive, kwargs = _mode_call(ns)
     else:
@@ -292,14 +272,6 @@ def _convert(ns, out=None, err=None) -> int:
                 # what they left (e.g. after Ctrl-C) goes now, with the lock still held
                 clean_partials(ns.output)
     return _finish(ns, report, out, log_path)
-
-
-def _check_reports(ns) -> None:
-    """Refuse, before any work, a ``--report``/``--performance-report`` that is a link."""
-    from .nofollow import refuse_link
-    for path in (ns.report, getattr(ns, "performance_report", None)):
-        if path:
-            refuse_link(path)
 
 
 def _write_report(path: str, doc: dict) -> None:
@@ -378,7 +350,7 @@ def _verify(ns, out=None) -> int:
     from .runlog import log_dir_for, logged_client, run_log
     from .verify import verify, verify_pairs
     # what to compare, before any cluster starts (usage errors, missing sources)
-    _check_reports(ns)
+    check_report_paths(ns.report, getattr(ns, "performance_report", None))
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
     with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
             logged_client(log_path, **_client_args(ns)) as (client, _cluster):

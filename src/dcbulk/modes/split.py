@@ -23,6 +23,7 @@ import numpy as np
 
 from ..bulk import ArchiveReport, FileResult, discover_sources
 from ..bulk.usage import check_timeout
+from ..nofollow import check_parents
 from ..engine import convert
 from ..engine.client import client_context
 from ..errors import DcbulkError, PlanError
@@ -118,6 +119,7 @@ def run_pieces(pieces: list[SplitPiece], *, features=None, compression: str = "z
     (``timeout``: seconds per piece, from the submission of its writer)."""
     def one(piece: SplitPiece) -> FileResult:
         try:
+            check_parents(report.output_dir, piece.output)  # never through a linked directory
             rep = convert(piece.source, piece.output, features=features,
                           mapping=piece.events, compression=compression, client=cl,
                           basin_to_source=True, overwrite=force, extra=piece.extra,
