@@ -329,7 +329,7 @@ def _info(ns, out=None) -> int:
             print(printable(file_summary(entry.path)), file=out)
         return EXIT_OK
     info = inspect_source(ns.file)
-    print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
+    print(f"{printable(info.path)}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
           f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
     for name, fsrc in info.features.items():
         d = fsrc.data
@@ -340,8 +340,8 @@ def _info(ns, out=None) -> int:
     if (contour := contour_line(info.path)) is not None:
         print(f"    {'contour':24s} {contour}", file=out)
     for b in info.basins:
-        print(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
-              f"mapping={b.get('mapping')} paths={b.get('paths')}", file=out)
+        print(printable(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
+                        f"mapping={b.get('mapping')} paths={b.get('paths')}"), file=out)
     return EXIT_OK
 
 
@@ -358,7 +358,7 @@ def _verify(ns, out=None) -> int:
     if ns.report:
         _write_report(ns.report, report.to_dict())
     for line in report.problems:
-        print(line, file=out)
+        print(printable(line), file=out)
     counts = report.to_dict()["counts"]
     print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
           f"{counts['mismatched']} differ ({_plural(counts['problems'], 'problem')}) "

@@ -271,6 +271,7 @@ def test_a_non_utf8_name_fails_no_other_file_and_prints_no_logging_error(tmp_pat
     assert proc.returncode == 1, proc.out + proc.err
     assert "Logging error" not in proc.err and "Traceback" not in proc.err, proc.err
     assert "2 converted, 0 skipped (finished before), 1 failed" in proc.out, proc.out
+    proc.stdout.decode("utf-8")  # valid UTF-8: odd bytes are shown escaped
     failed = [ln for ln in proc.out.splitlines() if "FAILED" in ln]
     assert len(failed) == 1 and "broken\\xfe.rtdc" in failed[0], failed
     assert_features_equal(good, dst / "good.rtdc")
@@ -280,6 +281,17 @@ def test_a_non_utf8_name_fails_no_other_file_and_prints_no_logging_error(tmp_pat
     assert records[odd.name].status == "done" and records[broken.name].status == "failed"
     logs = list((dst / "dcbulk-logs").iterdir())
     assert logs and all("Logging error" not in p.read_text(errors="replace") for p in logs)
+
+
+def test_info_of_a_non_utf8_name_prints_it_escaped(tmp_path):
+    (plain,) = _files(tmp_path, ["plain.rtdc"])
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/odd\xff.rtdc"))
+    os.rename(plain, odd)
+    for target in (odd, tmp_path):
+        proc = _cli("info", target)
+        assert proc.returncode == 0 and "Traceback" not in proc.err, proc.err
+        proc.stdout.decode("utf-8")  # valid UTF-8: the odd byte is shown escaped
+        assert b"odd\\xff.rtdc" in proc.stdout, proc.out
 
 
 # -- --filter is bounded (defect 8) ---------------------------------------------------------
