@@ -25,17 +25,20 @@ def _refuse(path: str, what: str) -> LinkRefusedError:
                             f"or choose another path)")
 
 
-def open_nofollow(path: str | PathLike, flags: int, mode: int = 0o644) -> int:
-    """``os.open(path, flags | O_NOFOLLOW)``, refusing anything but a regular file with one name.
+def open_nofollow(path: str | PathLike, flags: int, mode: int = 0o644, *,
+                  single_link: bool = False) -> int:
+    """``os.open(path, flags | O_NOFOLLOW)``, refusing anything but a regular file.
 
     Returns the descriptor. A FIFO is opened non-blocking (and then refused), so the call
-    never waits for a writer.
+    never waits for a writer. With ``single_link`` a file with other hard links is refused
+    too (for files that are truncated, such as the lock: a manifest hard-linked by a
+    snapshot such as ``cp -al`` stays usable).
 
     Raises
     ------
     LinkRefusedError
-        ``path`` is a symbolic link, not a regular file, or a regular file with other hard
-        links (writing to it would change those files too).
+        ``path`` is a symbolic link, not a regular file, or (``single_link``) a regular
+        file with other hard links (truncating it would change those files too).
     OSError
         Any other failure to open it.
     """
@@ -53,7 +56,7 @@ def open_nofollow(path: str | PathLike, flags: int, mode: int = 0o644) -> int:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _refuse(path, "is not a regular file")
-        if st.st_nlink > 1:
+        if single_link and st.st_nlink > 1:
             raise _refuse(path, f"is a file with {st.st_nlink} hard links")
         os.set_blocking(fd, True)
     except BaseException:

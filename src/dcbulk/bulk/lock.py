@@ -88,7 +88,7 @@ def _acquire(real: str, display: str) -> int:
     path = os.path.join(real, LOCK_NAME)
     try:
         os.makedirs(real, exist_ok=True)
-        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)  # never through a link
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, single_link=True)  # it is truncated
     except OSError as exc:
         raise OutputDirError(f"{display}: cannot create or write the output directory "
                              f"({exc.strerror or exc})") from None
