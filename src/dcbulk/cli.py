@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._version import __version__
-from .errors import DcbulkError, UsageError, one_line
+from .errors import DcbulkError, SourceError, UsageError, one_line
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
 
@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="show what would be done (and the batch job script), do nothing")
     c.add_argument("--verify", action="store_true",
                    help="verify each output against its source before recording it as done")
+    c.add_argument("--follow-external", action="store_true",
+                   help="follow HDF5 external links, virtual datasets and external storage "
+                        "in sources (refused by default: the file fails)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_cluster_args(c)
 
@@ -111,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --against: features the file was converted with (default: all)")
     v.add_argument("--filter", metavar="EXPR",
                    help="with --against: filter the file was converted with")
+    v.add_argument("--follow-external", action="store_true",
+                   help="with --against: the file was converted with --follow-external")
     v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
     _add_cluster_args(v)
 
@@ -218,7 +223,8 @@ def _convert(ns, out=None, err=None) -> int:
         kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
                       compression=ns.compression, resume=ns.resume, force=ns.force,
                       basin_to_source=ns.basin_to_source,
-                      max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False))
+                      max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False),
+                      follow_external=ns.follow_external)
     # decide first (cheap, writes nothing): usage errors and option conflicts fail before
     # any cluster starts, and a run with nothing left to do starts none
     preview = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
@@ -307,14 +313,28 @@ def _walk(root: str):
 
 
 def _info(ns, out=None) -> int:
+    """``dcbulk info``: never a traceback for a bad file (one line each; see the README)."""
     out = out or sys.stdout
-    from .read.inspect import inspect_source
-    from .read.layout import contour_line, dataset_filters, file_summary
+    from .read.layout import file_summary
     if os.path.isdir(ns.file):
+        status = EXIT_OK
         for path in sorted(_walk(ns.file)):
-            print(file_summary(path), file=out)
-        return EXIT_OK
-    info = inspect_source(ns.file)
+            line, ok = file_summary(path)
+            print(line, file=out)
+            status = status if ok else EXIT_FAILED_FILES
+        return status
+    try:
+        return _info_file(ns.file, out)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        if isinstance(exc, DcbulkError):
+            raise
+        raise SourceError(f"{ns.file}: unreadable: {type(exc).__name__}: {exc}") from exc
+
+
+def _info_file(path: str, out) -> int:
+    from .read.inspect import inspect_source
+    from .read.layout import contour_line, dataset_filters
+    info = inspect_source(path)
     print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
           f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
     for name, fsrc in info.features.items():
@@ -336,7 +356,8 @@ def _verify(ns, out=None) -> int:
     from .runlog import log_dir_for, logged_client, run_log
     from .verify import verify, verify_pairs
     # what to compare, before any cluster starts (usage errors, missing sources)
-    pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
+    pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter,
+                         follow_external=ns.follow_external)
     with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
             logged_client(log_path, **_client_args(ns)) as (client, _cluster):
         report = verify(pairs, client=client)

@@ -47,8 +47,8 @@ def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
 
 def convert(source, output, *, features=None, mapping=None, compression="zstd:5",
             client=None, basin_to_source: bool = False, overwrite: bool = False,
-            max_task_bytes: int = DEFAULT_TASK_BYTES, extra: ExtraMetadata | None = None
-            ) -> Report:
+            max_task_bytes: int = DEFAULT_TASK_BYTES, extra: ExtraMetadata | None = None,
+            follow_external: bool = False) -> Report:
     """Convert one ``.rtdc`` file: read, map, encode on the workers, write once.
 
     Parameters
@@ -77,6 +77,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         Uncompressed bytes per worker task.
     extra
         Root attributes, logs and tables written on top of the source's metadata.
+    follow_external
+        Follow external links, virtual datasets and external raw storage in the source
+        (refused by default, see :mod:`dcbulk.read.policy`).
 
     Returns
     -------
@@ -85,7 +88,7 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     Raises
     ------
     SourceError
-        The source is missing, not HDF5 or not an .rtdc file.
+        The source is missing, not HDF5 or not an .rtdc file, or breaks the source policy.
     PlanError
         Bad feature names or mapping.
     OutputExistsError
@@ -100,12 +103,14 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     output = os.path.abspath(output)
     if os.path.exists(output) and not overwrite:
         raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
-    info = inspect_source(source)
+    info = inspect_source(source, follow_external=follow_external)
+    options = {"compression": str(compression), "features": features,
+               "basin_to_source": basin_to_source}
+    if follow_external:
+        options["follow_external"] = True
     plan = plan_conversion(info, output, features=features, mapping=mapping,
                            codec=_codec(compression), max_task_bytes=max_task_bytes,
-                           basin_to_source=basin_to_source,
-                           options={"compression": str(compression),
-                                    "features": features, "basin_to_source": basin_to_source})
+                           basin_to_source=basin_to_source, options=options)
     if extra is not None:
         plan = replace(plan, extra=extra)
     with client_context(client) as cl:

@@ -40,16 +40,20 @@ def describe_contour(group: h5py.Group) -> str:
     return f"{len(group)} events, filters={'|'.join(sorted(layouts)) or 'none'}"
 
 
-def file_summary(path: str | os.PathLike) -> str:
-    """One line for an .rtdc file: name, events, size, identifier (or its error)."""
-    from ..errors import DcbulkError
+def file_summary(path: str | os.PathLike) -> tuple[str, bool]:
+    """One line for an .rtdc file (name, events, size, identifier) and True, or its error
+    and False."""
+    from ..errors import DcbulkError, one_line
     from .inspect import inspect_source
     try:
         info = inspect_source(path)
-    except DcbulkError as exc:
-        return f"{path}: {exc}"
+    except (DcbulkError, OSError) as exc:
+        text = str(exc)
+        for shown in (f"{os.path.realpath(path)}: ", f"{path}: "):
+            text = text.removeprefix(shown)
+        return f"{path}: {one_line(text, 1000)}", False
     return (f"{path}: {info.n_events} events, {info.size / 1e6:,.2f} MB, "
-            f"{len(info.features)} features, identifier {info.identifier}")
+            f"{len(info.features)} features, identifier {info.identifier}"), True
 
 
 def contour_line(path: str | os.PathLike) -> str | None:
