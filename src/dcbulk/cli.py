@@ -224,7 +224,7 @@ def _convert(ns, out=None, err=None) -> int:
                       compression=ns.compression, resume=ns.resume, force=ns.force,
                       basin_to_source=ns.basin_to_source,
                       max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False),
-                      follow_external=ns.follow_external)
+                      follow_external=getattr(ns, "follow_external", False))
     # decide first (cheap, writes nothing): usage errors and option conflicts fail before
     # any cluster starts, and a run with nothing left to do starts none
     preview = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
@@ -357,7 +357,7 @@ def _verify(ns, out=None) -> int:
     from .verify import verify, verify_pairs
     # what to compare, before any cluster starts (usage errors, missing sources)
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter,
-                         follow_external=ns.follow_external)
+                         follow_external=getattr(ns, "follow_external", False))
     with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
             logged_client(log_path, **_client_args(ns)) as (client, _cluster):
         report = verify(pairs, client=client)

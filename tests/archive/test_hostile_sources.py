@@ -50,11 +50,11 @@ def _external_link(bad: Path, other: Path, name: str = "events/userdef1",
         h5[name] = h5py.ExternalLink(str(other), target)
 
 
-def _virtual(bad: Path, other: Path) -> None:
+def _virtual(bad: Path, other: Path, name: str = "userdef1") -> None:
     layout = h5py.VirtualLayout(shape=(N,), dtype="f8")
     layout[:] = h5py.VirtualSource(str(other), "events/area_um", shape=(N,))
     with h5py.File(bad, "a") as h5:
-        h5["events"].create_virtual_dataset("userdef1", layout)
+        h5["events"].create_virtual_dataset(name, layout)
 
 
 def _external_storage(bad: Path, other: Path) -> None:
@@ -118,12 +118,15 @@ def test_cli_refuses_outside_data_and_follows_them_on_request(archive, tmp_path,
 
 
 # -- defect 2: a feature is read through the name the source shows -------------------------
-@pytest.mark.parametrize("link", ["external", "soft"])
+@pytest.mark.parametrize("link", ["external", "virtual", "soft"])
 def test_a_linked_feature_keeps_its_shown_name_and_its_linked_data(archive, tmp_path, client,
                                                                    link):
     src, good, bad, other = archive
     if link == "external":
         _external_link(bad, other, name="events/userdef2", target="/events/area_um")
+        linked = other
+    elif link == "virtual":
+        _virtual(bad, other, name="userdef2")
         linked = other
     else:  # an alias inside events: the same file's own data, read under the alias
         with h5py.File(bad, "a") as h5:
@@ -254,6 +257,7 @@ def _run_measured(args: list[str], limit: int = TREE_LIMIT, timeout: float = 240
             child.kill()
         proc.kill()
     out, err = proc.communicate()
+    print(f"peak RSS of the process tree: {peak / 2**20:.0f} MiB")  # figures for the README
     return subprocess.CompletedProcess(args, proc.returncode, out, err), peak
 
 
@@ -339,3 +343,18 @@ def test_a_variable_length_log_with_one_long_line_stays_compact(archive, tmp_pat
     import dclab
     with dclab.new_dataset(out) as ds:
         assert ds.logs["long"][200] == lines[200]
+
+
+def test_a_file_basin_outside_the_archive_tree_is_kept_with_one_warning(archive, tmp_path,
+                                                                        client, caplog):
+    src, good, bad, other = archive
+    with dcbulk.write.HDF5Writer(bad, mode="a") as hw:
+        hw.store_basin(name="original", paths=[str(other)], features=["area_um"])
+    with caplog.at_level("WARNING", logger="dcbulk"):
+        report = convert_archive([src], tmp_path / "dst", client=client)
+    assert report.ok, report.failed
+    lines = [r.getMessage() for r in caplog.records if "outside the archive tree" in
+             r.getMessage()]
+    assert len(lines) == 1 and str(bad) in lines[0] and str(other) in lines[0], lines
+    with h5py.File(tmp_path / "dst" / "bad.rtdc") as h5:
+        assert len(h5["basins"]) == 1  # kept
