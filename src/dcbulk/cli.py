@@ -12,10 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-import numpy as np
-
 from ._version import __version__
-from .errors import DcbulkError, SourceError, UsageError, one_line
+from .errors import DcbulkError, UsageError, one_line
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
 
@@ -315,7 +313,7 @@ def _walk(root: str):
 def _info(ns, out=None) -> int:
     """``dcbulk info``: never a traceback for a bad file (one line each; see the README)."""
     out = out or sys.stdout
-    from .read.layout import file_summary
+    from .read.layout import file_lines, file_summary
     if os.path.isdir(ns.file):
         status = EXIT_OK
         for path in sorted(_walk(ns.file)):
@@ -323,31 +321,7 @@ def _info(ns, out=None) -> int:
             print(line, file=out)
             status = status if ok else EXIT_FAILED_FILES
         return status
-    try:
-        return _info_file(ns.file, out)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        if isinstance(exc, DcbulkError):
-            raise
-        raise SourceError(f"{ns.file}: unreadable: {type(exc).__name__}: {exc}") from exc
-
-
-def _info_file(path: str, out) -> int:
-    from .read.inspect import inspect_source
-    from .read.layout import contour_line, dataset_filters
-    info = inspect_source(path)
-    print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
-          f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
-    for name, fsrc in info.features.items():
-        d = fsrc.data
-        shape = (info.n_events,) + d.item_shape  # basin features: the output's events
-        where = "" if fsrc.origin == "events" else f"  [{fsrc.origin}]"
-        print(f"    {name:24s} {str(shape):18s} {str(np.dtype(d.dtype)):8s} "
-              f"chunks={d.chunks} filters={dataset_filters(d.path, d.name)}{where}", file=out)
-    if (contour := contour_line(info.path)) is not None:
-        print(f"    {'contour':24s} {contour}", file=out)
-    for b in info.basins:
-        print(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
-              f"mapping={b.get('mapping')} paths={b.get('paths')}", file=out)
+    print("\n".join(file_lines(ns.file)), file=out)
     return EXIT_OK
 
 
