@@ -179,7 +179,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     options = ArchiveOptions(features=tuple(features) if features else None,
                              filter=expr.text if expr is not None else None,
                              compression=str(compression), basin_to_source=basin_to_source,
-                             follow_external=bool(follow_external), job=getattr(file_job, "fingerprint", None))
+                             follow_external=bool(follow_external),
+                             job=getattr(file_job, "fingerprint", None))
     if isinstance(sources, (str, bytes, os.PathLike)):
         sources = [sources]
     sources = list(sources)
