@@ -22,7 +22,8 @@ from .files import open_rtdc
 from .identifier import get_measurement_identifier
 from .policy import check_structure, walk_datasets
 
-__all__ = ["DatasetRef", "FeatureSource", "SourceInfo", "inspect_source", "describe_dataset"]
+__all__ = ["DatasetRef", "FeatureSource", "SourceInfo", "inspect_source", "describe_dataset",
+           "empty_event_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class SourceInfo:
     own_features: tuple[str, ...] = ()
     basins: tuple[dict, ...] = ()
     has_contour: bool = False
+    #: groups in ``events`` without members (e.g. an empty ``trace``), kept by conversions
+    empty_groups: tuple[str, ...] = ()
     size: int = 0
     mtime: float = 0.0
     #: external links, virtual and externally stored datasets were followed on purpose
@@ -126,6 +129,12 @@ def _walk_event_datasets(group: h5py.Group, prefix: str = "", _seen: frozenset =
 def _event_datasets(path: str, events: h5py.Group, follow_external: bool):
     """The source's ``events`` datasets under the policy (:mod:`~dcbulk.read.policy`)."""
     return walk_datasets(events, path, follow_external=follow_external, skip=("contour",))
+
+
+def empty_event_groups(events: h5py.Group) -> tuple[str, ...]:
+    """Names of the groups in ``events`` that have no members (``contour`` aside)."""
+    return tuple(sorted(key for key in events.keys() if key != "contour"
+                        and isinstance(events.get(key), h5py.Group) and not len(events[key])))
 
 
 def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:
@@ -269,5 +278,5 @@ def _describe(path: str, h5: h5py.File, follow_external: bool) -> SourceInfo:
         path=path, n_events=n_events, identifier=get_measurement_identifier(h5, compat="dclab"),
         features=features, own_features=tuple(own), basins=basins,
         has_contour=isinstance(events.get("contour"), h5py.Group),
-        follow_external=follow_external, basin_files=tuple(dict.fromkeys(basin_files)))
+        empty_groups=empty_event_groups(events), follow_external=follow_external, basin_files=tuple(dict.fromkeys(basin_files)))
 
