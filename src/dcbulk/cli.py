@@ -12,8 +12,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import numpy as np
-
 from ._version import __version__
 from .cli_options import add_source_args, check_report_paths
 from .errors import DcbulkError, UsageError, one_line, printable
@@ -96,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="show what would be done (and the batch job script), do nothing")
     c.add_argument("--verify", action="store_true",
                    help="verify each output against its source before recording it as done")
+    c.add_argument("--follow-external", action="store_true",
+                   help="follow HDF5 external links, virtual datasets and external storage "
+                        "in sources (refused by default: the file fails)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_source_args(c)
     _add_cluster_args(c)
@@ -113,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --against: features the file was converted with (default: all)")
     v.add_argument("--filter", metavar="EXPR",
                    help="with --against: filter the file was converted with")
+    v.add_argument("--follow-external", action="store_true",
+                   help="with --against: the file was converted with --follow-external")
     v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
     v.add_argument("-q", "--quiet", action="store_true",
                    help="no progress output (verify prints only its problems and summary)")
@@ -226,6 +229,7 @@ def _convert(ns, out=None, err=None) -> int:
                       compression=ns.compression, resume=ns.resume, force=ns.force,
                       basin_to_source=ns.basin_to_source,
                       max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False),
+                      follow_external=getattr(ns, "follow_external", False),
                       timeout=getattr(ns, "timeout_per_file", None),
                       follow_links=getattr(ns, "follow_links", False))
     # decide first (cheap, writes nothing): usage errors and option conflicts fail before
@@ -320,30 +324,20 @@ def _walk(root: str):
 
 
 def _info(ns, out=None) -> int:
+    """``dcbulk info``: never a traceback for a bad file (one line each; see the README)."""
     out = out or sys.stdout
-    from .read.inspect import inspect_source
-    from .read.layout import contour_line, dataset_filters, file_summary
+    from .read.layout import file_lines, file_summary
     if os.path.isdir(ns.file):
         from .bulk import discover_sources
         # as convert walks it: FIFOs, devices, sockets and links out of it are skipped
         # (one warning line each), never opened
+        status = EXIT_OK
         for entry in discover_sources([ns.file]):
-            print(printable(file_summary(entry.path)), file=out)
-        return EXIT_OK
-    info = inspect_source(ns.file)
-    print(f"{printable(info.path)}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
-          f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
-    for name, fsrc in info.features.items():
-        d = fsrc.data
-        shape = (info.n_events,) + d.item_shape  # basin features: the output's events
-        where = "" if fsrc.origin == "events" else f"  [{fsrc.origin}]"
-        print(f"    {name:24s} {str(shape):18s} {str(np.dtype(d.dtype)):8s} "
-              f"chunks={d.chunks} filters={dataset_filters(d.path, d.name)}{where}", file=out)
-    if (contour := contour_line(info.path)) is not None:
-        print(f"    {'contour':24s} {contour}", file=out)
-    for b in info.basins:
-        print(printable(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
-                        f"mapping={b.get('mapping')} paths={b.get('paths')}"), file=out)
+            line, ok = file_summary(entry.path)
+            print(printable(line), file=out)
+            status = status if ok else EXIT_FAILED_FILES
+        return status
+    print("\n".join(printable(line) for line in file_lines(ns.file)), file=out)
     return EXIT_OK
 
 
@@ -353,7 +347,8 @@ def _verify(ns, out=None) -> int:
     from .verify import verify, verify_pairs
     # what to compare, before any cluster starts (usage errors, missing sources)
     check_report_paths(ns.report, getattr(ns, "performance_report", None))
-    pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
+    pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter,
+                         follow_external=getattr(ns, "follow_external", False))
     with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
             logged_client(log_path, **_client_args(ns)) as (client, _cluster):
         report = verify(pairs, client=client)

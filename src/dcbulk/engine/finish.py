@@ -28,6 +28,7 @@ from ..plan import ENUMERATE, ConversionPlan
 from ..provenance import log_name, make_provenance, provenance_lines
 from ..read.files import open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
+from ..read.policy import check_dataset, check_link
 from ..write import HDF5Writer, copy_metadata
 
 __all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",
@@ -159,18 +160,28 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
 
 
 def _store_contours(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> int:
-    """Store the contours of the output's events with the output's filters."""
+    """Store the contours of the output's events with the output's filters.
+
+    Each contour is checked against the source policy before it is read (one contour is one
+    item: at most :data:`~dcbulk.read.policy.MAX_ITEM_BYTES`).
+    """
     group = src["events"].get("contour")
     if not isinstance(group, h5py.Group):
         return 0
     out = hw.h5.require_group("events").require_group("contour")
     kwds = plan.codec.ds_kwds()
+    follow = plan.source_info.follow_external
     stored = 0
     for j in range(plan.n_events):
         i = j if plan.mapping is None else int(plan.mapping[j])
-        dset = group.get(str(i))
-        if dset is None:
+        if str(i) not in group:
             continue
+        check_link(group, str(i), plan.source, follow_external=follow)
+        dset = group[str(i)]
+        if not isinstance(dset, h5py.Dataset):
+            continue
+        check_dataset(dset, f"events/contour/{i}", plan.source, follow_external=follow,
+                      item="contour")
         data = dset[()]
         if data.size:
             out.create_dataset(str(j), data=data, chunks=data.shape, **kwds)

@@ -24,6 +24,7 @@ from ..read.basins import extract_basin_dicts
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.inspect import FeatureSource
+from ..read.policy import external_objects
 
 __all__ = ["RowCheck", "compare_rows", "compare_metadata", "compare_contours", "file_problems",
            "ALLOWED_ATTR_CHANGES"]
@@ -283,13 +284,19 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
 
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      n_source: int) -> list[str]:
-    """Root attributes, logs, tables and basins of an output against its source."""
+    """Root attributes, logs, tables and basins of an output against its source.
+
+    An output must hold its own data: every external link, soft link out of its group,
+    virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`).
+    """
     try:
         out = h5py.File(output, "r", locking=False)
     except OSError as exc:
         return [f"{output}: cannot open ({exc})"]
     with out, h5py.File(source, "r", locking=False) as src:
-        problems = _compare_attrs(src, out, mapping, n_source)
+        problems = [f"{found}: an output must hold its own data"
+                    for found in external_objects(out)]
+        problems += _compare_attrs(src, out, mapping, n_source)
         problems += _compare_group(src, out, "logs")
         problems += _compare_group(src, out, "tables")
         try:

@@ -55,4 +55,5 @@ def pair_from_provenance(output: str | PathLike):
     features = options.get("features")
     return VerifyPair(output=output, source=source,
                       features=tuple(features) if features else None,
-                      filter=options.get("filter"))
+                      filter=options.get("filter"),
+                      follow_external=bool(options.get("follow_external")))

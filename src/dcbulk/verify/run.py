@@ -53,6 +53,8 @@ class VerifyPair:
     mapping: tuple | None = None  # explicit indices (API); np arrays are not hashable
     size: int | None = None  # manifest record
     sha256: str | None = None
+    #: the output was converted with external data followed (source policy)
+    follow_external: bool = False
 
 
 @dataclass
@@ -110,7 +112,8 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
         pairs.append(VerifyPair(output=os.path.join(output_dir, rec.output), source=rec.source,
                                 features=tuple(feats) if feats else None,
                                 filter=options.get("filter"), size=rec.output_size,
-                                sha256=rec.output_sha256))
+                                sha256=rec.output_sha256,
+                                follow_external=bool(options.get("follow_external"))))
     return sorted(pairs, key=lambda p: p.output)
 
 
@@ -151,7 +154,7 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
                 ) -> tuple[list[str], list[list[RowCheck]], dict]:
     """Problems found while planning, the row-check tasks, and the metadata-task arguments."""
     try:
-        info = inspect_source(pair.source)
+        info = inspect_source(pair.source, follow_external=pair.follow_external)
     except DcbulkError as exc:
         return [f"{pair.output}: source {exc}"], [], {}
     try:
@@ -211,7 +214,8 @@ def _metadata_task(pair: VerifyPair, meta: dict) -> list[str]:
 
 
 def verify_pairs(output, against=None, *, features=None, mapping=None,
-                 filter: str | None = None) -> list[VerifyPair]:
+                 filter: str | None = None, follow_external: bool = False
+                 ) -> list[VerifyPair]:
     """What :func:`verify` checks: each output and what it must equal (cheap, no cluster).
 
     A file with ``against`` pairs with that source and the given options; a file without it
@@ -245,7 +249,8 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
                          f"without --against (against=)")
     return [VerifyPair(output=os.path.abspath(output), source=os.path.abspath(os.fspath(against)),
                        features=tuple(features) if features else None, filter=filter,
-                       mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()))]
+                       mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()),
+                       follow_external=bool(follow_external))]
 
 
 def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
@@ -261,7 +266,7 @@ def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
 
 
 def verify(output, against=None, *, features=None, mapping=None, filter: str | None = None,
-           client=None, inline: bool = False) -> VerifyReport:
+           client=None, inline: bool = False, follow_external: bool = False) -> VerifyReport:
     """Verify outputs against their sources: every chunk read, every value compared.
 
     Parameters
@@ -272,10 +277,10 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         pairs of :func:`verify_pairs`.
     against
         The source of a single output file.
-    features, mapping, filter
-        With ``against``: the feature selection, event mapping (indices or boolean filter)
-        or filter expression the file was converted with (default: all own features, all
-        events).
+    features, mapping, filter, follow_external
+        With ``against``: the feature selection, event mapping (indices or boolean filter),
+        filter expression and source policy the file was converted with (default: all own
+        features, all events, nothing external followed).
     client
         A ``distributed.Client``; by default a LocalCluster (unless ``inline``).
     inline
@@ -296,7 +301,7 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         pairs = list(output)
     else:
         pairs = verify_pairs(output, against, features=features, mapping=mapping,
-                             filter=filter)
+                             filter=filter, follow_external=follow_external)
     report = VerifyReport()
     if inline:
         report.files = [verify_pair_inline(p) for p in pairs]
