@@ -96,3 +96,12 @@ def test_read_rows_in_parallel_threads(tmp_path, images):
     for t in threads:
         t.join()
     assert all(np.array_equal(r, images) for r in results.values()) and len(results) == 3
+
+
+@pytest.mark.parametrize("name", ["zstd:5+fletcher32", "plain"])
+def test_read_rows_into_a_reused_buffer(tmp_path, images, name):
+    _write(tmp_path / "b.h5", images, 32, **FILTERS.get(name, {}))
+    buf = np.full((50, 80, 400), 7, dtype=np.uint8)
+    with h5py.File(tmp_path / "b.h5") as h5:
+        got = read_rows(h5["x"], 20, 70, out=buf)
+    assert got is buf and np.array_equal(buf, images[20:70])

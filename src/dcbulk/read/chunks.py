@@ -78,12 +78,15 @@ def _decoder(ds: h5py.Dataset) -> tuple | None:
     return codec.numcodecs_pipeline(exact=False)
 
 
-def read_rows(ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
+def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None = None
+              ) -> np.ndarray:
     """Return ``ds[start:stop]``, decoding stored chunks with numcodecs where it can.
 
     Each touched chunk is read as stored (``read_direct_chunk``) and decoded in this
     thread without HDF5's lock; a chunk that is not stored (fill value), was stored with a
     filter skipped, or a dataset numcodecs cannot decode is read through h5py instead.
+    ``out`` (of shape ``(stop - start,) + ds.shape[1:]`` and ``ds.dtype``) receives the rows
+    instead of a new array (a reused buffer).
 
     Raises
     ------
@@ -94,10 +97,14 @@ def read_rows(ds: h5py.Dataset, start: int, stop: int) -> np.ndarray:
     if stop <= start:
         return np.empty((0,) + ds.shape[1:], dtype=ds.dtype)
     stages = _decoder(ds)
-    if stages is None:
+    if stages is None and out is None:
         return ds[start:stop]
+    if out is None:
+        out = np.empty((stop - start,) + ds.shape[1:], dtype=ds.dtype)
+    if stages is None:
+        ds.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
+        return out
     cr = int(ds.chunks[0])
-    out = np.empty((stop - start,) + ds.shape[1:], dtype=ds.dtype)
     tail = (0,) * (ds.ndim - 1)
     for first in range(start - start % cr, stop, cr):
         lo, hi = max(start, first), min(stop, first + cr)
