@@ -209,3 +209,24 @@ def test_convert_stores_hdf5plugins_bytes(client, shared_data_dir, tmp_path, nam
             mine = [dset.id.read_direct_chunk((s,) + tail)
                     for s in range(0, len(data), dset.chunks[0])]
             assert mine == ref, f"{spec} {feature}"
+
+
+@pytest.mark.parametrize("command", ["convert", "condense", "split", "join"])
+def test_cli_help_lists_every_choice(capsys, command):
+    from dcbulk.cli import main
+    try:
+        assert main([command, "--help"]) == 0
+    except SystemExit as exc:
+        assert exc.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for row in COMPRESSORS:
+        assert row.spec_text() in text, (command, row.name)
+
+
+def test_synthetic_generator_reads_the_table(tmp_path):
+    from dcbulk.synth import compression_kwargs
+    for row in COMPRESSORS:
+        codec = parse_compression(row.name, fletcher32=False)
+        assert compression_kwargs(row.name) == {
+            k: v for k, v in codec.ds_kwds().items() if k != "fletcher32"}
+    assert compression_kwargs("lz4") == dict(hdf5plugin.LZ4())
