@@ -59,7 +59,13 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
                    "[dcbulk.worker-timeout]")
 
 
+def _compression_help() -> str:
+    from .codec.table import choices_text
+    return f"{choices_text()}; each followed by Fletcher-32 [zstd:5]"
+
+
 def _parser() -> argparse.ArgumentParser:
+    compression_help = _compression_help()
     top = argparse.ArgumentParser(
         prog="dcbulk", description="Convert archives of deformability cytometry (.rtdc) files "
         "in parallel with dask.", epilog="Exit status: 0 ok, 1 some files failed, 2 usage, "
@@ -78,9 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--filter", metavar="EXPR",
                    help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
     c.add_argument("--compression", default="zstd:5",
-                   help="zstd[:N], gzip[:N], lz4, blosc2-zstd[:N], blosc2-lz4[:N], "
-                        "bitshuffle-zstd[:N], bitshuffle-lz4 or none, each with Fletcher-32 "
-                        "[zstd:5]")
+                   help=compression_help)
     c.add_argument("--basin-to-source", action="store_true",
                    help="add a basin pointing back to each source file")
     c.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -149,7 +153,7 @@ def _add_mode_parsers(sub) -> None:
     for p in (k, s, j):
         p.add_argument("sources", nargs="+", metavar="SRC", help="file, directory or glob")
         p.add_argument("--include", default="*.rtdc", help="file pattern in directories [*.rtdc]")
-        p.add_argument("--compression", default="zstd:5", help="zstd:N, gzip:N or none [zstd:5]")
+        p.add_argument("--compression", default="zstd:5", help=_compression_help())
         p.add_argument("--filter", metavar="EXPR",
                        help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
         p.add_argument("--force", action="store_true", help="replace existing outputs")

@@ -74,7 +74,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     mapping
         Integer indices or boolean filter over the source events (``None``: all events).
     compression
-        ``"zstd:5"`` (default), ``"zstd:N"``, ``"gzip:N"`` or ``"none"``, or a ChunkCodec.
+        A ``--compression`` spec of the codec table (:data:`dcbulk.codec.COMPRESSORS`:
+        ``"zstd:5"`` (default), ``"gzip:N"``, ``"lz4"``, ``"blosc2-zstd:N"``, ...,
+        ``"none"``) or a ChunkCodec.
         Source chunks already stored with these filters at an equal or higher level are
         copied as stored.
     client

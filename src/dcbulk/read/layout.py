@@ -9,15 +9,12 @@ import os
 
 import h5py
 
+from ..codec.table import FILTER_NAMES as _FILTER_NAMES
 from .files import open_rtdc
 
 __all__ = ["describe_filters", "describe_contour", "file_summary", "file_lines", "contour_line",
            "dataset_filters"]
 
-#: HDF5 filter ids h5py and hdf5plugin define, as ``dcbulk info`` names them
-_FILTER_NAMES = {1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
-                 6: "scaleoffset", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle",
-                 32015: "zstd", 32017: "sz", 32026: "blosc2"}
 
 
 def describe_filters(dset: h5py.Dataset) -> str:

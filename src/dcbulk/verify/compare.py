@@ -19,9 +19,10 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
 
+from ..errors import ChecksumMismatchError
 from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
-from ..read.chunks import OpenFiles, read_event_rows
+from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.inspect import FeatureSource
 from ..read.policy import external_objects
@@ -138,15 +139,14 @@ def _read_rows(dset: h5py.Dataset, start: int, stop: int, slot: str) -> np.ndarr
     if dset.dtype.hasobject or stop <= start or dset.ndim == 0:
         return dset[start:stop]
     out = _buffer(slot, dset.dtype, (stop - start,) + dset.shape[1:])
-    dset.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
-    return out
+    return read_rows(dset, start, stop, out=out)  # compressed: decoded outside HDF5's lock
 
 
 def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
     where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
     try:
         got = _read_rows(events[check.feature], check.start, check.stop, "output")
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, ChecksumMismatchError) as exc:
         return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
     if check.enumerate:
         want = np.arange(check.start + 1, check.stop + 1).astype(got.dtype)
@@ -159,7 +159,7 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
                 want = np.asarray(read_event_rows(files, check.source, np.asarray(
                     check.events) if check.events is not None
                     else slice(check.start, check.stop)))
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, ChecksumMismatchError) as exc:
             return [f"{where}: source unreadable ({type(exc).__name__}: {exc})"]
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
             got = got > 0
