@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--max-open-outputs", type=_positive, metavar="N")
     c.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
     c.add_argument("--performance-report", metavar="HTML", help="write dask's performance report")
+    c.add_argument("--html-report", metavar="HTML", help="write the run's report as one HTML "
+                   "file that opens offline (also for a failed or interrupted run)")
     c.add_argument("--dry-run", action="store_true",
                    help="show what would be done (and the batch job script), do nothing")
     c.add_argument("--verify", action="store_true",
@@ -149,6 +151,8 @@ def _add_mode_parsers(sub) -> None:
         p.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
         p.add_argument("--performance-report", metavar="HTML",
                        help="write dask's performance report")
+        p.add_argument("--html-report", metavar="HTML", help="write the run's report as one "
+                       "HTML file that opens offline")
         p.add_argument("--dry-run", action="store_true", help="show what would be done")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         _add_cluster_args(p)
@@ -176,11 +180,12 @@ def _client_args(ns) -> dict:
             "jobs": ns.jobs, "timeout": ns.timeout}
 
 
-def _print_summary(report, out, log_path: str | None = None) -> None:
+def _print_summary(report, out, log_path: str | None = None, page: str | None = None) -> None:
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
           f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> {report.output_dir}"
-          + (f"; log: {log_path}" if log_path else ""), file=out)
+          + (f"; log: {log_path}" if log_path else "") + (f"; page: {page}" if page else ""),
+          file=out)
     for f in report.failed:
         print(f"  FAILED {f.source}: {one_line(f.error)}", file=out)
 
@@ -208,6 +213,7 @@ def _convert(ns, out=None, err=None) -> int:
     from .bulk.usage import check_memory_limit
     from .cluster import job_script, setting
     from .partials import clean_partials
+    from .monitor import dashboard_page, live_page, observers, recorded
     from .progress import ArchiveProgress
     from .runlog import LOG_DIRNAME, logged_client, run_log
     check_memory_limit(ns.memory_limit)
@@ -238,40 +244,59 @@ def _convert(ns, out=None, err=None) -> int:
     with lock:
         n_files = len(preview.files)
         total = sum(f.bytes_in or os.path.getsize(f.source) for f in preview.files)
-        if not any(f.status == "planned" for f in preview.files):
-            report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
-            return _finish(ns, report, out)
-        try:
-            with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, \
-                    logged_client(log_path, **_client_args(ns)) as (client, _cluster):
-                if not ns.quiet:
-                    print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
-                          f"dashboard: {client.dashboard_link}", file=err, flush=True)
-                progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
-                perf = contextlib.nullcontext()
-                if ns.performance_report:
-                    from distributed import performance_report
-                    perf = performance_report(filename=ns.performance_report)
-                try:
-                    with perf:
-                        report = convert_archive(ns.sources, ns.output, client=client,
-                                                 progress=progress, **kwargs)
-                finally:
-                    if progress is not None:
-                        progress.close()
-        finally:
-            if not (ns.scheduler or ns.scheduler_file or one_file):
-                # the cluster this run started is closed: none of its writers is left, so
-                # what they left (e.g. after Ctrl-C) goes now, with the lock still held
-                clean_partials(ns.output)
-    return _finish(ns, report, out, log_path)
+        state = _run_state(ns, kwargs, n_files, total, one_file)
+        with recorded(state, getattr(ns, "html_report", None)):
+            if not any(f.status == "planned" for f in preview.files):
+                # nothing to do: no cluster
+                report = convert_archive(ns.sources, ns.output, progress=state, **kwargs)
+                return _finish(ns, report, out)
+            try:
+                with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, \
+                        dashboard_page(), \
+                        logged_client(log_path, **_client_args(ns)) as (client, cluster), \
+                        live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
+                    if not ns.quiet:
+                        print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
+                              f"dashboard: {client.dashboard_link}"
+                              + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
+                    bar = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
+                    perf = contextlib.nullcontext()
+                    if ns.performance_report:
+                        from distributed import performance_report
+                        # inline: Bokeh's JavaScript in the file, so it opens offline
+                        perf = performance_report(filename=ns.performance_report, mode="inline")
+                    try:
+                        with perf:
+                            report = convert_archive(ns.sources, ns.output, client=client,
+                                                     progress=observers(bar, state), **kwargs)
+                    finally:
+                        if bar is not None:
+                            bar.close()
+            finally:
+                if not (ns.scheduler or ns.scheduler_file or one_file):
+                    # the cluster this run started is closed: none of its writers is left, so
+                    # what they left (e.g. after Ctrl-C) goes now, with the lock still held
+                    clean_partials(ns.output)
+    return _finish(ns, report, out, log_path, page)
 
 
-def _finish(ns, report, out, log_path: str | None = None) -> int:
+def _run_state(ns, kwargs: dict, n_files: int, total: int, one_file: bool):
+    """The run's state for its dashboard page and HTML report."""
+    from .bulk.manifest import MANIFEST_NAME
+    from .monitor import RunState
+    state = RunState(command=ns.command, total_files=n_files, total_bytes=total,
+                     options={"sources": ns.sources, "output": ns.output, **kwargs},
+                     manifest=None if one_file else os.path.join(os.path.abspath(ns.output),
+                                                                 MANIFEST_NAME))
+    state.json_report = ns.report and os.path.abspath(ns.report)
+    return state
+
+
+def _finish(ns, report, out, log_path: str | None = None, page: str | None = None) -> int:
     if ns.report:
         with open(ns.report, "w", encoding="utf-8") as fd:
-            json.dump(report.to_dict(), fd, indent=2, default=str)
-    _print_summary(report, out, log_path)
+            json.dump({**report.to_dict(), "page": page}, fd, indent=2, default=str)
+    _print_summary(report, out, log_path, page)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
@@ -289,10 +314,12 @@ def _demo(ns, out=None) -> int:
                          basin_to_source=False, resume=True, force=False,
                          max_open_outputs=None, report=os.path.join(root, "report.json"),
                          performance_report=os.path.join(root, "performance-report.html"),
+                         html_report=os.path.join(root, "report.html"),
                          dry_run=False, quiet=False).items():
         setattr(ns, key, val)
     status = _convert(ns, out=out)
-    print(f"dcbulk demo: outputs in {dst}\n  JSON report: {ns.report}\n  dask performance report: "
+    print(f"dcbulk demo: outputs in {dst}\n  JSON report: {ns.report}\n  HTML report: "
+          f"{ns.html_report}\n  dask performance report: "
           f"{ns.performance_report}\n  inspect a file with: dcbulk info "
           f"{next(iter(sorted(_walk(dst))), dst)}\n  run it again to see resume skip every file.",
           file=out)
