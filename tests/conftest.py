@@ -68,14 +68,28 @@ def _ci() -> bool:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Under CI, a skipped ``slurm`` test fails: a run that did not exercise SLURM is not green."""
+    """Under CI, a skipped ``slurm`` or ``browser`` test fails: a run that did not exercise
+    SLURM or a real browser is not green."""
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and _ci() and item.get_closest_marker("slurm") is not None:
+    marker = next((m for m in ("slurm", "browser") if item.get_closest_marker(m) is not None),
+                  None)
+    if report.skipped and _ci() and marker is not None:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         reason = str(reason).removeprefix("Skipped: ")
         report.outcome = "failed"
-        report.longrepr = f"CI is set, so this slurm test must run, but it was skipped: {reason}"
+        report.longrepr = f"CI is set, so this {marker} test must run, but it was skipped: {reason}"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless Chromium executable (``browser`` tests skip without it, except in CI)."""
+    from dcbulk.monitor.chromium import find_chromium
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run "
+                    "installs it)")
+    return exe
 
 
 @pytest.fixture(scope="session")
