@@ -97,7 +97,7 @@ async def _drive(ws_url: str, until: str, screenshot: str | None, deadline: floa
         await conn.write_message(json.dumps({"id": counter, "method": method, "params": params}))
         while True:
             msg = json.loads(await asyncio.wait_for(
-                conn.read_message(), max(0.1, deadline - time.monotonic())))
+                conn.read_message(), max(10.0, deadline - time.monotonic())))
             if msg.get("id") == counter:
                 if "error" in msg:
                     raise RuntimeError(f"chromium: {method}: {msg['error']}")
