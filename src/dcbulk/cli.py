@@ -114,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--filter", metavar="EXPR",
                    help="with --against: filter the file was converted with")
     v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
+    v.add_argument("--html-report", metavar="HTML", help="write the run's report as one HTML "
+                   "file that opens offline")
     _add_cluster_args(v)
 
     d = sub.add_parser("demo", help="build a sample archive, convert it, show the results")
@@ -184,7 +186,7 @@ def _print_summary(report, out, log_path: str | None = None, page: str | None = 
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
           f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> {report.output_dir}"
-          + (f"; log: {log_path}" if log_path else "") + (f"; page: {page}" if page else ""),
+          + (f"; page: {page}" if page else "") + (f"; log: {log_path}" if log_path else ""),
           file=out)
     for f in report.failed:
         print(f"  FAILED {f.source}: {one_line(f.error)}", file=out)
@@ -363,19 +365,28 @@ def _verify(ns, out=None) -> int:
     from .runlog import log_dir_for, logged_client, run_log
     from .verify import verify, verify_pairs
     # what to compare, before any cluster starts (usage errors, missing sources)
+    from .monitor import RunState, dashboard_page, live_page, recorded
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
-    with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
-            logged_client(log_path, **_client_args(ns)) as (client, _cluster):
-        report = verify(pairs, client=client)
+    state = RunState(command="verify", total_files=len(pairs),
+                     total_bytes=sum(os.path.getsize(p.output) for p in pairs
+                                     if os.path.isfile(p.output)),
+                     options={"output": ns.output, "against": ns.against,
+                              "features": ns.features, "filter": ns.filter})
+    state.json_report = ns.report and os.path.abspath(ns.report)
+    with recorded(state, ns.html_report), \
+            run_log(log_dir_for(ns.output), kind="verify") as log_path, dashboard_page(), \
+            logged_client(log_path, **_client_args(ns)) as (client, cluster), \
+            live_page(state, client, cluster) as page:
+        report = verify(pairs, client=client, progress=state)
     if ns.report:
         with open(ns.report, "w", encoding="utf-8") as fd:
-            json.dump(report.to_dict(), fd, indent=2, default=str)
+            json.dump({**report.to_dict(), "page": page}, fd, indent=2, default=str)
     for line in report.problems:
         print(line, file=out)
     counts = report.to_dict()["counts"]
     print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
           f"{counts['mismatched']} differ ({_plural(counts['problems'], 'problem')}) "
-          f"in {report.wall_seconds:,.1f} s", file=out)
+          f"in {report.wall_seconds:,.1f} s" + (f"; page: {page}" if page else ""), file=out)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 

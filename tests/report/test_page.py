@@ -3,6 +3,7 @@ conversion runs on a LocalCluster, and its numbers equal to the run's report."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -10,6 +11,7 @@ import urllib.request
 
 import pytest
 
+import dcbulk
 from dcbulk.bulk import convert_archive
 from dcbulk.cli import EXIT_FAILED_FILES, main
 from dcbulk.monitor import (ROUTE, RunState, dashboard_page, live_page, observers, page_doc,
@@ -138,6 +140,16 @@ def test_page_served_while_files_are_in_flight_and_after(archive, tmp_path):
                 client.sync(build)
                 text = " ".join(m.text for m in document.select({"type": Div}))
                 assert f"{len(good)} done, 0 skipped, 2 failed, 0 remaining" in text
+
+            # verify reports to the page the same way: one settled verdict per output
+            vstate = RunState(command="verify", total_files=len(good))
+            with live_page(vstate, client, cluster):
+                verdicts = dcbulk.verify(tmp_path / "out", client=client, progress=vstate)
+                snap = _json(base + "/dcbulk/run.json")
+            assert verdicts.ok and len(verdicts.files) == len(good)
+            assert (snap["command"], snap["remaining"]) == ("verify", 0)
+            assert snap["counts"] == {"done": len(good), "skipped": 0, "failed": 0}
+            assert snap["bytes_in"] == sum(os.path.getsize(f.output) for f in verdicts.files)
             # the plugin leaves with the block
             with pytest.raises(urllib.error.HTTPError) as err:
                 _get(base + "/dcbulk/run.json")
@@ -188,4 +200,11 @@ def test_cli_names_the_page(archive, tmp_path, capsys):
     page = json.loads(report.read_text())["page"]
     assert page.startswith("http://") and page.endswith(ROUTE)
     assert f"dcbulk page: {page}" in text.err
-    assert f"; page: {page}" in text.out
+    assert f"; page: {page}; log: " in text.out
+    vreport = tmp_path / "v.json"
+    assert main(["verify", str(tmp_path / "out"), "--workers", "2", "--report",
+                 str(vreport)]) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    doc = json.loads(vreport.read_text())
+    assert doc["counts"]["equal"] == len(good) and doc["page"].endswith(ROUTE)
+    assert summary.endswith(f"; page: {doc['page']}")
