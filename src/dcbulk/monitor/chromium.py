@@ -86,7 +86,8 @@ def _page_socket(port: int, deadline: float) -> str:
     raise TimeoutError("chromium opened no page")
 
 
-async def _drive(ws_url: str, until: str, screenshot: str | None, deadline: float) -> dict:
+async def _drive(ws_url: str, until: str, screenshot: str | None, full_page: bool,
+                 deadline: float) -> dict:
     from tornado.websocket import websocket_connect
     conn = await websocket_connect(ws_url, max_message_size=256 * 1024**2)
     counter = 0
@@ -118,7 +119,8 @@ async def _drive(ws_url: str, until: str, screenshot: str | None, deadline: floa
         result = await evaluate(PROBE) or {}
         result["ready"] = ready
         if screenshot:
-            shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+            shot = await call("Page.captureScreenshot", format="png",
+                              captureBeyondViewport=full_page)
             with open(screenshot, "wb") as fh:
                 fh.write(base64.b64decode(shot["data"]))
         return result
@@ -127,12 +129,13 @@ async def _drive(ws_url: str, until: str, screenshot: str | None, deadline: floa
 
 
 def render(url: str, *, until: str = "true", screenshot: str | None = None,
-           width: int = 1200, height: int = 1400, timeout: float = 60.0,
-           executable: str | None = None) -> dict:
+           full_page: bool = True, width: int = 1200, height: int = 1400,
+           timeout: float = 60.0, executable: str | None = None) -> dict:
     """Open ``url`` in headless Chromium; return what :data:`PROBE` finds once ``until`` (a
     JavaScript expression) holds, or ``timeout`` seconds passed (then ``ready`` is False).
 
-    ``screenshot``: also write a PNG of the page there.
+    ``screenshot``: also write a PNG of the page there (the whole page, or with
+    ``full_page`` False what a ``width`` x ``height`` window shows).
     """
     exe = executable or find_chromium()
     if exe is None:
@@ -144,7 +147,7 @@ def render(url: str, *, until: str = "true", screenshot: str | None = None,
                                  url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             ws_url = _page_socket(_port(profile, proc, deadline), deadline)
-            return asyncio.run(_drive(ws_url, until, screenshot, deadline))
+            return asyncio.run(_drive(ws_url, until, screenshot, full_page, deadline))
         finally:
             proc.terminate()
             try:

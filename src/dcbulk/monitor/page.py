@@ -28,6 +28,8 @@ ROUTE = "/individual-dcbulk"
 FILE_KEY_PREFIX = "dcbulk-file-"
 #: milliseconds between redraws of an open page
 INTERVAL_MS = 1000
+#: points of the page's throughput series (files settle in bursts: wide bins read better)
+PAGE_BINS = 40
 
 
 class RunStatePlugin(SchedulerPlugin):
@@ -59,12 +61,13 @@ def files_in_flight(scheduler, limit: int = 200) -> list[dict]:
     return out
 
 
-def page_state(scheduler) -> dict | None:
-    """What the page shows: the state's snapshot plus the files in flight (None: no run)."""
+def page_state(scheduler, *, bins: int = PAGE_BINS) -> dict | None:
+    """What the page shows: the state's snapshot (a throughput series of at most ``bins``
+    points) plus the files in flight (None: no run)."""
     state = state_of(scheduler)
     if state is None:
         return None
-    snap = state.snapshot()
+    snap = state.snapshot(bins=bins)
     snap["in_flight"] = files_in_flight(scheduler)
     return snap
 
@@ -127,7 +130,7 @@ def page_doc(scheduler, extra, doc) -> None:
     fail_title = Div(text="<b>failures</b>")
 
     def update() -> None:
-        snap = page_state(scheduler)
+        snap = page_state(scheduler, bins=PAGE_BINS)
         summary.text = summary_html(snap)
         if snap is None:
             return

@@ -24,6 +24,8 @@ __all__ = ["TABLE_ROWS", "render_html_report", "write_html_report"]
 
 #: files listed in the report's table (all of them are in the JSON report)
 TABLE_ROWS = 1000
+#: points of the report's throughput series
+REPORT_BINS = 80
 _VERSIONS = ("dcbulk", "dask", "distributed", "h5py", "hdf5plugin", "numpy", "bokeh", "dclab",
              "dcnum")
 
@@ -82,11 +84,13 @@ def _file_table(state: RunState, limit: int) -> tuple[str, str]:
     rows = list(state.rows)
     failed = [r for r in rows if r.status == "failed"]
     shown = (failed + [r for r in rows if r.status != "failed"])[:limit]
+    top = _common_dir([r.source for r in shown])
     body = []
     for r in shown:
+        name = os.path.relpath(r.source, top) if top else r.source
         ratio = f"{r.ratio:.2f}" if r.ratio is not None and r.ratio == r.ratio else ""
         body.append(f"<tr class='file-row {html.escape(r.status)}'>"
-                    f"<td>{html.escape(r.status)}</td><td>{html.escape(r.source)}</td>"
+                    f"<td>{html.escape(r.status)}</td><td>{html.escape(name)}</td>"
                     f"<td>{_mb(r.bytes_in)}</td><td>{_mb(r.bytes_out)}</td><td>{ratio}</td>"
                     f"<td>{r.seconds:.2f}</td><td>{html.escape(r.error)}</td></tr>")
     head = ("<tr><th>status</th><th>source</th><th>MB read</th><th>MB written</th>"
@@ -94,6 +98,8 @@ def _file_table(state: RunState, limit: int) -> tuple[str, str]:
     table = f"<table class='files'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
     left = state.total_files - len(rows)
     note = f"<p>{len(shown)} of {len(rows)} settled files listed"
+    if top:
+        note += f" (sources below <code>{html.escape(top)}</code>)"
     if len(shown) < len(rows):
         where = (f"<a href='{html.escape(_href(state.json_report))}'>"
                  f"{html.escape(state.json_report)}</a>" if state.json_report
@@ -102,6 +108,19 @@ def _file_table(state: RunState, limit: int) -> tuple[str, str]:
     if left > 0:
         note += f"; {left} files did not settle ({html.escape(state.outcome)})"
     return table, note + ".</p>"
+
+
+def _common_dir(paths: list[str]) -> str:
+    """The directory all ``paths`` are below ('' when none is shared or they are relative)."""
+    if not paths or not all(os.path.isabs(p) for p in paths):
+        return ""
+    try:
+        top = os.path.commonpath(paths)
+    except ValueError:
+        return ""
+    if top in paths:  # a single file: its directory
+        top = os.path.dirname(top)
+    return "" if top == os.sep else top
 
 
 def _href(path: str) -> str:
@@ -131,7 +150,7 @@ def _plots(state: RunState):
     from bokeh.layouts import column, row
     from bokeh.plotting import figure
     rows = list(state.rows)
-    seconds, rates = throughput_series(rows, state.elapsed(), bins=200)
+    seconds, rates = throughput_series(rows, state.elapsed(), bins=REPORT_BINS)
     tp = figure(height=260, width=860, title="throughput (MB/s of sources finished)",
                 x_axis_label="seconds since start", y_axis_label="MB/s", tools="",
                 toolbar_location=None)
