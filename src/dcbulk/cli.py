@@ -247,38 +247,37 @@ def _convert(ns, out=None, err=None) -> int:
         n_files = len(preview.files)
         total = sum(f.bytes_in or os.path.getsize(f.source) for f in preview.files)
         state = _run_state(ns, kwargs, n_files, total, one_file)
-        with recorded(state, getattr(ns, "html_report", None)):
-            if not any(f.status == "planned" for f in preview.files):
-                # nothing to do: no cluster
+        if not any(f.status == "planned" for f in preview.files):
+            with recorded(state, getattr(ns, "html_report", None)):  # nothing to do: no cluster
                 report = convert_archive(ns.sources, ns.output, progress=state, **kwargs)
-                return _finish(ns, report, out)
-            try:
-                with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, \
-                        dashboard_page(), \
-                        logged_client(log_path, **_client_args(ns)) as (client, cluster), \
-                        live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
-                    if not ns.quiet:
-                        print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
-                              f"dashboard: {client.dashboard_link}"
-                              + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
-                    bar = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
-                    perf = contextlib.nullcontext()
-                    if ns.performance_report:
-                        from distributed import performance_report
-                        # inline: Bokeh's JavaScript in the file, so it opens offline
-                        perf = performance_report(filename=ns.performance_report, mode="inline")
-                    try:
-                        with perf:
-                            report = convert_archive(ns.sources, ns.output, client=client,
-                                                     progress=observers(bar, state), **kwargs)
-                    finally:
-                        if bar is not None:
-                            bar.close()
-            finally:
-                if not (ns.scheduler or ns.scheduler_file or one_file):
-                    # the cluster this run started is closed: none of its writers is left, so
-                    # what they left (e.g. after Ctrl-C) goes now, with the lock still held
-                    clean_partials(ns.output)
+            return _finish(ns, report, out)
+        try:
+            with recorded(state, getattr(ns, "html_report", None)), \
+                    run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, dashboard_page(), \
+                    logged_client(log_path, **_client_args(ns)) as (client, cluster), \
+                    live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
+                if not ns.quiet:
+                    print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
+                          f"dashboard: {client.dashboard_link}"
+                          + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
+                progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
+                perf = contextlib.nullcontext()
+                if ns.performance_report:
+                    from distributed import performance_report
+                    # inline: Bokeh's JavaScript in the file, so that it opens offline
+                    perf = performance_report(filename=ns.performance_report, mode="inline")
+                try:
+                    with perf:
+                        report = convert_archive(ns.sources, ns.output, client=client,
+                                                 progress=observers(progress, state), **kwargs)
+                finally:
+                    if progress is not None:
+                        progress.close()
+        finally:
+            if not (ns.scheduler or ns.scheduler_file or one_file):
+                # the cluster this run started is closed: none of its writers is left, so
+                # what they left (e.g. after Ctrl-C) goes now, with the lock still held
+                clean_partials(ns.output)
     return _finish(ns, report, out, log_path, page)
 
 

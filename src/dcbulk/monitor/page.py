@@ -9,7 +9,7 @@ scheduler has processing, read on the scheduler's event loop where the page runs
 """
 from __future__ import annotations
 
-import logging
+import html
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -18,7 +18,6 @@ from .state import RunState
 __all__ = ["PLUGIN_NAME", "ROUTE", "FILE_KEY_PREFIX", "RunStatePlugin", "files_in_flight",
            "page_doc", "page_state", "state_of", "summary_html"]
 
-logger = logging.getLogger(__name__)
 
 #: the name of the plugin that holds the run's state on the scheduler
 PLUGIN_NAME = "dcbulk-run-state"
@@ -100,13 +99,8 @@ def summary_html(snap: dict | None) -> str:
              ("rate", f"{snap['rate_bytes_per_second'] / 1e6:,.1f} MB/s, elapsed "
                       f"{_duration(snap['elapsed_seconds'])}, ETA {_duration(snap['eta_seconds'])}")]
     rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th>"
-                   f"<td class='dcbulk-{k}'>{_escape(v)}</td></tr>" for k, v in cells)
+                   f"<td class='dcbulk-{k}'>{html.escape(v)}</td></tr>" for k, v in cells)
     return f"<table class='dcbulk-summary'>{rows}</table>"
-
-
-def _escape(text: str) -> str:
-    import html
-    return html.escape(str(text))
 
 
 def page_doc(scheduler, extra, doc) -> None:
