@@ -66,12 +66,21 @@ def _ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+#: how many tests marked ``hostile`` ran in this session (the fault suite's summary line)
+_HOSTILE_TRIED = pytest.StashKey[int]()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """Under CI, a skipped ``slurm`` or ``browser`` test fails: a run that did not exercise
-    SLURM or a real browser is not green."""
+    SLURM or a real browser is not green.
+
+    Also counts the ``hostile`` tests that ran (reached their call phase).
+    """
     outcome = yield
     report = outcome.get_result()
+    if call.when == "call" and item.get_closest_marker("hostile") is not None:
+        item.config.stash[_HOSTILE_TRIED] = item.config.stash.get(_HOSTILE_TRIED, 0) + 1
     marker = next((m for m in ("slurm", "browser") if item.get_closest_marker(m) is not None),
                   None)
     if report.skipped and _ci() and marker is not None:
@@ -90,6 +99,13 @@ def chromium() -> str:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run "
                     "installs it)")
     return exe
+
+
+@pytest.fixture(scope="session")
+def hostile_tried(request: pytest.FixtureRequest):
+    """A function returning how many ``hostile`` tests have run in this session so far."""
+    config = request.config
+    return lambda: config.stash.get(_HOSTILE_TRIED, 0)
 
 
 @pytest.fixture(scope="session")

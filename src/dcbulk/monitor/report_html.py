@@ -185,7 +185,8 @@ def write_html_report(state: RunState, path: str | os.PathLike, *,
     text = render_html_report(state, table_rows=table_rows)
     tmp = f"{path}.{os.getpid()}.partial"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        # undecodable file names (surrogate escapes) are shown as \udcxx, not refused
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(text)
         os.replace(tmp, path)
     except BaseException:
