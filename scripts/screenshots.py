@@ -44,7 +44,9 @@ def main(argv=None) -> int:
                 state = RunState(total_files=len(good) + 2,
                                  total_bytes=sum(os.path.getsize(f) for f in root.rglob("*.rtdc")),
                                  options={"sources": [str(root)], "compression": "zstd:5"},
-                                 manifest=str(Path(tmp) / "out" / "dcbulk-manifest.jsonl"))
+                                 manifest=str(Path(tmp) / "out" / "dcbulk-manifest.jsonl"),
+                                 outputs=[f.output for f in convert_archive(
+                                     [root], Path(tmp) / "out", dry_run=True).files])
                 with live_page(state, client, cluster) as url:
                     run = threading.Thread(target=convert_archive, args=([root], Path(tmp) / "out"),
                                            kwargs={"client": client, "progress": state,

@@ -253,7 +253,7 @@ def _convert(ns, out=None, err=None) -> int:
     with lock:
         n_files = len(preview.files)
         total = sum(f.bytes_in or os.path.getsize(f.source) for f in preview.files)
-        state = _run_state(ns, kwargs, n_files, total, one_file)
+        state = _run_state(ns, kwargs, preview, total, one_file)
         if not any(f.status == "planned" for f in preview.files):
             with recorded(state, getattr(ns, "html_report", None)):  # nothing to do: no cluster
                 report = convert_archive(ns.sources, ns.output, progress=state, **kwargs)
@@ -288,14 +288,15 @@ def _convert(ns, out=None, err=None) -> int:
     return _finish(ns, report, out, log_path, page)
 
 
-def _run_state(ns, kwargs: dict, n_files: int, total: int, one_file: bool):
+def _run_state(ns, kwargs: dict, preview, total: int, one_file: bool):
     """The run's state for its dashboard page and HTML report."""
     from .bulk.manifest import MANIFEST_NAME
     from .monitor import RunState
-    state = RunState(command=ns.command, total_files=n_files, total_bytes=total,
+    state = RunState(command=ns.command, total_files=len(preview.files), total_bytes=total,
                      options={"sources": ns.sources, "output": ns.output, **kwargs},
                      manifest=None if one_file else os.path.join(os.path.abspath(ns.output),
-                                                                 MANIFEST_NAME))
+                                                                 MANIFEST_NAME),
+                     outputs=[f.output for f in preview.files if f.status == "planned"])
     state.json_report = ns.report and os.path.abspath(ns.report)
     return state
 
@@ -385,7 +386,8 @@ def _verify(ns, out=None) -> int:
                      total_bytes=sum(os.path.getsize(p.output) for p in pairs
                                      if os.path.isfile(p.output)),
                      options={"output": ns.output, "against": ns.against,
-                              "features": ns.features, "filter": ns.filter})
+                              "features": ns.features, "filter": ns.filter},
+                     outputs=[p.output for p in pairs])
     state.json_report = ns.report and os.path.abspath(ns.report)
     with recorded(state, ns.html_report), \
             run_log(log_dir_for(ns.output), kind="verify") as log_path, dashboard_page(), \

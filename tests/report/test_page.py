@@ -60,6 +60,16 @@ def test_state_counts_bytes_and_fan_out():
     assert observers(None, None) is None
 
 
+def test_file_tasks_are_named_by_their_outputs():
+    """The page names in-flight tasks of convert_archive and verify by their output's name."""
+    from dcbulk.bulk.archive import file_key
+    from dcbulk.verify.run import _file_key
+    out = "/data/out/2024/M001_data.rtdc"
+    state = RunState(outputs=[out])
+    for key in (file_key(out, 7), _file_key(out, 3)):
+        assert state.names[key.rpartition("-")[0]] == "M001_data.rtdc"
+
+
 def test_page_url_next_to_the_dashboard():
     assert page_url("http://node:8787/status") == "http://node:8787" + ROUTE
     assert page_url("http://node:8787/proxy/x/") == "http://node:8787/proxy/x" + ROUTE
@@ -77,7 +87,9 @@ def test_page_served_while_files_are_in_flight_and_after(archive, tmp_path):
         cluster = make_local_cluster(n_workers=2, threads_per_worker=1)
     try:
         with Client(cluster) as client:
-            state = RunState(total_files=len(good) + 2)
+            planned = convert_archive([root], tmp_path / "out", dry_run=True)
+            state = RunState(total_files=len(good) + 2,
+                             outputs=[f.output for f in planned.files])
             with live_page(state, client, cluster) as url:
                 assert url == page_url(client.dashboard_link)
                 base = url[:-len(ROUTE)]
@@ -142,7 +154,8 @@ def test_page_served_while_files_are_in_flight_and_after(archive, tmp_path):
                 assert f"{len(good)} done, 0 skipped, 2 failed, 0 remaining" in text
 
             # verify reports to the page the same way: one settled verdict per output
-            vstate = RunState(command="verify", total_files=len(good))
+            vstate = RunState(command="verify", total_files=len(good),
+                              outputs=[f.output for f in report.files])
             with live_page(vstate, client, cluster):
                 verdicts = dcbulk.verify(tmp_path / "out", client=client, progress=vstate)
                 snap = _json(base + "/dcbulk/run.json")

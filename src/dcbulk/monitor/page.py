@@ -47,12 +47,13 @@ def state_of(scheduler) -> RunState | None:
     return getattr(plugin, "state", None)
 
 
-def files_in_flight(scheduler, limit: int = 200) -> list[dict]:
-    """The file tasks ``scheduler`` has processing: file name and worker (on its loop)."""
+def files_in_flight(scheduler, names: dict[str, str], limit: int = 200) -> list[dict]:
+    """The file tasks ``scheduler`` has processing: file name (by ``names``: key without its
+    index -> name; else the key) and worker. Call on the scheduler's event loop."""
     out = []
     for key, ts in list(scheduler.tasks.items()):
         if isinstance(key, str) and key.startswith(FILE_KEY_PREFIX) and ts.state == "processing":
-            name = key[len(FILE_KEY_PREFIX):].rpartition("-")[0] or key
+            name = names.get(key.rpartition("-")[0], key)
             worker = ts.processing_on.address if ts.processing_on is not None else ""
             out.append({"file": name, "worker": worker})
             if len(out) >= limit:
@@ -67,7 +68,7 @@ def page_state(scheduler, *, bins: int = PAGE_BINS) -> dict | None:
     if state is None:
         return None
     snap = state.snapshot(bins=bins)
-    snap["in_flight"] = files_in_flight(scheduler)
+    snap["in_flight"] = files_in_flight(scheduler, state.names)
     return snap
 
 

@@ -9,10 +9,13 @@ the scheduler's event loop reads it, so every access holds its lock.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from ..errors import one_line, printable
 
 __all__ = ["FileRow", "RunState", "observers", "throughput_series"]
 
@@ -50,11 +53,6 @@ def observers(*consumers: Callable | None) -> Callable | None:
     return progress
 
 
-def _one_line(text: str | None, limit: int = 300) -> str:
-    line = " ".join(str(text or "").split())
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
 class RunState:
     """What a run has done so far; call it as ``progress(result, done, total)``.
 
@@ -69,13 +67,16 @@ class RunState:
         The run's options (JSON-ready), for the report.
     manifest
         The path of the run's manifest (None: none), for the report.
+    outputs
+        The outputs the run will make: their file tasks' keys (hashes of the outputs'
+        names) are shown by name among the files in flight.
     clock
         Seconds since the epoch (test-only replacement of :func:`time.time`).
     """
 
     def __init__(self, *, command: str = "convert", total_files: int = 0, total_bytes: int = 0,
                  options: dict | None = None, manifest: str | None = None,
-                 clock: Callable[[], float] = time.time):
+                 outputs: Iterable[str] = (), clock: Callable[[], float] = time.time):
         self._lock = threading.Lock()
         self._clock = clock
         self.command = command
@@ -89,6 +90,7 @@ class RunState:
         self.page_url: str | None = None
         self.json_report: str | None = None
         self.rows: list[FileRow] = []
+        self.names = _task_names(outputs)
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
         self.failures: list[FileRow] = []
         self.bytes_in = self.bytes_out = self.raw_bytes = 0
@@ -96,14 +98,14 @@ class RunState:
 
     def __call__(self, result, done: int, total: int) -> None:
         status = getattr(result, "status", "done")
-        row = FileRow(source=str(getattr(result, "source", "")),
-                      output=str(getattr(result, "output", "")), status=status,
+        row = FileRow(source=printable(getattr(result, "source", "")),
+                      output=printable(getattr(result, "output", "")), status=status,
                       bytes_in=int(getattr(result, "bytes_in", 0) or 0),
                       bytes_out=int(getattr(result, "bytes_out", 0) or 0),
                       raw_bytes=int(getattr(result, "raw_bytes", 0) or 0),
                       ratio=getattr(result, "ratio", None),
                       seconds=float(getattr(result, "seconds", 0.0) or 0.0),
-                      error=_one_line(getattr(result, "error", None)),
+                      error=one_line(printable(getattr(result, "error", None) or ""), 300),
                       at=self._clock() - self.started)
         with self._lock:
             self.total_files = max(self.total_files, total)
@@ -163,6 +165,13 @@ class RunState:
             "failures_total": counts.get("failed", 0),
             "page": self.page_url, "manifest": self.manifest,
         }
+
+
+def _task_names(outputs: Iterable[str]) -> dict[str, str]:
+    """File-task key prefix (``file_key`` without its index) -> the output's printable name."""
+    from ..bulk.archive import file_key
+    return {file_key(out, 0).rpartition("-")[0]: printable(os.path.basename(out))
+            for out in outputs}
 
 
 def throughput_series(rows: list[FileRow], elapsed: float, *, bins: int = 120

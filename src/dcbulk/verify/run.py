@@ -15,9 +15,9 @@ manifest: each finished record names its source, and the manifest's options (``f
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -34,6 +34,13 @@ __all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "VerifySettled", "verify
 TASK_BYTES = 32 * 1024**2
 #: outputs up to this size on disk are verified by one task each
 FILE_TASK_BYTES = 8 * 1024**2
+
+
+def _file_key(output: str, index: int) -> str:
+    """The dask key of one output's task: the format of ``convert_archive``'s file tasks
+    (``dcbulk.bulk.archive.file_key``, not imported: bulk imports verify), so the dashboard
+    page names it among the files in flight."""
+    return f"dcbulk-file-{hashlib.sha256(os.fsencode(output)).hexdigest()[:16]}-{index}"
 
 
 def _size(path: str) -> int:
@@ -328,12 +335,10 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
             progress(VerifySettled.of(verdict), len(report.files), len(pairs))
 
     from distributed import as_completed
-    token = uuid.uuid4().hex[:8]
     with client_context(client) as cl:
         # keys as convert_archive's file tasks: the dashboard page lists them in flight
         whole_futs = cl.map(verify_pair_inline, whole, pure=False,
-                            key=[f"dcbulk-file-{os.path.basename(p.output)}-{token}{i}"
-                                 for i, p in enumerate(whole)])
+                            key=[_file_key(p.output, i) for i, p in enumerate(whole)])
         planned = cl.gather(cl.map(plan_checks, split, pure=False))
         futures = []
         for pair, (problems, tasks, meta) in zip(split, planned):
