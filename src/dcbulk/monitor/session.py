@@ -37,6 +37,8 @@ def dashboard_page() -> Iterator[None]:
     try:
         from distributed.dashboard import scheduler as dashboard
     except ImportError:  # no (suitable) bokeh: distributed serves no dashboard either
+        dashboard = None
+    if dashboard is None:
         yield
         return
     routes = list(dask.config.get("distributed.scheduler.http.routes", []) or [])
