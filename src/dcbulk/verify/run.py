@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -36,7 +37,7 @@ TASK_BYTES = 32 * 1024**2
 FILE_TASK_BYTES = 8 * 1024**2
 
 
-def _file_key(output: str, index: int) -> str:
+def _file_key(output: str, index: int | str) -> str:
     """The dask key of one output's task: the format of ``convert_archive``'s file tasks
     (``dcbulk.bulk.archive.file_key``, not imported: bulk imports verify), so the dashboard
     page names it among the files in flight."""
@@ -335,10 +336,12 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
             progress(VerifySettled.of(verdict), len(report.files), len(pairs))
 
     from distributed import as_completed
+    run = uuid.uuid4().hex[:8]  # keys of this call only: a key still held would give its result
     with client_context(client) as cl:
         # keys as convert_archive's file tasks: the dashboard page lists them in flight
         whole_futs = cl.map(verify_pair_inline, whole, pure=False,
-                            key=[_file_key(p.output, i) for i, p in enumerate(whole)])
+                            key=[_file_key(p.output, f"{run}{i}")
+                                 for i, p in enumerate(whole)])
         planned = cl.gather(cl.map(plan_checks, split, pure=False))
         futures = []
         for pair, (problems, tasks, meta) in zip(split, planned):
