@@ -118,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
     v.add_argument("--html-report", metavar="HTML", help="write the run's report as one HTML "
                    "file that opens offline")
+    v.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress output (verify prints only its problems and summary)")
     _add_cluster_args(v)
 
     d = sub.add_parser("demo", help="build a sample archive, convert it, show the results")
@@ -392,7 +394,7 @@ def _verify(ns, out=None) -> int:
     with recorded(state, ns.html_report), \
             run_log(log_dir_for(ns.output), kind="verify") as log_path, dashboard_page(), \
             logged_client(log_path, **_client_args(ns)) as (client, cluster), \
-            live_page(state, client, cluster) as page:
+            live_page(state, client, cluster, quiet=ns.quiet) as page:
         report = verify(pairs, client=client, progress=state)
     if ns.report:
         _write_report(ns.report, {**report.to_dict(), "page": page})
