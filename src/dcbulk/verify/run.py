@@ -15,8 +15,10 @@ manifest: each finished record names its source, and the manifest's options (``f
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,13 +28,20 @@ from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
 from ..read.inspect import SourceInfo, inspect_source
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 
-__all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "verify", "verify_pair_inline",
+__all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "VerifySettled", "verify", "verify_pair_inline",
            "verify_pairs", "pairs_from_manifest", "TASK_BYTES"]
 
 #: uncompressed output bytes one comparison task reads
 TASK_BYTES = 32 * 1024**2
 #: outputs up to this size on disk are verified by one task each
 FILE_TASK_BYTES = 8 * 1024**2
+
+
+def _file_key(output: str, index: int | str) -> str:
+    """The dask key of one output's task: the format of ``convert_archive``'s file tasks
+    (``dcbulk.bulk.archive.file_key``, not imported: bulk imports verify), so the dashboard
+    page names it among the files in flight."""
+    return f"dcbulk-file-{hashlib.sha256(os.fsencode(output)).hexdigest()[:16]}-{index}"
 
 
 def _size(path: str) -> int:
@@ -93,6 +102,22 @@ class VerifyReport:
                            "mismatched": sum(not f.ok for f in self.files),
                            "problems": len(self.problems)},
                 "files": [asdict(f) for f in self.files]}
+
+
+@dataclass(frozen=True)
+class VerifySettled:
+    """One settled verdict as a run's progress callback sees it (as an archive's file)."""
+
+    source: str
+    output: str
+    status: str  # "done" (equal) or "failed" (differs)
+    bytes_in: int
+    error: str | None
+
+    @classmethod
+    def of(cls, verdict: FileVerdict) -> VerifySettled:
+        return cls(verdict.source, verdict.output, "done" if verdict.ok else "failed",
+                   _size(verdict.output), "; ".join(verdict.problems) or None)
 
 
 def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
@@ -266,7 +291,8 @@ def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
 
 
 def verify(output, against=None, *, features=None, mapping=None, filter: str | None = None,
-           client=None, inline: bool = False, follow_external: bool = False) -> VerifyReport:
+           client=None, inline: bool = False, follow_external: bool = False,
+           progress=None) -> VerifyReport:
     """Verify outputs against their sources: every chunk read, every value compared.
 
     Parameters
@@ -285,6 +311,9 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         A ``distributed.Client``; by default a LocalCluster (unless ``inline``).
     inline
         Run every check in this process.
+    progress
+        Called as ``progress(result, done_count, total_count)`` as each output's verdict
+        settles (``result``: :class:`VerifySettled`, ``failed`` when it differs).
 
     Returns
     -------
@@ -311,20 +340,35 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     # small outputs: one task each (no per-chunk scheduling); large ones: split into runs
     whole = [p for p in pairs if _size(p.output) <= FILE_TASK_BYTES]
     split = [p for p in pairs if _size(p.output) > FILE_TASK_BYTES]
+    split_verdicts: list[FileVerdict] = []
+
+    def tell(verdict: FileVerdict) -> None:
+        report.files.append(verdict)
+        if progress is not None:
+            progress(VerifySettled.of(verdict), len(report.files), len(pairs))
+
+    from distributed import as_completed
+    run = uuid.uuid4().hex[:8]  # keys of this call only: a key still held would give its result
     with client_context(client) as cl:
-        whole_futs = cl.map(verify_pair_inline, whole, pure=False)
+        # keys as convert_archive's file tasks: the dashboard page lists them in flight
+        whole_futs = cl.map(verify_pair_inline, whole, pure=False,
+                            key=[_file_key(p.output, f"{run}{i}")
+                                 for i, p in enumerate(whole)])
         planned = cl.gather(cl.map(plan_checks, split, pure=False))
         futures = []
         for pair, (problems, tasks, meta) in zip(split, planned):
             verdict = FileVerdict(pair.output, pair.source, list(problems),
                                   sorted({c.feature for task in tasks for c in task}))
-            report.files.append(verdict)
+            split_verdicts.append(verdict)
             if meta:
                 futures.append((verdict, cl.submit(_metadata_task, pair, meta, pure=False)))
                 futures.extend((verdict, f) for f in cl.map(compare_rows, tasks, pure=False))
+        for fut in as_completed(whole_futs):
+            tell(fut.result())
         for verdict, fut in futures:
             verdict.problems.extend(fut.result())
-        report.files.extend(cl.gather(whole_futs))
+        for verdict in split_verdicts:
+            tell(verdict)
     order = {p.output: i for i, p in enumerate(pairs)}
     report.files.sort(key=lambda f: order[f.output])
     report.wall_seconds = time.perf_counter() - t0
