@@ -306,29 +306,31 @@ def test_without_working_locks_a_live_run_of_this_host_is_still_refused(tmp_path
 def test_a_writer_retried_after_committing_its_output_is_not_a_failure(two, tmp_path):
     """A writer worker killed between committing its output and reporting back: the retried
     task finds the output there (OutputExistsError); it is this task's own, so it is done."""
-    from dcbulk.bulk import Manifest
-    from dcbulk.bulk.archive import ArchiveOptions, _settle, convert_file
+    from dcbulk.bulk import ConvertJob, Manifest, Target, make_options
+    from dcbulk.bulk.executor import planned, settle_task
     from dcbulk.bulk.sources import discover_sources, output_path
+    from dcbulk.errors import OutputExistsError
 
     src, files = two
     dst = tmp_path / "dst"
     entry = discover_sources([files[0]])[0]
     out = output_path(entry, dst)
     os.makedirs(dst)
-    options = ArchiveOptions()
-    first = convert_file(entry.path, out, options, overwrite=False)  # the attempt that died
-    assert first.error is None
-    retry = convert_file(entry.path, out, options, overwrite=False)
-    assert retry.error.startswith("OutputExistsError")
-    st = os.stat(entry.path)
+    options, job = make_options(), ConvertJob()
+    with planned(job, [files[0]], dst, options) as plan:  # the run decides: make it
+        [step] = plan.steps
+        target = Target(out, entry, 0)
+        first = job.make(target, options, overwrite=False)  # the attempt that died
+        assert first.error is None
+        retry = job.make(target, options, overwrite=False)
+        assert retry.error_type is OutputExistsError
+        st = os.stat(entry.path)
 
-    class Done:
-        def result(self):
-            return (st.st_size, st.st_mtime_ns, None, None), retry
+        class Done:
+            def result(self):
+                return (st.st_size, st.st_mtime_ns, None, None), retry
 
-    manifest = Manifest.load(dst)
-    manifest.check_options(options.fingerprint_dict())
-    result = _settle(Done(), entry, out, manifest, options)
+        result = settle_task(Done(), step, plan)
     assert result.status == "done", result
     assert Manifest.load(dst).records[entry.relpath].status == "done"
     assert_features_equal(files[0], out)

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ManifestError, SourceNotFoundError
 from ..partials import clean_partials, stale_partials, write_atomic
-from .records import (FORMAT_VERSION, STATUSES, Decision, ManifestRecord, canonical_options,
+from .records import (FORMAT_VERSION, Decision, ManifestRecord, canonical_options,
                       file_sha256, head_sha256, header_line, options_fingerprint,
                       options_line, parse_line, record_line, utc_now)
 from .sources import SourceEntry, output_path
@@ -162,13 +162,6 @@ class Manifest:
 
     def __contains__(self, relpath: object) -> bool:
         return relpath in self._records
-
-    def counts(self) -> dict[str, int]:
-        """Number of records per status."""
-        counts = dict.fromkeys(STATUSES, 0)
-        for record in self._records.values():
-            counts[record.status] += 1
-        return counts
 
     # -- options -------------------------------------------------------------------------
     def check_options(self, options: Mapping[str, Any], force: bool = False) -> None:
@@ -320,19 +313,6 @@ class Manifest:
         self._update(entry.relpath, record)
         return record
 
-    def verify(self, relpath: str) -> bool:
-        """Whether the output exists and matches the recorded SHA-256 (False without one)."""
-        record = self._records.get(relpath)
-        if record is None:
-            raise ManifestError(f"{self.path}: no record for '{relpath}'")
-        if record.status != "done" or not record.output_sha256:
-            return False
-        try:
-            return file_sha256(os.path.join(self._output_dir, record.output)) \
-                == record.output_sha256
-        except FileNotFoundError:
-            return False
-
     @staticmethod
     def _stat(entry: SourceEntry) -> tuple[int, int]:
         try:
@@ -389,15 +369,6 @@ class Manifest:
                 raise ManifestError(f"{self.path}: cannot write manifest ({exc})") from exc
             self._torn_at, self._exists, self._lines = None, True, len(parts)
 
-    def flush(self) -> None:
-        """Nothing to do: every change is written (and fsynced) when made."""
-
-    close = flush
-
-    def stale_partials(self, output_dir: str | PathLike | None = None) -> list[Path]:
-        """:func:`stale_partials` of ``output_dir`` (default: this manifest's directory)."""
-        return stale_partials(self._output_dir if output_dir is None else output_dir)
-
     def clean_partials(self, output_dir: str | PathLike | None = None) -> list[Path]:
         """:func:`clean_partials` of ``output_dir`` (default: this manifest's directory)."""
         with self._lock:
@@ -407,7 +378,7 @@ class Manifest:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.close()
+        pass
 
     def __repr__(self) -> str:
         return f"<Manifest {self.path} records={len(self._records)}>"

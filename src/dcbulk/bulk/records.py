@@ -40,9 +40,6 @@ def file_sha256(path: str | PathLike, bufsize: int = 4 << 20) -> str:
     return digest.hexdigest()
 
 
-_HEAD_CACHE: dict[tuple, str] = {}
-
-
 def head_sha256(path: str | PathLike, *, nbytes: int = HEAD_BYTES) -> str:
     """SHA-256 hex digest of the first and the last ``nbytes`` of a file (all of a small one).
 
@@ -51,23 +48,15 @@ def head_sha256(path: str | PathLike, *, nbytes: int = HEAD_BYTES) -> str:
     towards its end, so a source replaced by another file of the same size with the mtime
     restored (``cp -p``, ``rsync -t``, backups) is seen here at the cost of two small reads.
     Not seen: raw data edited in place beyond those ranges with the mtime reset by hand.
-    Within a process the digest is cached per (device, inode, size, mtime, ctime): the CLI
-    decides twice (preview, run).
     """
-    st = os.stat(path)
-    key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-           nbytes)
-    if key not in _HEAD_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
+    size = os.stat(path).st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        digest.update(fh.read(nbytes))
+        if size > nbytes:
+            fh.seek(max(nbytes, size - nbytes))
             digest.update(fh.read(nbytes))
-            if st.st_size > nbytes:
-                fh.seek(max(nbytes, st.st_size - nbytes))
-                digest.update(fh.read(nbytes))
-        _HEAD_CACHE[key] = digest.hexdigest()
-        if len(_HEAD_CACHE) > 100_000:
-            _HEAD_CACHE.clear()
-    return _HEAD_CACHE[key]
+    return digest.hexdigest()
 
 
 def _json_default(value: Any) -> Any:

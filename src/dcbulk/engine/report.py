@@ -16,8 +16,9 @@ class Report:
     ``raw_bytes`` over the bytes stored for the features. ``features`` holds per feature the
     mode (``encode`` or ``raw-copy``), filters, chunks, bytes and the seconds spent in
     worker tasks. ``identifier`` and ``source_mtime_ns`` identify the source for a manifest;
-    ``inline`` tells that the writer encoded the file itself; ``error`` (one line) is set,
-    and the rest left empty, for a file of an archive that failed.
+    ``inline`` tells that the writer encoded the file itself; ``error`` (one line) and
+    ``error_type`` (the exception's class) are set, and the rest left empty, for a file of
+    an archive that failed.
     """
 
     source: str | None
@@ -33,6 +34,10 @@ class Report:
     source_mtime_ns: int = 0
     inline: bool = False
     error: str | None = None
+    error_type: type[BaseException] | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        """The report as a JSON-ready dict (the error's type by its name)."""
+        doc = dict(self.__dict__)
+        doc["error_type"] = None if self.error_type is None else self.error_type.__name__
+        return doc

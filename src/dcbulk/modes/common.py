@@ -26,7 +26,7 @@ from ..read.inspect import SourceInfo
 #: engine's task size), so a file's features are a few read tasks, not one per 1 MiB chunk
 CHUNKS_PER_BLOCK = 16
 
-__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "provenance", "event_filter",
+__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "provenance",
            "job_result", "scalar_features",
            "attrs_of", "logs_of", "tables_of"]
 
@@ -86,8 +86,8 @@ def provenance(info: SourceInfo, options) -> dict:
     """What a mode's log records so that its output can be adopted on resume.
 
     The keys :func:`~dcbulk.bulk.resume.adopt_output` checks (as in the engine's
-    ``dcbulk-convert`` log): the source's path, size and mtime and the archive's options
-    (``options``: its :class:`~dcbulk.bulk.archive.ArchiveOptions`), so an output that a
+    ``dcbulk-convert`` log): the source's path, size and mtime and the run's options
+    (``options``: its :class:`~dcbulk.bulk.options.ArchiveOptions`), so an output that a
     killed run renamed into place but could not record is taken as finished.
     """
     return {"source": info.path, "source identifier": info.identifier,
@@ -104,17 +104,6 @@ def scalar_features(info: SourceInfo) -> list[str]:
     return [name for name, fsrc in info.features.items()
             if not fsrc.data.item_shape and "/" not in name
             and not name.startswith("basinmap")]
-
-
-def event_filter(info: SourceInfo, text: str | None) -> np.ndarray | None:
-    """The boolean event filter of a ``--filter`` expression for one source (None: none).
-
-    Evaluated exactly as ``convert_archive`` evaluates it (its own helper).
-    """
-    from ..bulk.filetask import filter_mapping
-    from ..filter_expr import parse_filter
-    expr = parse_filter(text)
-    return None if expr is None else np.asarray(filter_mapping(info, expr), dtype=bool)
 
 
 def job_result(info: SourceInfo, report: Report, t0: float) -> Report:

@@ -15,7 +15,7 @@ from ..errors import SourceError
 from .files import open_rtdc
 from .inspect import DatasetRef, FeatureSource
 
-__all__ = ["OpenFiles", "read_event_rows", "gather_rows", "read_raw_chunk"]
+__all__ = ["OpenFiles", "read_event_rows", "gather_rows"]
 
 #: upper bound for one contiguous read while gathering rows
 MAX_RUN_BYTES = 32 * 1024**2
@@ -116,9 +116,3 @@ def read_event_rows(files: OpenFiles, fsrc: FeatureSource,
         return ds[events]
     return gather_rows(ds, events)
 
-
-def read_raw_chunk(files: OpenFiles, ref: DatasetRef, chunk_index: int) -> tuple[int, bytes]:
-    """Return ``(filter_mask, bytes)`` of one stored chunk along axis 0."""
-    ds = files.dataset(ref)
-    offset = (chunk_index * ref.chunks[0],) + (0,) * (len(ref.shape) - 1)
-    return ds.id.read_direct_chunk(offset)

@@ -23,6 +23,8 @@ import numpy as np
 
 from ..errors import DcbulkError, ManifestError, PlanError, UsageError
 from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
+from ..filter_expr import parse_filter
+from ..read.filtering import filter_mapping
 from ..read.inspect import SourceInfo, inspect_source
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 
@@ -118,8 +120,6 @@ def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
     if pair.mapping is not None:
         return make_mapping(np.asarray(pair.mapping), info.n_events)
     if pair.filter:
-        from ..bulk.filetask import filter_mapping
-        from ..filter_expr import parse_filter
         return make_mapping(filter_mapping(info, parse_filter(pair.filter)), info.n_events)
     return None
 
