@@ -28,7 +28,7 @@ from .read.layout import contour_line, dataset_filters, file_summary
 from .registry import commands
 from .runlog import LOG_DIRNAME, log_dir_for, logged_client, run_log, terminal_warnings
 from .synth import make_archive
-from .verify import verify, verify_pairs
+from .modes.verify import verify, verify_pairs
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
 

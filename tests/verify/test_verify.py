@@ -14,7 +14,7 @@ import pytest
 import dcbulk
 from dcbulk.bulk import ConvertJob, Target, discover_sources, make_options
 from dcbulk.cli import main
-from dcbulk.verify import verify_pairs
+from dcbulk.modes.verify import verify_pairs
 
 
 @pytest.fixture(autouse=True, params=["file-tasks", "chunk-run-tasks"])

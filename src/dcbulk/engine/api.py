@@ -104,7 +104,7 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     plan = plan_conversion(info, output, features=features, mapping=mapping,
                            codec=_codec(compression), max_task_bytes=max_task_bytes,
                            basin_to_source=basin_to_source,
-                           options={"compression": str(compression),
+                           options={"compression": _codec(compression).describe(),
                                     "features": features, "basin_to_source": basin_to_source})
     if extra is not None:
         plan = replace(plan, extra=extra)
@@ -198,7 +198,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
                           features=tuple(g.features[0] for g in groups), groups=groups,
                           codec=codec, mapping=idx, source_info=info,
                           basin_to_source=bool(basins and info is not None),
-                          options={"compression": str(compression), "store_features": True},
+                          options={"compression": _codec(compression).describe(), "store_features": True},
                           extra=extra)
     label = info.path if info else output
     encoded = [(g, encode_array(aligned[g.features[0].name], g, label)) for g in groups

@@ -9,7 +9,9 @@ import os
 
 import h5py
 
+from ..errors import DcbulkError
 from .files import open_rtdc
+from .inspect import inspect_source
 
 __all__ = ["describe_filters", "describe_contour", "file_summary", "contour_line", "dataset_filters"]
 
@@ -42,8 +44,6 @@ def describe_contour(group: h5py.Group) -> str:
 
 def file_summary(path: str | os.PathLike) -> str:
     """One line for an .rtdc file: name, events, size, identifier (or its error)."""
-    from ..errors import DcbulkError
-    from .inspect import inspect_source
     try:
         info = inspect_source(path)
     except DcbulkError as exc:

@@ -20,6 +20,7 @@ import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
 
 from ..read.basins import extract_basin_dicts
+from ..read.digests import file_sha256
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.inspect import FeatureSource
@@ -326,7 +327,6 @@ def compare_contours(output: str, source: str, *, mapping: np.ndarray | None,
 
 def file_problems(output: str, record_size: int | None, record_sha: str | None) -> list[str]:
     """Size and SHA-256 of an output against the manifest's record."""
-    from ..bulk.records import file_sha256
     if not os.path.isfile(output):
         return [f"{output}: missing"]
     problems = []

@@ -14,7 +14,10 @@ import os
 import re
 from os import PathLike
 
+import h5py
+
 from ..errors import NotHDF5Error, SourceNotFoundError, UsageError
+from .run import VerifyPair
 
 __all__ = ["PROVENANCE_LOG", "provenance_docs", "read_provenance", "pair_from_provenance"]
 
@@ -51,7 +54,6 @@ def read_provenance(output: str | PathLike) -> dict | None:
         When the newest log is not a JSON object (an older one is not used instead: it may
         be the log of the source's own conversion).
     """
-    import h5py
     with h5py.File(output, "r", locking=False) as h5:
         docs = provenance_docs(h5)
     numbered = [(int(m.group(1) or 1), name) for name in docs
@@ -77,7 +79,6 @@ def pair_from_provenance(output: str | PathLike):
         When the log does not say what the output must equal: no dcbulk log, an explicit
         event mapping (not recorded), or features written from arrays (``store_features``).
     """
-    from .run import VerifyPair
     output = os.path.abspath(os.fspath(output))
     if not os.path.isfile(output):
         raise SourceNotFoundError(f"{output}: no such file")
