@@ -198,7 +198,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
                           features=tuple(g.features[0] for g in groups), groups=groups,
                           codec=codec, mapping=idx, source_info=info,
                           basin_to_source=bool(basins and info is not None),
-                          options={"compression": _codec(compression).describe(), "store_features": True},
+                          options={"compression": codec.describe(), "store_features": True},
                           extra=extra)
     label = info.path if info else output
     encoded = [(g, encode_array(aligned[g.features[0].name], g, label)) for g in groups
