@@ -306,7 +306,7 @@ def test_without_working_locks_a_live_run_of_this_host_is_still_refused(tmp_path
 def test_a_writer_retried_after_committing_its_output_is_not_a_failure(two, tmp_path):
     """A writer worker killed between committing its output and reporting back: the retried
     task finds the output there (OutputExistsError); it is this task's own, so it is done."""
-    from dcbulk.bulk import ConvertJob, Manifest, Target, make_options
+    from dcbulk.bulk import ConvertJob, Manifest, Target, make_options, run_target
     from dcbulk.bulk.executor import planned, settle_task
     from dcbulk.bulk.sources import discover_sources, output_path
     from dcbulk.errors import OutputExistsError
@@ -320,9 +320,9 @@ def test_a_writer_retried_after_committing_its_output_is_not_a_failure(two, tmp_
     with planned(job, [files[0]], dst, options) as plan:  # the run decides: make it
         [step] = plan.steps
         target = Target(out, entry, 0)
-        first = job.make(target, options, overwrite=False)  # the attempt that died
+        _, first = run_target(job, target, options, overwrite=False)  # the attempt that died
         assert first.error is None
-        retry = job.make(target, options, overwrite=False)
+        _, retry = run_target(job, target, options, overwrite=False)
         assert retry.error_type is OutputExistsError
         st = os.stat(entry.path)
 

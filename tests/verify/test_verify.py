@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dcbulk
-from dcbulk.bulk import ConvertJob, Target, discover_sources, make_options
+from dcbulk.bulk import ConvertJob, Target, discover_sources, make_options, run_target
 from dcbulk.cli import main
 from dcbulk.modes.verify import verify_pairs
 
@@ -240,7 +240,8 @@ def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir,
     src = str(shared_data_dir / "fmt-hdf5_cytoshot_extended-moments-features.rtdc")
     options, job = make_options(), ConvertJob(verify=True)
     entry = discover_sources([src])[0]
-    good = job.make(Target(str(tmp_path / "good.rtdc"), entry, 0), options, overwrite=False)
+    _, good = run_target(job, Target(str(tmp_path / "good.rtdc"), entry, 0), options,
+                         overwrite=False)
     assert good.error is None and os.path.isfile(tmp_path / "good.rtdc")
 
     real = filetask.write_output
@@ -252,7 +253,8 @@ def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir,
         return summary
 
     monkeypatch.setattr(filetask, "write_output", corrupting)
-    bad = job.make(Target(str(tmp_path / "bad.rtdc"), entry, 0), options, overwrite=False)
+    _, bad = run_target(job, Target(str(tmp_path / "bad.rtdc"), entry, 0), options,
+                        overwrite=False)
     assert bad.error.startswith("VerifyError: ") and bad.error_type is dcbulk.errors.VerifyError
     assert "feature 'per_ratio'" in bad.error and "first: event 3" in bad.error
     assert not os.path.exists(tmp_path / "bad.rtdc")

@@ -16,12 +16,12 @@ import numpy as np
 
 from ..engine.report import Report
 from ..engine.writer import write_output
-from ..errors import DcbulkError, VerifyError
+from ..errors import VerifyError
 from ..plan import DEFAULT_TASK_BYTES, ExtraMetadata, plan_conversion
 from ..read.filtering import event_filter
 from ..read.inspect import inspect_source
 from ..verify.run import VerifyPair, verify_pair_inline
-from .job import INLINE_BYTES, Job, Target, failed_file
+from .job import INLINE_BYTES, Job, Target
 from .options import ArchiveOptions
 
 __all__ = ["ConvertJob", "Part"]
@@ -54,13 +54,10 @@ class ConvertJob(Job):
     def make(self, target: Target, options: ArchiveOptions, *, overwrite: bool,
              inline_bytes: int = INLINE_BYTES) -> Report:
         """Inspect, plan and write one output; see :class:`ConvertJob`."""
-        try:
-            report = self._convert(target, options, overwrite=overwrite,
-                                   inline_bytes=inline_bytes)
-            if self.verify:
-                self._verify(target, options)
-        except (DcbulkError, OSError, RuntimeError) as exc:
-            return failed_file(exc, target.source.path, target.output)
+        report = self._convert(target, options, overwrite=overwrite,
+                               inline_bytes=inline_bytes)
+        if self.verify:
+            self._verify(target, options)
         return report
 
     @staticmethod

@@ -7,9 +7,10 @@ return its :class:`~dcbulk.engine.report.Report`. Everything else (discovery, th
 resume, the lock, submitting, bounding what is in flight, progress) is the executor's
 (:mod:`.executor`), the same for every job.
 
-A failure that concerns one file comes back from :meth:`Job.make` as a report with
-``error`` (one line) and ``error_type`` (the exception's class) set, built by
-:func:`failed_file`, so the client reports it once, without a worker traceback.
+A failure that concerns one file (a dcbulk error, an OSError, a full disk) raised by
+:meth:`Job.make` comes back from :func:`run_target` as a report with ``error`` (one line)
+and ``error_type`` (the exception's class) set (:func:`failed_file`), so the client reports
+it once, without a worker traceback; a job may also return such a report itself.
 """
 from __future__ import annotations
 
@@ -93,8 +94,6 @@ def failed_file(exc: BaseException, source: str, output: str) -> Report:
     """
     if isinstance(exc, RuntimeError) and not is_no_space(exc):
         raise exc
-    if not isinstance(exc, (DcbulkError, OSError, RuntimeError)):
-        raise exc
     return Report(source=source, output=output, error=describe_failure(exc, output),
                   error_type=type(exc))
 
@@ -109,7 +108,10 @@ def run_target(job: Job, target: Target, options: ArchiveOptions, **kwargs
     """
     st = os.stat(target.source.path)
     head = head_sha256(target.source.path)
-    res = job.make(target, options, **kwargs)
+    try:
+        res = job.make(target, options, **kwargs)
+    except (DcbulkError, OSError, RuntimeError) as exc:
+        res = failed_file(exc, target.source.path, target.output)
     checksum = (file_sha256(target.output) if job.checksum_output and not res.error
                 else None)
     return (st.st_size, st.st_mtime_ns, head, checksum), res

@@ -59,14 +59,9 @@ class Manifest:
 
     Examples
     --------
-    >>> with Manifest.load(out) as manifest:                    # doctest: +SKIP
-    ...     manifest.check_options(options, force=False)
-    ...     for entry in entries:
-    ...         decision = manifest.decide(entry)
-    ...         if decision.action == "convert":
-    ...             ...  # convert, then:
-    ...             manifest.record_done(entry, events=n, size=decision.size,
-    ...                                  mtime_ns=decision.mtime_ns)
+    >>> manifest = Manifest.load(out)                            # doctest: +SKIP
+    >>> manifest.check_options(options, force=False)             # doctest: +SKIP
+    >>> manifest.record_done(entry, events=n)  # after the output was renamed into place
     """
 
     def __init__(self, output_dir: str | PathLike, *, read_only: bool = False) -> None:
@@ -172,7 +167,7 @@ class Manifest:
         ManifestError
             When finished outputs were made with other options and ``force`` is False; lists
             the differing keys. With ``force`` the new options are adopted and those outputs
-            are reconverted (:meth:`decide` answers ``"options changed"``).
+            are reconverted (:func:`dcbulk.bulk.resume.decide` answers ``"options changed"``).
         """
         fingerprint = options_fingerprint(options)
         normalized = json.loads(canonical_options(options))
@@ -198,47 +193,7 @@ class Manifest:
             self._options, self._fingerprint = normalized, fingerprint
             self._append(options_line(normalized, fingerprint))
 
-    # -- decisions and records -----------------------------------------------------------
-    def decide(self, entry: SourceEntry, output_dir: str | PathLike | None = None) -> Decision:
-        """Whether ``entry`` must be converted (see :class:`Decision` for the reasons).
-
-        Skips only a ``done`` record of the current options whose source has the recorded
-        size, mtime and first/last-MiB hash and whose output exists with the recorded size;
-        output checksums are not recomputed (see :meth:`verify`).
-        """
-        try:
-            st = os.stat(entry.path)
-        except FileNotFoundError as exc:
-            raise SourceNotFoundError(f"{entry.path}: source vanished") from exc
-        out = output_path(entry, self._output_dir if output_dir is None else output_dir)
-
-        def answer(reason: str) -> Decision:
-            action = "skip" if reason == "finished" else "convert"
-            return Decision(action, reason, entry.relpath, st.st_size, st.st_mtime_ns)
-
-        record = self._records.get(entry.relpath)
-        if record is None:
-            return answer("unrecorded output exists" if os.path.lexists(out) else "new")
-        if record.status != "done":
-            return answer("previously failed")
-        if self._fingerprint is not None and record.fingerprint != self._fingerprint:
-            return answer("options changed")
-        if (record.size, record.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            return answer("source changed")
-        try:
-            out_size = os.stat(out).st_size
-        except FileNotFoundError:
-            return answer("output missing")
-        if out_size != record.output_size:
-            return answer("output size differs")
-        try:
-            head = head_sha256(entry.path)
-        except OSError as exc:
-            raise SourceNotFoundError(f"{entry.path}: cannot read ({exc.strerror})") from exc
-        if record.head_sha256 != head:
-            return answer("source changed")
-        return answer("finished")
-
+    # -- records -----------------------------------------------------------
     def record_done(self, entry: SourceEntry, *, output: str | PathLike | None = None,
                     output_size: int | None = None, checksum: str | None = None,
                     events: int | None = None, seconds: float | None = None,

@@ -24,11 +24,11 @@ import dask.array as da
 import numpy as np
 from distributed import worker_client
 
-from ..bulk import ArchiveReport, Job, Target, failed_file, make_options, run_job
+from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
 from ..command import Command
 from ..engine import Report, read_features, store_features, write_output
-from ..errors import DcbulkError, PlanError
+from ..errors import PlanError
 from ..plan import ExtraMetadata, plan_conversion
 from ..read.filtering import event_filter
 from ..read.inspect import inspect_source
@@ -130,27 +130,24 @@ class CondenseJob(Job):
         """Condense one source (runs as a task on a worker)."""
         t0 = time.perf_counter()
         source, output = target.source.path, target.output
-        try:
-            info = inspect_source(source)
-            mask = event_filter(info, options.filter)
-            idx = None if mask is None else np.flatnonzero(mask)
-            scalars = scalar_features(info)
-            if "index" in scalars and not self.ancillary:
-                report = self._convert(info, output, options, idx, scalars,
-                                       overwrite=overwrite, inline_bytes=inline_bytes)
-                return job_result(info, report, t0)
-            arrays = self._arrays(info, idx, scalars)
-            if not arrays:
-                raise PlanError(f"{info.path}: no scalar features to condense")
-            with worker_client() as client:
-                report = store_features(arrays, output, metadata_from=info.path,
-                                        basins=True, mapping=idx,
-                                        compression=options.codec, client=client,
-                                        overwrite=overwrite,
-                                        extra=self._log(info, options, sorted(arrays)))
+        info = inspect_source(source)
+        mask = event_filter(info, options.filter)
+        idx = None if mask is None else np.flatnonzero(mask)
+        scalars = scalar_features(info)
+        if "index" in scalars and not self.ancillary:
+            report = self._convert(info, output, options, idx, scalars,
+                                   overwrite=overwrite, inline_bytes=inline_bytes)
             return job_result(info, report, t0)
-        except (DcbulkError, OSError, RuntimeError) as exc:
-            return failed_file(exc, source, output)
+        arrays = self._arrays(info, idx, scalars)
+        if not arrays:
+            raise PlanError(f"{info.path}: no scalar features to condense")
+        with worker_client() as client:
+            report = store_features(arrays, output, metadata_from=info.path,
+                                    basins=True, mapping=idx,
+                                    compression=options.codec, client=client,
+                                    overwrite=overwrite,
+                                    extra=self._log(info, options, sorted(arrays)))
+        return job_result(info, report, t0)
 
 
 def condense(sources: Iterable, output_dir, *, ancillary: bool = False,

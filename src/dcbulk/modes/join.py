@@ -26,10 +26,10 @@ import dask.array as da
 import numpy as np
 from distributed import worker_client
 
-from ..bulk import ArchiveReport, Job, Target, failed_file, make_options, run_job
+from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..command import Command
 from ..engine import Report, read_features, store_features
-from ..errors import DcbulkError, PlanError
+from ..errors import PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata, select_features
 from ..read.chunks import OpenFiles, read_event_rows
@@ -197,12 +197,9 @@ class JoinJob(Job):
     def make(self, target: Target, options, *, overwrite: bool, **_) -> Report:
         """Store the joined arrays (runs as a task on a worker; the encoding on the others)."""
         joined, extra = target.recipe
-        try:
-            with worker_client() as client:
-                return store_features(joined, target.output, compression=options.codec,
-                                      client=client, overwrite=overwrite, extra=extra)
-        except (DcbulkError, OSError, RuntimeError) as exc:
-            return failed_file(exc, target.source.path, target.output)
+        with worker_client() as client:
+            return store_features(joined, target.output, compression=options.codec,
+                                  client=client, overwrite=overwrite, extra=extra)
 
 
 def join(sources: Iterable, output, *, features=None, filter: str | None = None,

@@ -18,7 +18,7 @@ import dask.array as da
 import numpy as np
 from distributed import worker_client
 
-from ..bulk import ArchiveReport, Job, Target, failed_file, make_options, run_job
+from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
 from ..engine import Report, read_features, store_features
 from ..errors import DcbulkError, PlanError
@@ -82,23 +82,20 @@ class ReprocessJob(Job):
         t0 = time.perf_counter()
         source, output = target.source.path, target.output
         name = self.fingerprint["func"]["name"]
+        info = inspect_source(source)
         try:
-            info = inspect_source(source)
-            try:
-                new = _check_new(self.func(self._read(info)), info.n_events, name)
-            except DcbulkError:
-                raise
-            except Exception as exc:  # the user's function: a per-file failure
-                return Report(source=source, output=output, error=f"{name} failed on "
-                              f"{source}: {type(exc).__name__}: {exc}", error_type=type(exc))
-            with worker_client() as client:  # leaves the thread pool while the writer runs
-                report = store_features(new, output, metadata_from=source, basins=True,
-                                        compression=options.codec, client=client,
-                                        overwrite=overwrite,
-                                        extra=self._log(info, options, sorted(new)))
-            return job_result(info, report, t0)
-        except (DcbulkError, OSError, RuntimeError) as exc:
-            return failed_file(exc, source, output)
+            new = _check_new(self.func(self._read(info)), info.n_events, name)
+        except DcbulkError:
+            raise
+        except Exception as exc:  # the user's function: a per-file failure
+            return Report(source=source, output=output, error=f"{name} failed on "
+                          f"{source}: {type(exc).__name__}: {exc}", error_type=type(exc))
+        with worker_client() as client:  # leaves the thread pool while the writer runs
+            report = store_features(new, output, metadata_from=source, basins=True,
+                                    compression=options.codec, client=client,
+                                    overwrite=overwrite,
+                                    extra=self._log(info, options, sorted(new)))
+        return job_result(info, report, t0)
 
 
 def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
