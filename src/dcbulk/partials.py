@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .errors import OutputExistsError
 
-__all__ = ["clean_partials", "commit_file", "partial_path", "stale_partials", "write_atomic"]
+__all__ = ["clean_partials", "commit_file", "output_exists", "partial_path", "refuse_existing",
+           "stale_partials", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,23 @@ def write_atomic(path: str, data: bytes) -> None:
             pass
         raise
     _fsync_dir(os.path.dirname(path))
+
+
+def output_exists(output: str | PathLike) -> bool:
+    """Whether something (a file, a link, even a dangling one) has the output's name: the one
+    "output exists" check of dcbulk (resume decisions, writers, the final rename)."""
+    return os.path.lexists(output)
+
+
+def _exists(output: str | PathLike) -> OutputExistsError:
+    return OutputExistsError(f"{output}: exists already (use force/overwrite)")
+
+
+def refuse_existing(output: str | PathLike, *, overwrite: bool) -> None:
+    """Raise :class:`~dcbulk.errors.OutputExistsError` when ``output`` exists and may not
+    be replaced (checked before any work; the final rename checks again, atomically)."""
+    if not overwrite and output_exists(output):
+        raise _exists(output)
 
 
 def partial_path(output: str) -> str:
@@ -70,12 +88,11 @@ def commit_file(partial: str, output: str, *, overwrite: bool, fsync: bool = Tru
             os.link(partial, output)
         except FileExistsError:
             os.unlink(partial)
-            raise OutputExistsError(f"{output}: exists already (use force/overwrite)") from None
+            raise _exists(output) from None
         except OSError:  # filesystems without hard links
-            if os.path.exists(output):
+            if output_exists(output):
                 os.unlink(partial)
-                raise OutputExistsError(
-                    f"{output}: exists already (use force/overwrite)") from None
+                raise _exists(output) from None
             os.rename(partial, output)
         else:
             os.unlink(partial)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import h5py
 
 from ..errors import OutputExistsError, SourceNotFoundError
+from ..partials import output_exists
 from ..verify.provenance import provenance_docs
 from .job import Target
 from .manifest import Manifest
@@ -56,7 +57,7 @@ def decide(manifest: Manifest, target: Target) -> Decision:
 
     record = manifest.records.get(entry.relpath)
     if record is None:
-        return answer("unrecorded output exists" if os.path.lexists(out) else "new")
+        return answer("unrecorded output exists" if output_exists(out) else "new")
     if record.status != "done":
         return answer("previously failed")
     if manifest.fingerprint is not None and record.fingerprint != manifest.fingerprint:
@@ -92,7 +93,7 @@ def settle(target: Target, manifest: Manifest | None, fingerprint: dict, *, resu
     with ``force``. With ``record`` False (dry runs) nothing is entered in the manifest.
     """
     if manifest is None:
-        exists = os.path.lexists(target.output)
+        exists = output_exists(target.output)
         if exists and not force:
             return _blocked(target)
         return Step(target, overwrite=force, reason="replace" if exists else "new")
@@ -151,7 +152,7 @@ def refuse_overwrite(targets: Iterable[Target]) -> None:
     OutputExistsError
         Naming the first existing output and how many more there are.
     """
-    existing = [t.output for t in targets if os.path.lexists(t.output)]
+    existing = [t.output for t in targets if output_exists(t.output)]
     if existing:
         more = f" and {len(existing) - 1} more output(s)" if len(existing) > 1 else ""
         raise OutputExistsError(

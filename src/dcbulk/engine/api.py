@@ -18,7 +18,8 @@ import cloudpickle
 import numpy as np
 
 from ..codec import ChunkCodec, parse_compression
-from ..errors import OutputExistsError, PlanError
+from ..errors import PlanError
+from ..partials import refuse_existing
 from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadata,
                     FeaturePlan, best_chunk_rows, make_mapping, plan_conversion)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
@@ -98,8 +99,7 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     """
     t0 = time.perf_counter()
     output = os.path.abspath(output)
-    if os.path.exists(output) and not overwrite:
-        raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
+    refuse_existing(output, overwrite=overwrite)
     info = inspect_source(source)
     plan = plan_conversion(info, output, features=features, mapping=mapping,
                            codec=_codec(compression), max_task_bytes=max_task_bytes,
@@ -179,8 +179,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     """
     t0 = time.perf_counter()
     output = os.path.abspath(output)
-    if os.path.exists(output) and not overwrite:
-        raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
+    refuse_existing(output, overwrite=overwrite)
     codec = _codec(compression)
     aligned, groups, n_rows = _array_groups(arrays, codec, max_task_bytes)
     info = inspect_source(metadata_from) if metadata_from is not None else None
