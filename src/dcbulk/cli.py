@@ -108,7 +108,9 @@ def _add_shared(p: argparse.ArgumentParser, cmd: Command) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
-def _parser(cmds: Sequence[Command]) -> argparse.ArgumentParser:
+def _parser(cmds: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command (the job ones: ``cmds``, default the registry's)."""
+    cmds = commands() if cmds is None else cmds
     top = argparse.ArgumentParser(
         prog="dcbulk", description="Convert archives of deformability cytometry (.rtdc) files "
         "in parallel with dask.", epilog="Exit status: 0 ok, 1 some files failed, 2 usage, "
@@ -238,7 +240,7 @@ def _demo(ns, out=None) -> int:
         make_archive(src, ns.files, events=(max(10, ns.events // 20), ns.events), seed=1,
                      compression="none")
     # the convert command's defaults, with this demo's archive and reports
-    defaults = _parser(commands()).parse_args(["convert", src, "-o", dst])
+    defaults = _parser().parse_args(["convert", src, "-o", dst])
     for key, val in vars(defaults).items():
         if not hasattr(ns, key):
             setattr(ns, key, val)
@@ -313,7 +315,7 @@ def main(argv: Sequence[str] | None = None, *,
     ``modes`` replaces the job sub-commands of :func:`dcbulk.registry.commands` (e.g. to
     try a new mode before it has its line in the registry).
     """
-    parser = _parser(commands() if modes is None else modes)
+    parser = _parser(modes)
     try:
         ns = parser.parse_args(argv)
     except SystemExit as exc:

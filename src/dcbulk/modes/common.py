@@ -107,7 +107,7 @@ def scalar_features(info: SourceInfo) -> list[str]:
 
 
 def job_result(info: SourceInfo, report: Report, t0: float) -> Report:
-    """A file job's :class:`~dcbulk.engine.report.Report`, completed as ``convert_file``'s.
+    """A job's :class:`~dcbulk.engine.report.Report`, completed as the convert job's.
 
     Adds what the manifest records: the source's size, mtime and identifier, and the
     job's wall time since ``t0``.
