@@ -23,7 +23,6 @@ import threading
 import types
 from collections.abc import Mapping
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError, SourceNotFoundError
@@ -323,11 +322,6 @@ class Manifest:
             except OSError as exc:
                 raise ManifestError(f"{self.path}: cannot write manifest ({exc})") from exc
             self._torn_at, self._exists, self._lines = None, True, len(parts)
-
-    def clean_partials(self, output_dir: str | PathLike | None = None) -> list[Path]:
-        """:func:`clean_partials` of ``output_dir`` (default: this manifest's directory)."""
-        with self._lock:
-            return clean_partials(self._output_dir if output_dir is None else output_dir)
 
     def __enter__(self) -> Manifest:
         return self
