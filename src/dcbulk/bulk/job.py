@@ -48,8 +48,8 @@ class Target:
 class Job:
     """Base class of every job; a subclass implements :meth:`make` (and may add targets).
 
-    Class attributes
-    ----------------
+    Attributes
+    ----------
     name : str
         The job's name (CLI sub-command, manifest fingerprint, provenance log).
     resumable : bool
@@ -60,15 +60,15 @@ class Job:
     checksum_output : bool
         The output's SHA-256 is recorded (set where it is verified anyway).
     fingerprint : dict or None
-        See below.
+        What identifies this job beyond the options (JSON-ready; None: a plain
+        conversion); it joins the options fingerprint in the manifest and the provenance
+        logs, so a run with another job (or another function) is refused or redone.
     """
 
     name = "convert"
     resumable = True
     one_file = False
     checksum_output = False
-    #: what identifies this job beyond the options (JSON-ready; None: a plain conversion);
-    #: it joins the options fingerprint in the manifest and the provenance logs
     fingerprint: dict | None = None
 
     def targets(self, entries: list[SourceEntry], output: str,
