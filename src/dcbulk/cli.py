@@ -16,12 +16,13 @@ import numpy as np
 from distributed import performance_report
 
 from ._version import __version__
-from .bulk import execute, make_options, planned
+from .bulk import discover_sources, execute, make_options, planned
 from .bulk.usage import check_memory_limit
+from .cli_options import add_source_args, check_report_paths
 from .cluster import job_script, setting
 from .codec import COMPRESSION_CHOICES
 from .command import Command
-from .errors import DcbulkError, UsageError, one_line
+from .errors import DcbulkError, UsageError, one_line, printable
 from .progress import ArchiveProgress
 from .read.inspect import inspect_source
 from .read.layout import contour_line, dataset_filters, file_summary
@@ -29,6 +30,7 @@ from .registry import commands
 from .runlog import LOG_DIRNAME, log_dir_for, logged_client, run_log, terminal_warnings
 from .synth import make_archive
 from .modes.verify import verify, verify_pairs
+from .nofollow import write_nofollow
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
 
@@ -106,6 +108,7 @@ def _add_shared(p: argparse.ArgumentParser, cmd: Command) -> None:
         p.add_argument("--verify", action="store_true",
                        help="verify each output against its source before recording it as done")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_source_args(p)
 
 
 def _parser(cmds: Sequence[Command] | None = None) -> argparse.ArgumentParser:
@@ -163,10 +166,11 @@ def _client_args(ns) -> dict:
 def _print_summary(report, out, log_path: str | None = None) -> None:
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
-          f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> {report.output_dir}"
-          + (f"; log: {log_path}" if log_path else ""), file=out)
+          f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> "
+          f"{printable(report.output_dir)}" + (f"; log: {printable(log_path)}" if log_path
+                                               else ""), file=out)
     for f in report.failed:
-        print(f"  FAILED {f.source}: {one_line(f.error)}", file=out)
+        print(f"  FAILED {printable(f.source)}: {one_line(f.error)}", file=out)
 
 
 def _run_command(ns, out=None, err=None) -> int:
@@ -174,13 +178,14 @@ def _run_command(ns, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     cmd: Command = ns.run_command
     check_memory_limit(ns.memory_limit)
+    check_report_paths(ns.report, ns.performance_report)
     options = make_options(features=getattr(ns, "features", None),
                            filter=getattr(ns, "filter", None), compression=ns.compression,
                            basin_to_source=getattr(ns, "basin_to_source", False))
     job = cmd.job(ns)
     with planned(job, ns.sources, ns.output, options, include=ns.include,
                  resume=getattr(ns, "resume", True), force=ns.force,
-                 dry_run=ns.dry_run) as plan:
+                 dry_run=ns.dry_run, follow_links=ns.follow_links) as plan:
         if ns.dry_run:
             _print_plan(ns, plan, out)
             return EXIT_OK
@@ -205,7 +210,8 @@ def _run_command(ns, out=None, err=None) -> int:
         try:
             with perf:
                 report = execute(plan, open_client=open_client, progress=progress,
-                                 max_open_outputs=getattr(ns, "max_open_outputs", None))
+                                 max_open_outputs=getattr(ns, "max_open_outputs", None),
+                                 timeout=ns.timeout_per_file)
         finally:
             if progress is not None:
                 progress.close()
@@ -215,7 +221,7 @@ def _run_command(ns, out=None, err=None) -> int:
 def _print_plan(ns, plan, out) -> None:
     """``--dry-run``: what would be done, and the batch job script where one is used."""
     for f in plan.files:
-        print(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})", file=out)
+        print(printable(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})"), file=out)
     if ns.cluster or ns.cluster_config or (setting("cluster") != "local" and not (
             ns.scheduler or ns.scheduler_file)):
         print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
@@ -223,10 +229,13 @@ def _print_plan(ns, plan, out) -> None:
                          memory_limit=ns.memory_limit), file=out)
 
 
+def _write_report(path: str, doc: dict) -> None:
+    write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+
+
 def _finish(ns, report, out, log_path: str | None = None) -> int:
     if ns.report:
-        with open(ns.report, "w", encoding="utf-8") as fd:
-            json.dump(report.to_dict(), fd, indent=2, default=str)
+        _write_report(ns.report, report.to_dict())
     _print_summary(report, out, log_path)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
@@ -265,11 +274,13 @@ def _walk(root: str):
 def _info(ns, out=None) -> int:
     out = out or sys.stdout
     if os.path.isdir(ns.file):
-        for path in sorted(_walk(ns.file)):
-            print(file_summary(path), file=out)
+        # as convert walks it: FIFOs, devices, sockets and links out of it are skipped
+        # (one warning line each), never opened
+        for entry in discover_sources([ns.file]):
+            print(printable(file_summary(entry.path)), file=out)
         return EXIT_OK
     info = inspect_source(ns.file)
-    print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
+    print(f"{printable(info.path)}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
           f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
     for name, fsrc in info.features.items():
         d = fsrc.data
@@ -280,23 +291,23 @@ def _info(ns, out=None) -> int:
     if (contour := contour_line(info.path)) is not None:
         print(f"    {'contour':24s} {contour}", file=out)
     for b in info.basins:
-        print(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
-              f"mapping={b.get('mapping')} paths={b.get('paths')}", file=out)
+        print(printable(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
+                        f"mapping={b.get('mapping')} paths={b.get('paths')}"), file=out)
     return EXIT_OK
 
 
 def _verify(ns, out=None) -> int:
     out = out or sys.stdout
     # what to compare, before any cluster starts (usage errors, missing sources)
+    check_report_paths(ns.report, getattr(ns, "performance_report", None))
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
     with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
             logged_client(log_path, **_client_args(ns)) as (client, _cluster):
         report = verify(pairs, client=client)
     if ns.report:
-        with open(ns.report, "w", encoding="utf-8") as fd:
-            json.dump(report.to_dict(), fd, indent=2, default=str)
+        _write_report(ns.report, report.to_dict())
     for line in report.problems:
-        print(line, file=out)
+        print(printable(line), file=out)
     counts = report.to_dict()["counts"]
     print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
           f"{counts['mismatched']} differ ({_plural(counts['problems'], 'problem')}) "

@@ -22,7 +22,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                     client=None, resume: bool = True, force: bool = False,
                     max_open_outputs: int | None = None, basin_to_source: bool = False,
                     dry_run: bool = False, inline_bytes: int = INLINE_BYTES, verify: bool = False,
-                    progress: Progress | None = None) -> ArchiveReport:
+                    progress: Progress | None = None, timeout: float | None = None,
+                    follow_links: bool = False) -> ArchiveReport:
     """Convert every source of an archive into ``output_dir``, mirroring the tree.
 
     Parameters
@@ -57,6 +58,14 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     verify
         Compare each output with its source before recording it as done (a mismatch fails
         the file and removes its output).
+    timeout
+        Seconds one file's task may run (from when it starts on its worker); a file that
+        exceeds it fails alone, without output. A task that never returns is abandoned
+        (its future cancelled); its worker thread cannot be stopped and may go on running,
+        but it commits no output after the limit and writes no manifest line.
+    follow_links
+        Walk symbolic links in source directories that lead out of the directory given
+        (by default they are skipped with one warning line each).
 
     Returns
     -------
@@ -68,4 +77,4 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     return run_job(ConvertJob(verify=verify), sources, output_dir, options, include=include,
                    resume=resume, force=force, dry_run=dry_run, client=client,
                    progress=progress, max_open_outputs=max_open_outputs,
-                   inline_bytes=inline_bytes)
+                   inline_bytes=inline_bytes, timeout=timeout, follow_links=follow_links)

@@ -16,28 +16,31 @@ thread's share of the remaining bytes). A failing target never stops the others.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from distributed import as_completed
+from distributed import wait
 
 from ..engine.client import client_context
 from ..engine.report import Report
-from ..errors import OutputExistsError, describe_failure
+from ..errors import LinkRefusedError, OutputExistsError, describe_failure
+from ..nofollow import check_parents
 from ..partials import clean_partials
-from .job import INLINE_BYTES, Job, run_target
+from .job import INLINE_BYTES, Job, run_target, timeout_message
 from .lock import output_lock
 from .manifest import Manifest
 from .options import ArchiveOptions
 from .report import ArchiveReport, FileResult
 from .resume import Step, adopt_options, adopt_output, refuse_overwrite, settle
 from .sources import discover_sources
-from .usage import check_output_dir, check_output_placement
+from .usage import check_output_dir, check_output_placement, check_timeout
 
-__all__ = ["Progress", "RunPlan", "execute", "planned", "run_job"]
+__all__ = ["Progress", "RunPlan", "execute", "file_key", "planned", "run_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +91,13 @@ class RunPlan:
 @contextlib.contextmanager
 def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
             include: str = "*.rtdc", resume: bool = True, force: bool = False,
-            dry_run: bool = False) -> Iterator[RunPlan]:
+            dry_run: bool = False, follow_links: bool = False) -> Iterator[RunPlan]:
     """Plan a run of ``job`` (once) and hold the output directory's lock while it is used.
 
     Usage errors (an output directory inside a source, one that cannot be created) are
     raised before anything is written; a second run on the same directory raises
-    :class:`~dcbulk.errors.OutputLockedError`.
+    :class:`~dcbulk.errors.OutputLockedError`. ``follow_links`` also walks symbolic links
+    that lead out of the source directories.
     """
     t0 = time.perf_counter()
     output = os.path.abspath(os.fspath(output))
@@ -102,7 +106,8 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
         check_output_placement(sources, output)
         check_output_dir(output)
     entries = discover_sources(sources, include=include,
-                               output_dir=None if job.one_file else output)
+                               output_dir=None if job.one_file else output,
+                               follow_links=follow_links)
     options = replace(options, job=job.fingerprint)
     targets = job.targets(entries, output, options)
     lock = (contextlib.nullcontext() if dry_run or job.one_file else output_lock(output))
@@ -120,8 +125,8 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
 
 
 def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress | None = None,
-            max_open_outputs: int | None = None,
-            inline_bytes: int = INLINE_BYTES) -> ArchiveReport:
+            max_open_outputs: int | None = None, inline_bytes: int = INLINE_BYTES,
+            timeout: float | None = None) -> ArchiveReport:
     """Execute ``plan`` (from :func:`planned`, inside its ``with`` block).
 
     Parameters
@@ -137,7 +142,13 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         Targets in flight at once (default: the cluster's threads + 2).
     inline_bytes
         Targets of at most this many uncompressed bytes are always encoded by their task.
+    timeout
+        Seconds one target's task may run (from when it starts on its worker); a target
+        that exceeds it fails alone, without output. A task that never returns is
+        abandoned (its future cancelled); its worker thread cannot be stopped and may go
+        on running, but it commits no output after the limit and writes no manifest line.
     """
+    check_timeout(timeout)
     report = ArchiveReport(output_dir=plan.output_dir)
     total = len(plan.decisions)
     for result in plan.decisions:
@@ -154,8 +165,9 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
                 if client is None:  # a given client was checked before planning
                     plan.job.check_cluster(cl)
                 report.dashboard = getattr(cl, "dashboard_link", None)
-                _run(cl, plan, report, progress=progress, total=total,
-                     max_open=max_open_outputs, inline_bytes=inline_bytes)
+                _Runner(cl, plan, report, progress=progress, total=total,
+                        timeout=timeout).run(max_open=max_open_outputs,
+                                             inline_bytes=inline_bytes)
         finished = True
     finally:
         # every task of this run has ended (normal end) or its workers are gone (own
@@ -168,43 +180,112 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
     return report
 
 
-def _run(client, plan: RunPlan, report: ArchiveReport, *, progress, total, max_open,
-         inline_bytes) -> None:
-    """Submit the plan's steps, at most ``max_open`` at once; settle each as it ends."""
-    threads = sum(client.nthreads().values())
-    max_open = max_open or threads + 2
-    queue = sorted(plan.steps, key=lambda step: step.target.size)  # largest popped first
-    remaining = sum(step.target.size for step in queue)
-    active: dict = {}
-    pending = as_completed()
+def file_key(output: str, index: int) -> str:
+    """The dask key of one target's task: a hash of the output's name, never the name itself
+    (a file name need not be valid UTF-8; a key must be)."""
+    digest = hashlib.sha256(os.fsencode(output)).hexdigest()[:16]
+    return f"dcbulk-file-{digest}-{index}"
 
-    def submit_next() -> None:
-        nonlocal remaining
-        step = queue.pop()
-        share = remaining / max(1, threads)
-        remaining -= step.target.size
-        fut = client.submit(run_target, plan.job, step.target, plan.options,
-                            overwrite=step.overwrite,
-                            inline_bytes=max(inline_bytes, int(share // 2)), pure=False,
-                            key=f"dcbulk-file-{os.path.basename(step.target.output)}-"
-                                f"{len(queue)}")
-        active[fut] = step
-        pending.add(fut)
 
-    try:
-        while queue and len(active) < max_open:
-            submit_next()
-        for fut in pending:
-            result = settle_task(fut, active.pop(fut), plan)
+class _Runner:
+    """Submits a plan's steps, at most ``max_open`` at once, and settles each as it ends
+    (or, past ``timeout`` since its task started, abandons it)."""
+
+    def __init__(self, client, plan: RunPlan, report: ArchiveReport, *, progress, total,
+                 timeout: float | None):
+        self.client, self.plan, self.report = client, plan, report
+        self.progress, self.total, self.timeout = progress, total, timeout
+        self.active: dict = {}  # future -> step
+        self.started: dict[str, float] = {}  # task key -> when it started (client clock)
+        self.topic = None if timeout is None else f"dcbulk-start-{uuid.uuid4().hex}"
+
+    def finish(self, result: FileResult) -> None:
+        """Add a settled result to the report and tell the observer."""
+        self.report.files.append(result)
+        if self.progress is not None:
+            self.progress(result, len(self.report.files), self.total)
+
+    def run(self, *, max_open: int | None, inline_bytes: int) -> None:
+        """Run every step of the plan (largest first, so no big file is left for the tail)."""
+        client = self.client
+        threads = sum(client.nthreads().values())
+        max_open = max_open or threads + 2
+        queue = sorted(self.plan.steps, key=lambda step: step.target.size)  # popped: largest
+        remaining = sum(step.target.size for step in queue)
+        if self.topic is not None:
+            client.subscribe_topic(self.topic, lambda event: self.started.setdefault(
+                event[1]["key"], time.monotonic()))
+        try:
+            while queue or self.active:
+                while queue and len(self.active) < max_open:
+                    share = remaining / max(1, threads)
+                    remaining -= queue[-1].target.size
+                    self.submit(queue.pop(), len(queue), max(inline_bytes, int(share // 2)))
+                self.settle_some()
+        except BaseException:  # Ctrl-C or a lost scheduler: stop what is queued or running
+            client.cancel(list(self.active))
+            raise
+        finally:
+            if self.topic is not None:
+                client.unsubscribe_topic(self.topic)
+
+    def submit(self, step: Step, index: int, inline_bytes: int) -> None:
+        """Submit one step's task (an output through a linked directory fails at once)."""
+        target, manifest = step.target, self.plan.manifest
+        if not self.plan.job.one_file:
+            try:  # no output through a linked directory
+                check_parents(self.plan.output, target.output)
+            except LinkRefusedError as exc:
+                self.finish(_failed(step, manifest, f"{type(exc).__name__}: {exc}"))
+                return
+        fut = self.client.submit(run_target, self.plan.job, target, self.plan.options,
+                                 overwrite=step.overwrite, inline_bytes=inline_bytes,
+                                 timeout=self.timeout, start_topic=self.topic, pure=False,
+                                 key=file_key(target.output, index))
+        self.active[fut] = step
+
+    def settle_some(self) -> None:
+        """Wait for a task to end (at most a second with a time limit) and settle it."""
+        if not self.active:
+            return
+        if self.timeout is not None:
+            self.abandon_overdue()
+            if not self.active:
+                return
+        try:
+            done, _ = wait(list(self.active), return_when="FIRST_COMPLETED",
+                           timeout=None if self.timeout is None else min(1.0, self.timeout))
+        except TimeoutError:
+            return
+        for fut in done:
+            result = settle_task(fut, self.active.pop(fut), self.plan)
             fut.release()
-            report.files.append(result)
-            if progress is not None:
-                progress(result, len(report.files), total)
-            if queue:
-                submit_next()
-    except BaseException:  # Ctrl-C or a lost scheduler: stop what is still queued or running
-        client.cancel(list(active))
-        raise
+            self.finish(result)
+
+    def abandon_overdue(self) -> None:
+        """Fail the targets whose task has run past the time limit without answering.
+
+        Their futures are cancelled; a worker thread cannot be stopped, so the task may go
+        on running, but it commits nothing after its limit (:func:`run_target`) and nothing
+        of it reaches the manifest.
+        """
+        now, grace = time.monotonic(), max(2.0, 0.1 * self.timeout)
+        for fut in [f for f in self.active if not f.done()]:
+            began = self.started.get(fut.key)
+            if began is None or now - began <= self.timeout + grace:
+                continue
+            step = self.active.pop(fut)
+            self.client.cancel([fut])
+            self.finish(_failed(step, self.plan.manifest, timeout_message(self.timeout)))
+
+
+def _failed(step: Step, manifest: Manifest | None, error: str) -> FileResult:
+    """Record one failed target (one line in the log and the manifest) and return it."""
+    entry, out = step.target.source, step.target.output
+    logger.error("%s failed: %s", entry.path, error, extra={"per_file": True})
+    if manifest is not None:
+        manifest.record_failed(entry, error=error)
+    return FileResult(entry.path, out, "failed", reason="error", error=error)
 
 
 def settle_task(fut, step: Step, plan: RunPlan) -> FileResult:
@@ -227,10 +308,7 @@ def settle_task(fut, step: Step, plan: RunPlan) -> FileResult:
                           bytes_in=record.size, bytes_out=record.output_size or 0,
                           reason="committed by an earlier attempt of its task")
     if res.error:
-        logger.error("%s failed: %s", entry.path, res.error, extra={"per_file": True})
-        if manifest is not None:
-            manifest.record_failed(entry, error=res.error)
-        return FileResult(entry.path, out, "failed", reason="error", error=res.error)
+        return _failed(step, manifest, res.error)
     if manifest is not None:
         size, mtime_ns, head, checksum = identity
         manifest.record_done(entry, output=out, output_size=res.bytes_out, events=res.events,
@@ -242,15 +320,17 @@ def settle_task(fut, step: Step, plan: RunPlan) -> FileResult:
 def run_job(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
             include: str = "*.rtdc", resume: bool = True, force: bool = False,
             dry_run: bool = False, client=None, progress: Progress | None = None,
-            max_open_outputs: int | None = None,
-            inline_bytes: int = INLINE_BYTES) -> ArchiveReport:
+            max_open_outputs: int | None = None, inline_bytes: int = INLINE_BYTES,
+            timeout: float | None = None, follow_links: bool = False) -> ArchiveReport:
     """Plan and execute a run of ``job`` (the Python API of every mode); see :func:`planned`
     and :func:`execute`. With ``dry_run`` only the plan's report is returned."""
+    check_timeout(timeout)
     if client is not None and not dry_run:
         job.check_cluster(client)  # before anything is written
     with planned(job, sources, output, options, include=include, resume=resume,
-                 force=force, dry_run=dry_run) as plan:
+                 force=force, dry_run=dry_run, follow_links=follow_links) as plan:
         if dry_run:
             return plan.report()
         return execute(plan, client=client, progress=progress,
-                       max_open_outputs=max_open_outputs, inline_bytes=inline_bytes)
+                       max_open_outputs=max_open_outputs, inline_bytes=inline_bytes,
+                       timeout=timeout)

@@ -15,16 +15,22 @@ it once, without a worker traceback; a job may also return such a report itself.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import stat
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
+from distributed import get_worker
+
 from ..engine.report import Report
-from ..errors import DcbulkError, describe_failure, is_no_space
+from ..errors import (DcbulkError, FileTimeoutError, SourceError, describe_failure,
+                      is_no_space)
+from ..partials import commit_deadline
 from .options import ArchiveOptions
 from .records import file_sha256, head_sha256
 from .sources import SourceEntry, output_path
 
-__all__ = ["INLINE_BYTES", "Job", "Target", "failed_file", "run_target"]
+__all__ = ["INLINE_BYTES", "Job", "Target", "failed_file", "run_target", "timeout_message"]
 
 #: files whose task data is at most this many bytes are encoded by their writer task itself
 INLINE_BYTES = 48 * 1024**2
@@ -98,20 +104,56 @@ def failed_file(exc: BaseException, source: str, output: str) -> Report:
                   error_type=type(exc))
 
 
-def run_target(job: Job, target: Target, options: ArchiveOptions, **kwargs
+def timeout_message(timeout: float) -> str:
+    """The one-line reason of a file that exceeded its time limit."""
+    return (f"FileTimeoutError: exceeded the time limit of {timeout:g} s per file "
+            f"(--timeout-per-file); its output was not kept")
+
+
+def _announce_start(topic: str | None) -> None:
+    """Tell the client (event ``topic``) that this task runs now: its clock starts."""
+    if topic is None:
+        return
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker (called directly)
+        return
+    worker.log_event(topic, {"key": worker.get_current_task()})
+
+
+def run_target(job: Job, target: Target, options: ArchiveOptions, *,
+               timeout: float | None = None, start_topic: str | None = None, **kwargs
                ) -> tuple[tuple, Report]:
     """Run ``job.make`` on a worker, with the source's identity read before it starts.
 
     Returns ``((size, mtime_ns, head_sha256, output_sha256), report)``: the identity is
     read first, so a source modified while its output is made is made again by the next
-    run; the output's SHA-256 only for jobs with ``checksum_output``, else None.
+    run; the output's SHA-256 only for jobs with ``checksum_output``, else None. A
+    failure of this file (:func:`failed_file`) comes back in the report.
+
+    With ``timeout`` (seconds) the job may commit its output only within that time from
+    now (:func:`~dcbulk.partials.commit_deadline`); a job that ends later fails with
+    :func:`timeout_message`. ``start_topic`` names the event that tells the client when
+    the task started (the client abandons a task that never returns).
     """
-    st = os.stat(target.source.path)
-    head = head_sha256(target.source.path)
+    _announce_start(start_topic)
+    deadline = None if timeout is None else time.time() + timeout
+    source = target.source.path
     try:
-        res = job.make(target, options, **kwargs)
+        st = os.stat(source)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{source}: not a regular file (a FIFO, device or socket); "
+                              f"not opened")
+        head = head_sha256(source)
+        with commit_deadline(deadline):
+            res = job.make(target, options, **kwargs)
     except (DcbulkError, OSError, RuntimeError) as exc:
-        res = failed_file(exc, target.source.path, target.output)
-    checksum = (file_sha256(target.output) if job.checksum_output and not res.error
-                else None)
+        st, head = None, None
+        res = failed_file(exc, source, target.output)
+    if timeout is not None and res.error_type is not None \
+            and issubclass(res.error_type, FileTimeoutError):
+        res = replace(res, error=timeout_message(timeout))
+    if res.error:
+        return (None, None, None, None), res
+    checksum = file_sha256(target.output) if job.checksum_output else None
     return (st.st_size, st.st_mtime_ns, head, checksum), res

@@ -154,7 +154,8 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
              filter: str | None = None, compression: str = "zstd:5", client=None,
              resume: bool = True, force: bool = False, include: str = "*.rtdc",
              max_open_outputs: int | None = None, dry_run: bool = False,
-             progress=None) -> ArchiveReport:
+             progress=None, timeout: float | None = None,
+             follow_links: bool = False) -> ArchiveReport:
     """Condense every file of an archive into ``output_dir`` (the tree is mirrored).
 
     Parameters
@@ -167,6 +168,9 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
         Also compute dclab's ancillary scalar features on the workers (needs dclab there).
     compression, client, resume, force, include, max_open_outputs, dry_run, progress
         As for :func:`~dcbulk.convert_archive`.
+    timeout, follow_links
+        As for :func:`~dcbulk.convert_archive` (seconds per file, from when its task
+        starts; symbolic links out of the source directories).
     filter
         Keep only the matching events (a ``--filter`` expression, as for
         :func:`~dcbulk.convert_archive`): each output is then a filtered subset of its
@@ -180,7 +184,8 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
     options = make_options(filter=filter, compression=compression)
     return run_job(CondenseJob(ancillary=ancillary), sources, output_dir, options,
                    include=include, resume=resume, force=force, dry_run=dry_run,
-                   client=client, progress=progress, max_open_outputs=max_open_outputs)
+                   client=client, progress=progress, max_open_outputs=max_open_outputs,
+                   timeout=timeout, follow_links=follow_links)
 
 
 COMMAND = Command(

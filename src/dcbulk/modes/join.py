@@ -204,7 +204,8 @@ class JoinJob(Job):
 
 def join(sources: Iterable, output, *, features=None, filter: str | None = None,
          compression: str = "zstd:5", client=None, force: bool = False,
-         include: str = "*.rtdc", dry_run: bool = False, progress=None) -> ArchiveReport:
+         include: str = "*.rtdc", dry_run: bool = False, progress=None,
+         timeout: float | None = None, follow_links: bool = False) -> ArchiveReport:
     """Join the measurements in ``sources`` into the one file ``output``.
 
     Parameters
@@ -221,6 +222,11 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
         As for :func:`~dcbulk.convert_archive`.
     force
         Replace an existing output.
+    timeout
+        Seconds the joined output's task may take from when it starts (the output then
+        fails, without a file).
+    follow_links
+        As for :func:`~dcbulk.convert_archive`.
 
     Returns
     -------
@@ -229,7 +235,8 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
     """
     options = make_options(features=features, filter=filter, compression=compression)
     return run_job(JoinJob(), sources, output, options, include=include, force=force,
-                   dry_run=dry_run, client=client, progress=progress)
+                   dry_run=dry_run, client=client, progress=progress, timeout=timeout,
+                   follow_links=follow_links)
 
 
 COMMAND = Command(

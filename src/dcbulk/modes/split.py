@@ -126,20 +126,24 @@ def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,
           include_empty_boundary_images: bool = False, features=None,
           filter: str | None = None, compression: str = "zstd:5", client=None,
           force: bool = False, include: str = "*.rtdc", max_open_outputs: int | None = None,
-          dry_run: bool = False, progress=None) -> ArchiveReport:
+          dry_run: bool = False, progress=None, timeout: float | None = None,
+          follow_links: bool = False) -> ArchiveReport:
     """Split every source into files of at most ``events_per_file`` events.
 
     Outputs go to ``output_dir`` below the source's place in its tree (as ``convert``
     mirrors it), named as dclab-split names them. ``filter`` leaves events out of each
     piece (pieces keep dclab's event ranges); pieces left without events are not written.
     Existing outputs are refused (per output, as failures) unless ``force``.
+    ``timeout`` (seconds per piece, from when its task starts) and ``follow_links`` are as
+    for :func:`~dcbulk.convert_archive`.
     """
     job = SplitJob(events_per_file=events_per_file,
                    skip_empty=not include_empty_boundary_images)
     options = make_options(features=features, filter=filter, compression=compression)
     return run_job(job, sources, output_dir, options, include=include, force=force,
                    dry_run=dry_run, client=client, progress=progress,
-                   max_open_outputs=max_open_outputs)
+                   max_open_outputs=max_open_outputs, timeout=timeout,
+                   follow_links=follow_links)
 
 
 def _add_arguments(p) -> None:
