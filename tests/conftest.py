@@ -109,7 +109,5 @@ def client():
 @pytest.fixture(scope="session")
 def dclab_test_files(tmp_path_factory) -> dict:
     """A handful of dclab's own test files, from the installed dclab's sdist (cached)."""
-    from trust_helpers import fetch_dclab_test_data
-    cache = Path(os.environ.get("DCBULK_TEST_CACHE",
-                                Path.home() / ".cache" / "dcbulk-tests"))
-    return fetch_dclab_test_data(cache)
+    from trust_helpers import cache_dir, fetch_dclab_test_data
+    return fetch_dclab_test_data(cache_dir())

@@ -142,6 +142,8 @@ def _parser(cmds: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     v.add_argument("--filter", metavar="EXPR",
                    help="with --against: filter the file was converted with")
     v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
+    v.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress output (verify prints only its problems and summary)")
     _add_cluster_args(v)
 
     d = sub.add_parser("demo", help="build a sample archive, convert it, show the results")

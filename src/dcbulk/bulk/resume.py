@@ -20,7 +20,7 @@ import h5py
 
 from ..errors import OutputExistsError, SourceNotFoundError
 from ..partials import output_exists
-from ..verify.provenance import provenance_docs
+from ..provenance import matches_source, provenance_of
 from .job import Target
 from .manifest import Manifest
 from .records import Decision, canonical_options, head_sha256
@@ -117,23 +117,22 @@ def adopt_output(target: Target, fingerprint: dict, manifest: Manifest, *,
     """Record an output that a killed run finished but could not enter in the manifest.
 
     Outputs appear under their final name only when complete (atomic rename), so an output
-    one of whose ``dcbulk-*`` provenance logs names this source (path, size, mtime) and
-    these options (``fingerprint``, the options' fingerprint dict) is a finished result.
-    With ``record`` False (dry runs) nothing is written.
+    one of whose provenance logs names this source (path, size, mtime) and these options
+    (``fingerprint``, the options' fingerprint dict) is a finished result, whatever the mode
+    (:func:`dcbulk.provenance.matches_source`). With ``record`` False (dry runs) nothing is
+    written.
     """
     entry, out = target.source, target.output
     if not os.path.isfile(out):
         return False
     try:
         with h5py.File(out, "r") as h5:
-            docs = [doc for doc in provenance_docs(h5).values() if doc is not None]
+            docs = provenance_of(h5)
             events = int(h5.attrs.get("experiment:event count", 0))
     except (OSError, ValueError, KeyError):
         return False
     st = os.stat(entry.path)
-    doc = next((d for d in docs if d.get("source") == entry.path
-                and d.get("options") == dict(fingerprint) and d.get("source size") == st.st_size
-                and d.get("source mtime") == st.st_mtime), None)
+    doc = next((d for d in docs if matches_source(d, entry.path, fingerprint)), None)
     if doc is None:
         return False
     if record:

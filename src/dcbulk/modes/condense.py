@@ -14,7 +14,6 @@ file task, so discovery, resume, progress and per-file isolation are the archive
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 import warnings
 from collections.abc import Iterable
@@ -30,11 +29,12 @@ from ..command import Command
 from ..engine import Report, read_features, store_features, write_output
 from ..errors import PlanError
 from ..plan import ExtraMetadata, plan_conversion
+from ..provenance import job_provenance
 from ..read.filtering import event_filter
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, job_result, provenance, scalar_features
+from .common import CHUNKS_PER_BLOCK, job_result, scalar_features
 
-__all__ = ["COMMAND", "CondenseJob", "condense", "require_module"]
+__all__ = ["COMMAND", "CondenseJob", "condense", "feature_dtype", "require_module"]
 
 _NO_DCLAB = ("--ancillary needs dclab on every worker (pip install 'dcbulk[dclab]'); "
              "it is missing on {where}")
@@ -53,6 +53,18 @@ def _has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+def feature_dtype(name: str) -> str:
+    """The dtype dclab's writer stores ``name`` with (its ``FEATURES_UINT32``/``UINT64``
+    rule; ``uint32`` for ``index``), read from dclab on the client."""
+    # dclab (and scipy behind it) is heavy: imported only when a condense job is made
+    from dclab.rtdc_dataset.writer import FEATURES_UINT32, FEATURES_UINT64
+    if name in FEATURES_UINT32:
+        return "uint32"
+    if name in FEATURES_UINT64:
+        return "uint64"
+    raise PlanError(f"dclab's writer has no fixed dtype for feature '{name}'")
 
 
 def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
@@ -90,6 +102,7 @@ class CondenseJob(Job):
 
     def __init__(self, *, ancillary: bool = False):
         self.ancillary = bool(ancillary)
+        self.index_dtype = feature_dtype("index")  # on the client, where dclab is
         self.fingerprint = {"mode": "condense", "ancillary": self.ancillary}
 
     def check_cluster(self, client) -> None:
@@ -97,10 +110,11 @@ class CondenseJob(Job):
         if self.ancillary:
             require_module(client, "dclab")
 
-    def _log(self, info, options, features: list[str]) -> ExtraMetadata:
-        doc = {**provenance(info, options), "ancillary": self.ancillary,
-               "features": features}
-        return ExtraMetadata(logs={"dcbulk-condense": json.dumps(doc, indent=2).split("\n")})
+    def _log(self, options, features: list[str]) -> ExtraMetadata:
+        """The ``dcbulk-condense`` provenance log's mode, options and details."""
+        return ExtraMetadata(provenance=job_provenance(
+            "condense", options=options.fingerprint_dict(),
+            details={"ancillary": self.ancillary, "features": features}))
 
     def _convert(self, info, output, options, idx, scalars, *, overwrite, inline_bytes):
         """The engine's conversion of the scalar features (with this job's log)."""
@@ -108,7 +122,7 @@ class CondenseJob(Job):
         plan = plan_conversion(info, output, features=opts.features, mapping=idx,
                                codec=options.codec, basin_to_source=True,
                                options=opts.fingerprint_dict())
-        plan = replace(plan, extra=self._log(info, options, list(scalars)))
+        plan = replace(plan, extra=self._log(options, list(scalars)))
         return write_output(plan, inline=sum(g.nbytes for g in plan.groups) <= inline_bytes,
                             overwrite=overwrite)
 
@@ -119,7 +133,7 @@ class CondenseJob(Job):
         n_out = info.n_events if idx is None else int(idx.size)
         if ("index" not in arrays or idx is not None) and n_out:
             # an enumeration, as dclab writes it (also of a filtered export)
-            arrays["index"] = da.arange(1, n_out + 1, dtype=np.uint64)
+            arrays["index"] = da.arange(1, n_out + 1, dtype=self.index_dtype)
         if self.ancillary:
             arrays.update({name: value if idx is None else value[idx] for name, value
                            in ancillary_features(info.path, arrays).items()})
@@ -146,7 +160,7 @@ class CondenseJob(Job):
                                     basins=True, mapping=idx,
                                     compression=options.codec, client=client,
                                     overwrite=overwrite,
-                                    extra=self._log(info, options, sorted(arrays)))
+                                    extra=self._log(options, sorted(arrays)))
         return job_result(info, report, t0)
 
 
@@ -181,7 +195,7 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
     PlanError
         ``ancillary`` while dclab is missing on a worker (one line naming the workers).
     """
-    options = make_options(filter=filter, compression=compression)
+    options = make_options(filter=filter, compression=compression, basin_to_source=True)
     return run_job(CondenseJob(ancillary=ancillary), sources, output_dir, options,
                    include=include, resume=resume, force=force, dry_run=dry_run,
                    client=client, progress=progress, max_open_outputs=max_open_outputs,

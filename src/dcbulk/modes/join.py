@@ -17,7 +17,6 @@ writer, the reading and encoding on the workers.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ from ..engine import Report, read_features, store_features
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata, select_features
+from ..provenance import job_provenance, wrap_lines
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.filtering import event_filter
@@ -79,7 +79,8 @@ def _last(info: SourceInfo, feature: str, idx) -> float | None:
 
 
 def _cfg_lines(attrs: dict) -> list[str]:
-    return [f"{key} = {_text(value)}" for key, value in sorted(attrs.items())]
+    """An input's attributes as dclab-join's ``src-#k_cfg`` log (within dclab's line limit)."""
+    return wrap_lines(f"{key} = {_text(value)}" for key, value in sorted(attrs.items()))
 
 
 def _plan(infos: list[SourceInfo], features, filter):
@@ -143,7 +144,7 @@ def _plan(infos: list[SourceInfo], features, filter):
 
 
 def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
-           filter, run_id: str) -> ExtraMetadata:
+           options: dict, run_id: str) -> ExtraMetadata:
     attrs, logs, tables = {}, {}, {}
     for k, info in enumerate(infos, start=1):
         with open_rtdc(info.path) as h5:
@@ -158,10 +159,9 @@ def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
     attrs.pop("experiment:event count", None)
     attrs["experiment:run index"] = np.int64(1)
     attrs["experiment:run identifier"] = run_id
-    logs["dcbulk-join"] = json.dumps({"inputs": details, "features dropped": dropped,
-                                      "filter": None if filter is None else filter.text},
-                                     indent=2, default=str).split("\n")
-    return ExtraMetadata(attrs=attrs, logs=logs, tables=tables)
+    prov = job_provenance("join", options=options,
+                          details={"inputs": details, "features dropped": dropped})
+    return ExtraMetadata(attrs=attrs, logs=logs, tables=tables, provenance=prov)
 
 
 class JoinJob(Job):
@@ -190,7 +190,7 @@ class JoinJob(Job):
         order = sorted(range(len(infos)), key=lambda k: (keys[k], k))
         infos = [infos[k] for k in order]
         joined, details, dropped, run_id = _plan(infos, options.features, options.filter)
-        extra = _extra(infos, details, dropped, options.filter, run_id)
+        extra = _extra(infos, details, dropped, options.fingerprint_dict(), run_id)
         return [Target(output, entries[order[0]], sum(info.size for info in infos),
                        (joined, extra))]
 

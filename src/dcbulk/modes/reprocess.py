@@ -10,7 +10,6 @@ joins the options fingerprint, so a changed function redoes the finished files.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 
@@ -23,8 +22,9 @@ from ..bulk.job import INLINE_BYTES
 from ..engine import Report, read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata
+from ..provenance import job_provenance
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, func_identity, job_result, provenance
+from .common import CHUNKS_PER_BLOCK, func_identity, job_result
 
 __all__ = ["ReprocessJob", "reprocess"]
 
@@ -68,9 +68,11 @@ class ReprocessJob(Job):
         self.fingerprint = {"mode": "reprocess", "func": func_identity(func),
                             "features": self.features}
 
-    def _log(self, info, options, features: list[str]) -> ExtraMetadata:
-        doc = {**provenance(info, options), **self.fingerprint, "new features": features}
-        return ExtraMetadata(logs={"dcbulk-reprocess": json.dumps(doc, indent=2).split("\n")})
+    def _log(self, options, features: list[str]) -> ExtraMetadata:
+        """The ``dcbulk-reprocess`` provenance log's mode, options and details."""
+        return ExtraMetadata(provenance=job_provenance(
+            "reprocess", options=options.fingerprint_dict(),
+            details={**self.fingerprint, "new features": features}))
 
     def _read(self, info):
         names = self.features or [n for n in info.features if not n.startswith("basinmap")]
@@ -94,7 +96,7 @@ class ReprocessJob(Job):
             report = store_features(new, output, metadata_from=source, basins=True,
                                     compression=options.codec, client=client,
                                     overwrite=overwrite,
-                                    extra=self._log(info, options, sorted(new)))
+                                    extra=self._log(options, sorted(new)))
         return job_result(info, report, t0)
 
 
@@ -143,7 +145,7 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
         to the source, so every other feature stays reachable (dclab and dcnum).
     """
     return run_job(ReprocessJob(func, features), sources, output_dir,
-                   make_options(compression=compression), include=include, resume=resume,
+                   make_options(compression=compression, basin_to_source=True), include=include, resume=resume,
                    force=force, dry_run=dry_run, client=client, progress=progress,
                    max_open_outputs=max_open_outputs, timeout=timeout,
                    follow_links=follow_links)

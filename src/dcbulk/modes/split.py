@@ -14,7 +14,6 @@ archive executor like every job.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 
@@ -25,6 +24,7 @@ from ..command import Command
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata
+from ..provenance import job_provenance
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.filtering import event_filter
@@ -83,16 +83,15 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
         events = lo + np.flatnonzero(keep[lo:hi])
         if not events.size:
             continue
-        log = json.dumps({"source": info.path, "source identifier": info.identifier,
-                          "piece": k + 1, "pieces": n_files,
-                          "events per file": events_per_file, "source events": [lo, hi],
-                          "events": int(events.size),
-                          "filter": None if filter is None else filter.text,
-                          "skip empty boundary images": skip_empty}, indent=2).split("\n")
+        details = {"piece": k + 1, "pieces": n_files, "events per file": events_per_file,
+                   "source events": [lo, hi], "events": int(events.size),
+                   "filter": None if filter is None else filter.text,
+                   "skip empty boundary images": skip_empty}
         # (the run identifier is the engine's, from the events: read.identifier's one rule)
         attrs = {"experiment:sample": f"{sample} {k + 1}/{n_files}"}
         pieces.append((os.path.join(out_dir, f"{stem}_{k + 1:04d}.rtdc"),
-                       Part(events, ExtraMetadata(attrs=attrs, logs={"dcbulk-split": log})),
+                       Part(events, ExtraMetadata(attrs=attrs, provenance=job_provenance(
+                           "split", details=details))),
                        info.size * events.size // max(1, info.n_events)))
     return pieces
 

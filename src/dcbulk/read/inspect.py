@@ -21,7 +21,8 @@ from .basins import extract_basin_dicts
 from .files import open_rtdc
 from .identifier import get_measurement_identifier
 
-__all__ = ["DatasetRef", "FeatureSource", "SourceInfo", "inspect_source", "describe_dataset"]
+__all__ = ["DatasetRef", "FeatureSource", "SourceInfo", "inspect_source", "describe_dataset",
+           "empty_event_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class SourceInfo:
     own_features: tuple[str, ...] = ()
     basins: tuple[dict, ...] = ()
     has_contour: bool = False
+    #: groups in ``events`` without members (e.g. an empty ``trace``), kept by conversions
+    empty_groups: tuple[str, ...] = ()
     size: int = 0
     mtime: float = 0.0
 
@@ -105,6 +108,12 @@ def _walk_event_datasets(group: h5py.Group, prefix: str = ""):
             yield prefix + key, obj
         elif isinstance(obj, h5py.Group) and key != "contour" and not prefix:
             yield from _walk_event_datasets(obj, prefix=f"{key}/")
+
+
+def empty_event_groups(events: h5py.Group) -> tuple[str, ...]:
+    """Names of the groups in ``events`` that have no members (``contour`` aside)."""
+    return tuple(sorted(key for key in events.keys() if key != "contour"
+                        and isinstance(events.get(key), h5py.Group) and not len(events[key])))
 
 
 def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:
@@ -219,7 +228,8 @@ def inspect_source(path: str | os.PathLike) -> SourceInfo:
         info = SourceInfo(
             path=path, n_events=n_events, identifier=get_measurement_identifier(h5, compat="dclab"),
             features=features, own_features=tuple(own), basins=basins,
-            has_contour=isinstance(events.get("contour"), h5py.Group))
+            has_contour=isinstance(events.get("contour"), h5py.Group),
+            empty_groups=empty_event_groups(events))
     st = os.stat(path)
     return replace(info, size=st.st_size, mtime=st.st_mtime)
 

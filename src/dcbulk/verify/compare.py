@@ -19,6 +19,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
 
+from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
 from ..read.digests import file_sha256
 from ..read.chunks import OpenFiles, read_event_rows
@@ -26,13 +27,11 @@ from ..read.identifier import filtered_run_identifier, get_measurement_identifie
 from ..read.inspect import FeatureSource
 
 __all__ = ["RowCheck", "compare_rows", "compare_metadata", "compare_contours", "file_problems",
-           "ALLOWED_ATTR_CHANGES", "DCBULK_LOG_PREFIX"]
+           "ALLOWED_ATTR_CHANGES"]
 
 #: root attributes an output may change: the event count (mapped outputs) and the run
 #: identifier (mapped outputs get ``<source id>_dcb-<hash>``)
 ALLOWED_ATTR_CHANGES = ("experiment:event count", "experiment:run identifier")
-#: logs dcbulk adds (provenance)
-DCBULK_LOG_PREFIX = "dcbulk-convert"
 
 
 @dataclass(frozen=True)
@@ -227,7 +226,7 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
         if not same:
             problems.append(f"{group[:-1]} '{name}' differs from the source")
     for name in ogrp:
-        if name not in sgrp and not (group == "logs" and name.startswith(DCBULK_LOG_PREFIX)):
+        if name not in sgrp and not (group == "logs" and is_provenance_log(name)):
             problems.append(f"{group[:-1]} '{name}' is not in the source")
     return problems
 

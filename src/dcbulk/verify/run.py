@@ -25,7 +25,7 @@ from ..errors import DcbulkError, PlanError
 from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
 from ..filter_expr import parse_filter
 from ..read.filtering import filter_mapping
-from ..read.inspect import SourceInfo, _walk_event_datasets, inspect_source
+from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 
 __all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "plan_checks", "run_checks",
@@ -103,11 +103,12 @@ def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
     return None
 
 
-def _out_features(output: str) -> dict[str, tuple]:
+def _out_features(output: str) -> tuple[dict[str, tuple], tuple[str, ...]]:
+    """The output's features (shape, dtype) and the empty groups of its ``events``."""
     with h5py.File(output, "r", locking=False) as h5:
-        return {name: (tuple(d.shape), d.dtype.str)
-                for name, d in _walk_event_datasets(h5["events"])
-                if not name.startswith("basinmap")}
+        return ({name: (tuple(d.shape), d.dtype.str)
+                 for name, d in _walk_event_datasets(h5["events"])
+                 if not name.startswith("basinmap")}, empty_event_groups(h5["events"]))
 
 
 def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
@@ -137,13 +138,18 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
     except (PlanError, DcbulkError) as exc:
         return [f"{pair.output}: {exc}"], [], {}
     try:
-        present = _out_features(pair.output)
+        present, empty = _out_features(pair.output)
     except (OSError, KeyError) as exc:
         return [f"{pair.output}: cannot open ({exc})"], [], {}
     n_out = info.n_events if mapping is None else int(mapping.size)
     problems = [f"{pair.output}: feature '{f}' is missing" for f in wanted if f not in present]
     problems += [f"{pair.output}: feature '{f}' is not in the source's selection"
                  for f in present if f not in wanted]
+    want_empty = info.empty_groups if pair.features is None else ()
+    problems += [f"{pair.output}: empty group 'events/{g}' of the source is missing"
+                 for g in want_empty if g not in empty]
+    problems += [f"{pair.output}: empty group 'events/{g}' is not in the source"
+                 for g in empty if g not in want_empty]
     checks = []
     for name in wanted:
         if name not in present:
