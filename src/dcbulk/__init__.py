@@ -13,7 +13,8 @@ from .bulk import ArchiveReport, convert_archive
 from .engine import Report, convert, read_features, store_features
 from .errors import DcbulkError
 from .modes import reprocess
-from .verify import VerifyReport, verify
+from .modes.verify import verify
+from .verify import VerifyReport
 
 __all__ = ["__version__", "ArchiveReport", "DcbulkError", "Report", "convert",
            "convert_archive", "read_features", "reprocess", "store_features", "VerifyReport",

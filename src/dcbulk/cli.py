@@ -12,9 +12,25 @@ import os
 import sys
 from collections.abc import Sequence
 
+from distributed import performance_report
+
 from ._version import __version__
+from .bulk import discover_sources, execute, make_options, planned
+from .bulk.manifest import MANIFEST_NAME
+from .bulk.usage import check_memory_limit
 from .cli_options import add_source_args, check_report_paths
+from .cluster import job_script, setting
+from .codec import choices_text
+from .command import Command
 from .errors import DcbulkError, UsageError, one_line, printable
+from .monitor import RunState, dashboard_page, live_page, observers, recorded
+from .progress import ArchiveProgress
+from .read.layout import file_lines, file_summary
+from .registry import commands
+from .runlog import LOG_DIRNAME, log_dir_for, logged_client, run_log, terminal_warnings
+from .synth import make_archive
+from .modes.verify import verify, verify_pairs
+from .nofollow import write_nofollow
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
 
@@ -60,52 +76,67 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
 
 
 def _compression_help() -> str:
-    from .codec.table import choices_text
+    """The ``--compression`` help: every row of the codec table."""
     return f"{choices_text()}; each followed by Fletcher-32 [zstd:5]"
 
 
-def _parser() -> argparse.ArgumentParser:
-    compression_help = _compression_help()
+def _add_shared(p: argparse.ArgumentParser, cmd: Command) -> None:
+    """The options every job command takes, and the shared ones ``cmd`` asks for."""
+    p.add_argument("sources", nargs="+", metavar="SRC", help="file, directory or glob")
+    p.add_argument("-o", "--output", required=True, metavar="DST", help=cmd.output_help)
+    p.add_argument("--include", default="*.rtdc", help="file pattern in directories [*.rtdc]")
+    p.add_argument("--compression", default="zstd:5", help=_compression_help())
+    wants = set(cmd.options)
+    if "features" in wants:
+        p.add_argument("--features", type=_csv, metavar="A,B",
+                       help="features to write (default: all of each file's own features)")
+    if "filter" in wants:
+        p.add_argument("--filter", metavar="EXPR",
+                       help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
+    if "basin_to_source" in wants:
+        p.add_argument("--basin-to-source", action="store_true",
+                       help="add a basin pointing back to each source file")
+    if "resume" in wants:
+        p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                       help="skip files finished by an earlier run [on]")
+    p.add_argument("--force", action="store_true",
+                   help="redo all files, replace outputs, accept changed options")
+    if "max_open_outputs" in wants:
+        p.add_argument("--max-open-outputs", type=_positive, metavar="N")
+    p.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
+    p.add_argument("--performance-report", metavar="HTML",
+                   help="write dask's performance report")
+    p.add_argument("--html-report", metavar="HTML", help="write the run's report as one HTML "
+                   "file that opens offline (also for a failed or interrupted run)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would be done (and the batch job script), do nothing")
+    if "verify" in wants:
+        p.add_argument("--verify", action="store_true",
+                       help="verify each output against its source before recording it as done")
+    if "follow_external" in wants:
+        p.add_argument("--follow-external", action="store_true",
+                       help="follow HDF5 external links, virtual datasets and external "
+                            "storage in sources (refused by default: the file fails)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_source_args(p)
+
+
+def _parser(cmds: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command (the job ones: ``cmds``, default the registry's)."""
+    cmds = commands() if cmds is None else cmds
     top = argparse.ArgumentParser(
         prog="dcbulk", description="Convert archives of deformability cytometry (.rtdc) files "
         "in parallel with dask.", epilog="Exit status: 0 ok, 1 some files failed, 2 usage, "
         "3 error, 130 interrupted.")
     top.add_argument("--version", action="version", version=f"dcbulk {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    c = sub.add_parser("convert", help="convert files, directories or globs into DST",
-                       description="Convert .rtdc files (directories are walked, the tree is "
-                       "mirrored in DST). Re-running resumes: finished files are skipped.")
-    c.add_argument("sources", nargs="+", metavar="SRC", help="file, directory or glob")
-    c.add_argument("-o", "--output", required=True, metavar="DST", help="output directory")
-    c.add_argument("--include", default="*.rtdc", help="file pattern in directories [*.rtdc]")
-    c.add_argument("--features", type=_csv, metavar="A,B",
-                   help="features to write (default: all of each file's own features)")
-    c.add_argument("--filter", metavar="EXPR",
-                   help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
-    c.add_argument("--compression", default="zstd:5",
-                   help=compression_help)
-    c.add_argument("--basin-to-source", action="store_true",
-                   help="add a basin pointing back to each source file")
-    c.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip files finished by an earlier run [on]")
-    c.add_argument("--force", action="store_true",
-                   help="redo all files, replace outputs, accept changed options")
-    c.add_argument("--max-open-outputs", type=_positive, metavar="N")
-    c.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
-    c.add_argument("--performance-report", metavar="HTML", help="write dask's performance report")
-    c.add_argument("--html-report", metavar="HTML", help="write the run's report as one HTML "
-                   "file that opens offline (also for a failed or interrupted run)")
-    c.add_argument("--dry-run", action="store_true",
-                   help="show what would be done (and the batch job script), do nothing")
-    c.add_argument("--verify", action="store_true",
-                   help="verify each output against its source before recording it as done")
-    c.add_argument("--follow-external", action="store_true",
-                   help="follow HDF5 external links, virtual datasets and external storage "
-                        "in sources (refused by default: the file fails)")
-    c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    add_source_args(c)
-    _add_cluster_args(c)
+    for cmd in cmds:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description)
+        _add_shared(p, cmd)
+        if cmd.add_arguments is not None:
+            cmd.add_arguments(p)
+        _add_cluster_args(p)
+        p.set_defaults(run_command=cmd)
 
     v = sub.add_parser("verify", help="prove outputs equal their sources (every chunk read)",
                        description="Compare outputs with their sources: every chunk is read "
@@ -138,53 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="features, events, chunks, filters and basins of a file "
                        "(a directory: one line per file)")
     i.add_argument("file")
-    _add_mode_parsers(sub)
     return top
-
-
-def _add_mode_parsers(sub) -> None:
-    """condense, split, join: the options of convert where they apply."""
-    k = sub.add_parser("condense", help="scalar features only, with a basin to each source",
-                       description="As dclab-condense, for whole archives: every scalar "
-                       "feature, metadata and basins, and a basin to the source for images, "
-                       "masks and traces. Re-running resumes.")
-    s = sub.add_parser("split", help="split files into files of at most N events",
-                       description="As dclab-split: <stem>_0001.rtdc, ... each complete "
-                       "alone, written in parallel.")
-    j = sub.add_parser("join", help="join measurements into one file",
-                       description="As dclab-join: ordered by recording date and time, "
-                       "metadata of the earliest, time offset by each start, logs of all.")
-    for p in (k, s, j):
-        p.add_argument("sources", nargs="+", metavar="SRC", help="file, directory or glob")
-        p.add_argument("--include", default="*.rtdc", help="file pattern in directories [*.rtdc]")
-        p.add_argument("--compression", default="zstd:5", help=_compression_help())
-        p.add_argument("--filter", metavar="EXPR",
-                       help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
-        p.add_argument("--force", action="store_true", help="replace existing outputs")
-        p.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
-        p.add_argument("--performance-report", metavar="HTML",
-                       help="write dask's performance report")
-        p.add_argument("--html-report", metavar="HTML", help="write the run's report as one "
-                       "HTML file that opens offline")
-        p.add_argument("--dry-run", action="store_true", help="show what would be done")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-        add_source_args(p)
-        _add_cluster_args(p)
-    for p in (k, s):
-        p.add_argument("-o", "--output", required=True, metavar="DST", help="output directory")
-        p.add_argument("--max-open-outputs", type=_positive, metavar="N")
-    for p in (s, j):
-        p.add_argument("--features", type=_csv, metavar="A,B",
-                       help="features to write (default: each file's own features)")
-    k.add_argument("--ancillary", action="store_true",
-                   help="also compute dclab's ancillary features (needs dclab on the workers)")
-    k.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip files finished by an earlier run [on]")
-    s.add_argument("--events-per-file", type=int, default=10000, metavar="N",
-                   help="maximum events per output [10000]")
-    s.add_argument("--include-empty-boundary-images", action="store_true",
-                   help="keep an all-zero first or last image (dropped, as by dclab-split)")
-    j.add_argument("-o", "--output", required=True, metavar="OUT.rtdc", help="output file")
 
 
 def _client_args(ns) -> dict:
@@ -204,115 +189,85 @@ def _print_summary(report, out, log_path: str | None = None, page: str | None = 
         print(f"  FAILED {printable(f.source)}: {one_line(f.error)}", file=out)
 
 
-def _mode_call(ns):
-    """The function and keyword arguments of a mode sub-command (dcbulk.modes)."""
-    from . import modes
-    kwargs = dict(include=ns.include, filter=ns.filter, compression=ns.compression,
-                  force=ns.force, timeout=ns.timeout_per_file, follow_links=ns.follow_links)
-    if ns.command == "condense":
-        kwargs.update(ancillary=ns.ancillary, resume=ns.resume,
-                      max_open_outputs=ns.max_open_outputs)
-    elif ns.command == "split":
-        kwargs.update(features=ns.features, events_per_file=ns.events_per_file,
-                      include_empty_boundary_images=ns.include_empty_boundary_images,
-                      max_open_outputs=ns.max_open_outputs)
-    else:
-        kwargs.update(features=ns.features)
-    return getattr(modes, ns.command), kwargs
-
-
-def _convert(ns, out=None, err=None) -> int:
+def _run_command(ns, out=None, err=None) -> int:
+    """Run a job sub-command: options parsed once, the run planned once, then executed."""
     out, err = out or sys.stdout, err or sys.stderr
-    from .bulk import output_lock
-    from .bulk.usage import check_memory_limit
-    from .cluster import job_script, setting
-    from .partials import clean_partials
-    from .monitor import dashboard_page, live_page, observers, recorded
-    from .progress import ArchiveProgress
-    from .runlog import LOG_DIRNAME, logged_client, run_log
+    cmd: Command = ns.run_command
     check_memory_limit(ns.memory_limit)
-    check_report_paths(ns.report, getattr(ns, "performance_report", None),
-                       getattr(ns, "html_report", None))
-    if ns.command in ("condense", "split", "join"):
-        convert_archive, kwargs = _mode_call(ns)
-    else:
-        from .bulk import convert_archive
-        kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
-                      compression=ns.compression, resume=ns.resume, force=ns.force,
-                      basin_to_source=ns.basin_to_source,
-                      max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False),
-                      follow_external=getattr(ns, "follow_external", False),
-                      timeout=getattr(ns, "timeout_per_file", None),
-                      follow_links=getattr(ns, "follow_links", False))
-    # decide first (cheap, writes nothing): usage errors and option conflicts fail before
-    # any cluster starts, and a run with nothing left to do starts none
-    preview = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
-    if ns.dry_run:
-        for f in preview.files:
-            print(printable(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})"), file=out)
-        if ns.cluster or ns.cluster_config or (setting("cluster") != "local" and not (
-                ns.scheduler or ns.scheduler_file)):
-            print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
-                             n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
-                             memory_limit=ns.memory_limit), file=out)
-        return EXIT_OK
-    # a second run on DST stops here, before a cluster starts (join writes one file: no lock)
-    one_file = ns.command == "join"
-    lock = contextlib.nullcontext() if one_file else output_lock(ns.output)
-    log_home = os.path.dirname(os.path.abspath(ns.output)) if one_file else ns.output
-    with lock:
-        n_files = len(preview.files)
-        total = sum(f.bytes_in or os.path.getsize(f.source) for f in preview.files)
-        state = _run_state(ns, kwargs, preview, total, one_file)
-        if not any(f.status == "planned" for f in preview.files):
-            with recorded(state, getattr(ns, "html_report", None)):  # nothing to do: no cluster
-                report = convert_archive(ns.sources, ns.output, progress=state, **kwargs)
-            return _finish(ns, report, out)
-        try:
-            with recorded(state, getattr(ns, "html_report", None)), \
-                    run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, dashboard_page(), \
+    check_report_paths(ns.report, ns.performance_report, ns.html_report)
+    options = make_options(features=getattr(ns, "features", None),
+                           filter=getattr(ns, "filter", None), compression=ns.compression,
+                           basin_to_source=getattr(ns, "basin_to_source", False),
+                           follow_external=getattr(ns, "follow_external", False))
+    job = cmd.job(ns)
+    with planned(job, ns.sources, ns.output, options, include=ns.include,
+                 resume=getattr(ns, "resume", True), force=ns.force,
+                 dry_run=ns.dry_run, follow_links=ns.follow_links) as plan:
+        if ns.dry_run:
+            _print_plan(ns, plan, out)
+            return EXIT_OK
+        state = _run_state(ns, plan)
+        log_path = page = None
+
+        @contextlib.contextmanager
+        def open_client():  # started only when there is something to make
+            nonlocal log_path, page
+            with run_log(os.path.join(os.path.dirname(plan.output) if job.one_file
+                                      else plan.output, LOG_DIRNAME)) as log_path, \
+                    dashboard_page(), \
                     logged_client(log_path, **_client_args(ns)) as (client, cluster), \
                     live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
                 if not ns.quiet:
-                    print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
-                          f"dashboard: {client.dashboard_link}"
+                    print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
+                          f"{plan.total_bytes / 1e6:,.0f} MB; dashboard: "
+                          f"{client.dashboard_link}"
                           + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
-                progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
-                perf = contextlib.nullcontext()
-                if ns.performance_report:
-                    from distributed import performance_report
-                    # inline: Bokeh's JavaScript in the file, so that it opens offline
-                    perf = performance_report(filename=ns.performance_report, mode="inline")
-                try:
-                    with perf:
-                        report = convert_archive(ns.sources, ns.output, client=client,
-                                                 progress=observers(progress, state), **kwargs)
-                finally:
-                    if progress is not None:
-                        progress.close()
+                # inline: Bokeh's JavaScript in the file, so that it opens offline
+                with (performance_report(filename=ns.performance_report, mode="inline")
+                      if ns.performance_report else contextlib.nullcontext()):
+                    yield client
+
+        progress = (None if ns.quiet else
+                    ArchiveProgress(len(plan.decisions), plan.total_bytes, stream=err))
+        try:
+            with recorded(state, ns.html_report):
+                report = execute(plan, open_client=open_client,
+                                 progress=observers(progress, state),
+                                 max_open_outputs=getattr(ns, "max_open_outputs", None),
+                                 timeout=ns.timeout_per_file)
         finally:
-            if not (ns.scheduler or ns.scheduler_file or one_file):
-                # the cluster this run started is closed: none of its writers is left, so
-                # what they left (e.g. after Ctrl-C) goes now, with the lock still held
-                clean_partials(ns.output)
+            if progress is not None:
+                progress.close()
     return _finish(ns, report, out, log_path, page)
 
 
-def _run_state(ns, kwargs: dict, preview, total: int, one_file: bool):
+def _run_state(ns, plan) -> RunState:
     """The run's state for its dashboard page and HTML report."""
-    from .bulk.manifest import MANIFEST_NAME
-    from .monitor import RunState
-    state = RunState(command=ns.command, total_files=len(preview.files), total_bytes=total,
-                     options={"sources": ns.sources, "output": ns.output, **kwargs},
-                     manifest=None if one_file else os.path.join(os.path.abspath(ns.output),
-                                                                 MANIFEST_NAME),
-                     outputs=[f.output for f in preview.files if f.status == "planned"])
+    state = RunState(command=ns.command, total_files=len(plan.decisions),
+                     total_bytes=plan.total_bytes,
+                     options={"sources": ns.sources, "output": ns.output,
+                              "include": ns.include, "force": ns.force,
+                              "resume": getattr(ns, "resume", True),
+                              **plan.options.fingerprint_dict()},
+                     manifest=(None if plan.manifest is None
+                               else os.path.join(plan.output_dir, MANIFEST_NAME)),
+                     outputs=[step.target.output for step in plan.steps])
     state.json_report = ns.report and os.path.abspath(ns.report)
     return state
 
 
+def _print_plan(ns, plan, out) -> None:
+    """``--dry-run``: what would be done, and the batch job script where one is used."""
+    for f in plan.files:
+        print(printable(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})"), file=out)
+    if ns.cluster or ns.cluster_config or (setting("cluster") != "local" and not (
+            ns.scheduler or ns.scheduler_file)):
+        print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
+                         n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
+                         memory_limit=ns.memory_limit), file=out)
+
+
 def _write_report(path: str, doc: dict) -> None:
-    from .nofollow import write_nofollow
     write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
 
 
@@ -325,22 +280,22 @@ def _finish(ns, report, out, log_path: str | None = None, page: str | None = Non
 
 def _demo(ns, out=None) -> int:
     out = out or sys.stdout
-    from .synth import make_archive
     root = os.path.abspath(ns.dir)
     src, dst = os.path.join(root, "archive"), os.path.join(root, "converted")
     if not os.path.isdir(src):
         print(f"dcbulk demo: writing a sample archive of {ns.files} files to {src} ...", file=out)
         make_archive(src, ns.files, events=(max(10, ns.events // 20), ns.events), seed=1,
                      compression="none")
+    # the convert command's defaults, with this demo's archive and reports
+    defaults = _parser().parse_args(["convert", src, "-o", dst])
+    for key, val in vars(defaults).items():
+        if not hasattr(ns, key):
+            setattr(ns, key, val)
     ns.sources, ns.output = [src], dst
-    for key, val in dict(include="*.rtdc", features=None, filter=None, compression="zstd:5",
-                         basin_to_source=False, resume=True, force=False,
-                         max_open_outputs=None, report=os.path.join(root, "report.json"),
-                         performance_report=os.path.join(root, "performance-report.html"),
-                         html_report=os.path.join(root, "report.html"),
-                         dry_run=False, quiet=False).items():
-        setattr(ns, key, val)
-    status = _convert(ns, out=out)
+    ns.report = os.path.join(root, "report.json")
+    ns.performance_report = os.path.join(root, "performance-report.html")
+    ns.html_report = os.path.join(root, "report.html")
+    status = _run_command(ns, out=out)
     print(f"dcbulk demo: outputs in {dst}\n  JSON report: {ns.report}\n  HTML report: "
           f"{ns.html_report}\n  dask performance report: "
           f"{ns.performance_report}\n  inspect a file with: dcbulk info "
@@ -359,9 +314,7 @@ def _walk(root: str):
 def _info(ns, out=None) -> int:
     """``dcbulk info``: never a traceback for a bad file (one line each; see the README)."""
     out = out or sys.stdout
-    from .read.layout import file_lines, file_summary
     if os.path.isdir(ns.file):
-        from .bulk import discover_sources
         # as convert walks it: FIFOs, devices, sockets and links out of it are skipped
         # (one warning line each), never opened
         status = EXIT_OK
@@ -376,9 +329,6 @@ def _info(ns, out=None) -> int:
 
 def _verify(ns, out=None) -> int:
     out = out or sys.stdout
-    from .runlog import log_dir_for, logged_client, run_log
-    from .verify import verify, verify_pairs
-    from .monitor import RunState, dashboard_page, live_page, recorded
     # what to compare, before any cluster starts (usage errors, missing sources)
     check_report_paths(ns.report, getattr(ns, "performance_report", None), ns.html_report)
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter,
@@ -410,18 +360,22 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, *,
+         modes: Sequence[Command] | None = None) -> int:
+    """Run the command line; return the exit status.
+
+    ``modes`` replaces the job sub-commands of :func:`dcbulk.registry.commands` (e.g. to
+    try a new mode before it has its line in the registry).
+    """
+    parser = _parser(modes)
     try:
         ns = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
-    from .runlog import terminal_warnings
     try:
         with terminal_warnings():
-            if ns.command in ("convert", "condense", "split", "join"):
-                return _convert(ns)
+            if getattr(ns, "run_command", None) is not None:
+                return _run_command(ns)
             if ns.command == "demo":
                 return _demo(ns)
             if ns.command == "verify":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from .nofollow import refuse_link
+
 __all__ = ["add_source_args", "check_report_paths", "seconds"]
 
 
@@ -40,7 +42,6 @@ def check_report_paths(*paths: str | None) -> None:
     LinkRefusedError
         Naming the first such path.
     """
-    from .nofollow import refuse_link
     for path in paths:
         if path:
             refuse_link(path)

@@ -26,6 +26,7 @@ __all__ = [
     "UsageError",
     "FilterSyntaxError",
     "OutputDirError",
+    "VerifyError",
     "LinkRefusedError",
     "FileTimeoutError",
 ]
@@ -93,6 +94,10 @@ class OutputLockedError(DcbulkError):
 
 class UsageError(DcbulkError, ValueError):
     """Arguments that can never work (wrong feature name, output inside a source, ...)."""
+
+
+class VerifyError(DcbulkError):
+    """An output differs from its source (``convert --verify``)."""
 
 
 class OutputDirError(DcbulkError):

@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import FileTimeoutError, OutputExistsError
 
 __all__ = ["clean_partials", "commit_deadline", "commit_file", "current_deadline",
-           "partial_path", "stale_partials", "write_atomic"]
+           "output_exists", "partial_path", "refuse_existing", "stale_partials", "write_atomic"]
 
 #: the wall-clock time (``time.time()``) after which no output may be committed in this
 #: context (a context variable: each task's thread has its own, no state is shared)
@@ -73,6 +73,23 @@ def write_atomic(path: str, data: bytes) -> None:
     _fsync_dir(os.path.dirname(path))
 
 
+def output_exists(output: str | PathLike) -> bool:
+    """Whether something (a file, a link, even a dangling one) has the output's name: the one
+    "output exists" check of dcbulk (resume decisions, writers, the final rename)."""
+    return os.path.lexists(output)
+
+
+def _exists(output: str | PathLike) -> OutputExistsError:
+    return OutputExistsError(f"{output}: exists already (use force/overwrite)")
+
+
+def refuse_existing(output: str | PathLike, *, overwrite: bool) -> None:
+    """Raise :class:`~dcbulk.errors.OutputExistsError` when ``output`` exists and may not
+    be replaced (checked before any work; the final rename checks again, atomically)."""
+    if not overwrite and output_exists(output):
+        raise _exists(output)
+
+
 def partial_path(output: str) -> str:
     """A unique temporary sibling of ``output`` that no ``*.rtdc`` glob matches."""
     return f"{output}.{uuid.uuid4().hex[:12]}.partial"
@@ -108,12 +125,11 @@ def commit_file(partial: str, output: str, *, overwrite: bool, fsync: bool = Tru
             os.link(partial, output)
         except FileExistsError:
             os.unlink(partial)
-            raise OutputExistsError(f"{output}: exists already (use force/overwrite)") from None
+            raise _exists(output) from None
         except OSError:  # filesystems without hard links
-            if os.path.exists(output):
+            if output_exists(output):
                 os.unlink(partial)
-                raise OutputExistsError(
-                    f"{output}: exists already (use force/overwrite)") from None
+                raise _exists(output) from None
             os.rename(partial, output)
         else:
             os.unlink(partial)

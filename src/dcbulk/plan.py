@@ -72,10 +72,6 @@ class FeaturePlan:
         """Whole chunks of this feature that fit in one task's byte budget (at least 1)."""
         return max(1, max_task_bytes // max(1, self.chunk_rows * self.row_nbytes))
 
-    def chunk_rows_range(self, chunk_index: int) -> tuple[int, int]:
-        start = chunk_index * self.chunk_rows
-        return start, min(start + self.chunk_rows, self.n_rows)
-
 
 @dataclass(frozen=True, eq=False)
 class ExtraMetadata:

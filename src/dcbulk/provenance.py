@@ -26,6 +26,10 @@ from collections.abc import Iterable, Mapping
 from os import PathLike
 from typing import Any
 
+import h5py
+
+from ._version import __version__
+
 __all__ = ["LOG_MAX_LINE_LENGTH", "MODES", "SCHEMA_KEYS", "wrap_lines", "unwrap_lines",
            "is_provenance_log", "log_name", "make_provenance", "provenance_lines",
            "provenance_docs", "provenance_of", "own_provenance", "read_provenance", "matches_source",
@@ -133,9 +137,6 @@ def make_provenance(*, mode: str, source: str | None, source_info, output_events
     ``source_info`` is the source's :class:`~dcbulk.read.inspect.SourceInfo` (None when
     the output has no single source).
     """
-    import h5py
-
-    from ._version import __version__
     info = source_info
     return {
         "software": f"dcbulk {__version__}",
@@ -206,7 +207,6 @@ def read_provenance(output: str | PathLike) -> dict | None:
         When the newest log is not a JSON object (an older one is not used instead: it may
         be the log of the source's own conversion).
     """
-    import h5py
     with h5py.File(output, "r", locking=False) as h5:
         found = own_provenance(provenance_docs(h5))
     if found is None:

@@ -25,6 +25,9 @@ import time
 from collections.abc import Iterator
 from os import PathLike
 
+from .bulk.manifest import MANIFEST_NAME
+from .cluster import open_client
+from .errors import ConfigError, DcbulkError, one_line
 from .nofollow import make_dir
 
 __all__ = ["LOG_DIRNAME", "dask_setup", "log_dir_for", "logged_client", "run_log",
@@ -38,7 +41,6 @@ _QUIET_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
 
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        from .errors import one_line
         return "dcbulk: " + one_line(record.getMessage(), 1 << 16)
 
 
@@ -76,7 +78,6 @@ def terminal_warnings(stream=None) -> Iterator[None]:
 def log_dir_for(path: str | PathLike) -> str:
     """Where the log of a run on ``path`` goes: a directory's ``dcbulk-logs``; for a file,
     that of the nearest enclosing output directory (one with a manifest), else beside it."""
-    from .bulk.manifest import MANIFEST_NAME
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
         return os.path.join(path, LOG_DIRNAME)
@@ -187,8 +188,6 @@ def logged_client(log_path: str, **client_args) -> Iterator[tuple]:
     ConfigError
         For any failure while the client opens that is not a dcbulk error already.
     """
-    from .cluster import open_client
-    from .errors import ConfigError, DcbulkError, one_line
     with contextlib.ExitStack() as stack:
         try:
             opened = stack.enter_context(open_client(**client_args))

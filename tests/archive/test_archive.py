@@ -169,3 +169,42 @@ def test_dry_run_writes_nothing_and_option_conflict_fails_before_a_cluster(archi
     assert main(["convert", str(src), "-o", str(out)]) == EXIT_OK
     text = capsys.readouterr()
     assert "1 skipped" in text.out and "dashboard" not in text.err
+
+
+def test_cli_decides_once_and_holds_one_lock(client, tmp_path, monkeypatch, capsys):
+    """The CLI plans a run once (one manifest read, one content check per source, one
+    partial-file sweep) and executes that plan; the output lock is taken once and is not
+    reentrant (a second hold, also from this process, is refused like another run)."""
+    import dcbulk.bulk.executor as executor
+    from dcbulk.bulk import Manifest, output_lock
+    from dcbulk.errors import OutputLockedError
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = [make_rtdc(src / f"{k}.rtdc", 30, seed=k, compression="none") for k in range(2)]
+    dst = tmp_path / "dst"
+    calls = {"load": 0, "clean": 0}
+    real_load, real_clean = Manifest.load.__func__, executor.clean_partials
+
+    def load(cls, *args, **kwargs):
+        calls["load"] += 1
+        return real_load(cls, *args, **kwargs)
+
+    def clean(*args, **kwargs):
+        calls["clean"] += 1
+        return real_clean(*args, **kwargs)
+
+    monkeypatch.setattr(Manifest, "load", classmethod(load))
+    monkeypatch.setattr(executor, "clean_partials", clean)
+    args = ["convert", str(src), "-o", str(dst), "--scheduler", client.scheduler.address, "-q"]
+    assert main(args) == EXIT_OK
+    assert calls == {"load": 1, "clean": 1}
+    for path in paths:
+        assert_features_equal(path, dst / path.name)
+    calls.update(load=0, clean=0)
+    assert main(args) == EXIT_OK  # nothing left to do: decided once, still swept once
+    assert calls == {"load": 1, "clean": 1} and "2 skipped" in capsys.readouterr().out
+    with output_lock(dst):
+        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+            with output_lock(dst):
+                pass
+        assert main(args) == EXIT_ERROR  # a run in this process is refused too

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dcbulk.bulk import MANIFEST_NAME, Manifest, convert_archive, discover_sources
-from dcbulk.bulk.filetask import convert_file
+from dcbulk.bulk import ConvertJob, make_options, run_job
 from dcbulk.bulk.lock import LOCK_NAME, output_lock
 from dcbulk.cli import main
 from dcbulk.errors import FilterSyntaxError, LinkRefusedError, UsageError
@@ -378,18 +378,24 @@ def test_a_reprocess_function_that_never_returns_fails_its_file_alone(tmp_path):
     assert Manifest.load(dst).records["f1.rtdc"].status == "failed"
 
 
-class LateJob:
-    """A file job that sleeps past its time limit, then tries to commit its output and
+class LateJob(ConvertJob):
+    """A convert job that sleeps past its time limit, then tries to commit its output and
     notes what happened in ``<output>.attempt.json`` (outside the run's bookkeeping)."""
 
     def __init__(self, delay: float) -> None:
+        super().__init__()
         self.delay = delay
 
-    def __call__(self, source, output, options, *, overwrite, inline_bytes):
+    def make(self, target, options, **kwargs):
         time.sleep(self.delay)
-        report = convert_file(source, output, options, overwrite=overwrite)
-        Path(output + ".attempt.json").write_text(json.dumps({"error": report.error}))
-        return report
+        error = None
+        try:
+            return super().make(target, options, **kwargs)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            Path(target.output + ".attempt.json").write_text(json.dumps({"error": error}))
 
 
 def test_an_abandoned_task_cannot_commit_its_output_later(tmp_path, client):
@@ -397,7 +403,7 @@ def test_an_abandoned_task_cannot_commit_its_output_later(tmp_path, client):
     _files(src, ["a.rtdc"])
     dst = tmp_path / "dst"
     # limit 1 s; the client abandons the task after 1 s + 2 s grace; it wakes up at 6 s
-    report = convert_archive([src], dst, client=client, file_job=LateJob(6.0), timeout=1.0)
+    report = run_job(LateJob(6.0), [src], dst, make_options(), client=client, timeout=1.0)
     (result,) = report.files
     assert result.status == "failed" and "time limit of 1 s" in result.error
     attempt = dst / "a.rtdc.attempt.json"

@@ -19,6 +19,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -447,6 +448,8 @@ def test_two_concurrent_runs(archive, tmp_path):
     assert second.returncode == 3, second.stdout + second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
     assert f"pid {first.pid}" in second.stderr
+    assert f"host {socket.gethostname()}" in second.stderr
+    assert "dashboard" not in second.stderr  # refused before any cluster started
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, out + err
     STATS["runs"] += 1

@@ -61,12 +61,12 @@ def test_state_counts_bytes_and_fan_out():
 
 
 def test_file_tasks_are_named_by_their_outputs():
-    """The page names in-flight tasks of convert_archive and verify by their output's name."""
-    from dcbulk.bulk.archive import file_key
-    from dcbulk.verify.run import _file_key
+    """The page names in-flight tasks of the executor and verify by their output's name
+    (both name them with dcbulk.taskkey.file_key; verify's index carries its call's token)."""
+    from dcbulk.bulk.executor import file_key
     out = "/data/out/2024/M001_data.rtdc"
     state = RunState(outputs=[out])
-    for key in (file_key(out, 7), _file_key(out, 3)):
+    for key in (file_key(out, 7), file_key(out, "0a1b2c3d3")):
         assert state.names[key.rpartition("-")[0]] == "M001_data.rtdc"
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import dcbulk
-from dcbulk.bulk.filetask import ArchiveOptions, convert_file
+from dcbulk.bulk import ConvertJob, Target, discover_sources, make_options, run_target
 from dcbulk.cli import main
-from dcbulk.verify import verify_pairs
+from dcbulk.modes.verify import verify_pairs
 
 
 @pytest.fixture(autouse=True, params=["file-tasks", "chunk-run-tasks"])
@@ -239,9 +239,10 @@ def test_python_api_with_mapping(client, shared_data_dir, tmp_path):
 def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir, tmp_path):
     import dcbulk.bulk.filetask as filetask
     src = str(shared_data_dir / "fmt-hdf5_cytoshot_extended-moments-features.rtdc")
-    options = ArchiveOptions()
-    good = convert_file(src, str(tmp_path / "good.rtdc"), options, overwrite=False,
-                        verify=True)
+    options, job = make_options(), ConvertJob(verify=True)
+    entry = discover_sources([src])[0]
+    _, good = run_target(job, Target(str(tmp_path / "good.rtdc"), entry, 0), options,
+                         overwrite=False)
     assert good.error is None and os.path.isfile(tmp_path / "good.rtdc")
 
     real = filetask.write_output
@@ -253,8 +254,9 @@ def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir,
         return summary
 
     monkeypatch.setattr(filetask, "write_output", corrupting)
-    bad = convert_file(src, str(tmp_path / "bad.rtdc"), options, overwrite=False, verify=True)
-    assert bad.error.startswith("VerifyError: ")
+    _, bad = run_target(job, Target(str(tmp_path / "bad.rtdc"), entry, 0), options,
+                        overwrite=False)
+    assert bad.error.startswith("VerifyError: ") and bad.error_type is dcbulk.errors.VerifyError
     assert "feature 'per_ratio'" in bad.error and "first: event 3" in bad.error
     assert not os.path.exists(tmp_path / "bad.rtdc")
 

@@ -1,33 +1,45 @@
-"""Bulk conversion of whole archives: finding sources, remembering finished outputs, running
-many outputs at once (:mod:`.archive`), each made by one file task (:mod:`.filetask`)."""
+"""Running jobs over whole archives: the job model (:mod:`.job`), options parsed once
+(:mod:`.options`), the executor that plans a run once and executes that plan
+(:mod:`.executor`), resume (:mod:`.resume`, :mod:`.manifest`), sources and the lock."""
 from __future__ import annotations
 
-from .archive import ArchiveReport, FileResult, convert_archive
-from .filetask import ArchiveOptions, convert_file, filter_mapping, run_file_job
+from .archive import convert_archive
+from .executor import RunPlan, execute, planned, run_job
+from .filetask import ConvertJob, Part
+from .job import INLINE_BYTES, Job, Target, failed_file, run_target
 from .lock import output_lock
-from .manifest import (MANIFEST_NAME, Decision, Manifest, ManifestRecord, clean_partials,
-                       file_sha256, head_sha256, options_fingerprint, stale_partials)
+from .manifest import MANIFEST_NAME, Manifest
+from .options import ArchiveOptions, make_options
+from .records import Decision, ManifestRecord, file_sha256, head_sha256, options_fingerprint
+from .report import ArchiveReport, FileResult
 from .sources import SourceEntry, discover_sources, output_path
 
 __all__ = [
     "ArchiveOptions",
     "ArchiveReport",
-    "FileResult",
-    "convert_archive",
-    "convert_file",
-    "filter_mapping",
-    "run_file_job",
-    "MANIFEST_NAME",
+    "ConvertJob",
     "Decision",
+    "FileResult",
+    "INLINE_BYTES",
+    "Job",
+    "MANIFEST_NAME",
     "Manifest",
     "ManifestRecord",
+    "Part",
+    "RunPlan",
     "SourceEntry",
-    "clean_partials",
+    "Target",
+    "convert_archive",
     "discover_sources",
+    "execute",
+    "failed_file",
     "file_sha256",
     "head_sha256",
+    "make_options",
     "options_fingerprint",
     "output_lock",
     "output_path",
-    "stale_partials",
+    "planned",
+    "run_job",
+    "run_target",
 ]

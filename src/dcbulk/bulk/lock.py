@@ -8,8 +8,9 @@ locks with the last descriptor, so the file's stale content is only a note. The 
 never deleted (deleting lock files races with a run that has just opened it).
 
 Python's standard library has no cross-process directory lock, and the packages that do
-(filelock, portalocker) wrap the same ``flock`` call; this module adds the holder's identity
-and reentrancy within one process (the CLI holds the lock across its preview and the run).
+(filelock, portalocker) wrap the same ``flock`` call; this module adds the holder's identity.
+It is not reentrant: a run plans and executes under one hold (:mod:`.executor`), and a
+second hold of the same directory, also from this process, is refused like another run.
 
 File systems without working locks: on Linux NFSv4 and NFSv3 with ``lockd``, ``flock`` is
 emulated by byte-range locks and works across hosts. Where the call fails (``ENOLCK``,
@@ -26,7 +27,6 @@ import fcntl
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from os import PathLike
@@ -42,8 +42,6 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = ".dcbulk.lock"
 
 _NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
-_held: dict[str, list] = {}  # realpath -> [fd, depth]
-_guard = threading.Lock()
 
 
 def lock_holder(output_dir: str | PathLike) -> str:
@@ -118,12 +116,13 @@ def _acquire(real: str, display: str) -> int:
 def output_lock(output_dir: str | PathLike) -> Iterator[str]:
     """Hold the output directory's lock (creating the directory) for the ``with`` block.
 
-    Reentrant within a process. Yields the lock file's path.
+    Yields the lock file's path.
 
     Raises
     ------
     OutputLockedError
-        When another live process holds it; the message names its host and pid.
+        When another run (another process, or another hold in this one) holds it; the
+        message names its host and pid.
     LinkRefusedError
         When the lock file is a symbolic link (or not a regular file): never written through.
     OutputDirError
@@ -131,21 +130,12 @@ def output_lock(output_dir: str | PathLike) -> Iterator[str]:
     """
     display = os.path.abspath(os.fspath(output_dir))
     real = os.path.realpath(display)
-    with _guard:
-        if real in _held:
-            _held[real][1] += 1
-        else:
-            _held[real] = [_acquire(real, display), 1]
+    fd = _acquire(real, display)
     try:
         yield os.path.join(real, LOCK_NAME)
     finally:
-        with _guard:
-            entry = _held[real]
-            entry[1] -= 1
-            if entry[1] == 0:
-                del _held[real]
-                try:
-                    os.ftruncate(entry[0], 0)  # the note is about a live run only
-                except OSError:
-                    pass
-                os.close(entry[0])  # releases the flock
+        try:
+            os.ftruncate(fd, 0)  # the note is about a live run only
+        except OSError:
+            pass
+        os.close(fd)  # releases the flock

@@ -23,13 +23,12 @@ import threading
 import types
 from collections.abc import Mapping
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError, SourceNotFoundError
 from ..nofollow import open_nofollow
 from ..partials import clean_partials, stale_partials, write_atomic
-from .records import (FORMAT_VERSION, STATUSES, Decision, ManifestRecord, canonical_options,
+from .records import (FORMAT_VERSION, Decision, ManifestRecord, canonical_options,
                       file_sha256, head_sha256, header_line, options_fingerprint,
                       options_line, parse_line, record_line, utc_now)
 from .sources import SourceEntry, output_path
@@ -60,14 +59,9 @@ class Manifest:
 
     Examples
     --------
-    >>> with Manifest.load(out) as manifest:                    # doctest: +SKIP
-    ...     manifest.check_options(options, force=False)
-    ...     for entry in entries:
-    ...         decision = manifest.decide(entry)
-    ...         if decision.action == "convert":
-    ...             ...  # convert, then:
-    ...             manifest.record_done(entry, events=n, size=decision.size,
-    ...                                  mtime_ns=decision.mtime_ns)
+    >>> manifest = Manifest.load(out)                            # doctest: +SKIP
+    >>> manifest.check_options(options, force=False)             # doctest: +SKIP
+    >>> manifest.record_done(entry, events=n)  # after the output was renamed into place
     """
 
     def __init__(self, output_dir: str | PathLike, *, read_only: bool = False) -> None:
@@ -166,13 +160,6 @@ class Manifest:
     def __contains__(self, relpath: object) -> bool:
         return relpath in self._records
 
-    def counts(self) -> dict[str, int]:
-        """Number of records per status."""
-        counts = dict.fromkeys(STATUSES, 0)
-        for record in self._records.values():
-            counts[record.status] += 1
-        return counts
-
     # -- options -------------------------------------------------------------------------
     def check_options(self, options: Mapping[str, Any], force: bool = False) -> None:
         """Adopt ``options`` for this run, refusing to mix outputs of different options.
@@ -182,7 +169,7 @@ class Manifest:
         ManifestError
             When finished outputs were made with other options and ``force`` is False; lists
             the differing keys. With ``force`` the new options are adopted and those outputs
-            are reconverted (:meth:`decide` answers ``"options changed"``).
+            are reconverted (:func:`dcbulk.bulk.resume.decide` answers ``"options changed"``).
         """
         fingerprint = options_fingerprint(options)
         normalized = json.loads(canonical_options(options))
@@ -208,47 +195,7 @@ class Manifest:
             self._options, self._fingerprint = normalized, fingerprint
             self._append(options_line(normalized, fingerprint))
 
-    # -- decisions and records -----------------------------------------------------------
-    def decide(self, entry: SourceEntry, output_dir: str | PathLike | None = None) -> Decision:
-        """Whether ``entry`` must be converted (see :class:`Decision` for the reasons).
-
-        Skips only a ``done`` record of the current options whose source has the recorded
-        size, mtime and first/last-MiB hash and whose output exists with the recorded size;
-        output checksums are not recomputed (see :meth:`verify`).
-        """
-        try:
-            st = os.stat(entry.path)
-        except FileNotFoundError as exc:
-            raise SourceNotFoundError(f"{entry.path}: source vanished") from exc
-        out = output_path(entry, self._output_dir if output_dir is None else output_dir)
-
-        def answer(reason: str) -> Decision:
-            action = "skip" if reason == "finished" else "convert"
-            return Decision(action, reason, entry.relpath, st.st_size, st.st_mtime_ns)
-
-        record = self._records.get(entry.relpath)
-        if record is None:
-            return answer("unrecorded output exists" if os.path.lexists(out) else "new")
-        if record.status != "done":
-            return answer("previously failed")
-        if self._fingerprint is not None and record.fingerprint != self._fingerprint:
-            return answer("options changed")
-        if (record.size, record.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            return answer("source changed")
-        try:
-            out_size = os.stat(out).st_size
-        except FileNotFoundError:
-            return answer("output missing")
-        if out_size != record.output_size:
-            return answer("output size differs")
-        try:
-            head = head_sha256(entry.path)
-        except OSError as exc:
-            raise SourceNotFoundError(f"{entry.path}: cannot read ({exc.strerror})") from exc
-        if record.head_sha256 != head:
-            return answer("source changed")
-        return answer("finished")
-
+    # -- records -----------------------------------------------------------
     def record_done(self, entry: SourceEntry, *, output: str | PathLike | None = None,
                     output_size: int | None = None, checksum: str | None = None,
                     events: int | None = None, seconds: float | None = None,
@@ -323,19 +270,6 @@ class Manifest:
         self._update(entry.relpath, record)
         return record
 
-    def verify(self, relpath: str) -> bool:
-        """Whether the output exists and matches the recorded SHA-256 (False without one)."""
-        record = self._records.get(relpath)
-        if record is None:
-            raise ManifestError(f"{self.path}: no record for '{relpath}'")
-        if record.status != "done" or not record.output_sha256:
-            return False
-        try:
-            return file_sha256(os.path.join(self._output_dir, record.output)) \
-                == record.output_sha256
-        except FileNotFoundError:
-            return False
-
     @staticmethod
     def _stat(entry: SourceEntry) -> tuple[int, int]:
         try:
@@ -392,25 +326,11 @@ class Manifest:
                 raise ManifestError(f"{self.path}: cannot write manifest ({exc})") from exc
             self._torn_at, self._exists, self._lines = None, True, len(parts)
 
-    def flush(self) -> None:
-        """Nothing to do: every change is written (and fsynced) when made."""
-
-    close = flush
-
-    def stale_partials(self, output_dir: str | PathLike | None = None) -> list[Path]:
-        """:func:`stale_partials` of ``output_dir`` (default: this manifest's directory)."""
-        return stale_partials(self._output_dir if output_dir is None else output_dir)
-
-    def clean_partials(self, output_dir: str | PathLike | None = None) -> list[Path]:
-        """:func:`clean_partials` of ``output_dir`` (default: this manifest's directory)."""
-        with self._lock:
-            return clean_partials(self._output_dir if output_dir is None else output_dir)
-
     def __enter__(self) -> Manifest:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.close()
+        pass
 
     def __repr__(self) -> str:
         return f"<Manifest {self.path} records={len(self._records)}>"

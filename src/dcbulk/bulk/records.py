@@ -1,6 +1,5 @@
 """What the resume manifest holds and how it is laid out as JSON Lines: records, decisions,
-option fingerprints, checksums, and the cheap content check of a source (its first and
-last MiB)."""
+option fingerprints (the checksums it stores are :mod:`dcbulk.read.digests`')."""
 from __future__ import annotations
 
 import datetime
@@ -14,6 +13,7 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ManifestError
+from ..read.digests import HEAD_BYTES, file_sha256, head_sha256
 
 __all__ = ["FORMAT_VERSION", "HEAD_BYTES", "STATUSES", "Decision", "ManifestRecord",
            "canonical_options", "file_sha256", "head_sha256", "header_line", "options_line",
@@ -24,50 +24,6 @@ FORMAT_VERSION = 2
 _FORMAT_TAG = "dcbulk-manifest"
 #: the statuses a record may have
 STATUSES = ("done", "failed")
-#: bytes at each end of a source hashed as its content check (dclab's command log hashes
-#: the first MiB of each input)
-HEAD_BYTES = 1 << 20
-
-
-def file_sha256(path: str | PathLike, bufsize: int = 4 << 20) -> str:
-    """SHA-256 hex digest of a file, read in ``bufsize`` pieces into one reused buffer."""
-    digest = hashlib.sha256()
-    buf = bytearray(bufsize)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-    return digest.hexdigest()
-
-
-_HEAD_CACHE: dict[tuple, str] = {}
-
-
-def head_sha256(path: str | PathLike, *, nbytes: int = HEAD_BYTES) -> str:
-    """SHA-256 hex digest of the first and the last ``nbytes`` of a file (all of a small one).
-
-    An HDF5 file keeps its superblock, root attributes (the measurement identifier, time,
-    setup) and most object headers at its start, and h5py flushes the rest of its metadata
-    towards its end, so a source replaced by another file of the same size with the mtime
-    restored (``cp -p``, ``rsync -t``, backups) is seen here at the cost of two small reads.
-    Not seen: raw data edited in place beyond those ranges with the mtime reset by hand.
-    Within a process the digest is cached per (device, inode, size, mtime, ctime): the CLI
-    decides twice (preview, run).
-    """
-    st = os.stat(path)
-    key = (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-           nbytes)
-    if key not in _HEAD_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            digest.update(fh.read(nbytes))
-            if st.st_size > nbytes:
-                fh.seek(max(nbytes, st.st_size - nbytes))
-                digest.update(fh.read(nbytes))
-        _HEAD_CACHE[key] = digest.hexdigest()
-        if len(_HEAD_CACHE) > 100_000:
-            _HEAD_CACHE.clear()
-    return _HEAD_CACHE[key]
 
 
 def _json_default(value: Any) -> Any:

@@ -1,52 +1,149 @@
-"""What an earlier run left in the output directory: outputs a killed run finished but could
-not record (adopted by their provenance log), and outputs that must not be replaced."""
+"""Resume: what an earlier run left in the output, and what this run must still make.
+
+The one module that decides, for every target of a run, whether it is finished (skip),
+must be made (and whether its existing output may be replaced), or is blocked by an output
+that is not this archive's: :func:`decide` (the manifest's record against the source and
+the output on disk), :func:`settle` (that decision, adopting outputs a killed run finished
+but could not record, through their provenance logs), :func:`refuse_overwrite` and
+:func:`adopt_options` (the options fingerprint, including a reprocess function whose code
+changed). The executor (:mod:`.executor`) calls these once per run, while it holds the
+output directory's lock.
+"""
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from ..errors import OutputExistsError
+import h5py
+
+from ..errors import OutputExistsError, SourceNotFoundError
+from ..partials import output_exists
 from ..provenance import matches_source, provenance_of
+from .job import Target
 from .manifest import Manifest
-from .sources import SourceEntry, output_path
+from .records import Decision, canonical_options, head_sha256
+from .report import FileResult
 
-__all__ = ["adopt_output", "refuse_overwrite"]
+__all__ = ["Step", "adopt_options", "adopt_output", "decide", "refuse_overwrite", "settle"]
 
 
-def adopt_output(entry: SourceEntry, out: str, options: Mapping[str, Any], manifest: Manifest,
-                 *, record: bool = True) -> bool:
+@dataclass(frozen=True)
+class Step:
+    """A target the run makes: ``overwrite`` when its existing output may be replaced."""
+
+    target: Target
+    overwrite: bool
+    reason: str
+
+
+def decide(manifest: Manifest, target: Target) -> Decision:
+    """Whether ``target`` must be made (see :class:`~dcbulk.bulk.records.Decision`).
+
+    Skips only a ``done`` record of the current options whose source has the recorded
+    size, mtime and first/last-MiB hash and whose output exists with the recorded size;
+    output checksums are not recomputed (``dcbulk verify`` does that).
+    """
+    entry, out = target.source, target.output
+    try:
+        st = os.stat(entry.path)
+    except FileNotFoundError as exc:
+        raise SourceNotFoundError(f"{entry.path}: source vanished") from exc
+
+    def answer(reason: str) -> Decision:
+        action = "skip" if reason == "finished" else "convert"
+        return Decision(action, reason, entry.relpath, st.st_size, st.st_mtime_ns)
+
+    record = manifest.records.get(entry.relpath)
+    if record is None:
+        return answer("unrecorded output exists" if output_exists(out) else "new")
+    if record.status != "done":
+        return answer("previously failed")
+    if manifest.fingerprint is not None and record.fingerprint != manifest.fingerprint:
+        return answer("options changed")
+    if (record.size, record.mtime_ns) != (st.st_size, st.st_mtime_ns):
+        return answer("source changed")
+    try:
+        out_size = os.stat(out).st_size
+    except FileNotFoundError:
+        return answer("output missing")
+    if out_size != record.output_size:
+        return answer("output size differs")
+    try:
+        head = head_sha256(entry.path)
+    except OSError as exc:
+        raise SourceNotFoundError(f"{entry.path}: cannot read ({exc.strerror})") from exc
+    return answer("finished" if record.head_sha256 == head else "source changed")
+
+
+def _blocked(target: Target) -> FileResult:
+    error = OutputExistsError(f"{target.output}: exists and is not a finished output of this "
+                              f"archive (use --force to replace it)")
+    return FileResult(target.source.path, target.output, "failed", bytes_in=target.size,
+                      reason="output exists", error=str(error))
+
+
+def settle(target: Target, manifest: Manifest | None, fingerprint: dict, *, resume: bool,
+           force: bool, record: bool) -> FileResult | Step:
+    """What the run does with ``target``: a settled result (skipped, or failed because an
+    output that is not this archive's is in the way), or a :class:`Step` to make it.
+
+    Without a manifest (jobs that are not resumable) an existing output is replaced only
+    with ``force``. With ``record`` False (dry runs) nothing is entered in the manifest.
+    """
+    if manifest is None:
+        exists = output_exists(target.output)
+        if exists and not force:
+            return _blocked(target)
+        return Step(target, overwrite=force, reason="replace" if exists else "new")
+    decision = decide(manifest, target)
+    if resume and not force and decision.action == "skip":
+        return FileResult(target.source.path, target.output, "skipped",
+                          bytes_in=decision.size, reason=decision.reason)
+    if decision.reason == "unrecorded output exists" and not force:
+        if resume and adopt_output(target, fingerprint, manifest, record=record):
+            return FileResult(target.source.path, target.output, "skipped",
+                              bytes_in=decision.size,
+                              reason="finished (found by its provenance log)")
+        return _blocked(target)
+    # outputs recorded in the manifest are this archive's own: they may be replaced
+    return Step(target, overwrite=force or target.source.relpath in manifest,
+                reason=decision.reason)
+
+
+def adopt_output(target: Target, fingerprint: dict, manifest: Manifest, *,
+                 record: bool = True) -> bool:
     """Record an output that a killed run finished but could not enter in the manifest.
 
     Outputs appear under their final name only when complete (atomic rename), so an output
-    one of whose provenance logs names this source (path, size, mtime) and these
-    ``options`` (the fingerprint dict) is a finished result, whatever the mode
+    one of whose provenance logs names this source (path, size, mtime) and these options
+    (``fingerprint``, the options' fingerprint dict) is a finished result, whatever the mode
     (:func:`dcbulk.provenance.matches_source`). With ``record`` False (dry runs) nothing is
     written.
     """
+    entry, out = target.source, target.output
     if not os.path.isfile(out):
         return False
     try:
-        import h5py
         with h5py.File(out, "r") as h5:
             docs = provenance_of(h5)
             events = int(h5.attrs.get("experiment:event count", 0))
     except (OSError, ValueError, KeyError):
         return False
     st = os.stat(entry.path)
-    doc = next((d for d in docs if matches_source(d, entry.path, options)), None)
+    doc = next((d for d in docs if matches_source(d, entry.path, fingerprint)), None)
     if doc is None:
         return False
-    if not record:
-        return True
-    manifest.record_done(entry, output=out, output_size=os.path.getsize(out),
-                         events=events, seconds=0.0,
-                         identifier=doc.get("source identifier"), size=st.st_size,
-                         mtime_ns=st.st_mtime_ns)
+    if record:
+        manifest.record_done(entry, output=out, output_size=os.path.getsize(out),
+                             events=events, seconds=0.0,
+                             identifier=doc.get("source identifier"), size=st.st_size,
+                             mtime_ns=st.st_mtime_ns)
     return True
 
 
-def refuse_overwrite(entries: Iterable[SourceEntry], output_dir: str) -> None:
+def refuse_overwrite(targets: Iterable[Target]) -> None:
     """``resume=False`` without ``force`` must not replace outputs: fail before any work.
 
     Raises
@@ -54,10 +151,32 @@ def refuse_overwrite(entries: Iterable[SourceEntry], output_dir: str) -> None:
     OutputExistsError
         Naming the first existing output and how many more there are.
     """
-    existing = [out for out in (output_path(e, output_dir) for e in entries)
-                if os.path.lexists(out)]
+    existing = [t.output for t in targets if output_exists(t.output)]
     if existing:
         more = f" and {len(existing) - 1} more output(s)" if len(existing) > 1 else ""
         raise OutputExistsError(
             f"{existing[0]}{more} exist; --no-resume (resume=False) redoes finished files only "
             f"together with --force (force=True), which replaces them")
+
+
+def _without_code(options: dict | None) -> dict | None:
+    if not options or not isinstance(options.get("job"), dict):
+        return options
+    job = dict(options["job"])
+    job["func"] = {k: v for k, v in (job.get("func") or {}).items() if k != "code"}
+    return {**options, "job": job}
+
+
+def adopt_options(manifest: Manifest, fingerprint: dict, *, force: bool) -> None:
+    """Let the manifest take this run's options (also in memory only, for dry runs).
+
+    Options that differ from the finished outputs' are refused unless ``force``
+    (:meth:`~dcbulk.bulk.manifest.Manifest.check_options`). A job function whose code
+    changed (same name and options otherwise, e.g. an edited reprocess function) is
+    accepted without ``force``: the manifest logs the change, and the outputs made with the
+    old code, this archive's own, are made again (:func:`decide`: "options changed").
+    """
+    old = manifest.options
+    new = json.loads(canonical_options(fingerprint))
+    code_only = old is not None and old != new and _without_code(old) == _without_code(new)
+    manifest.check_options(fingerprint, force=force or code_only)

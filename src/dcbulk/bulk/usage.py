@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterable
 from os import PathLike
 
+from dask.utils import parse_bytes
+
 from ..errors import OutputDirError, UsageError
 
 __all__ = ["check_feature_names", "check_memory_limit", "check_output_dir",
@@ -30,6 +32,7 @@ def check_feature_names(names: Iterable[str], *, what: str) -> None:
     UsageError
         Naming every unknown feature.
     """
+    # dclab (and scipy behind it) is heavy: imported only when a name is checked
     from dclab.definitions import feature_exists
     bad = [n for n in dict.fromkeys(names) if not feature_exists(n)]
     if bad:
@@ -100,7 +103,6 @@ def check_memory_limit(value: str | int | float | None) -> None:
         raise UsageError(f"--memory-limit {value}: must be positive")
     if number is not None and number <= 1:
         return  # a fraction of the machine's memory
-    from dask.utils import parse_bytes
     try:
         nbytes = parse_bytes(text)
     except ValueError:

@@ -18,8 +18,8 @@ import cloudpickle
 import numpy as np
 
 from ..codec import ChunkCodec, parse_compression
-from ..errors import FileTimeoutError, OutputExistsError, PlanError
-from ..partials import commit_deadline, current_deadline
+from ..errors import FileTimeoutError, PlanError
+from ..partials import commit_deadline, current_deadline, refuse_existing
 from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadata,
                     FeaturePlan, best_chunk_rows, make_mapping, plan_conversion)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
@@ -119,10 +119,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     """
     t0 = time.perf_counter()
     output = os.path.abspath(output)
-    if os.path.exists(output) and not overwrite:
-        raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
+    refuse_existing(output, overwrite=overwrite)
     info = inspect_source(source, follow_external=follow_external)
-    options = {"compression": str(compression), "features": features,
+    options = {"compression": _codec(compression).describe(), "features": features,
                "basin_to_source": basin_to_source}
     if follow_external:
         options["follow_external"] = True
@@ -230,8 +229,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     """
     t0 = time.perf_counter()
     output = os.path.abspath(output)
-    if os.path.exists(output) and not overwrite:
-        raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
+    refuse_existing(output, overwrite=overwrite)
     codec = _codec(compression)
     aligned, groups, n_rows = _array_groups(arrays, codec, max_task_bytes)
     info = inspect_source(metadata_from) if metadata_from is not None else None
@@ -249,7 +247,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
                           features=tuple(g.features[0] for g in groups), groups=groups,
                           codec=codec, mapping=idx, source_info=info,
                           basin_to_source=bool(basins and info is not None),
-                          options={"compression": str(compression), "store_features": True},
+                          options={"compression": codec.describe(), "store_features": True},
                           extra=extra)
     label = info.path if info else output
     encoded = [(g, encode_array(aligned[g.features[0].name], g, label)) for g in groups

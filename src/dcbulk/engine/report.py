@@ -17,8 +17,8 @@ class Report:
     mode (``encode`` or ``raw-copy``), filters, chunks, bytes and the seconds spent in
     worker tasks. ``identifier`` and ``source_mtime_ns`` identify the source for a manifest;
     ``inline`` tells that the writer encoded the file itself; ``basin_files`` are the file
-    basins the source's features were found in; ``error`` (one line) is set,
-    and the rest left empty, for a file of an archive that failed.
+    basins the source's features were found in; ``error`` (one line) and ``error_type`` (the
+    exception's class) are set, and the rest left empty, for a file of an archive that failed.
     """
 
     source: str | None
@@ -35,6 +35,10 @@ class Report:
     inline: bool = False
     basin_files: tuple[str, ...] = ()
     error: str | None = None
+    error_type: type[BaseException] | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        """The report as a JSON-ready dict (the error's type by its name)."""
+        doc = dict(self.__dict__)
+        doc["error_type"] = None if self.error_type is None else self.error_type.__name__
+        return doc

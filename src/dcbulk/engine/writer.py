@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import ConversionError, DcbulkError, OutputExistsError
-from ..partials import commit_file, partial_path
+from ..errors import ConversionError, DcbulkError
+from ..partials import commit_file, partial_path, refuse_existing
 from ..plan import BlockGroup, ConversionPlan
 from ..write import HDF5Writer
 from .arrays import EncodedBlock, plan_arrays
@@ -100,8 +100,7 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None, inline: bo
         Any failure, naming the source and output; no file is left under the output name.
     """
     t0 = time.perf_counter()
-    if os.path.exists(plan.output) and not overwrite:
-        raise OutputExistsError(f"{plan.output}: exists already (use force/overwrite)")
+    refuse_existing(plan.output, overwrite=overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(plan.output)), exist_ok=True)
     partial = partial_path(plan.output)
     stats = {fp.name: {"mode": "raw-copy" if fp.raw_copy else "encode", "chunks": 0,

@@ -1,14 +1,15 @@
 """Modes beyond compress: reprocess (Python), condense, split and join (also CLI).
 
-One module per mode, each built on the public engine API (``read_features``,
-``store_features``, ``convert``) and, for whole archives, on ``convert_archive`` with a
-per-file job; ``common`` holds what they share.
+One module per mode, each a :class:`~dcbulk.bulk.Job` run by the archive executor and,
+where it is a sub-command, a ``COMMAND`` listed in :mod:`dcbulk.registry`; ``common`` holds
+what they share.
 """
 from __future__ import annotations
 
 from .condense import CondenseJob, condense
-from .join import join
+from .join import JoinJob, join
 from .reprocess import ReprocessJob, reprocess
-from .split import split
+from .split import SplitJob, split
 
-__all__ = ["CondenseJob", "ReprocessJob", "condense", "join", "reprocess", "split"]
+__all__ = ["CondenseJob", "JoinJob", "ReprocessJob", "SplitJob", "condense", "join",
+           "reprocess", "split"]

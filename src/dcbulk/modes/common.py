@@ -26,7 +26,7 @@ from ..read.inspect import SourceInfo
 #: engine's task size), so a file's features are a few read tasks, not one per 1 MiB chunk
 CHUNKS_PER_BLOCK = 16
 
-__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "event_filter",
+__all__ = ["CHUNKS_PER_BLOCK", "func_identity",
            "job_result", "scalar_features",
            "attrs_of", "logs_of", "tables_of"]
 
@@ -93,19 +93,8 @@ def scalar_features(info: SourceInfo) -> list[str]:
             and not name.startswith("basinmap")]
 
 
-def event_filter(info: SourceInfo, text: str | None) -> np.ndarray | None:
-    """The boolean event filter of a ``--filter`` expression for one source (None: none).
-
-    Evaluated exactly as ``convert_archive`` evaluates it (its own helper).
-    """
-    from ..bulk.filetask import filter_mapping
-    from ..filter_expr import parse_filter
-    expr = parse_filter(text)
-    return None if expr is None else np.asarray(filter_mapping(info, expr), dtype=bool)
-
-
 def job_result(info: SourceInfo, report: Report, t0: float) -> Report:
-    """A file job's :class:`~dcbulk.engine.report.Report`, completed as ``convert_file``'s.
+    """A job's :class:`~dcbulk.engine.report.Report`, completed as the convert job's.
 
     Adds what the manifest records: the source's size, mtime and identifier, and the
     job's wall time since ``t0``.

@@ -15,23 +15,26 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import replace
 
+import dask.array as da
 import numpy as np
+from distributed import worker_client
 
-from ..bulk import ArchiveReport, convert_archive
-from ..bulk.archive import INLINE_BYTES
-from ..bulk.filetask import failed_file
-from ..codec import parse_compression
+from ..bulk import ArchiveReport, Job, Target, make_options, run_job
+from ..bulk.job import INLINE_BYTES
+from ..command import Command
 from ..engine import Report, read_features, store_features, write_output
-from ..errors import DcbulkError, PlanError
+from ..errors import PlanError
 from ..plan import ExtraMetadata, plan_conversion
-from ..read.inspect import inspect_source
 from ..provenance import job_provenance
-from .common import CHUNKS_PER_BLOCK, event_filter, job_result, scalar_features
+from ..read.filtering import event_filter
+from ..read.inspect import inspect_source
+from .common import CHUNKS_PER_BLOCK, job_result, scalar_features
 
-__all__ = ["CondenseJob", "condense", "feature_dtype", "require_module"]
+__all__ = ["COMMAND", "CondenseJob", "condense", "feature_dtype", "require_module"]
 
 _NO_DCLAB = ("--ancillary needs dclab on every worker (pip install 'dcbulk[dclab]'); "
              "it is missing on {where}")
@@ -55,6 +58,7 @@ def _has_module(name: str) -> bool:
 def feature_dtype(name: str) -> str:
     """The dtype dclab's writer stores ``name`` with (its ``FEATURES_UINT32``/``UINT64``
     rule; ``uint32`` for ``index``), read from dclab on the client."""
+    # dclab (and scipy behind it) is heavy: imported only when a condense job is made
     from dclab.rtdc_dataset.writer import FEATURES_UINT32, FEATURES_UINT64
     if name in FEATURES_UINT32:
         return "uint32"
@@ -67,8 +71,7 @@ def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
     """dclab's ancillary scalar features of a file that it does not store (computed here)."""
     if not _has_module("dclab"):
         raise PlanError(_NO_DCLAB.format(where="this worker"))
-    import warnings
-
+    # dclab (an optional dependency of the workers, with scipy behind it): imported here only
     import dclab
     from dclab import definitions as dfn
     have = set(have)
@@ -80,8 +83,8 @@ def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
             return {f: np.asarray(ds[f]) for f in names}
 
 
-class CondenseJob:
-    """The file task of :func:`condense` (a ``convert_archive`` file job).
+class CondenseJob(Job):
+    """The job of :func:`condense` (``dcbulk condense``).
 
     A file with ``index`` is condensed by the conversion engine (its scalar features,
     stored chunks copied as stored, small files encoded by their writer task). Otherwise,
@@ -95,10 +98,17 @@ class CondenseJob:
     log carries what resume needs to adopt an output a killed run could not record.
     """
 
+    name = "condense"
+
     def __init__(self, *, ancillary: bool = False):
         self.ancillary = bool(ancillary)
         self.index_dtype = feature_dtype("index")  # on the client, where dclab is
         self.fingerprint = {"mode": "condense", "ancillary": self.ancillary}
+
+    def check_cluster(self, client) -> None:
+        """With ``ancillary``: dclab must be importable on every worker."""
+        if self.ancillary:
+            require_module(client, "dclab")
 
     def _log(self, options, features: list[str]) -> ExtraMetadata:
         """The ``dcbulk-condense`` provenance log's mode, options and details."""
@@ -110,15 +120,14 @@ class CondenseJob:
         """The engine's conversion of the scalar features (with this job's log)."""
         opts = replace(options, features=tuple(scalars), basin_to_source=True)
         plan = plan_conversion(info, output, features=opts.features, mapping=idx,
-                               codec=parse_compression(options.compression),
-                               basin_to_source=True, options=opts.fingerprint_dict())
+                               codec=options.codec, basin_to_source=True,
+                               options=opts.fingerprint_dict())
         plan = replace(plan, extra=self._log(options, list(scalars)))
         return write_output(plan, inline=sum(g.nbytes for g in plan.groups) <= inline_bytes,
                             overwrite=overwrite)
 
     def _arrays(self, info, idx, scalars) -> dict:
         """The scalar features of the kept events as dask arrays (index, ancillaries added)."""
-        import dask.array as da
         arrays = dict(read_features(info.path, scalars, mapping=idx,
                                     chunks_per_block=CHUNKS_PER_BLOCK)) if scalars else {}
         n_out = info.n_events if idx is None else int(idx.size)
@@ -130,31 +139,29 @@ class CondenseJob:
                            in ancillary_features(info.path, arrays).items()})
         return arrays
 
-    def __call__(self, source: str, output: str, options, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES) -> Report:
-        from distributed import worker_client
+    def make(self, target: Target, options, *, overwrite: bool,
+             inline_bytes: int = INLINE_BYTES) -> Report:
+        """Condense one source (runs as a task on a worker)."""
         t0 = time.perf_counter()
-        try:
-            info = inspect_source(source)
-            mask = event_filter(info, options.filter)
-            idx = None if mask is None else np.flatnonzero(mask)
-            scalars = scalar_features(info)
-            if "index" in scalars and not self.ancillary:
-                report = self._convert(info, output, options, idx, scalars,
-                                       overwrite=overwrite, inline_bytes=inline_bytes)
-                return job_result(info, report, t0)
-            arrays = self._arrays(info, idx, scalars)
-            if not arrays:
-                raise PlanError(f"{info.path}: no scalar features to condense")
-            with worker_client() as client:
-                report = store_features(arrays, output, metadata_from=info.path,
-                                        basins=True, mapping=idx,
-                                        compression=options.compression, client=client,
-                                        overwrite=overwrite,
-                                        extra=self._log(options, sorted(arrays)))
+        source, output = target.source.path, target.output
+        info = inspect_source(source)
+        mask = event_filter(info, options.filter)
+        idx = None if mask is None else np.flatnonzero(mask)
+        scalars = scalar_features(info)
+        if "index" in scalars and not self.ancillary:
+            report = self._convert(info, output, options, idx, scalars,
+                                   overwrite=overwrite, inline_bytes=inline_bytes)
             return job_result(info, report, t0)
-        except (DcbulkError, OSError, RuntimeError) as exc:
-            return failed_file(exc, source, output)
+        arrays = self._arrays(info, idx, scalars)
+        if not arrays:
+            raise PlanError(f"{info.path}: no scalar features to condense")
+        with worker_client() as client:
+            report = store_features(arrays, output, metadata_from=info.path,
+                                    basins=True, mapping=idx,
+                                    compression=options.codec, client=client,
+                                    overwrite=overwrite,
+                                    extra=self._log(options, sorted(arrays)))
+        return job_result(info, report, t0)
 
 
 def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
@@ -176,7 +183,8 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
     compression, client, resume, force, include, max_open_outputs, dry_run, progress
         As for :func:`~dcbulk.convert_archive`.
     timeout, follow_links
-        As for :func:`~dcbulk.convert_archive` (seconds per file; links out of the tree).
+        As for :func:`~dcbulk.convert_archive` (seconds per file, from when its task
+        starts; symbolic links out of the source directories).
     filter
         Keep only the matching events (a ``--filter`` expression, as for
         :func:`~dcbulk.convert_archive`): each output is then a filtered subset of its
@@ -187,11 +195,19 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
     PlanError
         ``ancillary`` while dclab is missing on a worker (one line naming the workers).
     """
-    job = CondenseJob(ancillary=ancillary)
-    if ancillary and client is not None and not dry_run:
-        require_module(client, "dclab")
-    return convert_archive(sources, output_dir, include=include, filter=filter,
-                           compression=compression, client=client, resume=resume,
-                           force=force, max_open_outputs=max_open_outputs, dry_run=dry_run,
-                           progress=progress, file_job=job, timeout=timeout,
-                           follow_links=follow_links, basin_to_source=True)
+    options = make_options(filter=filter, compression=compression, basin_to_source=True)
+    return run_job(CondenseJob(ancillary=ancillary), sources, output_dir, options,
+                   include=include, resume=resume, force=force, dry_run=dry_run,
+                   client=client, progress=progress, max_open_outputs=max_open_outputs,
+                   timeout=timeout, follow_links=follow_links)
+
+
+COMMAND = Command(
+    name="condense", help="scalar features only, with a basin to each source",
+    description="As dclab-condense, for whole archives: every scalar feature, metadata and "
+    "basins, and a basin to the source for images, masks and traces. Re-running resumes.",
+    job=lambda ns: CondenseJob(ancillary=ns.ancillary),
+    options=("filter", "resume", "max_open_outputs"),
+    add_arguments=lambda p: p.add_argument(
+        "--ancillary", action="store_true",
+        help="also compute dclab's ancillary features (needs dclab on the workers)"))

@@ -11,8 +11,9 @@ logs and tables of every input are kept as ``src-#k_<name>`` plus ``src-#k_cfg``
 attributes) and a ``dcbulk-join`` log listing the inputs with their identifiers.
 
 The joined features are dask arrays (:func:`~dcbulk.read_features` per input, offsets as
-array operations, concatenated) stored by :func:`~dcbulk.store_features`: one writer, the
-reading and encoding on the workers.
+array operations, concatenated), planned on the client as the recipe of the one target of
+:class:`JoinJob` and stored by :func:`~dcbulk.store_features` in that target's task: one
+writer, the reading and encoding on the workers.
 """
 from __future__ import annotations
 
@@ -20,21 +21,25 @@ import os
 import time
 from collections.abc import Iterable
 
+import dask.array as da
 import numpy as np
+from distributed import worker_client
 
-from ..bulk import ArchiveReport, FileResult, discover_sources
-from ..bulk.usage import check_timeout
-from ..engine import read_features, store_features
-from ..errors import DcbulkError, OutputExistsError, PlanError
+from ..bulk import ArchiveReport, Job, Target, make_options, run_job
+from ..command import Command
+from ..engine import Report, read_features, store_features
+from ..errors import PlanError
+from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata, select_features
 from ..provenance import job_provenance, wrap_lines
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
-from ..read.inspect import SourceInfo, inspect_source
+from ..read.filtering import event_filter
 from ..read.identifier import filtered_run_identifier
-from .common import CHUNKS_PER_BLOCK, attrs_of, event_filter, logs_of, tables_of
+from ..read.inspect import SourceInfo, inspect_source
+from .common import CHUNKS_PER_BLOCK, attrs_of, logs_of, tables_of
 
-__all__ = ["order_key", "start_seconds", "join"]
+__all__ = ["COMMAND", "JoinJob", "order_key", "start_seconds", "join"]
 
 
 def _text(value) -> str:
@@ -59,7 +64,7 @@ def start_seconds(attrs: dict, path: str) -> float:
                         f"{date!r} and experiment:time {etime!r}") from exc
 
 
-def _mapping(info: SourceInfo, filter: str | None):
+def _mapping(info: SourceInfo, filter: FilterExpr | None):
     mask = event_filter(info, filter)
     return None if mask is None else np.flatnonzero(mask)
 
@@ -80,7 +85,6 @@ def _cfg_lines(attrs: dict) -> list[str]:
 
 def _plan(infos: list[SourceInfo], features, filter):
     """The joined dask arrays, the per-input details, the features dropped, the run id."""
-    import dask.array as da
     names = [n for n in select_features(infos[0], features) if n != "contour"]
     # "index" is renumbered, so every input has it (dclab computes it when missing)
     dropped = sorted({n for info in infos[1:] for n in names
@@ -160,6 +164,44 @@ def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
     return ExtraMetadata(attrs=attrs, logs=logs, tables=tables, provenance=prov)
 
 
+class JoinJob(Job):
+    """The job of :func:`join`: one target, the joined file, from every source.
+
+    The inputs are ordered and the joined arrays planned on the client (usage errors such
+    as inputs without a common feature come before any work); the target's task stores
+    them. Not resumable; an existing output is refused unless ``force``.
+    """
+
+    name = "join"
+    resumable = False
+    one_file = True
+    fingerprint = {"mode": "join"}
+
+    def targets(self, entries, output, options) -> list[Target]:
+        """The one joined output (``.rtdc`` appended when missing, as dclab-join does)."""
+        if len(entries) < 2:
+            raise PlanError(f"join needs at least two input files, got {len(entries)}")
+        output = output if output.endswith(".rtdc") else output + ".rtdc"
+        infos = [inspect_source(e.path) for e in entries]
+        keys = []
+        for info in infos:
+            with open_rtdc(info.path) as h5:
+                keys.append(order_key(attrs_of(h5)))
+        order = sorted(range(len(infos)), key=lambda k: (keys[k], k))
+        infos = [infos[k] for k in order]
+        joined, details, dropped, run_id = _plan(infos, options.features, options.filter)
+        extra = _extra(infos, details, dropped, options.fingerprint_dict(), run_id)
+        return [Target(output, entries[order[0]], sum(info.size for info in infos),
+                       (joined, extra))]
+
+    def make(self, target: Target, options, *, overwrite: bool, **_) -> Report:
+        """Store the joined arrays (runs as a task on a worker; the encoding on the others)."""
+        joined, extra = target.recipe
+        with worker_client() as client:
+            return store_features(joined, target.output, compression=options.codec,
+                                  client=client, overwrite=overwrite, extra=extra)
+
+
 def join(sources: Iterable, output, *, features=None, filter: str | None = None,
          compression: str = "zstd:5", client=None, force: bool = False,
          include: str = "*.rtdc", dry_run: bool = False, progress=None,
@@ -181,7 +223,7 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
     force
         Replace an existing output.
     timeout
-        Seconds the joined output's writer may take from its submission (the output then
+        Seconds the joined output's task may take from when it starts (the output then
         fails, without a file).
     follow_links
         As for :func:`~dcbulk.convert_archive`.
@@ -191,46 +233,14 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
     ArchiveReport
         One entry: the output (``source`` is the earliest input).
     """
-    t0 = time.perf_counter()
-    output = os.path.abspath(os.fspath(output))
-    if not output.endswith(".rtdc"):
-        output += ".rtdc"
-    check_timeout(timeout)
-    entries = discover_sources(sources, include=include, follow_links=follow_links)
-    if len(entries) < 2:
-        raise PlanError(f"join needs at least two input files, got {len(entries)}")
-    infos = [inspect_source(e.path) for e in entries]
-    keys = []
-    for info in infos:
-        with open_rtdc(info.path) as h5:
-            keys.append(order_key(attrs_of(h5)))
-    infos = [info for _, _, info in sorted(zip(keys, range(len(infos)), infos))]
-    report = ArchiveReport(output_dir=os.path.dirname(output))
-    size = sum(info.size for info in infos)
-    exists = os.path.exists(output) and not force
-    joined, details, dropped, run_id = _plan(infos, features, filter)
-    n_events = sum(d["events"] for d in details)
-    if dry_run or exists:
-        err = str(OutputExistsError(f"{output}: exists already (use --force)")) if exists else None
-        report.files.append(FileResult(infos[0].path, output, "failed" if exists else "planned",
-                                       events=n_events, bytes_in=size,
-                                       reason="output exists" if exists else "new", error=err))
-    else:
-        try:
-            rep = store_features(joined, output, compression=compression, client=client,
-                                 overwrite=force, extra=_extra(infos, details, dropped, {
-                                     "features": list(features) if features else None,
-                                     "filter": filter, "compression": str(compression)},
-                                     run_id), timeout=timeout)
-            result = FileResult(infos[0].path, output, "done", events=rep.events,
-                                bytes_in=size, bytes_out=rep.bytes_out,
-                                raw_bytes=rep.raw_bytes, ratio=rep.compression_ratio,
-                                seconds=rep.wall_seconds)
-        except (DcbulkError, OSError) as exc:
-            result = FileResult(infos[0].path, output, "failed", reason="error",
-                                error=f"{type(exc).__name__}: {exc}")
-        report.files.append(result)
-        if progress is not None:
-            progress(result, 1, 1)
-    report.wall_seconds = time.perf_counter() - t0
-    return report
+    options = make_options(features=features, filter=filter, compression=compression)
+    return run_job(JoinJob(), sources, output, options, include=include, force=force,
+                   dry_run=dry_run, client=client, progress=progress, timeout=timeout,
+                   follow_links=follow_links)
+
+
+COMMAND = Command(
+    name="join", help="join measurements into one file",
+    description="As dclab-join: ordered by recording date and time, metadata of the "
+    "earliest, time offset by each start, logs of all.",
+    job=lambda ns: JoinJob(), options=("features", "filter"), output_help="output file")

@@ -10,29 +10,26 @@ joins the options fingerprint, so a changed function redoes the finished files.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 
+import dask.array as da
 import numpy as np
+from distributed import worker_client
 
-from ..bulk import ArchiveReport, convert_archive
-from ..bulk.archive import INLINE_BYTES, ArchiveOptions
-from ..bulk.filetask import failed_file
-from ..bulk.manifest import Manifest
-from ..bulk.records import canonical_options
+from ..bulk import ArchiveReport, Job, Target, make_options, run_job
+from ..bulk.job import INLINE_BYTES
 from ..engine import Report, read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata
-from ..read.inspect import inspect_source
 from ..provenance import job_provenance
+from ..read.inspect import inspect_source
 from .common import CHUNKS_PER_BLOCK, func_identity, job_result
 
 __all__ = ["ReprocessJob", "reprocess"]
 
 
 def _check_new(new, n_events: int, name: str) -> dict:
-    import dask.array as da
     if not isinstance(new, dict) or not new:
         raise PlanError(f"{name} must return a non-empty dict of feature name -> array, "
                         f"got {type(new).__name__}")
@@ -48,8 +45,8 @@ def _check_new(new, n_events: int, name: str) -> dict:
     return new
 
 
-class ReprocessJob:
-    """The file task of :func:`reprocess` (a ``convert_archive`` file job).
+class ReprocessJob(Job):
+    """The job of :func:`reprocess`.
 
     Parameters
     ----------
@@ -60,6 +57,8 @@ class ReprocessJob:
         Features handed to ``func`` (``None``: all the source provides, basins included;
         they are lazy, so the ones ``func`` does not touch are never read).
     """
+
+    name = "reprocess"
 
     def __init__(self, func: Callable, features=None):
         if not callable(func):
@@ -79,58 +78,26 @@ class ReprocessJob:
         names = self.features or [n for n in info.features if not n.startswith("basinmap")]
         return read_features(info.path, names, chunks_per_block=CHUNKS_PER_BLOCK)
 
-    def __call__(self, source: str, output: str, options, *, overwrite: bool,
-                 inline_bytes: int = INLINE_BYTES) -> Report:
-        from distributed import worker_client
+    def make(self, target: Target, options, *, overwrite: bool,
+             inline_bytes: int = INLINE_BYTES) -> Report:
+        """Run the function on one source and store its features (a task on a worker)."""
         t0 = time.perf_counter()
+        source, output = target.source.path, target.output
         name = self.fingerprint["func"]["name"]
+        info = inspect_source(source)
         try:
-            info = inspect_source(source)
-            try:
-                new = _check_new(self.func(self._read(info)), info.n_events, name)
-            except DcbulkError:
-                raise
-            except Exception as exc:  # the user's function: a per-file failure
-                return Report(source=source, output=output, error=f"{name} failed on "
-                              f"{source}: {type(exc).__name__}: {exc}")
-            with worker_client() as client:  # leaves the thread pool while the writer runs
-                report = store_features(new, output, metadata_from=source, basins=True,
-                                        compression=options.compression, client=client,
-                                        overwrite=overwrite,
-                                        extra=self._log(options, sorted(new)))
-            return job_result(info, report, t0)
-        except (DcbulkError, OSError, RuntimeError) as exc:
-            return failed_file(exc, source, output)
-
-
-def _without_code(options: dict | None) -> dict | None:
-    if not options or not isinstance(options.get("job"), dict):
-        return options
-    job = dict(options["job"])
-    job["func"] = {k: v for k, v in (job.get("func") or {}).items() if k != "code"}
-    return {**options, "job": job}
-
-
-def _only_code_changed(output_dir, options: dict) -> bool:
-    """Whether the manifest's options differ from ``options`` only in the function's code."""
-    try:
-        old = Manifest.load(output_dir, read_only=True).options
-    except DcbulkError:
-        return False  # an unreadable manifest is convert_archive's to report
-    new = json.loads(canonical_options(options))
-    return old is not None and old != new and _without_code(old) == _without_code(new)
-
-
-def _adopt_new_function(output_dir, options: dict) -> None:
-    """Let the manifest take the new options (the function's code changed).
-
-    The manifest logs the change and how many outputs will be made again; its earlier
-    outputs then count as made with other options and are redone (they are this archive's
-    own, so they may be replaced).
-    """
-    manifest = Manifest.load(output_dir)
-    manifest.check_options(options, force=True)
-    manifest.flush()
+            new = _check_new(self.func(self._read(info)), info.n_events, name)
+        except DcbulkError:
+            raise
+        except Exception as exc:  # the user's function: a per-file failure
+            return Report(source=source, output=output, error=f"{name} failed on "
+                          f"{source}: {type(exc).__name__}: {exc}", error_type=type(exc))
+        with worker_client() as client:  # leaves the thread pool while the writer runs
+            report = store_features(new, output, metadata_from=source, basins=True,
+                                    compression=options.codec, client=client,
+                                    overwrite=overwrite,
+                                    extra=self._log(options, sorted(new)))
+        return job_result(info, report, t0)
 
 
 def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
@@ -177,16 +144,8 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
         Each output holds the new features, the source's metadata and basins, and a basin
         to the source, so every other feature stays reachable (dclab and dcnum).
     """
-    job = ReprocessJob(func, features)
-    options = ArchiveOptions(compression=str(compression), basin_to_source=True,
-                             job=job.fingerprint)
-    if _only_code_changed(output_dir, options.fingerprint_dict()):
-        if dry_run:  # what a real run would do: redo every file
-            force = True
-        else:
-            _adopt_new_function(output_dir, options.fingerprint_dict())
-    return convert_archive(sources, output_dir, include=include, compression=compression,
-                           client=client, resume=resume, force=force,
-                           max_open_outputs=max_open_outputs, dry_run=dry_run,
-                           progress=progress, file_job=job, timeout=timeout,
-                           follow_links=follow_links, basin_to_source=True)
+    return run_job(ReprocessJob(func, features), sources, output_dir,
+                   make_options(compression=compression, basin_to_source=True), include=include, resume=resume,
+                   force=force, dry_run=dry_run, client=client, progress=progress,
+                   max_open_outputs=max_open_outputs, timeout=timeout,
+                   follow_links=follow_links)

@@ -8,43 +8,29 @@ files) is left out unless ``include_empty_boundary_images``; the sample name get
 Each output is a complete file on its own: every own feature, metadata, logs, tables, the
 source's basins (maps composed) and a mapped basin back to the source.
 
-Every output is one :func:`~dcbulk.convert` call (one writer task, encoding on the
-workers); up to ``max_open_outputs`` of them run at once, from threads of this process.
+Every output is one target of :class:`SplitJob`, the convert job with a part of the
+source as its recipe (one writer task per output, encoding on the workers), run by the
+archive executor like every job.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..bulk import ArchiveReport, FileResult, discover_sources
-from ..bulk.usage import check_timeout
-from ..nofollow import check_parents
-from ..engine import convert
-from ..engine.client import client_context
-from ..errors import DcbulkError, PlanError
+from ..bulk import ArchiveReport, ConvertJob, Part, Target, make_options, run_job
+from ..command import Command
+from ..errors import PlanError
+from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
+from ..read.filtering import event_filter
 from ..read.inspect import SourceInfo, inspect_source
-from .common import event_filter
 
-__all__ = ["SplitPiece", "plan_split", "split", "run_pieces"]
-
-
-@dataclass(frozen=True, eq=False)
-class SplitPiece:
-    """One output of a split: which source events go where, and its extra metadata."""
-
-    source: str
-    output: str
-    events: np.ndarray
-    extra: ExtraMetadata
-    size: int
+__all__ = ["COMMAND", "SplitJob", "plan_split", "split"]
 
 
 def _empty_boundaries(info: SourceInfo) -> tuple[bool, bool]:
@@ -65,7 +51,7 @@ def _empty_boundaries(info: SourceInfo) -> tuple[bool, bool]:
     return first, last
 
 
-def _kept(info: SourceInfo, filter: str | None, skip_empty: bool) -> np.ndarray:
+def _kept(info: SourceInfo, filter: FilterExpr | None, skip_empty: bool) -> np.ndarray:
     keep = np.ones(info.n_events, dtype=bool)
     if skip_empty:
         first, last = _empty_boundaries(info)
@@ -82,10 +68,10 @@ def _sample(path: str) -> str:
 
 
 def plan_split(source: str, out_dir: str, events_per_file: int, *,
-               filter: str | None = None, skip_empty: bool = True) -> list[SplitPiece]:
-    """The outputs of splitting one source (outputs without events are left out)."""
-    if events_per_file < 1:
-        raise PlanError(f"events per file must be at least 1, got {events_per_file}")
+               filter: FilterExpr | None = None, skip_empty: bool = True
+               ) -> list[tuple[str, Part, int]]:
+    """The outputs of splitting one source: ``(output, part, bytes)`` each (outputs without
+    events are left out)."""
     info = inspect_source(source)
     keep = _kept(info, filter, skip_empty)
     n_files = -(-info.n_events // events_per_file)
@@ -98,49 +84,41 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
         if not events.size:
             continue
         details = {"piece": k + 1, "pieces": n_files, "events per file": events_per_file,
-                   "source events": [lo, hi], "events": int(events.size), "filter": filter,
+                   "source events": [lo, hi], "events": int(events.size),
+                   "filter": None if filter is None else filter.text,
                    "skip empty boundary images": skip_empty}
         # (the run identifier is the engine's, from the events: read.identifier's one rule)
         attrs = {"experiment:sample": f"{sample} {k + 1}/{n_files}"}
-        pieces.append(SplitPiece(source=info.path,
-                                 output=os.path.join(out_dir, f"{stem}_{k + 1:04d}.rtdc"),
-                                 events=events, size=info.size * events.size // max(
-                                     1, info.n_events),
-                                 extra=ExtraMetadata(attrs=attrs, provenance=job_provenance(
-                                     "split", details=details))))
+        pieces.append((os.path.join(out_dir, f"{stem}_{k + 1:04d}.rtdc"),
+                       Part(events, ExtraMetadata(attrs=attrs, provenance=job_provenance(
+                           "split", details=details))),
+                       info.size * events.size // max(1, info.n_events)))
     return pieces
 
 
-def run_pieces(pieces: list[SplitPiece], *, features=None, compression: str = "zstd:5",
-               client=None, force: bool = False, max_open_outputs: int | None = None,
-               progress=None, report: ArchiveReport, timeout: float | None = None) -> None:
-    """Write every piece with :func:`~dcbulk.convert`, several at once; fill ``report``
-    (``timeout``: seconds per piece, from the submission of its writer)."""
-    def one(piece: SplitPiece) -> FileResult:
-        try:
-            check_parents(report.output_dir, piece.output)  # never through a linked directory
-            rep = convert(piece.source, piece.output, features=features,
-                          mapping=piece.events, compression=compression, client=cl,
-                          basin_to_source=True, overwrite=force, extra=piece.extra,
-                          timeout=timeout)
-        except (DcbulkError, OSError) as exc:
-            return FileResult(piece.source, piece.output, "failed", reason="error",
-                              error=f"{type(exc).__name__}: {exc}")
-        return FileResult(piece.source, piece.output, "done", events=rep.events,
-                          bytes_in=piece.size, bytes_out=rep.bytes_out,
-                          raw_bytes=rep.raw_bytes, ratio=rep.compression_ratio,
-                          seconds=rep.wall_seconds)
+class SplitJob(ConvertJob):
+    """The job of :func:`split`: every piece of every source is one target (a conversion of
+    those events, with a basin back to the source). Not resumable: existing outputs are
+    refused unless ``force``."""
 
-    with client_context(client) as cl:
-        report.dashboard = getattr(cl, "dashboard_link", None)
-        workers = max_open_outputs or sum(cl.nthreads().values()) + 2
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(one, piece) for piece in pieces]
-            for fut in as_completed(futures):
-                result = fut.result()
-                report.files.append(result)
-                if progress is not None:
-                    progress(result, len(report.files), len(pieces))
+    name = "split"
+    resumable = False
+
+    def __init__(self, *, events_per_file: int = 10000, skip_empty: bool = True):
+        super().__init__()
+        if events_per_file < 1:
+            raise PlanError(f"events per file must be at least 1, got {events_per_file}")
+        self.events_per_file, self.skip_empty = int(events_per_file), bool(skip_empty)
+        self.fingerprint = {"mode": "split", "events per file": self.events_per_file,
+                            "skip empty boundary images": self.skip_empty}
+
+    def targets(self, entries, output, options) -> list[Target]:
+        """The pieces of each source, below its place in the tree (as ``convert`` mirrors)."""
+        return [Target(out, entry, size, part) for entry in entries
+                for out, part, size in plan_split(
+                    entry.path, os.path.join(output, os.path.dirname(entry.relpath)),
+                    self.events_per_file, filter=options.filter,
+                    skip_empty=self.skip_empty)]
 
 
 def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,
@@ -155,37 +133,29 @@ def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,
     mirrors it), named as dclab-split names them. ``filter`` leaves events out of each
     piece (pieces keep dclab's event ranges); pieces left without events are not written.
     Existing outputs are refused (per output, as failures) unless ``force``.
-    ``timeout`` (seconds per piece, counted from the submission of its writer) and
-    ``follow_links`` are as for :func:`~dcbulk.convert_archive`.
+    ``timeout`` (seconds per piece, from when its task starts) and ``follow_links`` are as
+    for :func:`~dcbulk.convert_archive`.
     """
-    import time
-    t0 = time.perf_counter()
-    output_dir = os.path.abspath(output_dir)
-    report = ArchiveReport(output_dir=output_dir)
-    pieces = []
-    check_timeout(timeout)
-    for entry in discover_sources(sources, include=include, output_dir=output_dir,
-                                  follow_links=follow_links):
-        out_dir = os.path.join(output_dir, os.path.dirname(entry.relpath))
-        pieces.extend(plan_split(entry.path, out_dir, events_per_file, filter=filter,
-                                 skip_empty=not include_empty_boundary_images))
-    todo = []
-    for p in pieces:  # existing outputs are refused without starting anything
-        if os.path.exists(p.output) and not force:
-            report.files.append(FileResult(
-                p.source, p.output, "failed", events=int(p.events.size), bytes_in=p.size,
-                reason="output exists",
-                error=f"OutputExistsError: {p.output}: exists already (use --force)"))
-        elif dry_run:
-            report.files.append(FileResult(p.source, p.output, "planned",
-                                           events=int(p.events.size), bytes_in=p.size,
-                                           reason="replace" if os.path.exists(p.output)
-                                           else "new"))
-        else:
-            todo.append(p)
-    if todo:
-        run_pieces(todo, features=features, compression=compression, client=client,
-                   force=force, max_open_outputs=max_open_outputs, progress=progress,
-                   report=report, timeout=timeout)
-    report.wall_seconds = time.perf_counter() - t0
-    return report
+    job = SplitJob(events_per_file=events_per_file,
+                   skip_empty=not include_empty_boundary_images)
+    options = make_options(features=features, filter=filter, compression=compression)
+    return run_job(job, sources, output_dir, options, include=include, force=force,
+                   dry_run=dry_run, client=client, progress=progress,
+                   max_open_outputs=max_open_outputs, timeout=timeout,
+                   follow_links=follow_links)
+
+
+def _add_arguments(p) -> None:
+    p.add_argument("--events-per-file", type=int, default=10000, metavar="N",
+                   help="maximum events per output [10000]")
+    p.add_argument("--include-empty-boundary-images", action="store_true",
+                   help="keep an all-zero first or last image (dropped, as by dclab-split)")
+
+
+COMMAND = Command(
+    name="split", help="split files into files of at most N events",
+    description="As dclab-split: <stem>_0001.rtdc, ... each complete alone, written in "
+    "parallel.",
+    job=lambda ns: SplitJob(events_per_file=ns.events_per_file,
+                            skip_empty=not ns.include_empty_boundary_images),
+    options=("features", "filter", "max_open_outputs"), add_arguments=_add_arguments)

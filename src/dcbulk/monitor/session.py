@@ -19,6 +19,7 @@ import dask
 
 from ..errors import one_line
 from .page import PLUGIN_NAME, ROUTE, RunStatePlugin, page_doc
+from .report_html import write_html_report
 from .state import RunState
 
 __all__ = ["HTTP_MODULE", "dashboard_page", "live_page", "page_url", "recorded"]
@@ -124,7 +125,6 @@ def recorded(state: RunState, html_report: str | None = None) -> Iterator[RunSta
     finally:
         state.end(outcome)
         if html_report:
-            from .report_html import write_html_report
             try:
                 write_html_report(state, html_report)
             except OSError as exc:

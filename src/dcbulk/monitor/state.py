@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..errors import one_line, printable
+from ..taskkey import file_key
 
 __all__ = ["FileRow", "RunState", "observers", "throughput_series"]
 
@@ -169,7 +170,6 @@ class RunState:
 
 def _task_names(outputs: Iterable[str]) -> dict[str, str]:
     """File-task key prefix (``file_key`` without its index) -> the output's printable name."""
-    from ..bulk.archive import file_key
     return {file_key(out, 0).rpartition("-")[0]: printable(os.path.basename(out))
             for out in outputs}
 

@@ -191,9 +191,3 @@ def read_event_rows(files: OpenFiles, fsrc: FeatureSource,
         return ds[events]
     return gather_rows(ds, events)
 
-
-def read_raw_chunk(files: OpenFiles, ref: DatasetRef, chunk_index: int) -> tuple[int, bytes]:
-    """Return ``(filter_mask, bytes)`` of one stored chunk along axis 0."""
-    ds = files.dataset(ref)
-    offset = (chunk_index * ref.chunks[0],) + (0,) * (len(ref.shape) - 1)
-    return ds.id.read_direct_chunk(offset)

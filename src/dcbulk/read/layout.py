@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 
 import h5py
+import numpy as np
 
 from ..codec.table import FILTER_NAMES as _FILTER_NAMES
+from ..errors import DcbulkError, SourceError, one_line
 from .files import open_rtdc
+from .inspect import inspect_source
 
 __all__ = ["describe_filters", "describe_contour", "file_summary", "file_lines", "contour_line",
            "dataset_filters"]
-
 
 
 def describe_filters(dset: h5py.Dataset) -> str:
@@ -41,8 +43,6 @@ def describe_contour(group: h5py.Group) -> str:
 def file_summary(path: str | os.PathLike) -> tuple[str, bool]:
     """One line for an .rtdc file (name, events, size, identifier) and True, or its error
     and False."""
-    from ..errors import DcbulkError, one_line
-    from .inspect import inspect_source
     try:
         info = inspect_source(path)
     except (DcbulkError, OSError) as exc:
@@ -62,10 +62,6 @@ def file_lines(path: str | os.PathLike) -> list[str]:
     SourceError
         For anything that cannot be read (one line naming the file), never another error.
     """
-    import numpy as np
-
-    from ..errors import DcbulkError, SourceError
-    from .inspect import inspect_source
     try:
         info = inspect_source(path)
         lines = [info.path, f"  events: {info.n_events}", f"  identifier: {info.identifier}",

@@ -1,13 +1,14 @@
-"""Proving outputs equal their sources: :func:`verify` (``dcbulk verify``, ``convert --verify``).
+"""Proving outputs equal their sources: the comparisons and the parallel checks.
 
 :mod:`.compare` holds the comparisons (one line per problem), :mod:`.provenance` reads an
-output's own record of its source and options, :mod:`.run` pairs outputs with sources
-(arguments, provenance log or manifest) and runs the checks in parallel on a dask cluster.
+output's own record of its source and options, :mod:`.run` runs the checks of
+(output, source) pairs in parallel on a dask cluster. What to check for ``dcbulk verify``
+(arguments, provenance log or manifest) is :mod:`dcbulk.modes.verify`'s.
 """
 from __future__ import annotations
 
 from .provenance import read_provenance
-from .run import FileVerdict, VerifyPair, VerifyReport, verify, verify_pair_inline, verify_pairs
+from .run import FileVerdict, VerifyPair, VerifyReport, run_checks, verify_pair_inline
 
-__all__ = ["FileVerdict", "VerifyPair", "VerifyReport", "read_provenance", "verify",
-           "verify_pair_inline", "verify_pairs"]
+__all__ = ["FileVerdict", "VerifyPair", "VerifyReport", "read_provenance", "run_checks",
+           "verify_pair_inline"]

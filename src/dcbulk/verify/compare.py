@@ -23,6 +23,7 @@ from ..errors import ChecksumMismatchError
 from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
+from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.inspect import FeatureSource
 from ..read.policy import external_objects
@@ -332,7 +333,6 @@ def compare_contours(output: str, source: str, *, mapping: np.ndarray | None,
 
 def file_problems(output: str, record_size: int | None, record_sha: str | None) -> list[str]:
     """Size and SHA-256 of an output against the manifest's record."""
-    from ..bulk.records import file_sha256
     if not os.path.isfile(output):
         return [f"{output}: missing"]
     problems = []

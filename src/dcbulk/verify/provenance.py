@@ -12,6 +12,7 @@ from os import PathLike
 
 from ..errors import NotHDF5Error, SourceNotFoundError, UsageError
 from ..provenance import read_provenance
+from .run import VerifyPair
 
 __all__ = ["read_provenance", "pair_from_provenance"]
 
@@ -29,7 +30,6 @@ def pair_from_provenance(output: str | PathLike):
         When the log does not say what the output must equal: no dcbulk log, an explicit
         event mapping (not recorded), or an output of a mode other than ``convert``.
     """
-    from .run import VerifyPair
     output = os.path.abspath(os.fspath(output))
     if not os.path.isfile(output):
         raise SourceNotFoundError(f"{output}: no such file")

@@ -1,4 +1,4 @@
-"""``dcbulk.verify``: prove outputs equal their sources, in parallel on a dask cluster.
+"""Checking outputs against their sources, in parallel on a dask cluster.
 
 Small outputs (up to ``FILE_TASK_BYTES`` on disk) are checked by one task each. A larger
 output is checked by one metadata task (root attributes, logs, tables, basins,
@@ -8,40 +8,36 @@ are independent (no h5py object travels; each opens its files by path), so dask 
 them over the workers; ``inline=True`` runs them in the calling process (used by
 ``convert --verify`` inside a converting worker).
 
-Pairs come from the caller (``output`` and ``against``), from a file's provenance log
-(:mod:`.provenance`: its source and options) or, for an output directory, from its
-manifest: each finished record names its source, and the manifest's options (``features``,
-``filter``) give the expected feature set and event mapping.
+What to check (the pairs) is :mod:`dcbulk.modes.verify`'s: from the caller, a file's
+provenance log or an output directory's manifest.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
+import h5py
 import numpy as np
+from distributed import as_completed
 
-from ..errors import DcbulkError, ManifestError, PlanError, UsageError
+from ..engine.client import client_context
+from ..errors import DcbulkError, PlanError
 from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
-from ..read.inspect import SourceInfo, inspect_source
+from ..filter_expr import parse_filter
+from ..read.filtering import filter_mapping
+from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
+from ..taskkey import file_key
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 
-__all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "VerifySettled", "verify", "verify_pair_inline",
-           "verify_pairs", "pairs_from_manifest", "TASK_BYTES"]
+__all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "VerifySettled", "plan_checks",
+           "run_checks", "verify_pair_inline", "TASK_BYTES"]
 
 #: uncompressed output bytes one comparison task reads
 TASK_BYTES = 32 * 1024**2
 #: outputs up to this size on disk are verified by one task each
 FILE_TASK_BYTES = 8 * 1024**2
-
-
-def _file_key(output: str, index: int | str) -> str:
-    """The dask key of one output's task: the format of ``convert_archive``'s file tasks
-    (``dcbulk.bulk.archive.file_key``, not imported: bulk imports verify), so the dashboard
-    page names it among the files in flight."""
-    return f"dcbulk-file-{hashlib.sha256(os.fsencode(output)).hexdigest()[:16]}-{index}"
 
 
 def _size(path: str) -> int:
@@ -120,42 +116,16 @@ class VerifySettled:
                    _size(verdict.output), "; ".join(verdict.problems) or None)
 
 
-def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
-    """The finished outputs of an output directory and their sources and options."""
-    from ..bulk.manifest import Manifest
-    output_dir = os.path.abspath(output_dir)
-    manifest = Manifest.load(output_dir, read_only=True)
-    if not os.path.isfile(manifest.path):
-        raise ManifestError(f"{output_dir}: no dcbulk manifest; verify its files one at a "
-                            f"time")
-    options = manifest.options or {}
-    feats = options.get("features")
-    pairs = []
-    for rec in manifest.records.values():
-        if rec.status != "done":
-            continue
-        pairs.append(VerifyPair(output=os.path.join(output_dir, rec.output), source=rec.source,
-                                features=tuple(feats) if feats else None,
-                                filter=options.get("filter"), size=rec.output_size,
-                                sha256=rec.output_sha256,
-                                follow_external=bool(options.get("follow_external"))))
-    return sorted(pairs, key=lambda p: p.output)
-
-
 def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
     if pair.mapping is not None:
         return make_mapping(np.asarray(pair.mapping), info.n_events)
     if pair.filter:
-        from ..bulk.filetask import filter_mapping
-        from ..filter_expr import parse_filter
         return make_mapping(filter_mapping(info, parse_filter(pair.filter)), info.n_events)
     return None
 
 
 def _out_features(output: str) -> tuple[dict[str, tuple], tuple[str, ...]]:
     """The output's features (shape, dtype) and the empty groups of its ``events``."""
-    import h5py
-    from ..read.inspect import _walk_event_datasets, empty_event_groups
     with h5py.File(output, "r", locking=False) as h5:
         return ({name: (tuple(d.shape), d.dtype.str)
                  for name, d in _walk_event_datasets(h5["events"])
@@ -238,46 +208,6 @@ def _metadata_task(pair: VerifyPair, meta: dict) -> list[str]:
     return problems
 
 
-def verify_pairs(output, against=None, *, features=None, mapping=None,
-                 filter: str | None = None, follow_external: bool = False
-                 ) -> list[VerifyPair]:
-    """What :func:`verify` checks: each output and what it must equal (cheap, no cluster).
-
-    A file with ``against`` pairs with that source and the given options; a file without it
-    with the source and options of its provenance log; a directory with the finished records
-    of its manifest.
-
-    Raises
-    ------
-    UsageError
-        For a directory with ``against``, options without ``against``, or a file whose
-        provenance log does not say what it must equal.
-    SourceNotFoundError
-        When the output, or the source its log names, does not exist.
-    ManifestError
-        For a directory without a readable manifest.
-    """
-    output = os.fspath(output)
-    if against is None:
-        given = [name for name, value in (("features", features), ("mapping", mapping),
-                                          ("filter", filter)) if value is not None]
-        if given:
-            raise UsageError(f"{output}: {', '.join(given)} go with the source to verify "
-                             f"against (--against SRC); without it the options come from "
-                             f"the output's manifest or provenance log")
-        if os.path.isdir(output):
-            return pairs_from_manifest(output)
-        from .provenance import pair_from_provenance
-        return [pair_from_provenance(output)]
-    if os.path.isdir(output):
-        raise UsageError(f"{output} is a directory: it is verified through its manifest, "
-                         f"without --against (against=)")
-    return [VerifyPair(output=os.path.abspath(output), source=os.path.abspath(os.fspath(against)),
-                       features=tuple(features) if features else None, filter=filter,
-                       mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()),
-                       follow_external=bool(follow_external))]
-
-
 def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
     """Verify one pair in this process (for ``convert --verify`` inside a worker)."""
     problems, tasks, meta = plan_checks(pair)
@@ -290,53 +220,21 @@ def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
     return verdict
 
 
-def verify(output, against=None, *, features=None, mapping=None, filter: str | None = None,
-           client=None, inline: bool = False, follow_external: bool = False,
-           progress=None) -> VerifyReport:
-    """Verify outputs against their sources: every chunk read, every value compared.
+def run_checks(pairs: list[VerifyPair], *, client=None, inline: bool = False,
+               progress=None) -> VerifyReport:
+    """Check every pair: small outputs one task each, large ones split into runs of rows.
 
-    Parameters
-    ----------
-    output
-        An output file (with ``against``, else against the source and options its
-        provenance log names), an output directory (pairs from its manifest), or the
-        pairs of :func:`verify_pairs`.
-    against
-        The source of a single output file.
-    features, mapping, filter, follow_external
-        With ``against``: the feature selection, event mapping (indices or boolean filter),
-        filter expression and source policy the file was converted with (default: all own
-        features, all events, nothing external followed).
-    client
-        A ``distributed.Client``; by default a LocalCluster (unless ``inline``).
-    inline
-        Run every check in this process.
-    progress
-        Called as ``progress(result, done_count, total_count)`` as each output's verdict
-        settles (``result``: :class:`VerifySettled`, ``failed`` when it differs).
-
-    Returns
-    -------
-    VerifyReport
-        One :class:`FileVerdict` per output, each problem one line.
-
-    Raises
-    ------
-    UsageError, SourceNotFoundError, ManifestError
-        As :func:`verify_pairs`.
+    ``client``: a ``distributed.Client`` (default: a LocalCluster unless ``inline``);
+    ``inline`` runs every check in this process; ``progress`` is called as
+    ``progress(result, done_count, total_count)`` as each output's verdict settles
+    (``result``: :class:`VerifySettled`, ``failed`` when it differs).
     """
     t0 = time.perf_counter()
-    if isinstance(output, (list, tuple)) and all(isinstance(p, VerifyPair) for p in output):
-        pairs = list(output)
-    else:
-        pairs = verify_pairs(output, against, features=features, mapping=mapping,
-                             filter=filter, follow_external=follow_external)
     report = VerifyReport()
     if inline:
         report.files = [verify_pair_inline(p) for p in pairs]
         report.wall_seconds = time.perf_counter() - t0
         return report
-    from ..engine.client import client_context
     # small outputs: one task each (no per-chunk scheduling); large ones: split into runs
     whole = [p for p in pairs if _size(p.output) <= FILE_TASK_BYTES]
     split = [p for p in pairs if _size(p.output) > FILE_TASK_BYTES]
@@ -347,12 +245,11 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         if progress is not None:
             progress(VerifySettled.of(verdict), len(report.files), len(pairs))
 
-    from distributed import as_completed
     run = uuid.uuid4().hex[:8]  # keys of this call only: a key still held would give its result
     with client_context(client) as cl:
         # keys as convert_archive's file tasks: the dashboard page lists them in flight
         whole_futs = cl.map(verify_pair_inline, whole, pure=False,
-                            key=[_file_key(p.output, f"{run}{i}")
+                            key=[file_key(p.output, f"{run}{i}")
                                  for i, p in enumerate(whole)])
         planned = cl.gather(cl.map(plan_checks, split, pure=False))
         futures = []

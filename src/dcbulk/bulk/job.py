@@ -1,0 +1,159 @@
+"""The job model: what a run makes (its targets) and how one target is made on a worker.
+
+A :class:`Job` (convert, condense, reprocess, split, join, and the modes to come) answers two
+questions. :meth:`Job.targets` (on the client, cheap): which outputs it makes from which
+sources, one :class:`Target` each. :meth:`Job.make` (a task on a worker): make one target and
+return its :class:`~dcbulk.engine.report.Report`. Everything else (discovery, the manifest,
+resume, the lock, submitting, bounding what is in flight, progress) is the executor's
+(:mod:`.executor`), the same for every job.
+
+A failure that concerns one file (a dcbulk error, an OSError, a full disk) raised by
+:meth:`Job.make` comes back from :func:`run_target` as a report with ``error`` (one line)
+and ``error_type`` (the exception's class) set (:func:`failed_file`), so the client reports
+it once, without a worker traceback; a job may also return such a report itself.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from distributed import get_worker
+
+from ..engine.report import Report
+from ..errors import (DcbulkError, FileTimeoutError, SourceError, describe_failure,
+                      is_no_space)
+from ..partials import commit_deadline
+from .options import ArchiveOptions
+from .records import file_sha256, head_sha256
+from .sources import SourceEntry, output_path
+
+__all__ = ["INLINE_BYTES", "Job", "Target", "failed_file", "run_target", "timeout_message"]
+
+#: files whose task data is at most this many bytes are encoded by their writer task itself
+INLINE_BYTES = 48 * 1024**2
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """One output of a job and what it is made from (travels to a worker: picklable).
+
+    ``source`` is the entry the manifest records the output under (for ``join``: the
+    earliest input), ``size`` the bytes read to make it (progress, scheduling) and
+    ``recipe`` whatever else the job needs to make it (e.g. a split piece's events).
+    """
+
+    output: str
+    source: SourceEntry
+    size: int
+    recipe: Any = None
+
+
+class Job:
+    """Base class of every job; a subclass implements :meth:`make` (and may add targets).
+
+    Attributes
+    ----------
+    name : str
+        The job's name (CLI sub-command, manifest fingerprint, provenance log).
+    resumable : bool
+        Outputs are recorded in the output directory's manifest, and a re-run skips the
+        finished ones; otherwise an existing output is refused unless ``force``.
+    one_file : bool
+        The run's output is one file (``join``), not a directory: no lock, no manifest.
+    checksum_output : bool
+        The output's SHA-256 is recorded (set where it is verified anyway).
+    fingerprint : dict or None
+        What identifies this job beyond the options (JSON-ready; None: a plain
+        conversion); it joins the options fingerprint in the manifest and the provenance
+        logs, so a run with another job (or another function) is refused or redone.
+    """
+
+    name = "convert"
+    resumable = True
+    one_file = False
+    checksum_output = False
+    fingerprint: dict | None = None
+
+    def targets(self, entries: list[SourceEntry], output: str,
+                options: ArchiveOptions) -> list[Target]:
+        """One target per source, mirrored below ``output`` (override for other shapes)."""
+        return [Target(output_path(e, output), e, os.path.getsize(e.path)) for e in entries]
+
+    def check_cluster(self, client) -> None:
+        """Raise before anything is submitted when ``client``'s workers cannot run the job."""
+
+    def make(self, target: Target, options: ArchiveOptions, *, overwrite: bool,
+             inline_bytes: int = INLINE_BYTES) -> Report:
+        """Make one output (runs as a task on a worker)."""
+        raise NotImplementedError
+
+
+def failed_file(exc: BaseException, source: str, output: str) -> Report:
+    """The report of a file whose task failed with ``exc`` when the failure is this file's.
+
+    A dcbulk error, an OSError and h5py's RuntimeError for a failed write on a full disk
+    concern only this file: they come back as a report with a one-line ``error`` and the
+    exception's class as ``error_type``. Anything else is re-raised.
+    """
+    if isinstance(exc, RuntimeError) and not is_no_space(exc):
+        raise exc
+    return Report(source=source, output=output, error=describe_failure(exc, output),
+                  error_type=type(exc))
+
+
+def timeout_message(timeout: float) -> str:
+    """The one-line reason of a file that exceeded its time limit."""
+    return (f"FileTimeoutError: exceeded the time limit of {timeout:g} s per file "
+            f"(--timeout-per-file); its output was not kept")
+
+
+def _announce_start(topic: str | None) -> None:
+    """Tell the client (event ``topic``) that this task runs now: its clock starts."""
+    if topic is None:
+        return
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a worker (called directly)
+        return
+    worker.log_event(topic, {"key": worker.get_current_task()})
+
+
+def run_target(job: Job, target: Target, options: ArchiveOptions, *,
+               timeout: float | None = None, start_topic: str | None = None, **kwargs
+               ) -> tuple[tuple, Report]:
+    """Run ``job.make`` on a worker, with the source's identity read before it starts.
+
+    Returns ``((size, mtime_ns, head_sha256, output_sha256), report)``: the identity is
+    read first, so a source modified while its output is made is made again by the next
+    run; the output's SHA-256 only for jobs with ``checksum_output``, else None. A
+    failure of this file (:func:`failed_file`) comes back in the report.
+
+    With ``timeout`` (seconds) the job may commit its output only within that time from
+    now (:func:`~dcbulk.partials.commit_deadline`); a job that ends later fails with
+    :func:`timeout_message`. ``start_topic`` names the event that tells the client when
+    the task started (the client abandons a task that never returns).
+    """
+    _announce_start(start_topic)
+    deadline = None if timeout is None else time.time() + timeout
+    source = target.source.path
+    try:
+        st = os.stat(source)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{source}: not a regular file (a FIFO, device or socket); "
+                              f"not opened")
+        head = head_sha256(source)
+        with commit_deadline(deadline):
+            res = job.make(target, options, **kwargs)
+    except (DcbulkError, OSError, RuntimeError) as exc:
+        st, head = None, None
+        res = failed_file(exc, source, target.output)
+    if timeout is not None and res.error_type is not None \
+            and issubclass(res.error_type, FileTimeoutError):
+        res = replace(res, error=timeout_message(timeout))
+    if res.error:
+        return (None, None, None, None), res
+    checksum = file_sha256(target.output) if job.checksum_output else None
+    return (st.st_size, st.st_mtime_ns, head, checksum), res
