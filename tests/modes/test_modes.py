@@ -117,6 +117,25 @@ def test_reprocess_new_feature_and_basin_to_source(small_archive, tmp_path, clie
         assert_verify_adds_nothing(res.source, res.output)
 
 
+def test_reprocess_small_files_are_made_by_their_file_task_alone(small_archive, tmp_path,
+                                                                client):
+    """A small file's features are computed and written inside its own task: no writer or
+    encode task goes to the cluster, where it could wait behind a worker thread that another
+    file's never-returning function blocks (which made that file time out too)."""
+    from distributed import get_task_stream
+    out = tmp_path / "out"
+    with get_task_stream(client) as ts:
+        report = dcbulk.reprocess([small_archive], out, image_mean, client=client)
+    assert report.ok, [f.error for f in report.failed]
+    keys = [str(t["key"]) for t in ts.data]
+    assert len(keys) == 3 and all(k.startswith("dcbulk-file-") for k in keys), keys
+    for res in report.files:
+        with h5py.File(res.source) as src, h5py.File(res.output) as dst:
+            np.testing.assert_array_equal(dst["events/userdef1"][:],
+                                          src["events/image"][:].mean(axis=(1, 2)))
+        assert_verify_adds_nothing(res.source, res.output)
+
+
 def make_image_stat(offset):
     def image_stat(features):
         return {"userdef1": features["image"].mean(axis=(1, 2)) + offset}

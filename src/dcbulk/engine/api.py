@@ -203,11 +203,13 @@ def _write_bundle(plan: ConversionPlan, payload: bytes, *, overwrite: bool,
 def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = True,
                    mapping=None, compression="zstd:5", client=None, overwrite: bool = False,
                    max_task_bytes: int = DEFAULT_TASK_BYTES,
-                   extra: ExtraMetadata | None = None, timeout: float | None = None) -> Report:
+                   extra: ExtraMetadata | None = None, timeout: float | None = None,
+                   inline: bool = False) -> Report:
     """Write dask arrays as features of a new ``.rtdc`` file.
 
     Arrays are rechunked to whole multiples of the best HDF5 chunks, encoded on the workers
-    and stored by one writer task.
+    and stored by one writer task (with ``inline``: computed, encoded and written in this
+    thread, no task submitted).
 
     Parameters
     ----------
@@ -226,6 +228,9 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
         the mapping, so the output is a filtered subset of ``metadata_from``.
     compression, client, overwrite, max_task_bytes, extra, timeout
         As for :func:`convert`.
+    inline
+        Compute and write everything in the calling thread, without a cluster (small
+        outputs; a file task of a job uses it so that it never waits for other tasks).
     """
     t0 = time.perf_counter()
     output = os.path.abspath(output)
@@ -259,6 +264,10 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
             "these dask arrays cannot be sent to the cluster (they hold unpicklable "
             "objects such as h5py datasets); build them with dcbulk.read_features or "
             f"from numpy/dask operations: {type(exc).__name__}: {exc}") from exc
+    if inline:
+        with commit_deadline(_deadline(timeout)):
+            report = write_output(plan, arrays=encoded, inline=True, overwrite=overwrite)
+        return replace(report, wall_seconds=time.perf_counter() - t0)
     with client_context(client) as cl, commit_deadline(_deadline(timeout)):
         fut = cl.submit(_write_bundle, plan, payload, overwrite=overwrite, pure=False,
                         deadline=current_deadline(), key=f"dcbulk-write-{uuid.uuid4().hex}")

@@ -92,11 +92,15 @@ class ReprocessJob(Job):
         except Exception as exc:  # the user's function: a per-file failure
             return Report(source=source, output=output, error=f"{name} failed on "
                           f"{source}: {type(exc).__name__}: {exc}", error_type=type(exc))
-        with worker_client() as client:  # leaves the thread pool while the writer runs
-            report = store_features(new, output, metadata_from=source, basins=True,
-                                    compression=options.codec, client=client,
-                                    overwrite=overwrite,
-                                    extra=self._log(options, sorted(new)))
+        store = dict(metadata_from=source, basins=True, compression=options.codec,
+                     overwrite=overwrite, extra=self._log(options, sorted(new)))
+        if sum(arr.nbytes for arr in new.values()) <= inline_bytes:
+            # small: computed and written by this task alone; it never waits for a task
+            # queued behind a worker thread another file's function blocks
+            report = store_features(new, output, inline=True, **store)
+        else:
+            with worker_client() as client:  # leaves the thread pool while the writer runs
+                report = store_features(new, output, client=client, **store)
         return job_result(info, report, t0)
 
 
