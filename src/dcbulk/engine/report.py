@@ -17,7 +17,8 @@ class Report:
     mode (``encode`` or ``raw-copy``), filters, chunks, bytes and the seconds spent in
     worker tasks. ``identifier`` and ``source_mtime_ns`` identify the source for a manifest;
     ``inline`` tells that the writer encoded the file itself; ``error`` (one line) is set,
-    and the rest left empty, for a file of an archive that failed.
+    and the rest left empty, for a file of an archive that failed; ``note`` (one line) for
+    a file a file job left alone on purpose (reported as skipped).
     """
 
     source: str | None
@@ -33,6 +34,7 @@ class Report:
     source_mtime_ns: int = 0
     inline: bool = False
     error: str | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
