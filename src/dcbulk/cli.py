@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._version import __version__
+from .cli_process import add_process_parser, process_call
 from .errors import DcbulkError, UsageError, one_line
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
@@ -124,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                        "(a directory: one line per file)")
     i.add_argument("file")
     _add_mode_parsers(sub)
+    add_process_parser(sub, _add_cluster_args)
     return top
 
 
@@ -211,7 +213,10 @@ def _convert(ns, out=None, err=None) -> int:
     from .progress import ArchiveProgress
     from .runlog import LOG_DIRNAME, logged_client, run_log
     check_memory_limit(ns.memory_limit)
-    if ns.command in ("condense", "split", "join"):
+    settings = contextlib.nullcontext  # dask configuration of the cluster this run starts
+    if ns.command == "process":
+        convert_archive, kwargs, settings = process_call(ns)
+    elif ns.command in ("condense", "split", "join"):
         convert_archive, kwargs = _mode_call(ns)
     else:
         from .bulk import convert_archive
@@ -242,7 +247,7 @@ def _convert(ns, out=None, err=None) -> int:
             report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
             return _finish(ns, report, out)
         try:
-            with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, \
+            with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, settings(), \
                     logged_client(log_path, **_client_args(ns)) as (client, _cluster):
                 if not ns.quiet:
                     print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
@@ -366,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runlog import terminal_warnings
     try:
         with terminal_warnings():
-            if ns.command in ("convert", "condense", "split", "join"):
+            if ns.command in ("convert", "condense", "split", "join", "process"):
                 return _convert(ns)
             if ns.command == "demo":
                 return _demo(ns)

@@ -11,7 +11,8 @@ them over the workers; ``inline=True`` runs them in the calling process (used by
 Pairs come from the caller (``output`` and ``against``), from a file's provenance log
 (:mod:`.provenance`: its source and options) or, for an output directory, from its
 manifest: each finished record names its source, and the manifest's options (``features``,
-``filter``) give the expected feature set and event mapping.
+``filter``) give the expected feature set and event mapping. Outputs of dcnum's pipeline
+(``dcbulk process``) have new events: they are checked alone (:mod:`.processed`).
 """
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class VerifyPair:
     mapping: tuple | None = None  # explicit indices (API); np arrays are not hashable
     size: int | None = None  # manifest record
     sha256: str | None = None
+    #: an output of dcnum's pipeline (``dcbulk process``): checked alone (:mod:`.processed`)
+    processed: bool = False
 
 
 @dataclass
@@ -103,6 +106,7 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                             f"time")
     options = manifest.options or {}
     feats = options.get("features")
+    processed = (options.get("job") or {}).get("mode") == "process"
     pairs = []
     for rec in manifest.records.values():
         if rec.status != "done":
@@ -110,7 +114,7 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
         pairs.append(VerifyPair(output=os.path.join(output_dir, rec.output), source=rec.source,
                                 features=tuple(feats) if feats else None,
                                 filter=options.get("filter"), size=rec.output_size,
-                                sha256=rec.output_sha256))
+                                sha256=rec.output_sha256, processed=processed))
     return sorted(pairs, key=lambda p: p.output)
 
 
@@ -232,6 +236,9 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
                              f"the output's manifest or provenance log")
         if os.path.isdir(output):
             return pairs_from_manifest(output)
+        from .processed import is_processed_output
+        if is_processed_output(output):
+            return [VerifyPair(output=os.path.abspath(output), source="", processed=True)]
         from .provenance import pair_from_provenance
         return [pair_from_provenance(output)]
     if os.path.isdir(output):
@@ -244,6 +251,11 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
 
 def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
     """Verify one pair in this process (for ``convert --verify`` inside a worker)."""
+    if pair.processed:
+        from .processed import check_processed
+        return FileVerdict(pair.output, pair.source,
+                           file_problems(pair.output, pair.size, pair.sha256)
+                           or check_processed(pair.output), ["dcnum output"])
     problems, tasks, meta = plan_checks(pair)
     verdict = FileVerdict(pair.output, pair.source, problems)
     if meta:
@@ -298,8 +310,8 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         return report
     from ..engine.client import client_context
     # small outputs: one task each (no per-chunk scheduling); large ones: split into runs
-    whole = [p for p in pairs if _size(p.output) <= FILE_TASK_BYTES]
-    split = [p for p in pairs if _size(p.output) > FILE_TASK_BYTES]
+    whole = [p for p in pairs if p.processed or _size(p.output) <= FILE_TASK_BYTES]
+    split = [p for p in pairs if not p.processed and _size(p.output) > FILE_TASK_BYTES]
     with client_context(client) as cl:
         whole_futs = cl.map(verify_pair_inline, whole, pure=False)
         planned = cl.gather(cl.map(plan_checks, split, pure=False))
