@@ -232,9 +232,10 @@ def _convert(ns, out=None, err=None) -> int:
             print(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})", file=out)
         if ns.cluster or ns.cluster_config or (setting("cluster") != "local" and not (
                 ns.scheduler or ns.scheduler_file)):
-            print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
-                             n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
-                             memory_limit=ns.memory_limit), file=out)
+            with settings():  # the script a run submits (process: its workers' settings)
+                print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
+                                 n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
+                                 memory_limit=ns.memory_limit), file=out)
         return EXIT_OK
     # a second run on DST stops here, before a cluster starts (join writes one file: no lock)
     one_file = ns.command == "join"

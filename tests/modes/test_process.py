@@ -148,6 +148,22 @@ def test_batch_workers_get_non_daemonic_setting_and_resources(tmp_path):
     assert "DAEMON" not in plain and "--resources" not in plain
 
 
+def test_cli_dry_run_names_outputs_and_shows_the_batch_script(tmp_path, capsys):
+    src = tmp_path / "src" / "day1"
+    src.mkdir(parents=True)
+    make_rtdc(src / "M001_data.rtdc", 20, seed=1)
+    conf = tmp_path / "slurm.yaml"
+    conf.write_text("jobqueue:\n  slurm:\n    cores: 4\n    processes: 1\n    memory: 8GiB\n"
+                    "    walltime: '01:00:00'\n")
+    dst = tmp_path / "dst"
+    assert main(["process", str(tmp_path / "src"), "-o", str(dst), "--dry-run",
+                 "--cluster", "slurm", "--cluster-config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert f"planned  {src / 'M001_data.rtdc'} -> {dst / 'day1' / 'M001_data_dcn.rtdc'}" in out
+    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in out and "--resources dcnum=1" in out
+    assert not dst.exists()
+
+
 def test_workers_that_cannot_run_dcnum_are_one_line(archive, tmp_path, client):
     """The shared test cluster's workers are daemonic and offer no 'dcnum' resource."""
     with pytest.raises(ConfigError) as err:
