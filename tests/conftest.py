@@ -66,16 +66,32 @@ def _ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+#: how many tests marked ``hostile`` ran in this session (the fault suite's summary line)
+_HOSTILE_TRIED = pytest.StashKey[int]()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Under CI, a skipped ``slurm`` test fails: a run that did not exercise SLURM is not green."""
+    """Under CI, a skipped ``slurm`` test fails: a run that did not exercise SLURM is not green.
+
+    Also counts the ``hostile`` tests that ran (reached their call phase).
+    """
     outcome = yield
     report = outcome.get_result()
+    if call.when == "call" and item.get_closest_marker("hostile") is not None:
+        item.config.stash[_HOSTILE_TRIED] = item.config.stash.get(_HOSTILE_TRIED, 0) + 1
     if report.skipped and _ci() and item.get_closest_marker("slurm") is not None:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         reason = str(reason).removeprefix("Skipped: ")
         report.outcome = "failed"
         report.longrepr = f"CI is set, so this slurm test must run, but it was skipped: {reason}"
+
+
+@pytest.fixture(scope="session")
+def hostile_tried(request: pytest.FixtureRequest):
+    """A function returning how many ``hostile`` tests have run in this session so far."""
+    config = request.config
+    return lambda: config.stash.get(_HOSTILE_TRIED, 0)
 
 
 @pytest.fixture(scope="session")

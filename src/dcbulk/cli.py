@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._version import __version__
+from .cli_options import add_source_args, check_report_paths
 from .cli_process import add_process_parser, process_call
-from .errors import DcbulkError, UsageError, one_line
+from .errors import DcbulkError, UsageError, one_line, printable
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
 
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--verify", action="store_true",
                    help="verify each output against its source before recording it as done")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_source_args(c)
     _add_cluster_args(c)
 
     v = sub.add_parser("verify", help="prove outputs equal their sources (every chunk read)",
@@ -153,6 +155,7 @@ def _add_mode_parsers(sub) -> None:
                        help="write dask's performance report")
         p.add_argument("--dry-run", action="store_true", help="show what would be done")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        add_source_args(p)
         _add_cluster_args(p)
     for p in (k, s):
         p.add_argument("-o", "--output", required=True, metavar="DST", help="output directory")
@@ -181,17 +184,18 @@ def _client_args(ns) -> dict:
 def _print_summary(report, out, log_path: str | None = None) -> None:
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
-          f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> {report.output_dir}"
-          + (f"; log: {log_path}" if log_path else ""), file=out)
+          f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> "
+          f"{printable(report.output_dir)}" + (f"; log: {printable(log_path)}" if log_path
+                                               else ""), file=out)
     for f in report.failed:
-        print(f"  FAILED {f.source}: {one_line(f.error)}", file=out)
+        print(f"  FAILED {printable(f.source)}: {one_line(f.error)}", file=out)
 
 
 def _mode_call(ns):
     """The function and keyword arguments of a mode sub-command (dcbulk.modes)."""
     from . import modes
     kwargs = dict(include=ns.include, filter=ns.filter, compression=ns.compression,
-                  force=ns.force)
+                  force=ns.force, timeout=ns.timeout_per_file, follow_links=ns.follow_links)
     if ns.command == "condense":
         kwargs.update(ancillary=ns.ancillary, resume=ns.resume,
                       max_open_outputs=ns.max_open_outputs)
@@ -213,6 +217,7 @@ def _convert(ns, out=None, err=None) -> int:
     from .progress import ArchiveProgress
     from .runlog import LOG_DIRNAME, logged_client, run_log
     check_memory_limit(ns.memory_limit)
+    check_report_paths(ns.report, getattr(ns, "performance_report", None))
     settings = contextlib.nullcontext  # dask configuration of the cluster this run starts
     if ns.command == "process":
         convert_archive, kwargs, settings = process_call(ns)
@@ -223,13 +228,15 @@ def _convert(ns, out=None, err=None) -> int:
         kwargs = dict(include=ns.include, features=ns.features, filter=ns.filter,
                       compression=ns.compression, resume=ns.resume, force=ns.force,
                       basin_to_source=ns.basin_to_source,
-                      max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False))
+                      max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False),
+                      timeout=getattr(ns, "timeout_per_file", None),
+                      follow_links=getattr(ns, "follow_links", False))
     # decide first (cheap, writes nothing): usage errors and option conflicts fail before
     # any cluster starts, and a run with nothing left to do starts none
     preview = convert_archive(ns.sources, ns.output, dry_run=True, **kwargs)
     if ns.dry_run:
         for f in preview.files:
-            print(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})", file=out)
+            print(printable(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})"), file=out)
         if ns.cluster or ns.cluster_config or (setting("cluster") != "local" and not (
                 ns.scheduler or ns.scheduler_file)):
             with settings():  # the script a run submits (process: its workers' settings)
@@ -273,10 +280,14 @@ def _convert(ns, out=None, err=None) -> int:
     return _finish(ns, report, out, log_path)
 
 
+def _write_report(path: str, doc: dict) -> None:
+    from .nofollow import write_nofollow
+    write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+
+
 def _finish(ns, report, out, log_path: str | None = None) -> int:
     if ns.report:
-        with open(ns.report, "w", encoding="utf-8") as fd:
-            json.dump(report.to_dict(), fd, indent=2, default=str)
+        _write_report(ns.report, report.to_dict())
     _print_summary(report, out, log_path)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
@@ -317,11 +328,14 @@ def _info(ns, out=None) -> int:
     from .read.inspect import inspect_source
     from .read.layout import contour_line, dataset_filters, file_summary
     if os.path.isdir(ns.file):
-        for path in sorted(_walk(ns.file)):
-            print(file_summary(path), file=out)
+        from .bulk import discover_sources
+        # as convert walks it: FIFOs, devices, sockets and links out of it are skipped
+        # (one warning line each), never opened
+        for entry in discover_sources([ns.file]):
+            print(printable(file_summary(entry.path)), file=out)
         return EXIT_OK
     info = inspect_source(ns.file)
-    print(f"{info.path}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
+    print(f"{printable(info.path)}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
           f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
     for name, fsrc in info.features.items():
         d = fsrc.data
@@ -332,8 +346,8 @@ def _info(ns, out=None) -> int:
     if (contour := contour_line(info.path)) is not None:
         print(f"    {'contour':24s} {contour}", file=out)
     for b in info.basins:
-        print(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
-              f"mapping={b.get('mapping')} paths={b.get('paths')}", file=out)
+        print(printable(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
+                        f"mapping={b.get('mapping')} paths={b.get('paths')}"), file=out)
     return EXIT_OK
 
 
@@ -342,15 +356,15 @@ def _verify(ns, out=None) -> int:
     from .runlog import log_dir_for, logged_client, run_log
     from .verify import verify, verify_pairs
     # what to compare, before any cluster starts (usage errors, missing sources)
+    check_report_paths(ns.report, getattr(ns, "performance_report", None))
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
     with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
             logged_client(log_path, **_client_args(ns)) as (client, _cluster):
         report = verify(pairs, client=client)
     if ns.report:
-        with open(ns.report, "w", encoding="utf-8") as fd:
-            json.dump(report.to_dict(), fd, indent=2, default=str)
+        _write_report(ns.report, report.to_dict())
     for line in report.problems:
-        print(line, file=out)
+        print(printable(line), file=out)
     counts = report.to_dict()["counts"]
     print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
           f"{counts['mismatched']} differ ({_plural(counts['problems'], 'problem')}) "

@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import functools
 
+from .cli_options import add_source_args
+
 __all__ = ["add_process_parser", "process_call"]
 
 
@@ -70,6 +72,7 @@ def add_process_parser(sub, add_cluster_args) -> None:
                    help="write dask's performance report")
     p.add_argument("--dry-run", action="store_true", help="show what would be done")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_source_args(p)
     add_cluster_args(p)
 
 
@@ -103,7 +106,8 @@ def process_call(ns):
         basin_strategy=ns.basin_strategy, compression=ns.compression)
     resources = ns.resources or {RESOURCE: 1}
     kwargs = dict(pipeline=pipeline, resources=resources, include=ns.include,
-                  resume=ns.resume, force=ns.force, max_open_outputs=ns.max_open_outputs)
+                  resume=ns.resume, force=ns.force, max_open_outputs=ns.max_open_outputs,
+                  timeout=ns.timeout_per_file, follow_links=ns.follow_links)
     local = not (ns.scheduler or ns.scheduler_file)
     if local and ns.workers and not ns.threads_per_worker:  # a job per worker: share the cores
         import os

@@ -7,6 +7,7 @@ __all__ = [
     "describe_failure",
     "is_no_space",
     "one_line",
+    "printable",
     "DcbulkError",
     "SourceError",
     "SourceNotFoundError",
@@ -23,6 +24,8 @@ __all__ = [
     "UsageError",
     "FilterSyntaxError",
     "OutputDirError",
+    "LinkRefusedError",
+    "FileTimeoutError",
 ]
 
 
@@ -86,9 +89,29 @@ class OutputDirError(DcbulkError):
     """The output directory cannot be created or written."""
 
 
+class LinkRefusedError(OutputDirError):
+    """A path dcbulk would write is a symbolic link (or not a regular file): refused."""
+
+
+class FileTimeoutError(DcbulkError, TimeoutError):
+    """One file's task exceeded the per-file time limit."""
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print and log: bytes of a file name that are not valid UTF-8
+    (``os.fsdecode``'s surrogate escapes) are shown as ``\\xNN``."""
+    text = str(text)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates that are no escaped bytes
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def one_line(text: object, limit: int = 400) -> str:
-    """``text`` with its whitespace (newlines too) collapsed, cut to ``limit`` characters."""
-    text = " ".join(str(text).split())
+    """``text`` with its whitespace (newlines too) collapsed, cut to ``limit`` characters
+    (:func:`printable`)."""
+    text = " ".join(printable(text).split())
     return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 

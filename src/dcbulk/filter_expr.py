@@ -5,6 +5,14 @@ arithmetic and ``&``/``|``/``~``/``and``/``or``/``not`` are allowed; ``&``, ``|`
 mean ``and``, ``or`` and ``not``, so they bind looser than comparisons) and returns a picklable
 :class:`FilterExpr`; :meth:`FilterExpr.evaluate` turns a dict of feature arrays into a
 boolean event filter.
+
+Expressions are bounded, so that no filter can exhaust the client or hang a worker: at most
+:data:`MAX_LENGTH` characters, :data:`MAX_NODES` syntax-tree nodes and :data:`MAX_DEPTH`
+levels of nesting. Numbers are float64 (``True``/``False`` stay booleans), so ``10 ** 10 ** 9``
+is no Python big-integer power; every part made of numbers only is computed when the
+expression is checked, and an overflow or a division by zero there (``1 / 0``,
+``deform / (2 - 2)``) is a :class:`~dcbulk.errors.FilterSyntaxError`, found before any file
+is read.
 """
 from __future__ import annotations
 
@@ -16,7 +24,14 @@ import numpy as np
 
 from .errors import FilterSyntaxError, PlanError
 
-__all__ = ["FilterExpr", "parse_filter"]
+__all__ = ["FilterExpr", "MAX_DEPTH", "MAX_LENGTH", "MAX_NODES", "parse_filter"]
+
+#: longest filter expression accepted (characters)
+MAX_LENGTH = 2000
+#: most syntax-tree nodes accepted (names, numbers, operators)
+MAX_NODES = 400
+#: deepest nesting accepted (e.g. unary minus signs or parentheses inside each other)
+MAX_DEPTH = 50
 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod}
@@ -45,7 +60,7 @@ def _eval(node, env):
     if isinstance(node, ast.Name):
         return env[node.id]
     if isinstance(node, ast.Constant):
-        return node.value
+        return _number(node.value)
     if isinstance(node, ast.UnaryOp):
         value = _eval(node.operand, env)
         if isinstance(node.op, ast.Not):
@@ -69,6 +84,56 @@ def _eval(node, env):
             left = right
         return out
     raise PlanError(f"unsupported element in filter: {ast.dump(node)}")
+
+
+def _number(value):
+    """A constant as the evaluator uses it: booleans as such, every number as float64."""
+    return value if isinstance(value, bool) else np.float64(value)
+
+
+def _depth(node) -> int:
+    """Nesting depth of ``node`` (iterative: deep trees cannot exhaust the stack)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        sub, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in ast.iter_child_nodes(sub))
+    return deepest
+
+
+def _constant_only(node) -> bool:
+    return all(not isinstance(sub, ast.Name) for sub in ast.walk(node))
+
+
+def _fold(node, text: str) -> None:
+    """Compute every numbers-only part of ``node`` now; refuse overflow and division by 0."""
+    if isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Compare, ast.BoolOp)) \
+            and _constant_only(node):
+        try:
+            with np.errstate(all="raise"):
+                _eval(node, {})
+        except (FloatingPointError, ZeroDivisionError, OverflowError) as exc:
+            raise FilterSyntaxError(
+                f"filter '{text}': '{ast.unparse(node)}' cannot be computed "
+                f"({_arith_reason(exc)})") from None
+        return
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Div, ast.Mod)) \
+            and _constant_only(node.right):
+        with np.errstate(all="ignore"):
+            if _eval(node.right, {}) == 0:
+                raise FilterSyntaxError(f"filter '{text}': '{ast.unparse(node)}' divides "
+                                        f"by zero")
+    for child in ast.iter_child_nodes(node):
+        _fold(child, text)
+
+
+def _arith_reason(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "divide" in text or "division" in text or isinstance(exc, ZeroDivisionError):
+        return "division by zero"
+    if "overflow" in text or isinstance(exc, OverflowError):
+        return "the number overflows"
+    return f"invalid arithmetic: {exc}"
 
 
 def _check(node, names: list[str], text: str) -> None:
@@ -100,13 +165,27 @@ def parse_filter(text: str | None) -> FilterExpr | None:
     # "&", "|", "~" bind looser than comparisons here (as in pandas.query), so that
     # "deform < 0.1 & area_um > 20" means what it says; constants are numbers only, so the
     # textual replacement cannot touch anything else.
+    if len(text) > MAX_LENGTH:
+        raise FilterSyntaxError(f"filter '{text[:60]}...' is {len(text):,} characters long "
+                                f"(at most {MAX_LENGTH:,})")
     text = " ".join(text.replace("&", " and ").replace("|", " or ").replace("~", " not ").split())
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise FilterSyntaxError(f"filter '{text}' is not a valid expression: {exc.msg}") from exc
+    except (RecursionError, MemoryError):
+        raise FilterSyntaxError(f"filter '{text[:60]}...' is nested too deeply "
+                                f"(at most {MAX_DEPTH} levels)") from None
+    nodes = sum(1 for _ in ast.walk(tree))
+    if nodes > MAX_NODES:
+        raise FilterSyntaxError(f"filter '{text[:60]}...' has {nodes:,} elements "
+                                f"(at most {MAX_NODES})")
+    if (depth := _depth(tree)) > MAX_DEPTH:
+        raise FilterSyntaxError(f"filter '{text[:60]}...' is nested {depth} levels deep "
+                                f"(at most {MAX_DEPTH})")
     names: list[str] = []
     _check(tree, names, text)
+    _fold(tree.body, text)
     if not names:
         raise FilterSyntaxError(f"filter '{text}' uses no feature")
     return FilterExpr(text, tuple(names))

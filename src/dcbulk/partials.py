@@ -1,17 +1,48 @@
 """Temporary ``<name>.<hex>.partial`` files: naming them, committing them durably and
-atomically, and finding or removing those left behind by killed runs."""
+atomically, and finding or removing those left behind by killed runs.
+
+A file task with a time limit commits only before its deadline (:func:`commit_deadline`):
+a task abandoned by the client when the limit ran out (a worker thread cannot be killed)
+can finish later, but its output is never renamed into place.
+"""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import re
+import time
 import uuid
+from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
 
-from .errors import OutputExistsError
+from .errors import FileTimeoutError, OutputExistsError
 
-__all__ = ["clean_partials", "commit_file", "partial_path", "stale_partials", "write_atomic"]
+__all__ = ["clean_partials", "commit_deadline", "commit_file", "current_deadline",
+           "partial_path", "stale_partials", "write_atomic"]
+
+#: the wall-clock time (``time.time()``) after which no output may be committed in this
+#: context (a context variable: each task's thread has its own, no state is shared)
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "dcbulk_commit_deadline", default=None)
+
+
+@contextlib.contextmanager
+def commit_deadline(deadline: float | None) -> Iterator[None]:
+    """Within the block, :func:`commit_file` refuses to commit after ``deadline``
+    (``time.time()`` seconds; None: no deadline)."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def current_deadline() -> float | None:
+    """The commit deadline of this context (to hand on to a writer task), or None."""
+    return _DEADLINE.get()
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +58,8 @@ def write_atomic(path: str, data: bytes) -> None:
     """
     tmp = f"{path}.{uuid.uuid4().hex[:12]}.partial"
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with open(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -56,7 +88,13 @@ def commit_file(partial: str, output: str, *, overwrite: bool, fsync: bool = Tru
     ------
     OutputExistsError
         ``output`` exists and ``overwrite`` is False (the partial file is removed).
+    FileTimeoutError
+        The :func:`commit_deadline` has passed (the partial file is removed).
     """
+    deadline = _DEADLINE.get()
+    if deadline is not None and time.time() > deadline:
+        os.unlink(partial)
+        raise FileTimeoutError(f"{output}: not committed, the file's time limit ran out")
     if fsync:
         fd = os.open(partial, os.O_RDONLY)
         try:

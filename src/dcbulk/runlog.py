@@ -36,7 +36,8 @@ _QUIET_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
 
 class _OneLine(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return "dcbulk: " + " ".join(record.getMessage().split())
+        from .errors import one_line
+        return "dcbulk: " + one_line(record.getMessage(), 1 << 16)
 
 
 class _Once(logging.Filter):
@@ -92,6 +93,12 @@ class _RunLogFile(logging.FileHandler):
     (e.g. the disk is full) is dropped instead of printing a traceback to the terminal,
     where the run reports the full disk in one line per file."""
 
+    def _open(self):
+        """A new file of this name only: never appended to through a link."""
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     0o644)
+        return open(fd, "w", encoding=self.encoding, errors=self.errors)
+
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
         if not isinstance(sys.exc_info()[1], OSError):
             super().handleError(record)
@@ -100,17 +107,19 @@ class _RunLogFile(logging.FileHandler):
 def _log_file(directory: str | PathLike, kind: str) -> logging.FileHandler:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     name = f"{kind}-{stamp}-{os.getpid()}.log"
+    from .nofollow import make_dir
     try:
-        os.makedirs(directory, exist_ok=True)
+        make_dir(directory)  # a dcbulk-logs that is a link is refused
         return _RunLogFile(os.path.join(os.path.abspath(os.fspath(directory)), name),
-                           encoding="utf-8")
+                           encoding="utf-8", errors="backslashreplace")
     except OSError:
         if kind == "convert":  # its directory is the output directory: it must be writable
             raise
         # e.g. verifying a read-only archive: the log goes to the temporary directory
         fallback = os.path.join(tempfile.gettempdir(), LOG_DIRNAME)
-        os.makedirs(fallback, exist_ok=True)
-        return _RunLogFile(os.path.join(fallback, name), encoding="utf-8")
+        make_dir(fallback)
+        return _RunLogFile(os.path.join(fallback, name), encoding="utf-8",
+                           errors="backslashreplace")
 
 
 @contextlib.contextmanager
@@ -119,7 +128,8 @@ def run_log(directory: str | PathLike, *, kind: str = "convert") -> Iterator[str
     yield its path.
 
     Runs other than ``convert`` (e.g. ``verify``) write their log to the temporary
-    directory's ``dcbulk-logs`` when ``directory`` cannot be written.
+    directory's ``dcbulk-logs`` when ``directory`` cannot be written. Neither the
+    directory nor the file is ever a symbolic link (:mod:`dcbulk.nofollow`: refused).
     """
     import dask
     to_file = _log_file(directory, kind)
@@ -192,7 +202,7 @@ def dask_setup(worker) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread: leave it
         pass
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)

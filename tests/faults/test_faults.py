@@ -7,7 +7,10 @@ re-runs it, as a user would), and compares every output with a clean conversion 
 sources, decoded, bit for bit. The module prints one summary line at its end:
 
     fault suite: F faults injected, R runs completed, 0 outputs lost, 0 outputs differing
-    from a clean run, 0 partial files left
+    from a clean run, 0 partial files left, H hostile inputs tried
+
+(H: the tests marked ``hostile`` that ran in the session, counted by ``tests/conftest.py``;
+the line is printed when the session ends, so it counts those after this module too.)
 """
 from __future__ import annotations
 
@@ -35,13 +38,14 @@ from helpers import dataset_names
 STATS = collections.Counter()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def summary(request):
-    """Print the suite's summary line after its last test."""
+@pytest.fixture(scope="session", autouse=True)
+def summary(request, hostile_tried):
+    """Print the suite's summary line when the session ends."""
     yield
     line = (f"fault suite: {STATS['faults']} faults injected, {STATS['runs']} runs completed, "
             f"{STATS['lost']} outputs lost, {STATS['differing']} outputs differing from a clean "
-            f"run, {STATS['partials']} partial files left")
+            f"run, {STATS['partials']} partial files left, {hostile_tried()} hostile inputs "
+            f"tried")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         print(f"\n{line}", flush=True)

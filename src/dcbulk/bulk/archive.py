@@ -10,22 +10,27 @@ A failing file is recorded with its reason and never stops the others.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 from ..codec import parse_compression
 from ..engine.report import Report
-from ..errors import OutputExistsError, PlanError, UsageError, describe_failure
+from ..errors import (LinkRefusedError, OutputExistsError, PlanError, UsageError,
+                      describe_failure)
 from ..filter_expr import parse_filter
-from .filetask import INLINE_BYTES, ArchiveOptions, convert_file, run_file_job
+from ..nofollow import check_parents
+from .filetask import INLINE_BYTES, ArchiveOptions, convert_file, run_file_job, timeout_message
 from .lock import output_lock
 from .manifest import Manifest
 from .resume import adopt_output, refuse_overwrite
 from .sources import SourceEntry, discover_sources, output_path
-from .usage import check_feature_names, check_output_dir, check_output_placement
+from .usage import (check_feature_names, check_output_dir, check_output_placement,
+                    check_timeout)
 
 __all__ = ["FileResult", "ArchiveReport", "convert_archive",
            # the file task (:mod:`.filetask`), importable from here as before
@@ -118,7 +123,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                     max_open_outputs: int | None = None, basin_to_source: bool = False,
                     dry_run: bool = False, inline_bytes: int = INLINE_BYTES, verify: bool = False,
                     progress: Callable[[FileResult, int, int], None] | None = None,
-                    file_job: Callable | None = None) -> ArchiveReport:
+                    file_job: Callable | None = None, timeout: float | None = None,
+                    follow_links: bool = False) -> ArchiveReport:
     """Convert every source of an archive into ``output_dir``, mirroring the tree.
 
     Parameters
@@ -161,6 +167,14 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         optional ``finished(source, output)`` recognises an output a killed run finished
         but could not record, and a result with a ``note`` is reported as skipped (not
         recorded).
+    timeout
+        Seconds one file's task may run (from when it starts on its worker); a file that
+        exceeds it fails alone, without output. A task that never returns is abandoned
+        (its future cancelled); its worker thread cannot be stopped and may go on running,
+        but it commits no output after the limit and writes no manifest line.
+    follow_links
+        Walk symbolic links in source directories that lead out of the directory given
+        (by default they are skipped with one warning line each).
 
     Returns
     -------
@@ -169,6 +183,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     """
     t0 = time.perf_counter()
     output_dir = os.path.abspath(output_dir)
+    check_timeout(timeout)
     try:
         parse_compression(compression)  # fail early on a bad spec
     except PlanError as exc:
@@ -190,12 +205,13 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
         check_feature_names(expr.names, what=f"filter '{expr.text}'")
     check_output_placement(sources, output_dir)
     check_output_dir(output_dir)
-    entries = discover_sources(sources, include=include, output_dir=output_dir)
+    entries = discover_sources(sources, include=include, output_dir=output_dir,
+                               follow_links=follow_links)
     if (rename := getattr(file_job, "output_relpath", None)) is not None:
         entries = [replace(e, relpath=rename(e.relpath)) for e in entries]
     run = dict(t0=t0, client=client, resume=resume, force=force, max_open=max_open_outputs,
                inline_bytes=inline_bytes, progress=progress, verify=verify,
-               job=file_job or convert_file)
+               job=file_job or convert_file, timeout=timeout)
     if dry_run:
         return _convert_locked(entries, output_dir, options, dry_run=True, **run)
     with output_lock(output_dir):
@@ -203,7 +219,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
 
 
 def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, dry_run,
-                    max_open, inline_bytes, progress, verify, job) -> ArchiveReport:
+                    max_open, inline_bytes, progress, verify, job, timeout) -> ArchiveReport:
     """The body of :func:`convert_archive`; holds the output lock unless ``dry_run``."""
     if not resume and not force:
         refuse_overwrite(entries, output_dir)
@@ -239,7 +255,7 @@ def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, 
                 report.dashboard = getattr(cl, "dashboard_link", None)
                 _run(cl, todo, options, manifest, report, inline_bytes=inline_bytes,
                      max_open=max_open, progress=progress, total=len(entries),
-                     verify=verify, job=job)
+                     verify=verify, job=job, timeout=timeout)
                 finished = True
         finally:
             # every task of this run has ended (normal end) or its workers are gone (own
@@ -252,16 +268,39 @@ def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, 
     return report
 
 
+def file_key(output: str, index: int) -> str:
+    """The dask key of one file task: a hash of the output's name, never the name itself
+    (a file name need not be valid UTF-8; a key must be)."""
+    digest = hashlib.sha256(os.fsencode(output)).hexdigest()[:16]
+    return f"dcbulk-file-{digest}-{index}"
+
+
+def _grace(timeout: float) -> float:
+    """How long past its limit the client waits for a task's own answer before abandoning
+    it (the task stops committing at its limit; its answer may still be on its way)."""
+    return max(2.0, 0.1 * timeout)
+
+
 def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
-         progress, total, verify=False, job=convert_file) -> None:
-    from distributed import as_completed
+         progress, total, verify=False, job=convert_file, timeout=None) -> None:
+    from distributed import wait
     threads = sum(client.nthreads().values())
     max_open = max_open or threads + 2
     # largest files first (popped from the end), so no big file is left for the tail
     queue = sorted(todo, key=lambda item: os.path.getsize(item[0].path))
     remaining = sum(os.path.getsize(item[0].path) for item in queue)
     active: dict = {}
-    done_count = len(report.files)
+    started: dict[str, float] = {}  # task key -> when it started on its worker (client clock)
+    topic = None
+    if timeout is not None:
+        topic = f"dcbulk-start-{uuid.uuid4().hex}"
+        client.subscribe_topic(topic, lambda event: started.setdefault(
+            event[1]["key"], time.monotonic()))
+
+    def finish(result: FileResult) -> None:
+        report.files.append(result)
+        if progress is not None:
+            progress(result, len(report.files), total)
 
     def submit_next() -> None:
         nonlocal remaining
@@ -269,32 +308,73 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
         size = os.path.getsize(entry.path)
         share = remaining / max(1, threads)
         remaining -= size
+        try:
+            check_parents(manifest.output_dir, out)  # no output through a linked directory
+        except LinkRefusedError as exc:
+            finish(_failed(entry, out, manifest, f"{type(exc).__name__}: {exc}"))
+            return
         extra = {"verify": True} if verify else {}  # file jobs of the modes do not verify
         fut = client.submit(run_file_job, job, entry.path, out, options, overwrite=overwrite,
                             inline_bytes=max(inline_bytes, int(share // 2)), pure=False,
-                            **extra,
-                            key=f"dcbulk-file-{os.path.basename(out)}-{len(queue)}")
+                            timeout=timeout, start_topic=topic, **extra,
+                            key=file_key(out, len(queue)))
         active[fut] = (entry, out)
-        pending.add(fut)
 
-    pending = as_completed()
-    try:
+    def fill() -> None:
         while queue and len(active) < max_open:
             submit_next()
-        for fut in pending:
-            entry, out = active.pop(fut)
-            result = _settle(fut, entry, out, manifest, options,
-                             finished=getattr(job, "finished", None))
-            fut.release()
-            report.files.append(result)
-            done_count += 1
-            if progress is not None:
-                progress(result, done_count, total)
-            if queue:
-                submit_next()
+
+    try:
+        fill()
+        while active:
+            if timeout is not None:
+                _abandon_overdue(client, active, started, timeout, manifest, finish)
+                if not active:
+                    fill()
+                    continue
+            try:
+                done, _ = wait(list(active), return_when="FIRST_COMPLETED",
+                               timeout=None if timeout is None else min(1.0, timeout))
+            except TimeoutError:
+                continue
+            for fut in done:
+                entry, out = active.pop(fut)
+                result = _settle(fut, entry, out, manifest, options,
+                                 finished=getattr(job, "finished", None))
+                fut.release()
+                finish(result)
+            fill()
     except BaseException:  # Ctrl-C or a lost scheduler: stop what is still queued or running
         client.cancel(list(active))
         raise
+    finally:
+        if topic is not None:
+            client.unsubscribe_topic(topic)
+
+
+def _abandon_overdue(client, active: dict, started: dict, timeout: float,
+                     manifest: Manifest, finish) -> None:
+    """Fail the files whose task has run past the time limit without answering.
+
+    Their futures are cancelled; a worker thread cannot be stopped, so the task may go on
+    running, but it commits nothing after its limit (:func:`run_file_job`) and nothing of
+    it reaches the manifest.
+    """
+    now = time.monotonic()
+    for fut in [f for f in active if not f.done()]:
+        began = started.get(fut.key)
+        if began is None or now - began <= timeout + _grace(timeout):
+            continue
+        entry, out = active.pop(fut)
+        client.cancel([fut])
+        finish(_failed(entry, out, manifest, timeout_message(timeout)))
+
+
+def _failed(entry: SourceEntry, out: str, manifest: Manifest, error: str) -> FileResult:
+    """Record one failed file (one line in the log and the manifest) and return it."""
+    logger.error("%s failed: %s", entry.path, error, extra={"per_file": True})
+    manifest.record_failed(entry, error=error)
+    return FileResult(entry.path, out, "failed", reason="error", error=error)
 
 
 def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions,
@@ -317,9 +397,7 @@ def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: Arch
     if res.note and not res.error:  # e.g. a source that already is such an output
         return FileResult(entry.path, out, "skipped", events=res.events, reason=res.note)
     if res.error:
-        logger.error("%s failed: %s", entry.path, res.error, extra={"per_file": True})
-        manifest.record_failed(entry, error=res.error)
-        return FileResult(entry.path, out, "failed", reason="error", error=res.error)
+        return _failed(entry, out, manifest, res.error)
     size, mtime_ns, head, checksum = identity
     manifest.record_done(entry, output=out, output_size=res.bytes_out, events=res.events,
                          seconds=res.wall_seconds, identifier=res.identifier, size=size,

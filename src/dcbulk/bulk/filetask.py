@@ -10,6 +10,7 @@ source (also used by :mod:`dcbulk.verify` and :mod:`dcbulk.modes` to rebuild the
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,15 +20,16 @@ import numpy as np
 from ..codec import parse_compression
 from ..engine.report import Report
 from ..engine.writer import write_output
-from ..errors import DcbulkError, PlanError, describe_failure, is_no_space
+from ..errors import DcbulkError, PlanError, SourceError, describe_failure, is_no_space
 from ..filter_expr import FilterExpr, parse_filter
+from ..partials import commit_deadline
 from ..plan import DEFAULT_TASK_BYTES, plan_conversion
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.inspect import SourceInfo, inspect_source
 from .manifest import file_sha256, head_sha256
 
 __all__ = ["ArchiveOptions", "INLINE_BYTES", "convert_file", "failed_file", "filter_mapping",
-           "run_file_job"]
+           "run_file_job", "timeout_message"]
 
 #: files whose task data is at most this many bytes are encoded by their writer task itself
 INLINE_BYTES = 48 * 1024**2
@@ -133,18 +135,57 @@ def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrit
                    source_mtime_ns=st.st_mtime_ns)
 
 
-def run_file_job(job: Callable, source: str, output: str, *args, **kwargs
-                 ) -> tuple[tuple, object]:
+def timeout_message(timeout: float) -> str:
+    """The one-line reason of a file that exceeded its time limit."""
+    return (f"FileTimeoutError: exceeded the time limit of {timeout:g} s per file "
+            f"(--timeout-per-file); its output was not kept")
+
+
+def _announce_start(topic: str | None) -> None:
+    """Tell the client (event ``topic``) that this file task runs now: its clock starts."""
+    if topic is None:
+        return
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+    except ValueError:  # not on a worker (called directly)
+        return
+    worker.log_event(topic, {"key": worker.get_current_task()})
+
+
+def run_file_job(job: Callable, source: str, output: str, *args,
+                 timeout: float | None = None, start_topic: str | None = None,
+                 **kwargs) -> tuple[tuple, object]:
     """Run ``job`` on a worker, with the source's identity read before it starts.
 
     Returns ``((size, mtime_ns, head_sha256, output_sha256), job's result)``: the identity
     is read first, so a source modified during its conversion is converted again by the
     next run; the output's SHA-256 is computed only with ``verify`` (for ``dcbulk verify``
     later), else None.
+
+    With ``timeout`` (seconds) the job may commit its output only within that time from
+    now (:func:`~dcbulk.partials.commit_deadline`); a job that ends later fails with
+    :func:`timeout_message`. ``start_topic`` names the event that tells the client when
+    the task started (the client abandons a task that never returns).
+
+    Raises
+    ------
+    SourceError
+        The source is not a regular file (a FIFO, device or socket is never opened).
     """
+    _announce_start(start_topic)
+    deadline = None if timeout is None else time.time() + timeout
     st = os.stat(source)
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceError(f"{source}: not a regular file (a FIFO, device or socket); "
+                          f"not opened")
     head = head_sha256(source)
-    res = job(source, output, *args, **kwargs)
+    with commit_deadline(deadline):
+        res = job(source, output, *args, **kwargs)
     failed = res.error if isinstance(res, Report) else res.get("error")
+    if failed and timeout is not None and str(failed).startswith("FileTimeoutError"):
+        message = timeout_message(timeout)
+        res = replace(res, error=message) if isinstance(res, Report) else {**res,
+                                                                          "error": message}
     checksum = file_sha256(output) if kwargs.get("verify") and not failed else None
     return (st.st_size, st.st_mtime_ns, head, checksum), res

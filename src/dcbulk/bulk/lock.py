@@ -31,7 +31,8 @@ import time
 from collections.abc import Iterator
 from os import PathLike
 
-from ..errors import OutputDirError, OutputLockedError
+from ..errors import LinkRefusedError, OutputDirError, OutputLockedError
+from ..nofollow import open_nofollow
 
 __all__ = ["LOCK_NAME", "output_lock", "lock_holder"]
 
@@ -48,10 +49,11 @@ _guard = threading.Lock()
 def lock_holder(output_dir: str | PathLike) -> str:
     """The note in the lock file (``host H pid P since T``), or ``""``."""
     try:
-        with open(os.path.join(os.fspath(output_dir), LOCK_NAME), encoding="utf-8") as fh:
-            return fh.read().strip()
-    except OSError:
+        fd = open_nofollow(os.path.join(os.fspath(output_dir), LOCK_NAME), os.O_RDONLY)
+    except (OSError, LinkRefusedError):
         return ""
+    with open(fd, encoding="utf-8", errors="replace") as fh:
+        return fh.read(4096).strip()
 
 
 def _note() -> str:
@@ -86,7 +88,7 @@ def _acquire(real: str, display: str) -> int:
     path = os.path.join(real, LOCK_NAME)
     try:
         os.makedirs(real, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, single_link=True)  # it is truncated
     except OSError as exc:
         raise OutputDirError(f"{display}: cannot create or write the output directory "
                              f"({exc.strerror or exc})") from None
@@ -122,6 +124,8 @@ def output_lock(output_dir: str | PathLike) -> Iterator[str]:
     ------
     OutputLockedError
         When another live process holds it; the message names its host and pid.
+    LinkRefusedError
+        When the lock file is a symbolic link (or not a regular file): never written through.
     OutputDirError
         When the directory or the lock file cannot be created (e.g. a read-only parent).
     """

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError, SourceNotFoundError
+from ..nofollow import open_nofollow
 from ..partials import clean_partials, stale_partials, write_atomic
 from .records import (FORMAT_VERSION, STATUSES, Decision, ManifestRecord, canonical_options,
                       file_sha256, head_sha256, header_line, options_fingerprint,
@@ -94,11 +95,13 @@ class Manifest:
         ManifestError
             When the file cannot be read, is not a dcbulk manifest of this format version,
             or a line other than the last is malformed; the message names file and line.
+        LinkRefusedError
+            When the manifest is a symbolic link (or not a regular file).
         """
         manifest = cls(output_dir, read_only=read_only)
         path = manifest.path
         try:
-            with open(path, "rb") as fh:
+            with open(open_nofollow(path, os.O_RDONLY), "rb") as fh:  # a link is refused
                 raw = fh.read()
         except FileNotFoundError:
             if os.path.exists(os.path.join(manifest._output_dir, OLD_MANIFEST_NAME)):
@@ -354,7 +357,7 @@ class Manifest:
         with self._lock:
             try:
                 os.makedirs(self._output_dir, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                fd = open_nofollow(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
                 try:
                     if self._torn_at is not None:  # cut the torn line a crash left
                         os.ftruncate(fd, self._torn_at)

@@ -89,17 +89,34 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def _outside(path: str, real: str, real_root: str) -> bool:
+    """Whether the link ``path`` leads out of the tree (logged as a warning if so)."""
+    if _inside(real, real_root):
+        return False
+    logger.warning("skipping symbolic link %s: it leads to %s, outside %s (follow_links=True "
+                   "or --follow-links follows it)", path, real, real_root)
+    return True
+
+
 def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
-          real_output: str | None, unusable: list[str] | None = None
+          real_output: str | None, unusable: list[str] | None = None,
+          follow_links: bool = False, real_tree: str | None = None
           ) -> Iterator[tuple[str, str, str]]:
     """Yield ``(path, relpath, realpath)`` of matching files below ``root``.
 
     Directories are visited in sorted order, each real directory once (symbolic links to
-    directories are followed, loops are cut). ``real_output`` is skipped entirely. Entries
-    that cannot be used (symbolic link loops, dangling links, unreadable entries) are
-    logged as warnings and appended to ``unusable``.
+    directories inside the tree are followed, loops are cut; links that lead out of
+    ``real_tree``, default ``real_root``, only with ``follow_links``). ``real_output`` is
+    skipped entirely. Entries that cannot be used (symbolic link loops, dangling links,
+    links out of the tree, FIFOs, devices, sockets, unreadable entries) are logged as
+    warnings and appended to ``unusable``; a FIFO is never opened.
     """
     unusable = [] if unusable is None else unusable
+    tree = real_tree or real_root
     seen_dirs: set[str] = {real_root}
     stack: list[tuple[str, str, str]] = [(root, real_root, "")]
     while stack:
@@ -129,6 +146,9 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
                         else os.path.join(real_dir, name))
                 if real == real_output:
                     continue
+                if is_link and not follow_links and _outside(entry.path, real, tree):
+                    unusable.append(entry.path)
+                    continue
                 if real in seen_dirs:
                     if is_link:
                         logger.warning("skipping symbolic link %s: it leads to %s, which is "
@@ -144,12 +164,19 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
                 seen_dirs.add(real)
                 subdirs.append((entry.path, real, rel + "/"))
             elif fnmatchcase(name, include) and not _excluded(name, rel, exclude):
-                if is_link:
-                    if not entry.is_file():  # dangling link
+                if not entry.is_file():  # d_type of the entry: no stat, nothing opened
+                    if is_link and not os.path.exists(entry.path):
                         logger.warning("skipping dangling symbolic link %s", entry.path)
+                    else:
+                        logger.warning("skipping %s: not a regular file (a FIFO, device or "
+                                       "socket); not opened", entry.path)
+                    unusable.append(entry.path)
+                    continue
+                if is_link:
+                    real = os.path.realpath(entry.path)
+                    if not follow_links and _outside(entry.path, real, tree):
                         unusable.append(entry.path)
                         continue
-                    real = os.path.realpath(entry.path)
                 else:
                     real = os.path.join(real_dir, name)
                 yield entry.path, rel, real
@@ -158,7 +185,7 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
 
 def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
                      exclude: Iterable[str] = (), output_dir: str | PathLike | None = None,
-                     ) -> list[SourceEntry]:
+                     follow_links: bool = False) -> list[SourceEntry]:
     """List the input files of a bulk conversion.
 
     Parameters
@@ -178,6 +205,10 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
         content). Files given directly are never excluded.
     output_dir : str or path-like, optional
         The output directory; when it lies inside a source directory it is not walked.
+    follow_links : bool
+        Also take symbolic links (to files or directories) that lead out of the directory
+        walked or the pattern's leading directories; by default they are skipped with one
+        warning line each. Links inside the tree are always followed.
 
     Returns
     -------
@@ -192,7 +223,8 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
     SourceNotFoundError
         Naming every path that does not exist, every pattern that matched nothing, and every
         pattern or directory that gave only unusable entries (symbolic link loops, dangling
-        links, sockets, ...); an empty directory is no error.
+        links, links out of the tree, FIFOs, devices, sockets); an empty directory is no
+        error.
         Skipped links (loops, links to directories walked already) and directories whose
         name matches ``include`` are logged as warnings.
     PlanError
@@ -215,14 +247,17 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
         seen.add(real)
         found.append(SourceEntry(path=path, relpath=relpath, root=root))
 
-    def add_dir(directory: str, root: str, rel_prefix: str) -> tuple[int, list[str]]:
-        """Add the files below ``directory``; return how many matched and the unusable."""
+    def add_dir(directory: str, root: str, rel_prefix: str, real_tree: str | None = None
+                ) -> tuple[int, list[str]]:
+        """Add the files below ``directory`` (inside ``real_tree``, default: itself);
+        return how many matched and the unusable."""
         real_dir = os.path.realpath(directory)
         if real_dir == real_output:
             return 0, []
         matched, unusable = 0, []
         for path, rel, real in _walk(directory, real_dir, include=include, exclude=exclude,
-                                     real_output=real_output, unusable=unusable):
+                                     real_output=real_output, unusable=unusable,
+                                     follow_links=follow_links, real_tree=real_tree):
             add(path, rel_prefix + rel, root, real)
             matched += 1
         return matched, unusable
@@ -239,13 +274,14 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
             if unusable and not matched:  # like a glob of loops: nothing to convert here
                 bad.append(f"{text} (no file matching '{include}', {len(unusable)} unusable "
                            f"entr{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link "
-                           f"loops)")
+                           f"loops or links out of the tree)")
         elif _is_glob(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
                 missing.append(text)
                 continue
             root = _glob_root(text)
+            real_tree = os.path.realpath(root)
             unusable: list[str] = []
             for match in matches:
                 path = os.path.abspath(match)
@@ -256,8 +292,11 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
                 if real_output is not None and (real == real_output or real.startswith(
                         real_output.rstrip(os.sep) + os.sep)):
                     continue
+                if not follow_links and _outside(path, real, real_tree):
+                    unusable.append(path)
+                    continue
                 if os.path.isdir(path):
-                    add_dir(path, root, rel + "/")
+                    add_dir(path, root, rel + "/", real_tree)
                 elif os.path.isfile(path):
                     add(path, rel, root, real)
                 else:
@@ -271,7 +310,8 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
             if unusable and len(found) == start and not any(
                     os.path.isfile(m) or os.path.isdir(m) for m in matches):
                 bad.append(f"{text} (matched only {len(unusable)} unusable entr"
-                           f"{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link loops)")
+                           f"{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link loops "
+                           f"or links out of the tree)")
         elif os.path.lexists(text):
             raise SourceError(f"{text}: neither a regular file nor a directory")
         else:

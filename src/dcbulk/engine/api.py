@@ -18,7 +18,8 @@ import cloudpickle
 import numpy as np
 
 from ..codec import ChunkCodec, parse_compression
-from ..errors import OutputExistsError, PlanError
+from ..errors import FileTimeoutError, OutputExistsError, PlanError
+from ..partials import commit_deadline, current_deadline
 from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadata,
                     FeaturePlan, best_chunk_rows, make_mapping, plan_conversion)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
@@ -39,16 +40,27 @@ def _codec(compression) -> ChunkCodec:
 
 def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
                       inline: bool = False):
-    """Submit the writer task of one plan; return its future (a :class:`Report`)."""
-    name = os.path.basename(plan.output).replace(".", "_")
-    return client.submit(write_output, plan, inline=inline, overwrite=overwrite, pure=False,
-                         key=f"dcbulk-write-{name}-{uuid.uuid4().hex[:8]}")
+    """Submit the writer task of one plan; return its future (a :class:`Report`).
+
+    The task's key is a random token, never the file's name (names need not be valid
+    UTF-8, keys must be); the caller's :func:`~dcbulk.partials.commit_deadline` goes along.
+    """
+    return client.submit(_write_plan, plan, inline=inline, overwrite=overwrite,
+                         deadline=current_deadline(), pure=False,
+                         key=f"dcbulk-write-{uuid.uuid4().hex}")
+
+
+def _write_plan(plan: ConversionPlan, *, inline: bool, overwrite: bool,
+                deadline: float | None) -> Report:
+    """The writer task of :func:`submit_conversion` (within the caller's deadline)."""
+    with commit_deadline(deadline):
+        return write_output(plan, inline=inline, overwrite=overwrite)
 
 
 def convert(source, output, *, features=None, mapping=None, compression="zstd:5",
             client=None, basin_to_source: bool = False, overwrite: bool = False,
-            max_task_bytes: int = DEFAULT_TASK_BYTES, extra: ExtraMetadata | None = None
-            ) -> Report:
+            max_task_bytes: int = DEFAULT_TASK_BYTES, extra: ExtraMetadata | None = None,
+            timeout: float | None = None) -> Report:
     """Convert one ``.rtdc`` file: read, map, encode on the workers, write once.
 
     Parameters
@@ -77,6 +89,10 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         Uncompressed bytes per worker task.
     extra
         Root attributes, logs and tables written on top of the source's metadata.
+    timeout
+        Seconds the writer may take from its submission; past it the output is not
+        committed and :class:`~dcbulk.errors.FileTimeoutError` is raised (a writer that
+        never returns is abandoned: its thread cannot be stopped, but it commits nothing).
 
     Returns
     -------
@@ -108,9 +124,34 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
                                     "features": features, "basin_to_source": basin_to_source})
     if extra is not None:
         plan = replace(plan, extra=extra)
-    with client_context(client) as cl:
-        report = submit_conversion(cl, plan, overwrite=overwrite).result()
+    with client_context(client) as cl, commit_deadline(_deadline(timeout)):
+        report = result_within(submit_conversion(cl, plan, overwrite=overwrite), timeout,
+                               output)
     return replace(report, wall_seconds=time.perf_counter() - t0)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """The commit deadline of a call with ``timeout``; else the caller's (if any)."""
+    return current_deadline() if timeout is None else time.time() + timeout
+
+
+def result_within(fut, timeout: float | None, output: str) -> Report:
+    """The future's result, waiting at most ``timeout`` (plus a grace for its answer).
+
+    Raises
+    ------
+    FileTimeoutError
+        The task ran past its limit; its future is cancelled (the task commits nothing
+        after its deadline).
+    """
+    if timeout is None:
+        return fut.result()
+    try:
+        return fut.result(timeout=timeout + max(2.0, 0.1 * timeout))
+    except TimeoutError:
+        fut.cancel()
+        raise FileTimeoutError(f"{output}: exceeded the time limit of {timeout:g} s per "
+                               f"file; its output was not kept") from None
 
 
 def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int
@@ -145,15 +186,18 @@ def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int
     return aligned, tuple(groups), n_rows
 
 
-def _write_bundle(plan: ConversionPlan, payload: bytes, *, overwrite: bool) -> Report:
-    """The writer task of store_features: unpack the encoded arrays and write them."""
-    return write_output(plan, arrays=cloudpickle.loads(payload), overwrite=overwrite)
+def _write_bundle(plan: ConversionPlan, payload: bytes, *, overwrite: bool,
+                  deadline: float | None = None) -> Report:
+    """The writer task of store_features: unpack the encoded arrays and write them
+    (within the caller's :func:`~dcbulk.partials.commit_deadline`)."""
+    with commit_deadline(deadline):
+        return write_output(plan, arrays=cloudpickle.loads(payload), overwrite=overwrite)
 
 
 def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = True,
                    mapping=None, compression="zstd:5", client=None, overwrite: bool = False,
                    max_task_bytes: int = DEFAULT_TASK_BYTES,
-                   extra: ExtraMetadata | None = None) -> Report:
+                   extra: ExtraMetadata | None = None, timeout: float | None = None) -> Report:
     """Write dask arrays as features of a new ``.rtdc`` file.
 
     Arrays are rechunked to whole multiples of the best HDF5 chunks, encoded on the workers
@@ -174,7 +218,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
         With ``metadata_from``: the arrays hold these events of it (indices or boolean
         filter, as for :func:`~dcbulk.read_features`); its basins and the basin to it carry
         the mapping, so the output is a filtered subset of ``metadata_from``.
-    compression, client, overwrite, max_task_bytes, extra
+    compression, client, overwrite, max_task_bytes, extra, timeout
         As for :func:`convert`.
     """
     t0 = time.perf_counter()
@@ -210,8 +254,8 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
             "these dask arrays cannot be sent to the cluster (they hold unpicklable "
             "objects such as h5py datasets); build them with dcbulk.read_features or "
             f"from numpy/dask operations: {type(exc).__name__}: {exc}") from exc
-    with client_context(client) as cl:
+    with client_context(client) as cl, commit_deadline(_deadline(timeout)):
         fut = cl.submit(_write_bundle, plan, payload, overwrite=overwrite, pure=False,
-                        key=f"dcbulk-write-{uuid.uuid4().hex[:8]}")
-        report = fut.result()
+                        deadline=current_deadline(), key=f"dcbulk-write-{uuid.uuid4().hex}")
+        report = result_within(fut, timeout, output)
     return replace(report, wall_seconds=time.perf_counter() - t0)

@@ -149,7 +149,8 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
              filter: str | None = None, compression: str = "zstd:5", client=None,
              resume: bool = True, force: bool = False, include: str = "*.rtdc",
              max_open_outputs: int | None = None, dry_run: bool = False,
-             progress=None) -> ArchiveReport:
+             progress=None, timeout: float | None = None,
+             follow_links: bool = False) -> ArchiveReport:
     """Condense every file of an archive into ``output_dir`` (the tree is mirrored).
 
     Parameters
@@ -162,6 +163,8 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
         Also compute dclab's ancillary scalar features on the workers (needs dclab there).
     compression, client, resume, force, include, max_open_outputs, dry_run, progress
         As for :func:`~dcbulk.convert_archive`.
+    timeout, follow_links
+        As for :func:`~dcbulk.convert_archive` (seconds per file; links out of the tree).
     filter
         Keep only the matching events (a ``--filter`` expression, as for
         :func:`~dcbulk.convert_archive`): each output is then a filtered subset of its
@@ -178,4 +181,5 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
     return convert_archive(sources, output_dir, include=include, filter=filter,
                            compression=compression, client=client, resume=resume,
                            force=force, max_open_outputs=max_open_outputs, dry_run=dry_run,
-                           progress=progress, file_job=job)
+                           progress=progress, file_job=job, timeout=timeout,
+                           follow_links=follow_links)

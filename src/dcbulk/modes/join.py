@@ -24,6 +24,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..bulk import ArchiveReport, FileResult, discover_sources
+from ..bulk.usage import check_timeout
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, OutputExistsError, PlanError
 from ..plan import ExtraMetadata, select_features
@@ -160,7 +161,8 @@ def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
 
 def join(sources: Iterable, output, *, features=None, filter: str | None = None,
          compression: str = "zstd:5", client=None, force: bool = False,
-         include: str = "*.rtdc", dry_run: bool = False, progress=None) -> ArchiveReport:
+         include: str = "*.rtdc", dry_run: bool = False, progress=None,
+         timeout: float | None = None, follow_links: bool = False) -> ArchiveReport:
     """Join the measurements in ``sources`` into the one file ``output``.
 
     Parameters
@@ -177,6 +179,11 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
         As for :func:`~dcbulk.convert_archive`.
     force
         Replace an existing output.
+    timeout
+        Seconds the joined output's writer may take from its submission (the output then
+        fails, without a file).
+    follow_links
+        As for :func:`~dcbulk.convert_archive`.
 
     Returns
     -------
@@ -187,7 +194,8 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
     output = os.path.abspath(os.fspath(output))
     if not output.endswith(".rtdc"):
         output += ".rtdc"
-    entries = discover_sources(sources, include=include)
+    check_timeout(timeout)
+    entries = discover_sources(sources, include=include, follow_links=follow_links)
     if len(entries) < 2:
         raise PlanError(f"join needs at least two input files, got {len(entries)}")
     infos = [inspect_source(e.path) for e in entries]
@@ -210,7 +218,7 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
         try:
             rep = store_features(joined, output, compression=compression, client=client,
                                  overwrite=force, extra=_extra(infos, details, dropped, filter,
-                                                             run_id))
+                                                             run_id), timeout=timeout)
             result = FileResult(infos[0].path, output, "done", events=rep.events,
                                 bytes_in=size, bytes_out=rep.bytes_out,
                                 raw_bytes=rep.raw_bytes, ratio=rep.compression_ratio,

@@ -294,12 +294,13 @@ def _done(source: str, output: str, st: os.stat_result, t0: float) -> Report:
                   source_mtime_ns=st.st_mtime_ns, wall_seconds=time.perf_counter() - t0)
 
 
-def clean_leftovers(sources, output_dir: str, include: str) -> int:
+def clean_leftovers(sources, output_dir: str, include: str, follow_links: bool = False) -> int:
     """Remove dcnum's temporary files and logs of killed jobs below ``output_dir``.
 
     Only call this holding the output directory's lock (no job of this archive runs).
     """
-    entries = discover_sources(sources, include=include, output_dir=output_dir)
+    entries = discover_sources(sources, include=include, output_dir=output_dir,
+                               follow_links=follow_links)
     outs = [output_path(replace(e, relpath=output_relpath(e.relpath)), output_dir)
             for e in entries]
     return sum(_remove(dcnum_leftovers(out)) for out in outs)
@@ -324,7 +325,8 @@ def _run_on_cluster(sources, output_dir, client, resources: dict, run: dict) -> 
 def process(sources, output_dir, *, pipeline: PipelineOptions | None = None, client=None,
             resources: dict | None = None, resume: bool = True, force: bool = False,
             include: str = "*.rtdc", max_open_outputs: int | None = None,
-            dry_run: bool = False, progress=None, **job_keywords) -> ArchiveReport:
+            dry_run: bool = False, progress=None, timeout: float | None = None,
+            follow_links: bool = False, **job_keywords) -> ArchiveReport:
     """Run dcnum's pipeline on every measurement of an archive (the tree is mirrored).
 
     Parameters
@@ -346,7 +348,7 @@ def process(sources, output_dir, *, pipeline: PipelineOptions | None = None, cli
         Worker resources each job holds (default ``{"dcnum": 1}``: one job per worker);
         e.g. ``{"GPU": 1}`` for a GPU segmenter on workers started with
         ``--resources GPU=1`` (one job per GPU).
-    resume, force, include, max_open_outputs, dry_run, progress
+    resume, force, include, max_open_outputs, dry_run, progress, timeout, follow_links
         As for :func:`~dcbulk.convert_archive`.
 
     Raises
@@ -366,17 +368,18 @@ def process(sources, output_dir, *, pipeline: PipelineOptions | None = None, cli
     resources = dict(resources or {RESOURCE: 1})
     compression = pipeline.compression.replace("-", ":")
     run = dict(include=include, compression=compression, resume=resume, force=force,
-               max_open_outputs=max_open_outputs, progress=progress, file_job=job)
+               max_open_outputs=max_open_outputs, progress=progress, file_job=job,
+               timeout=timeout, follow_links=follow_links)
     preview = convert_archive(sources, output_dir, dry_run=True, **run)
     if dry_run:
         return preview
     with output_lock(output_dir):
-        removed = clean_leftovers(sources, output_dir, include)
+        removed = clean_leftovers(sources, output_dir, include, follow_links)
         if not any(f.status == "planned" for f in preview.files):
             report = convert_archive(sources, output_dir, **run)  # nothing to do: no cluster
         else:
             report = _run_on_cluster(sources, output_dir, client, resources, run)
-        removed += clean_leftovers(sources, output_dir, include)
+        removed += clean_leftovers(sources, output_dir, include, follow_links)
     if removed:
         import logging
         logging.getLogger(__name__).info("removed %d temporary file(s) of killed dcnum jobs",

@@ -134,7 +134,8 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
               client=None, resume: bool = True, force: bool = False,
               compression: str = "zstd:5", include: str = "*.rtdc",
               max_open_outputs: int | None = None, dry_run: bool = False,
-              progress=None) -> ArchiveReport:
+              progress=None, timeout: float | None = None,
+              follow_links: bool = False) -> ArchiveReport:
     """Add features computed by ``func`` to every file of an archive, on the cluster.
 
     Parameters
@@ -159,6 +160,13 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
         As for :func:`~dcbulk.convert_archive`.
     compression, include, max_open_outputs, dry_run, progress
         As for :func:`~dcbulk.convert_archive`.
+    timeout
+        Seconds one file may take (from when its task starts; ``func`` included): a file
+        that exceeds it fails alone, without output. A ``func`` that never returns is
+        abandoned; its worker thread cannot be stopped and keeps running (and holding that
+        thread) until it returns, but it commits no output and writes no manifest line.
+    follow_links
+        As for :func:`~dcbulk.convert_archive`.
 
     Returns
     -------
@@ -176,4 +184,5 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
     return convert_archive(sources, output_dir, include=include, compression=compression,
                            client=client, resume=resume, force=force,
                            max_open_outputs=max_open_outputs, dry_run=dry_run,
-                           progress=progress, file_job=job)
+                           progress=progress, file_job=job, timeout=timeout,
+                           follow_links=follow_links)

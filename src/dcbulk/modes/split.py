@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bulk import ArchiveReport, FileResult, discover_sources
+from ..bulk.usage import check_timeout
+from ..nofollow import check_parents
 from ..engine import convert
 from ..engine.client import client_context
 from ..errors import DcbulkError, PlanError
@@ -112,13 +114,16 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
 
 def run_pieces(pieces: list[SplitPiece], *, features=None, compression: str = "zstd:5",
                client=None, force: bool = False, max_open_outputs: int | None = None,
-               progress=None, report: ArchiveReport) -> None:
-    """Write every piece with :func:`~dcbulk.convert`, several at once; fill ``report``."""
+               progress=None, report: ArchiveReport, timeout: float | None = None) -> None:
+    """Write every piece with :func:`~dcbulk.convert`, several at once; fill ``report``
+    (``timeout``: seconds per piece, from the submission of its writer)."""
     def one(piece: SplitPiece) -> FileResult:
         try:
+            check_parents(report.output_dir, piece.output)  # never through a linked directory
             rep = convert(piece.source, piece.output, features=features,
                           mapping=piece.events, compression=compression, client=cl,
-                          basin_to_source=True, overwrite=force, extra=piece.extra)
+                          basin_to_source=True, overwrite=force, extra=piece.extra,
+                          timeout=timeout)
         except (DcbulkError, OSError) as exc:
             return FileResult(piece.source, piece.output, "failed", reason="error",
                               error=f"{type(exc).__name__}: {exc}")
@@ -143,20 +148,25 @@ def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,
           include_empty_boundary_images: bool = False, features=None,
           filter: str | None = None, compression: str = "zstd:5", client=None,
           force: bool = False, include: str = "*.rtdc", max_open_outputs: int | None = None,
-          dry_run: bool = False, progress=None) -> ArchiveReport:
+          dry_run: bool = False, progress=None, timeout: float | None = None,
+          follow_links: bool = False) -> ArchiveReport:
     """Split every source into files of at most ``events_per_file`` events.
 
     Outputs go to ``output_dir`` below the source's place in its tree (as ``convert``
     mirrors it), named as dclab-split names them. ``filter`` leaves events out of each
     piece (pieces keep dclab's event ranges); pieces left without events are not written.
     Existing outputs are refused (per output, as failures) unless ``force``.
+    ``timeout`` (seconds per piece, counted from the submission of its writer) and
+    ``follow_links`` are as for :func:`~dcbulk.convert_archive`.
     """
     import time
     t0 = time.perf_counter()
     output_dir = os.path.abspath(output_dir)
     report = ArchiveReport(output_dir=output_dir)
     pieces = []
-    for entry in discover_sources(sources, include=include, output_dir=output_dir):
+    check_timeout(timeout)
+    for entry in discover_sources(sources, include=include, output_dir=output_dir,
+                                  follow_links=follow_links):
         out_dir = os.path.join(output_dir, os.path.dirname(entry.relpath))
         pieces.extend(plan_split(entry.path, out_dir, events_per_file, filter=filter,
                                  skip_empty=not include_empty_boundary_images))
@@ -177,6 +187,6 @@ def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,
     if todo:
         run_pieces(todo, features=features, compression=compression, client=client,
                    force=force, max_open_outputs=max_open_outputs, progress=progress,
-                   report=report)
+                   report=report, timeout=timeout)
     report.wall_seconds = time.perf_counter() - t0
     return report

@@ -56,7 +56,8 @@ def open_rtdc(path: str | os.PathLike[str]) -> h5py.File:
         If `path` does not exist.
     NotHDF5Error
         If `path` exists but is not a readable HDF5 file (e.g. a directory,
-        a text file or a truncated HDF5 file).
+        a text file or a truncated HDF5 file), or is a FIFO, device or socket
+        (never opened).
     NotRtdcError
         If the HDF5 file has no ``events`` group.
 
@@ -68,6 +69,9 @@ def open_rtdc(path: str | os.PathLike[str]) -> h5py.File:
     path = pathlib.Path(path)
     if not path.exists():
         raise SourceNotFoundError(f"Source file '{path}' does not exist")
+    if not path.is_file() and not path.is_dir():  # a FIFO would block the open forever
+        raise NotHDF5Error(f"Source file '{path}' is not a regular file (a FIFO, device or "
+                           f"socket); not opened")
     try:
         h5 = open_h5_readonly(path)
     except OSError as exc:

@@ -1,0 +1,424 @@
+"""Hostile paths, names and expressions (issue 16, part B).
+
+Symbolic links (and FIFOs, hard links) where dcbulk writes its lock, manifest, logs, reports
+and outputs; links out of a source tree; FIFOs named ``*.rtdc`` among the sources; file
+names that are not valid UTF-8; ``--filter`` expressions built to exhaust the client or hang
+the workers; a file task that never returns. Runs that could hang on a defect run in a
+subprocess with a timeout; runs with a cluster use a real LocalCluster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from dcbulk.bulk import MANIFEST_NAME, Manifest, convert_archive, discover_sources
+from dcbulk.bulk.filetask import convert_file
+from dcbulk.bulk.lock import LOCK_NAME, output_lock
+from dcbulk.cli import main
+from dcbulk.errors import FilterSyntaxError, LinkRefusedError, UsageError
+from dcbulk.filter_expr import parse_filter
+from dcbulk.synth import make_rtdc
+
+from helpers import assert_features_equal
+
+pytestmark = pytest.mark.hostile
+
+LIMIT = 180  # seconds: a subprocess that takes longer has hung
+
+
+def _files(root: Path, names, events: int = 40) -> list[Path]:
+    """Small synthetic sources (no traces, small images) under ``root``."""
+    out = []
+    for k, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_rtdc(path, events + k, seed=k, image_shape=(30, 40), with_traces=False,
+                  compression="none")
+        out.append(path)
+    return out
+
+
+def _cli(*args, timeout: float = LIMIT) -> subprocess.CompletedProcess:
+    """``dcbulk ARGS`` in a subprocess (bounded: a hang fails the test, not the suite)."""
+    proc = subprocess.run([sys.executable, "-m", "dcbulk.cli", *map(os.fsdecode, args)],
+                          capture_output=True, timeout=timeout)
+    proc.out = proc.stdout.decode("utf-8", "backslashreplace")
+    proc.err = proc.stderr.decode("utf-8", "backslashreplace")
+    return proc
+
+
+_CLUSTER = ("--workers", "1", "--threads-per-worker", "2")
+
+
+# -- nothing in the output directory is written through a link (defect 4) ----------------
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path, capsys):
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc"])
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    os.symlink(victim, dst / LOCK_NAME)
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and LOCK_NAME in err[0] and "symbolic link" in err[0], err
+    assert victim.read_text() == "precious\n"
+    assert not (dst / "a.rtdc").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "hardlink"])
+def test_a_lock_file_that_is_a_fifo_or_a_hard_link_is_refused(tmp_path, kind):
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    if kind == "fifo":
+        os.mkfifo(dst / LOCK_NAME)
+    else:
+        os.link(victim, dst / LOCK_NAME)
+    with pytest.raises(LinkRefusedError, match=LOCK_NAME):
+        with output_lock(dst):
+            pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_manifest_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path, capsys):
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc"])
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    victim = tmp_path / "victim.jsonl"
+    victim.write_bytes(b"")  # an empty target: the old code appended the manifest to it
+    os.symlink(victim, dst / MANIFEST_NAME)
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and MANIFEST_NAME in err[0] and "symbolic link" in err[0], err
+    assert victim.read_bytes() == b""
+
+
+def test_a_log_directory_that_is_a_symlink_is_refused(tmp_path, capsys):
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc"])
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, dst / "dcbulk-logs")
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dcbulk-logs" in err[0] and "symbolic link" in err[0], err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_report_that_is_a_symlink_is_refused_before_any_work(tmp_path, capsys):
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc"])
+    victim = tmp_path / "victim.json"
+    victim.write_text("precious\n")
+    report = tmp_path / "report.json"
+    os.symlink(victim, report)
+    assert main(["convert", str(src), "-o", str(tmp_path / "dst"), "-q",
+                 "--report", str(report)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "report.json" in err[0] and "symbolic link" in err[0], err
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "dst" / "a.rtdc").exists()
+
+
+def test_an_output_subdirectory_that_is_a_symlink_fails_that_file_alone(tmp_path, client):
+    src = tmp_path / "src"
+    sub_file, top_file = _files(src, ["sub/a.rtdc", "b.rtdc"])
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, dst / "sub")
+    report = convert_archive([src], dst, client=client)
+    by_name = {Path(f.source).name: f for f in report.files}
+    assert by_name["a.rtdc"].status == "failed"
+    assert "LinkRefusedError" in by_name["a.rtdc"].error
+    assert str(dst / "sub") in by_name["a.rtdc"].error
+    assert by_name["b.rtdc"].status == "done"
+    assert_features_equal(top_file, dst / "b.rtdc")
+    assert list(elsewhere.iterdir()) == []
+    assert Manifest.load(dst).records["sub/a.rtdc"].status == "failed"
+
+
+# -- links out of the source tree (defect 5) ------------------------------------------------
+
+def _tree_with_links_out(tmp_path: Path) -> tuple[Path, Path]:
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    _files(src, ["in.rtdc", "sub/deep.rtdc"])
+    _files(outside, ["o1.rtdc", "dir/o2.rtdc"])
+    os.symlink(outside / "dir", src / "linked-dir")
+    os.symlink(outside / "o1.rtdc", src / "linked-file.rtdc")
+    os.symlink(src / "sub", src / "alias")  # inside the tree: followed (walked once)
+    return src, outside
+
+
+def test_links_out_of_the_tree_are_skipped_with_one_warning_each(tmp_path, caplog):
+    src, outside = _tree_with_links_out(tmp_path)
+    caplog.set_level("WARNING", logger="dcbulk")
+    entries = discover_sources([src])
+    # the link inside the tree is followed ("alias" sorts before "sub": reached there first)
+    assert sorted(e.relpath for e in entries) == ["alias/deep.rtdc", "in.rtdc"]
+    outside_lines = [r.getMessage() for r in caplog.records if "outside" in r.getMessage()]
+    assert len(outside_lines) == 2, outside_lines
+    assert any(str(src / "linked-dir") in line for line in outside_lines)
+    assert any(str(src / "linked-file.rtdc") in line for line in outside_lines)
+    # a glob gives the same
+    assert [e.relpath for e in discover_sources([f"{src}/*.rtdc"])] == ["in.rtdc"]
+    # opted in: followed
+    followed = discover_sources([src], follow_links=True)
+    assert sorted(e.relpath for e in followed) == [
+        "alias/deep.rtdc", "in.rtdc", "linked-dir/o2.rtdc", "linked-file.rtdc"]
+
+
+def test_convert_dry_run_skips_links_out_unless_follow_links(tmp_path, capsys):
+    src, _ = _tree_with_links_out(tmp_path)
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    planned = [ln for ln in captured.out.splitlines() if ln.startswith("planned")]
+    assert len(planned) == 2 and not any("linked" in ln for ln in planned), planned
+    assert sum("outside" in ln for ln in captured.err.splitlines()) == 2, captured.err
+    assert main(["convert", str(src), "-o", str(dst), "--dry-run", "--follow-links"]) == 0
+    planned = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("planned")]
+    assert len(planned) == 4
+
+
+def test_a_directory_of_links_out_only_is_an_error(tmp_path, capsys):
+    outside = tmp_path / "outside"
+    _files(outside, ["o1.rtdc"])
+    src = tmp_path / "src"
+    src.mkdir()
+    os.symlink(outside / "o1.rtdc", src / "o1.rtdc")
+    assert main(["convert", str(src), "-o", str(tmp_path / "dst"), "--dry-run"]) == 3
+    assert "links out of the tree" in capsys.readouterr().err
+
+
+# -- sources are regular files (defect 6) ---------------------------------------------------
+
+def _tree_with_fifo(tmp_path: Path) -> tuple[Path, list[Path]]:
+    src = tmp_path / "src"
+    files = _files(src, ["a.rtdc", "b.rtdc"])
+    os.mkfifo(src / "x.rtdc")
+    return src, files
+
+
+def test_a_fifo_among_the_sources_is_skipped_by_convert(tmp_path):
+    src, files = _tree_with_fifo(tmp_path)
+    dst = tmp_path / "dst"
+    proc = _cli("convert", src, "-o", dst, "-q", *_CLUSTER)
+    assert proc.returncode == 0, proc.err
+    warned = [ln for ln in proc.err.splitlines() if "x.rtdc" in ln]
+    assert len(warned) == 1 and "not a regular file" in warned[0], proc.err
+    for path in files:
+        assert_features_equal(path, dst / path.name)
+    assert not (dst / "x.rtdc").exists()
+
+
+def test_a_fifo_among_the_sources_is_skipped_by_info_dir_and_split(tmp_path):
+    src, _ = _tree_with_fifo(tmp_path)
+    proc = _cli("info", src)
+    assert proc.returncode == 0, proc.err
+    assert [Path(ln.split(":")[0]).name for ln in proc.out.splitlines()] == ["a.rtdc",
+                                                                             "b.rtdc"]
+    assert "x.rtdc" in proc.err and "not a regular file" in proc.err
+    proc = _cli("split", src, "-o", tmp_path / "pieces", "--dry-run")
+    assert proc.returncode == 0, proc.err
+    assert "x.rtdc" not in proc.out and "a_0001.rtdc" in proc.out
+
+
+def test_verify_does_not_open_a_source_replaced_by_a_fifo(tmp_path, client):
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc", "b.rtdc"])
+    dst = tmp_path / "dst"
+    assert convert_archive([src], dst, client=client).ok
+    (src / "a.rtdc").unlink()
+    os.mkfifo(src / "a.rtdc")
+    proc = _cli("verify", dst, *_CLUSTER)
+    assert proc.returncode in (1, 3), proc.out + proc.err
+    assert "a.rtdc" in proc.out + proc.err and "not a regular file" in proc.out + proc.err
+
+
+def test_info_of_a_fifo_given_directly_is_one_line(tmp_path):
+    os.mkfifo(tmp_path / "x.rtdc")
+    proc = _cli("info", tmp_path / "x.rtdc")
+    assert proc.returncode == 3
+    assert len(proc.err.strip().splitlines()) == 1 and "not a regular file" in proc.err
+
+
+# -- names that are not valid UTF-8 (defect 7) ----------------------------------------------
+
+def test_a_non_utf8_name_fails_no_other_file_and_prints_no_logging_error(tmp_path):
+    src = tmp_path / "src"
+    good, ok_copy = _files(src, ["good.rtdc", "plain.rtdc"])
+    odd = Path(os.fsdecode(bytes(src) + b"/odd\xff name.rtdc"))
+    os.rename(ok_copy, odd)
+    broken = Path(os.fsdecode(bytes(src) + b"/broken\xfe.rtdc"))
+    broken.write_bytes(b"not an HDF5 file")
+    dst = tmp_path / "dst"
+    proc = _cli("convert", src, "-o", dst, *_CLUSTER)
+    assert proc.returncode == 1, proc.out + proc.err
+    assert "Logging error" not in proc.err and "Traceback" not in proc.err, proc.err
+    assert "2 converted, 0 skipped (finished before), 1 failed" in proc.out, proc.out
+    proc.stdout.decode("utf-8")  # valid UTF-8: odd bytes are shown escaped
+    failed = [ln for ln in proc.out.splitlines() if "FAILED" in ln]
+    assert len(failed) == 1 and "broken\\xfe.rtdc" in failed[0], failed
+    assert_features_equal(good, dst / "good.rtdc")
+    out_odd = Path(os.fsdecode(bytes(dst) + b"/odd\xff name.rtdc"))  # the same bytes
+    assert_features_equal(odd, out_odd)
+    records = Manifest.load(dst).records
+    assert records[odd.name].status == "done" and records[broken.name].status == "failed"
+    logs = list((dst / "dcbulk-logs").iterdir())
+    assert logs and all("Logging error" not in p.read_text(errors="replace") for p in logs)
+
+
+def test_info_of_a_non_utf8_name_prints_it_escaped(tmp_path):
+    (plain,) = _files(tmp_path, ["plain.rtdc"])
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/odd\xff.rtdc"))
+    os.rename(plain, odd)
+    for target in (odd, tmp_path):
+        proc = _cli("info", target)
+        assert proc.returncode == 0 and "Traceback" not in proc.err, proc.err
+        proc.stdout.decode("utf-8")  # valid UTF-8: the odd byte is shown escaped
+        assert b"odd\\xff.rtdc" in proc.stdout, proc.out
+
+
+# -- --filter is bounded (defect 8) ---------------------------------------------------------
+
+HOSTILE_FILTERS = {
+    "tower of powers": "deform < 10 ** 10 ** 9",
+    "division by zero": "deform < 1 / 0",
+    "feature by zero": "deform % (2 - 2) > 0",
+    "100000 minus signs": "-" * 100_000 + "deform < 0",
+    "3000-term sum": " + ".join(["deform"] * 3000) + " < 1",
+    "deep nesting": "-" * 80 + "deform < 1",
+    "many nodes": " + ".join(["a"] * 400) + " < 1",
+}
+
+
+@pytest.mark.parametrize("text", list(HOSTILE_FILTERS.values()), ids=list(HOSTILE_FILTERS))
+def test_hostile_filters_are_refused_when_checked(text):
+    with pytest.raises(FilterSyntaxError) as info:
+        parse_filter(text)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_bounded_filters_still_work():
+    import numpy as np
+    expr = parse_filter("deform ** 2 < 2 ** 3 & -(-deform) > 1e-3 % 7")
+    np.testing.assert_array_equal(expr.evaluate({"deform": np.array([0.0, 0.5, 9.0])}),
+                                  [False, True, False])
+
+
+@pytest.mark.parametrize("name", ["tower of powers", "division by zero", "100000 minus signs",
+                                  "3000-term sum"])
+def test_hostile_filters_are_a_usage_error_before_any_cluster(tmp_path, name):
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc"])
+    dst = tmp_path / "dst"
+    proc = _cli("convert", src, "-o", dst, "--filter", HOSTILE_FILTERS[name], timeout=120)
+    assert proc.returncode == 2, proc.err
+    assert len(proc.err.strip().splitlines()) == 1 and "usage error" in proc.err
+    assert "Traceback" not in proc.err
+    assert not dst.exists()  # refused before anything was written (or a cluster started)
+
+
+# -- per-file time limit (defect 10) --------------------------------------------------------
+
+_NEVER_RETURNS = textwrap.dedent("""
+    import json, os, sys, threading
+    import dcbulk
+    from dcbulk.synth import make_rtdc
+    from distributed import Client, LocalCluster
+
+    def stuck_on_41(features):
+        if features["deform"].shape[0] == 41:
+            threading.Event().wait()   # never returns
+        return {"userdef1": features["deform"] * 2}
+
+    if __name__ == "__main__":
+        src, dst = sys.argv[1], sys.argv[2]
+        os.makedirs(src)
+        for k in range(3):
+            make_rtdc(os.path.join(src, f"f{k}.rtdc"), 40 + k, seed=k, image_shape=(30, 40),
+                      with_traces=False, compression="none")
+        with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl, \\
+                Client(cl) as client:
+            report = dcbulk.reprocess([src], dst, stuck_on_41, client=client, timeout=30)
+            print(json.dumps(report.to_dict(), default=str), flush=True)
+            cl.close(timeout=20)
+""")
+
+
+def test_a_reprocess_function_that_never_returns_fails_its_file_alone(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_NEVER_RETURNS)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    proc = subprocess.run([sys.executable, str(script), str(src), str(dst)],
+                          capture_output=True, text=True, timeout=LIMIT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, proc.stdout + proc.stderr
+    files = {Path(f["source"]).name: f for f in json.loads(lines[0])["files"]}
+    assert files["f1.rtdc"]["status"] == "failed"
+    assert "time limit of 30 s" in files["f1.rtdc"]["error"]
+    assert files["f0.rtdc"]["status"] == files["f2.rtdc"]["status"] == "done"
+    assert not (dst / "f1.rtdc").exists()
+    assert not list(dst.rglob("*.partial"))
+    assert Manifest.load(dst).records["f1.rtdc"].status == "failed"
+
+
+class LateJob:
+    """A file job that sleeps past its time limit, then tries to commit its output and
+    notes what happened in ``<output>.attempt.json`` (outside the run's bookkeeping)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def __call__(self, source, output, options, *, overwrite, inline_bytes):
+        time.sleep(self.delay)
+        report = convert_file(source, output, options, overwrite=overwrite)
+        Path(output + ".attempt.json").write_text(json.dumps({"error": report.error}))
+        return report
+
+
+def test_an_abandoned_task_cannot_commit_its_output_later(tmp_path, client):
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc"])
+    dst = tmp_path / "dst"
+    # limit 1 s; the client abandons the task after 1 s + 2 s grace; it wakes up at 6 s
+    report = convert_archive([src], dst, client=client, file_job=LateJob(6.0), timeout=1.0)
+    (result,) = report.files
+    assert result.status == "failed" and "time limit of 1 s" in result.error
+    attempt = dst / "a.rtdc.attempt.json"
+    for _ in range(600):  # the abandoned task still runs on its worker
+        if attempt.exists():
+            break
+        time.sleep(0.1)
+    assert attempt.exists(), "the abandoned task never tried to commit"
+    assert json.loads(attempt.read_text())["error"].startswith("FileTimeoutError")
+    assert not (dst / "a.rtdc").exists()
+    assert not list(dst.rglob("*.partial"))
+    assert Manifest.load(dst).records["a.rtdc"].status == "failed"
+
+
+@pytest.mark.parametrize("command", ["convert", "condense", "split", "join"])
+def test_timeout_per_file_is_checked_as_usage(tmp_path, capsys, command):
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc", "b.rtdc"])
+    out = tmp_path / ("joined.rtdc" if command == "join" else "dst")
+    assert main([command, str(src), "-o", str(out), "--timeout-per-file", "0"]) == 2
+    assert main([command, str(src), "-o", str(out), "--timeout-per-file", "30",
+                 "--dry-run"]) == 0
+    with pytest.raises(UsageError, match="positive number of seconds"):
+        convert_archive([src], tmp_path / "api", timeout=-1)
