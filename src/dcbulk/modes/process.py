@@ -128,9 +128,14 @@ def _remove(paths: Iterable[str]) -> int:
 
 
 def _source_pipeline(source: str) -> tuple[str | None, int, int]:
-    """``pipeline:dcnum hash``, ``pipeline:dcnum yield`` and event count of a source."""
+    """``pipeline:dcnum hash``, ``pipeline:dcnum yield`` and event count of a source.
+
+    This module opens files with HDF5's default locking, as dcnum does: HDF5 refuses a
+    second open of a file in one process with other locking flags, and dcnum may hold
+    handles longer than its jobs (its HDF5Data leaks some, dcnum#50).
+    """
     import h5py
-    with h5py.File(source, "r", locking=False) as h5:
+    with h5py.File(source, "r") as h5:
         attrs = h5.attrs
         n = len(h5["events"][next(iter(h5["events"]))]) if len(h5.get("events", ())) else 0
         return attrs.get("pipeline:dcnum hash"), int(attrs.get("pipeline:dcnum yield", -1)), n
@@ -167,7 +172,7 @@ class ProcessJob:
         import h5py
         try:
             expected = self.dcnum_job(source, output).get_ppid(ret_hash=True)[1]
-            with h5py.File(output, "r", locking=False) as h5:
+            with h5py.File(output, "r") as h5:
                 got = h5.attrs.get("pipeline:dcnum hash")
                 inputs = []
                 for name, ds in h5.get("logs", {}).items():
@@ -285,9 +290,9 @@ def _last_error(log) -> str:
 def _done(source: str, output: str, st: os.stat_result, t0: float) -> Report:
     import h5py
     from dcnum.read import get_measurement_identifier
-    with h5py.File(source, "r", locking=False) as h5:
+    with h5py.File(source, "r") as h5:
         identifier = get_measurement_identifier(h5)
-    with h5py.File(output, "r", locking=False) as h5:
+    with h5py.File(output, "r") as h5:
         events = int(h5.attrs.get("experiment:event count", 0))
     return Report(source=source, output=output, events=events, bytes_in=st.st_size,
                   bytes_out=os.path.getsize(output), identifier=identifier,

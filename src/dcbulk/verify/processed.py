@@ -129,12 +129,17 @@ def check_processed(path: str | os.PathLike) -> list[str]:
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
         return [f"{path}: missing"]
+    import gc
     for check in (_chunks, _pipeline, _dclab, _dcnum):
         try:
             problems = check(path)
         except Exception as exc:  # a file that cannot even be opened
             problems = [f"{path}: {check.__name__.strip('_')} check failed "
                         f"({type(exc).__name__}: {exc})"]
+        finally:
+            # dcnum's HDF5Data may keep handles (dcnum#50), opened with other locking flags
+            # than dclab's: a later open of the same file in this process would fail
+            gc.collect()
         if problems:
             return problems
     return []
