@@ -20,8 +20,6 @@ import json
 import os
 import re
 import time
-import uuid
-from collections.abc import Iterable
 from dataclasses import replace
 
 from ..bulk import ArchiveReport, convert_archive, output_lock
@@ -30,6 +28,8 @@ from ..engine.report import Report
 from ..errors import ConfigError, OutputExistsError, describe_failure, one_line
 from ..partials import partial_path
 from .process_options import PipelineOptions, require_dcnum
+from .process_run import remove_files as _remove
+from .process_run import run_job as _run
 
 __all__ = ["OUTPUT_SUFFIX", "PipelineOptions", "ProcessJob", "check_workers",
            "cluster_settings", "process"]
@@ -114,17 +114,6 @@ def dcnum_leftovers(output: str) -> list[str]:
     found += [os.path.join(directory, n) for n in names
               if (m := _TILDE_RE.match(n)) is not None and m.group("stem") == stem]
     return [p for p in found if os.path.lexists(p)]
-
-
-def _remove(paths: Iterable[str]) -> int:
-    count = 0
-    for path in paths:
-        try:
-            os.unlink(path)
-            count += 1
-        except FileNotFoundError:
-            pass
-    return count
 
 
 def _source_pipeline(source: str) -> tuple[str | None, int, int]:
@@ -226,65 +215,6 @@ def _failure(exc: BaseException, output: str) -> str:
     if reasons:
         return f"{type(exc).__name__}: {one_line('; '.join(map(str, reasons)), 300)}"
     return describe_failure(exc, output)
-
-
-def _run(job, *, attempts: int = 3) -> None:
-    """Run one dcnum job in this thread; its temporary files go whatever happens.
-
-    dcnum halts a job whose worker processes do not start within its time limit (10 s per
-    worker, which a heavily loaded node exceeds) without an error: such a job is run once
-    more (twice), then fails with the reason from dcnum's log.
-    """
-    import psutil
-    from dcnum.logic import DCNumJobRunner
-    for attempt in range(1, attempts + 1):
-        runner = DCNumJobRunner(job, tmp_suffix=f"dcbulk-{uuid.uuid4().hex[:12]}")
-        halted = None
-        before = {p.pid for p in psutil.Process().children()}
-        try:
-            runner.run()  # not started as a thread: dcnum re-raises the pipeline's error
-            if runner.state != "done":
-                halted = (f"dcnum halted the job in state '{runner.state}'"
-                          + (f": {reason}" if (reason := _last_error(runner.path_log)) else ""))
-        finally:
-            runner.close(delete_temporary_files=True)
-            _reap(before)
-            _remove([str(runner.path_temp_out), str(runner.path_temp_in), str(runner.path_log)])
-        if halted is None:
-            return
-        if attempt == attempts:
-            raise RuntimeError(halted)
-
-
-def _reap(before: set[int], timeout: float = 5.0) -> None:
-    """End the processes a dcnum job left running (a halted job does not stop the workers
-    that started too late; they would hang on as orphans). multiprocessing's resource
-    tracker, started once per worker process, stays."""
-    import psutil
-    left = []
-    for proc in psutil.Process().children():
-        try:
-            if proc.pid in before or "resource_tracker" in " ".join(proc.cmdline()):
-                continue
-            proc.terminate()
-            left.append(proc)
-        except psutil.Error:
-            continue
-    _gone, alive = psutil.wait_procs(left, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-
-
-def _last_error(log) -> str:
-    """The last ERROR line of dcnum's job log (before it is removed), or ''."""
-    try:
-        lines = [ln for ln in open(log, encoding="utf-8", errors="replace") if " ERROR " in ln]
-    except OSError:
-        return ""
-    return lines[-1].split(": ", 1)[-1].strip() if lines else ""
 
 
 def _done(source: str, output: str, st: os.stat_result, t0: float) -> Report:
