@@ -56,8 +56,15 @@ def child(kind: str, *params) -> list[str]:
 
 def dcbulk_cmd(args, *rest: str) -> list[str]:
     exe = Path(sys.executable).with_name("dcbulk")
-    return [str(exe), "convert", *rest, "--workers", str(args.workers),
-            "--threads-per-worker", "1", "-q", "--force"]
+    shape = [] if args.workers is None else ["--workers", str(args.workers)]
+    shape += [] if args.threads is None else ["--threads-per-worker", str(args.threads)]
+    return [str(exe), "convert", *rest, *shape, "-q", "--force"]
+
+
+def _shape(args) -> str:
+    from dcbulk.engine.client import local_shape
+    workers, threads = local_shape(args.workers, args.threads)
+    return f"{workers} worker process(es) x {threads} thread(s)"
 
 
 def command_row(args, label: str, warm, src: Path, dst: Path, raw: int, *extra: str) -> dict:
@@ -101,7 +108,7 @@ def cmd_compress(args, *, mapped: bool = False) -> list[dict]:
     mp = str(mpath) if mpath else ""
     keep = np.flatnonzero(np.load(mpath)) if mpath else None
     print(f"{'mapping 50 %' if mapped else 'compress'}: {src.name}, {src.stat().st_size / 1e6:.0f} MB"
-          f" ({raw / 1e6:.0f} MB raw), {args.workers} workers")
+          f" ({raw / 1e6:.0f} MB raw), {_shape(args)}")
     outs = {k: args.workdir / f"out-{k}.rtdc" for k in ("dcnum", "dclab", "api")}
     rows = {}
     for rnd in range(args.repeat):
@@ -119,7 +126,8 @@ def cmd_compress(args, *, mapped: bool = False) -> list[dict]:
             rows.setdefault("dclab", []).append(
                 row("dclab-compress", smp, raw, out_bytes=outs["dclab"].stat().st_size))
         warm_cache(src, args.idle_wait)
-        res, smp = run_subprocess(child("api", str(src), str(outs["api"]), mp, args.workers))
+        res, smp = run_subprocess(child("api", str(src), str(outs["api"]), mp, args.workers,
+                                        args.threads))
         rows.setdefault("api", []).append(
             _api_row("dcbulk.convert, cluster up (warm)", res, smp, raw, outs["api"]))
         if not mapped:
@@ -162,7 +170,7 @@ def cmd_archive(args) -> list[dict]:
     raw = sum(raw_bytes(f) for f in files)
     size = tree_bytes(files)
     print(f"archive: {len(files)} files, {size / 1e9:.2f} GB ({raw / 1e9:.2f} GB raw), "
-          f"{args.workers} workers")
+          f"{_shape(args)}")
     rows: dict[str, list[dict]] = {}
     for rnd in range(args.repeat):
         dst = args.workdir / "archive-dcbulk"
@@ -256,11 +264,12 @@ def run_child(kind: str, params: Sequence) -> None:
 
         import dcbulk
         from dcbulk.engine.client import make_local_cluster
-        src, dst, map_path, workers = params
+        src, dst, map_path, workers, threads = params
         mapping = np.load(map_path) if map_path else None
         t0 = time.perf_counter()
-        with make_local_cluster(n_workers=int(workers)) as cluster, Client(cluster) as client:
-            client.wait_for_workers(int(workers))
+        with make_local_cluster(n_workers=workers, threads_per_worker=threads) as cluster, \
+                Client(cluster) as client:
+            client.wait_for_workers(len(cluster.workers))
             start = time.perf_counter() - t0
             # warm the workers (imports, first HDF5 use) with a tiny mapped conversion
             dcbulk.convert(src, dst + ".warm.rtdc", client=client, overwrite=True,
@@ -305,7 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("what", nargs="?", default="compress",
                    choices=["compress", "mapping", "archive", "memory", "table", "all"])
     p.add_argument("--workdir", type=Path, default=Path("/tmp/dcbulk-bench"))
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: dcbulk's local default shape)")
+    p.add_argument("--threads", type=int, default=None, help="threads per worker (default: "
+                   "dcbulk's local default shape)")
     p.add_argument("--events", type=int, default=24000, help="events of the large file")
     p.add_argument("--files", type=int, default=30, help="files of the archive")
     p.add_argument("--min-events", type=int, default=300)

@@ -72,7 +72,8 @@ _HOSTILE_TRIED = pytest.StashKey[int]()
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Under CI, a skipped ``slurm`` test fails: a run that did not exercise SLURM is not green.
+    """Under CI, a skipped ``slurm`` or ``browser`` test fails: a run that did not exercise
+    SLURM or a real browser is not green.
 
     Also counts the ``hostile`` tests that ran (reached their call phase).
     """
@@ -80,11 +81,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = outcome.get_result()
     if call.when == "call" and item.get_closest_marker("hostile") is not None:
         item.config.stash[_HOSTILE_TRIED] = item.config.stash.get(_HOSTILE_TRIED, 0) + 1
-    if report.skipped and _ci() and item.get_closest_marker("slurm") is not None:
+    marker = next((m for m in ("slurm", "browser") if item.get_closest_marker(m) is not None),
+                  None)
+    if report.skipped and _ci() and marker is not None:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         reason = str(reason).removeprefix("Skipped: ")
         report.outcome = "failed"
-        report.longrepr = f"CI is set, so this slurm test must run, but it was skipped: {reason}"
+        report.longrepr = f"CI is set, so this {marker} test must run, but it was skipped: {reason}"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The headless Chromium executable (``browser`` tests skip without it, except in CI)."""
+    from dcbulk.monitor.chromium import find_chromium
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run "
+                    "installs it)")
+    return exe
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +123,5 @@ def client():
 @pytest.fixture(scope="session")
 def dclab_test_files(tmp_path_factory) -> dict:
     """A handful of dclab's own test files, from the installed dclab's sdist (cached)."""
-    from trust_helpers import fetch_dclab_test_data
-    cache = Path(os.environ.get("DCBULK_TEST_CACHE",
-                                Path.home() / ".cache" / "dcbulk-tests"))
-    return fetch_dclab_test_data(cache)
+    from trust_helpers import cache_dir, fetch_dclab_test_data
+    return fetch_dclab_test_data(cache_dir())

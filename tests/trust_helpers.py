@@ -21,30 +21,101 @@ DCLAB_FILES = {
 }
 
 
+def cache_dir() -> Path:
+    """Where downloaded test data are kept ($DCBULK_TEST_CACHE, else ~/.cache/dcbulk-tests)."""
+    return Path(os.environ.get("DCBULK_TEST_CACHE", Path.home() / ".cache" / "dcbulk-tests"))
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _sdist(cache: Path, package: str) -> tuple[Path, str]:
+    """The installed ``package``'s sdist, downloaded once into ``cache`` (pip download).
+
+    Skipped with the reason when the package index cannot be reached; under CI (``CI`` set)
+    that fails instead: a CI run must test the real data.
+    """
+    version = __import__(package).__version__
+    root = cache / f"{package}-{version}"
+    root.mkdir(parents=True, exist_ok=True)
+    sdist = root / f"{package}-{version}.tar.gz"
+    if not sdist.is_file():
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                               "--no-binary", package, "-d", str(root), f"{package}=={version}"],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode or not sdist.is_file():
+            reason = (f"cannot download the {package} {version} sdist: "
+                      f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+            if _ci():
+                pytest.fail(f"CI is set, so the test data must be there: {reason}")
+            pytest.skip(reason)
+    return sdist, f"{package}-{version}"
+
+
 def fetch_dclab_test_data(cache: Path) -> dict[str, Path]:
     """Download the installed dclab's sdist once and extract :data:`DCLAB_FILES`."""
     import dclab
-    version = dclab.__version__
-    root = cache / f"dclab-{version}"
+    root = cache / f"dclab-{dclab.__version__}"
     files = {name: root / name for name in DCLAB_FILES.values()}
     if all(p.is_file() for p in files.values()):
         return files
-    root.mkdir(parents=True, exist_ok=True)
-    sdist = root / f"dclab-{version}.tar.gz"
-    if not sdist.is_file():
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                               "--no-binary", "dclab", "-d", str(root), f"dclab=={version}"],
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode or not sdist.is_file():
-            pytest.skip(f"cannot download the dclab {version} sdist: "
-                        f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+    sdist, top = _sdist(cache, "dclab")
     import tarfile
     with tarfile.open(sdist) as tar:
         for zname, fname in DCLAB_FILES.items():
-            member = tar.extractfile(f"dclab-{version}/tests/data/{zname}")
+            member = tar.extractfile(f"{top}/tests/data/{zname}")
             with zipfile.ZipFile(member) as zf:
                 (root / fname).write_bytes(zf.read(fname))
     return files
+
+
+def fetch_all_test_data(cache: Path, dest: Path) -> list[Path]:
+    """Every ``.rtdc`` file in the zips of dclab's and dcnum's ``tests/data`` (their sdists)
+    extracted below ``dest/<package>-<version>/``; returns the files, sorted."""
+    import tarfile
+    files = []
+    for package in ("dclab", "dcnum"):
+        sdist, top = _sdist(cache, package)
+        with tarfile.open(sdist) as tar:
+            for member in tar.getmembers():
+                name = member.name
+                if not (name.startswith(f"{top}/tests/data/") and name.endswith(".zip")):
+                    continue
+                with zipfile.ZipFile(tar.extractfile(member)) as zf:
+                    for inner in zf.namelist():
+                        if inner.endswith(".rtdc"):
+                            target = dest / top / Path(name).stem / Path(inner).name
+                            target.parent.mkdir(parents=True, exist_ok=True)
+                            target.write_bytes(zf.read(inner))
+                            files.append(target)
+    return sorted(files)
+
+
+def integrity_cues(path) -> set[str]:
+    """The alerts and violations of dclab's ``IntegrityChecker`` for a file.
+
+    Each ``check_*`` method runs on its own, so one that raises (dclab's checker fails on
+    a file without events) becomes the cue ``error in check_x: <exception type>`` instead
+    of hiding the other checks.
+    """
+    from dclab.rtdc_dataset.check import IntegrityChecker
+    cues = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with IntegrityChecker(path) as ic:
+            for name, func in sorted(vars(IntegrityChecker).items()):
+                if not name.startswith("check_") or (
+                        name.startswith("check_fl_") and not ic.has_fluorescence):
+                    continue
+                try:
+                    found = func(ic)
+                except Exception as exc:  # noqa: BLE001  (dclab's own failure, compared)
+                    cues.add(f"error in {name}: {type(exc).__name__}")
+                    continue
+                cues.update(f"{c.level}: {c.msg}" for c in list(found) + ic.warn_cues
+                            if c.level in ("alert", "violation"))
+    return cues
 
 
 def _readable_dclab(path) -> dict[str, object]:

@@ -12,8 +12,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-import numpy as np
-
 from ._version import __version__
 from .cli_options import add_source_args, check_report_paths
 from .cli_process import add_process_parser, process_call
@@ -62,7 +60,13 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
                    "[dcbulk.worker-timeout]")
 
 
+def _compression_help() -> str:
+    from .codec.table import choices_text
+    return f"{choices_text()}; each followed by Fletcher-32 [zstd:5]"
+
+
 def _parser() -> argparse.ArgumentParser:
+    compression_help = _compression_help()
     top = argparse.ArgumentParser(
         prog="dcbulk", description="Convert archives of deformability cytometry (.rtdc) files "
         "in parallel with dask.", epilog="Exit status: 0 ok, 1 some files failed, 2 usage, "
@@ -81,9 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--filter", metavar="EXPR",
                    help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
     c.add_argument("--compression", default="zstd:5",
-                   help="zstd[:N], gzip[:N], lz4, blosc2-zstd[:N], blosc2-lz4[:N], "
-                        "bitshuffle-zstd[:N], bitshuffle-lz4 or none, each with Fletcher-32 "
-                        "[zstd:5]")
+                   help=compression_help)
     c.add_argument("--basin-to-source", action="store_true",
                    help="add a basin pointing back to each source file")
     c.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -93,10 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--max-open-outputs", type=_positive, metavar="N")
     c.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
     c.add_argument("--performance-report", metavar="HTML", help="write dask's performance report")
+    c.add_argument("--html-report", metavar="HTML", help="write the run's report as one HTML "
+                   "file that opens offline (also for a failed or interrupted run)")
     c.add_argument("--dry-run", action="store_true",
                    help="show what would be done (and the batch job script), do nothing")
     c.add_argument("--verify", action="store_true",
                    help="verify each output against its source before recording it as done")
+    c.add_argument("--follow-external", action="store_true",
+                   help="follow HDF5 external links, virtual datasets and external storage "
+                        "in sources (refused by default: the file fails)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     add_source_args(c)
     _add_cluster_args(c)
@@ -114,7 +121,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --against: features the file was converted with (default: all)")
     v.add_argument("--filter", metavar="EXPR",
                    help="with --against: filter the file was converted with")
+    v.add_argument("--follow-external", action="store_true",
+                   help="with --against: the file was converted with --follow-external")
     v.add_argument("--report", metavar="JSON", help="write the verdicts as JSON")
+    v.add_argument("--html-report", metavar="HTML", help="write the run's report as one HTML "
+                   "file that opens offline")
+    v.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress output (verify prints only its problems and summary)")
     _add_cluster_args(v)
 
     d = sub.add_parser("demo", help="build a sample archive, convert it, show the results")
@@ -146,13 +159,15 @@ def _add_mode_parsers(sub) -> None:
     for p in (k, s, j):
         p.add_argument("sources", nargs="+", metavar="SRC", help="file, directory or glob")
         p.add_argument("--include", default="*.rtdc", help="file pattern in directories [*.rtdc]")
-        p.add_argument("--compression", default="zstd:5", help="zstd:N, gzip:N or none [zstd:5]")
+        p.add_argument("--compression", default="zstd:5", help=_compression_help())
         p.add_argument("--filter", metavar="EXPR",
                        help="keep events matching e.g. 'deform < 0.1 & area_um > 20'")
         p.add_argument("--force", action="store_true", help="replace existing outputs")
         p.add_argument("--report", metavar="JSON", help="write a JSON summary per file")
         p.add_argument("--performance-report", metavar="HTML",
                        help="write dask's performance report")
+        p.add_argument("--html-report", metavar="HTML", help="write the run's report as one "
+                       "HTML file that opens offline")
         p.add_argument("--dry-run", action="store_true", help="show what would be done")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
         add_source_args(p)
@@ -181,12 +196,12 @@ def _client_args(ns) -> dict:
             "jobs": ns.jobs, "timeout": ns.timeout}
 
 
-def _print_summary(report, out, log_path: str | None = None) -> None:
+def _print_summary(report, out, log_path: str | None = None, page: str | None = None) -> None:
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
           f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> "
-          f"{printable(report.output_dir)}" + (f"; log: {printable(log_path)}" if log_path
-                                               else ""), file=out)
+          f"{printable(report.output_dir)}" + (f"; page: {page}" if page else "")
+          + (f"; log: {printable(log_path)}" if log_path else ""), file=out)
     for f in report.failed:
         print(f"  FAILED {printable(f.source)}: {one_line(f.error)}", file=out)
 
@@ -214,10 +229,12 @@ def _convert(ns, out=None, err=None) -> int:
     from .bulk.usage import check_memory_limit
     from .cluster import job_script, setting
     from .partials import clean_partials
+    from .monitor import dashboard_page, live_page, observers, recorded
     from .progress import ArchiveProgress
     from .runlog import LOG_DIRNAME, logged_client, run_log
     check_memory_limit(ns.memory_limit)
-    check_report_paths(ns.report, getattr(ns, "performance_report", None))
+    check_report_paths(ns.report, getattr(ns, "performance_report", None),
+                       getattr(ns, "html_report", None))
     settings = contextlib.nullcontext  # dask configuration of the cluster this run starts
     if ns.command == "process":
         convert_archive, kwargs, settings = process_call(ns)
@@ -229,6 +246,7 @@ def _convert(ns, out=None, err=None) -> int:
                       compression=ns.compression, resume=ns.resume, force=ns.force,
                       basin_to_source=ns.basin_to_source,
                       max_open_outputs=ns.max_open_outputs, verify=getattr(ns, "verify", False),
+                      follow_external=getattr(ns, "follow_external", False),
                       timeout=getattr(ns, "timeout_per_file", None),
                       follow_links=getattr(ns, "follow_links", False))
     # decide first (cheap, writes nothing): usage errors and option conflicts fail before
@@ -251,24 +269,31 @@ def _convert(ns, out=None, err=None) -> int:
     with lock:
         n_files = len(preview.files)
         total = sum(f.bytes_in or os.path.getsize(f.source) for f in preview.files)
+        state = _run_state(ns, kwargs, preview, total, one_file)
         if not any(f.status == "planned" for f in preview.files):
-            report = convert_archive(ns.sources, ns.output, **kwargs)  # nothing to do: no cluster
+            with recorded(state, getattr(ns, "html_report", None)):  # nothing to do: no cluster
+                report = convert_archive(ns.sources, ns.output, progress=state, **kwargs)
             return _finish(ns, report, out)
         try:
-            with run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, settings(), \
-                    logged_client(log_path, **_client_args(ns)) as (client, _cluster):
+            with recorded(state, getattr(ns, "html_report", None)), \
+                    run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, settings(), \
+                    dashboard_page(), \
+                    logged_client(log_path, **_client_args(ns)) as (client, cluster), \
+                    live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
                 if not ns.quiet:
                     print(f"dcbulk {__version__}: {n_files} files, {total / 1e6:,.0f} MB; "
-                          f"dashboard: {client.dashboard_link}", file=err, flush=True)
+                          f"dashboard: {client.dashboard_link}"
+                          + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
                 progress = None if ns.quiet else ArchiveProgress(n_files, total, stream=err)
                 perf = contextlib.nullcontext()
                 if ns.performance_report:
                     from distributed import performance_report
-                    perf = performance_report(filename=ns.performance_report)
+                    # inline: Bokeh's JavaScript in the file, so that it opens offline
+                    perf = performance_report(filename=ns.performance_report, mode="inline")
                 try:
                     with perf:
                         report = convert_archive(ns.sources, ns.output, client=client,
-                                                 progress=progress, **kwargs)
+                                                 progress=observers(progress, state), **kwargs)
                 finally:
                     if progress is not None:
                         progress.close()
@@ -277,7 +302,20 @@ def _convert(ns, out=None, err=None) -> int:
                 # the cluster this run started is closed: none of its writers is left, so
                 # what they left (e.g. after Ctrl-C) goes now, with the lock still held
                 clean_partials(ns.output)
-    return _finish(ns, report, out, log_path)
+    return _finish(ns, report, out, log_path, page)
+
+
+def _run_state(ns, kwargs: dict, preview, total: int, one_file: bool):
+    """The run's state for its dashboard page and HTML report."""
+    from .bulk.manifest import MANIFEST_NAME
+    from .monitor import RunState
+    state = RunState(command=ns.command, total_files=len(preview.files), total_bytes=total,
+                     options={"sources": ns.sources, "output": ns.output, **kwargs},
+                     manifest=None if one_file else os.path.join(os.path.abspath(ns.output),
+                                                                 MANIFEST_NAME),
+                     outputs=[f.output for f in preview.files if f.status == "planned"])
+    state.json_report = ns.report and os.path.abspath(ns.report)
+    return state
 
 
 def _write_report(path: str, doc: dict) -> None:
@@ -285,10 +323,10 @@ def _write_report(path: str, doc: dict) -> None:
     write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
 
 
-def _finish(ns, report, out, log_path: str | None = None) -> int:
+def _finish(ns, report, out, log_path: str | None = None, page: str | None = None) -> int:
     if ns.report:
-        _write_report(ns.report, report.to_dict())
-    _print_summary(report, out, log_path)
+        _write_report(ns.report, {**report.to_dict(), "page": page})
+    _print_summary(report, out, log_path, page)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
@@ -306,10 +344,12 @@ def _demo(ns, out=None) -> int:
                          basin_to_source=False, resume=True, force=False,
                          max_open_outputs=None, report=os.path.join(root, "report.json"),
                          performance_report=os.path.join(root, "performance-report.html"),
+                         html_report=os.path.join(root, "report.html"),
                          dry_run=False, quiet=False).items():
         setattr(ns, key, val)
     status = _convert(ns, out=out)
-    print(f"dcbulk demo: outputs in {dst}\n  JSON report: {ns.report}\n  dask performance report: "
+    print(f"dcbulk demo: outputs in {dst}\n  JSON report: {ns.report}\n  HTML report: "
+          f"{ns.html_report}\n  dask performance report: "
           f"{ns.performance_report}\n  inspect a file with: dcbulk info "
           f"{next(iter(sorted(_walk(dst))), dst)}\n  run it again to see resume skip every file.",
           file=out)
@@ -324,30 +364,20 @@ def _walk(root: str):
 
 
 def _info(ns, out=None) -> int:
+    """``dcbulk info``: never a traceback for a bad file (one line each; see the README)."""
     out = out or sys.stdout
-    from .read.inspect import inspect_source
-    from .read.layout import contour_line, dataset_filters, file_summary
+    from .read.layout import file_lines, file_summary
     if os.path.isdir(ns.file):
         from .bulk import discover_sources
         # as convert walks it: FIFOs, devices, sockets and links out of it are skipped
         # (one warning line each), never opened
+        status = EXIT_OK
         for entry in discover_sources([ns.file]):
-            print(printable(file_summary(entry.path)), file=out)
-        return EXIT_OK
-    info = inspect_source(ns.file)
-    print(f"{printable(info.path)}\n  events: {info.n_events}\n  identifier: {info.identifier}\n"
-          f"  size: {info.size / 1e6:,.2f} MB\n  features:", file=out)
-    for name, fsrc in info.features.items():
-        d = fsrc.data
-        shape = (info.n_events,) + d.item_shape  # basin features: the output's events
-        where = "" if fsrc.origin == "events" else f"  [{fsrc.origin}]"
-        print(f"    {name:24s} {str(shape):18s} {str(np.dtype(d.dtype)):8s} "
-              f"chunks={d.chunks} filters={dataset_filters(d.path, d.name)}{where}", file=out)
-    if (contour := contour_line(info.path)) is not None:
-        print(f"    {'contour':24s} {contour}", file=out)
-    for b in info.basins:
-        print(printable(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
-                        f"mapping={b.get('mapping')} paths={b.get('paths')}"), file=out)
+            line, ok = file_summary(entry.path)
+            print(printable(line), file=out)
+            status = status if ok else EXIT_FAILED_FILES
+        return status
+    print("\n".join(printable(line) for line in file_lines(ns.file)), file=out)
     return EXIT_OK
 
 
@@ -355,20 +385,31 @@ def _verify(ns, out=None) -> int:
     out = out or sys.stdout
     from .runlog import log_dir_for, logged_client, run_log
     from .verify import verify, verify_pairs
+    from .monitor import RunState, dashboard_page, live_page, recorded
     # what to compare, before any cluster starts (usage errors, missing sources)
-    check_report_paths(ns.report, getattr(ns, "performance_report", None))
-    pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter)
-    with run_log(log_dir_for(ns.output), kind="verify") as log_path, \
-            logged_client(log_path, **_client_args(ns)) as (client, _cluster):
-        report = verify(pairs, client=client)
+    check_report_paths(ns.report, getattr(ns, "performance_report", None), ns.html_report)
+    pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter,
+                         follow_external=getattr(ns, "follow_external", False))
+    state = RunState(command="verify", total_files=len(pairs),
+                     total_bytes=sum(os.path.getsize(p.output) for p in pairs
+                                     if os.path.isfile(p.output)),
+                     options={"output": ns.output, "against": ns.against,
+                              "features": ns.features, "filter": ns.filter},
+                     outputs=[p.output for p in pairs])
+    state.json_report = ns.report and os.path.abspath(ns.report)
+    with recorded(state, ns.html_report), \
+            run_log(log_dir_for(ns.output), kind="verify") as log_path, dashboard_page(), \
+            logged_client(log_path, **_client_args(ns)) as (client, cluster), \
+            live_page(state, client, cluster, quiet=ns.quiet) as page:
+        report = verify(pairs, client=client, progress=state)
     if ns.report:
-        _write_report(ns.report, report.to_dict())
+        _write_report(ns.report, {**report.to_dict(), "page": page})
     for line in report.problems:
         print(printable(line), file=out)
     counts = report.to_dict()["counts"]
     print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
           f"{counts['mismatched']} differ ({_plural(counts['problems'], 'problem')}) "
-          f"in {report.wall_seconds:,.1f} s", file=out)
+          f"in {report.wall_seconds:,.1f} s" + (f"; page: {page}" if page else ""), file=out)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 

@@ -13,6 +13,8 @@ __all__ = [
     "SourceNotFoundError",
     "NotHDF5Error",
     "NotRtdcError",
+    "ExternalDataError",
+    "SourceLimitError",
     "PlanError",
     "CodecError",
     "ChecksumMismatchError",
@@ -47,6 +49,14 @@ class NotHDF5Error(SourceError):
 
 class NotRtdcError(SourceError):
     """An HDF5 file lacks the structure of an .rtdc file (e.g. no ``events``)."""
+
+
+class ExternalDataError(SourceError):
+    """A source's data lie outside it (external link, virtual or external dataset)."""
+
+
+class SourceLimitError(SourceError):
+    """A source declares data it does not hold, or an item above dcbulk's size limit."""
 
 
 class PlanError(DcbulkError, ValueError):

@@ -83,12 +83,15 @@ class ExtraMetadata:
 
     ``attrs`` are root attributes (``"section:key"`` -> value), ``logs`` log name -> lines,
     ``tables`` table name -> compound array. Used by the modes (split, join) for sample
-    names, new run identifiers and the logs and tables of several sources.
+    names, new run identifiers and the logs and tables of several sources. ``provenance``
+    is what a mode adds to the output's provenance log (its mode, options and details; see
+    :func:`dcbulk.provenance.job_provenance`).
     """
 
     attrs: dict = field(default_factory=dict)
     logs: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,6 +115,8 @@ class ConversionPlan:
     #: store the source's contours (``events/contour``) with the output's filters
     contour: bool = False
     extra: ExtraMetadata | None = None
+    #: empty groups of the source's ``events`` the output keeps (e.g. an empty ``trace``)
+    empty_groups: tuple[str, ...] = ()
 
 
 def make_mapping(mapping, n_events: int) -> np.ndarray | None:
@@ -304,4 +309,5 @@ def plan_conversion(info: SourceInfo, output: str, *, features=None, mapping=Non
     return ConversionPlan(
         source=info.path, output=str(output), n_events=n_rows, features=fplans,
         groups=plan_groups(fplans, max_task_bytes), codec=codec, mapping=idx, source_info=info,
-        basin_to_source=basin_to_source, options=dict(options or {}), contour=contour)
+        basin_to_source=basin_to_source, options=dict(options or {}), contour=contour,
+        empty_groups=info.empty_groups if features is None else ())

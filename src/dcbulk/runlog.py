@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator
 from os import PathLike
 
+from .nofollow import make_dir
+
 __all__ = ["LOG_DIRNAME", "dask_setup", "log_dir_for", "logged_client", "run_log",
            "terminal_warnings"]
 
@@ -104,22 +106,29 @@ class _RunLogFile(logging.FileHandler):
             super().handleError(record)
 
 
+def _new_log_file(directory: str, kind: str) -> logging.FileHandler:
+    """A handler on a new file ``<kind>-<UTC time>-<pid>[-k].log`` in ``directory``: two
+    runs of one process within a second (the Python API, the tests) get two files."""
+    make_dir(directory)  # a dcbulk-logs that is a link is refused
+    stem = f"{kind}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+    for k in range(1, 100):
+        name = f"{stem}.log" if k == 1 else f"{stem}-{k}.log"
+        try:  # O_EXCL: an existing name (also a link of that name) is never opened
+            return _RunLogFile(os.path.join(os.path.abspath(directory), name),
+                               encoding="utf-8", errors="backslashreplace")
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{directory}: no free log file name for {stem}")
+
+
 def _log_file(directory: str | PathLike, kind: str) -> logging.FileHandler:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name = f"{kind}-{stamp}-{os.getpid()}.log"
-    from .nofollow import make_dir
     try:
-        make_dir(directory)  # a dcbulk-logs that is a link is refused
-        return _RunLogFile(os.path.join(os.path.abspath(os.fspath(directory)), name),
-                           encoding="utf-8", errors="backslashreplace")
+        return _new_log_file(os.fspath(directory), kind)
     except OSError:
         if kind == "convert":  # its directory is the output directory: it must be writable
             raise
         # e.g. verifying a read-only archive: the log goes to the temporary directory
-        fallback = os.path.join(tempfile.gettempdir(), LOG_DIRNAME)
-        make_dir(fallback)
-        return _RunLogFile(os.path.join(fallback, name), encoding="utf-8",
-                           errors="backslashreplace")
+        return _new_log_file(os.path.join(tempfile.gettempdir(), LOG_DIRNAME), kind)
 
 
 @contextlib.contextmanager

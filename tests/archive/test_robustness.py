@@ -363,3 +363,21 @@ def test_run_log_on_a_full_disk_prints_no_traceback(tmp_path, capsys):
         logger.removeHandler(handler)
     err = capsys.readouterr().err
     assert "Logging error" not in err and "Traceback" not in err, err
+
+
+def test_two_runs_of_one_process_in_one_second_get_two_log_files(tmp_path, monkeypatch):
+    """The log file is created with O_EXCL (never through a link): a second run of the same
+    process within the same second (the Python API, the tests) takes the next free name
+    instead of failing with FileExistsError."""
+    from dcbulk import runlog
+    monkeypatch.setattr(runlog.time, "strftime", lambda fmt, t=None: "20260101T000000Z")
+    first = runlog._log_file(tmp_path, "verify")
+    second = runlog._log_file(tmp_path, "verify")
+    try:
+        assert first.baseFilename != second.baseFilename
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            f"verify-20260101T000000Z-{os.getpid()}-2.log",
+            f"verify-20260101T000000Z-{os.getpid()}.log"]
+    finally:
+        first.close()
+        second.close()

@@ -60,7 +60,9 @@ def test_shipped_files_are_dask_configuration(shipped: dict[str, Path]):
                 section = dask.config.get(f"jobqueue.{kind}")
                 for key in ("queue", "account", "walltime", "memory"):
                     assert isinstance(section[key], str), (kind, key)
-                assert section["processes"] == section["cores"]
+                # a few threads per process: the codecs run outside HDF5's lock
+                assert section["cores"] % section["processes"] == 0
+                assert section["cores"] // section["processes"] == 4
                 assert section["worker-extra-args"][:1] == ["--lifetime"]
                 assert setting("maximum-jobs") >= setting("minimum-jobs")
         assert setting("cluster") == "local"  # merged for the block only
@@ -81,7 +83,7 @@ def test_a_file_merges_over_dask_configuration(tmp_path: Path):
         with use_config_file(path):
             assert dask.config.get("jobqueue.slurm.queue") == "fromfile"
             assert dask.config.get("jobqueue.slurm.account") == "fromenv"  # kept
-            assert setting("jobs") == 3 and setting("local.threads-per-worker") == 1
+            assert setting("jobs") == 3 and setting("local.threads-per-worker") is None
             assert dask.config.get("temporary-directory") == "/scratch/spill"
         assert dask.config.get("jobqueue.slurm.queue") == "env"
     assert setting("jobs") is None
@@ -145,7 +147,7 @@ def test_slurm_job_script_and_overrides(shipped, tmp_path, monkeypatch):
     worker = lines[-1]
     assert worker.startswith(sys.executable)  # python: null -> this interpreter
     assert "--lifetime 110m --lifetime-stagger 4m" in worker
-    assert "--nworkers 8" in worker and "--nthreads 1" in worker
+    assert "--nworkers 2" in worker and "--nthreads 4" in worker
 
     # the command line's per-worker sizing becomes the job's
     lines = job_script(cluster_config=shipped["slurm"], memory_limit="2GiB",
@@ -178,8 +180,13 @@ def test_other_batch_systems_render(kind: str):
 
 
 def test_local_job_script_describes_the_cluster(shipped):
-    text = job_script(cluster_config=shipped["local"], n_workers=3)
+    text = job_script(cluster_config=shipped["local"], n_workers=3, threads_per_worker=1)
     assert "3 worker process(es), 1 thread(s) each" in text and "MALLOC_" in text
+    cores = os.cpu_count() or 1  # the default: one process, a thread per core
+    assert f"1 worker process(es), {cores} thread(s) each" in job_script(
+        cluster_config=shipped["local"])
+    assert f"2 worker process(es), {max(1, cores // 2)} thread(s) each" in job_script(
+        cluster_config=shipped["local"], n_workers=2)
 
 
 def test_dry_run_creates_no_log_directory(shipped, tmp_path, monkeypatch):
@@ -459,3 +466,16 @@ def test_cli_cluster_choices_are_the_kinds():
     convert = _parser()._subparsers._group_actions[0].choices["convert"]
     action = next(a for a in convert._actions if "--cluster" in a.option_strings)
     assert tuple(action.choices) == tuple(KINDS)
+
+
+@pytest.mark.parametrize("workers, threads, cores, expected", [
+    (None, None, 2, (1, 2)), (None, None, 8, (1, 8)), (2, None, 8, (2, 4)),
+    (3, None, 2, (3, 1)), (None, 4, 8, (2, 4)), (None, 3, 2, (1, 3)), (2, 1, 8, (2, 1))])
+def test_local_shape_one_process_with_a_thread_per_core(workers, threads, cores, expected):
+    from dcbulk.engine.client import local_shape
+    assert local_shape(workers, threads, cores) == expected
+
+
+def test_default_local_cluster_is_one_process_with_a_thread_per_core():
+    with open_client() as (client, cluster):
+        assert list(client.nthreads().values()) == [os.cpu_count() or 1]

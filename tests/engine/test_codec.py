@@ -375,6 +375,7 @@ def test_scratch_file_reuse_is_bounded_and_survives_failures(tmp_path, monkeypat
     file is dropped once it outgrows SCRATCH_LIMIT or after a failure, never left holding
     a dataset."""
     from dcbulk.codec import hdf5 as codec_hdf5
+    encode_chunks = codec_hdf5.encode_chunks  # the HDF5 fallback (zstd goes to numcodecs)
     codec = ChunkCodec()
     data = make_data("image", 130)
     chunks = chunk_shape_for(data.shape[1:], data.dtype)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import dcbulk
+from dcbulk.provenance import read_provenance
 from dcbulk.read import get_measurement_identifier
 from dcbulk.synth import make_rtdc
 from helpers import assert_features_equal, dclab_verify
@@ -194,8 +195,9 @@ def test_reprocess_hands_only_the_chosen_features(small_archive, tmp_path, clien
     with h5py.File(small_archive / "a.rtdc") as src, h5py.File(report.files[0].output) as h5:
         np.testing.assert_array_equal(h5["events/userdef3"][:],
                                       src["events/image"][:].max(axis=(1, 2)))
-        log = "\n".join(x.decode() for x in h5["logs/dcbulk-reprocess"][:])
-        assert "brightest" in log and '"userdef3"' in log
+    log = read_provenance(report.files[0].output)
+    assert log["mode"] == "reprocess" and log["details"]["new features"] == ["userdef3"]
+    assert log["details"]["func"]["name"].endswith("brightest")
 
 
 def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
@@ -399,10 +401,9 @@ def test_join_matches_dclab_join(small_archive, tmp_path, client):
             a.attrs["experiment:run identifier"], b.attrs["experiment:run identifier"])
         logs = set(h5["logs"])
         assert {f"src-#1_{n}" for n in a["logs"]} | {f"src-#2_{n}" for n in b["logs"]} <= logs
-        listing = "\n".join(x.decode() for x in h5["logs/dcbulk-join"][:])
-        assert str(a.attrs["experiment:run identifier"]) in listing
-        assert str(b.attrs["experiment:run identifier"]) in listing
+        ids = [str(f.attrs["experiment:run identifier"]) for f in (a, b)]
         assert {f"src-#1_{n}" for n in a.get("tables", {})} <= set(h5.get("tables", {}))
+    assert [d["identifier"] for d in read_provenance(out)["details"]["inputs"]] == ids
     (tmp_path / "cwd").mkdir()
     with elsewhere(tmp_path / "cwd"):
         with open_dclab(out) as ds:
@@ -427,7 +428,7 @@ def test_join_drops_features_not_everywhere_as_dclab(small_archive, tmp_path, cl
     names = assert_same_as_dclab(report.files[0].output, ref)
     with h5py.File(report.files[0].output) as h5:
         assert event_names(h5) == names and "temp" not in names
-        assert "temp" in "\n".join(x.decode() for x in h5["logs/dcbulk-join"][:])
+    assert read_provenance(report.files[0].output)["details"]["features dropped"] == ["temp"]
 
 
 def test_join_refuses_different_image_shapes(small_archive, tmp_path, client):

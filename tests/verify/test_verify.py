@@ -45,7 +45,8 @@ def _is_summary(line: str, files: int, equal: int, differ: int, problems: int) -
     """Whether ``line`` is the summary line with these counts."""
     head = (f"dcbulk verify: {files} file{'s' * (files != 1)}, {equal} equal, {differ} differ "
             f"({problems} problem{'s' * (problems != 1)}) in ")
-    return line.startswith(head) and re.fullmatch(r"[0-9,]+\.[0-9] s", line[len(head):])
+    return line.startswith(head) and re.fullmatch(
+        r"[0-9,]+\.[0-9] s(; page: http://\S+/individual-dcbulk)?", line[len(head):])
 
 
 def _problems(lines):

@@ -122,6 +122,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
                     client=None, resume: bool = True, force: bool = False,
                     max_open_outputs: int | None = None, basin_to_source: bool = False,
                     dry_run: bool = False, inline_bytes: int = INLINE_BYTES, verify: bool = False,
+                    follow_external: bool = False,
                     progress: Callable[[FileResult, int, int], None] | None = None,
                     file_job: Callable | None = None, timeout: float | None = None,
                     follow_links: bool = False) -> ArchiveReport:
@@ -159,6 +160,10 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     verify
         Compare each output with its source before recording it as done (a mismatch fails
         the file and removes its output).
+    follow_external
+        Follow HDF5 external links, soft links out of their group, virtual datasets and
+        external raw storage in sources (by default a file holding one fails with one line
+        naming it; see :mod:`dcbulk.read.policy`).
     file_job
         Replaces :func:`convert_file` as the task that makes one output (same call and
         result dict; used by :mod:`dcbulk.modes`). Its ``fingerprint`` attribute (a
@@ -195,6 +200,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     options = ArchiveOptions(features=tuple(features) if features else None,
                              filter=expr.text if expr is not None else None,
                              compression=str(compression), basin_to_source=basin_to_source,
+                             follow_external=bool(follow_external),
                              job=getattr(file_job, "fingerprint", None))
     if isinstance(sources, (str, bytes, os.PathLike)):
         sources = [sources]
@@ -377,6 +383,12 @@ def _failed(entry: SourceEntry, out: str, manifest: Manifest, error: str) -> Fil
     return FileResult(entry.path, out, "failed", reason="error", error=error)
 
 
+def _within(path: str, root: str) -> bool:
+    """Whether ``path`` lies below the directory ``root`` (both resolved)."""
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
 def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions,
             finished: Callable | None = None) -> FileResult:
     """Record the outcome of one file task in the manifest (fsynced) and return it."""
@@ -398,6 +410,11 @@ def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: Arch
         return FileResult(entry.path, out, "skipped", events=res.events, reason=res.note)
     if res.error:
         return _failed(entry, out, manifest, res.error)
+    outside = [p for p in getattr(res, "basin_files", ())
+               if not _within(p, entry.root)]
+    if outside:
+        logger.warning("%s: file basin %s lies outside the archive tree %s", entry.path,
+                       ", ".join(outside), entry.root)
     size, mtime_ns, head, checksum = identity
     manifest.record_done(entry, output=out, output_size=res.bytes_out, events=res.events,
                          seconds=res.wall_seconds, identifier=res.identifier, size=size,

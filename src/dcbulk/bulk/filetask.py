@@ -43,6 +43,8 @@ class ArchiveOptions:
     filter: str | None = None
     compression: str = "zstd:5"
     basin_to_source: bool = False
+    #: follow external links, virtual and externally stored datasets (source policy)
+    follow_external: bool = False
     #: identity of a custom file job (see ``convert_archive(file_job=)``), e.g. a function hash
     job: dict | None = None
 
@@ -51,6 +53,8 @@ class ArchiveOptions:
                "filter": self.filter,
                "compression": parse_compression(self.compression).describe(),
                "basin_to_source": self.basin_to_source}
+        if self.follow_external:  # only when set: fingerprints of earlier runs stay valid
+            doc["follow_external"] = True
         if self.job is not None:
             doc["job"] = self.job
         return doc
@@ -120,7 +124,7 @@ def failed_file(exc: BaseException, source: str, output: str) -> Report:
 def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrite: bool,
                   inline_bytes: int) -> Report:
     t0 = time.perf_counter()
-    info = inspect_source(source)
+    info = inspect_source(source, follow_external=options.follow_external)
     expr = parse_filter(options.filter)
     mapping = filter_mapping(info, expr) if expr is not None else None
     plan = plan_conversion(info, output, features=options.features, mapping=mapping,
@@ -132,7 +136,7 @@ def _convert_file(source: str, output: str, options: ArchiveOptions, *, overwrit
     report = write_output(plan, inline=inline, overwrite=overwrite)
     st = os.stat(source)
     return replace(report, wall_seconds=time.perf_counter() - t0, bytes_in=st.st_size,
-                   source_mtime_ns=st.st_mtime_ns)
+                   source_mtime_ns=st.st_mtime_ns, basin_files=info.basin_files)
 
 
 def timeout_message(timeout: float) -> str:

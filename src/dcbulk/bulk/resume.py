@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import OutputExistsError
-from ..verify.provenance import provenance_docs
+from ..provenance import matches_source, provenance_of
 from .manifest import Manifest
 from .sources import SourceEntry, output_path
 
@@ -20,26 +20,23 @@ def adopt_output(entry: SourceEntry, out: str, options: Mapping[str, Any], manif
     """Record an output that a killed run finished but could not enter in the manifest.
 
     Outputs appear under their final name only when complete (atomic rename), so an output
-    one of whose ``dcbulk-*`` logs names this source (path, size, mtime) and these
-    ``options`` (the fingerprint dict) is a finished result: the engine's ``dcbulk-convert``
-    log or the log of a file job of :mod:`dcbulk.modes` (see
-    :func:`dcbulk.modes.common.provenance`), or, for outputs without such a log (dcnum's),
-    one that the file job's ``finished(source, output)`` accepts. With ``record`` False
-    (dry runs) nothing is written.
+    one of whose provenance logs names this source (path, size, mtime) and these
+    ``options`` (the fingerprint dict) is a finished result, whatever the mode
+    (:func:`dcbulk.provenance.matches_source`). For outputs without such a log (dcnum's), one that
+    the file job's ``finished(source, output)`` accepts. With ``record`` False (dry runs)
+    nothing is written.
     """
     if not os.path.isfile(out):
         return False
     try:
         import h5py
         with h5py.File(out, "r") as h5:
-            docs = [doc for doc in provenance_docs(h5).values() if doc is not None]
+            docs = provenance_of(h5)
             events = int(h5.attrs.get("experiment:event count", 0))
     except (OSError, ValueError, KeyError):
         return False
     st = os.stat(entry.path)
-    doc = next((d for d in docs if d.get("source") == entry.path
-                and d.get("options") == dict(options) and d.get("source size") == st.st_size
-                and d.get("source mtime") == st.st_mtime), None)
+    doc = next((d for d in docs if matches_source(d, entry.path, options)), None)
     if doc is None and finished is not None and not docs and finished(entry.path, out):
         doc = {}
     if doc is None:

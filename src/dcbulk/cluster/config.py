@@ -36,7 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "minimum-jobs": None,         # ... adaptive scaling between these two
     "maximum-jobs": None,
     "worker-timeout": "10 minutes",  # how long to wait for the first batch worker
-    "local": {"n-workers": None, "threads-per-worker": 1, "memory-limit": "auto"},
+    # null: one worker process with a thread per core (dcbulk.engine.client.local_shape)
+    "local": {"n-workers": None, "threads-per-worker": None, "memory-limit": "auto"},
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import dask
 from dask.utils import parse_bytes, parse_timedelta
 
-from ..engine.client import WORKER_ENVIRON, make_local_cluster
+from ..engine.client import WORKER_ENVIRON, local_shape, make_local_cluster
 from ..errors import ConfigError
 from .config import KINDS, check_jobqueue, setting, use_config_file
 
@@ -177,8 +177,9 @@ def job_script(*, cluster: str | None = None, cluster_config: str | PathLike | N
     with use_config_file(cluster_config):
         kind = _kind(cluster)
         if kind == "local":
-            workers = n_workers or setting("local.n-workers") or os.cpu_count()
-            threads = threads_per_worker or setting("local.threads-per-worker")
+            workers, threads = local_shape(n_workers or setting("local.n-workers"),
+                                           threads_per_worker
+                                           or setting("local.threads-per-worker"))
             return (f"# LocalCluster: {workers} worker process(es), {threads} thread(s) each, "
                     f"memory_limit={memory_limit or setting('local.memory-limit')}\n"
                     "# worker environment: "

@@ -1,14 +1,18 @@
-"""Output filters and chunk encoding, done by HDF5 itself (public entry points).
+"""Output filters and chunk encoding (public entry points).
 
-:mod:`.spec` holds :class:`ChunkCodec` (a small frozen, picklable description of a filter
-pipeline that hdf5plugin provides) and :func:`parse_compression`; :mod:`.hdf5` encodes
-blocks into the exact bytes HDF5 stores and proves stored chunks sound, both by running
-HDF5's own filter pipeline on an in-memory file.
+:mod:`.table` is the one table of ``--compression`` choices (name, levels, HDF5 filter,
+label, numcodecs pipeline); :mod:`.spec` holds :class:`ChunkCodec` (a small frozen,
+picklable choice of one row) and :func:`parse_compression`; :mod:`.encode` encodes blocks
+into the exact bytes HDF5 stores and proves stored chunks sound, with numcodecs in parallel
+threads where it reproduces HDF5's bytes, else with :mod:`.hdf5` (HDF5's own filter pipeline
+on an in-memory file).
 """
 from __future__ import annotations
 
-from .hdf5 import decode_stored_chunks, encode_chunks
+from .encode import decode_stored_chunks, encode_chunks, encodes_in_threads
 from .spec import COMPRESSION_CHOICES, ChunkCodec, parse_compression
+from .table import COMPRESSORS, FILTER_NAMES, Compressor, choices_text
 
-__all__ = ["COMPRESSION_CHOICES", "ChunkCodec", "decode_stored_chunks", "encode_chunks",
+__all__ = ["COMPRESSION_CHOICES", "COMPRESSORS", "FILTER_NAMES", "ChunkCodec", "Compressor",
+           "choices_text", "decode_stored_chunks", "encode_chunks", "encodes_in_threads",
            "parse_compression"]

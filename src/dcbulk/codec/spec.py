@@ -1,10 +1,11 @@
 """The output filter pipeline as a small frozen, picklable spec.
 
-:class:`ChunkCodec` names one of the compressors hdf5plugin (or HDF5 itself) provides, its
+:class:`ChunkCodec` names one row of the codec table (:mod:`dcbulk.codec.table`), its
 level and whether HDF5's Fletcher-32 checksum follows it. It knows nothing about bytes: it
-only turns itself into ``create_dataset`` keywords (:meth:`ChunkCodec.ds_kwds`) and,
-conversely, recognises the zstd/deflate pipelines whose stored chunks may be copied as they
-are (:meth:`ChunkCodec.from_dataset`). Encoding is HDF5's job (:mod:`dcbulk.codec.hdf5`).
+turns itself into ``create_dataset`` keywords (:meth:`ChunkCodec.ds_kwds`) or the numcodecs
+pipeline that reproduces them (:meth:`ChunkCodec.numcodecs_pipeline`) and, conversely,
+recognises the zstd/deflate pipelines whose stored chunks may be copied as they are
+(:meth:`ChunkCodec.from_dataset`). Encoding is :mod:`dcbulk.codec.encode`'s job.
 """
 from __future__ import annotations
 
@@ -13,31 +14,23 @@ from collections.abc import Mapping
 from typing import Any
 
 import h5py
-import hdf5plugin
 import numpy as np
 
 from ..errors import PlanError
+from .table import COMPRESSORS, Compressor, compressor
 
 __all__ = ["COMPRESSION_CHOICES", "ChunkCodec", "parse_compression"]
 
-#: compressor -> (accepted levels or None, default level)
-_LEVELS: dict[str | None, tuple[range | None, int]] = {
-    "zstd": (range(1, 23), 5),
-    "gzip": (range(0, 10), 4),
-    "lz4": (None, 0),
-    "blosc2-zstd": (range(1, 10), 5),
-    "blosc2-lz4": (range(1, 10), 5),
-    "bitshuffle-zstd": (range(1, 23), 5),
-    "bitshuffle-lz4": (None, 0),
-    None: (None, 0),
-}
-#: what ``--compression`` accepts (for help texts and error messages)
-COMPRESSION_CHOICES = ("zstd[:1-22]", "gzip[:0-9]", "lz4", "blosc2-zstd[:1-9]",
-                       "blosc2-lz4[:1-9]", "bitshuffle-zstd[:1-22]", "bitshuffle-lz4", "none")
-_ACCEPTED = ("'zstd' (level 5), 'zstd:<1-22>', 'gzip' (level 4), 'gzip:<0-9>', 'lz4', "
-             "'blosc2-zstd[:<1-9>]', 'blosc2-lz4[:<1-9>]', 'bitshuffle-zstd[:<1-22>]', "
-             "'bitshuffle-lz4', 'none'; optionally followed by '+fletcher32'")
-_ZSTD_ID, _DEFLATE_ID, _FLETCHER32_ID = 32015, h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_FLETCHER32
+#: what ``--compression`` accepts (for help texts and error messages), from the codec table
+COMPRESSION_CHOICES = tuple(row.spec_text() for row in COMPRESSORS)
+_ACCEPTED = ", ".join(
+    f"'{row.name}'" + (f" (level {row.default}), '{row.name}:<{row.levels.start}-"
+                       f"{row.levels.stop - 1}>'" if row.levels is not None else "")
+    for row in COMPRESSORS) + "; optionally followed by '+fletcher32'"
+_NAMES = {None if row.name == "none" else row.name for row in COMPRESSORS}
+_BY_SPEC = {row.name: row for row in COMPRESSORS}
+_ZSTD_ID, _DEFLATE_ID = compressor("zstd").filter_id, compressor("gzip").filter_id
+_FLETCHER32_ID = h5py.h5z.FILTER_FLETCHER32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +40,8 @@ class ChunkCodec:
     Parameters
     ----------
     compression
-        One of ``zstd``, ``gzip``, ``lz4``, ``blosc2-zstd``, ``blosc2-lz4``,
-        ``bitshuffle-zstd``, ``bitshuffle-lz4`` or None.
+        A name of the codec table (``zstd``, ``gzip``, ``lz4``, ...) or None for no
+        compressor (the table's ``none``).
     level
         The compressor's level (see :data:`COMPRESSION_CHOICES`); stored as 0 for
         compressors without levels.
@@ -61,12 +54,12 @@ class ChunkCodec:
     fletcher32: bool = True
 
     def __post_init__(self) -> None:
-        if self.compression not in _LEVELS:
-            raise ValueError(f"compression must be one of {sorted(map(str, _LEVELS))}, "
+        if self.compression not in _NAMES:
+            raise ValueError(f"compression must be one of {sorted(map(str, _NAMES))}, "
                              f"got {self.compression!r}")
         if not isinstance(self.level, (int, np.integer)) or isinstance(self.level, bool):
             raise TypeError(f"level must be an int, got {type(self.level).__name__}")
-        levels = _LEVELS[self.compression][0]
+        levels = self.row.levels
         if levels is None:
             object.__setattr__(self, "level", 0)
         elif self.level not in levels:
@@ -76,6 +69,29 @@ class ChunkCodec:
         if not isinstance(self.fletcher32, (bool, np.bool_)):
             raise TypeError(f"fletcher32 must be a bool, got {type(self.fletcher32).__name__}")
         object.__setattr__(self, "fletcher32", bool(self.fletcher32))
+
+    @property
+    def row(self) -> Compressor:
+        """This codec's row of the codec table (:mod:`dcbulk.codec.table`)."""
+        return compressor(self.compression)
+
+    def numcodecs_pipeline(self, *, exact: bool = True) -> tuple | None:
+        """numcodecs codecs for these filters, Fletcher-32 last, or None.
+
+        With ``exact`` (encoding), only a pipeline whose chained ``encode`` gives exactly
+        the chunk bytes HDF5 stores; without (decoding, which does not depend on the
+        level), any pipeline of the compressor. None where only HDF5 can do it.
+        """
+        make = self.row.numcodecs
+        stages = None if make is None else make(self.level)
+        if stages is None and make is not None and not exact:
+            stages = make(self.row.default)
+        if stages is None:
+            return None
+        if self.fletcher32:
+            from numcodecs import Fletcher32
+            stages = (*stages, Fletcher32())
+        return stages
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form of the settings (inverse of :meth:`from_dict`)."""
@@ -92,28 +108,13 @@ class ChunkCodec:
     def describe(self) -> str:
         """Short text such as ``"zstd:5+fletcher32"``, ``"lz4"`` or ``"none"``."""
         text = self.compression or "none"
-        if _LEVELS[self.compression][0] is not None:
+        if self.row.levels is not None:
             text += f":{self.level}"
         return text + ("+fletcher32" if self.fletcher32 else "")
 
     def ds_kwds(self) -> dict[str, Any]:
         """h5py ``create_dataset`` keywords for these filters (dcnum ``ds_kwds`` style)."""
-        name, level = self.compression, self.level
-        if name == "zstd":
-            kwds: dict[str, Any] = dict(hdf5plugin.Zstd(clevel=level))
-        elif name == "gzip":
-            kwds = {"compression": "gzip", "compression_opts": level}
-        elif name == "lz4":
-            kwds = dict(hdf5plugin.LZ4())
-        elif name in ("blosc2-zstd", "blosc2-lz4"):
-            kwds = dict(hdf5plugin.Blosc2(cname=name.split("-")[1], clevel=level,
-                                          filters=hdf5plugin.Blosc2.SHUFFLE))
-        elif name == "bitshuffle-zstd":
-            kwds = dict(hdf5plugin.Bitshuffle(cname="zstd", clevel=level))
-        elif name == "bitshuffle-lz4":
-            kwds = dict(hdf5plugin.Bitshuffle(cname="lz4"))
-        else:
-            kwds = {"compression": None, "compression_opts": None}
+        kwds = self.row.hdf5(self.level)
         kwds["fletcher32"] = self.fletcher32
         return kwds
 
@@ -139,7 +140,7 @@ class ChunkCodec:
             compression = "zstd" if code == _ZSTD_ID else "gzip"
             # the plugin compresses with level 3 (ZSTD_CLEVEL_DEFAULT) when given no value
             level = int(values[0]) if values else (3 if code == _ZSTD_ID else -1)
-            if level not in _LEVELS[compression][0]:
+            if level not in compressor(compression).levels:
                 return None
         if filters and filters[0][0] == _FLETCHER32_ID:
             filters.pop(0)
@@ -170,10 +171,11 @@ def parse_compression(spec: str | None, *, fletcher32: bool = True) -> ChunkCode
     if text.endswith("+fletcher32"):
         text, fletcher32 = text[:-len("+fletcher32")], True
     name, sep, level_text = text.partition(":")
-    key = None if name == "none" else name
-    if key not in _LEVELS or (sep and (_LEVELS[key][0] is None or not level_text.isdigit())):
+    row = _BY_SPEC.get(name)
+    if row is None or (sep and (row.levels is None or not level_text.isdigit())):
         raise PlanError(f"invalid compression {spec!r}; accepted: {_ACCEPTED}")
-    level = int(level_text) if sep else _LEVELS[key][1]
+    key = None if row.name == "none" else row.name
+    level = int(level_text) if sep else row.default
     try:
         return ChunkCodec(key, level, fletcher32)
     except ValueError as exc:

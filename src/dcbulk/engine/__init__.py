@@ -1,9 +1,12 @@
-"""The dask engine: features as dask arrays, blocks encoded by HDF5 on workers, one writer per output.
+"""The dask engine: features as dask arrays, blocks encoded in worker threads, one writer per output.
+
+Blocks are encoded by :mod:`dcbulk.codec` (numcodecs outside HDF5's lock where it reproduces
+HDF5's bytes, so the threads of one worker encode at once; HDF5 itself otherwise).
 
 Modules: ``arrays`` (features as dask arrays, blocks of encoded chunks), ``window`` (a
 bounded window of tasks computed from inside a task), ``writer`` (the single writer of an
 output), ``report`` (its result), ``finish`` (metadata, basins, provenance), ``client``
-(LocalCluster defaults), ``api`` (convert, store_features).
+(LocalCluster defaults: one worker process, a thread per core), ``api`` (convert, store_features).
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def _write_plan(plan: ConversionPlan, *, inline: bool, overwrite: bool,
 def convert(source, output, *, features=None, mapping=None, compression="zstd:5",
             client=None, basin_to_source: bool = False, overwrite: bool = False,
             max_task_bytes: int = DEFAULT_TASK_BYTES, extra: ExtraMetadata | None = None,
-            timeout: float | None = None) -> Report:
+            timeout: float | None = None, follow_external: bool = False) -> Report:
     """Convert one ``.rtdc`` file: read, map, encode on the workers, write once.
 
     Parameters
@@ -74,7 +74,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     mapping
         Integer indices or boolean filter over the source events (``None``: all events).
     compression
-        ``"zstd:5"`` (default), ``"zstd:N"``, ``"gzip:N"`` or ``"none"``, or a ChunkCodec.
+        A ``--compression`` spec of the codec table (:data:`dcbulk.codec.COMPRESSORS`:
+        ``"zstd:5"`` (default), ``"gzip:N"``, ``"lz4"``, ``"blosc2-zstd:N"``, ...,
+        ``"none"``) or a ChunkCodec.
         Source chunks already stored with these filters at an equal or higher level are
         copied as stored.
     client
@@ -93,6 +95,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         Seconds the writer may take from its submission; past it the output is not
         committed and :class:`~dcbulk.errors.FileTimeoutError` is raised (a writer that
         never returns is abandoned: its thread cannot be stopped, but it commits nothing).
+    follow_external
+        Follow external links, virtual datasets and external raw storage in the source
+        (refused by default, see :mod:`dcbulk.read.policy`).
 
     Returns
     -------
@@ -101,7 +106,7 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     Raises
     ------
     SourceError
-        The source is missing, not HDF5 or not an .rtdc file.
+        The source is missing, not HDF5 or not an .rtdc file, or breaks the source policy.
     PlanError
         Bad feature names or mapping.
     OutputExistsError
@@ -116,12 +121,14 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     output = os.path.abspath(output)
     if os.path.exists(output) and not overwrite:
         raise OutputExistsError(f"{output}: exists already (use overwrite=True)")
-    info = inspect_source(source)
+    info = inspect_source(source, follow_external=follow_external)
+    options = {"compression": str(compression), "features": features,
+               "basin_to_source": basin_to_source}
+    if follow_external:
+        options["follow_external"] = True
     plan = plan_conversion(info, output, features=features, mapping=mapping,
                            codec=_codec(compression), max_task_bytes=max_task_bytes,
-                           basin_to_source=basin_to_source,
-                           options={"compression": str(compression),
-                                    "features": features, "basin_to_source": basin_to_source})
+                           basin_to_source=basin_to_source, options=options)
     if extra is not None:
         plan = replace(plan, extra=extra)
     with client_context(client) as cl, commit_deadline(_deadline(timeout)):

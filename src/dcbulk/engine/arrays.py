@@ -120,7 +120,7 @@ def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label:
 
 def _copy_stored(fp: FeaturePlan, chunks_per_block: int, label: str, block_info=None
                  ) -> np.ndarray:
-    """Read a run of stored chunks as they are, after HDF5 proved each of them sound."""
+    """Read a run of stored chunks as they are, each proved sound (checksum, size) first."""
     t0 = time.perf_counter()
     ref: DatasetRef = fp.source.data
     first = block_info[None]["chunk-location"][0] * chunks_per_block
@@ -134,8 +134,10 @@ def _copy_stored(fp: FeaturePlan, chunks_per_block: int, label: str, block_info=
         except _ERRORS as exc:
             raise _fail(label, fp.name, first * fp.chunk_rows,
                         min(last * fp.chunk_rows, fp.n_rows), exc) from exc
-        decode_stored_chunks(stored, ds.id.get_create_plist(), ds.dtype, ds.shape,
-                             label=f"{label}: feature '{fp.name}'", first_chunk=first)
+        dcpl, dtype, shape = ds.id.get_create_plist(), ds.dtype, ds.shape
+    # checked after the file is closed: numcodecs needs no HDF5 lock (threads run at once)
+    decode_stored_chunks(stored, dcpl, dtype, shape, label=f"{label}: feature '{fp.name}'",
+                         first_chunk=first, codec=ref.chunk_codec())
     start, stop = first * fp.chunk_rows, min(last * fp.chunk_rows, fp.n_rows)
     return _one(EncodedBlock(chunks={fp.name: stored},
                              raw_bytes={fp.name: (stop - start) * fp.row_nbytes},

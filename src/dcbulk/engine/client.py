@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import dask
 
-__all__ = ["WORKER_ENVIRON", "client_context", "make_local_cluster"]
+__all__ = ["WORKER_ENVIRON", "client_context", "local_shape", "make_local_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +27,37 @@ WORKER_ENVIRON = {
 }
 
 
-def make_local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
+def local_shape(n_workers: int | None = None, threads_per_worker: int | None = None,
+                cores: int | None = None) -> tuple[int, int]:
+    """``(worker processes, threads each)`` of a local cluster; None means "decide".
+
+    By default one worker process with every core as a thread: the codecs run outside
+    HDF5's lock and the GIL (:mod:`dcbulk.codec.encode`), so the threads of one process
+    encode at once, and every block reaches its writer (a task on the same worker) from
+    that process's memory, with no pickling and no transfer. Given only one of the two
+    numbers, the other divides the cores by it.
+    """
+    cores = max(1, cores or os.cpu_count() or 1)
+    if n_workers is None and threads_per_worker is None:
+        return 1, cores
+    if threads_per_worker is None:
+        return n_workers, max(1, cores // n_workers)
+    if n_workers is None:
+        return max(1, cores // threads_per_worker), threads_per_worker
+    return n_workers, threads_per_worker
+
+
+def make_local_cluster(n_workers: int | None = None, threads_per_worker: int | None = None,
                        memory_limit: str | float | None = "auto", **kwargs):
-    """Start a process-based LocalCluster (one single-threaded worker per core by default)."""
+    """Start a process-based LocalCluster (by default one worker with a thread per core).
+
+    See :func:`local_shape` for how the two numbers are decided.
+    """
     from distributed import LocalCluster
     if os.environ.get("HDF5_PLUGIN_PATH"):
         logger.warning("HDF5_PLUGIN_PATH is set; hdf5plugin will not register its filters "
                        "for writing in the workers")
-    n_workers = n_workers or os.cpu_count() or 1
+    n_workers, threads_per_worker = local_shape(n_workers, threads_per_worker)
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     environ.update(WORKER_ENVIRON)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):

@@ -17,18 +17,18 @@ kept here (``/work/shared/FORMAT.md``, checked against dclab 0.73 and dcnum 0.31
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
-import platform
 
 import h5py
 import numpy as np
 
 from .._version import __version__
 from ..plan import ENUMERATE, ConversionPlan
+from ..provenance import log_name, make_provenance, provenance_lines
 from ..read.files import open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
+from ..read.policy import check_dataset, check_link
 from ..write import HDF5Writer, copy_metadata
 
 __all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",
@@ -160,18 +160,28 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
 
 
 def _store_contours(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> int:
-    """Store the contours of the output's events with the output's filters."""
+    """Store the contours of the output's events with the output's filters.
+
+    Each contour is checked against the source policy before it is read (one contour is one
+    item: at most :data:`~dcbulk.read.policy.MAX_ITEM_BYTES`).
+    """
     group = src["events"].get("contour")
     if not isinstance(group, h5py.Group):
         return 0
     out = hw.h5.require_group("events").require_group("contour")
     kwds = plan.codec.ds_kwds()
+    follow = plan.source_info.follow_external
     stored = 0
     for j in range(plan.n_events):
         i = j if plan.mapping is None else int(plan.mapping[j])
-        dset = group.get(str(i))
-        if dset is None:
+        if str(i) not in group:
             continue
+        check_link(group, str(i), plan.source, follow_external=follow)
+        dset = group[str(i)]
+        if not isinstance(dset, h5py.Dataset):
+            continue
+        check_dataset(dset, f"events/contour/{i}", plan.source, follow_external=follow,
+                      item="contour")
         data = dset[()]
         if data.size:
             out.create_dataset(str(j), data=data, chunks=data.shape, **kwds)
@@ -228,31 +238,25 @@ def _store_extra(hw: HDF5Writer, extra) -> None:
         ds.attrs.update(attrs)
 
 
-def _provenance(plan: ConversionPlan, contours: int | None) -> list[str]:
-    info = plan.source_info
+def _provenance(plan: ConversionPlan, contours: int | None) -> dict:
+    """The output's provenance document (:mod:`dcbulk.provenance`'s schema)."""
     features = {fp.name: ("raw-copy " if fp.raw_copy else "") + fp.codec.describe()
                 for fp in plan.features}
     if contours is not None:
         features["contour"] = f"{plan.codec.describe()} ({contours} events)"
-    doc = {
-        "software": f"dcbulk {__version__}",
-        "python": platform.python_version(),
-        "h5py": h5py.__version__,
-        "source": plan.source,
-        "source identifier": info.identifier if info else None,
-        "source events": info.n_events if info else None,
-        "source size": info.size if info else None,
-        "source mtime": info.mtime if info else None,
-        "output events": plan.n_events,
-        "mapped": plan.mapping is not None,
-        "features": features,
-        "options": plan.options,
-    }
-    return json.dumps(doc, indent=2, sort_keys=True, default=str).split("\n")
+    job = dict(plan.extra.provenance) if plan.extra is not None else {}
+    mode = job.get("mode") or ("store-features" if plan.options.get("store_features")
+                               else "convert")
+    return make_provenance(mode=mode, source=plan.source, source_info=plan.source_info,
+                           output_events=plan.n_events, mapped=plan.mapping is not None,
+                           basin_to_source=plan.basin_to_source, features=features,
+                           options=job.get("options", plan.options),
+                           details=job.get("details"))
 
 
 def write_trailer(hw: HDF5Writer, plan: ConversionPlan) -> None:
-    """Add statistics, contours, basins (maps composed with the mapping), provenance log."""
+    """Add statistics, contours, basins (maps composed with the mapping), the source's empty
+    event groups and the provenance log (``dcbulk-<mode>``, :mod:`dcbulk.provenance`)."""
     contours = None
     if plan.source_info is not None:
         with open_rtdc(plan.source) as src:
@@ -264,9 +268,7 @@ def write_trailer(hw: HDF5Writer, plan: ConversionPlan) -> None:
         _store_statistics(hw, plan, None)
     if plan.extra is not None:
         _store_extra(hw, plan.extra)
-    logs = hw.h5.get("logs", {})
-    name, k = "dcbulk-convert", 1
-    while name in logs:
-        k += 1
-        name = f"dcbulk-convert-{k}"
-    hw.store_log(name, _provenance(plan, contours))
+    for name in plan.empty_groups:  # kept as the source has them (dcnum lists them)
+        hw.h5.require_group("events").require_group(name)
+    doc = _provenance(plan, contours)
+    hw.store_log(log_name(hw.h5.get("logs", {}), doc["mode"]), provenance_lines(doc))

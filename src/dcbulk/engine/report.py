@@ -16,7 +16,8 @@ class Report:
     ``raw_bytes`` over the bytes stored for the features. ``features`` holds per feature the
     mode (``encode`` or ``raw-copy``), filters, chunks, bytes and the seconds spent in
     worker tasks. ``identifier`` and ``source_mtime_ns`` identify the source for a manifest;
-    ``inline`` tells that the writer encoded the file itself; ``error`` (one line) is set,
+    ``inline`` tells that the writer encoded the file itself; ``basin_files`` are the file
+    basins the source's features were found in; ``error`` (one line) is set,
     and the rest left empty, for a file of an archive that failed; ``note`` (one line) for
     a file a file job left alone on purpose (reported as skipped).
     """
@@ -33,6 +34,7 @@ class Report:
     identifier: str | None = None
     source_mtime_ns: int = 0
     inline: bool = False
+    basin_files: tuple[str, ...] = ()
     error: str | None = None
     note: str | None = None
 

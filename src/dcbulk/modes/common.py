@@ -1,4 +1,4 @@
-"""What the modes share: function identities, provenance logs, file-job results.
+"""What the modes share: function identities, event filters, file-job results, metadata.
 
 Hand-written because no library does it: a stable identity of a Python function's *code*
 (``pickle``/``cloudpickle`` bytes change with unrelated globals and Python versions;
@@ -26,7 +26,7 @@ from ..read.inspect import SourceInfo
 #: engine's task size), so a file's features are a few read tasks, not one per 1 MiB chunk
 CHUNKS_PER_BLOCK = 16
 
-__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "provenance", "event_filter",
+__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "event_filter",
            "job_result", "scalar_features",
            "attrs_of", "logs_of", "tables_of"]
 
@@ -80,19 +80,6 @@ def func_identity(func: Callable) -> dict:
     digest = hashlib.sha256()
     name = _feed(func, digest)
     return {"name": name, "code": digest.hexdigest()[:16]}
-
-
-def provenance(info: SourceInfo, options) -> dict:
-    """What a mode's log records so that its output can be adopted on resume.
-
-    The keys :func:`~dcbulk.bulk.resume.adopt_output` checks (as in the engine's
-    ``dcbulk-convert`` log): the source's path, size and mtime and the archive's options
-    (``options``: its :class:`~dcbulk.bulk.archive.ArchiveOptions`), so an output that a
-    killed run renamed into place but could not record is taken as finished.
-    """
-    return {"source": info.path, "source identifier": info.identifier,
-            "source size": info.size, "source mtime": info.mtime,
-            "options": options.fingerprint_dict()}
 
 
 def scalar_features(info: SourceInfo) -> list[str]:

@@ -14,7 +14,6 @@ file task, so discovery, resume, progress and per-file isolation are the archive
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import replace
@@ -29,10 +28,10 @@ from ..engine import Report, read_features, store_features, write_output
 from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata, plan_conversion
 from ..read.inspect import inspect_source
-from .common import (CHUNKS_PER_BLOCK, event_filter, job_result, provenance,
-                     scalar_features)
+from ..provenance import job_provenance
+from .common import CHUNKS_PER_BLOCK, event_filter, job_result, scalar_features
 
-__all__ = ["CondenseJob", "condense", "require_module"]
+__all__ = ["CondenseJob", "condense", "feature_dtype", "require_module"]
 
 _NO_DCLAB = ("--ancillary needs dclab on every worker (pip install 'dcbulk[dclab]'); "
              "it is missing on {where}")
@@ -51,6 +50,17 @@ def _has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+def feature_dtype(name: str) -> str:
+    """The dtype dclab's writer stores ``name`` with (its ``FEATURES_UINT32``/``UINT64``
+    rule; ``uint32`` for ``index``), read from dclab on the client."""
+    from dclab.rtdc_dataset.writer import FEATURES_UINT32, FEATURES_UINT64
+    if name in FEATURES_UINT32:
+        return "uint32"
+    if name in FEATURES_UINT64:
+        return "uint64"
+    raise PlanError(f"dclab's writer has no fixed dtype for feature '{name}'")
 
 
 def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
@@ -87,12 +97,14 @@ class CondenseJob:
 
     def __init__(self, *, ancillary: bool = False):
         self.ancillary = bool(ancillary)
+        self.index_dtype = feature_dtype("index")  # on the client, where dclab is
         self.fingerprint = {"mode": "condense", "ancillary": self.ancillary}
 
-    def _log(self, info, options, features: list[str]) -> ExtraMetadata:
-        doc = {**provenance(info, options), "ancillary": self.ancillary,
-               "features": features}
-        return ExtraMetadata(logs={"dcbulk-condense": json.dumps(doc, indent=2).split("\n")})
+    def _log(self, options, features: list[str]) -> ExtraMetadata:
+        """The ``dcbulk-condense`` provenance log's mode, options and details."""
+        return ExtraMetadata(provenance=job_provenance(
+            "condense", options=options.fingerprint_dict(),
+            details={"ancillary": self.ancillary, "features": features}))
 
     def _convert(self, info, output, options, idx, scalars, *, overwrite, inline_bytes):
         """The engine's conversion of the scalar features (with this job's log)."""
@@ -100,7 +112,7 @@ class CondenseJob:
         plan = plan_conversion(info, output, features=opts.features, mapping=idx,
                                codec=parse_compression(options.compression),
                                basin_to_source=True, options=opts.fingerprint_dict())
-        plan = replace(plan, extra=self._log(info, options, list(scalars)))
+        plan = replace(plan, extra=self._log(options, list(scalars)))
         return write_output(plan, inline=sum(g.nbytes for g in plan.groups) <= inline_bytes,
                             overwrite=overwrite)
 
@@ -112,7 +124,7 @@ class CondenseJob:
         n_out = info.n_events if idx is None else int(idx.size)
         if ("index" not in arrays or idx is not None) and n_out:
             # an enumeration, as dclab writes it (also of a filtered export)
-            arrays["index"] = da.arange(1, n_out + 1, dtype=np.uint64)
+            arrays["index"] = da.arange(1, n_out + 1, dtype=self.index_dtype)
         if self.ancillary:
             arrays.update({name: value if idx is None else value[idx] for name, value
                            in ancillary_features(info.path, arrays).items()})
@@ -139,7 +151,7 @@ class CondenseJob:
                                         basins=True, mapping=idx,
                                         compression=options.compression, client=client,
                                         overwrite=overwrite,
-                                        extra=self._log(info, options, sorted(arrays)))
+                                        extra=self._log(options, sorted(arrays)))
             return job_result(info, report, t0)
         except (DcbulkError, OSError, RuntimeError) as exc:
             return failed_file(exc, source, output)
@@ -182,4 +194,4 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
                            compression=compression, client=client, resume=resume,
                            force=force, max_open_outputs=max_open_outputs, dry_run=dry_run,
                            progress=progress, file_job=job, timeout=timeout,
-                           follow_links=follow_links)
+                           follow_links=follow_links, basin_to_source=True)

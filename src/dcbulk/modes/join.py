@@ -16,7 +16,6 @@ reading and encoding on the workers.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from ..bulk.usage import check_timeout
 from ..engine import read_features, store_features
 from ..errors import DcbulkError, OutputExistsError, PlanError
 from ..plan import ExtraMetadata, select_features
+from ..provenance import job_provenance, wrap_lines
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.inspect import SourceInfo, inspect_source
@@ -74,7 +74,8 @@ def _last(info: SourceInfo, feature: str, idx) -> float | None:
 
 
 def _cfg_lines(attrs: dict) -> list[str]:
-    return [f"{key} = {_text(value)}" for key, value in sorted(attrs.items())]
+    """An input's attributes as dclab-join's ``src-#k_cfg`` log (within dclab's line limit)."""
+    return wrap_lines(f"{key} = {_text(value)}" for key, value in sorted(attrs.items()))
 
 
 def _plan(infos: list[SourceInfo], features, filter):
@@ -139,7 +140,7 @@ def _plan(infos: list[SourceInfo], features, filter):
 
 
 def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
-           filter, run_id: str) -> ExtraMetadata:
+           options: dict, run_id: str) -> ExtraMetadata:
     attrs, logs, tables = {}, {}, {}
     for k, info in enumerate(infos, start=1):
         with open_rtdc(info.path) as h5:
@@ -154,9 +155,9 @@ def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
     attrs.pop("experiment:event count", None)
     attrs["experiment:run index"] = np.int64(1)
     attrs["experiment:run identifier"] = run_id
-    logs["dcbulk-join"] = json.dumps({"inputs": details, "features dropped": dropped,
-                                      "filter": filter}, indent=2, default=str).split("\n")
-    return ExtraMetadata(attrs=attrs, logs=logs, tables=tables)
+    prov = job_provenance("join", options=options,
+                          details={"inputs": details, "features dropped": dropped})
+    return ExtraMetadata(attrs=attrs, logs=logs, tables=tables, provenance=prov)
 
 
 def join(sources: Iterable, output, *, features=None, filter: str | None = None,
@@ -217,8 +218,10 @@ def join(sources: Iterable, output, *, features=None, filter: str | None = None,
     else:
         try:
             rep = store_features(joined, output, compression=compression, client=client,
-                                 overwrite=force, extra=_extra(infos, details, dropped, filter,
-                                                             run_id), timeout=timeout)
+                                 overwrite=force, extra=_extra(infos, details, dropped, {
+                                     "features": list(features) if features else None,
+                                     "filter": filter, "compression": str(compression)},
+                                     run_id), timeout=timeout)
             result = FileResult(infos[0].path, output, "done", events=rep.events,
                                 bytes_in=size, bytes_out=rep.bytes_out,
                                 raw_bytes=rep.raw_bytes, ratio=rep.compression_ratio,

@@ -25,7 +25,8 @@ from ..engine import Report, read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, func_identity, job_result, provenance
+from ..provenance import job_provenance
+from .common import CHUNKS_PER_BLOCK, func_identity, job_result
 
 __all__ = ["ReprocessJob", "reprocess"]
 
@@ -68,9 +69,11 @@ class ReprocessJob:
         self.fingerprint = {"mode": "reprocess", "func": func_identity(func),
                             "features": self.features}
 
-    def _log(self, info, options, features: list[str]) -> ExtraMetadata:
-        doc = {**provenance(info, options), **self.fingerprint, "new features": features}
-        return ExtraMetadata(logs={"dcbulk-reprocess": json.dumps(doc, indent=2).split("\n")})
+    def _log(self, options, features: list[str]) -> ExtraMetadata:
+        """The ``dcbulk-reprocess`` provenance log's mode, options and details."""
+        return ExtraMetadata(provenance=job_provenance(
+            "reprocess", options=options.fingerprint_dict(),
+            details={**self.fingerprint, "new features": features}))
 
     def _read(self, info):
         names = self.features or [n for n in info.features if not n.startswith("basinmap")]
@@ -94,7 +97,7 @@ class ReprocessJob:
                 report = store_features(new, output, metadata_from=source, basins=True,
                                         compression=options.compression, client=client,
                                         overwrite=overwrite,
-                                        extra=self._log(info, options, sorted(new)))
+                                        extra=self._log(options, sorted(new)))
             return job_result(info, report, t0)
         except (DcbulkError, OSError, RuntimeError) as exc:
             return failed_file(exc, source, output)
@@ -175,7 +178,8 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
         to the source, so every other feature stays reachable (dclab and dcnum).
     """
     job = ReprocessJob(func, features)
-    options = ArchiveOptions(compression=str(compression), job=job.fingerprint)
+    options = ArchiveOptions(compression=str(compression), basin_to_source=True,
+                             job=job.fingerprint)
     if _only_code_changed(output_dir, options.fingerprint_dict()):
         if dry_run:  # what a real run would do: redo every file
             force = True
@@ -185,4 +189,4 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
                            client=client, resume=resume, force=force,
                            max_open_outputs=max_open_outputs, dry_run=dry_run,
                            progress=progress, file_job=job, timeout=timeout,
-                           follow_links=follow_links)
+                           follow_links=follow_links, basin_to_source=True)

@@ -13,7 +13,6 @@ workers); up to ``max_open_outputs`` of them run at once, from threads of this p
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -28,6 +27,7 @@ from ..engine import convert
 from ..engine.client import client_context
 from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata
+from ..provenance import job_provenance
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.inspect import SourceInfo, inspect_source
@@ -97,18 +97,17 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
         events = lo + np.flatnonzero(keep[lo:hi])
         if not events.size:
             continue
-        log = json.dumps({"source": info.path, "source identifier": info.identifier,
-                          "piece": k + 1, "pieces": n_files,
-                          "events per file": events_per_file, "source events": [lo, hi],
-                          "events": int(events.size), "filter": filter,
-                          "skip empty boundary images": skip_empty}, indent=2).split("\n")
+        details = {"piece": k + 1, "pieces": n_files, "events per file": events_per_file,
+                   "source events": [lo, hi], "events": int(events.size), "filter": filter,
+                   "skip empty boundary images": skip_empty}
         # (the run identifier is the engine's, from the events: read.identifier's one rule)
         attrs = {"experiment:sample": f"{sample} {k + 1}/{n_files}"}
         pieces.append(SplitPiece(source=info.path,
                                  output=os.path.join(out_dir, f"{stem}_{k + 1:04d}.rtdc"),
                                  events=events, size=info.size * events.size // max(
                                      1, info.n_events),
-                                 extra=ExtraMetadata(attrs=attrs, logs={"dcbulk-split": log})))
+                                 extra=ExtraMetadata(attrs=attrs, provenance=job_provenance(
+                                     "split", details=details))))
     return pieces
 
 

@@ -8,6 +8,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..errors import SourceError
+
 __all__ = ["extract_basin_dicts"]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ def extract_basin_dicts(h5: h5py.File | h5py.Group,
     -------
     list[dict]
         The decoded JSON documents.
+
+    Raises
+    ------
+    SourceError
+        When a definition is not a JSON object with a ``type`` (one line naming file and key).
     """
     basins = h5.get("basins")
     if basins is None:
@@ -51,8 +58,15 @@ def extract_basin_dicts(h5: h5py.File | h5py.Group,
     events = h5.get("events")
     result = []
     for key in basins.keys():
-        text = "\n".join(_decode_line(ln) for ln in basins[key][:].tolist())
-        bdict = json.loads(text)
+        try:
+            text = "\n".join(_decode_line(ln) for ln in basins[key][:].tolist())
+            bdict = json.loads(text)
+        except (ValueError, TypeError, AttributeError, KeyError, OSError) as exc:
+            raise SourceError(f"{h5.file.filename}: basin definition 'basins/{key}' is not "
+                              f"readable JSON ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(bdict, dict) or "type" not in bdict:
+            raise SourceError(f"{h5.file.filename}: basin definition 'basins/{key}' is not a "
+                              f"JSON object with a 'type'")
         if check:
             if bdict["type"] not in SUPPORTED_BASIN_TYPES:
                 logger.debug("Skipping basin %s of type %s",

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field, replace
 import h5py
 
 from ..codec import ChunkCodec
-from ..errors import SourceError
+from ..errors import DcbulkError, SourceError
 from .basins import extract_basin_dicts
 from .files import open_rtdc
 from .identifier import get_measurement_identifier
+from .policy import check_structure, walk_datasets
 
-__all__ = ["DatasetRef", "FeatureSource", "SourceInfo", "inspect_source", "describe_dataset"]
+__all__ = ["DatasetRef", "FeatureSource", "SourceInfo", "inspect_source", "describe_dataset",
+           "empty_event_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +37,8 @@ class DatasetRef:
     path
         Absolute path of the file holding the dataset.
     name
-        HDF5 path of the dataset inside the file, e.g. ``"events/image"``.
+        HDF5 path of the dataset as the file shows it, e.g. ``"events/image"`` (for a
+        followed link the link's own path, never the path inside the file it leads to).
     shape, dtype, chunks
         As reported by h5py (``dtype`` as ``np.dtype.str``; ``chunks`` None when contiguous).
     codec
@@ -84,27 +87,54 @@ class SourceInfo:
     own_features: tuple[str, ...] = ()
     basins: tuple[dict, ...] = ()
     has_contour: bool = False
+    #: groups in ``events`` without members (e.g. an empty ``trace``), kept by conversions
+    empty_groups: tuple[str, ...] = ()
     size: int = 0
     mtime: float = 0.0
+    #: external links, virtual and externally stored datasets were followed on purpose
+    follow_external: bool = False
+    #: resolved paths of the file basins whose features this description uses
+    basin_files: tuple[str, ...] = ()
 
 
-def describe_dataset(path: str | os.PathLike, dset: h5py.Dataset) -> DatasetRef:
-    """Return the :class:`DatasetRef` of an open dataset."""
+def describe_dataset(path: str | os.PathLike, dset: h5py.Dataset, name: str) -> DatasetRef:
+    """Return the :class:`DatasetRef` of an open dataset reached as ``name`` in ``path``.
+
+    ``name`` is the path the file shows (``dset.name`` is the path inside the file a link
+    leads to, which may name another dataset of this file).
+    """
     codec = ChunkCodec.from_dataset(dset)
     return DatasetRef(
-        path=str(path), name=dset.name.lstrip("/"), shape=tuple(int(s) for s in dset.shape),
+        path=str(path), name=name.lstrip("/"), shape=tuple(int(s) for s in dset.shape),
         dtype=dset.dtype.str, chunks=None if dset.chunks is None else tuple(dset.chunks),
         codec=None if codec is None else codec.to_dict())
 
 
-def _walk_event_datasets(group: h5py.Group, prefix: str = ""):
-    """Yield ``(feature, dataset)`` for datasets and one level of groups (``trace``)."""
+def _walk_event_datasets(group: h5py.Group, prefix: str = "", _seen: frozenset = frozenset()):
+    """Yield ``(feature, dataset)`` at any depth (``trace/fl1_raw``), top-level contour excluded.
+
+    No policy checks (for dcbulk's own outputs); sources go through
+    :func:`~dcbulk.read.policy.walk_datasets`.
+    """
+    seen = _seen | {group.id}
     for key in sorted(group.keys()):
         obj = group.get(key)
         if isinstance(obj, h5py.Dataset):
             yield prefix + key, obj
-        elif isinstance(obj, h5py.Group) and key != "contour" and not prefix:
-            yield from _walk_event_datasets(obj, prefix=f"{key}/")
+        elif (isinstance(obj, h5py.Group) and obj.id not in seen
+              and not (key == "contour" and not prefix)):
+            yield from _walk_event_datasets(obj, f"{prefix}{key}/", seen)
+
+
+def _event_datasets(path: str, events: h5py.Group, follow_external: bool):
+    """The source's ``events`` datasets under the policy (:mod:`~dcbulk.read.policy`)."""
+    return walk_datasets(events, path, follow_external=follow_external, skip=("contour",))
+
+
+def empty_event_groups(events: h5py.Group) -> tuple[str, ...]:
+    """Names of the groups in ``events`` that have no members (``contour`` aside)."""
+    return tuple(sorted(key for key in events.keys() if key != "contour"
+                        and isinstance(events.get(key), h5py.Group) and not len(events[key])))
 
 
 def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:
@@ -141,7 +171,7 @@ def _resolve_file_basin(src_dir: pathlib.Path, bdict: dict) -> pathlib.Path | No
 
 
 def _basin_features(path: str, h5: h5py.File, bdict: dict, rowmap: DatasetRef | None,
-                    n_events: int) -> dict[str, FeatureSource]:
+                    n_events: int, follow_external: bool) -> dict[str, FeatureSource]:
     """Describe the features one basin provides (empty when unreachable)."""
     btype = bdict.get("type")
     label = f"{btype} basin '{bdict.get('name')}'"
@@ -150,10 +180,12 @@ def _basin_features(path: str, h5: h5py.File, bdict: dict, rowmap: DatasetRef | 
         group = h5.get("basin_events")
         if group is None:
             return found
+        stored = dict(walk_datasets(group, path, follow_external=follow_external))
         for feat in bdict.get("features", []):
-            if isinstance(group.get(feat), h5py.Dataset):
-                found[feat] = FeatureSource(feat, describe_dataset(path, group[feat]),
-                                            rowmap, label)
+            if feat in stored:
+                found[feat] = FeatureSource(
+                    feat, describe_dataset(path, stored[feat], f"basin_events/{feat}"),
+                    rowmap, label)
         return found
     if btype != "file" or bdict.get("format", "hdf5") != "hdf5":
         return found
@@ -168,24 +200,32 @@ def _basin_features(path: str, h5: h5py.File, bdict: dict, rowmap: DatasetRef | 
                 logger.warning("%s: %s at %s has another identifier; skipped", path, label, bpath)
                 return found
             wanted = bdict.get("features")
-            for feat, dset in _walk_event_datasets(bh5["events"]):
+            for feat, dset in _event_datasets(str(bpath), bh5["events"], follow_external):
                 if wanted is not None and feat not in wanted:
                     continue
                 if rowmap is None and dset.shape[0] < n_events:
                     continue
-                found[feat] = FeatureSource(feat, describe_dataset(bpath, dset), rowmap, label)
+                found[feat] = FeatureSource(feat, describe_dataset(bpath, dset,
+                                                                   f"events/{feat}"),
+                                            rowmap, label)
     except SourceError as exc:
         logger.warning("%s: %s unusable: %s", path, label, exc)
     return found
 
 
-def inspect_source(path: str | os.PathLike) -> SourceInfo:
+def inspect_source(path: str | os.PathLike, *, follow_external: bool = False) -> SourceInfo:
     """Open a source file and describe its features, basins and identity.
+
+    Every object is checked against the source policy (:mod:`~dcbulk.read.policy`) before
+    anything is planned, and every feature is described under the name the file shows.
 
     Parameters
     ----------
     path
         The ``.rtdc`` file.
+    follow_external
+        Follow external links, soft links out of their group, virtual datasets and external
+        raw storage instead of refusing the file.
 
     Returns
     -------
@@ -196,30 +236,47 @@ def inspect_source(path: str | os.PathLike) -> SourceInfo:
     Raises
     ------
     SourceNotFoundError, NotHDF5Error, NotRtdcError, SourceError
-        When the file is missing, not HDF5, has no ``events`` or inconsistent feature lengths.
+        When the file is missing, not HDF5, has no ``events`` or inconsistent feature lengths,
+        or anything in it cannot be read (one line naming the file).
+    ExternalDataError, SourceLimitError
+        When it breaks the source policy (:mod:`~dcbulk.read.policy`).
     """
     path = str(pathlib.Path(path).resolve())
-    with open_rtdc(path) as h5:
-        events = h5["events"]
-        own = {feat: FeatureSource(feat, describe_dataset(path, dset))
-               for feat, dset in _walk_event_datasets(events)}
-        lengths = {k: v.data.shape[0] for k, v in own.items() if not k.startswith("basinmap")}
-        n_events = _event_count(path, events, lengths)
-        basins = tuple(extract_basin_dicts(h5, check=True))
-        features = dict(own)
-        for bdict in basins:
-            mapname = bdict.get("mapping")
-            rowmap = None
-            if mapname:
-                rowmap = own[mapname].data if mapname in own else None
-                if rowmap is None:
-                    continue
-            for feat, fsrc in _basin_features(path, h5, bdict, rowmap, n_events).items():
-                features.setdefault(feat, fsrc)
-        info = SourceInfo(
-            path=path, n_events=n_events, identifier=get_measurement_identifier(h5, compat="dclab"),
-            features=features, own_features=tuple(own), basins=basins,
-            has_contour=isinstance(events.get("contour"), h5py.Group))
+    try:
+        with open_rtdc(path) as h5:
+            info = _describe(path, h5, follow_external)
+    except DcbulkError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise SourceError(f"{path}: unreadable: {type(exc).__name__}: {exc}") from exc
     st = os.stat(path)
     return replace(info, size=st.st_size, mtime=st.st_mtime)
+
+
+def _describe(path: str, h5: h5py.File, follow_external: bool) -> SourceInfo:
+    check_structure(h5, path, follow_external=follow_external)
+    events = h5["events"]
+    own = {feat: FeatureSource(feat, describe_dataset(path, dset, f"events/{feat}"))
+           for feat, dset in _event_datasets(path, events, follow_external)}
+    lengths = {k: v.data.shape[0] for k, v in own.items() if not k.startswith("basinmap")}
+    n_events = _event_count(path, events, lengths)
+    basins = tuple(extract_basin_dicts(h5, check=True))
+    features = dict(own)
+    basin_files = []
+    for bdict in basins:
+        mapname = bdict.get("mapping")
+        rowmap = None
+        if mapname:
+            rowmap = own[mapname].data if mapname in own else None
+            if rowmap is None:
+                continue
+        found = _basin_features(path, h5, bdict, rowmap, n_events, follow_external)
+        for feat, fsrc in found.items():
+            features.setdefault(feat, fsrc)
+        basin_files.extend(sorted({f.data.path for f in found.values()} - {path}))
+    return SourceInfo(
+        path=path, n_events=n_events, identifier=get_measurement_identifier(h5, compat="dclab"),
+        features=features, own_features=tuple(own), basins=basins,
+        has_contour=isinstance(events.get("contour"), h5py.Group),
+        empty_groups=empty_event_groups(events), follow_external=follow_external, basin_files=tuple(dict.fromkeys(basin_files)))
 

@@ -9,14 +9,12 @@ import os
 
 import h5py
 
+from ..codec.table import FILTER_NAMES as _FILTER_NAMES
 from .files import open_rtdc
 
-__all__ = ["describe_filters", "describe_contour", "file_summary", "contour_line", "dataset_filters"]
+__all__ = ["describe_filters", "describe_contour", "file_summary", "file_lines", "contour_line",
+           "dataset_filters"]
 
-#: HDF5 filter ids h5py and hdf5plugin define, as ``dcbulk info`` names them
-_FILTER_NAMES = {1: "gzip", 2: "shuffle", 3: "fletcher32", 4: "szip", 5: "nbit",
-                 6: "scaleoffset", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle",
-                 32015: "zstd", 32017: "sz", 32026: "blosc2"}
 
 
 def describe_filters(dset: h5py.Dataset) -> str:
@@ -40,16 +38,54 @@ def describe_contour(group: h5py.Group) -> str:
     return f"{len(group)} events, filters={'|'.join(sorted(layouts)) or 'none'}"
 
 
-def file_summary(path: str | os.PathLike) -> str:
-    """One line for an .rtdc file: name, events, size, identifier (or its error)."""
-    from ..errors import DcbulkError
+def file_summary(path: str | os.PathLike) -> tuple[str, bool]:
+    """One line for an .rtdc file (name, events, size, identifier) and True, or its error
+    and False."""
+    from ..errors import DcbulkError, one_line
     from .inspect import inspect_source
     try:
         info = inspect_source(path)
-    except DcbulkError as exc:
-        return f"{path}: {exc}"
+    except (DcbulkError, OSError) as exc:
+        text = str(exc)
+        for shown in (f"{os.path.realpath(path)}: ", f"{path}: "):
+            text = text.removeprefix(shown)
+        return f"{path}: {one_line(text, 1000)}", False
     return (f"{path}: {info.n_events} events, {info.size / 1e6:,.2f} MB, "
-            f"{len(info.features)} features, identifier {info.identifier}")
+            f"{len(info.features)} features, identifier {info.identifier}"), True
+
+
+def file_lines(path: str | os.PathLike) -> list[str]:
+    """What ``dcbulk info FILE`` prints: events, identifier, size, features, contour, basins.
+
+    Raises
+    ------
+    SourceError
+        For anything that cannot be read (one line naming the file), never another error.
+    """
+    import numpy as np
+
+    from ..errors import DcbulkError, SourceError
+    from .inspect import inspect_source
+    try:
+        info = inspect_source(path)
+        lines = [info.path, f"  events: {info.n_events}", f"  identifier: {info.identifier}",
+                 f"  size: {info.size / 1e6:,.2f} MB", "  features:"]
+        for name, fsrc in info.features.items():
+            d = fsrc.data
+            shape = (info.n_events,) + d.item_shape  # basin features: the output's events
+            where = "" if fsrc.origin == "events" else f"  [{fsrc.origin}]"
+            lines.append(f"    {name:24s} {str(shape):18s} {str(np.dtype(d.dtype)):8s} "
+                         f"chunks={d.chunks} filters={dataset_filters(d.path, d.name)}{where}")
+        if (contour := contour_line(info.path)) is not None:
+            lines.append(f"    {'contour':24s} {contour}")
+        for b in info.basins:
+            lines.append(f"  basin: {b.get('name')} ({b.get('type')}, {b.get('format')}) "
+                         f"mapping={b.get('mapping')} paths={b.get('paths')}")
+    except DcbulkError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise SourceError(f"{path}: unreadable: {type(exc).__name__}: {exc}") from exc
+    return lines
 
 
 def contour_line(path: str | os.PathLike) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
+from ..provenance import LOG_MAX_LINE_LENGTH, wrap_lines
 from ..write import HDF5Writer
 from .events import _FRAME_RATE, _PIXEL_SIZE, _SAMPLE_RATE
 
@@ -69,7 +70,7 @@ def _metadata(path: Path, seed: int, n_events: int, shape: tuple[int, int],
 def _store_extras(hw: HDF5Writer, meta: Mapping[str, object], params: Mapping[str, object],
                   ds_kwds: dict, seed: int) -> None:
     """Logs (parameters + a fake acquisition log) and a monitoring table."""
-    hw.store_log("dcbulk-synth", [f"{k}: {v}" for k, v in params.items()])
+    hw.store_log("dcbulk-synth", wrap_lines(f"{k}: {v}" for k, v in params.items()))
     pre = f"{meta['experiment:time']} INFO MainProcess/Dummy-1 in CS.Core.Ctrl:"
     lines = [f"{pre} Preparing measurement {seed}",
              f"{pre} Job sample_name={meta['experiment:sample']}",
@@ -77,7 +78,8 @@ def _store_extras(hw: HDF5Writer, meta: Mapping[str, object], params: Mapping[st
              f"{pre} Job image_shape=({meta['imaging:roi size y']}, "
              f"{meta['imaging:roi size x']})",
              f"{pre} Monitoring started"]
-    hw.store_log("cytoshot-acquisition", [ln[:100] for ln in lines])  # dclab's limit
+    hw.store_log("cytoshot-acquisition",  # within dclab's limit, as real logs are
+                 [ln[:LOG_MAX_LINE_LENGTH] for ln in lines])
     rng = np.random.default_rng([seed, 3])
     n = 60
     table = np.zeros(n, dtype=[(c, "<f8") for c in (

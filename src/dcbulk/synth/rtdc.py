@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-import hdf5plugin
 import numpy as np
 
 from .._version import __version__
+from ..codec import parse_compression
 from ..errors import OutputExistsError
 from ..write import HDF5Writer
 from .events import _GROUP, _TRACES, _make_group, _make_scene
@@ -26,14 +26,14 @@ logger = logging.getLogger(__name__)
 
 
 def compression_kwargs(compression: str | None) -> dict:
-    """Translate a compression spec into HDF5 dataset keyword arguments.
+    """Translate a ``--compression`` spec into HDF5 dataset keyword arguments.
 
     Parameters
     ----------
     compression : str or None
-        ``"zstd"``/``"zstd:N"`` (Zstandard level N, default 5),
-        ``"gzip:N"`` (h5py gzip) or ``"none"``/None (no compression).
-        Fletcher-32 is always added by the writer.
+        Any spec :func:`dcbulk.codec.parse_compression` accepts (the codec table:
+        ``"zstd:N"``, ``"gzip:N"``, ``"lz4"``, ..., ``"none"``/None). Fletcher-32 is
+        always added by the writer.
 
     Returns
     -------
@@ -43,21 +43,11 @@ def compression_kwargs(compression: str | None) -> dict:
     Raises
     ------
     ValueError
-        If the spec is not understood.
+        If the spec is not understood (:class:`~dcbulk.errors.PlanError`).
     """
-    name, _, level = (compression or "none").lower().partition(":")
-    try:
-        lvl = int(level) if level else None
-    except ValueError:
-        raise ValueError(f"Bad compression level in {compression!r}") from None
-    if name == "none" and lvl is None:
-        return {"compression": None, "compression_opts": None}
-    if name == "zstd":
-        return dict(hdf5plugin.Zstd(clevel=5 if lvl is None else lvl))
-    if name == "gzip" and (lvl is None or 0 <= lvl <= 9):
-        return {"compression": "gzip", "compression_opts": 4 if lvl is None else lvl}
-    raise ValueError(f"Unknown compression {compression!r}; "
-                     "use 'zstd:N', 'gzip:N' or 'none'")
+    kwds = parse_compression(compression, fletcher32=False).ds_kwds()
+    kwds.pop("fletcher32")
+    return kwds
 
 
 def make_rtdc(path: str | Path, n_events: int, *, seed: int = 0,

@@ -19,19 +19,20 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
 
+from ..errors import ChecksumMismatchError
+from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
-from ..read.chunks import OpenFiles, read_event_rows
+from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.inspect import FeatureSource
+from ..read.policy import external_objects
 
 __all__ = ["RowCheck", "compare_rows", "compare_metadata", "compare_contours", "file_problems",
-           "ALLOWED_ATTR_CHANGES", "DCBULK_LOG_PREFIX"]
+           "ALLOWED_ATTR_CHANGES"]
 
 #: root attributes an output may change: the event count (mapped outputs) and the run
 #: identifier (mapped outputs get ``<source id>_dcb-<hash>``)
 ALLOWED_ATTR_CHANGES = ("experiment:event count", "experiment:run identifier")
-#: logs dcbulk adds (provenance)
-DCBULK_LOG_PREFIX = "dcbulk-convert"
 
 
 @dataclass(frozen=True)
@@ -138,15 +139,14 @@ def _read_rows(dset: h5py.Dataset, start: int, stop: int, slot: str) -> np.ndarr
     if dset.dtype.hasobject or stop <= start or dset.ndim == 0:
         return dset[start:stop]
     out = _buffer(slot, dset.dtype, (stop - start,) + dset.shape[1:])
-    dset.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
-    return out
+    return read_rows(dset, start, stop, out=out)  # compressed: decoded outside HDF5's lock
 
 
 def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
     where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
     try:
         got = _read_rows(events[check.feature], check.start, check.stop, "output")
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, ChecksumMismatchError) as exc:
         return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
     if check.enumerate:
         want = np.arange(check.start + 1, check.stop + 1).astype(got.dtype)
@@ -159,7 +159,7 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
                 want = np.asarray(read_event_rows(files, check.source, np.asarray(
                     check.events) if check.events is not None
                     else slice(check.start, check.stop)))
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, ChecksumMismatchError) as exc:
             return [f"{where}: source unreadable ({type(exc).__name__}: {exc})"]
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
             got = got > 0
@@ -226,7 +226,7 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
         if not same:
             problems.append(f"{group[:-1]} '{name}' differs from the source")
     for name in ogrp:
-        if name not in sgrp and not (group == "logs" and name.startswith(DCBULK_LOG_PREFIX)):
+        if name not in sgrp and not (group == "logs" and is_provenance_log(name)):
             problems.append(f"{group[:-1]} '{name}' is not in the source")
     return problems
 
@@ -284,13 +284,19 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
 
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      n_source: int) -> list[str]:
-    """Root attributes, logs, tables and basins of an output against its source."""
+    """Root attributes, logs, tables and basins of an output against its source.
+
+    An output must hold its own data: every external link, soft link out of its group,
+    virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`).
+    """
     try:
         out = h5py.File(output, "r", locking=False)
     except OSError as exc:
         return [f"{output}: cannot open ({exc})"]
     with out, h5py.File(source, "r", locking=False) as src:
-        problems = _compare_attrs(src, out, mapping, n_source)
+        problems = [f"{found}: an output must hold its own data"
+                    for found in external_objects(out)]
+        problems += _compare_attrs(src, out, mapping, n_source)
         problems += _compare_group(src, out, "logs")
         problems += _compare_group(src, out, "tables")
         try:

@@ -16,8 +16,10 @@ manifest: each finished record names its source, and the manifest's options (``f
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -27,13 +29,20 @@ from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
 from ..read.inspect import SourceInfo, inspect_source
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 
-__all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "verify", "verify_pair_inline",
+__all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "VerifySettled", "verify", "verify_pair_inline",
            "verify_pairs", "pairs_from_manifest", "TASK_BYTES"]
 
 #: uncompressed output bytes one comparison task reads
 TASK_BYTES = 32 * 1024**2
 #: outputs up to this size on disk are verified by one task each
 FILE_TASK_BYTES = 8 * 1024**2
+
+
+def _file_key(output: str, index: int | str) -> str:
+    """The dask key of one output's task: the format of ``convert_archive``'s file tasks
+    (``dcbulk.bulk.archive.file_key``, not imported: bulk imports verify), so the dashboard
+    page names it among the files in flight."""
+    return f"dcbulk-file-{hashlib.sha256(os.fsencode(output)).hexdigest()[:16]}-{index}"
 
 
 def _size(path: str) -> int:
@@ -54,6 +63,8 @@ class VerifyPair:
     mapping: tuple | None = None  # explicit indices (API); np arrays are not hashable
     size: int | None = None  # manifest record
     sha256: str | None = None
+    #: the output was converted with external data followed (source policy)
+    follow_external: bool = False
     #: an output of dcnum's pipeline (``dcbulk process``): checked alone (:mod:`.processed`)
     processed: bool = False
 
@@ -96,6 +107,22 @@ class VerifyReport:
                 "files": [asdict(f) for f in self.files]}
 
 
+@dataclass(frozen=True)
+class VerifySettled:
+    """One settled verdict as a run's progress callback sees it (as an archive's file)."""
+
+    source: str
+    output: str
+    status: str  # "done" (equal) or "failed" (differs)
+    bytes_in: int
+    error: str | None
+
+    @classmethod
+    def of(cls, verdict: FileVerdict) -> VerifySettled:
+        return cls(verdict.source, verdict.output, "done" if verdict.ok else "failed",
+                   _size(verdict.output), "; ".join(verdict.problems) or None)
+
+
 def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
     """The finished outputs of an output directory and their sources and options."""
     from ..bulk.manifest import Manifest
@@ -114,7 +141,9 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
         pairs.append(VerifyPair(output=os.path.join(output_dir, rec.output), source=rec.source,
                                 features=tuple(feats) if feats else None,
                                 filter=options.get("filter"), size=rec.output_size,
-                                sha256=rec.output_sha256, processed=processed))
+                                sha256=rec.output_sha256,
+                                follow_external=bool(options.get("follow_external")),
+                                processed=processed))
     return sorted(pairs, key=lambda p: p.output)
 
 
@@ -128,13 +157,14 @@ def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
     return None
 
 
-def _out_features(output: str) -> dict[str, tuple]:
+def _out_features(output: str) -> tuple[dict[str, tuple], tuple[str, ...]]:
+    """The output's features (shape, dtype) and the empty groups of its ``events``."""
     import h5py
-    from ..read.inspect import _walk_event_datasets
+    from ..read.inspect import _walk_event_datasets, empty_event_groups
     with h5py.File(output, "r", locking=False) as h5:
-        return {name: (tuple(d.shape), d.dtype.str)
-                for name, d in _walk_event_datasets(h5["events"])
-                if not name.startswith("basinmap")}
+        return ({name: (tuple(d.shape), d.dtype.str)
+                 for name, d in _walk_event_datasets(h5["events"])
+                 if not name.startswith("basinmap")}, empty_event_groups(h5["events"]))
 
 
 def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
@@ -154,7 +184,7 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
                 ) -> tuple[list[str], list[list[RowCheck]], dict]:
     """Problems found while planning, the row-check tasks, and the metadata-task arguments."""
     try:
-        info = inspect_source(pair.source)
+        info = inspect_source(pair.source, follow_external=pair.follow_external)
     except DcbulkError as exc:
         return [f"{pair.output}: source {exc}"], [], {}
     try:
@@ -164,13 +194,18 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
     except (PlanError, DcbulkError) as exc:
         return [f"{pair.output}: {exc}"], [], {}
     try:
-        present = _out_features(pair.output)
+        present, empty = _out_features(pair.output)
     except (OSError, KeyError) as exc:
         return [f"{pair.output}: cannot open ({exc})"], [], {}
     n_out = info.n_events if mapping is None else int(mapping.size)
     problems = [f"{pair.output}: feature '{f}' is missing" for f in wanted if f not in present]
     problems += [f"{pair.output}: feature '{f}' is not in the source's selection"
                  for f in present if f not in wanted]
+    want_empty = info.empty_groups if pair.features is None else ()
+    problems += [f"{pair.output}: empty group 'events/{g}' of the source is missing"
+                 for g in want_empty if g not in empty]
+    problems += [f"{pair.output}: empty group 'events/{g}' is not in the source"
+                 for g in empty if g not in want_empty]
     checks = []
     for name in wanted:
         if name not in present:
@@ -209,7 +244,8 @@ def _metadata_task(pair: VerifyPair, meta: dict) -> list[str]:
 
 
 def verify_pairs(output, against=None, *, features=None, mapping=None,
-                 filter: str | None = None) -> list[VerifyPair]:
+                 filter: str | None = None, follow_external: bool = False
+                 ) -> list[VerifyPair]:
     """What :func:`verify` checks: each output and what it must equal (cheap, no cluster).
 
     A file with ``against`` pairs with that source and the given options; a file without it
@@ -246,7 +282,8 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
                          f"without --against (against=)")
     return [VerifyPair(output=os.path.abspath(output), source=os.path.abspath(os.fspath(against)),
                        features=tuple(features) if features else None, filter=filter,
-                       mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()))]
+                       mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()),
+                       follow_external=bool(follow_external))]
 
 
 def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
@@ -267,7 +304,8 @@ def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
 
 
 def verify(output, against=None, *, features=None, mapping=None, filter: str | None = None,
-           client=None, inline: bool = False) -> VerifyReport:
+           client=None, inline: bool = False, follow_external: bool = False,
+           progress=None) -> VerifyReport:
     """Verify outputs against their sources: every chunk read, every value compared.
 
     Parameters
@@ -278,14 +316,17 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         pairs of :func:`verify_pairs`.
     against
         The source of a single output file.
-    features, mapping, filter
-        With ``against``: the feature selection, event mapping (indices or boolean filter)
-        or filter expression the file was converted with (default: all own features, all
-        events).
+    features, mapping, filter, follow_external
+        With ``against``: the feature selection, event mapping (indices or boolean filter),
+        filter expression and source policy the file was converted with (default: all own
+        features, all events, nothing external followed).
     client
         A ``distributed.Client``; by default a LocalCluster (unless ``inline``).
     inline
         Run every check in this process.
+    progress
+        Called as ``progress(result, done_count, total_count)`` as each output's verdict
+        settles (``result``: :class:`VerifySettled`, ``failed`` when it differs).
 
     Returns
     -------
@@ -302,7 +343,7 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         pairs = list(output)
     else:
         pairs = verify_pairs(output, against, features=features, mapping=mapping,
-                             filter=filter)
+                             filter=filter, follow_external=follow_external)
     report = VerifyReport()
     if inline:
         report.files = [verify_pair_inline(p) for p in pairs]
@@ -312,20 +353,35 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     # small outputs: one task each (no per-chunk scheduling); large ones: split into runs
     whole = [p for p in pairs if p.processed or _size(p.output) <= FILE_TASK_BYTES]
     split = [p for p in pairs if not p.processed and _size(p.output) > FILE_TASK_BYTES]
+    split_verdicts: list[FileVerdict] = []
+
+    def tell(verdict: FileVerdict) -> None:
+        report.files.append(verdict)
+        if progress is not None:
+            progress(VerifySettled.of(verdict), len(report.files), len(pairs))
+
+    from distributed import as_completed
+    run = uuid.uuid4().hex[:8]  # keys of this call only: a key still held would give its result
     with client_context(client) as cl:
-        whole_futs = cl.map(verify_pair_inline, whole, pure=False)
+        # keys as convert_archive's file tasks: the dashboard page lists them in flight
+        whole_futs = cl.map(verify_pair_inline, whole, pure=False,
+                            key=[_file_key(p.output, f"{run}{i}")
+                                 for i, p in enumerate(whole)])
         planned = cl.gather(cl.map(plan_checks, split, pure=False))
         futures = []
         for pair, (problems, tasks, meta) in zip(split, planned):
             verdict = FileVerdict(pair.output, pair.source, list(problems),
                                   sorted({c.feature for task in tasks for c in task}))
-            report.files.append(verdict)
+            split_verdicts.append(verdict)
             if meta:
                 futures.append((verdict, cl.submit(_metadata_task, pair, meta, pure=False)))
                 futures.extend((verdict, f) for f in cl.map(compare_rows, tasks, pure=False))
+        for fut in as_completed(whole_futs):
+            tell(fut.result())
         for verdict, fut in futures:
             verdict.problems.extend(fut.result())
-        report.files.extend(cl.gather(whole_futs))
+        for verdict in split_verdicts:
+            tell(verdict)
     order = {p.output: i for i, p in enumerate(pairs)}
     report.files.sort(key=lambda f: order[f.output])
     report.wall_seconds = time.perf_counter() - t0

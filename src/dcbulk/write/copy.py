@@ -19,6 +19,7 @@ from .basin_warnings import (CreatingFileWithoutBasinWarning,
 from .blockwise import arrays_equal, check_mapping, iter_mapped_blocks
 from .filters import best_nd_chunks, set_default_filter_kwargs
 from .hdf5_writer import HDF5Writer
+from .sliced import copy_sliced
 
 __all__ = ["create_with_basins", "copy_basins", "copy_features",
            "copy_metadata"]
@@ -131,8 +132,11 @@ def copy_metadata(h5_src: h5py.File, h5_dst: h5py.File) -> None:
     """Copy root attributes, logs and tables that the destination lacks
 
     Nothing in `h5_dst` is overwritten. Logs and tables are copied with
-    their attributes, compressed with the default filters; variable-length
-    strings become fixed-length bytes and empty datasets are skipped.
+    their attributes, compressed with the default filters, in slices of
+    bounded size; variable-length strings become fixed-length bytes (unless
+    the padding would cost more than the text: one long line among short
+    ones stays variable-length, see :mod:`dcbulk.write.sliced`) and empty
+    datasets are skipped.
     Each copied dataset's ``software`` attribute gets ``dcbulk <version>``
     appended (joined with ``" | "``).
 
@@ -155,23 +159,12 @@ def copy_metadata(h5_src: h5py.File, h5_dst: h5py.File) -> None:
             if key in dst_group:
                 continue
             src = h5_src[topic][key]
-            data = src[:]
-            if not data.size:
+            ds = copy_sliced(src, dst_group, key, ds_kwds)
+            if ds is None:
                 logger.debug("Skipping empty %s/%s", topic, key)
                 continue
-            if data.dtype == np.dtype("O"):
-                data = _fixed_length_strings(data)
-            ds = dst_group.create_dataset(name=key, data=data, **ds_kwds)
             ds.attrs.update(src.attrs)
             ds.attrs["software"] = _append_software(ds.attrs.get("software"))
-
-
-def _fixed_length_strings(data: np.ndarray) -> np.ndarray:
-    """Convert an object array of (byte) strings to fixed-length bytes."""
-    lines = [ln.encode("utf-8") if isinstance(ln, str) else bytes(ln)
-             for ln in data.ravel()]
-    width = max(1, max(len(ln) for ln in lines))
-    return np.array(lines, dtype=f"S{width}").reshape(data.shape)
 
 
 def _append_software(previous: Any) -> str:

@@ -1,0 +1,132 @@
+"""Wiring a run to its monitors: the dashboard page's registration, the state on the
+scheduler, and the HTML report written however the run ends.
+
+distributed builds its dashboard's Bokeh applications from
+``distributed.dashboard.scheduler.applications`` and its plain routes from the modules in
+``distributed.scheduler.http.routes`` when a scheduler starts, so :func:`dashboard_page`
+must surround the start of the cluster. LocalCluster and dask-jobqueue clusters run their
+scheduler in this process: :func:`live_page` puts the run's state on it. A scheduler dcbulk
+does not own (``--scheduler``, ``--scheduler-file``) gets no page: one line says so.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+import dask
+
+from ..errors import one_line
+from .page import PLUGIN_NAME, ROUTE, RunStatePlugin, page_doc
+from .state import RunState
+
+__all__ = ["HTTP_MODULE", "dashboard_page", "live_page", "page_url", "recorded"]
+
+#: the module distributed imports for the page's JSON route
+HTTP_MODULE = "dcbulk.monitor.http"
+
+
+@contextlib.contextmanager
+def dashboard_page() -> Iterator[None]:
+    """Within the block, schedulers that start serve the dcbulk page and its JSON route.
+
+    The page's route is added to distributed's applications for the block only (a
+    dashboard keeps the applications it was built with).
+    """
+    try:
+        from distributed.dashboard import scheduler as dashboard
+    except ImportError:  # no (suitable) bokeh: distributed serves no dashboard either
+        dashboard = None
+    if dashboard is None:
+        yield
+        return
+    routes = list(dask.config.get("distributed.scheduler.http.routes", []) or [])
+    added = ROUTE not in dashboard.applications
+    if added:
+        dashboard.applications[ROUTE] = page_doc
+    try:
+        with dask.config.set({"distributed.scheduler.http.routes": [*routes, HTTP_MODULE]}):
+            yield
+    finally:
+        if added:
+            dashboard.applications.pop(ROUTE, None)
+
+
+def page_url(dashboard_link: str | None) -> str | None:
+    """The page's address next to dask's dashboard link (None without a dashboard)."""
+    if not dashboard_link:
+        return None
+    base = dashboard_link.rsplit("/status", 1)[0] if dashboard_link.endswith("/status") \
+        else dashboard_link.rstrip("/")
+    return base + ROUTE
+
+
+def _own_scheduler(cluster):
+    from distributed import Scheduler
+    scheduler = getattr(cluster, "scheduler", None)
+    return scheduler if isinstance(scheduler, Scheduler) else None
+
+
+def _serves_page(scheduler) -> bool:
+    """Whether the dashboard of ``scheduler`` was built with the dcbulk page."""
+    apps = getattr(getattr(scheduler, "http_application", None), "applications", None) or []
+    return any(path.rstrip("/").endswith(ROUTE) for app in apps
+               for path in getattr(app, "app_paths", ()))
+
+
+@contextlib.contextmanager
+def live_page(state: RunState, client, cluster, *, stream: TextIO | None = None,
+              quiet: bool = False) -> Iterator[str | None]:
+    """Put ``state`` on the in-process scheduler of ``cluster`` for the block; yield the
+    page's URL (None, after one line on ``stream`` unless ``quiet``, when there is no such
+    scheduler or no dashboard)."""
+    scheduler = _own_scheduler(cluster)
+    url = page_url(getattr(client, "dashboard_link", None)) if scheduler is not None else None
+    if url is None or not _serves_page(scheduler):
+        why = ("a scheduler dcbulk does not own" if scheduler is None
+               else "a scheduler without a dashboard")
+        if not quiet:
+            print(f"dcbulk: the dcbulk dashboard page is not available on {why}; going on",
+                  file=stream or sys.stderr, flush=True)
+        yield None
+        return
+
+    async def add() -> None:
+        scheduler.add_plugin(RunStatePlugin(state), name=PLUGIN_NAME, idempotent=False)
+
+    async def remove() -> None:
+        if PLUGIN_NAME in scheduler.plugins:
+            scheduler.remove_plugin(name=PLUGIN_NAME)
+
+    client.sync(add)
+    state.page_url = url
+    try:
+        yield url
+    finally:
+        with contextlib.suppress(Exception):  # the scheduler may be gone already
+            client.sync(remove)
+
+
+@contextlib.contextmanager
+def recorded(state: RunState, html_report: str | None = None) -> Iterator[RunState]:
+    """End ``state`` with the run's outcome and write its HTML report (if asked), also when
+    the run fails or is interrupted; a report that cannot be written is one line on stderr."""
+    outcome = "finished"
+    try:
+        yield state
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise
+    except BaseException as exc:
+        outcome = f"failed: {type(exc).__name__}: {one_line(exc, 300)}"
+        raise
+    finally:
+        state.end(outcome)
+        if html_report:
+            from .report_html import write_html_report
+            try:
+                write_html_report(state, html_report)
+            except OSError as exc:
+                print(f"dcbulk: the HTML report {html_report} could not be written "
+                      f"({one_line(exc, 200)})", file=sys.stderr)

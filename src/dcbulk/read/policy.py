@@ -1,0 +1,193 @@
+"""The source policy: which objects of a source file dcbulk reads, checked while walking it.
+
+dcbulk reads a file's own datasets. Refused by default, each with one line naming the file
+and the object (the file fails alone):
+
+- an HDF5 external link (its data live in another file);
+- a soft link that leaves the top-level group it appears in (``events``, ``logs``, ...),
+  dangles, or leads back into a group being walked (a cycle);
+- a virtual dataset (``Dataset.is_virtual``) and a dataset with external raw storage
+  (``Dataset.external``).
+
+dclab's ``IntegrityChecker`` treats the same objects as violations
+(``dclab.rtdc_dataset.check.hdf5_has_external``). ``follow_external=True`` (CLI
+``--follow-external``) follows them; the data they lead to are then read under the name the
+source shows and stored in the output as the source's own.
+
+Always refused, because memory would grow with what a file *declares* rather than with what
+it *holds*: a dataset whose shape needs chunks the file never wrote (fewer allocated chunks,
+``H5Dget_num_chunks``, than the shape's chunk count), a contiguous dataset without allocated
+storage, and a single item -- one event's row of a feature, one contour, one log line or
+table record -- of more than :data:`MAX_ITEM_BYTES`.
+"""
+from __future__ import annotations
+
+import math
+import posixpath
+from collections.abc import Iterator
+
+import h5py
+
+from ..errors import ExternalDataError, SourceLimitError
+
+__all__ = ["MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link", "check_dataset",
+           "check_item_bytes", "walk_datasets", "check_structure", "external_objects"]
+
+#: the largest single item (one event's row, one contour, one log line) dcbulk holds at once
+MAX_ITEM_BYTES = 64 * 1024**2
+#: the top-level groups of the .rtdc layout dcbulk reads
+STRUCTURE_GROUPS = ("events", "basin_events", "logs", "tables", "basins")
+#: how to follow outside data on purpose
+FOLLOW_HINT = "dcbulk reads only a file's own data (--follow-external follows it)"
+
+
+def _shown(group: h5py.Group, key: str) -> str:
+    return posixpath.join(group.name, key).lstrip("/")
+
+
+def check_link(group: h5py.Group, key: str, path: str, *, follow_external: bool) -> None:
+    """Refuse ``group[key]`` when it is an external link or a soft link out of its group.
+
+    Raises
+    ------
+    ExternalDataError
+        Naming the file, the object and where the link leads.
+    """
+    link = group.get(key, getlink=True)
+    shown = _shown(group, key)
+    if isinstance(link, h5py.ExternalLink):
+        if not follow_external:
+            raise ExternalDataError(f"{path}: '{shown}' is an HDF5 external link to "
+                                    f"{link.filename}:{link.path}; {FOLLOW_HINT}")
+    elif isinstance(link, h5py.SoftLink):
+        target = posixpath.normpath(posixpath.join(group.name, link.path))
+        top = "/" + shown.split("/")[0]
+        if not follow_external and not target.startswith(top + "/"):
+            raise ExternalDataError(f"{path}: '{shown}' is a soft link to '{link.path}', "
+                                    f"outside '{top[1:]}'; {FOLLOW_HINT}")
+    if link is not None and group.get(key) is None:
+        raise ExternalDataError(f"{path}: '{shown}' is a link that leads nowhere ({link})")
+
+
+def check_item_bytes(nbytes: int, shown: str, path: str, what: str) -> None:
+    """Refuse a single item (row, contour, line, record) above :data:`MAX_ITEM_BYTES`."""
+    if nbytes > MAX_ITEM_BYTES:
+        raise SourceLimitError(f"{path}: '{shown}': {what} of {nbytes:,} bytes exceeds "
+                               f"dcbulk's limit of {MAX_ITEM_BYTES:,} bytes per item")
+
+
+def _declared_chunks(shape: tuple[int, ...], chunks: tuple[int, ...]) -> int:
+    return math.prod(math.ceil(s / c) for s, c in zip(shape, chunks))
+
+
+def check_dataset(dset: h5py.Dataset, shown: str, path: str, *, follow_external: bool,
+                  item: str = "row") -> None:
+    """Refuse a virtual or externally stored dataset (unless followed) and declared-only data.
+
+    ``item`` names what one row is (``"row"``, ``"contour"``, ``"line"``, ...); a whole
+    contour is one item (``item="contour"``).
+
+    Raises
+    ------
+    ExternalDataError
+        A virtual dataset or external raw storage, without ``follow_external``.
+    SourceLimitError
+        Chunks or storage the shape needs but the file does not hold, or an item above
+        :data:`MAX_ITEM_BYTES`.
+    """
+    if dset.is_virtual or dset.external:
+        if not follow_external:
+            if dset.is_virtual:
+                where = sorted({f"{s.file_name}:{s.dset_name}" for s in dset.virtual_sources()})
+                raise ExternalDataError(f"{path}: '{shown}' is a virtual dataset (data in "
+                                        f"{', '.join(where[:3])}); {FOLLOW_HINT}")
+            files = sorted({str(e[0]) for e in dset.external})
+            raise ExternalDataError(f"{path}: '{shown}' has external raw storage (in "
+                                    f"{', '.join(files[:3])}); {FOLLOW_HINT}")
+        return  # followed on purpose: the data it leads to are the user's choice
+    shape = dset.shape
+    if not shape:
+        return  # scalar or null dataspace: one item, stored with the object header
+    itemsize = dset.dtype.itemsize
+    row = dset.size * itemsize if item == "contour" else math.prod(shape[1:]) * itemsize
+    check_item_bytes(row, shown, path, f"one {item}")
+    if dset.size == 0:
+        return
+    if dset.chunks is not None:
+        declared = _declared_chunks(shape, dset.chunks)
+        stored = dset.id.get_num_chunks()
+        if stored < declared:
+            raise SourceLimitError(
+                f"{path}: '{shown}' declares shape {shape} ({dset.size * itemsize:,} bytes "
+                f"in {declared:,} chunks) but the file stores only {stored:,} of these "
+                f"chunks; dcbulk refuses data a file does not hold")
+    elif dset.id.get_storage_size() == 0:
+        raise SourceLimitError(f"{path}: '{shown}' declares shape {shape} "
+                               f"({dset.size * itemsize:,} bytes) but the file stores none "
+                               f"of it; dcbulk refuses data a file does not hold")
+
+
+def walk_datasets(group: h5py.Group, path: str, *, follow_external: bool,
+                  skip: tuple[str, ...] = (), item: str = "row", prefix: str = "",
+                  _seen: frozenset = frozenset()) -> Iterator[tuple[str, h5py.Dataset]]:
+    """Yield ``(name below group, dataset)`` at any depth, each link and dataset checked.
+
+    Names are those the source shows (``trace/fl1_raw``, ``extra/deeper/x``), never the path
+    a link leads to. Top-level members named in ``skip`` (``contour``) are checked as links
+    but not walked.
+    """
+    seen = _seen | {group.id}
+    for key in sorted(group.keys()):
+        check_link(group, key, path, follow_external=follow_external)
+        obj = group.get(key)
+        shown = _shown(group, key)
+        if isinstance(obj, h5py.Dataset):
+            check_dataset(obj, shown, path, follow_external=follow_external, item=item)
+            yield prefix + key, obj
+        elif isinstance(obj, h5py.Group) and not (key in skip and not prefix):
+            if obj.id in seen:
+                raise ExternalDataError(f"{path}: '{shown}' leads back to a group it is in "
+                                        f"(a cycle)")
+            yield from walk_datasets(obj, path, follow_external=follow_external, item=item,
+                                     prefix=f"{prefix}{key}/", _seen=seen)
+
+
+def check_structure(h5: h5py.File, path: str, *, follow_external: bool) -> None:
+    """Check the top-level groups and every log, table and basin definition of a file.
+
+    ``events`` and ``basin_events`` are walked by the readers (:func:`walk_datasets`).
+    """
+    for name in STRUCTURE_GROUPS:
+        if name in h5 or isinstance(h5.get(name, getlink=True), h5py.ExternalLink):
+            check_link(h5, name, path, follow_external=follow_external)
+    for name, item in (("logs", "line"), ("tables", "record"), ("basins", "line")):
+        group = h5.get(name)
+        if isinstance(group, h5py.Group):
+            for _ in walk_datasets(group, path, follow_external=follow_external, item=item):
+                pass
+
+
+def external_objects(h5: h5py.File) -> list[str]:
+    """Every external link, soft link out of its group, virtual or externally stored dataset.
+
+    For ``dcbulk verify`` of an output: nothing is followed; one line per object.
+    """
+    found: list[str] = []
+
+    def visit(group: h5py.Group, seen: frozenset) -> None:
+        for key in sorted(group.keys()):
+            shown = _shown(group, key)
+            try:
+                check_link(group, key, h5.filename, follow_external=False)
+            except ExternalDataError as exc:
+                found.append(str(exc).split(": ", 1)[1].split("; ")[0])
+                continue
+            obj = group.get(key)
+            if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
+                kind = "a virtual dataset" if obj.is_virtual else "stored externally"
+                found.append(f"'{shown}' is {kind}")
+            elif isinstance(obj, h5py.Group) and obj.id not in seen:
+                visit(obj, seen | {obj.id})
+
+    visit(h5, frozenset({h5.id}))
+    return found

@@ -1,0 +1,107 @@
+"""Rows of compressed sources decoded by numcodecs outside HDF5's lock (read.chunks)."""
+from __future__ import annotations
+
+import threading
+
+import h5py
+import hdf5plugin
+import numpy as np
+import pytest
+
+from dcbulk.errors import ChecksumMismatchError
+from dcbulk.read import chunks as read_chunks
+from dcbulk.read.chunks import gather_rows, read_rows
+
+FILTERS = {
+    "zstd:5+fletcher32": dict(hdf5plugin.Zstd(clevel=5), fletcher32=True),
+    "zstd:1": dict(hdf5plugin.Zstd(clevel=1)),
+    "gzip:6+fletcher32": dict(compression="gzip", compression_opts=6, fletcher32=True),
+    "gzip:0": dict(compression="gzip", compression_opts=0),
+    "none+fletcher32": dict(fletcher32=True),
+}
+
+
+@pytest.fixture(scope="module")
+def images(shared_data_dir) -> np.ndarray:
+    with h5py.File(shared_data_dir / "cytoshot-test-data.rtdc") as h5:
+        return np.concatenate([h5["events/image"][:]] * 3)  # 120 real images
+
+
+def _write(path, data, chunk_rows, **kwds):
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("x", data=data, chunks=(chunk_rows,) + data.shape[1:], **kwds)
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_read_rows_decodes_with_numcodecs(tmp_path, images, monkeypatch, name):
+    """Every slice (chunk edges, short last chunk) equals h5py's; h5py reads no rows."""
+    _write(tmp_path / "s.h5", images, 32, **FILTERS[name])
+    with h5py.File(tmp_path / "s.h5") as h5:
+        ds = h5["x"]
+        assert read_chunks._decoder(ds) is not None
+        want = ds[:]
+        calls = []
+        monkeypatch.setattr(h5py.Dataset, "__getitem__",
+                            lambda self, key: calls.append(key) or want[key])
+        for start, stop in [(0, 120), (5, 37), (31, 33), (64, 96), (100, 120), (119, 500),
+                            (7, 7)]:
+            got = read_rows(ds, start, stop)
+            assert got.dtype == want.dtype and np.array_equal(got, want[start:stop])
+        rows = np.array([119, 3, 3, 64, 0, 95])
+        assert np.array_equal(gather_rows(ds, rows), want[rows])
+        assert calls == []
+
+
+def test_read_rows_falls_back_to_h5py(tmp_path, images):
+    """Plain chunks, filters numcodecs cannot decode and unwritten chunks go through h5py."""
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        h5.create_dataset("plain", data=images, chunks=(32, 80, 400))
+        h5.create_dataset("lz4", data=images, chunks=(32, 80, 400), **hdf5plugin.LZ4())
+        h5.create_dataset("contiguous", data=images)
+        part = h5.create_dataset("sparse", shape=images.shape, dtype=np.uint8,
+                                 chunks=(32, 80, 400), **hdf5plugin.Zstd())
+        part[40:60] = images[40:60]  # chunks 0, 2, 3 never written
+    with h5py.File(tmp_path / "f.h5") as h5:
+        for name in ("plain", "lz4", "contiguous"):
+            assert read_chunks._decoder(h5[name]) is None
+            assert np.array_equal(read_rows(h5[name], 10, 100), images[10:100])
+        want = h5["sparse"][:]
+        assert np.array_equal(read_rows(h5["sparse"], 0, 120), want)
+        assert not want[:32].any() and np.array_equal(want[40:60], images[40:60])
+
+
+def test_read_rows_damaged_chunk_names_file_dataset_and_chunk(tmp_path, images):
+    _write(tmp_path / "d.h5", images, 32, **FILTERS["zstd:5+fletcher32"])
+    with h5py.File(tmp_path / "d.h5", "r+") as h5:
+        mask, raw = h5["x"].id.read_direct_chunk((64, 0, 0))
+        raw = raw[:100] + bytes(b ^ 0xFF for b in raw[100:110]) + raw[110:]
+        h5["x"].id.write_direct_chunk((64, 0, 0), raw, mask)
+    with h5py.File(tmp_path / "d.h5") as h5:
+        assert np.array_equal(read_rows(h5["x"], 0, 64), images[:64])
+        with pytest.raises(ChecksumMismatchError, match=r"d.h5: '/x' chunk 2 is damaged"):
+            read_rows(h5["x"], 60, 70)
+
+
+def test_read_rows_in_parallel_threads(tmp_path, images):
+    _write(tmp_path / "t.h5", images, 16, **FILTERS["zstd:5+fletcher32"])
+    results = {}
+
+    def work(i):
+        with h5py.File(tmp_path / "t.h5") as h5:
+            results[i] = read_rows(h5["x"], 0, 120)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(np.array_equal(r, images) for r in results.values()) and len(results) == 3
+
+
+@pytest.mark.parametrize("name", ["zstd:5+fletcher32", "plain"])
+def test_read_rows_into_a_reused_buffer(tmp_path, images, name):
+    _write(tmp_path / "b.h5", images, 32, **FILTERS.get(name, {}))
+    buf = np.full((50, 80, 400), 7, dtype=np.uint8)
+    with h5py.File(tmp_path / "b.h5") as h5:
+        got = read_rows(h5["x"], 20, 70, out=buf)
+    assert got is buf and np.array_equal(buf, images[20:70])

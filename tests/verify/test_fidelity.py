@@ -1,0 +1,250 @@
+"""Fidelity on the community's own test data (issue 21): every ``.rtdc`` file of dclab's and
+dcnum's source distributions converts with no new alert in dclab's ``IntegrityChecker``, the
+same keys in dcnum and equal values in dclab; and the details found there, each of which
+failed on main before its fix (log lines over 100 characters, a dropped empty group,
+condense's ``index`` dtype and ``basin_to_source``, ``verify -q``).
+"""
+from __future__ import annotations
+
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+import dcbulk
+import dcbulk.cli
+import dcbulk.modes
+from dcbulk.provenance import (LOG_MAX_LINE_LENGTH, is_provenance_log, read_provenance,
+                               unwrap_lines, wrap_lines)
+from dcbulk.synth import make_rtdc
+from trust_helpers import cache_dir, fetch_all_test_data, integrity_cues
+
+#: a folder name that makes every absolute path in the tree longer than a log line may be
+DEEP = "a-folder-whose-name-is-long-enough-to-push-absolute-paths-past-dclab-s-line-limit"
+
+
+@pytest.fixture(scope="module")
+def converted_tree(client, tmp_path_factory):
+    """dclab's and dcnum's test data, one deep tree, converted once: (sources, src, dst)."""
+    root = tmp_path_factory.mktemp("fidelity") / DEEP
+    files = fetch_all_test_data(cache_dir(), root / "src")
+    report = dcbulk.convert_archive([root / "src"], root / "dst", client=client)
+    assert report.ok, [(f.source, f.error) for f in report.failed]
+    assert report.count("done") == len(files)
+    return files, root / "src", root / "dst"
+
+
+def _dclab_values(path) -> dict[str, object]:
+    """Every feature dclab offers (innate and from basins), every event."""
+    import dclab
+    got: dict[str, object] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dclab.new_dataset(path) as ds:
+            for feat in sorted(set(ds.features_innate) | set(ds.features_basin)):
+                if feat == "trace":
+                    got[feat] = {k: np.asarray(ds["trace"][k][:]) for k in ds["trace"]}
+                elif dclab.dfn.scalar_feature_exists(feat):
+                    got[feat] = np.asarray(ds[feat][:])
+                else:
+                    got[feat] = [np.asarray(ds[feat][i]) for i in range(len(ds))]
+    return got
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+
+
+def _dcnum_keys(path) -> list[str]:
+    from dcnum.read import HDF5Data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with HDF5Data(path) as h5:
+            return sorted(h5.keys())
+
+
+def test_community_test_data_converts_faithfully(client, converted_tree, tmp_path,
+                                                 monkeypatch):
+    """Issue 21: per file no new IntegrityChecker cue, dcnum's keys, dclab's values equal."""
+    files, src_root, dst_root = converted_tree
+    assert len(files) >= 18, files  # 12 of dclab 0.73.4, 6 of dcnum 0.31.0
+    monkeypatch.chdir(tmp_path)  # read from another working directory
+    for src in files:
+        out = dst_root / src.relative_to(src_root)
+        new = integrity_cues(out) - integrity_cues(src)
+        assert not new, f"{out}: {sorted(new)}"
+        assert _dcnum_keys(out) == _dcnum_keys(src), out
+        want, got = _dclab_values(src), _dclab_values(out)
+        assert sorted(got) == sorted(want), out
+        for feat in want:
+            assert _same(want[feat], got[feat]), f"{out}: {feat} differs"
+    assert dcbulk.verify(dst_root, client=client).ok
+
+
+def test_every_log_line_within_dclab_limit_and_read_back(converted_tree):
+    """Issue 21.1: long absolute paths are wrapped, and the log reads back exactly."""
+    from dclab.rtdc_dataset.check import LOG_MAX_LINE_LENGTH as DCLAB_LIMIT
+    assert LOG_MAX_LINE_LENGTH == DCLAB_LIMIT
+    files, src_root, dst_root = converted_tree
+    wrapped = 0
+    for src in files:
+        out = dst_root / src.relative_to(src_root)
+        assert len(str(src)) > LOG_MAX_LINE_LENGTH  # so the path itself must be wrapped
+        with h5py.File(out) as h5:
+            for name in (n for n in h5["logs"] if is_provenance_log(n)):
+                lines = h5["logs"][name][:]
+                assert max(len(ln) for ln in lines) <= LOG_MAX_LINE_LENGTH, (out, name)
+                wrapped += len(lines) - len(unwrap_lines(ln.decode() for ln in lines))
+        doc = read_provenance(out)
+        assert doc["source"] == str(src) and doc["mode"] == "convert"
+    assert wrapped >= len(files)
+
+
+@pytest.mark.parametrize("line", [
+    "", "short", "x" * 100, "y" * 101, "z\\" * 120 + "z", '  "source": "' + "/é" * 80 + '",',
+    "\\" + "a" * 250, "ab" * 99 + "\\\\" + "cd" * 40])
+def test_wrap_lines_round_trip_within_the_limit(line):
+    pieces = wrap_lines([line, "next"])
+    assert all(len(p.encode()) <= LOG_MAX_LINE_LENGTH for p in pieces)
+    assert unwrap_lines(pieces) == [line, "next"]
+
+
+def test_single_file_verify_and_resume_read_wrapped_logs(client, tmp_path, capsys):
+    """Issue 21.1: ``verify OUT.rtdc`` and resume adoption read a wrapped provenance log."""
+    from dcbulk.bulk.manifest import MANIFEST_NAME
+    src_dir = tmp_path / DEEP / DEEP
+    src_dir.mkdir(parents=True)
+    make_rtdc(src_dir / "x.rtdc", 40, seed=2, compression="none", with_traces=False)
+    dst = tmp_path / "dst"
+    assert dcbulk.convert_archive([src_dir], dst, client=client).count("done") == 1
+    out = dst / "x.rtdc"
+    with h5py.File(out) as h5:
+        lines = h5["logs/dcbulk-convert"][:]
+    assert max(len(ln) for ln in lines) <= LOG_MAX_LINE_LENGTH
+    assert dcbulk.cli.main(["verify", str(out), "--workers", "1"]) == 0
+    assert "1 equal" in capsys.readouterr().out
+    manifest = dst / MANIFEST_NAME  # forget the record: the log alone must adopt it
+    kept = [ln for ln in manifest.read_bytes().splitlines(keepends=True)
+            if b'"relpath"' not in ln]
+    manifest.write_bytes(b"".join(kept))
+    again = dcbulk.convert_archive([src_dir], dst, client=client)
+    assert [(f.status, f.reason) for f in again.files] == \
+        [("skipped", "finished (found by its provenance log)")]
+
+
+def test_mode_logs_within_the_limit_and_one_schema(client, tmp_path):
+    """Issue 21.1 and 20.3: condense, reprocess, split, join write one schema, wrapped."""
+    from dcbulk.provenance import SCHEMA_KEYS
+    src_dir = tmp_path / DEEP / DEEP
+    src_dir.mkdir(parents=True)
+    a = make_rtdc(src_dir / "a.rtdc", 40, seed=2, compression="none", with_traces=False)
+    make_rtdc(src_dir / "b.rtdc", 30, seed=3, compression="none", with_traces=False,
+              meta={"experiment:date": "2030-01-01"})
+    outs = {
+        "condense": dcbulk.modes.condense([a], tmp_path / "c", client=client),
+        "reprocess": dcbulk.reprocess([a], tmp_path / "r", _double, client=client),
+        "split": dcbulk.modes.split([a], tmp_path / "s", events_per_file=25, client=client),
+        "join": dcbulk.modes.join([src_dir], tmp_path / "j.rtdc", client=client),
+    }
+    for mode, report in outs.items():
+        assert report.ok, (mode, [f.error for f in report.failed])
+        for result in report.files:
+            with h5py.File(result.output) as h5:
+                for name, ds in h5["logs"].items():
+                    assert max(len(ln) for ln in ds[:]) <= LOG_MAX_LINE_LENGTH, (mode, name)
+                own = [n for n in h5["logs"] if is_provenance_log(n)]
+            assert own == [f"dcbulk-{mode}"], (mode, own)
+            doc = read_provenance(result.output)
+            assert sorted(doc) == sorted(SCHEMA_KEYS), mode
+            assert doc["mode"] == mode
+            assert doc["source"] == (None if mode == "join" else str(a))
+
+
+def _double(features):
+    return {"userdef1": features["deform"] * 2}
+
+
+def test_empty_group_is_kept_and_verify_notices_it_missing(client, tmp_path):
+    """Issue 21.2: an empty ``events/trace`` stays; an output without it differs."""
+    src = make_rtdc(tmp_path / "e.rtdc", 30, seed=4, compression="none", with_traces=False)
+    with h5py.File(src, "a") as h5:
+        h5["events"].create_group("trace")
+    out = tmp_path / "out" / "e.rtdc"
+    dcbulk.convert(src, out, client=client)
+    with h5py.File(out) as h5:
+        assert isinstance(h5["events/trace"], h5py.Group) and not len(h5["events/trace"])
+    assert _dcnum_keys(out) == _dcnum_keys(src)
+    assert dcbulk.verify(out, src, client=client).ok
+    with h5py.File(out, "a") as h5:
+        del h5["events/trace"]
+    report = dcbulk.verify(out, src, client=client)
+    assert not report.ok
+    assert any("empty group 'events/trace'" in p for p in report.problems), report.problems
+
+
+def test_condense_stores_a_computed_index_as_dclab(client, tmp_path):
+    """Issue 21.3: a computed ``index`` is uint32, dclab's dtype (dclab's writer's rule)."""
+    import dclab
+    from dclab.rtdc_dataset.writer import FEATURES_UINT32
+    assert "index" in FEATURES_UINT32
+    (tmp_path / "in").mkdir()
+    src = make_rtdc(tmp_path / "in" / "i.rtdc", 50, seed=6, compression="none",
+                    with_traces=False)
+    with h5py.File(src, "a") as h5:
+        if "index" in h5["events"]:
+            del h5["events/index"]
+    for kw in ({}, {"filter": "deform > 0"}):
+        out_dir = tmp_path / f"out{len(kw)}"
+        report = dcbulk.modes.condense([tmp_path / "in"], out_dir, client=client, **kw)
+        assert report.ok, [f.error for f in report.failed]
+        ref = tmp_path / f"dclab{len(kw)}.rtdc"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with dclab.new_dataset(src) as ds:
+                if kw:
+                    ds.config["filtering"]["deform min"] = 0
+                    ds.config["filtering"]["deform max"] = 1e9
+                    ds.apply_filter()
+                ds.export.hdf5(ref, features=["index", "deform"], filtered=bool(kw))
+        with h5py.File(report.files[0].output) as h5, h5py.File(ref) as r:
+            assert h5["events/index"].dtype == r["events/index"].dtype == np.uint32
+            np.testing.assert_array_equal(h5["events/index"][:], r["events/index"][:])
+
+
+def test_condense_log_says_it_has_a_basin_to_its_source(client, tmp_path):
+    """Issue 21.4: ``basin_to_source`` is true in the ``dcbulk-condense`` log."""
+    (tmp_path / "in").mkdir()
+    src = make_rtdc(tmp_path / "in" / "c.rtdc", 30, seed=7, compression="none",
+                    with_traces=False)
+    report = dcbulk.modes.condense([tmp_path / "in"], tmp_path / "out", client=client)
+    out = report.files[0].output
+    doc = read_provenance(out)
+    with h5py.File(out) as h5:
+        names = [json_basin["name"] for json_basin in _basins(h5)]
+    assert "source" in names
+    assert doc["basin_to_source"] is True and doc["options"]["basin_to_source"] is True
+    assert doc["source"] == str(src)
+
+
+def _basins(h5):
+    import json
+    for key in h5.get("basins", {}):
+        yield json.loads("\n".join(x.decode() for x in h5["basins"][key][:]))
+
+
+def test_verify_accepts_quiet(client, tmp_path, capsys):
+    """Issue 21.5: ``dcbulk verify -q`` is no usage error."""
+    src = make_rtdc(tmp_path / "q.rtdc", 20, seed=8, compression="none", with_traces=False)
+    out = tmp_path / "out" / "q.rtdc"
+    dcbulk.convert(src, out, client=client)
+    status = dcbulk.cli.main(["verify", str(out), "--against", str(src), "-q",
+                              "--workers", "1"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert captured.out.strip().splitlines()[-1].startswith("dcbulk verify: 1 file, 1 equal")
