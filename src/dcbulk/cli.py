@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ._version import __version__
 from .cli_options import add_source_args, check_report_paths
+from .cli_process import add_process_parser, process_call
 from .errors import DcbulkError, UsageError, one_line, printable
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
@@ -139,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
                        "(a directory: one line per file)")
     i.add_argument("file")
     _add_mode_parsers(sub)
+    add_process_parser(sub, _add_cluster_args)
     return top
 
 
@@ -233,7 +235,10 @@ def _convert(ns, out=None, err=None) -> int:
     check_memory_limit(ns.memory_limit)
     check_report_paths(ns.report, getattr(ns, "performance_report", None),
                        getattr(ns, "html_report", None))
-    if ns.command in ("condense", "split", "join"):
+    settings = contextlib.nullcontext  # dask configuration of the cluster this run starts
+    if ns.command == "process":
+        convert_archive, kwargs, settings = process_call(ns)
+    elif ns.command in ("condense", "split", "join"):
         convert_archive, kwargs = _mode_call(ns)
     else:
         from .bulk import convert_archive
@@ -252,9 +257,10 @@ def _convert(ns, out=None, err=None) -> int:
             print(printable(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})"), file=out)
         if ns.cluster or ns.cluster_config or (setting("cluster") != "local" and not (
                 ns.scheduler or ns.scheduler_file)):
-            print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
-                             n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
-                             memory_limit=ns.memory_limit), file=out)
+            with settings():  # the script a run submits (process: its workers' settings)
+                print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
+                                 n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
+                                 memory_limit=ns.memory_limit), file=out)
         return EXIT_OK
     # a second run on DST stops here, before a cluster starts (join writes one file: no lock)
     one_file = ns.command == "join"
@@ -270,7 +276,8 @@ def _convert(ns, out=None, err=None) -> int:
             return _finish(ns, report, out)
         try:
             with recorded(state, getattr(ns, "html_report", None)), \
-                    run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, dashboard_page(), \
+                    run_log(os.path.join(log_home, LOG_DIRNAME)) as log_path, settings(), \
+                    dashboard_page(), \
                     logged_client(log_path, **_client_args(ns)) as (client, cluster), \
                     live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
                 if not ns.quiet:
@@ -420,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runlog import terminal_warnings
     try:
         with terminal_warnings():
-            if ns.command in ("convert", "condense", "split", "join"):
+            if ns.command in ("convert", "condense", "split", "join", "process"):
                 return _convert(ns)
             if ns.command == "demo":
                 return _demo(ns)

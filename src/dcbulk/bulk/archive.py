@@ -16,7 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..codec import parse_compression
 from ..engine.report import Report
@@ -89,7 +89,8 @@ class ArchiveReport:
 
 
 def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions, *,
-             resume: bool, force: bool, record: bool = True) -> FileResult | None:
+             resume: bool, force: bool, record: bool = True,
+             finished: Callable | None = None) -> FileResult | None:
     """The result for a file that needs no conversion (finished, or blocked), else None.
 
     With ``record`` False (dry runs) nothing is entered in the manifest.
@@ -100,7 +101,8 @@ def _settled(entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveO
                           reason=decision.reason)
     if decision.reason != "unrecorded output exists" or force:
         return None
-    if resume and adopt_output(entry, out, options.fingerprint_dict(), manifest, record=record):
+    if resume and adopt_output(entry, out, options.fingerprint_dict(), manifest, record=record,
+                               finished=finished):
         return FileResult(entry.path, out, "skipped", bytes_in=decision.size,
                           reason="finished (found by its provenance log)")
     error = OutputExistsError(f"{out}: exists and is not a finished output of this archive "
@@ -165,7 +167,11 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     file_job
         Replaces :func:`convert_file` as the task that makes one output (same call and
         result dict; used by :mod:`dcbulk.modes`). Its ``fingerprint`` attribute (a
-        JSON-ready dict, if any) joins the options fingerprint in the manifest.
+        JSON-ready dict, if any) joins the options fingerprint in the manifest; its
+        optional ``output_relpath(relpath)`` names the outputs (e.g. ``_dcn.rtdc``), its
+        optional ``finished(source, output)`` recognises an output a killed run finished
+        but could not record, and a result with a ``note`` is reported as skipped (not
+        recorded).
     timeout
         Seconds one file's task may run (from when it starts on its worker); a file that
         exceeds it fails alone, without output. A task that never returns is abandoned
@@ -207,6 +213,8 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     check_output_dir(output_dir)
     entries = discover_sources(sources, include=include, output_dir=output_dir,
                                follow_links=follow_links)
+    if (rename := getattr(file_job, "output_relpath", None)) is not None:
+        entries = [replace(e, relpath=rename(e.relpath)) for e in entries]
     run = dict(t0=t0, client=client, resume=resume, force=force, max_open=max_open_outputs,
                inline_bytes=inline_bytes, progress=progress, verify=verify,
                job=file_job or convert_file, timeout=timeout)
@@ -228,7 +236,7 @@ def _convert_locked(entries, output_dir, options, *, t0, client, resume, force, 
     for entry in entries:
         out = output_path(entry, output_dir)
         settled = _settled(entry, out, manifest, options, resume=resume, force=force,
-                           record=not dry_run)
+                           record=not dry_run, finished=getattr(job, "finished", None))
         if settled is not None:
             report.files.append(settled)
             if progress is not None and not dry_run:
@@ -337,7 +345,8 @@ def _run(client, todo, options, manifest, report, *, inline_bytes, max_open,
                 continue
             for fut in done:
                 entry, out = active.pop(fut)
-                result = _settle(fut, entry, out, manifest, options)
+                result = _settle(fut, entry, out, manifest, options,
+                                 finished=getattr(job, "finished", None))
                 fut.release()
                 finish(result)
             fill()
@@ -380,8 +389,8 @@ def _within(path: str, root: str) -> bool:
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
-def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions
-            ) -> FileResult:
+def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: ArchiveOptions,
+            finished: Callable | None = None) -> FileResult:
     """Record the outcome of one file task in the manifest (fsynced) and return it."""
     identity = None
     try:
@@ -389,13 +398,16 @@ def _settle(fut, entry: SourceEntry, out: str, manifest: Manifest, options: Arch
     except Exception as exc:  # per-file isolation: record and go on
         res = Report(source=entry.path, output=out, error=describe_failure(exc, out))
     if ((res.error or "").startswith("OutputExistsError")
-            and adopt_output(entry, out, options.fingerprint_dict(), manifest)):
+            and adopt_output(entry, out, options.fingerprint_dict(), manifest,
+                             finished=finished)):
         # the output did not exist when the task was submitted (and the lock keeps other
         # runs out): an earlier attempt of this task committed it, then its worker died
         record = manifest.records[entry.relpath]
         return FileResult(entry.path, out, "done", events=record.events or 0,
                           bytes_in=record.size, bytes_out=record.output_size or 0,
                           reason="committed by an earlier attempt of its task")
+    if res.note and not res.error:  # e.g. a source that already is such an output
+        return FileResult(entry.path, out, "skipped", events=res.events, reason=res.note)
     if res.error:
         return _failed(entry, out, manifest, res.error)
     outside = [p for p in getattr(res, "basin_files", ())

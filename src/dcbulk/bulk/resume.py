@@ -3,7 +3,7 @@ not record (adopted by their provenance log), and outputs that must not be repla
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import OutputExistsError
@@ -15,14 +15,16 @@ __all__ = ["adopt_output", "refuse_overwrite"]
 
 
 def adopt_output(entry: SourceEntry, out: str, options: Mapping[str, Any], manifest: Manifest,
-                 *, record: bool = True) -> bool:
+                 *, record: bool = True, finished: Callable[[str, str], bool] | None = None
+                 ) -> bool:
     """Record an output that a killed run finished but could not enter in the manifest.
 
     Outputs appear under their final name only when complete (atomic rename), so an output
     one of whose provenance logs names this source (path, size, mtime) and these
     ``options`` (the fingerprint dict) is a finished result, whatever the mode
-    (:func:`dcbulk.provenance.matches_source`). With ``record`` False (dry runs) nothing is
-    written.
+    (:func:`dcbulk.provenance.matches_source`). For outputs without such a log (dcnum's), one that
+    the file job's ``finished(source, output)`` accepts. With ``record`` False (dry runs)
+    nothing is written.
     """
     if not os.path.isfile(out):
         return False
@@ -35,6 +37,8 @@ def adopt_output(entry: SourceEntry, out: str, options: Mapping[str, Any], manif
         return False
     st = os.stat(entry.path)
     doc = next((d for d in docs if matches_source(d, entry.path, options)), None)
+    if doc is None and finished is not None and not docs and finished(entry.path, out):
+        doc = {}
     if doc is None:
         return False
     if not record:

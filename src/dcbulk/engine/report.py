@@ -18,7 +18,8 @@ class Report:
     worker tasks. ``identifier`` and ``source_mtime_ns`` identify the source for a manifest;
     ``inline`` tells that the writer encoded the file itself; ``basin_files`` are the file
     basins the source's features were found in; ``error`` (one line) is set,
-    and the rest left empty, for a file of an archive that failed.
+    and the rest left empty, for a file of an archive that failed; ``note`` (one line) for
+    a file a file job left alone on purpose (reported as skipped).
     """
 
     source: str | None
@@ -35,6 +36,7 @@ class Report:
     inline: bool = False
     basin_files: tuple[str, ...] = ()
     error: str | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

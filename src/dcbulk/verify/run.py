@@ -11,7 +11,8 @@ them over the workers; ``inline=True`` runs them in the calling process (used by
 Pairs come from the caller (``output`` and ``against``), from a file's provenance log
 (:mod:`.provenance`: its source and options) or, for an output directory, from its
 manifest: each finished record names its source, and the manifest's options (``features``,
-``filter``) give the expected feature set and event mapping.
+``filter``) give the expected feature set and event mapping. Outputs of dcnum's pipeline
+(``dcbulk process``) have new events: they are checked alone (:mod:`.processed`).
 """
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ class VerifyPair:
     sha256: str | None = None
     #: the output was converted with external data followed (source policy)
     follow_external: bool = False
+    #: an output of dcnum's pipeline (``dcbulk process``): checked alone (:mod:`.processed`)
+    processed: bool = False
 
 
 @dataclass
@@ -130,6 +133,7 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                             f"time")
     options = manifest.options or {}
     feats = options.get("features")
+    processed = (options.get("job") or {}).get("mode") == "process"
     pairs = []
     for rec in manifest.records.values():
         if rec.status != "done":
@@ -138,7 +142,8 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                 features=tuple(feats) if feats else None,
                                 filter=options.get("filter"), size=rec.output_size,
                                 sha256=rec.output_sha256,
-                                follow_external=bool(options.get("follow_external"))))
+                                follow_external=bool(options.get("follow_external")),
+                                processed=processed))
     return sorted(pairs, key=lambda p: p.output)
 
 
@@ -267,6 +272,9 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
                              f"the output's manifest or provenance log")
         if os.path.isdir(output):
             return pairs_from_manifest(output)
+        from .processed import is_processed_output
+        if is_processed_output(output):
+            return [VerifyPair(output=os.path.abspath(output), source="", processed=True)]
         from .provenance import pair_from_provenance
         return [pair_from_provenance(output)]
     if os.path.isdir(output):
@@ -280,6 +288,11 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
 
 def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
     """Verify one pair in this process (for ``convert --verify`` inside a worker)."""
+    if pair.processed:
+        from .processed import check_processed
+        return FileVerdict(pair.output, pair.source,
+                           file_problems(pair.output, pair.size, pair.sha256)
+                           or check_processed(pair.output), ["dcnum output"])
     problems, tasks, meta = plan_checks(pair)
     verdict = FileVerdict(pair.output, pair.source, problems)
     if meta:
@@ -338,8 +351,8 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         return report
     from ..engine.client import client_context
     # small outputs: one task each (no per-chunk scheduling); large ones: split into runs
-    whole = [p for p in pairs if _size(p.output) <= FILE_TASK_BYTES]
-    split = [p for p in pairs if _size(p.output) > FILE_TASK_BYTES]
+    whole = [p for p in pairs if p.processed or _size(p.output) <= FILE_TASK_BYTES]
+    split = [p for p in pairs if not p.processed and _size(p.output) > FILE_TASK_BYTES]
     split_verdicts: list[FileVerdict] = []
 
     def tell(verdict: FileVerdict) -> None:
