@@ -1,7 +1,8 @@
 """dcbulk: convert and reprocess deformability cytometry archives with dask.
 
 Public API: :func:`convert_archive` (whole archives), :func:`reprocess` (new features
-computed by a function for every file of an archive), :func:`convert` (one file),
+computed by a function for every file of an archive), :func:`process` (dcnum's pipeline
+for every measurement of an archive), :func:`convert` (one file),
 :func:`read_features` (features as aligned dask arrays), :func:`store_features` (dask arrays
 into a new file), :func:`verify` (prove outputs equal their sources), the dcnum-compatible writer
 module :mod:`dcbulk.write`, and the exceptions in :mod:`dcbulk.errors`.
@@ -12,10 +13,10 @@ from ._version import __version__
 from .bulk import ArchiveReport, convert_archive
 from .engine import Report, convert, read_features, store_features
 from .errors import DcbulkError
-from .modes import reprocess
+from .modes import process, reprocess
 from .modes.verify import verify
 from .verify import VerifyReport
 
 __all__ = ["__version__", "ArchiveReport", "DcbulkError", "Report", "convert",
-           "convert_archive", "read_features", "reprocess", "store_features", "VerifyReport",
+           "convert_archive", "process", "read_features", "reprocess", "store_features", "VerifyReport",
            "verify"]

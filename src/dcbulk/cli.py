@@ -85,7 +85,8 @@ def _add_shared(p: argparse.ArgumentParser, cmd: Command) -> None:
     p.add_argument("sources", nargs="+", metavar="SRC", help="file, directory or glob")
     p.add_argument("-o", "--output", required=True, metavar="DST", help=cmd.output_help)
     p.add_argument("--include", default="*.rtdc", help="file pattern in directories [*.rtdc]")
-    p.add_argument("--compression", default="zstd:5", help=_compression_help())
+    if cmd.compression is None:  # else the command's own (added by its add_arguments)
+        p.add_argument("--compression", default="zstd:5", help=_compression_help())
     wants = set(cmd.options)
     if "features" in wants:
         p.add_argument("--features", type=_csv, metavar="A,B",
@@ -196,7 +197,9 @@ def _run_command(ns, out=None, err=None) -> int:
     check_memory_limit(ns.memory_limit)
     check_report_paths(ns.report, ns.performance_report, ns.html_report)
     options = make_options(features=getattr(ns, "features", None),
-                           filter=getattr(ns, "filter", None), compression=ns.compression,
+                           filter=getattr(ns, "filter", None),
+                           compression=(ns.compression if cmd.compression is None
+                                        else cmd.compression(ns)),
                            basin_to_source=getattr(ns, "basin_to_source", False),
                            follow_external=getattr(ns, "follow_external", False))
     job = cmd.job(ns)
@@ -262,9 +265,11 @@ def _print_plan(ns, plan, out) -> None:
         print(printable(f"{f.status:8s} {f.source} -> {f.output} ({f.reason})"), file=out)
     if ns.cluster or ns.cluster_config or (setting("cluster") != "local" and not (
             ns.scheduler or ns.scheduler_file)):
-        print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
-                         n_workers=ns.workers, threads_per_worker=ns.threads_per_worker,
-                         memory_limit=ns.memory_limit), file=out)
+        with plan.job.cluster_settings():  # the script a run submits, with its job's settings
+            print(job_script(cluster=ns.cluster, cluster_config=ns.cluster_config,
+                             n_workers=ns.workers,
+                             threads_per_worker=ns.threads_per_worker,
+                             memory_limit=ns.memory_limit), file=out)
 
 
 def _write_report(path: str, doc: dict) -> None:

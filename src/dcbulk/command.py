@@ -35,6 +35,10 @@ class Command:
         Adds its own arguments to its parser.
     output_help
         The help text of ``-o/--output`` (a directory, or one file for ``join``).
+    compression
+        For a command with its own compression option (added by ``add_arguments``, e.g.
+        ``process``'s ``-c zstd-5``): reads the run's codec spec from the parsed arguments;
+        the shared ``--compression`` is then not offered. None: the shared one.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Command:
     options: tuple[str, ...] = ()
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     output_help: str = "output directory"
+    compression: Callable[[argparse.Namespace], str] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.options) - set(SHARED_OPTIONS))

@@ -13,7 +13,8 @@ def _mb(n: float) -> str:
 
 
 class ArchiveProgress:
-    """Progress over files and bytes, with rate and ETA.
+    """Progress over files and bytes, with rate and ETA (and events per second once files
+    report events, e.g. ``dcbulk process``).
 
     On a TTY a tqdm bar (bytes, rate, ETA) with the file count in its description; otherwise
     one line every ``interval`` seconds and one at the end, suitable for SLURM logs.
@@ -29,7 +30,7 @@ class ArchiveProgress:
         self.interval = interval
         self.t0 = time.monotonic()
         self.last = 0.0
-        self.files = self.bytes = self.failed = self.skipped = 0
+        self.files = self.bytes = self.failed = self.skipped = self.events = 0
         self.bar = None
         if self.tty:
             from tqdm import tqdm
@@ -50,7 +51,10 @@ class ArchiveProgress:
             self.skipped += 1
             size = 0
         self.bytes += size
+        self.events += (result.events or 0) if result.status == "done" else 0
         if self.bar is not None:
+            if self.events:
+                self.bar.set_postfix_str(self._events_rate(), refresh=False)
             self.bar.total = self.total_bytes
             self.bar.set_description(self._desc(), refresh=False)
             self.bar.update(size)
@@ -63,9 +67,14 @@ class ArchiveProgress:
         left = self.total_bytes - self.bytes
         eta = f"{left / rate:,.0f} s" if rate > 0 and left > 0 else "-"
         print(f"[dcbulk] {self._desc()}, {_mb(self.bytes)} of {_mb(self.total_bytes)}, "
-              f"{rate / 1e6:,.1f} MB/s, elapsed {elapsed:,.0f} s, ETA {eta}",
+              f"{rate / 1e6:,.1f} MB/s{', ' + self._events_rate() if self.events else ''}, "
+              f"elapsed {elapsed:,.0f} s, ETA {eta}",
               file=self.stream, flush=True)
         self.last = time.monotonic()
+
+    def _events_rate(self) -> str:
+        elapsed = max(time.monotonic() - self.t0, 1e-9)
+        return f"{self.events:,} events, {self.events / elapsed:,.0f} events/s"
 
     def close(self) -> None:
         if self.bar is not None:

@@ -18,6 +18,7 @@ MODES = (
     "dcbulk.modes.condense",
     "dcbulk.modes.split",
     "dcbulk.modes.join",
+    "dcbulk.modes.process",
 )
 
 

@@ -7,7 +7,12 @@ yields is what ``--dry-run`` prints and the CLI's banner counts. :func:`execute`
 that plan: one task per target on the cluster (:func:`~dcbulk.bulk.job.run_target`), at
 most ``max_open_outputs`` in flight (largest first, so no big file is left for the tail),
 each outcome recorded in the manifest as it settles and passed to the ``progress``
-observer, and the run's orphaned ``*.partial`` files removed once at its end.
+observer, and the run's orphaned ``*.partial`` files removed once at its end. The job's
+hooks (:class:`~dcbulk.bulk.job.Job`) add what a mode needs: the dask settings of a cluster
+started for it, worker resources per task, a check of the workers, recognition of finished
+outputs without dcbulk's provenance log, and a sweep of its own leftovers (under the lock,
+at the run's start and end). A task whose report carries a ``note`` (it left its source
+alone on purpose) settles as skipped, unrecorded.
 
 A target is encoded inline by its task (no per-block scheduling, no transfers) when it is
 small or when enough other targets remain to keep every thread busy (at most half of a
@@ -31,7 +36,7 @@ from ..errors import LinkRefusedError, OutputExistsError, describe_failure
 from ..nofollow import check_parents
 from ..partials import clean_partials
 from ..taskkey import file_key
-from .job import INLINE_BYTES, Job, run_target, timeout_message
+from .job import INLINE_BYTES, Job, Target, run_target, timeout_message
 from .lock import output_lock
 from .manifest import Manifest
 from .options import ArchiveOptions
@@ -59,6 +64,7 @@ class RunPlan:
     manifest: Manifest | None
     dry_run: bool
     t0: float = field(default_factory=time.perf_counter)
+    targets: list = field(default_factory=list)
 
     @property
     def steps(self) -> list[Step]:
@@ -119,9 +125,18 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
                 refuse_overwrite(targets)
             manifest = Manifest.load(output, read_only=dry_run)
             adopt_options(manifest, fingerprint, force=force)
+        if not (dry_run or job.one_file):
+            _sweep(job, targets)
         decisions = [settle(t, manifest, fingerprint, resume=resume, force=force,
-                            record=not dry_run) for t in targets]
-        yield RunPlan(job, options, output, decisions, manifest, dry_run, t0)
+                            record=not dry_run, finished=job.finished) for t in targets]
+        yield RunPlan(job, options, output, decisions, manifest, dry_run, t0, targets)
+
+
+def _sweep(job: Job, targets: list[Target]) -> None:
+    """The job's sweep of its leftovers (only while holding the output directory's lock)."""
+    removed = job.sweep(targets)
+    if removed:
+        logger.info("%s: removed %d leftover file(s) of killed tasks", job.name, removed)
 
 
 def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress | None = None,
@@ -135,7 +150,9 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         A ``distributed.Client``; by default ``open_client()`` or a LocalCluster sized to
         the machine, started only when there is something to make.
     open_client
-        A context manager factory yielding the client (the CLI's logged cluster).
+        A context manager factory yielding the client (the CLI's logged cluster). A
+        cluster started here or by ``open_client`` starts within the job's
+        :meth:`~dcbulk.bulk.job.Job.cluster_settings`.
     progress
         Called as ``progress(result, done, total)`` as each file settles.
     max_open_outputs
@@ -159,9 +176,11 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
     own_cluster, finished = client is None, False
     try:
         if plan.steps:
+            settings = (contextlib.nullcontext() if client is not None
+                        else plan.job.cluster_settings())
             opened = (contextlib.nullcontext(client) if client is not None
                       else open_client() if open_client is not None else client_context())
-            with opened as cl:
+            with settings, opened as cl:
                 if client is None:  # a given client was checked before planning
                     plan.job.check_cluster(cl)
                 report.dashboard = getattr(cl, "dashboard_link", None)
@@ -176,6 +195,7 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         # writing: the next run removes their files.
         if not plan.job.one_file and (finished or own_cluster):
             clean_partials(plan.output)
+            _sweep(plan.job, plan.targets)
     report.wall_seconds = time.perf_counter() - plan.t0
     return report
 
@@ -234,7 +254,8 @@ class _Runner:
         fut = self.client.submit(run_target, self.plan.job, target, self.plan.options,
                                  overwrite=step.overwrite, inline_bytes=inline_bytes,
                                  timeout=self.timeout, start_topic=self.topic, pure=False,
-                                 key=file_key(target.output, index))
+                                 key=file_key(target.output, index),
+                                 resources=self.plan.job.resources)
         self.active[fut] = step
 
     def settle_some(self) -> None:
@@ -299,13 +320,17 @@ def settle_task(fut, step: Step, plan: RunPlan) -> FileResult:
                      error_type=type(exc))
     if (manifest is not None and res.error_type is not None
             and issubclass(res.error_type, OutputExistsError)
-            and adopt_output(target, plan.options.fingerprint_dict(), manifest)):
+            and adopt_output(target, plan.options.fingerprint_dict(), manifest,
+                             finished=plan.job.finished)):
         # the output did not exist when the task was submitted (and the lock keeps other
         # runs out): an earlier attempt of this task committed it, then its worker died
         record = manifest.records[entry.relpath]
         return FileResult(entry.path, out, "done", events=record.events or 0,
                           bytes_in=record.size, bytes_out=record.output_size or 0,
                           reason="committed by an earlier attempt of its task")
+    if res.note and not res.error:  # left alone on purpose (e.g. already such an output)
+        return FileResult(entry.path, out, "skipped", events=res.events,
+                          bytes_in=target.size, reason=res.note)
     if res.error:
         return _failed(step, manifest, res.error)
     outside = [p for p in res.basin_files if not _within(p, entry.root)]

@@ -14,9 +14,11 @@ it once, without a worker traceback; a job may also return such a report itself.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -69,6 +71,9 @@ class Job:
         What identifies this job beyond the options (JSON-ready; None: a plain
         conversion); it joins the options fingerprint in the manifest and the provenance
         logs, so a run with another job (or another function) is refused or redone.
+    resources : dict or None
+        Worker resources each of its tasks holds (e.g. ``{"dcnum": 1}``: one task per
+        worker offering one); None: none.
     """
 
     name = "convert"
@@ -76,6 +81,7 @@ class Job:
     one_file = False
     checksum_output = False
     fingerprint: dict | None = None
+    resources: dict | None = None
 
     def targets(self, entries: list[SourceEntry], output: str,
                 options: ArchiveOptions) -> list[Target]:
@@ -84,6 +90,22 @@ class Job:
 
     def check_cluster(self, client) -> None:
         """Raise before anything is submitted when ``client``'s workers cannot run the job."""
+
+    def cluster_settings(self) -> contextlib.AbstractContextManager:
+        """The dask configuration around starting a cluster for this job (and around the
+        batch job script of a dry run); none by default."""
+        return contextlib.nullcontext()
+
+    def finished(self, source: str, output: str) -> bool:
+        """Whether ``output``, found without a manifest record and without a provenance log
+        of dcbulk, is this job's finished output of ``source`` (resume adopts it)."""
+        return False
+
+    def sweep(self, targets: Sequence[Target]) -> int:
+        """Remove what killed tasks of this job left beside ``targets``' outputs (called
+        holding the output directory's lock, at a run's start and end); return how many
+        files went. The executor removes ``*.partial`` files itself."""
+        return 0
 
     def make(self, target: Target, options: ArchiveOptions, *, overwrite: bool,
              inline_bytes: int = INLINE_BYTES) -> Report:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import h5py
@@ -85,12 +85,14 @@ def _blocked(target: Target) -> FileResult:
 
 
 def settle(target: Target, manifest: Manifest | None, fingerprint: dict, *, resume: bool,
-           force: bool, record: bool) -> FileResult | Step:
+           force: bool, record: bool,
+           finished: Callable[[str, str], bool] | None = None) -> FileResult | Step:
     """What the run does with ``target``: a settled result (skipped, or failed because an
     output that is not this archive's is in the way), or a :class:`Step` to make it.
 
     Without a manifest (jobs that are not resumable) an existing output is replaced only
     with ``force``. With ``record`` False (dry runs) nothing is entered in the manifest.
+    ``finished`` is the job's :meth:`~dcbulk.bulk.job.Job.finished` (see :func:`adopt_output`).
     """
     if manifest is None:
         exists = output_exists(target.output)
@@ -102,7 +104,8 @@ def settle(target: Target, manifest: Manifest | None, fingerprint: dict, *, resu
         return FileResult(target.source.path, target.output, "skipped",
                           bytes_in=decision.size, reason=decision.reason)
     if decision.reason == "unrecorded output exists" and not force:
-        if resume and adopt_output(target, fingerprint, manifest, record=record):
+        if resume and adopt_output(target, fingerprint, manifest, record=record,
+                                   finished=finished):
             return FileResult(target.source.path, target.output, "skipped",
                               bytes_in=decision.size,
                               reason="finished (found by its provenance log)")
@@ -113,14 +116,16 @@ def settle(target: Target, manifest: Manifest | None, fingerprint: dict, *, resu
 
 
 def adopt_output(target: Target, fingerprint: dict, manifest: Manifest, *,
-                 record: bool = True) -> bool:
+                 record: bool = True,
+                 finished: Callable[[str, str], bool] | None = None) -> bool:
     """Record an output that a killed run finished but could not enter in the manifest.
 
     Outputs appear under their final name only when complete (atomic rename), so an output
     one of whose provenance logs names this source (path, size, mtime) and these options
     (``fingerprint``, the options' fingerprint dict) is a finished result, whatever the mode
-    (:func:`dcbulk.provenance.matches_source`). With ``record`` False (dry runs) nothing is
-    written.
+    (:func:`dcbulk.provenance.matches_source`). An output without such a log (dcnum's) is
+    adopted when ``finished(source, output)`` (the job's hook) accepts it. With ``record``
+    False (dry runs) nothing is written.
     """
     entry, out = target.source, target.output
     if not os.path.isfile(out):
@@ -133,6 +138,8 @@ def adopt_output(target: Target, fingerprint: dict, manifest: Manifest, *,
         return False
     st = os.stat(entry.path)
     doc = next((d for d in docs if matches_source(d, entry.path, fingerprint)), None)
+    if doc is None and finished is not None and not docs and finished(entry.path, out):
+        doc = {}
     if doc is None:
         return False
     if record:

@@ -52,7 +52,12 @@ def _batch(kind: str, where: str, threads_per_worker: int | None,
     conf = dask.config.get(f"jobqueue.{kind}")
     kwargs: dict[str, Any] = {"job_script_prologue": [
         *(f"export {k}={shlex.quote(v)}" for k, v in WORKER_ENVIRON.items()),
+        *_worker_settings(),
         *(conf.get("job-script-prologue") or [])]}
+    resources = dask.config.get("distributed.worker.resources", None) or {}
+    if resources:  # e.g. dcbulk process: one dcnum job per worker
+        kwargs["worker_extra_args"] = [*(conf.get("worker-extra-args") or []), "--resources",
+                                       ",".join(f"{k}={v}" for k, v in resources.items())]
     cores, processes = conf.get("cores"), conf.get("processes")
     if threads_per_worker is not None:
         if not cores or cores % threads_per_worker:
@@ -68,6 +73,15 @@ def _batch(kind: str, where: str, threads_per_worker: int | None,
         processes = processes or (nprocesses_nthreads(cores)[0] if cores else 1)
         kwargs["memory"] = f"{per_worker * processes}B"
     return getattr(dask_jobqueue, KINDS[kind]), kwargs
+
+
+def _worker_settings() -> list[str]:
+    """Exports for batch workers that must not be daemonic (``distributed.worker.daemon``
+    False in this process's configuration, as ``dcbulk process`` sets it: dcnum starts
+    processes)."""
+    if dask.config.get("distributed.worker.daemon", True):
+        return []
+    return ["export DASK_DISTRIBUTED__WORKER__DAEMON=False"]
 
 
 @contextlib.contextmanager

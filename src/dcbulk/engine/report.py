@@ -18,7 +18,8 @@ class Report:
     worker tasks. ``identifier`` and ``source_mtime_ns`` identify the source for a manifest;
     ``inline`` tells that the writer encoded the file itself; ``basin_files`` are the file
     basins the source's features were found in; ``error`` (one line) and ``error_type`` (the
-    exception's class) are set, and the rest left empty, for a file of an archive that failed.
+    exception's class) are set, and the rest left empty, for a file of an archive that failed;
+    ``note`` (one line) for a file a job left alone on purpose (reported as skipped).
     """
 
     source: str | None
@@ -36,6 +37,7 @@ class Report:
     basin_files: tuple[str, ...] = ()
     error: str | None = None
     error_type: type[BaseException] | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict:
         """The report as a JSON-ready dict (the error's type by its name)."""

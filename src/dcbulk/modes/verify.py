@@ -3,8 +3,10 @@
 Pairs come from the caller (``output`` and ``against``), from a file's provenance log
 (:mod:`dcbulk.verify.provenance`: its source and options) or, for an output directory, from
 its manifest: each finished record names its source, and the manifest's options
-(``features``, ``filter``) give the expected feature set and event mapping. The checks are
-:mod:`dcbulk.verify.run`'s (in parallel on a dask cluster).
+(``features``, ``filter``) give the expected feature set and event mapping. Outputs of
+dcnum's pipeline (``dcbulk process``) have new events: they are checked alone
+(:mod:`dcbulk.verify.processed`). The checks are :mod:`dcbulk.verify.run`'s (in parallel on
+a dask cluster).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from ..bulk.manifest import Manifest
 from ..errors import ManifestError, UsageError
+from ..verify.processed import is_processed_output
 from ..verify.provenance import pair_from_provenance
 from ..verify.run import VerifyPair, VerifyReport, run_checks
 
@@ -29,6 +32,7 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                             f"time")
     options = manifest.options or {}
     feats = options.get("features")
+    processed = (options.get("job") or {}).get("mode") == "process"
     pairs = []
     for rec in manifest.records.values():
         if rec.status != "done":
@@ -37,7 +41,8 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                 features=tuple(feats) if feats else None,
                                 filter=options.get("filter"), size=rec.output_size,
                                 sha256=rec.output_sha256,
-                                follow_external=bool(options.get("follow_external"))))
+                                follow_external=bool(options.get("follow_external")),
+                                processed=processed))
     return sorted(pairs, key=lambda p: p.output)
 
 
@@ -70,6 +75,8 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
                              f"the output's manifest or provenance log")
         if os.path.isdir(output):
             return pairs_from_manifest(output)
+        if is_processed_output(output):
+            return [VerifyPair(output=os.path.abspath(output), source="", processed=True)]
         return [pair_from_provenance(output)]
     if os.path.isdir(output):
         raise UsageError(f"{output} is a directory: it is verified through its manifest, "

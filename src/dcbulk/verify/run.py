@@ -9,7 +9,8 @@ them over the workers; ``inline=True`` runs them in the calling process (used by
 ``convert --verify`` inside a converting worker).
 
 What to check (the pairs) is :mod:`dcbulk.modes.verify`'s: from the caller, a file's
-provenance log or an output directory's manifest.
+provenance log or an output directory's manifest. Outputs of dcnum's pipeline
+(``dcbulk process``) have new events: they are checked alone (:mod:`.processed`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from ..filter_expr import parse_filter
 from ..read.filtering import filter_mapping
 from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
 from ..taskkey import file_key
+from .processed import check_processed
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 
 __all__ = ["VerifyPair", "FileVerdict", "VerifyReport", "VerifySettled", "plan_checks",
@@ -60,6 +62,8 @@ class VerifyPair:
     sha256: str | None = None
     #: the output was converted with external data followed (source policy)
     follow_external: bool = False
+    #: an output of dcnum's pipeline (``dcbulk process``): checked alone (:mod:`.processed`)
+    processed: bool = False
 
 
 @dataclass
@@ -210,6 +214,10 @@ def _metadata_task(pair: VerifyPair, meta: dict) -> list[str]:
 
 def verify_pair_inline(pair: VerifyPair) -> FileVerdict:
     """Verify one pair in this process (for ``convert --verify`` inside a worker)."""
+    if pair.processed:
+        return FileVerdict(pair.output, pair.source,
+                           file_problems(pair.output, pair.size, pair.sha256)
+                           or check_processed(pair.output), ["dcnum output"])
     problems, tasks, meta = plan_checks(pair)
     verdict = FileVerdict(pair.output, pair.source, problems)
     if meta:
@@ -236,8 +244,8 @@ def run_checks(pairs: list[VerifyPair], *, client=None, inline: bool = False,
         report.wall_seconds = time.perf_counter() - t0
         return report
     # small outputs: one task each (no per-chunk scheduling); large ones: split into runs
-    whole = [p for p in pairs if _size(p.output) <= FILE_TASK_BYTES]
-    split = [p for p in pairs if _size(p.output) > FILE_TASK_BYTES]
+    whole = [p for p in pairs if p.processed or _size(p.output) <= FILE_TASK_BYTES]
+    split = [p for p in pairs if not p.processed and _size(p.output) > FILE_TASK_BYTES]
     split_verdicts: list[FileVerdict] = []
 
     def tell(verdict: FileVerdict) -> None:

@@ -1,0 +1,329 @@
+"""dcbulk process: dcnum's pipeline on every measurement of an archive, on dask workers.
+
+Kept small (each dcnum job spawns its own processes): one module-wide archive of two
+synthetic measurements (cells the ``thresh`` segmenter finds), one real sample file and one
+damaged file, processed once on a real LocalCluster of one non-daemonic worker; the tests
+compare its outputs with the same dcnum jobs run directly in this process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (zstd for reading dcnum's outputs)
+import numpy as np
+import pytest
+
+pytest.importorskip("dcnum")
+
+import dcbulk  # noqa: E402
+from dcbulk.bulk.manifest import MANIFEST_NAME  # noqa: E402
+from dcbulk.cli import main  # noqa: E402
+from dcbulk.errors import ConfigError, ManifestError, UsageError  # noqa: E402
+from dcbulk.modes.process import (ProcessJob, cluster_settings,  # noqa: E402
+                                  output_relpath)
+from dcbulk.modes.process_options import PipelineOptions, parse_kwargs  # noqa: E402
+from dcbulk.synth import make_rtdc  # noqa: E402
+from dcbulk.verify.processed import check_processed  # noqa: E402
+
+SAMPLE = "cytoshot-test-data.rtdc"  # 40 events with images; dcnum processes it
+TAP = {"basin_strategy": "tap"}
+
+
+@pytest.fixture(scope="module")
+def pclient():
+    """A LocalCluster as ``dcbulk process`` starts it: one non-daemonic worker, 2 threads,
+    offering the ``dcnum`` resource (and a ``GPU`` one, to test resources)."""
+    import dask
+    from distributed import Client
+
+    from dcbulk.engine.client import make_local_cluster
+    with dask.config.set(cluster_settings(resources={"dcnum": 1, "GPU": 1})):
+        cluster = make_local_cluster(n_workers=1, threads_per_worker=2, dashboard_address=":0")
+    with Client(cluster) as client:
+        yield client
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, shared_data_dir):
+    root = tmp_path_factory.mktemp("process-src")
+    for sub in ("day1", "day2"):
+        (root / sub).mkdir()
+    make_rtdc(root / "day1" / "A.rtdc", 70, seed=11)
+    make_rtdc(root / "day2" / "B.rtdc", 90, seed=12)
+    shutil.copy(shared_data_dir / SAMPLE, root / SAMPLE)
+    (root / "day2" / "broken.rtdc").write_bytes(b"not an HDF5 file" * 64)
+    return root
+
+
+@pytest.fixture(scope="module")
+def processed(archive, tmp_path_factory, pclient):
+    dst = tmp_path_factory.mktemp("process-dst")
+    report = dcbulk.process([archive], dst, client=pclient, **TAP)
+    return dst, report
+
+
+def _good(archive: Path) -> list[Path]:
+    return sorted(p for p in archive.rglob("*.rtdc") if p.name != "broken.rtdc")
+
+
+def _out(archive: Path, dst: Path, src: Path) -> Path:
+    return dst / output_relpath(src.relative_to(archive).as_posix())
+
+
+def _direct(src: Path, out: Path, **job) -> Path:
+    """The same dcnum job run directly in this process (num_procs=2)."""
+    from dcnum.logic import DCNumJobRunner, DCNumPipelineJob
+    job = DCNumPipelineJob(path_in=src, path_out=out, num_procs=2,
+                           **PipelineOptions(**job).job_kwargs())
+    with DCNumJobRunner(job) as runner:
+        runner.run()
+    assert runner.state == "done"
+    return out
+
+
+def _features(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r", locking=False) as h5:
+        return {name: ds[:] for name, ds in h5["events"].items()}
+
+
+def _pipeline_attrs(path: Path) -> dict:
+    with h5py.File(path, "r", locking=False) as h5:
+        return {k: v for k, v in h5.attrs.items() if k.startswith("pipeline:")}
+
+
+def _leftovers(dst: Path) -> list[Path]:
+    return sorted(p for p in dst.rglob("*") if p.name.endswith(("~", ".partial"))
+                  or p.name.endswith("_dcn.log"))
+
+
+# -- options (no dcnum job) ----------------------------------------------------------------
+def test_options_parse_as_chipstream_and_identify_the_pipeline():
+    seg = parse_kwargs("segmenter", "thresh", ["thresh=-8", "clear_border=False"])
+    assert seg == {"thresh": -8.0, "kwargs_mask": {"clear_border": False}}
+    assert parse_kwargs("feature", "legacy", ["haralick=False"]) == {"haralick": False}
+    with pytest.raises(UsageError, match="invalid keyword 'tresh'.*allowed: .*thresh"):
+        parse_kwargs("segmenter", "thresh", ["tresh=-8"])
+    with pytest.raises(UsageError, match="unknown segmenter method 'nope'"):
+        PipelineOptions(segmenter_code="nope").check()
+    with pytest.raises(UsageError, match="zstd-1"):
+        PipelineOptions(compression="zstd:5").check()
+    default, changed = PipelineOptions(), PipelineOptions(segmenter_kwargs=seg)
+    assert default.identity()["pipeline"]["seg_id"] == "thresh:t=-6:cle=1^f=1^clo=2"
+    assert changed.identity()["pipeline"]["seg_id"] == "thresh:t=-8:cle=0^f=1^clo=2"
+    assert default.identity()["pipeline"]["bg_id"] == changed.identity()["pipeline"]["bg_id"]
+    job = pickle.loads(pickle.dumps(ProcessJob(changed)))
+    assert job.fingerprint == changed.identity() and job.pipeline == changed
+    assert output_relpath("a/b/M001_data.rtdc") == "a/b/M001_data_dcn.rtdc"
+
+
+def test_cli_usage_errors_before_any_cluster(tmp_path, capsys):
+    assert main(["process", str(tmp_path), "-o", str(tmp_path / "o"), "-ks", "x=1"]) == 2
+    assert "invalid keyword 'x' for the segmenter method 'thresh'" in capsys.readouterr().err
+    assert main(["process", str(tmp_path), "-o", str(tmp_path / "o"), "-b", "median"]) == 2
+    assert "unknown background method 'median'" in capsys.readouterr().err
+
+
+def test_batch_workers_get_non_daemonic_setting_and_resources(tmp_path):
+    import dask
+
+    from dcbulk.cluster import job_script
+    conf = tmp_path / "slurm.yaml"
+    conf.write_text("jobqueue:\n  slurm:\n    cores: 4\n    processes: 1\n    memory: 8GiB\n"
+                    "    walltime: '01:00:00'\n")
+    plain = job_script(cluster="slurm", cluster_config=conf)
+    with dask.config.set(cluster_settings()):
+        script = job_script(cluster="slurm", cluster_config=conf)
+    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
+    assert "--resources dcnum=1" in script
+    assert "DAEMON" not in plain and "--resources" not in plain
+
+
+def test_cli_dry_run_names_outputs_and_shows_the_batch_script(tmp_path, capsys):
+    src = tmp_path / "src" / "day1"
+    src.mkdir(parents=True)
+    make_rtdc(src / "M001_data.rtdc", 20, seed=1)
+    conf = tmp_path / "slurm.yaml"
+    conf.write_text("jobqueue:\n  slurm:\n    cores: 4\n    processes: 1\n    memory: 8GiB\n"
+                    "    walltime: '01:00:00'\n")
+    dst = tmp_path / "dst"
+    assert main(["process", str(tmp_path / "src"), "-o", str(dst), "--dry-run",
+                 "--cluster", "slurm", "--cluster-config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert f"planned  {src / 'M001_data.rtdc'} -> {dst / 'day1' / 'M001_data_dcn.rtdc'}" in out
+    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in out and "--resources dcnum=1" in out
+    assert not dst.exists()
+
+
+def test_workers_that_cannot_run_dcnum_are_one_line(archive, tmp_path, client):
+    """The shared test cluster's workers are daemonic and offer no 'dcnum' resource."""
+    with pytest.raises(ConfigError) as err:
+        dcbulk.process([archive / "day1"], tmp_path / "dst", client=client)
+    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False and --resources dcnum=1" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+# -- one run over the archive ----------------------------------------------------------------
+def test_outputs_equal_the_same_dcnum_job_run_directly(archive, processed, tmp_path):
+    dst, report = processed
+    good = _good(archive)
+    done = {Path(f.source): f for f in report.files if f.status == "done"}
+    assert set(done) == set(good)
+    for src in good:
+        out = _out(archive, dst, src)
+        assert done[src].output == str(out) and out.is_file()
+        ref = _direct(src, tmp_path / out.name, **TAP)
+        got, want = _features(out), _features(ref)
+        assert sorted(got) == sorted(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{src}: {name}")
+        assert _pipeline_attrs(out) == _pipeline_attrs(ref)
+        with h5py.File(out, "r", locking=False) as h5, h5py.File(src, "r", locking=False) as h5src:
+            n_src = h5src.attrs["experiment:event count"]
+            assert done[src].events == h5.attrs["experiment:event count"] == len(got["deform"])
+            if src.name != SAMPLE:  # synthetic: thresh finds every cell, one per image
+                assert done[src].events == n_src
+            logs = sorted(h5["logs"])
+            assert any(n.startswith("dcnum-job-") for n in logs)
+            assert any(n.startswith("dcnum-log-") for n in logs)
+            job_log = json.loads("\n".join(
+                x.decode() for x in h5["logs"][next(n for n in logs if "dcnum-job" in n)][:]))
+            assert job_log["job"]["path_in"] == str(src)
+            assert job_log["job"]["path_out"] == str(out)
+            assert job_log["job"]["num_procs"] == 2  # the worker's threads
+        assert "image" not in got  # tap: images stay in the source, reached by a basin
+        from dcnum.read import HDF5Data
+        last = len(got["deform"]) - 1
+        with h5py.File(src, "r", locking=False) as h5src:
+            want_image = h5src["events/image"][int(got["basinmap0"][last])]
+        with HDF5Data(out) as hd:  # dcnum resolves the basin to the source
+            assert np.array_equal(hd.image[last], want_image)
+        import dclab
+        with dclab.new_dataset(out) as ds, dclab.new_dataset(ref) as ds_ref:
+            assert sorted(ds.features) == sorted(ds_ref.features)
+    assert not _leftovers(dst)
+
+
+def test_a_damaged_file_fails_alone_in_one_line(archive, processed):
+    _dst, report = processed
+    failed = report.failed
+    assert [Path(f.source).name for f in failed] == ["broken.rtdc"]
+    assert "\n" not in failed[0].error and failed[0].error
+    assert report.count("done") == len(_good(archive))
+
+
+def test_verify_checks_processed_outputs_without_their_sources(archive, processed, pclient,
+                                                              tmp_path):
+    dst, _report = processed
+    result = dcbulk.verify(dst, client=pclient)
+    assert len(result.files) == len(_good(archive))
+    verdicts = {Path(f.output).name: f.problems for f in result.files}
+    assert verdicts.pop(output_relpath(SAMPLE)) == []
+    for problems in verdicts.values():
+        # dcnum 0.31 stores the background images' map as (1, N) when every frame gave one
+        # event (as in the synthetic files): dclab then cannot index image_bg
+        assert len(problems) == 1 and "dclab cannot read 'image_bg'" in problems[0], problems
+    one = _out(archive, dst, archive / SAMPLE)
+    assert dcbulk.verify(one, inline=True).ok
+    bad = tmp_path / one.name
+    shutil.copy(one, bad)
+    with h5py.File(bad, "r", locking=False) as h5:
+        offset = h5["events/deform"].id.get_chunk_info(0).byte_offset
+    with open(bad, "r+b") as fh:  # corrupt the first chunk of a feature
+        fh.seek(offset + 8)
+        fh.write(b"\xff\x00\xff\x00")
+    problems = check_processed(bad)
+    assert len(problems) == 1 and "events/deform" in problems[0], problems
+
+
+def test_rerun_skips_all_and_a_source_carrying_the_pipeline_is_reported(
+        archive, processed, pclient, tmp_path):
+    dst, _report = processed
+    again = dcbulk.process([archive], dst, client=pclient, **TAP)
+    assert again.count("skipped") == len(_good(archive)) and again.count("done") == 0
+    assert [Path(f.source).name for f in again.failed] == ["broken.rtdc"]
+    # the outputs themselves carry this pipeline: reported, not processed again
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    for src in _good(archive):
+        shutil.copy(_out(archive, dst, src), outs / src.name)
+    report = dcbulk.process([outs], tmp_path / "again", client=pclient, **TAP)
+    assert report.count("skipped") == len(_good(archive)), report.to_dict()
+    assert all("already carries this pipeline" in f.reason for f in report.files)
+    assert not list((tmp_path / "again").rglob("*.rtdc"))
+
+
+def test_finished_output_without_a_record_is_adopted(archive, processed, pclient, tmp_path):
+    """As after a kill between dcnum's rename and the manifest line: found, not redone."""
+    dst, _report = processed
+    copy = tmp_path / "copy"
+    shutil.copytree(dst, copy)
+    (copy / MANIFEST_NAME).unlink()
+    before = {p: p.stat().st_mtime_ns for p in copy.rglob("*_dcn.rtdc")}
+    report = dcbulk.process([archive], copy, client=pclient, **TAP)
+    adopted = [f for f in report.files if f.status == "skipped"]
+    assert len(adopted) == len(_good(archive))
+    assert all("provenance" in f.reason for f in adopted)
+    assert before == {p: p.stat().st_mtime_ns for p in copy.rglob("*_dcn.rtdc")}
+
+
+def test_changed_segmenter_setting_is_refused_then_redoes_all_with_force(
+        archive, processed, pclient, tmp_path):
+    dst, _report = processed
+    copy = tmp_path / "copy"
+    shutil.copytree(dst, copy)
+    changed = {**TAP, "segmenter_kwargs": {"thresh": -5}}
+    with pytest.raises(ManifestError, match="seg_id"):
+        dcbulk.process([archive], copy, client=pclient, **changed)
+    # GPU segmenters take {"GPU": 1} (one job per GPU); the test workers offer one
+    report = dcbulk.process([archive], copy, client=pclient, force=True,
+                            resources={"GPU": 1}, **changed)
+    assert report.count("done") == len(_good(archive)), report.to_dict()
+    for src in _good(archive):
+        out = _out(archive, copy, src)
+        assert _pipeline_attrs(out)["pipeline:dcnum segmenter"].startswith("thresh:t=-5:")
+        assert _pipeline_attrs(out)["pipeline:dcnum hash"] != _pipeline_attrs(
+            _out(archive, dst, src))["pipeline:dcnum hash"]
+    assert not _leftovers(copy)
+
+
+# -- a killed run ----------------------------------------------------------------------------
+def test_sigkill_mid_run_then_rerun_completes_without_leftovers(tmp_path):
+    root = tmp_path / "src"
+    root.mkdir()
+    for k in range(3):
+        make_rtdc(root / f"M{k}.rtdc", 60 + 10 * k, seed=20 + k)
+    dst = tmp_path / "dst"
+    cmd = [sys.executable, "-m", "dcbulk.cli", "process", str(root), "-o", str(dst),
+           "--basin-strategy", "tap", "-q"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while (not list(dst.rglob("*.rtdc~")) and proc.poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(1.0)  # inside dcnum's job: its temporary files exist
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert list(dst.rglob("*.rtdc~")) or list(dst.rglob("*_dcn.log"))
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for k in range(3):
+        out = dst / f"M{k}_dcn.rtdc"
+        # sound but for dcnum's (1, N) image_bg map of one-event-per-frame files
+        assert all("'image_bg'" in p for p in check_processed(out))
+        with h5py.File(out, "r", locking=False) as h5:
+            assert h5.attrs["experiment:event count"] == 60 + 10 * k
+    assert not _leftovers(dst)
