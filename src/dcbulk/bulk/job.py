@@ -1,9 +1,9 @@
 """The job model: what a run makes (its targets) and how one target is made on a worker.
 
-A :class:`Job` (convert, condense, reprocess, split, join, process, and the modes to come) answers two
-questions. :meth:`Job.targets` (on the client, cheap): which outputs it makes from which
-sources, one :class:`Target` each. :meth:`Job.make` (a task on a worker): make one target and
-return its :class:`~dcbulk.engine.report.Report`. Everything else (discovery, the manifest,
+A :class:`Job` (convert, condense, reprocess, split, join, process, and the modes to come)
+answers two questions. :meth:`Job.targets` (on the client, cheap): which outputs it makes from
+which sources, one :class:`Target` each. :meth:`Job.make` (a task on a worker): make one target
+and return its :class:`~dcbulk.engine.report.Report`. Everything else (discovery, the manifest,
 resume, the lock, submitting, bounding what is in flight, progress) is the executor's
 (:mod:`.executor`), the same for every job.
 

@@ -1,16 +1,16 @@
 """``dcbulk process``: dcnum's pipeline over whole archives, one job per measurement.
 
-:func:`process` runs :class:`ProcessJob` on the archive executor: on a worker it runs one ``dcnum.logic.DCNumPipelineJob`` on the
-source (background, segmentation, features, gating, as dcnum does it) into the output
-``<stem>_dcn.rtdc`` (ChipStream's name), with ``num_procs`` = the worker's threads. dcnum
-starts its own processes, so the workers must not be daemonic, and one job per worker runs
-at a time (the worker resource ``dcnum``, see :func:`cluster_settings`): the job's hooks
-(:class:`~dcbulk.bulk.Job`) give the executor these settings, the resources, the check of
-the workers, the recognition of a finished output (:meth:`ProcessJob.finished`) and the
-sweep of dcnum's leftovers. Discovery, the manifest, resume, progress and per-file
-isolation are the executor's; dcnum's pipeline
-identifiers join the options fingerprint (:meth:`PipelineOptions.identity`), so a changed
-setting redoes finished files (refused without ``force``).
+:func:`process` runs :class:`ProcessJob` on the archive executor; on a worker it runs one
+``dcnum.logic.DCNumPipelineJob`` on the source (background, segmentation, features, gating, as
+dcnum does it) into the output ``<stem>_dcn.rtdc`` (ChipStream's name), with ``num_procs`` =
+the worker's threads. dcnum starts its own processes, so the workers must not be daemonic, and
+one job per worker runs at a time (the worker resource ``dcnum``, see
+:func:`cluster_settings`): the job's hooks (:class:`~dcbulk.bulk.Job`) give the executor these
+settings, the resources, the check of the workers, the recognition of a finished output
+(:meth:`ProcessJob.finished`) and the sweep of dcnum's leftovers. Discovery, the manifest,
+resume, progress and per-file isolation are the executor's; dcnum's pipeline identifiers join
+the options fingerprint (:meth:`PipelineOptions.identity`), so a changed setting redoes
+finished files (refused without ``force``).
 
 dcnum writes its output as ``<stem>_output_<suffix>.rtdc~`` and renames it into place when
 complete; dcbulk gives each job a ``dcbulk-<hex>`` suffix, fsyncs the output after the
