@@ -21,7 +21,8 @@ from pathlib import Path
 from .errors import FileTimeoutError, OutputExistsError
 
 __all__ = ["clean_partials", "commit_deadline", "commit_file", "current_deadline",
-           "output_exists", "partial_path", "refuse_existing", "stale_partials", "write_atomic"]
+           "fsync_path", "output_exists", "partial_path", "refuse_existing", "stale_partials",
+           "write_atomic"]
 
 #: the wall-clock time (``time.time()``) after which no output may be committed in this
 #: context (a context variable: each task's thread has its own, no state is shared)
@@ -70,7 +71,7 @@ def write_atomic(path: str, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(os.path.dirname(path))
+    fsync_path(os.path.dirname(path))
 
 
 def output_exists(output: str | PathLike) -> bool:
@@ -134,13 +135,14 @@ def commit_file(partial: str, output: str, *, overwrite: bool, fsync: bool = Tru
         else:
             os.unlink(partial)
     if fsync:
-        _fsync_dir(os.path.dirname(os.path.abspath(output)))
+        fsync_path(os.path.dirname(os.path.abspath(output)))
 
 
-def _fsync_dir(directory: str) -> None:
-    """Make a rename durable where the platform allows fsync on directories."""
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory (a rename in it) where the platform allows it; an error
+    is ignored (some file systems refuse fsync on directories)."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:

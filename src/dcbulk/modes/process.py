@@ -29,7 +29,7 @@ from ..bulk.sources import output_path
 from ..command import Command
 from ..engine.report import Report
 from ..errors import ConfigError, OutputExistsError, describe_failure, one_line
-from ..partials import partial_path
+from ..partials import fsync_path, partial_path
 from .process_args import (add_arguments, compression_from_args, pipeline_from_args,
                            resources_from_args)
 from .process_options import PipelineOptions, require_dcnum
@@ -91,20 +91,6 @@ def check_workers(client, resources: dict) -> None:
         st["resources"].get(k, 0) < v for k, v in resources.items()))
     if bad:
         raise ConfigError(_WORKERS_NEED.format(res=res) + f"; not so: {', '.join(bad)}")
-
-
-def _fsync(path: str) -> None:
-    for target, flags in ((path, os.O_RDONLY), (os.path.dirname(path), os.O_RDONLY)):
-        try:
-            fd = os.open(target, flags)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
 
 def dcnum_leftovers(output: str) -> list[str]:
@@ -228,7 +214,8 @@ class ProcessJob(Job):
                 os.replace(output, aside)
             _remove(dcnum_leftovers(output))
             _run(job)
-            _fsync(output)
+            fsync_path(output)  # dcnum's rename made durable: the file, then its directory
+            fsync_path(os.path.dirname(output))
             if aside is not None:
                 os.unlink(aside)
                 aside = None
