@@ -63,11 +63,7 @@ def encode_chunks(rows: np.ndarray, chunk_rows: int, codec: ChunkCodec
     list of (filter_mask, bytes)
         One entry per chunk, ready for ``write_direct_chunk``.
     """
-    rows = np.asarray(rows)
-    if rows.dtype.hasobject:
-        raise TypeError(f"cannot encode dtype {rows.dtype} (object / variable-length)")
-    if rows.ndim == 0 or rows.shape[0] == 0:
-        raise ValueError(f"cannot encode an empty block of shape {rows.shape}")
+    rows = hdf5.checked_block(rows)
     chunk_rows = int(chunk_rows)
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import ChecksumMismatchError
 from .spec import ChunkCodec
 
-__all__ = ["encode_chunks", "decode_stored_chunks"]
+__all__ = ["checked_block", "encode_chunks", "decode_stored_chunks"]
 
 _names = itertools.count()
 _lock = threading.Lock()
@@ -69,6 +69,16 @@ def _scratch() -> Iterator[h5py.File]:
             h5.close()
 
 
+def checked_block(rows) -> np.ndarray:
+    """``rows`` as an array both encoders accept: fixed-size items, at least one row."""
+    rows = np.asarray(rows)
+    if rows.dtype.hasobject:
+        raise TypeError(f"cannot encode dtype {rows.dtype} (object / variable-length)")
+    if rows.ndim == 0 or rows.shape[0] == 0:
+        raise ValueError(f"cannot encode an empty block of shape {rows.shape}")
+    return rows
+
+
 def encode_chunks(rows: np.ndarray, chunk_rows: int, codec: ChunkCodec
                   ) -> list[tuple[int, bytes]]:
     """Encode a block of rows into the stored bytes of its output chunks.
@@ -88,11 +98,7 @@ def encode_chunks(rows: np.ndarray, chunk_rows: int, codec: ChunkCodec
     list of (filter_mask, bytes)
         One entry per chunk, ready for ``write_direct_chunk``.
     """
-    rows = np.asarray(rows)
-    if rows.dtype.hasobject:
-        raise TypeError(f"cannot encode dtype {rows.dtype} (object / variable-length)")
-    if rows.ndim == 0 or rows.shape[0] == 0:
-        raise ValueError(f"cannot encode an empty block of shape {rows.shape}")
+    rows = checked_block(rows)
     chunks = (int(chunk_rows),) + rows.shape[1:]
     with _scratch() as h5:
         dset = h5.create_dataset("x", shape=rows.shape, dtype=rows.dtype, chunks=chunks,
