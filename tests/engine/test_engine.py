@@ -196,17 +196,54 @@ def test_convert_sample_files(client, sample_files, tmp_path):
         assert_features_equal(path, out)
 
 
-def test_inline_writer_matches_cluster(plain_file, tmp_path):
-    """The writer also runs inline (no cluster), as the bulk path does for small files."""
+def _stored_chunks(path) -> dict[str, list[bytes]]:
+    """The stored bytes of every chunk of every dataset under ``events``, in index order."""
+    out = {}
+    with h5py.File(path) as h5:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and obj.chunks is not None:
+                infos = [obj.id.get_chunk_info(i) for i in range(obj.id.get_num_chunks())]
+                out[name] = [obj.id.read_direct_chunk(info.chunk_offset) for info in
+                             sorted(infos, key=lambda info: info.chunk_offset)]
+        h5["events"].visititems(visit)
+    return out
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_inline_writer_builds_no_graph_and_matches_cluster(plain_file, tmp_path, client,
+                                                           monkeypatch, mapped):
+    """A small file's writer computes its blocks itself, without a dask graph, and stores
+    the very bytes the cluster's tasks store (encoded, raw-copied and gathered chunks)."""
     from dcbulk.codec import parse_compression
-    from dcbulk.engine.writer import write_output
+    from dcbulk.engine import writer
+    from dcbulk.engine.api import submit_conversion
     from dcbulk.plan import plan_conversion
     from dcbulk.read.inspect import inspect_source
-    plan = plan_conversion(inspect_source(plain_file), str(tmp_path / "inline.rtdc"),
-                           codec=parse_compression("zstd:5"))
-    summary = write_output(plan, inline=True)
-    assert summary.events == 333 and os.path.exists(summary.output)
-    assert_features_equal(plain_file, tmp_path / "inline.rtdc")
+    compressed = make_rtdc(tmp_path / "zstd5.rtdc", 300, seed=4, compression="zstd:5",
+                           with_contour=True)
+    for k, source in enumerate([plain_file, compressed]):
+        info = inspect_source(source)
+        mapping = np.arange(info.n_events)[::3][::-1] if mapped else None
+
+        def plan(name):
+            return plan_conversion(info, str(tmp_path / f"{k}-{name}.rtdc"), mapping=mapping,
+                                   codec=parse_compression("zstd:5"))
+        on_cluster = submit_conversion(client, plan("cluster")).result()
+        with monkeypatch.context() as m:
+            m.setattr(writer, "plan_arrays", lambda *a: pytest.fail("inline built a graph"))
+            inline = writer.write_output(plan("inline"), inline=True)
+        assert inline.inline and not on_cluster.inline
+        assert inline.events == on_cluster.events == (mapping.size if mapped else
+                                                      info.n_events)
+        assert any(st["mode"] == "raw-copy" for st in inline.features.values()) == (
+            k == 1 and not mapped)
+        assert _stored_chunks(tmp_path / f"{k}-inline.rtdc") == \
+            _stored_chunks(tmp_path / f"{k}-cluster.rtdc")
+        with h5py.File(source) as h5:  # a mapped index is renumbered 1..n (dclab's rule)
+            kept = [f for f in dataset_names(h5["events"]) if not f.startswith("basinmap")
+                    and not (mapped and (f == "index" or f.startswith("contour/")))]
+        assert_features_equal(source, tmp_path / f"{k}-inline.rtdc", index=mapping,
+                              features=kept)
 
 
 def _windowed_probe(n_jobs: int, window: int) -> tuple[int, list[int]]:

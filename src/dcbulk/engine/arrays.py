@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,8 @@ from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 if TYPE_CHECKING:  # dask.array (and scipy behind it) is imported only when used
     import dask.array as da
 
-__all__ = ["EncodedBlock", "read_features", "plan_arrays", "encode_array", "contiguous_slice"]
+__all__ = ["EncodedBlock", "read_features", "plan_arrays", "plan_blocks", "encode_array",
+           "contiguous_slice"]
 
 _ERRORS = (DcbulkError, OSError, ValueError, KeyError, RuntimeError, TypeError)
 
@@ -73,21 +75,26 @@ def _fail(label: str, name: str, start: int, stop: int, exc: Exception) -> Conve
                            f"{type(exc).__name__}: {exc}")
 
 
+def _block_rows(files: OpenFiles, fsrcs: tuple[FeatureSource, ...], dtype: np.dtype,
+                start: int, stop: int, mapping, label: str) -> np.ndarray:
+    """Rows ``start:stop`` of one feature, or of several scalars packed into a record array."""
+    out = None if dtype.names is None else np.empty(stop - start, dtype=dtype)
+    for fsrc in fsrcs:
+        try:
+            if out is None:
+                return _rows(files, fsrc, dtype, start, stop, mapping)
+            out[fsrc.feature] = _rows(files, fsrc, dtype[fsrc.feature], start, stop, mapping)
+        except _ERRORS as exc:
+            raise _fail(label, fsrc.feature, start, stop, exc) from exc
+    return out
+
+
 def _read_block(fsrcs: tuple[FeatureSource, ...], dtype: np.dtype, mapping, label: str, *,
                 block_info=None) -> np.ndarray:
-    """One block of one feature, or of several scalars packed into a record array."""
+    """The dask task of :func:`_block_rows`: one block, its files opened for it."""
     start, stop = block_info[None]["array-location"][0]
-    out = None if dtype.names is None else np.empty(stop - start, dtype=dtype)
     with OpenFiles() as files:
-        for fsrc in fsrcs:
-            try:
-                if out is None:
-                    return _rows(files, fsrc, dtype, start, stop, mapping)
-                out[fsrc.feature] = _rows(files, fsrc, dtype[fsrc.feature], start, stop,
-                                          mapping)
-            except _ERRORS as exc:
-                raise _fail(label, fsrc.feature, start, stop, exc) from exc
-    return out
+        return _block_rows(files, fsrcs, dtype, start, stop, mapping, label)
 
 
 def _one(block: EncodedBlock) -> np.ndarray:
@@ -96,8 +103,7 @@ def _one(block: EncodedBlock) -> np.ndarray:
     return out
 
 
-def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label: str
-                  ) -> np.ndarray:
+def _encoded(rows: np.ndarray, features: tuple[FeaturePlan, ...], label: str) -> EncodedBlock:
     """Encode a block (plain or record rows) into the stored bytes of its output chunks."""
     t0 = time.perf_counter()
     rows = np.asarray(rows)
@@ -115,33 +121,45 @@ def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label:
                                   ) from exc
         block.raw_bytes[fp.name] = int(part.nbytes)
     block.seconds = time.perf_counter() - t0
-    return _one(block)
+    return block
+
+
+def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label: str
+                  ) -> np.ndarray:
+    """The dask task of :func:`_encoded` (one :class:`EncodedBlock` in an object array)."""
+    return _one(_encoded(rows, features, label))
+
+
+def _stored_run(files: OpenFiles, fp: FeaturePlan, first: int, last: int, label: str
+                ) -> EncodedBlock:
+    """Stored chunks ``first:last`` of a feature as they are, each proved sound first."""
+    t0 = time.perf_counter()
+    ref: DatasetRef = fp.source.data
+    tail = (0,) * len(fp.item_shape)
+    try:
+        ds = files.dataset(ref)
+        stored = [ds.id.read_direct_chunk((i * fp.chunk_rows,) + tail)
+                  for i in range(first, last)]
+    except _ERRORS as exc:
+        raise _fail(label, fp.name, first * fp.chunk_rows,
+                    min(last * fp.chunk_rows, fp.n_rows), exc) from exc
+    dcpl, dtype, shape = ds.id.get_create_plist(), ds.dtype, ds.shape
+    # numcodecs checks without HDF5's lock (the threads of a worker check at once)
+    decode_stored_chunks(stored, dcpl, dtype, shape, label=f"{label}: feature '{fp.name}'",
+                         first_chunk=first, codec=ref.chunk_codec())
+    start, stop = first * fp.chunk_rows, min(last * fp.chunk_rows, fp.n_rows)
+    return EncodedBlock(chunks={fp.name: stored},
+                        raw_bytes={fp.name: (stop - start) * fp.row_nbytes},
+                        seconds=time.perf_counter() - t0)
 
 
 def _copy_stored(fp: FeaturePlan, chunks_per_block: int, label: str, block_info=None
                  ) -> np.ndarray:
-    """Read a run of stored chunks as they are, each proved sound (checksum, size) first."""
-    t0 = time.perf_counter()
-    ref: DatasetRef = fp.source.data
+    """The dask task of :func:`_stored_run`: one block of stored chunks."""
     first = block_info[None]["chunk-location"][0] * chunks_per_block
-    last = min(first + chunks_per_block, fp.n_chunks)
-    tail = (0,) * len(fp.item_shape)
     with OpenFiles() as files:
-        try:
-            ds = files.dataset(ref)
-            stored = [ds.id.read_direct_chunk((i * fp.chunk_rows,) + tail)
-                      for i in range(first, last)]
-        except _ERRORS as exc:
-            raise _fail(label, fp.name, first * fp.chunk_rows,
-                        min(last * fp.chunk_rows, fp.n_rows), exc) from exc
-        dcpl, dtype, shape = ds.id.get_create_plist(), ds.dtype, ds.shape
-    # checked after the file is closed: numcodecs needs no HDF5 lock (threads run at once)
-    decode_stored_chunks(stored, dcpl, dtype, shape, label=f"{label}: feature '{fp.name}'",
-                         first_chunk=first, codec=ref.chunk_codec())
-    start, stop = first * fp.chunk_rows, min(last * fp.chunk_rows, fp.n_rows)
-    return _one(EncodedBlock(chunks={fp.name: stored},
-                             raw_bytes={fp.name: (stop - start) * fp.row_nbytes},
-                             seconds=time.perf_counter() - t0))
+        return _one(_stored_run(files, fp, first, min(first + chunks_per_block, fp.n_chunks),
+                                label))
 
 
 def _bound(func, *args, **kwargs):
@@ -250,6 +268,33 @@ def plan_arrays(plan: ConversionPlan) -> list[tuple[BlockGroup, da.Array]]:
                              name=f"dcbulk-encode-{i}-{token}")
         arrays.append((group, arr))
     return arrays
+
+
+def plan_blocks(plan: ConversionPlan) -> Iterator[tuple[tuple[BlockGroup, int], EncodedBlock]]:
+    """The encoded blocks of a plan computed here, one after the other, without a graph.
+
+    What :func:`plan_arrays`' tasks compute, block by block in this thread, the source
+    files opened once for the whole plan: a small file's writer needs no dask graph (building
+    and optimising one costs more than encoding a few chunks).
+    """
+    label = plan.source
+    with OpenFiles() as files:
+        for group in plan.groups:
+            if group.n_rows == 0:
+                continue
+            if group.raw_copy:
+                fp = group.features[0]
+                for i, first in enumerate(range(0, fp.n_chunks, group.chunks_per_block)):
+                    last = min(first + group.chunks_per_block, fp.n_chunks)
+                    yield (group, i), _stored_run(files, fp, first, last, label)
+                continue
+            fsrcs = tuple(fp.source for fp in group.features)
+            dtype, start = _group_dtype(group), 0
+            for i, rows in enumerate(group.block_chunks()):
+                block = _block_rows(files, fsrcs, dtype, start, start + rows, plan.mapping,
+                                    label)
+                start += rows
+                yield (group, i), _encoded(block, group.features, label)
 
 
 def encode_array(arr: da.Array, group: BlockGroup, label: str) -> da.Array:

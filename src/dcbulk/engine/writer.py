@@ -5,7 +5,8 @@
 the engine's arrays (:func:`~dcbulk.engine.arrays.plan_arrays`, or arrays handed in by
 ``store_features``) -- on the cluster in a bounded window (:mod:`.window`, the writer leaves
 the worker's thread pool meanwhile) or, for small files, itself (``inline``, keeping its
-compute slot, so that no core is oversubscribed) -- stores each block's chunks as it
+compute slot, so that no core is oversubscribed; without a dask graph at all:
+:func:`~dcbulk.engine.arrays.plan_blocks`) -- stores each block's chunks as it
 arrives with ``HDF5Writer.store_encoded_chunk``, adds metadata, basins and a provenance log,
 and renames the file into place only when everything succeeded. On failure the partial
 file is removed and outstanding tasks are cancelled.
@@ -22,7 +23,7 @@ from ..errors import ConversionError, DcbulkError
 from ..partials import commit_file, partial_path, refuse_existing
 from ..plan import BlockGroup, ConversionPlan
 from ..write import HDF5Writer
-from .arrays import EncodedBlock, plan_arrays
+from .arrays import EncodedBlock, plan_arrays, plan_blocks
 from .finish import write_metadata, write_trailer
 from .report import Report
 from .window import run_windowed
@@ -115,8 +116,12 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None, inline: bo
                                            ds_kwds=fp.codec.ds_kwds())
                 ds.resize(fp.n_rows, axis=0)
                 targets[fp.name] = ds
-            arrays = plan_arrays(plan) if arrays is None else arrays
-            for (group, index), block in _blocks(arrays, inline=inline, window=window):
+            if arrays is None and inline:  # no graph: blocks computed here, one by one
+                blocks = plan_blocks(plan)
+            else:
+                blocks = _blocks(plan_arrays(plan) if arrays is None else arrays,
+                                 inline=inline, window=window)
+            for (group, index), block in blocks:
                 first = index * group.chunks_per_block
                 share = block.seconds / max(1, len(block.chunks))
                 for name, chunks in block.chunks.items():

@@ -65,7 +65,7 @@ def check_link(group: h5py.Group, key: str, path: str, *, follow_external: bool)
         if not follow_external and not target.startswith(top + "/"):
             raise ExternalDataError(f"{path}: '{shown}' is a soft link to '{link.path}', "
                                     f"outside '{top[1:]}'; {FOLLOW_HINT}")
-    if link is not None and group.get(key) is None:
+    if link is not None and not isinstance(link, h5py.HardLink) and group.get(key) is None:
         raise ExternalDataError(f"{path}: '{shown}' is a link that leads nowhere ({link})")
 
 
