@@ -9,6 +9,7 @@ module :mod:`dcbulk.write`, and the exceptions in :mod:`dcbulk.errors`.
 """
 from __future__ import annotations
 
+from . import clock  # noqa: F401  (first: the command's clock starts with dcbulk's import)
 from ._version import __version__
 from .bulk import ArchiveReport, convert_archive
 from .engine import Report, convert, read_features, store_features

@@ -16,6 +16,7 @@ from distributed import performance_report
 
 from ._version import __version__
 from .bulk import discover_sources, execute, make_options, planned
+from .clock import command_seconds
 from .bulk.manifest import MANIFEST_NAME
 from .bulk.usage import check_memory_limit
 from .cli_options import add_source_args, check_report_paths
@@ -183,7 +184,7 @@ def _client_args(ns) -> dict:
 def _print_summary(report, out, log_path: str | None = None, page: str | None = None) -> None:
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
-          f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> "
+          f"{counts['failed']} failed in {command_seconds():,.1f} s -> "
           f"{printable(report.output_dir)}" + (f"; page: {page}" if page else "")
           + (f"; log: {printable(log_path)}" if log_path else ""), file=out)
     for f in report.failed:
@@ -357,7 +358,7 @@ def _verify(ns, out=None) -> int:
     counts = report.to_dict()["counts"]
     print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
           f"{counts['mismatched']} differ ({_plural(counts['problems'], 'problem')}) "
-          f"in {report.wall_seconds:,.1f} s" + (f"; page: {page}" if page else ""), file=out)
+          f"in {command_seconds():,.1f} s" + (f"; page: {page}" if page else ""), file=out)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 

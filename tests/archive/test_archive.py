@@ -116,6 +116,24 @@ def test_cli_dry_run_and_failed_files_exit(tmp_path, archive, capsys):
     assert doc["counts"] == {"done": len(good), "skipped": 0, "failed": 3, "planned": 0}
 
 
+def test_summary_states_the_whole_commands_time(client, tmp_path, monkeypatch, capsys):
+    """The summary line's seconds count from dcbulk's import (imports, cluster start and
+    shutdown included), not from the run's planning."""
+    import re
+    import time
+
+    from dcbulk import clock
+    src = tmp_path / "src"
+    src.mkdir()
+    make_rtdc(src / "a.rtdc", 20, seed=1, compression="none")
+    monkeypatch.setattr(clock, "STARTED", time.perf_counter() - 1000)  # loaded 1000 s ago
+    assert main(["convert", str(src), "-o", str(tmp_path / "dst"), "-q",
+                 "--scheduler", client.scheduler.address]) == EXIT_OK
+    seconds = float(re.search(r"failed in ([\d,.]+) s", capsys.readouterr().out)[1]
+                    .replace(",", ""))
+    assert 1000 <= seconds < 1000 + 600
+
+
 def test_kill_then_resume_gives_identical_outputs(tmp_path):
     root = tmp_path / "arch"
     good = make_archive(root, 8, events=(400, 900), seed=9, compression="none")
