@@ -16,6 +16,7 @@ from distributed import performance_report
 
 from ._version import __version__
 from .bulk import discover_sources, execute, make_options, planned
+from .bulk.inprocess import in_process_run
 from .clock import command_seconds
 from .bulk.manifest import MANIFEST_NAME
 from .bulk.usage import check_memory_limit
@@ -214,21 +215,19 @@ def _run_command(ns, out=None, err=None) -> int:
         log_path = page = None
 
         @contextlib.contextmanager
-        def open_client():  # started only when there is something to make
+        def open_client(in_process: bool):  # started only when there is something to make
             nonlocal log_path, page
             with run_log(os.path.join(os.path.dirname(plan.output) if job.one_file
-                                      else plan.output, LOG_DIRNAME)) as log_path, \
-                    dashboard_page(), \
-                    logged_client(log_path, **_client_args(ns)) as (client, cluster), \
-                    live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
-                if not ns.quiet:
-                    print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
-                          f"{plan.total_bytes / 1e6:,.0f} MB; dashboard: "
-                          f"{client.dashboard_link}"
-                          + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
-                # inline: Bokeh's JavaScript in the file, so that it opens offline
-                with (performance_report(filename=ns.performance_report, mode="inline")
-                      if ns.performance_report else contextlib.nullcontext()):
+                                      else plan.output, LOG_DIRNAME)) as log_path:
+                if in_process:
+                    if not ns.quiet:
+                        print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
+                              f"{plan.total_bytes / 1e6:,.1f} MB; a small run: made in this "
+                              f"process (no cluster, no dashboard)", file=err, flush=True)
+                    with in_process_run(plan.output_dir) as client:
+                        yield client
+                    return
+                with _open_cluster(ns, state, plan, log_path, err) as (client, page):
                     yield client
 
         progress = (None if ns.quiet else
@@ -238,11 +237,35 @@ def _run_command(ns, out=None, err=None) -> int:
                 report = execute(plan, open_client=open_client,
                                  progress=observers(progress, state),
                                  max_open_outputs=getattr(ns, "max_open_outputs", None),
-                                 timeout=ns.timeout_per_file)
+                                 timeout=ns.timeout_per_file,
+                                 in_process=False if _cluster_asked(ns) else None)
         finally:
             if progress is not None:
                 progress.close()
     return _finish(ns, report, out, log_path, page)
+
+
+def _cluster_asked(ns) -> bool:
+    """Whether the command line (or dask's configuration) asks for a cluster of some kind."""
+    return bool(ns.scheduler or ns.scheduler_file or ns.cluster or ns.cluster_config
+                or ns.workers or ns.threads_per_worker or ns.memory_limit or ns.jobs
+                or ns.performance_report or setting("cluster") != "local")
+
+
+@contextlib.contextmanager
+def _open_cluster(ns, state, plan, log_path: str, err):
+    """The run's cluster with its pages; yields ``(client, dcbulk page URL or None)``."""
+    with dashboard_page(), \
+            logged_client(log_path, **_client_args(ns)) as (client, cluster), \
+            live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
+        if not ns.quiet:
+            print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
+                  f"{plan.total_bytes / 1e6:,.0f} MB; dashboard: {client.dashboard_link}"
+                  + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
+        # inline: Bokeh's JavaScript in the file, so that it opens offline
+        with (performance_report(filename=ns.performance_report, mode="inline")
+              if ns.performance_report else contextlib.nullcontext()):
+            yield client, page
 
 
 def _run_state(ns, plan) -> RunState:

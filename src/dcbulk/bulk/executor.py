@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +37,7 @@ from ..errors import LinkRefusedError, OutputExistsError, describe_failure
 from ..nofollow import check_parents
 from ..partials import clean_partials
 from ..taskkey import file_key
+from .inprocess import InProcessClient, clear_marker, in_process_run, runs_in_process
 from .job import INLINE_BYTES, Job, Target, run_target, timeout_message
 from .lock import output_lock
 from .manifest import Manifest
@@ -141,17 +143,20 @@ def _sweep(job: Job, targets: list[Target]) -> None:
 
 def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress | None = None,
             max_open_outputs: int | None = None, inline_bytes: int = INLINE_BYTES,
-            timeout: float | None = None) -> ArchiveReport:
+            timeout: float | None = None, in_process: bool | None = None) -> ArchiveReport:
     """Execute ``plan`` (from :func:`planned`, inside its ``with`` block).
 
     Parameters
     ----------
     client
-        A ``distributed.Client``; by default ``open_client()`` or a LocalCluster sized to
-        the machine, started only when there is something to make.
+        A ``distributed.Client``; by default ``open_client(in_process)``, a small run's
+        :class:`~dcbulk.bulk.inprocess.InProcessClient` or a LocalCluster sized to the
+        machine, started only when there is something to make.
     open_client
-        A context manager factory yielding the client (the CLI's logged cluster). A
-        cluster started here or by ``open_client`` starts within the job's
+        A context manager factory yielding the client (the CLI's logged cluster), called
+        as ``open_client(in_process)``: with True it yields
+        :func:`~dcbulk.bulk.inprocess.in_process_run`'s client. A cluster started here
+        or by ``open_client`` starts within the job's
         :meth:`~dcbulk.bulk.job.Job.cluster_settings`.
     progress
         Called as ``progress(result, done, total)`` as each file settles.
@@ -159,6 +164,10 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         Targets in flight at once (default: the cluster's threads + 2).
     inline_bytes
         Targets of at most this many uncompressed bytes are always encoded by their task.
+    in_process
+        None: a small run (:func:`~dcbulk.bulk.inprocess.runs_in_process`) is made by
+        threads of this process, without a cluster; False: never (a cluster was asked
+        for). Ignored with ``client``.
     timeout
         Seconds one target's task may run (from when it starts on its worker); a target
         that exceeds it fails alone, without output. A task that never returns is
@@ -174,19 +183,24 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
             if progress is not None:
                 progress(result, len(report.files), total)
     own_cluster, finished = client is None, False
+    local = (client is None and in_process is not False and bool(plan.steps)
+             and runs_in_process(plan.job, plan.output_dir,
+                                 [step.target.size for step in plan.steps]))
     try:
         if plan.steps:
-            settings = (contextlib.nullcontext() if client is not None
+            settings = (contextlib.nullcontext() if client is not None or local
                         else plan.job.cluster_settings())
             opened = (contextlib.nullcontext(client) if client is not None
-                      else open_client() if open_client is not None else client_context())
+                      else open_client(local) if open_client is not None
+                      else in_process_run(plan.output_dir) if local else client_context())
             with settings, opened as cl:
-                if client is None:  # a given client was checked before planning
+                if client is None and not local:  # a given client was checked before
                     plan.job.check_cluster(cl)
                 report.dashboard = getattr(cl, "dashboard_link", None)
                 _Runner(cl, plan, report, progress=progress, total=total,
                         timeout=timeout).run(max_open=max_open_outputs,
-                                             inline_bytes=inline_bytes)
+                                             inline_bytes=sys.maxsize if local
+                                             else inline_bytes)
         finished = True
     finally:
         # every task of this run has ended (normal end) or its workers are gone (own
@@ -196,6 +210,8 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         if not plan.job.one_file and (finished or own_cluster):
             clean_partials(plan.output)
             _sweep(plan.job, plan.targets)
+            if finished and not local:  # the files of a dead in-process run are made
+                clear_marker(plan.output_dir)
     report.wall_seconds = time.perf_counter() - plan.t0
     return report
 
@@ -266,11 +282,14 @@ class _Runner:
             self.abandon_overdue()
             if not self.active:
                 return
-        try:
-            done, _ = wait(list(self.active), return_when="FIRST_COMPLETED",
-                           timeout=None if self.timeout is None else min(1.0, self.timeout))
-        except TimeoutError:
-            return
+        limit = None if self.timeout is None else min(1.0, self.timeout)
+        if isinstance(self.client, InProcessClient):
+            done = self.client.wait_first(list(self.active), limit)
+        else:
+            try:
+                done, _ = wait(list(self.active), return_when="FIRST_COMPLETED", timeout=limit)
+            except TimeoutError:
+                return
         for fut in done:
             result = settle_task(fut, self.active.pop(fut), self.plan)
             fut.release()

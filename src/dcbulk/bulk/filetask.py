@@ -46,6 +46,7 @@ class ConvertJob(Job):
     """
 
     name = "convert"
+    in_process = True  # the engine's writer encodes a small file inline, without a worker
 
     def __init__(self, *, verify: bool = False):
         self.verify = bool(verify)

@@ -74,6 +74,9 @@ class Job:
     resources : dict or None
         Worker resources each of its tasks holds (e.g. ``{"dcnum": 1}``: one task per
         worker offering one); None: none.
+    in_process : bool
+        A small run may be made by threads of dcbulk's process instead of a cluster
+        (:mod:`~dcbulk.bulk.inprocess`): :meth:`make` needs no dask worker.
     """
 
     name = "convert"
@@ -82,6 +85,7 @@ class Job:
     checksum_output = False
     fingerprint: dict | None = None
     resources: dict | None = None
+    in_process = False
 
     def targets(self, entries: list[SourceEntry], output: str,
                 options: ArchiveOptions) -> list[Target]:

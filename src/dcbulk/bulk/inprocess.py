@@ -1,0 +1,154 @@
+"""Small runs made by threads of dcbulk's own process, without a cluster.
+
+Starting a LocalCluster costs about a second of wall time and two CPU-seconds (worker
+processes that import dask, distributed and h5py; a scheduler; the dashboard's Bokeh), more
+than converting a few megabytes takes. :func:`runs_in_process` decides (once, for the
+executor) that a run is small enough -- every target of a job that allows it, at most
+:data:`SMALL_RUN_BYTES` in all, nothing asked of a cluster -- and :class:`InProcessClient`
+then makes its targets in a ``concurrent.futures`` thread pool of this process: a file's
+writer encodes inline (no dask graph, :func:`~dcbulk.engine.arrays.plan_blocks`), and the
+codecs release the GIL, so the threads encode at once.
+
+The pool is adapted here (by hand: ``concurrent.futures`` has no task keys, start
+notifications or cancellation by future) to the four calls the executor makes on a
+``distributed.Client`` -- ``submit``, ``nthreads``, ``cancel`` and the start topic -- so
+that one executor loop serves both.
+
+**Isolation.** On a cluster, a source that crashes HDF5 kills a worker and fails alone. In
+this process it would end the command. While an in-process run lasts, a marker file
+(:data:`MARKER_NAME`) stays in the output directory; a run that finds the marker of a run
+that died makes its targets on a cluster (one warning line), so the file that crashed fails
+alone there, and the marker goes once that run ends.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from ..nofollow import write_nofollow
+
+__all__ = ["MARKER_NAME", "SMALL_RUN_BYTES", "InProcessClient", "clear_marker",
+           "in_process_run", "runs_in_process"]
+
+logger = logging.getLogger(__name__)
+
+#: a run whose targets read at most this many bytes in all is made in dcbulk's process
+SMALL_RUN_BYTES = 64 * 1024**2
+
+#: the marker of an in-process run in the output directory (removed when the run ends)
+MARKER_NAME = ".dcbulk-in-process"
+
+
+def runs_in_process(job, output_dir: str, sizes: list[int]) -> bool:
+    """Whether a run of ``job`` making targets of ``sizes`` bytes is made in this process.
+
+    Only for jobs that allow it (``job.in_process``), with an output directory (not a one
+    file job), for at most :data:`SMALL_RUN_BYTES`, and unless the marker of an in-process
+    run that died is in ``output_dir`` (that run's files are then made on a cluster).
+    """
+    if not (getattr(job, "in_process", False) and not job.one_file and sizes
+            and sum(sizes) <= SMALL_RUN_BYTES):
+        return False
+    marker = os.path.join(output_dir, MARKER_NAME)
+    if os.path.lexists(marker):
+        logger.warning("an earlier run in dcbulk's own process ended abruptly (%s); this run "
+                       "uses worker processes, so that a file that crashes one fails alone",
+                       marker)
+        return False
+    return True
+
+
+class _Task(Future):
+    """A future with the key the executor tracks it by (as a distributed future has)."""
+
+    def __init__(self, key: str):
+        super().__init__()
+        self.key = key
+
+    def release(self) -> None:
+        """Nothing to release (a distributed future frees its result on the cluster)."""
+
+
+class InProcessClient:
+    """The calls the executor makes on a ``distributed.Client``, on a thread pool.
+
+    Parameters
+    ----------
+    threads
+        Threads of the pool (default: the machine's cores).
+    """
+
+    dashboard_link = None
+
+    def __init__(self, threads: int | None = None):
+        self._threads = max(1, threads or os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dcbulk-file")
+        self._topics: dict[str, Callable] = {}
+
+    def nthreads(self) -> dict[str, int]:
+        return {"in-process": self._threads}
+
+    def subscribe_topic(self, topic: str, handler: Callable) -> None:
+        self._topics[topic] = handler
+
+    def unsubscribe_topic(self, topic: str) -> None:
+        self._topics.pop(topic, None)
+
+    def submit(self, func, *args, key: str, pure=None, resources=None, **kwargs) -> _Task:
+        """Run ``func(*args, **kwargs)`` in the pool; the subscribed topics hear when it
+        starts (``resources`` and ``pure`` concern clusters only)."""
+        task = _Task(key)
+
+        def run() -> None:
+            if not task.set_running_or_notify_cancel():
+                return
+            for handler in list(self._topics.values()):
+                handler((time.time(), {"key": key}))
+            try:
+                task.set_result(func(*args, **kwargs))
+            except BaseException as exc:  # handed to the executor, as a cluster does
+                task.set_exception(exc)
+
+        self._pool.submit(run)
+        return task
+
+    def cancel(self, futures) -> None:
+        """Cancel tasks not started yet (a started thread cannot be stopped: it commits
+        nothing after its deadline, :func:`~dcbulk.partials.commit_deadline`)."""
+        for fut in futures:
+            fut.cancel()
+
+    @staticmethod
+    def wait_first(futures, timeout: float | None) -> set:
+        """The futures done within ``timeout`` (at least one, unless the time ran out)."""
+        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        return done
+
+    def close(self) -> None:
+        """Stop taking tasks; the running ones end by themselves."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def in_process_run(output_dir: str) -> Iterator[InProcessClient]:
+    """An :class:`InProcessClient` with the run's marker in ``output_dir`` while it lasts."""
+    marker = os.path.join(output_dir, MARKER_NAME)
+    write_nofollow(marker, f"{socket.gethostname()} pid {os.getpid()} {time.ctime()}\n".encode())
+    client = InProcessClient()
+    try:
+        yield client
+    finally:
+        client.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker)
+
+
+def clear_marker(output_dir: str) -> None:
+    """Remove the marker of an in-process run that died (its files were made since)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(output_dir, MARKER_NAME))

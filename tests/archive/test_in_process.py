@@ -1,0 +1,102 @@
+"""Small runs made by threads of dcbulk's own process (dcbulk.bulk.inprocess)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import dcbulk
+from dcbulk.bulk import inprocess
+from dcbulk.bulk.filetask import ConvertJob
+from dcbulk.bulk.inprocess import MARKER_NAME, SMALL_RUN_BYTES, runs_in_process
+from dcbulk.cli import EXIT_OK, main
+from dcbulk.synth import make_rtdc
+from helpers import assert_features_equal
+
+
+def _small_archive(root, n: int = 3):
+    root.mkdir()
+    kinds = ["none", "zstd:5", "gzip:4"]  # encoded, copied as stored, decoded and encoded
+    return [make_rtdc(root / f"m{k}.rtdc", 20 + 7 * k, seed=k,
+                      compression=kinds[k % len(kinds)], with_contour=k == 0)
+            for k in range(n)]
+
+
+def test_a_small_run_is_made_in_process_without_a_cluster(tmp_path, monkeypatch):
+    import dcbulk.bulk.executor as executor
+    monkeypatch.setattr(executor, "client_context",
+                        lambda *a, **k: pytest.fail("a cluster was started for a small run"))
+    paths = _small_archive(tmp_path / "src")
+    dst = tmp_path / "dst"
+    report = dcbulk.convert_archive(tmp_path / "src", dst)
+    assert report.ok and report.count("done") == len(paths) and report.dashboard is None
+    for path in paths:
+        assert_features_equal(path, dst / path.name)
+    assert not (dst / MARKER_NAME).exists()
+    assert not list(dst.rglob("*.partial"))
+    again = dcbulk.convert_archive(tmp_path / "src", dst)
+    assert again.count("skipped") == len(paths)
+
+
+def test_cli_uses_a_cluster_when_one_is_asked_for(tmp_path, capsys):
+    _small_archive(tmp_path / "src", 2)
+    assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "a")]) == EXIT_OK
+    cap = capsys.readouterr()
+    assert "made in this process" in cap.err and "; page:" not in cap.out
+    assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "b"),
+                 "--workers", "1"]) == EXIT_OK
+    cap = capsys.readouterr()
+    assert "made in this process" not in cap.err and "; page: http" in cap.out
+
+
+def test_the_decision(tmp_path, caplog):
+    job = ConvertJob()
+    assert runs_in_process(job, str(tmp_path), [1, 2, 3])
+    assert not runs_in_process(job, str(tmp_path), [SMALL_RUN_BYTES, 1])
+    assert not runs_in_process(job, str(tmp_path), [])
+
+    class Other(ConvertJob):
+        in_process = False
+    assert not runs_in_process(Other(), str(tmp_path), [1])
+    (tmp_path / MARKER_NAME).write_text("a run that died\n")
+    with caplog.at_level(logging.WARNING, logger=inprocess.__name__):
+        assert not runs_in_process(job, str(tmp_path), [1])
+    assert "ended abruptly" in caplog.text
+
+
+def test_a_killed_in_process_run_is_made_again_on_a_cluster(tmp_path):
+    """SIGKILL in the middle of an in-process run leaves its marker; the next run makes the
+    files on a cluster (where a file that kills its process fails alone), completes every
+    output, and removes the marker and the dead run's partial files."""
+    src = tmp_path / "src"
+    src.mkdir()
+    paths = [make_rtdc(src / f"f{k:02d}.rtdc", 50, seed=k, compression="gzip:1")
+             for k in range(40)]
+    assert sum(p.stat().st_size for p in paths) <= SMALL_RUN_BYTES
+    dst = tmp_path / "dst"
+    exe = os.path.join(os.path.dirname(sys.executable), "dcbulk")
+    proc = subprocess.Popen([exe, "convert", str(src), "-o", str(dst), "-q"],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(dst.glob("f*.rtdc")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no output appeared"
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run ended before it could be killed")
+    assert (dst / MARKER_NAME).exists()
+    report = dcbulk.convert_archive(src, dst)
+    assert report.ok and report.dashboard is not None  # made on a (local) cluster
+    for path in paths:
+        assert_features_equal(path, dst / path.name)
+    assert not (dst / MARKER_NAME).exists()
+    assert not list(dst.rglob("*.partial"))
