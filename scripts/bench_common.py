@@ -129,13 +129,17 @@ def ensure_source(workdir: Path, n_events: int, seed: int = 42) -> Path:
     return path
 
 
-def ensure_archive(root: Path, n_files: int, events: tuple[int, int], seed: int) -> list[Path]:
-    """The files of an uncompressed synthetic archive (regenerated unless it matches)."""
+def ensure_archive(root: Path, n_files: int, events: tuple[int, int], seed: int,
+                   compression: str = "none") -> list[Path]:
+    """The files of a synthetic archive (regenerated unless it matches), uncompressed by
+    default."""
     import shutil
 
     from dcbulk.synth import make_archive
     marker = root.with_name(root.name + ".json")
     params = {"n_files": n_files, "events": list(events), "seed": seed}
+    if compression != "none":
+        params["compression"] = compression
     with contextlib.suppress(OSError, ValueError, KeyError):
         doc = json.loads(marker.read_text())
         files = [root / rel for rel in doc["files"]]
@@ -143,7 +147,7 @@ def ensure_archive(root: Path, n_files: int, events: tuple[int, int], seed: int)
                 f.stat().st_size == doc["files"][str(f.relative_to(root))] for f in files):
             return files
     shutil.rmtree(root, ignore_errors=True)
-    files = make_archive(root, n_files, events=events, seed=seed, compression="none")
+    files = make_archive(root, n_files, events=events, seed=seed, compression=compression)
     marker.write_text(json.dumps({"params": params, "files": {
         str(f.relative_to(root)): f.stat().st_size for f in files}}))
     return files
