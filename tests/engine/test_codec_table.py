@@ -119,13 +119,15 @@ def test_numcodecs_encodes_where_the_table_says(monkeypatch, real_data):
     def refuse(*args, **kwargs):
         raise AssertionError("encoded through HDF5")
 
-    monkeypatch.setattr(codec_hdf5, "encode_chunks", refuse)
     data = real_data["image"]
-    for spec in ("zstd:1", "zstd:5", "zstd:12", "gzip:1", "gzip:9", "none"):
-        for fletcher32 in (True, False):
-            codec = parse_compression(spec, fletcher32=fletcher32)
-            assert encodes_in_threads(codec, data.dtype)
-            assert len(encode_chunks(data, 32, codec)) == 2
+    threaded = [parse_compression(spec, fletcher32=fletcher32)
+                for spec in ("zstd:1", "zstd:5", "zstd:12", "gzip:1", "gzip:9", "none")
+                for fletcher32 in (True, False)]
+    for codec in threaded:  # (its once-per-process check against HDF5 runs here)
+        assert encodes_in_threads(codec, data.dtype)
+    monkeypatch.setattr(codec_hdf5, "encode_chunks", refuse)
+    for codec in threaded:
+        assert len(encode_chunks(data, 32, codec)) == 2
     for spec in ("zstd:13", "gzip:0", "lz4", "blosc2-zstd", "bitshuffle-lz4"):
         codec = parse_compression(spec)
         assert not encodes_in_threads(codec, data.dtype)
@@ -133,6 +135,31 @@ def test_numcodecs_encodes_where_the_table_says(monkeypatch, real_data):
             encode_chunks(data, 32, codec)
     records = np.zeros(10, dtype=[("a", "<i2"), ("b", "<f8")])
     assert not encodes_in_threads(parse_compression("zstd"), records.dtype)
+
+
+def test_a_numcodecs_that_disagrees_with_hdf5_is_not_used(monkeypatch, real_data, caplog):
+    """Should the installed numcodecs stop giving HDF5's bytes (a library update), dcbulk
+    notices in the process, says so once, and encodes through HDF5 instead."""
+    import logging
+
+    import numcodecs
+
+    from dcbulk.codec import encode as codec_encode
+    codec = parse_compression("zstd:5")
+    data = real_data["image"]
+    expect = codec_hdf5.encode_chunks(data, 32, codec)
+    monkeypatch.setattr(ChunkCodec, "numcodecs_pipeline",  # other bytes (zstd level 3)
+                        lambda self, exact=True: (numcodecs.Zstd(level=3),
+                                                  numcodecs.Fletcher32()))
+    codec_encode.agrees_with_hdf5.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=codec_encode.__name__):
+            assert not encodes_in_threads(codec, data.dtype)
+            assert encode_chunks(data, 32, codec) == expect
+            assert encode_chunks(data, 32, codec) == expect
+        assert caplog.text.count("does not give HDF5's bytes") == 1
+    finally:
+        codec_encode.agrees_with_hdf5.cache_clear()
 
 
 def test_numcodecs_encoding_runs_in_parallel_threads(real_data):

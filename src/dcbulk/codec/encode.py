@@ -16,26 +16,72 @@ HDF5 otherwise.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import zlib
 
 import h5py
+import hdf5plugin
+import numcodecs
 import numpy as np
 
 from ..errors import ChecksumMismatchError, one_line
 from . import hdf5
 from .spec import ChunkCodec
 
-__all__ = ["encode_chunks", "decode_stored_chunks", "encodes_in_threads"]
+__all__ = ["agrees_with_hdf5", "encode_chunks", "decode_stored_chunks", "encodes_in_threads"]
+
+logger = logging.getLogger(__name__)
 
 #: dtype kinds whose bytes in memory are the bytes HDF5 stores (no conversion of the type)
 _PLAIN_KINDS = frozenset("biufS")
 
 
 def encodes_in_threads(codec: ChunkCodec, dtype) -> bool:
-    """Whether :func:`encode_chunks` encodes ``dtype`` with numcodecs (outside HDF5)."""
+    """Whether :func:`encode_chunks` encodes ``dtype`` with numcodecs (outside HDF5).
+
+    Only where the codec table names a pipeline and, checked once per process, that
+    pipeline gives HDF5's very bytes with the libraries installed here
+    (:func:`agrees_with_hdf5`).
+    """
     dtype = np.dtype(dtype)
     return (dtype.names is None and dtype.kind in _PLAIN_KINDS and dtype.subdtype is None
-            and codec.numcodecs_pipeline() is not None)
+            and codec.numcodecs_pipeline() is not None and agrees_with_hdf5(codec, dtype.str))
+
+
+@functools.lru_cache(maxsize=None)
+def agrees_with_hdf5(codec: ChunkCodec, dtype: str) -> bool:
+    """Whether numcodecs encodes a test block of ``dtype`` into the bytes HDF5 stores.
+
+    The codec table's claim, proved by the tests for the versions they ran with, checked
+    again in this process for the numcodecs and hdf5plugin installed here (a library
+    update could change the bytes, or break a checksum HDF5 then refuses). On any
+    difference dcbulk encodes through HDF5 itself (slower, never wrong) and says so once.
+    """
+    rng = np.random.default_rng(0)  # compressible rows with some noise, two chunks
+    rows = (np.cumsum(rng.integers(0, 3, size=(2 * 4096, 3)), axis=0) % 251).astype(dtype)
+    ours = _encode_numcodecs(rows, 4096, codec.numcodecs_pipeline())
+    theirs = hdf5.encode_chunks(rows, 4096, codec)
+    if ours != theirs:
+        logger.warning("numcodecs %s does not give HDF5's bytes for %s chunks in this "
+                       "process (numcodecs %s, hdf5plugin %s); encoding through HDF5 instead",
+                       codec.describe(), np.dtype(dtype), numcodecs.__version__,
+                       hdf5plugin.version)
+    return ours == theirs
+
+
+def _encode_numcodecs(rows: np.ndarray, chunk_rows: int, stages: tuple
+                      ) -> list[tuple[int, bytes]]:
+    rows = np.ascontiguousarray(rows)
+    out = []
+    for start in range(0, rows.shape[0], chunk_rows):
+        part = rows[start:start + chunk_rows]
+        if part.shape[0] < chunk_rows:
+            full = np.zeros((chunk_rows,) + rows.shape[1:], dtype=rows.dtype)
+            full[:part.shape[0]] = part
+            part = full
+        out.append((0, _run(stages, part.reshape(-1).view(np.uint8))))
+    return out
 
 
 def _run(stages: tuple, data) -> bytes:
@@ -69,17 +115,7 @@ def encode_chunks(rows: np.ndarray, chunk_rows: int, codec: ChunkCodec
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
     if not encodes_in_threads(codec, rows.dtype):
         return hdf5.encode_chunks(rows, chunk_rows, codec)
-    stages = codec.numcodecs_pipeline()
-    rows = np.ascontiguousarray(rows)
-    out = []
-    for start in range(0, rows.shape[0], chunk_rows):
-        part = rows[start:start + chunk_rows]
-        if part.shape[0] < chunk_rows:
-            full = np.zeros((chunk_rows,) + rows.shape[1:], dtype=rows.dtype)
-            full[:part.shape[0]] = part
-            part = full
-        out.append((0, _run(stages, part.reshape(-1).view(np.uint8))))
-    return out
+    return _encode_numcodecs(rows, chunk_rows, codec.numcodecs_pipeline())
 
 
 def decode_stored_chunks(stored: list[tuple[int, bytes]], dcpl: h5py.h5p.PropDCID,
