@@ -175,7 +175,7 @@ def test_cli_decides_once_and_holds_one_lock(client, tmp_path, monkeypatch, caps
     """The CLI plans a run once (one manifest read, one content check per source, one
     partial-file sweep) and executes that plan; the output lock is taken once and is not
     reentrant (a second hold, also from this process, is refused like another run)."""
-    import dcbulk.bulk.executor as executor
+    import dcbulk.bulk.runplan as runplan
     from dcbulk.bulk import Manifest, output_lock
     from dcbulk.errors import OutputLockedError
     src = tmp_path / "src"
@@ -183,7 +183,7 @@ def test_cli_decides_once_and_holds_one_lock(client, tmp_path, monkeypatch, caps
     paths = [make_rtdc(src / f"{k}.rtdc", 30, seed=k, compression="none") for k in range(2)]
     dst = tmp_path / "dst"
     calls = {"load": 0, "clean": 0}
-    real_load, real_clean = Manifest.load.__func__, executor.clean_partials
+    real_load, real_clean = Manifest.load.__func__, runplan.clean_partials
 
     def load(cls, *args, **kwargs):
         calls["load"] += 1
@@ -194,7 +194,7 @@ def test_cli_decides_once_and_holds_one_lock(client, tmp_path, monkeypatch, caps
         return real_clean(*args, **kwargs)
 
     monkeypatch.setattr(Manifest, "load", classmethod(load))
-    monkeypatch.setattr(executor, "clean_partials", clean)
+    monkeypatch.setattr(runplan, "clean_partials", clean)
     args = ["convert", str(src), "-o", str(dst), "--scheduler", client.scheduler.address, "-q"]
     assert main(args) == EXIT_OK
     assert calls == {"load": 1, "clean": 1}

@@ -360,3 +360,46 @@ def test_two_runs_of_one_process_in_one_second_get_two_log_files(tmp_path, monke
     finally:
         first.close()
         second.close()
+
+
+# -- Ctrl-C on a cluster dcbulk does not own (issue 20) -----------------------------------
+def test_ctrl_c_on_a_running_scheduler_cancels_the_run_and_leaves_the_cluster(
+        tmp_path, client, monkeypatch, capsys):
+    """With ``--scheduler`` the cluster is not dcbulk's: Ctrl-C cancels the run's tasks, says
+    so in one line, and neither stops the cluster nor removes a partial file a task of that
+    cluster may still be writing (the next run does)."""
+    import dcbulk.bulk.executor as executor
+    from dcbulk.cli import EXIT_INTERRUPTED
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(4):
+        make_rtdc(src / f"m{k}.rtdc", 30 + 5 * k, seed=k, compression="none")
+    dst = tmp_path / "dst"
+    late = dst / "m9.rtdc.0123abcd.partial"
+    real = executor.settle_task
+
+    def interrupted(fut, step, plan):  # Ctrl-C once the first file settled
+        result = real(fut, step, plan)
+        late.write_bytes(b"being written by a task of the running cluster")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executor, "settle_task", interrupted)
+    address = client.scheduler.address
+    argv = ["convert", str(src), "-o", str(dst), "--scheduler", address, "-q",
+            "--max-open-outputs", "2"]
+    assert main(argv) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and address in err[0] and "keeps running" in err[0], err
+    assert late.is_file()  # not removed under a writer that may still run
+    assert client.submit(sum, [1, 2], pure=False).result() == 3  # the cluster still works
+
+    def run_tasks(dask_scheduler):
+        return [k for k in dask_scheduler.tasks if str(k).startswith("dcbulk-file-")]
+
+    deadline = time.monotonic() + 30
+    while client.run_on_scheduler(run_tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run_on_scheduler(run_tasks) == []  # the run's tasks were cancelled
+    monkeypatch.setattr(executor, "settle_task", real)
+    assert main(argv) == EXIT_OK  # re-run: resumes, and its end removes the leftover
+    assert not late.exists() and len(list(dst.glob("m*.rtdc"))) == 4

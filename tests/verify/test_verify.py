@@ -20,10 +20,10 @@ from dcbulk.modes.verify import verify_pairs
 @pytest.fixture(autouse=True, params=["file-tasks", "chunk-run-tasks"])
 def task_split(request, monkeypatch):
     """Run every test with one task per output and with outputs split into runs of rows."""
-    run = importlib.import_module("dcbulk.verify.run")  # dcbulk.verify is the function
+    checks = importlib.import_module("dcbulk.verify.checks")  # read where targets are made
     if request.param == "chunk-run-tasks":
-        monkeypatch.setattr(run, "FILE_TASK_BYTES", 0)
-        monkeypatch.setattr(run, "TASK_BYTES", 1024**2)
+        monkeypatch.setattr(checks, "FILE_TASK_BYTES", 0)
+        monkeypatch.setattr(checks, "TASK_BYTES", 1024**2)
     return request.param
 
 
