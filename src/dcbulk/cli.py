@@ -72,20 +72,20 @@ def _run_command(ns, out=None, err=None) -> int:
         if ns.dry_run:
             _print_plan(ns, plan, out)
             return EXIT_OK
-        options = {"sources": ns.sources, "output": ns.output, "include": ns.include,
-                   "force": ns.force, "resume": getattr(ns, "resume", True),
-                   **plan.options.fingerprint_dict()}
-        report, log_path, page = _execute(ns, plan, options, err,
+        shown = {"sources": ns.sources, "output": ns.output, "include": ns.include,
+                 "force": ns.force, "resume": getattr(ns, "resume", True),
+                 **plan.options.fingerprint_dict()}
+        report, log_path, page = _execute(ns, plan, shown, err,
                                           os.path.join(plan.output_dir, LOG_DIRNAME), "convert")
     return _finish(ns, report, out, log_path, page)
 
 
-def _execute(ns, plan: RunPlan, options: dict, err, log_dir: str, log_kind: str
+def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str
              ) -> tuple[ArchiveReport, str | None, str | None]:
     """Execute ``plan`` for a sub-command: its log (:func:`~dcbulk.runlog.run_log` of
-    ``log_kind`` in ``log_dir``), cluster, dashboard page, banner, progress and HTML report;
-    returns the report, the log's path and the page's URL."""
-    state = _run_state(ns, plan, options)
+    ``log_kind`` in ``log_dir``), cluster, dashboard page (showing the options ``shown``),
+    banner, progress and HTML report; returns the report, the log's path and the page's URL."""
+    state = _run_state(ns, plan, shown)
     log_path = page = None
 
     @contextlib.contextmanager
@@ -117,10 +117,10 @@ def _execute(ns, plan: RunPlan, options: dict, err, log_dir: str, log_kind: str
     return report, log_path, page
 
 
-def _run_state(ns, plan: RunPlan, options: dict) -> RunState:
-    """The run's state for its dashboard page and HTML report."""
+def _run_state(ns, plan: RunPlan, shown: dict) -> RunState:
+    """The run's state for its dashboard page and HTML report (``shown``: its options)."""
     state = RunState(command=ns.command, total_files=len(plan.decisions),
-                     total_bytes=plan.total_bytes, options=options,
+                     total_bytes=plan.total_bytes, options=shown,
                      manifest=(None if plan.manifest is None
                                else os.path.join(plan.output_dir, MANIFEST_NAME)),
                      outputs=[step.target.output for step in plan.steps])
@@ -209,9 +209,9 @@ def _verify(ns, out=None, err=None) -> int:
     pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter,
                          follow_external=ns.follow_external)
     plan: CheckPlan = check_plan(VerifyJob(), ns.output, VerifyJob.targets_of(pairs))
-    options = {"output": ns.output, "against": ns.against, "features": ns.features,
-               "filter": ns.filter}
-    done, _log_path, page = _execute(ns, plan, options, err, log_dir_for(ns.output), "verify")
+    shown = {"output": ns.output, "against": ns.against, "features": ns.features,
+             "filter": ns.filter}
+    done, _log_path, page = _execute(ns, plan, shown, err, log_dir_for(ns.output), "verify")
     report = VerifyReport.of(done, pairs)
     if ns.report:
         _write_report(ns.report, {**report.to_dict(), "page": page})
