@@ -15,15 +15,14 @@ from dcbulk.bulk import inprocess
 from dcbulk.bulk.filetask import ConvertJob
 from dcbulk.bulk.inprocess import MARKER_NAME, SMALL_RUN_BYTES, runs_in_process
 from dcbulk.cli import EXIT_OK, main
-from dcbulk.synth import make_rtdc
+from fixtures import small_rtdc
 from helpers import assert_features_equal
 
 
 def _small_archive(root, n: int = 3):
-    root.mkdir()
     kinds = ["none", "zstd:5", "gzip:4"]  # encoded, copied as stored, decoded and encoded
-    return [make_rtdc(root / f"m{k}.rtdc", 20 + 7 * k, seed=k,
-                      compression=kinds[k % len(kinds)], with_contour=k == 0)
+    return [small_rtdc(root / f"m{k}.rtdc", 20 + 7 * k, seed=k, with_traces=True,
+                       compression=kinds[k % len(kinds)], with_contour=k == 0)
             for k in range(n)]
 
 
@@ -74,9 +73,8 @@ def test_a_killed_in_process_run_is_made_again_on_a_cluster(tmp_path):
     files on a cluster (where a file that kills its process fails alone), completes every
     output, and removes the marker and the dead run's partial files."""
     src = tmp_path / "src"
-    src.mkdir()
-    paths = [make_rtdc(src / f"f{k:02d}.rtdc", 50, seed=k, compression="gzip:1")
-             for k in range(40)]
+    paths = [small_rtdc(src / f"f{k:02d}.rtdc", 50, seed=k, compression="gzip:1",
+                        with_traces=True) for k in range(40)]
     assert sum(p.stat().st_size for p in paths) <= SMALL_RUN_BYTES
     dst = tmp_path / "dst"
     exe = os.path.join(os.path.dirname(sys.executable), "dcbulk")
