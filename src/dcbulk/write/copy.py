@@ -148,9 +148,11 @@ def copy_metadata(h5_src: h5py.File, h5_dst: h5py.File) -> None:
         Destination file, writable.
     """
     ds_kwds = set_default_filter_kwargs()
+    dst_attrs = h5_dst.attrs  # one attribute manager each, not one per attribute
+    have = set(dst_attrs)
     for key, value in h5_src.attrs.items():
-        if key not in h5_dst.attrs:
-            h5_dst.attrs[key] = value
+        if key not in have:
+            dst_attrs[key] = value
     for topic in METADATA_GROUPS:
         if topic not in h5_src:
             continue
