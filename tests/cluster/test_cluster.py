@@ -182,8 +182,8 @@ def test_other_batch_systems_render(kind: str):
 def test_local_job_script_describes_the_cluster(shipped):
     text = job_script(cluster_config=shipped["local"], n_workers=3, threads_per_worker=1)
     assert "3 worker process(es), 1 thread(s) each" in text and "MALLOC_" in text
-    cores = os.cpu_count() or 1  # the default: one process, a thread per core
-    assert f"1 worker process(es), {cores} thread(s) each" in job_script(
+    cores = os.cpu_count() or 1  # the default: a process per core, one thread each
+    assert f"{cores} worker process(es), 1 thread(s) each" in job_script(
         cluster_config=shipped["local"])
     assert f"2 worker process(es), {max(1, cores // 2)} thread(s) each" in job_script(
         cluster_config=shipped["local"], n_workers=2)
@@ -469,13 +469,13 @@ def test_cli_cluster_choices_are_the_kinds():
 
 
 @pytest.mark.parametrize("workers, threads, cores, expected", [
-    (None, None, 2, (1, 2)), (None, None, 8, (1, 8)), (2, None, 8, (2, 4)),
+    (None, None, 2, (2, 1)), (None, None, 8, (8, 1)), (2, None, 8, (2, 4)),
     (3, None, 2, (3, 1)), (None, 4, 8, (2, 4)), (None, 3, 2, (1, 3)), (2, 1, 8, (2, 1))])
-def test_local_shape_one_process_with_a_thread_per_core(workers, threads, cores, expected):
+def test_local_shape_a_process_per_core(workers, threads, cores, expected):
     from dcbulk.engine.client import local_shape
     assert local_shape(workers, threads, cores) == expected
 
 
-def test_default_local_cluster_is_one_process_with_a_thread_per_core():
+def test_default_local_cluster_is_a_process_per_core():
     with open_client() as (client, cluster):
-        assert list(client.nthreads().values()) == [os.cpu_count() or 1]
+        assert list(client.nthreads().values()) == [1] * (os.cpu_count() or 1)

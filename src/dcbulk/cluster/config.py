@@ -36,7 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "minimum-jobs": None,         # ... adaptive scaling between these two
     "maximum-jobs": None,
     "worker-timeout": "10 minutes",  # how long to wait for the first batch worker
-    # null: one worker process with a thread per core (dcbulk.engine.client.local_shape)
+    # null: a worker process per core, one thread each (dcbulk.engine.client.local_shape)
     "local": {"n-workers": None, "threads-per-worker": None, "memory-limit": "auto"},
 }
 

@@ -6,7 +6,7 @@ HDF5's bytes, so the threads of one worker encode at once; HDF5 itself otherwise
 Modules: ``arrays`` (features as dask arrays, blocks of encoded chunks), ``window`` (a
 bounded window of tasks computed from inside a task), ``writer`` (the single writer of an
 output), ``report`` (its result), ``finish`` (metadata, basins, provenance), ``client``
-(LocalCluster defaults: one worker process, a thread per core), ``api`` (convert, store_features).
+(LocalCluster defaults: a worker process per core, one thread each), ``api`` (convert, store_features).
 """
 from __future__ import annotations
 
