@@ -24,7 +24,7 @@ from ..errors import ChecksumMismatchError, SourceError, one_line
 from .files import open_rtdc
 from .inspect import DatasetRef, FeatureSource
 
-__all__ = ["OpenFiles", "read_event_rows", "gather_rows", "read_raw_chunk", "read_rows"]
+__all__ = ["OpenFiles", "read_event_rows", "gather_rows", "read_rows"]
 
 #: upper bound for one contiguous read while gathering rows
 MAX_RUN_BYTES = 32 * 1024**2
