@@ -180,9 +180,10 @@ def _client_args(ns) -> dict:
             "jobs": ns.jobs, "timeout": ns.timeout}
 
 
-def _print_summary(report, out, log_path: str | None = None, page: str | None = None) -> None:
+def _print_summary(report, out, log_path: str | None = None, page: str | None = None,
+                   verb: str = "converted") -> None:
     counts = report.to_dict()["counts"]
-    print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
+    print(f"dcbulk: {counts['done']} {verb}, {counts['skipped']} skipped (finished before), "
           f"{counts['failed']} failed in {report.wall_seconds:,.1f} s -> "
           f"{printable(report.output_dir)}" + (f"; page: {page}" if page else "")
           + (f"; log: {printable(log_path)}" if log_path else ""), file=out)
@@ -216,7 +217,8 @@ def _run_command(ns, out=None, err=None) -> int:
         def open_client():  # started only when there is something to make
             nonlocal log_path, page
             with run_log(os.path.join(os.path.dirname(plan.output) if job.one_file
-                                      else plan.output, LOG_DIRNAME)) as log_path, \
+                                      else plan.output, LOG_DIRNAME),
+                         kind=job.name) as log_path, \
                     dashboard_page(), \
                     logged_client(log_path, **_client_args(ns)) as (client, cluster), \
                     live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
@@ -241,7 +243,7 @@ def _run_command(ns, out=None, err=None) -> int:
         finally:
             if progress is not None:
                 progress.close()
-    return _finish(ns, report, out, log_path, page)
+    return _finish(ns, report, out, log_path, page, job.verb)
 
 
 def _run_state(ns, plan) -> RunState:
@@ -276,10 +278,11 @@ def _write_report(path: str, doc: dict) -> None:
     write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
 
 
-def _finish(ns, report, out, log_path: str | None = None, page: str | None = None) -> int:
+def _finish(ns, report, out, log_path: str | None = None, page: str | None = None,
+            verb: str = "converted") -> int:
     if ns.report:
         _write_report(ns.report, {**report.to_dict(), "page": page})
-    _print_summary(report, out, log_path, page)
+    _print_summary(report, out, log_path, page, verb)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
@@ -346,7 +349,7 @@ def _verify(ns, out=None) -> int:
                      outputs=[p.output for p in pairs])
     state.json_report = ns.report and os.path.abspath(ns.report)
     with recorded(state, ns.html_report), \
-            run_log(log_dir_for(ns.output), kind="verify") as log_path, dashboard_page(), \
+            run_log(log_dir_for(ns.output), kind="verify", fallback=True) as log_path, dashboard_page(), \
             logged_client(log_path, **_client_args(ns)) as (client, cluster), \
             live_page(state, client, cluster, quiet=ns.quiet) as page:
         report = verify(pairs, client=client, progress=state)

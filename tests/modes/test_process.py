@@ -438,3 +438,15 @@ def test_stall_timeout_is_checked(tmp_path, capsys):
     assert main(["process", str(tmp_path), "-o", str(tmp_path / "o"),
                  "--stall-timeout", "-1"]) == 2
     assert "argument --stall-timeout: expected seconds > 0, got '-1'" in capsys.readouterr().err
+
+
+def test_cli_summary_says_processed_and_names_the_log_process(tmp_path, pclient, capsys):
+    root = tmp_path / "src"
+    root.mkdir()
+    make_rtdc(root / "A.rtdc", 40, seed=46)
+    dst = tmp_path / "dst"
+    assert main(["process", str(root), "-o", str(dst), "--basin-strategy", "tap", "-q",
+                 "--scheduler", pclient.scheduler.address]) == 0
+    assert "dcbulk: 1 processed, 0 skipped (finished before), 0 failed" in \
+        capsys.readouterr().out
+    assert [p.name.split("-")[0] for p in (dst / "dcbulk-logs").iterdir()] == ["process"]
