@@ -122,7 +122,8 @@ def _new_log_file(directory: str, kind: str) -> logging.FileHandler:
     raise FileExistsError(f"{directory}: no free log file name for {stem}")
 
 
-def _log_file(directory: str | PathLike, kind: str, fallback: bool) -> logging.FileHandler:
+def _log_file(directory: str | PathLike, kind: str,
+              fallback: bool = False) -> logging.FileHandler:
     try:
         return _new_log_file(os.fspath(directory), kind)
     except OSError:
