@@ -349,7 +349,8 @@ def _verify(ns, out=None) -> int:
                      outputs=[p.output for p in pairs])
     state.json_report = ns.report and os.path.abspath(ns.report)
     with recorded(state, ns.html_report), \
-            run_log(log_dir_for(ns.output), kind="verify", fallback=True) as log_path, dashboard_page(), \
+            run_log(log_dir_for(ns.output), kind="verify", fallback=True) as log_path, \
+            dashboard_page(), \
             logged_client(log_path, **_client_args(ns)) as (client, cluster), \
             live_page(state, client, cluster, quiet=ns.quiet) as page:
         report = verify(pairs, client=client, progress=state)

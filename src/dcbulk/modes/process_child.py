@@ -3,8 +3,10 @@
 :mod:`.process_run` starts it by its path (its own session, so that the whole tree can be
 killed) for each attempt of a measurement's dcnum job. Run as a file, it imports only the
 standard library and dcnum (not dcbulk), and so do dcnum's spawned processes, which import
-the program's ``__main__`` (this file) first; the recipe brings the worker's ``sys.path``. It reads the job's recipe (a pickled dict) from stdin,
-runs ``DCNumJobRunner`` in its main thread and writes JSON lines to stdout: every
+the program's ``__main__`` (this file) first; the recipe brings the worker's ``sys.path``.
+
+It reads the job's recipe (a pickled dict) from stdin, runs ``DCNumJobRunner`` in its main
+thread and writes JSON lines to stdout: every
 :data:`BEAT` seconds a heartbeat with dcnum's state and progress (``get_status``), at the end
 one line with the outcome (``done``, ``halted`` with dcnum's reason, or ``error`` with the
 pipeline's error in one line). Anything else written to stdout goes to stderr. When the
