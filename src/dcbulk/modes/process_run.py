@@ -21,6 +21,7 @@ removed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import signal
@@ -45,6 +46,8 @@ STALL_TIMEOUT = 300.0
 ATTEMPTS = 3
 #: seconds between two looks at the child
 _POLL = 0.25
+
+logger = logging.getLogger(__name__)
 
 
 def remove_files(paths: Iterable[str]) -> int:
@@ -208,4 +211,6 @@ def run_job(source: str, output: str, *, num_procs: int, job_kwargs: dict,
             return
         if result == "error":
             raise ProcessJobError(reason)
+        logger.warning("%s: dcnum job attempt %d of %d ended: %s", source, attempt, attempts,
+                       reason)
     raise ProcessJobError(f"{reason} (gave up after {attempts} attempts)")
