@@ -7,7 +7,9 @@ process, as a user runs it), A2 with ``--cluster-config`` (a copy of
 running scheduler through ``--scheduler-file`` whose workers are SLURM jobs submitted with
 ``sbatch --wrap``.  All compare every output with its source and check that the SLURM jobs
 really ran and are gone.  Test C points the SLURM client tools at a controller that does not
-answer (``slurmctld`` down) and expects one line and exit 3.
+answer (``slurmctld`` down) and expects one line and exit 3.  Test P runs ``dcbulk process``
+(dcnum jobs in SLURM workers, bounded by ``--stall-timeout``) and compares its outputs with
+the same dcnum jobs run directly.
 
 Without a running SLURM cluster the tests are skipped; with ``CI`` set, ``conftest.py`` turns
 that skip into a failure.  Timings (first worker, throughput vs a LocalCluster) are printed
