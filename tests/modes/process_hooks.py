@@ -16,9 +16,13 @@ import sys
 
 def writer_dies(recipe: dict) -> None:
     """For a source named ``stall*``: every attempt hangs; ``once*``: the first one only
-    (a marker ``<source>.stalled`` records it); other sources are left alone."""
+    (a marker ``<source>.stalled`` records it); ``die*``: the child exits at once (status 3,
+    one line on stderr); other sources are left alone."""
     source = recipe["path_in"]
     name = os.path.basename(source)
+    if name.startswith("die"):
+        print("child: dying on purpose", file=sys.stderr, flush=True)
+        os._exit(3)
     marker = source + ".stalled"
     if name.startswith("once") and os.path.exists(marker):
         return

@@ -368,14 +368,16 @@ def _pids(src: Path) -> list[int]:
 def test_a_stalled_dcnum_job_is_ended_retried_and_fails_alone(tmp_path, pclient):
     """dcnum's writer dies as it starts (the CI hang: the runner waits forever): the job is
     killed with its process tree after the stall limit and run again; a file that stalls
-    once then completes equals the direct dcnum job, one that always stalls fails alone
-    after 3 attempts in one line, the others complete; nothing is left behind."""
+    once then completes equals the direct dcnum job, one that always stalls (or whose
+    child always dies) fails alone after 3 attempts in one line, the others complete;
+    nothing is left behind."""
     from dcbulk.bulk import make_options, run_job
     root = tmp_path / "src"
     root.mkdir()
     make_rtdc(root / "A.rtdc", 60, seed=41)
     make_rtdc(root / "once.rtdc", 60, seed=42)
     make_rtdc(root / "stall.rtdc", 60, seed=43)
+    make_rtdc(root / "die.rtdc", 30, seed=47)
     dst = tmp_path / "dst"
     # timeout: even a watch that never fired could not hang the suite
     report = run_job(_stalling_job(3), [root], dst, make_options(compression="zstd:5"),
@@ -387,6 +389,10 @@ def test_a_stalled_dcnum_job_is_ended_retried_and_fails_alone(tmp_path, pclient)
     assert failed.status == "failed" and "\n" not in failed.error
     assert "no progress for 3 s" in failed.error and "state 'segmentation'" in failed.error
     assert failed.error.endswith("(gave up after 3 attempts)"), failed.error
+    died = status["die.rtdc"]  # a child that dies without an answer: retried, then one line
+    assert died.status == "failed" and died.error == (
+        "the dcnum job's process ended with status 3 without an answer: child: dying on "
+        "purpose (gave up after 3 attempts)"), died.error
     assert Path(str(root / "once.rtdc") + ".stalled").exists()  # it did stall once
     assert len(_pids(root / "stall.rtdc")) == 3 and len(_pids(root / "once.rtdc")) == 1
     for src in (root / "A.rtdc", root / "once.rtdc"):
@@ -397,7 +403,7 @@ def test_a_stalled_dcnum_job_is_ended_retried_and_fails_alone(tmp_path, pclient)
         for name in want:
             np.testing.assert_array_equal(got[name], want[name], err_msg=f"{src}: {name}")
         assert _pipeline_attrs(out) == _pipeline_attrs(ref)
-    assert not (dst / "stall_dcn.rtdc").exists()
+    assert not (dst / "stall_dcn.rtdc").exists() and not (dst / "die_dcn.rtdc").exists()
     assert not _leftovers(dst)
     assert not [p for p in _pids(root / "stall.rtdc") + _pids(root / "once.rtdc") if _alive(p)]
     assert not _worker_children(pclient)
