@@ -380,14 +380,14 @@ def test_a_stalled_dcnum_job_is_ended_retried_and_fails_alone(tmp_path, pclient)
     make_rtdc(root / "die.rtdc", 30, seed=47)
     dst = tmp_path / "dst"
     # timeout: even a watch that never fired could not hang the suite
-    report = run_job(_stalling_job(3), [root], dst, make_options(compression="zstd:5"),
+    report = run_job(_stalling_job(6), [root], dst, make_options(compression="zstd:5"),
                      client=pclient, timeout=300)
     status = {Path(f.source).name: f for f in report.files}
     assert status["A.rtdc"].status == "done" and status["once.rtdc"].status == "done", \
         report.to_dict()
     failed = status["stall.rtdc"]
     assert failed.status == "failed" and "\n" not in failed.error
-    assert "no progress for 3 s" in failed.error and "state 'segmentation'" in failed.error
+    assert "no progress for 6 s" in failed.error and "state 'segmentation'" in failed.error
     assert failed.error.endswith("(gave up after 3 attempts)"), failed.error
     died = status["die.rtdc"]  # a child that dies without an answer: retried, then one line
     assert died.status == "failed" and died.error == (

@@ -109,6 +109,7 @@ def main() -> None:
     sys.stdout = sys.stderr
     lock = threading.Lock()
     recipe = pickle.load(sys.stdin.buffer)
+    _emit(out, lock, {"state": "started", "progress": 0.0})  # alive (dcnum not yet imported)
     sys.path[:0] = [p for p in recipe.get("sys_path", ()) if p not in sys.path]
     if recipe.get("hook"):  # test-only: "module:function", called with the recipe
         module, _, name = recipe["hook"].partition(":")
