@@ -3,7 +3,8 @@
 :func:`process` runs :class:`ProcessJob` on the archive executor; on a worker it runs one
 ``dcnum.logic.DCNumPipelineJob`` on the source (background, segmentation, features, gating, as
 dcnum does it) into the output ``<stem>_dcn.rtdc`` (ChipStream's name), with ``num_procs`` =
-the worker's threads. dcnum starts its own processes, so the workers must not be daemonic, and
+the worker's threads. The workers are not daemonic (required since dcnum ran in the worker's
+thread and spawned from it; the child process of :mod:`.process_run` no longer needs it), and
 one job per worker runs at a time (the worker resource ``dcnum``, see
 :func:`cluster_settings`): the job's hooks (:class:`~dcbulk.bulk.Job`) give the executor these
 settings, the resources, the check of the workers, the recognition of a finished output
@@ -64,7 +65,7 @@ def output_relpath(relpath: str) -> str:
 def cluster_settings(*, resources: dict | None = None) -> dict:
     """dask configuration for a cluster that dcbulk starts for this mode.
 
-    Workers that are not daemonic (dcnum spawns processes), offering ``resources``
+    Workers that are not daemonic (see the module text), offering ``resources``
     (default ``{"dcnum": 1}``: one job per worker) and, for a local cluster whose size is
     not configured, one worker with a thread per core (a job's ``num_procs``). Batch jobs
     get the same through exported ``DASK_DISTRIBUTED__WORKER__*`` variables
