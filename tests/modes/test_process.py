@@ -314,10 +314,18 @@ def test_sigkill_mid_run_then_rerun_completes_without_leftovers(tmp_path):
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(1.0)  # inside dcnum's job: its temporary files exist
+        import psutil
+        children = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                    if "process_child.py" in " ".join(p.cmdline())]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert list(dst.rglob("*.rtdc~")) or list(dst.rglob("*_dcn.log"))
+    # the job's child has a session of its own (killpg did not reach it): it sees its
+    # worker gone and ends its process group
+    assert children, "no dcnum job child process was running"
+    _gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, alive
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     for k in range(3):
