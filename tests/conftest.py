@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the sample .rtdc files of tests/data, dask config isolation, a LocalCluster."""
+"""Shared pytest fixtures: the sample .rtdc files of tests/data, dask config isolation, a
+LocalCluster, dclab's test files; the data they are made of come from ``fixtures.py``."""
 from __future__ import annotations
 
 import atexit
@@ -26,6 +27,9 @@ def _isolate_dask_config() -> None:
 
 
 _isolate_dask_config()
+
+# after the isolation: the fixture module imports dcbulk, and so dask, which reads its config
+from fixtures import cache_dir, fetch_dclab_test_data, in_ci  # noqa: E402
 
 #: The six small real .rtdc files shipped in tests/data (origin: tests/data/README.md).
 SAMPLE_NAMES = (
@@ -61,11 +65,6 @@ def sample_file(request: pytest.FixtureRequest, shared_data_dir: Path) -> Path:
     return shared_data_dir / request.param
 
 
-def _ci() -> bool:
-    """True when the CI environment variable is set to something other than 0/false/no."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 #: how many tests marked ``hostile`` ran in this session (the fault suite's summary line)
 _HOSTILE_TRIED = pytest.StashKey[int]()
 
@@ -83,7 +82,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         item.config.stash[_HOSTILE_TRIED] = item.config.stash.get(_HOSTILE_TRIED, 0) + 1
     marker = next((m for m in ("slurm", "browser") if item.get_closest_marker(m) is not None),
                   None)
-    if report.skipped and _ci() and marker is not None:
+    if report.skipped and in_ci() and marker is not None:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         reason = str(reason).removeprefix("Skipped: ")
         report.outcome = "failed"
@@ -123,5 +122,4 @@ def client():
 @pytest.fixture(scope="session")
 def dclab_test_files(tmp_path_factory) -> dict:
     """A handful of dclab's own test files, from the installed dclab's sdist (cached)."""
-    from trust_helpers import cache_dir, fetch_dclab_test_data
     return fetch_dclab_test_data(cache_dir())

@@ -14,8 +14,7 @@ from .bulk import ArchiveReport, convert_archive
 from .engine import Report, convert, read_features, store_features
 from .errors import DcbulkError
 from .modes import process, reprocess
-from .modes.verify import verify
-from .verify import VerifyReport
+from .modes.verify import VerifyReport, verify
 
 __all__ = ["__version__", "ArchiveReport", "DcbulkError", "Report", "convert",
            "convert_archive", "process", "read_features", "reprocess", "store_features", "VerifyReport",

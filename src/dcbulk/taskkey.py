@@ -1,8 +1,7 @@
 """The dask key of one file's task, shared by every client that submits file tasks.
 
-The executor (:mod:`dcbulk.bulk.executor`) and verify (:mod:`dcbulk.verify.run`) name their
-per-file tasks this way, and the dashboard page (:mod:`dcbulk.monitor.state`) maps these keys
-back to the outputs' names.
+The executor (:mod:`dcbulk.bulk.executor`) names every job's per-file tasks this way, and
+the dashboard page (:mod:`dcbulk.monitor.state`) maps these keys back to the outputs' names.
 """
 from __future__ import annotations
 

@@ -1,13 +1,10 @@
-"""Whole archives: mirrored trees, resume after a kill, isolation of bad files, the CLI."""
+"""Whole archives: mirrored trees, isolation of bad files, the CLI (resume after a kill:
+tests/faults)."""
 from __future__ import annotations
 
 import json
 import os
 import pathlib
-import signal
-import subprocess
-import sys
-import time
 
 import h5py
 import numpy as np
@@ -15,16 +12,15 @@ import pytest
 
 from dcbulk.bulk import MANIFEST_NAME, convert_archive
 from dcbulk.cli import EXIT_ERROR, EXIT_FAILED_FILES, EXIT_OK, EXIT_USAGE, main
-from dcbulk.synth import make_archive, make_rtdc
 
+from fixtures import small_rtdc, small_sources, synthetic_archive
 from helpers import assert_features_equal, verify_with_dclab
 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    root = tmp_path_factory.mktemp("archive")
-    good = make_archive(root, 6, events=(20, 300), seed=2, compression="none", bad_files=3)
-    return root, sorted(good)
+    return synthetic_archive(tmp_path_factory.mktemp("archive"), 6, events=(20, 300), seed=2,
+                             bad_files=3)
 
 
 def _outputs(dst: pathlib.Path) -> list[pathlib.Path]:
@@ -72,7 +68,7 @@ def test_filter_and_features_and_option_change_refused(client, archive, tmp_path
 
 def test_existing_foreign_output_is_not_overwritten(client, tmp_path):
     (tmp_path / "src").mkdir()
-    src = make_rtdc(tmp_path / "src" / "a.rtdc", 30, seed=1, compression="none")
+    src = small_rtdc(tmp_path / "src" / "a.rtdc", 30, seed=1, with_traces=True)
     dst = tmp_path / "dst"
     dst.mkdir()
     (dst / "a.rtdc").write_bytes(b"precious")
@@ -116,37 +112,6 @@ def test_cli_dry_run_and_failed_files_exit(tmp_path, archive, capsys):
     assert doc["counts"] == {"done": len(good), "skipped": 0, "failed": 3, "planned": 0}
 
 
-def test_kill_then_resume_gives_identical_outputs(tmp_path):
-    root = tmp_path / "arch"
-    good = make_archive(root, 8, events=(400, 900), seed=9, compression="none")
-    dst = tmp_path / "out"
-    cmd = [sys.executable, "-m", "dcbulk.cli", "convert", str(root), "-o", str(dst),
-           "--workers", "1", "--max-open-outputs", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    try:
-        while len(_outputs(dst)) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    first = {p: p.read_bytes() for p in _outputs(dst)}
-    assert 2 <= len(first) < len(good)
-    for p in dst.rglob("*"):  # nothing half-written carries a final name
-        assert p.suffix != ".rtdc" or p in first
-    report = convert_archive([root], dst, client=None, max_open_outputs=2)
-    assert report.ok
-    assert report.count("skipped") == len(first)
-    assert report.count("skipped") + report.count("done") == len(good)
-    assert not list(dst.rglob("*.partial"))
-    for src in good:
-        assert_features_equal(src, dst / src.relative_to(root))
-    for p, data in first.items():
-        assert p.read_bytes() == data  # finished outputs were not redone
-
-
 def test_dry_run_writes_nothing_and_option_conflict_fails_before_a_cluster(archive, tmp_path,
                                                                           capsys):
     root, good = archive
@@ -155,7 +120,7 @@ def test_dry_run_writes_nothing_and_option_conflict_fails_before_a_cluster(archi
     assert report.count("planned") == len(good) + 3 and not dst.exists()
     small = tmp_path / "small"
     small.mkdir()
-    src = make_rtdc(small / "a.rtdc", 20, seed=3, compression="none")
+    src = small_rtdc(small / "a.rtdc", 20, seed=3, with_traces=True)
     out = tmp_path / "out"
     assert main(["convert", str(src), "-o", str(out), "--workers", "1", "-q"]) == EXIT_OK
     capsys.readouterr()
@@ -175,15 +140,14 @@ def test_cli_decides_once_and_holds_one_lock(client, tmp_path, monkeypatch, caps
     """The CLI plans a run once (one manifest read, one content check per source, one
     partial-file sweep) and executes that plan; the output lock is taken once and is not
     reentrant (a second hold, also from this process, is refused like another run)."""
-    import dcbulk.bulk.executor as executor
+    import dcbulk.bulk.runplan as runplan
     from dcbulk.bulk import Manifest, output_lock
     from dcbulk.errors import OutputLockedError
     src = tmp_path / "src"
-    src.mkdir()
-    paths = [make_rtdc(src / f"{k}.rtdc", 30, seed=k, compression="none") for k in range(2)]
+    paths = small_sources(src, ["0.rtdc", "1.rtdc"], events=30, step=0, with_traces=True)
     dst = tmp_path / "dst"
     calls = {"load": 0, "clean": 0}
-    real_load, real_clean = Manifest.load.__func__, executor.clean_partials
+    real_load, real_clean = Manifest.load.__func__, runplan.clean_partials
 
     def load(cls, *args, **kwargs):
         calls["load"] += 1
@@ -194,7 +158,7 @@ def test_cli_decides_once_and_holds_one_lock(client, tmp_path, monkeypatch, caps
         return real_clean(*args, **kwargs)
 
     monkeypatch.setattr(Manifest, "load", classmethod(load))
-    monkeypatch.setattr(executor, "clean_partials", clean)
+    monkeypatch.setattr(runplan, "clean_partials", clean)
     args = ["convert", str(src), "-o", str(dst), "--scheduler", client.scheduler.address, "-q"]
     assert main(args) == EXIT_OK
     assert calls == {"load": 1, "clean": 1}

@@ -24,8 +24,8 @@ from dcbulk.bulk.lock import LOCK_NAME, output_lock
 from dcbulk.cli import main
 from dcbulk.errors import FilterSyntaxError, LinkRefusedError, UsageError
 from dcbulk.filter_expr import parse_filter
-from dcbulk.synth import make_rtdc
 
+from fixtures import small_sources
 from helpers import assert_features_equal
 
 pytestmark = pytest.mark.hostile
@@ -33,16 +33,9 @@ pytestmark = pytest.mark.hostile
 LIMIT = 180  # seconds: a subprocess that takes longer has hung
 
 
-def _files(root: Path, names, events: int = 40) -> list[Path]:
+def _files(root: Path, names) -> list[Path]:
     """Small synthetic sources (no traces, small images) under ``root``."""
-    out = []
-    for k, name in enumerate(names):
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        make_rtdc(path, events + k, seed=k, image_shape=(30, 40), with_traces=False,
-                  compression="none")
-        out.append(path)
-    return out
+    return small_sources(root, names, image_shape=(30, 40))
 
 
 def _cli(*args, timeout: float = LIMIT) -> subprocess.CompletedProcess:
@@ -339,7 +332,6 @@ def test_hostile_filters_are_a_usage_error_before_any_cluster(tmp_path, name):
 _NEVER_RETURNS = textwrap.dedent("""
     import json, os, sys, threading
     import dcbulk
-    from dcbulk.synth import make_rtdc
     from distributed import Client, LocalCluster
 
     def stuck_on_41(features):
@@ -349,10 +341,6 @@ _NEVER_RETURNS = textwrap.dedent("""
 
     if __name__ == "__main__":
         src, dst = sys.argv[1], sys.argv[2]
-        os.makedirs(src)
-        for k in range(3):
-            make_rtdc(os.path.join(src, f"f{k}.rtdc"), 40 + k, seed=k, image_shape=(30, 40),
-                      with_traces=False, compression="none")
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl, \\
                 Client(cl) as client:
             report = dcbulk.reprocess([src], dst, stuck_on_41, client=client, timeout=30)
@@ -365,6 +353,7 @@ def test_a_reprocess_function_that_never_returns_fails_its_file_alone(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_NEVER_RETURNS)
     src, dst = tmp_path / "src", tmp_path / "dst"
+    _files(src, [f"f{k}.rtdc" for k in range(3)])  # 40, 41, 42 events
     proc = subprocess.run([sys.executable, str(script), str(src), str(dst)],
                           capture_output=True, text=True, timeout=LIMIT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -20,8 +20,8 @@ import pytest
 import dcbulk
 from dcbulk.bulk import convert_archive
 from dcbulk.cli import EXIT_ERROR, EXIT_FAILED_FILES, EXIT_OK, main
-from dcbulk.synth import make_rtdc
 
+from fixtures import small_rtdc
 from helpers import assert_features_equal
 
 pytestmark = pytest.mark.hostile
@@ -30,7 +30,7 @@ N = 20
 
 
 def _small(path: Path, seed: int = 0) -> Path:
-    return Path(make_rtdc(path, N, seed=seed, compression="none", with_traces=False))
+    return small_rtdc(path, N, seed=seed)
 
 
 @pytest.fixture

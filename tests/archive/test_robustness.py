@@ -19,18 +19,15 @@ import pytest
 from dcbulk.bulk import convert_archive, discover_sources
 from dcbulk.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, main
 from dcbulk.errors import SourceNotFoundError, SourceError
-from dcbulk.synth import make_rtdc
 
+from fixtures import small_rtdc, small_sources
 from helpers import assert_features_equal
 
 
 @pytest.fixture
 def two(tmp_path):
     src = tmp_path / "src"
-    src.mkdir()
-    files = [make_rtdc(src / f"m{i}.rtdc", 40 + 10 * i, seed=i, compression="none")
-             for i in range(2)]
-    return src, [Path(f) for f in files]
+    return src, small_sources(src, ["m0.rtdc", "m1.rtdc"], step=10, with_traces=True)
 
 
 def _hold_lock(directory) -> subprocess.Popen:
@@ -166,7 +163,7 @@ def test_quiet_prints_no_banner_and_logs_go_to_a_named_file(two, tmp_path):
 
 
 def test_the_unequal_length_error_is_short(tmp_path, client):
-    path = make_rtdc(tmp_path / "u.rtdc", 50, seed=1, compression="none")
+    path = small_rtdc(tmp_path / "u.rtdc", 50, seed=1, with_traces=True)
     with h5py.File(path, "a") as h5:
         data = h5["events/deform"][:-1]
         del h5["events/deform"]
@@ -184,7 +181,7 @@ def test_the_unequal_length_error_is_short(tmp_path, client):
 def test_symlink_loops_are_reported_and_a_glob_of_loops_only_is_an_error(tmp_path, caplog):
     root = tmp_path / "arch"
     (root / "sub").mkdir(parents=True)
-    make_rtdc(root / "sub" / "good.rtdc", 20, seed=1, compression="none")
+    small_rtdc(root / "sub" / "good.rtdc", 20, seed=1, with_traces=True)
     os.symlink("self.rtdc", root / "self.rtdc")
     os.symlink("..", root / "sub" / "up")
     (root / "odd.rtdc").mkdir()
@@ -219,7 +216,7 @@ def test_a_directory_of_symlink_loops_only_is_an_error_naming_each_loop(tmp_path
     # beside a usable source, too: a source that gives nothing is a mistake worth stopping for
     good = tmp_path / "good"
     good.mkdir()
-    make_rtdc(good / "g.rtdc", 10, seed=1, compression="none")
+    small_rtdc(good / "g.rtdc", 10, seed=1, with_traces=True)
     with pytest.raises(SourceNotFoundError, match=str(loops)):
         discover_sources([good, loops])
     # an empty directory is not an error (nothing to convert yet)
@@ -360,3 +357,44 @@ def test_two_runs_of_one_process_in_one_second_get_two_log_files(tmp_path, monke
     finally:
         first.close()
         second.close()
+
+
+# -- Ctrl-C on a cluster dcbulk does not own (issue 20) -----------------------------------
+def test_ctrl_c_on_a_running_scheduler_cancels_the_run_and_leaves_the_cluster(
+        tmp_path, client, monkeypatch, capsys):
+    """With ``--scheduler`` the cluster is not dcbulk's: Ctrl-C cancels the run's tasks, says
+    so in one line, and neither stops the cluster nor removes a partial file a task of that
+    cluster may still be writing (the next run does)."""
+    import dcbulk.bulk.executor as executor
+    from dcbulk.cli import EXIT_INTERRUPTED
+    src = tmp_path / "src"
+    small_sources(src, [f"m{k}.rtdc" for k in range(4)], events=30, step=5)
+    dst = tmp_path / "dst"
+    late = dst / "m9.rtdc.0123abcd.partial"
+    real = executor.settle_task
+
+    def interrupted(fut, step, plan):  # Ctrl-C once the first file settled
+        real(fut, step, plan)
+        late.write_bytes(b"being written by a task of the running cluster")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executor, "settle_task", interrupted)
+    address = client.scheduler.address
+    argv = ["convert", str(src), "-o", str(dst), "--scheduler", address, "-q",
+            "--max-open-outputs", "2"]
+    assert main(argv) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and address in err[0] and "keeps running" in err[0], err
+    assert late.is_file()  # not removed under a writer that may still run
+    assert client.submit(sum, [1, 2], pure=False).result() == 3  # the cluster still works
+
+    def run_tasks(dask_scheduler):
+        return [k for k in dask_scheduler.tasks if str(k).startswith("dcbulk-file-")]
+
+    deadline = time.monotonic() + 30
+    while client.run_on_scheduler(run_tasks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.run_on_scheduler(run_tasks) == []  # the run's tasks were cancelled
+    monkeypatch.setattr(executor, "settle_task", real)
+    assert main(argv) == EXIT_OK  # re-run: resumes, and its end removes the leftover
+    assert not late.exists() and len(list(dst.glob("m*.rtdc"))) == 4

@@ -32,8 +32,8 @@ import pytest
 import yaml
 
 from dcbulk.cli import EXIT_ERROR, EXIT_OK, main
-from dcbulk.synth import make_archive
 
+from fixtures import synthetic_archive
 from helpers import assert_features_equal
 
 pytestmark = pytest.mark.slurm
@@ -66,9 +66,8 @@ def slurm() -> None:
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> tuple[pathlib.Path, list[pathlib.Path]]:
     """Six synthetic uncompressed files of 50..400 events."""
-    root = tmp_path_factory.mktemp("slurm-archive")
-    files = make_archive(root, 6, events=(50, 400), seed=11, compression="none")
-    return root, sorted(pathlib.Path(f) for f in files)
+    return synthetic_archive(tmp_path_factory.mktemp("slurm-archive"), 6, events=(50, 400),
+                             seed=11)
 
 
 def _job_ids() -> set[str]:

@@ -14,6 +14,7 @@ from dcbulk.errors import ChecksumMismatchError, ConversionError, OutputExistsEr
 from dcbulk.synth import make_rtdc
 from dcbulk.write import HDF5Writer
 
+from fixtures import small_rtdc
 from helpers import assert_features_equal, dataset_names, verify_with_dclab
 
 
@@ -21,7 +22,7 @@ from helpers import assert_features_equal, dataset_names, verify_with_dclab
 def plain_file(tmp_path_factory):
     """Uncompressed synthetic file: every feature must be encoded by the workers."""
     path = tmp_path_factory.mktemp("src") / "plain.rtdc"
-    return make_rtdc(path, 333, seed=3, compression="none")
+    return small_rtdc(path, 333, seed=3, with_traces=True)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -32,8 +33,9 @@ import numpy as np
 import pytest
 
 from dcbulk.bulk import MANIFEST_NAME, Manifest, convert_archive
-from dcbulk.synth import make_archive, make_rtdc
+from dcbulk.synth import make_rtdc
 
+from fixtures import synthetic_archive
 from helpers import dataset_names
 
 STATS = collections.Counter()
@@ -53,13 +55,12 @@ def summary(request, hostile_tried):
 
 
 def _archive_and_clean(base: Path, client, n_files: int, events: tuple[int, int], seed: int):
-    root = base / "archive"
-    good = make_archive(root, n_files, events=events, seed=seed, compression="none",
-                        image_shape=(60, 120))
+    root, good = synthetic_archive(base / "archive", n_files, events=events, seed=seed,
+                                   image_shape=(60, 120))
     clean = base / "clean"
     report = convert_archive([root], clean, client=client)
     assert report.ok and report.count("done") == len(good)
-    return root, sorted(good), clean
+    return root, good, clean
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +201,15 @@ def test_process_group_sigkilled_then_rerun(archive, tmp_path):
     STATS["faults"] += 1
     first = {p: p.read_bytes() for p in dst.rglob("*.rtdc")}
     assert 2 <= len(first) < len(good)
-    rerun = subprocess.run(_cli(root, dst), capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(_cli(root, dst, "--report", str(tmp_path / "r.json")),
+                           capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     STATS["runs"] += 1
     check_outputs(dst, root, good, clean)
     for p, data in first.items():
         assert p.read_bytes() == data  # finished outputs were kept, not redone
+    counts = json.loads((tmp_path / "r.json").read_text())["counts"]
+    assert (counts["skipped"], counts["done"]) == (len(first), len(good) - len(first))
 
 
 def _worker_pids(parent: int) -> list[int]:

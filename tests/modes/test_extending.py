@@ -10,7 +10,8 @@ import numpy as np
 
 from dcbulk.cli import EXIT_OK, main
 from dcbulk.registry import commands
-from dcbulk.synth import make_rtdc
+
+from fixtures import small_rtdc
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -33,7 +34,7 @@ def test_readme_example_mode_is_a_sub_command(client, tmp_path, capsys, monkeypa
     client.run(lambda: __import__("sys").path.insert(0, str(tmp_path)))
     src = tmp_path / "src"
     src.mkdir()
-    path = make_rtdc(src / "a.rtdc", 40, seed=4, compression="none")
+    path = small_rtdc(src / "a.rtdc", 40, seed=4, with_traces=True)
     dst = tmp_path / "dst"
     cmds = commands() + (mode.COMMAND,)
     args = ["scalars", str(src), "-o", str(dst), "--filter", "deform < 0.025",

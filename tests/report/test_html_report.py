@@ -17,7 +17,8 @@ from dcbulk.cli import EXIT_FAILED_FILES, EXIT_INTERRUPTED, EXIT_OK, main
 from dcbulk.monitor import RunState
 from dcbulk.monitor.chromium import DRAWN, render
 from dcbulk.monitor.report_html import TABLE_ROWS, render_html_report
-from dcbulk.synth import make_archive
+
+from fixtures import synthetic_archive
 
 #: plots of the report: throughput, file size, ratio, time per file
 REPORT_PLOTS = 4
@@ -25,9 +26,8 @@ REPORT_PLOTS = 4
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report-archive")
-    good = make_archive(root, 6, events=(100, 400), seed=6, compression="none", bad_files=2)
-    return root, sorted(good)
+    return synthetic_archive(tmp_path_factory.mktemp("report-archive"), 6, events=(100, 400),
+                             seed=6, bad_files=2)
 
 
 def _synthetic_state(n: int) -> RunState:
@@ -112,8 +112,7 @@ def test_html_report_of_a_run_with_failures_opens_offline(chromium, archive, tmp
 
 @pytest.mark.browser
 def test_html_report_of_an_interrupted_run(chromium, tmp_path):
-    root = tmp_path / "arch"
-    good = make_archive(root, 8, events=(400, 900), seed=9, compression="none")
+    root, good = synthetic_archive(tmp_path / "arch", 8, events=(400, 900), seed=9)
     dst, html = tmp_path / "out", tmp_path / "int.html"
     cmd = [sys.executable, "-m", "dcbulk.cli", "convert", str(root), "-o", str(dst),
            "--workers", "1", "--max-open-outputs", "1", "--quiet", "--html-report", str(html)]

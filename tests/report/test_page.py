@@ -16,7 +16,8 @@ from dcbulk.bulk import convert_archive
 from dcbulk.cli import EXIT_FAILED_FILES, main
 from dcbulk.monitor import (ROUTE, RunState, dashboard_page, live_page, observers, page_doc,
                             page_url)
-from dcbulk.synth import make_archive
+
+from fixtures import synthetic_archive
 
 
 def _get(url: str):
@@ -30,9 +31,8 @@ def _json(url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    root = tmp_path_factory.mktemp("page-archive")
-    good = make_archive(root, 8, events=(200, 800), seed=4, compression="none", bad_files=2)
-    return root, sorted(good)
+    return synthetic_archive(tmp_path_factory.mktemp("page-archive"), 8, events=(200, 800),
+                             seed=4, bad_files=2)
 
 
 def test_state_counts_bytes_and_fan_out():

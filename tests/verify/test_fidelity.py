@@ -17,8 +17,8 @@ import dcbulk.cli
 import dcbulk.modes
 from dcbulk.provenance import (LOG_MAX_LINE_LENGTH, is_provenance_log, read_provenance,
                                unwrap_lines, wrap_lines)
-from dcbulk.synth import make_rtdc
-from trust_helpers import cache_dir, fetch_all_test_data, integrity_cues
+from fixtures import cache_dir, fetch_all_test_data, small_rtdc
+from helpers import integrity_cues
 
 #: a folder name that makes every absolute path in the tree longer than a log line may be
 DEEP = "a-folder-whose-name-is-long-enough-to-push-absolute-paths-past-dclab-s-line-limit"
@@ -120,7 +120,7 @@ def test_single_file_verify_and_resume_read_wrapped_logs(client, tmp_path, capsy
     from dcbulk.bulk.manifest import MANIFEST_NAME
     src_dir = tmp_path / DEEP / DEEP
     src_dir.mkdir(parents=True)
-    make_rtdc(src_dir / "x.rtdc", 40, seed=2, compression="none", with_traces=False)
+    small_rtdc(src_dir / "x.rtdc", 40, seed=2)
     dst = tmp_path / "dst"
     assert dcbulk.convert_archive([src_dir], dst, client=client).count("done") == 1
     out = dst / "x.rtdc"
@@ -143,9 +143,9 @@ def test_mode_logs_within_the_limit_and_one_schema(client, tmp_path):
     from dcbulk.provenance import SCHEMA_KEYS
     src_dir = tmp_path / DEEP / DEEP
     src_dir.mkdir(parents=True)
-    a = make_rtdc(src_dir / "a.rtdc", 40, seed=2, compression="none", with_traces=False)
-    make_rtdc(src_dir / "b.rtdc", 30, seed=3, compression="none", with_traces=False,
-              meta={"experiment:date": "2030-01-01"})
+    a = small_rtdc(src_dir / "a.rtdc", 40, seed=2)
+    small_rtdc(src_dir / "b.rtdc", 30, seed=3,
+               meta={"experiment:date": "2030-01-01"})
     outs = {
         "condense": dcbulk.modes.condense([a], tmp_path / "c", client=client),
         "reprocess": dcbulk.reprocess([a], tmp_path / "r", _double, client=client),
@@ -172,7 +172,7 @@ def _double(features):
 
 def test_empty_group_is_kept_and_verify_notices_it_missing(client, tmp_path):
     """Issue 21.2: an empty ``events/trace`` stays; an output without it differs."""
-    src = make_rtdc(tmp_path / "e.rtdc", 30, seed=4, compression="none", with_traces=False)
+    src = small_rtdc(tmp_path / "e.rtdc", 30, seed=4)
     with h5py.File(src, "a") as h5:
         h5["events"].create_group("trace")
     out = tmp_path / "out" / "e.rtdc"
@@ -194,8 +194,7 @@ def test_condense_stores_a_computed_index_as_dclab(client, tmp_path):
     from dclab.rtdc_dataset.writer import FEATURES_UINT32
     assert "index" in FEATURES_UINT32
     (tmp_path / "in").mkdir()
-    src = make_rtdc(tmp_path / "in" / "i.rtdc", 50, seed=6, compression="none",
-                    with_traces=False)
+    src = small_rtdc(tmp_path / "in" / "i.rtdc", 50, seed=6)
     with h5py.File(src, "a") as h5:
         if "index" in h5["events"]:
             del h5["events/index"]
@@ -220,8 +219,7 @@ def test_condense_stores_a_computed_index_as_dclab(client, tmp_path):
 def test_condense_log_says_it_has_a_basin_to_its_source(client, tmp_path):
     """Issue 21.4: ``basin_to_source`` is true in the ``dcbulk-condense`` log."""
     (tmp_path / "in").mkdir()
-    src = make_rtdc(tmp_path / "in" / "c.rtdc", 30, seed=7, compression="none",
-                    with_traces=False)
+    src = small_rtdc(tmp_path / "in" / "c.rtdc", 30, seed=7)
     report = dcbulk.modes.condense([tmp_path / "in"], tmp_path / "out", client=client)
     out = report.files[0].output
     doc = read_provenance(out)
@@ -240,7 +238,7 @@ def _basins(h5):
 
 def test_verify_accepts_quiet(client, tmp_path, capsys):
     """Issue 21.5: ``dcbulk verify -q`` is no usage error."""
-    src = make_rtdc(tmp_path / "q.rtdc", 20, seed=8, compression="none", with_traces=False)
+    src = small_rtdc(tmp_path / "q.rtdc", 20, seed=8)
     out = tmp_path / "out" / "q.rtdc"
     dcbulk.convert(src, out, client=client)
     status = dcbulk.cli.main(["verify", str(out), "--against", str(src), "-q",

@@ -10,7 +10,8 @@ import pytest
 import dcbulk
 from dcbulk.bulk import convert_archive
 from dcbulk.cli import EXIT_FAILED_FILES, main
-from dcbulk.synth import make_rtdc
+
+from fixtures import small_rtdc
 
 pytestmark = pytest.mark.hostile
 
@@ -21,9 +22,8 @@ N = 20
 def converted(tmp_path, client):
     src = tmp_path / "src"
     src.mkdir()
-    source = Path(make_rtdc(src / "m.rtdc", N, seed=4, compression="none", with_traces=False))
-    other = Path(make_rtdc(tmp_path / "other.rtdc", N, seed=5, compression="none",
-                           with_traces=False))
+    source = small_rtdc(src / "m.rtdc", N, seed=4)
+    other = small_rtdc(tmp_path / "other.rtdc", N, seed=5)
     assert convert_archive([src], tmp_path / "dst", client=client).ok
     return source, tmp_path / "dst", tmp_path / "dst" / "m.rtdc", other
 

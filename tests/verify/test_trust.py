@@ -19,10 +19,10 @@ import dcbulk
 import dcbulk.cli
 from dcbulk.provenance import read_provenance
 from dcbulk.read import get_measurement_identifier
-from dcbulk.synth import make_rtdc
 from dcbulk.write import HDF5Writer
 from helpers import dclab_verify
-from trust_helpers import DCLAB_FILES, assert_reachable
+from fixtures import DCLAB_FILES, small_rtdc
+from helpers import assert_reachable
 
 
 def _convert(src, out, client, **kw):
@@ -56,7 +56,7 @@ def test_dclab_test_data_reachable_from_any_cwd(client, dclab_test_files, tmp_pa
 def test_basin_to_source_found_from_a_cwd_where_relative_hits_the_output(client, tmp_path,
                                                                          monkeypatch):
     """Issue 9.3: ``[relative, absolute]`` let dclab resolve ``../x.rtdc`` to the output."""
-    src = make_rtdc(tmp_path / "x.rtdc", 60, seed=3, compression="none", with_traces=False)
+    src = small_rtdc(tmp_path / "x.rtdc", 60, seed=3)
     out = tmp_path / "out" / "x.rtdc"
     _convert(src, out, client, features=["deform"], basin_to_source=True)
     with h5py.File(out) as h5:
@@ -72,7 +72,7 @@ def test_basin_to_source_found_from_a_cwd_where_relative_hits_the_output(client,
 def _mapped_sibling_tree(root: Path):
     """raw.rtdc and child.rtdc, whose image/area_um come from raw through a mapped basin."""
     root.mkdir(parents=True)
-    raw = make_rtdc(root / "raw.rtdc", 80, seed=5, compression="none", with_traces=False)
+    raw = small_rtdc(root / "raw.rtdc", 80, seed=5)
     rows = np.arange(3, 80, 2)
     with h5py.File(raw) as r, HDF5Writer(root / "child.rtdc", mode="w") as hw:
         for key, val in r.attrs.items():
@@ -241,8 +241,7 @@ def test_info_names_layouts_and_lengths(tmp_path, client):
     assert "filters=gzip:4,fletcher32" in text and "filters=shuffle,gzip:4" in text
     assert "contiguous" in text and "shuffle" in text
     (tmp_path / "src").mkdir()
-    src = make_rtdc(tmp_path / "src" / "x.rtdc", 50, seed=2, compression="none",
-                    with_traces=False)
+    src = small_rtdc(tmp_path / "src" / "x.rtdc", 50, seed=2)
     out = _convert(src, tmp_path / "sub" / "x.rtdc", client, features=["deform"],
                    basin_to_source=True, mapping=np.arange(0, 50, 5))
     lines = [ln for ln in _info(out).splitlines() if ln.strip().startswith("area_um")]

@@ -20,10 +20,10 @@ from dcbulk.modes.verify import verify_pairs
 @pytest.fixture(autouse=True, params=["file-tasks", "chunk-run-tasks"])
 def task_split(request, monkeypatch):
     """Run every test with one task per output and with outputs split into runs of rows."""
-    run = importlib.import_module("dcbulk.verify.run")  # dcbulk.verify is the function
+    checks = importlib.import_module("dcbulk.verify.checks")  # read where targets are made
     if request.param == "chunk-run-tasks":
-        monkeypatch.setattr(run, "FILE_TASK_BYTES", 0)
-        monkeypatch.setattr(run, "TASK_BYTES", 1024**2)
+        monkeypatch.setattr(checks, "FILE_TASK_BYTES", 0)
+        monkeypatch.setattr(checks, "TASK_BYTES", 1024**2)
     return request.param
 
 
@@ -291,3 +291,27 @@ def test_contours_and_traces_are_compared(client, dclab_test_files, tmp_path, ta
     assert len(problems) == 2, problems
     assert any("contour 2 differs" in p for p in problems)
     assert any(f"feature 'trace/{name}'" in p and "first: event 1" in p for p in problems)
+
+
+def test_verify_is_a_job_of_the_executor(client, capsys, pair, tmp_path, task_split):
+    """``dcbulk verify`` runs through the one executor: the start line and the progress of
+    every job on stderr (counting the bytes checked), a mismatch settled as a failed file,
+    nothing written beside the output (no lock, no manifest, no partial files)."""
+    if task_split != "file-tasks":
+        pytest.skip("one run of the CLI is enough")
+    src, out = pair
+    with h5py.File(out, "a") as h5:
+        h5["events/deform"][2] = 99.0
+    before = sorted(os.listdir(out.parent))
+    code = main(["verify", str(out), "--against", str(src), "--scheduler",
+                 client.scheduler.address])
+    captured = capsys.readouterr()
+    assert code == 1
+    size = os.path.getsize(out)
+    assert f"dcbulk {dcbulk.__version__}: 1 files, {size / 1e6:,.0f} MB; dashboard: " \
+        in captured.err, captured.err
+    assert "[dcbulk] files 1/1, 1 failed, " in captured.err, captured.err
+    problems = _problems(captured.out.strip().splitlines())
+    assert len(problems) == 1 and "feature 'deform'" in problems[0], captured.out
+    assert set(os.listdir(out.parent)) - set(before) <= {"dcbulk-logs"}  # its run log
+    assert not list(out.parent.rglob("*.partial")) and not list(out.parent.rglob(".dcbulk*"))

@@ -1,10 +1,8 @@
-"""The archive executor: plan a job's run once, then execute exactly that plan.
+"""The archive executor: execute exactly the plan of a job's run (:mod:`.runplan`).
 
-:func:`planned` discovers the sources, asks the job for its targets, takes the output
-directory's lock (not for dry runs, nor for a job whose output is one file), and decides
-every target once (:mod:`.resume`: skip, adopt, refuse, make). The :class:`RunPlan` it
-yields is what ``--dry-run`` prints and the CLI's banner counts. :func:`execute` then runs
-that plan: one task per target on the cluster (:func:`~dcbulk.bulk.job.run_target`), at
+:func:`~dcbulk.bulk.runplan.planned` decides a run once (discovery, the lock, resume); the
+:class:`~dcbulk.bulk.runplan.RunPlan` it yields is what ``--dry-run`` prints and the CLI's
+banner counts. :func:`execute` then runs that plan: one task per target on the cluster (:func:`~dcbulk.bulk.job.run_target`), at
 most ``max_open_outputs`` in flight (largest first, so no big file is left for the tail),
 each outcome recorded in the manifest as it settles and passed to the ``progress``
 observer, and the run's orphaned ``*.partial`` files removed once at its end. The job's
@@ -13,6 +11,17 @@ started for it, worker resources per task, a check of the workers, recognition o
 outputs without dcbulk's provenance log, and a sweep of its own leftovers (under the lock,
 at the run's start and end). A task whose report carries a ``note`` (it left its source
 alone on purpose) settles as skipped, unrecorded.
+
+A :class:`~dcbulk.bulk.job.CheckJob` (``verify``) writes nothing: its plan
+(:func:`~dcbulk.bulk.runplan.check_plan`) has no output directory, and :func:`execute` runs
+it like any other, with the same submission, bounding, progress, results and Ctrl-C
+behaviour. :func:`execute_here`
+runs a plan in this process, one target after another (no cluster).
+
+On Ctrl-C (or a lost scheduler) the run's queued and running tasks are cancelled. On a
+cluster the run started, its workers are gone when it ends, so the run's leftovers are
+removed; on a cluster it does not own (``--scheduler``) a cancelled task may still be
+writing, so its files are left for the next run, and that cluster keeps running.
 
 A target is encoded inline by its task (no per-block scheduling, no transfers) when it is
 small or when enough other targets remain to keep every thread busy (at most half of a
@@ -25,118 +34,30 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from distributed import wait
 
 from ..engine.client import client_context
 from ..engine.report import Report
-from ..errors import LinkRefusedError, OutputExistsError, describe_failure
-from ..nofollow import check_parents
-from ..partials import clean_partials
+from ..errors import OutputExistsError, describe_failure
 from ..taskkey import file_key
-from .job import INLINE_BYTES, Job, Target, run_target, timeout_message
-from .lock import output_lock
+from .job import INLINE_BYTES, Job, run_target, timeout_message
 from .manifest import Manifest
 from .options import ArchiveOptions
 from .report import ArchiveReport, FileResult
-from .resume import Step, adopt_options, adopt_output, refuse_overwrite, settle
-from .sources import discover_sources
-from .usage import check_output_dir, check_output_placement, check_timeout
+from .resume import Step, adopt_output
+from .runplan import RunPlan, planned
+from .usage import check_timeout
 
-__all__ = ["Progress", "RunPlan", "execute", "file_key", "planned", "run_job"]
+__all__ = ["Progress", "execute", "execute_here", "file_key", "planned", "run_job",
+           "settle_outcome", "settle_task"]
 
 logger = logging.getLogger(__name__)
 
 #: the observer of a run: called as ``progress(result, done, total)`` as each file settles
 Progress = Callable[[FileResult, int, int], None]
-
-
-@dataclass
-class RunPlan:
-    """A run decided once: every target either settled (skipped, blocked) or a step."""
-
-    job: Job
-    options: ArchiveOptions
-    output: str
-    decisions: list[FileResult | Step]
-    manifest: Manifest | None
-    dry_run: bool
-    t0: float = field(default_factory=time.perf_counter)
-    targets: list = field(default_factory=list)
-
-    @property
-    def steps(self) -> list[Step]:
-        """The targets to make."""
-        return [d for d in self.decisions if isinstance(d, Step)]
-
-    @property
-    def files(self) -> list[FileResult]:
-        """One result per target: settled ones as they are, steps as ``planned``."""
-        return [d if isinstance(d, FileResult) else FileResult(
-            d.target.source.path, d.target.output, "planned", bytes_in=d.target.size,
-            reason=d.reason) for d in self.decisions]
-
-    @property
-    def total_bytes(self) -> int:
-        """Bytes read by the whole run (settled targets included, as in the banner)."""
-        return sum(f.bytes_in for f in self.files)
-
-    @property
-    def output_dir(self) -> str:
-        """The directory the outputs go to."""
-        return os.path.dirname(self.output) if self.job.one_file else self.output
-
-    def report(self) -> ArchiveReport:
-        """The report of a dry run: what would be done."""
-        return ArchiveReport(output_dir=self.output_dir, files=self.files,
-                             wall_seconds=time.perf_counter() - self.t0)
-
-
-@contextlib.contextmanager
-def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
-            include: str = "*.rtdc", resume: bool = True, force: bool = False,
-            dry_run: bool = False, follow_links: bool = False) -> Iterator[RunPlan]:
-    """Plan a run of ``job`` (once) and hold the output directory's lock while it is used.
-
-    Usage errors (an output directory inside a source, one that cannot be created) are
-    raised before anything is written; a second run on the same directory raises
-    :class:`~dcbulk.errors.OutputLockedError`. ``follow_links`` also walks symbolic links
-    that lead out of the source directories.
-    """
-    t0 = time.perf_counter()
-    output = os.path.abspath(os.fspath(output))
-    sources = [sources] if isinstance(sources, (str, bytes, os.PathLike)) else list(sources)
-    if not job.one_file:
-        check_output_placement(sources, output)
-        check_output_dir(output)
-    entries = discover_sources(sources, include=include,
-                               output_dir=None if job.one_file else output,
-                               follow_links=follow_links)
-    options = replace(options, job=job.fingerprint)
-    targets = job.targets(entries, output, options)
-    lock = (contextlib.nullcontext() if dry_run or job.one_file else output_lock(output))
-    with lock:
-        manifest = None
-        fingerprint = options.fingerprint_dict()
-        if job.resumable:
-            if not resume and not force:
-                refuse_overwrite(targets)
-            manifest = Manifest.load(output, read_only=dry_run)
-            adopt_options(manifest, fingerprint, force=force)
-        if not (dry_run or job.one_file):
-            _sweep(job, targets)
-        decisions = [settle(t, manifest, fingerprint, resume=resume, force=force,
-                            record=not dry_run, finished=job.finished) for t in targets]
-        yield RunPlan(job, options, output, decisions, manifest, dry_run, t0, targets)
-
-
-def _sweep(job: Job, targets: list[Target]) -> None:
-    """The job's sweep of its leftovers (only while holding the output directory's lock)."""
-    removed = job.sweep(targets)
-    if removed:
-        logger.info("%s: removed %d leftover file(s) of killed tasks", job.name, removed)
 
 
 def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress | None = None,
@@ -181,6 +102,8 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
             opened = (contextlib.nullcontext(client) if client is not None
                       else open_client() if open_client is not None else client_context())
             with settings, opened as cl:
+                # a scheduler we only connected to (--scheduler) is not ours to tidy after
+                own_cluster = client is None and getattr(cl, "cluster", None) is not None
                 if client is None:  # a given client was checked before planning
                     plan.job.check_cluster(cl)
                 report.dashboard = getattr(cl, "dashboard_link", None)
@@ -191,11 +114,30 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
     finally:
         # every task of this run has ended (normal end) or its workers are gone (own
         # cluster closed): remove what killed or retried writers, or a dead run, left
-        # behind. Tasks of an interrupted run on the caller's cluster may still be
+        # behind. Tasks of an interrupted run on a cluster it does not own may still be
         # writing: the next run removes their files.
-        if not plan.job.one_file and (finished or own_cluster):
-            clean_partials(plan.output)
-            _sweep(plan.job, plan.targets)
+        if finished or own_cluster:
+            plan.tidy()
+    report.wall_seconds = time.perf_counter() - plan.t0
+    return report
+
+
+def execute_here(plan: RunPlan, *, progress: Progress | None = None) -> ArchiveReport:
+    """Execute ``plan`` in this process, one target after another (no cluster; e.g. a
+    check inside a task, or without a cluster at hand). Settled as :func:`execute` does."""
+    report = ArchiveReport(output_dir=plan.output_dir)
+    total = len(plan.decisions)
+    for decision in plan.decisions:
+        if isinstance(decision, Step):
+            refused = plan.refusal(decision.target)
+            decision = (_failed(decision, plan.manifest, refused) if refused else
+                        settle_outcome(run_target(plan.job, decision.target, plan.options,
+                                                  overwrite=decision.overwrite),
+                                       decision, plan))
+        report.files.append(decision)
+        if progress is not None:
+            progress(decision, len(report.files), total)
+    plan.tidy()
     report.wall_seconds = time.perf_counter() - plan.t0
     return report
 
@@ -211,6 +153,8 @@ class _Runner:
         self.active: dict = {}  # future -> step
         self.started: dict[str, float] = {}  # task key -> when it started (client clock)
         self.topic = None if timeout is None else f"dcbulk-start-{uuid.uuid4().hex}"
+        #: keys of this run only: a key another run's future still holds gives its result
+        self.token = uuid.uuid4().hex[:8]
 
     def finish(self, result: FileResult) -> None:
         """Add a settled result to the report and tell the observer."""
@@ -243,18 +187,16 @@ class _Runner:
                 client.unsubscribe_topic(self.topic)
 
     def submit(self, step: Step, index: int, inline_bytes: int) -> None:
-        """Submit one step's task (an output through a linked directory fails at once)."""
-        target, manifest = step.target, self.plan.manifest
-        if not self.plan.job.one_file:
-            try:  # no output through a linked directory
-                check_parents(self.plan.output, target.output)
-            except LinkRefusedError as exc:
-                self.finish(_failed(step, manifest, f"{type(exc).__name__}: {exc}"))
-                return
+        """Submit one step's task (an output the plan refuses fails at once)."""
+        target = step.target
+        refused = self.plan.refusal(target)
+        if refused:
+            self.finish(_failed(step, self.plan.manifest, refused))
+            return
         fut = self.client.submit(run_target, self.plan.job, target, self.plan.options,
                                  overwrite=step.overwrite, inline_bytes=inline_bytes,
                                  timeout=self.timeout, start_topic=self.topic, pure=False,
-                                 key=file_key(target.output, index),
+                                 key=file_key(target.output, f"{self.token}{index}"),
                                  resources=self.plan.job.resources)
         self.active[fut] = step
 
@@ -309,15 +251,22 @@ def _within(path: str, root: str) -> bool:
 
 
 def settle_task(fut, step: Step, plan: RunPlan) -> FileResult:
-    """Record the outcome of one target's task in the manifest (fsynced) and return it."""
+    """The outcome of one target's task (its future), settled by :func:`settle_outcome`."""
+    try:
+        outcome = fut.result()
+    except Exception as exc:  # per-file isolation: record and go on
+        out = step.target.output
+        outcome = None, Report(source=step.target.source.path, output=out,
+                               error=describe_failure(exc, out), error_type=type(exc))
+    return settle_outcome(outcome, step, plan)
+
+
+def settle_outcome(outcome: tuple, step: Step, plan: RunPlan) -> FileResult:
+    """Record the outcome of one target (``(identity, report)`` of
+    :func:`~dcbulk.bulk.job.run_target`) in the manifest (fsynced) and return it."""
     target, manifest = step.target, plan.manifest
     entry, out = target.source, target.output
-    identity = None
-    try:
-        identity, res = fut.result()
-    except Exception as exc:  # per-file isolation: record and go on
-        res = Report(source=entry.path, output=out, error=describe_failure(exc, out),
-                     error_type=type(exc))
+    identity, res = outcome
     if (manifest is not None and res.error_type is not None
             and issubclass(res.error_type, OutputExistsError)
             and adopt_output(target, plan.options.fingerprint_dict(), manifest,
@@ -332,7 +281,8 @@ def settle_task(fut, step: Step, plan: RunPlan) -> FileResult:
         return FileResult(entry.path, out, "skipped", events=res.events,
                           bytes_in=target.size, reason=res.note)
     if res.error:
-        return _failed(step, manifest, res.error)
+        return replace(_failed(step, manifest, res.error), problems=list(res.problems),
+                       checked=list(res.checked))
     outside = [p for p in res.basin_files if not _within(p, entry.root)]
     if outside:
         logger.warning("%s: file basin %s lies outside the archive tree %s", entry.path,

@@ -20,7 +20,7 @@ from ..errors import VerifyError
 from ..plan import DEFAULT_TASK_BYTES, ExtraMetadata, plan_conversion
 from ..read.filtering import event_filter
 from ..read.inspect import inspect_source
-from ..verify.run import VerifyPair, verify_pair_inline
+from ..verify.checks import VerifyPair, check_pair
 from .job import INLINE_BYTES, Job, Target
 from .options import ArchiveOptions
 
@@ -83,12 +83,12 @@ class ConvertJob(Job):
 
     @staticmethod
     def _verify(target: Target, options: ArchiveOptions) -> None:
-        verdict = verify_pair_inline(VerifyPair(output=target.output,
-                                                source=target.source.path,
-                                                features=options.features,
-                                                filter=options.filter_text,
-                                                follow_external=options.follow_external))
-        if verdict.problems:
+        problems, _checked = check_pair(VerifyPair(output=target.output,
+                                                   source=target.source.path,
+                                                   features=options.features,
+                                                   filter=options.filter_text,
+                                                   follow_external=options.follow_external))
+        if problems:
             os.unlink(target.output)
-            more = len(verdict.problems) - 1
-            raise VerifyError(verdict.problems[0] + (f" (and {more} more)" if more else ""))
+            more = len(problems) - 1
+            raise VerifyError(problems[0] + (f" (and {more} more)" if more else ""))

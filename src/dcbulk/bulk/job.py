@@ -7,6 +7,10 @@ and return its :class:`~dcbulk.engine.report.Report`. Everything else (discovery
 resume, the lock, submitting, bounding what is in flight, progress) is the executor's
 (:mod:`.executor`), the same for every job.
 
+A :class:`CheckJob` (``verify``) reads instead of writing: its targets are checks of files
+that exist, its plan has no output directory (:func:`~dcbulk.bulk.runplan.check_plan`: no
+lock, no manifest, no partial files), and its reports list what each check found.
+
 A failure that concerns one file (a dcbulk error, an OSError, a full disk) raised by
 :meth:`Job.make` comes back from :func:`run_target` as a report with ``error`` (one line)
 and ``error_type`` (the exception's class) set (:func:`failed_file`), so the client reports
@@ -32,7 +36,8 @@ from .options import ArchiveOptions
 from .records import file_sha256, head_sha256
 from .sources import SourceEntry, output_path
 
-__all__ = ["INLINE_BYTES", "Job", "Target", "failed_file", "run_target", "timeout_message"]
+__all__ = ["INLINE_BYTES", "CheckJob", "Job", "Target", "failed_file", "run_target",
+           "timeout_message"]
 
 #: files whose task data is at most this many bytes are encoded by their writer task itself
 INLINE_BYTES = 48 * 1024**2
@@ -116,6 +121,40 @@ class Job:
         """Make one output (runs as a task on a worker)."""
         raise NotImplementedError
 
+    def source_identity(self, target: Target) -> tuple[int, int, str] | None:
+        """The source's ``(size, mtime_ns, head_sha256)``, read on the worker before the
+        target is made (the manifest records it, so a source modified meanwhile is made
+        again by the next run).
+
+        Raises
+        ------
+        SourceError
+            For a source that is not a regular file (a FIFO, device or socket: not opened).
+        """
+        source = target.source.path
+        st = os.stat(source)
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{source}: not a regular file (a FIFO, device or socket); "
+                              f"not opened")
+        return st.st_size, st.st_mtime_ns, head_sha256(source)
+
+
+class CheckJob(Job):
+    """A job whose targets are checks of files that exist: it reads them and writes nothing.
+
+    Its plan (:func:`~dcbulk.bulk.runplan.check_plan`) has no output directory, so nothing
+    is locked, recorded, resumed or cleaned up. A target's ``output`` is the file checked,
+    its ``source`` what that file is checked against; :meth:`make` returns a report whose
+    ``problems`` are what the check found (one line each; set, the file failed) and whose
+    ``checked`` names what was compared.
+    """
+
+    resumable = False
+
+    def source_identity(self, target: Target) -> None:
+        """Nothing is recorded: a check opens (and refuses) its files itself."""
+        return None
+
 
 def failed_file(exc: BaseException, source: str, output: str) -> Report:
     """The report of a file whose task failed with ``exc`` when the failure is this file's.
@@ -153,9 +192,9 @@ def run_target(job: Job, target: Target, options: ArchiveOptions, *,
     """Run ``job.make`` on a worker, with the source's identity read before it starts.
 
     Returns ``((size, mtime_ns, head_sha256, output_sha256), report)``: the identity is
-    read first, so a source modified while its output is made is made again by the next
-    run; the output's SHA-256 only for jobs with ``checksum_output``, else None. A
-    failure of this file (:func:`failed_file`) comes back in the report.
+    read first (:meth:`Job.source_identity`; all None for a failed file or a
+    :class:`CheckJob`); the output's SHA-256 only for jobs with ``checksum_output``, else
+    None. A failure of this file (:func:`failed_file`) comes back in the report.
 
     With ``timeout`` (seconds) the job may commit its output only within that time from
     now (:func:`~dcbulk.partials.commit_deadline`); a job that ends later fails with
@@ -164,22 +203,16 @@ def run_target(job: Job, target: Target, options: ArchiveOptions, *,
     """
     _announce_start(start_topic)
     deadline = None if timeout is None else time.time() + timeout
-    source = target.source.path
     try:
-        st = os.stat(source)
-        if not stat.S_ISREG(st.st_mode):
-            raise SourceError(f"{source}: not a regular file (a FIFO, device or socket); "
-                              f"not opened")
-        head = head_sha256(source)
+        identity = job.source_identity(target)
         with commit_deadline(deadline):
             res = job.make(target, options, **kwargs)
     except (DcbulkError, OSError, RuntimeError) as exc:
-        st, head = None, None
-        res = failed_file(exc, source, target.output)
+        identity, res = None, failed_file(exc, target.source.path, target.output)
     if timeout is not None and res.error_type is not None \
             and issubclass(res.error_type, FileTimeoutError):
         res = replace(res, error=timeout_message(timeout))
-    if res.error:
+    if res.error or identity is None:
         return (None, None, None, None), res
     checksum = file_sha256(target.output) if job.checksum_output else None
-    return (st.st_size, st.st_mtime_ns, head, checksum), res
+    return (*identity, checksum), res

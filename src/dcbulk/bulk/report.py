@@ -3,7 +3,8 @@
 A :class:`FileResult` is the archive's view of one output: its status in the run
 (``done``, ``skipped``, ``failed``, ``planned``) and, for a made output, the figures of the
 worker's :class:`~dcbulk.engine.report.Report`, derived from it in one place
-(:meth:`FileResult.made`).
+(:meth:`FileResult.made`). A checked file (``verify``) is ``done`` when its check found
+nothing and ``failed`` with its ``problems`` otherwise.
 """
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ class FileResult:
     seconds: float = 0.0
     reason: str = ""
     error: str | None = None
+    #: what a check (``verify``) found, one line each, and what it compared
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
 
     @classmethod
     def made(cls, report: Report, *, source: str, bytes_in: int) -> FileResult:
@@ -40,7 +44,7 @@ class FileResult:
         return cls(source=source, output=report.output, status="done", events=report.events,
                    bytes_in=bytes_in, bytes_out=report.bytes_out,
                    raw_bytes=report.raw_bytes, ratio=None if ratio != ratio else ratio,
-                   seconds=report.wall_seconds)
+                   seconds=report.wall_seconds, checked=list(report.checked))
 
 
 @dataclass

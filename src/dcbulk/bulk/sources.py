@@ -13,7 +13,7 @@ import glob
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from os import PathLike
 
@@ -102,6 +102,62 @@ def _outside(path: str, real: str, real_root: str) -> bool:
     return True
 
 
+@dataclass
+class _Walk:
+    """One directory walk's settings and what it met (see :func:`_walk`)."""
+
+    include: str
+    exclude: tuple[str, ...]
+    real_output: str | None
+    follow_links: bool
+    tree: str
+    unusable: list[str]
+    seen_dirs: set[str]
+
+    def subdir(self, entry: os.DirEntry, real_dir: str, rel: str, is_link: bool
+               ) -> str | None:
+        """The real path of directory ``entry`` when it is to be walked, else None."""
+        if _excluded(entry.name, rel, self.exclude):
+            return None
+        real = os.path.realpath(entry.path) if is_link else os.path.join(real_dir, entry.name)
+        if real == self.real_output:
+            return None
+        if is_link and not self.follow_links and _outside(entry.path, real, self.tree):
+            self.unusable.append(entry.path)
+            return None
+        if real in self.seen_dirs:
+            if is_link:
+                logger.warning("skipping symbolic link %s: it leads to %s, which is walked "
+                               "already (a loop or a second link)", entry.path, real)
+                if real_dir == real or real_dir.startswith(
+                        real.rstrip(os.sep) + os.sep):  # a loop (itself, a parent)
+                    self.unusable.append(entry.path)
+            return None
+        if fnmatchcase(entry.name, self.include):
+            logger.warning("%s is a directory, not a file, although its name matches '%s'; "
+                           "looking for files inside it", entry.path, self.include)
+        self.seen_dirs.add(real)
+        return real
+
+    def file(self, entry: os.DirEntry, real_dir: str, is_link: bool) -> str | None:
+        """The real path of file ``entry`` when it is taken, else None (nothing opened)."""
+        if not entry.is_file():  # d_type of the entry: no stat, nothing opened
+            if is_link and not os.path.exists(entry.path):
+                logger.warning("skipping dangling symbolic link %s", entry.path)
+            else:
+                logger.warning("skipping %s: not a regular file (a FIFO, device or socket); "
+                               "not opened", entry.path)
+            self.unusable.append(entry.path)
+            return None
+        if not is_link:
+            return os.path.join(real_dir, entry.name)
+        real = os.path.realpath(entry.path)
+        if not self.follow_links and _outside(entry.path, real, self.tree):
+            self.unusable.append(entry.path)
+            return None
+        return real
+
+
 def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
           real_output: str | None, unusable: list[str] | None = None,
           follow_links: bool = False, real_tree: str | None = None
@@ -115,9 +171,8 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
     links out of the tree, FIFOs, devices, sockets, unreadable entries) are logged as
     warnings and appended to ``unusable``; a FIFO is never opened.
     """
-    unusable = [] if unusable is None else unusable
-    tree = real_tree or real_root
-    seen_dirs: set[str] = {real_root}
+    walk = _Walk(include, exclude, real_output, follow_links, real_tree or real_root,
+                 [] if unusable is None else unusable, {real_root})
     stack: list[tuple[str, str, str]] = [(root, real_root, "")]
     while stack:
         directory, real_dir, rel_dir = stack.pop()
@@ -128,58 +183,23 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
             raise SourceError(f"{directory}: cannot list directory ({exc.strerror})") from exc
         subdirs = []
         for entry in entries:
-            name = entry.name
-            if _skipped_name(name):
+            if _skipped_name(entry.name):
                 continue
-            rel = f"{rel_dir}{name}"
+            rel = f"{rel_dir}{entry.name}"
             try:
-                is_dir = entry.is_dir()
-                is_link = entry.is_symlink()
+                is_dir, is_link = entry.is_dir(), entry.is_symlink()
             except OSError as exc:
                 logger.warning("skipping %s: %s", entry.path, _why(exc))
-                unusable.append(entry.path)
+                walk.unusable.append(entry.path)
                 continue
             if is_dir:
-                if _excluded(name, rel, exclude):
-                    continue
-                real = (os.path.realpath(entry.path) if is_link
-                        else os.path.join(real_dir, name))
-                if real == real_output:
-                    continue
-                if is_link and not follow_links and _outside(entry.path, real, tree):
-                    unusable.append(entry.path)
-                    continue
-                if real in seen_dirs:
-                    if is_link:
-                        logger.warning("skipping symbolic link %s: it leads to %s, which is "
-                                       "walked already (a loop or a second link)",
-                                       entry.path, real)
-                        if real_dir == real or real_dir.startswith(
-                                real.rstrip(os.sep) + os.sep):  # a loop (itself, a parent)
-                            unusable.append(entry.path)
-                    continue
-                if fnmatchcase(name, include):
-                    logger.warning("%s is a directory, not a file, although its name matches "
-                                   "'%s'; looking for files inside it", entry.path, include)
-                seen_dirs.add(real)
-                subdirs.append((entry.path, real, rel + "/"))
-            elif fnmatchcase(name, include) and not _excluded(name, rel, exclude):
-                if not entry.is_file():  # d_type of the entry: no stat, nothing opened
-                    if is_link and not os.path.exists(entry.path):
-                        logger.warning("skipping dangling symbolic link %s", entry.path)
-                    else:
-                        logger.warning("skipping %s: not a regular file (a FIFO, device or "
-                                       "socket); not opened", entry.path)
-                    unusable.append(entry.path)
-                    continue
-                if is_link:
-                    real = os.path.realpath(entry.path)
-                    if not follow_links and _outside(entry.path, real, tree):
-                        unusable.append(entry.path)
-                        continue
-                else:
-                    real = os.path.join(real_dir, name)
-                yield entry.path, rel, real
+                real = walk.subdir(entry, real_dir, rel, is_link)
+                if real is not None:
+                    subdirs.append((entry.path, real, rel + "/"))
+            elif fnmatchcase(entry.name, include) and not _excluded(entry.name, rel, exclude):
+                real = walk.file(entry, real_dir, is_link)
+                if real is not None:
+                    yield entry.path, rel, real
         stack.extend(reversed(subdirs))
 
 
@@ -235,95 +255,123 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
     if isinstance(sources, (str, bytes, PathLike)):
         sources = [sources]
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
-    real_output = os.path.realpath(output_dir) if output_dir is not None else None
-    found: list[SourceEntry] = []
-    seen: set[str] = set()
-    missing: list[str] = []
-    bad: list[str] = []
-
-    def add(path: str, relpath: str, root: str, real: str) -> None:
-        if real in seen:
-            return
-        seen.add(real)
-        found.append(SourceEntry(path=path, relpath=relpath, root=root))
-
-    def add_dir(directory: str, root: str, rel_prefix: str, real_tree: str | None = None
-                ) -> tuple[int, list[str]]:
-        """Add the files below ``directory`` (inside ``real_tree``, default: itself);
-        return how many matched and the unusable."""
-        real_dir = os.path.realpath(directory)
-        if real_dir == real_output:
-            return 0, []
-        matched, unusable = 0, []
-        for path, rel, real in _walk(directory, real_dir, include=include, exclude=exclude,
-                                     real_output=real_output, unusable=unusable,
-                                     follow_links=follow_links, real_tree=real_tree):
-            add(path, rel_prefix + rel, root, real)
-            matched += 1
-        return matched, unusable
-
+    found = _Discovery(include, exclude, follow_links,
+                       os.path.realpath(output_dir) if output_dir is not None else None)
     for source in sources:
-        start = len(found)
-        text = os.path.expanduser(os.fspath(source))
+        start = len(found.entries)
+        found.add_source(os.path.expanduser(os.fspath(source)))
+        found.entries[start:] = sorted(found.entries[start:],
+                                       key=lambda e: e.relpath.split("/"))
+    if found.missing or found.bad:
+        what = "path does not exist or pattern matched nothing"
+        raise SourceNotFoundError("; ".join(
+            ([f"{what}: " + ", ".join(found.missing)] if found.missing else [])
+            + ([f"no usable file: {', '.join(found.bad)}"] if found.bad else [])))
+    _check_unique_relpaths(found.entries)
+    return found.entries
+
+
+def _entries(n: int) -> str:
+    return f"{n} unusable entr{'y' if n == 1 else 'ies'}"
+
+
+@dataclass
+class _Discovery:
+    """The files :func:`discover_sources` found so far (each real file once), and the
+    sources that gave none (``missing``: not there; ``bad``: only unusable entries)."""
+
+    include: str
+    exclude: tuple[str, ...]
+    follow_links: bool
+    real_output: str | None
+    entries: list[SourceEntry] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    missing: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+
+    def add(self, path: str, relpath: str, root: str, real: str) -> None:
+        """Take one file (unless its real path was taken already)."""
+        if real not in self.seen:
+            self.seen.add(real)
+            self.entries.append(SourceEntry(path=path, relpath=relpath, root=root))
+
+    def add_source(self, text: str) -> None:
+        """Take what one of the user's sources names: a file, a directory or a pattern."""
         if os.path.isfile(text):
             path = os.path.abspath(text)
-            add(path, os.path.basename(path), os.path.dirname(path), os.path.realpath(path))
+            self.add(path, os.path.basename(path), os.path.dirname(path),
+                     os.path.realpath(path))
         elif os.path.isdir(text):
             root = os.path.abspath(text)
-            matched, unusable = add_dir(root, root, "")
+            matched, unusable = self.add_dir(root, root, "")
             if unusable and not matched:  # like a glob of loops: nothing to convert here
-                bad.append(f"{text} (no file matching '{include}', {len(unusable)} unusable "
-                           f"entr{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link "
-                           f"loops or links out of the tree)")
+                self.bad.append(f"{text} (no file matching '{self.include}', "
+                                f"{_entries(len(unusable))}, e.g. symbolic link loops or "
+                                f"links out of the tree)")
         elif _is_glob(text):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                missing.append(text)
-                continue
-            root = _glob_root(text)
-            real_tree = os.path.realpath(root)
-            unusable: list[str] = []
-            for match in matches:
-                path = os.path.abspath(match)
-                rel = os.path.relpath(path, root).replace(os.sep, "/")
-                if _glob_match_dropped(rel, exclude):
-                    continue
-                real = os.path.realpath(path)
-                if real_output is not None and (real == real_output or real.startswith(
-                        real_output.rstrip(os.sep) + os.sep)):
-                    continue
-                if not follow_links and _outside(path, real, real_tree):
-                    unusable.append(path)
-                    continue
-                if os.path.isdir(path):
-                    add_dir(path, root, rel + "/", real_tree)
-                elif os.path.isfile(path):
-                    add(path, rel, root, real)
-                else:
-                    try:
-                        os.stat(path)
-                        why = "neither a regular file nor a directory"
-                    except OSError as exc:
-                        why = _why(exc)
-                    logger.warning("skipping %s: %s", path, why)
-                    unusable.append(path)
-            if unusable and len(found) == start and not any(
-                    os.path.isfile(m) or os.path.isdir(m) for m in matches):
-                bad.append(f"{text} (matched only {len(unusable)} unusable entr"
-                           f"{'y' if len(unusable) == 1 else 'ies'}, e.g. symbolic link loops "
-                           f"or links out of the tree)")
+            self.add_glob(text)
         elif os.path.lexists(text):
             raise SourceError(f"{text}: neither a regular file nor a directory")
         else:
-            missing.append(text)
-        found[start:] = sorted(found[start:], key=lambda e: e.relpath.split("/"))
-    if missing or bad:
-        what = "path does not exist or pattern matched nothing"
-        raise SourceNotFoundError("; ".join(
-            ([f"{what}: " + ", ".join(missing)] if missing else [])
-            + ([f"no usable file: {', '.join(bad)}"] if bad else [])))
-    _check_unique_relpaths(found)
-    return found
+            self.missing.append(text)
+
+    def add_dir(self, directory: str, root: str, rel_prefix: str,
+                real_tree: str | None = None) -> tuple[int, list[str]]:
+        """Take the files below ``directory`` (inside ``real_tree``, default: itself);
+        return how many matched and the unusable entries."""
+        real_dir = os.path.realpath(directory)
+        if real_dir == self.real_output:
+            return 0, []
+        matched, unusable = 0, []
+        for path, rel, real in _walk(directory, real_dir, include=self.include,
+                                     exclude=self.exclude, real_output=self.real_output,
+                                     unusable=unusable, follow_links=self.follow_links,
+                                     real_tree=real_tree):
+            self.add(path, rel_prefix + rel, root, real)
+            matched += 1
+        return matched, unusable
+
+    def add_glob(self, text: str) -> None:
+        """Take what a glob pattern matches (directories walked), relative to its root."""
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            self.missing.append(text)
+            return
+        start, root = len(self.entries), _glob_root(text)
+        real_tree = os.path.realpath(root)
+        unusable: list[str] = []
+        for match in matches:
+            path = os.path.abspath(match)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            real = os.path.realpath(path)
+            if _glob_match_dropped(rel, self.exclude) or self._in_output(real):
+                continue
+            if not self.follow_links and _outside(path, real, real_tree):
+                unusable.append(path)
+            elif os.path.isdir(path):
+                self.add_dir(path, root, rel + "/", real_tree)
+            elif os.path.isfile(path):
+                self.add(path, rel, root, real)
+            else:
+                logger.warning("skipping %s: %s", path, _not_usable(path))
+                unusable.append(path)
+        if unusable and len(self.entries) == start and not any(
+                os.path.isfile(m) or os.path.isdir(m) for m in matches):
+            self.bad.append(f"{text} (matched only {_entries(len(unusable))}, e.g. symbolic "
+                            f"link loops or links out of the tree)")
+
+    def _in_output(self, real: str) -> bool:
+        out = self.real_output
+        return out is not None and (real == out or real.startswith(out.rstrip(os.sep) + os.sep))
+
+
+def _not_usable(path: str) -> str:
+    """Why a glob match is neither a file nor a directory."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return _why(exc)
+    return "neither a regular file nor a directory"
 
 
 def _check_unique_relpaths(entries: list[SourceEntry]) -> None:

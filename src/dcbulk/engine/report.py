@@ -19,7 +19,9 @@ class Report:
     ``inline`` tells that the writer encoded the file itself; ``basin_files`` are the file
     basins the source's features were found in; ``error`` (one line) and ``error_type`` (the
     exception's class) are set, and the rest left empty, for a file of an archive that failed;
-    ``note`` (one line) for a file a job left alone on purpose (reported as skipped).
+    ``note`` (one line) for a file a job left alone on purpose (reported as skipped);
+    ``problems`` (one line each) and ``checked`` (what was compared) for a file a check job
+    (``verify``) read.
     """
 
     source: str | None
@@ -38,6 +40,8 @@ class Report:
     error: str | None = None
     error_type: type[BaseException] | None = None
     note: str | None = None
+    problems: tuple[str, ...] = ()
+    checked: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """The report as a JSON-ready dict (the error's type by its name)."""

@@ -1,26 +1,131 @@
-"""``dcbulk verify`` and :func:`dcbulk.verify`: what to check, then the checks.
+"""``dcbulk verify`` and :func:`dcbulk.verify`: what to check, and the job that checks it.
 
 Pairs come from the caller (``output`` and ``against``), from a file's provenance log
 (:mod:`dcbulk.verify.provenance`: its source and options) or, for an output directory, from
 its manifest: each finished record names its source, and the manifest's options
 (``features``, ``filter``) give the expected feature set and event mapping. Outputs of
 dcnum's pipeline (``dcbulk process``) have new events: they are checked alone
-(:mod:`dcbulk.verify.processed`). The checks are :mod:`dcbulk.verify.run`'s (in parallel on
-a dask cluster).
+(:mod:`dcbulk.verify.processed`).
+
+:class:`VerifyJob` is a :class:`~dcbulk.bulk.job.CheckJob`: one target per pair, run by the
+executor like every mode (one task per output, a bounded number in flight, progress, one
+:class:`~dcbulk.bulk.report.FileResult` per output, ``done`` when equal and ``failed`` with
+its problems otherwise), writing nothing. An output larger than ``FILE_TASK_BYTES`` on
+disk is checked by its task through sub-tasks (:func:`dcbulk.verify.checks.check_pair`),
+so every worker reads it.
 """
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 
 import numpy as np
+from distributed import worker_client
 
+from ..bulk.executor import Progress, execute, execute_here
+from ..bulk.runplan import check_plan
+from ..bulk.job import INLINE_BYTES, CheckJob, Target
 from ..bulk.manifest import Manifest
+from ..bulk.options import ArchiveOptions
+from ..bulk.report import ArchiveReport, FileResult
+from ..bulk.sources import SourceEntry
+from ..engine.report import Report
 from ..errors import ManifestError, UsageError
+from ..verify import checks
+from ..verify.checks import VerifyPair, check_pair
 from ..verify.processed import is_processed_output
 from ..verify.provenance import pair_from_provenance
-from ..verify.run import VerifyPair, VerifyReport, run_checks
 
-__all__ = ["pairs_from_manifest", "verify", "verify_pairs"]
+__all__ = ["Check", "VerifyJob", "VerifyReport", "pairs_from_manifest", "verify",
+           "verify_pairs"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A verify target's recipe: the pair, and whether its task splits the check into
+    sub-tasks of about ``task_bytes`` output bytes (decided on the client)."""
+
+    pair: VerifyPair
+    split: bool
+    task_bytes: int
+
+
+class VerifyJob(CheckJob):
+    """Check outputs against what they must equal (``dcbulk verify``); writes nothing."""
+
+    name = "verify"
+
+    @staticmethod
+    def targets_of(pairs: list[VerifyPair], *, split: bool = True) -> list[Target]:
+        """One target per pair: the output checked, its size on disk, and its
+        :class:`Check` (split into sub-tasks above ``FILE_TASK_BYTES``, unless not
+        ``split``)."""
+        targets = []
+        for pair in pairs:
+            size = _size(pair.output)
+            entry = SourceEntry(pair.source, os.path.basename(pair.output),
+                                os.path.dirname(pair.source or pair.output))
+            big = split and not pair.processed and size > checks.FILE_TASK_BYTES
+            targets.append(Target(pair.output, entry, size,
+                                  Check(pair, big, checks.TASK_BYTES)))
+        return targets
+
+    def make(self, target: Target, options: ArchiveOptions, *, overwrite: bool = False,
+             inline_bytes: int = INLINE_BYTES) -> Report:
+        """Check one output; its problems (none: equal) and what was compared."""
+        t0 = time.perf_counter()
+        check: Check = target.recipe
+        if check.split:
+            with worker_client() as client:  # leaves the thread pool while sub-tasks run
+                problems, checked = check_pair(check.pair, client=client,
+                                               task_bytes=check.task_bytes)
+        else:
+            problems, checked = check_pair(check.pair, task_bytes=check.task_bytes)
+        return Report(source=target.source.path, output=target.output, bytes_in=target.size,
+                      wall_seconds=time.perf_counter() - t0, error="; ".join(problems) or None,
+                      problems=tuple(problems), checked=tuple(checked))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # missing: its check reports it
+
+
+class VerifyReport(ArchiveReport):
+    """Outcome of :func:`verify`: one :class:`~dcbulk.bulk.report.FileResult` per output
+    (``done``: equal; ``failed``: its ``problems``); ``ok`` when every output is equal."""
+
+    @classmethod
+    def of(cls, report: ArchiveReport, pairs: list[VerifyPair]) -> VerifyReport:
+        """``report``'s files in the order of ``pairs``."""
+        order = {p.output: i for i, p in enumerate(pairs)}
+        return cls(output_dir=report.output_dir, wall_seconds=report.wall_seconds,
+                   dashboard=report.dashboard,
+                   files=sorted(report.files, key=lambda f: order.get(f.output, len(order))))
+
+    @property
+    def problems(self) -> list[str]:
+        """Every problem, one line each (a check that failed to run: its error)."""
+        return [p for f in self.files for p in _problems(f)]
+
+    def to_dict(self) -> dict:
+        """The verdicts as a JSON-ready dict (counts, and per output its problems and
+        what was compared)."""
+        return {"ok": self.ok, "wall_seconds": self.wall_seconds,
+                "counts": {"files": len(self.files), "equal": self.count("done"),
+                           "mismatched": self.count("failed"),
+                           "problems": len(self.problems)},
+                "files": [{"output": f.output, "source": f.source, "problems": _problems(f),
+                           "checked": f.checked} for f in self.files]}
+
+
+def _problems(result: FileResult) -> list[str]:
+    if result.problems or result.status != "failed":
+        return list(result.problems)
+    return [f"{result.output}: {result.error}"]  # the check itself failed (e.g. timed out)
 
 
 def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
@@ -89,7 +194,7 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
 
 def verify(output, against=None, *, features=None, mapping=None, filter: str | None = None,
            client=None, inline: bool = False, follow_external: bool = False,
-           progress=None) -> VerifyReport:
+           progress: Progress | None = None, open_client=None) -> VerifyReport:
     """Verify outputs against their sources: every chunk read, every value compared.
 
     Parameters
@@ -105,18 +210,21 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         filter expression and source policy the file was converted with (default: all own
         features, all events, nothing external followed).
     client
-        A ``distributed.Client``; by default a LocalCluster (unless ``inline``).
+        A ``distributed.Client``; by default ``open_client()`` or a LocalCluster (unless
+        ``inline``), started only when there is something to check.
     inline
-        Run every check in this process.
+        Run every check in this process, one after another.
     progress
         Called as ``progress(result, done_count, total_count)`` as each output's verdict
-        settles (``result``: :class:`~dcbulk.verify.run.VerifySettled`, ``failed`` when it
+        settles (``result``: a :class:`~dcbulk.bulk.report.FileResult`, ``failed`` when it
         differs).
+    open_client
+        A context manager factory yielding the client (the CLI's logged cluster).
 
     Returns
     -------
     VerifyReport
-        One :class:`FileVerdict` per output, each problem one line.
+        One :class:`~dcbulk.bulk.report.FileResult` per output, each problem one line.
 
     Raises
     ------
@@ -124,8 +232,14 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         As :func:`verify_pairs`.
     """
     if isinstance(output, (list, tuple)) and all(isinstance(p, VerifyPair) for p in output):
-        pairs = list(output)
+        pairs, checked = list(output), os.path.commonpath([p.output for p in output] or ["."])
     else:
         pairs = verify_pairs(output, against, features=features, mapping=mapping,
                              filter=filter, follow_external=follow_external)
-    return run_checks(pairs, client=client, inline=inline, progress=progress)
+        checked = output
+    job = VerifyJob()
+    plan = check_plan(job, checked, job.targets_of(pairs, split=not inline))
+    if inline:
+        return VerifyReport.of(execute_here(plan, progress=progress), pairs)
+    return VerifyReport.of(execute(plan, client=client, open_client=open_client,
+                                   progress=progress), pairs)

@@ -1,14 +1,14 @@
-"""Proving outputs equal their sources: the comparisons and the parallel checks.
+"""Proving outputs equal their sources: the comparisons and the checks of one output.
 
 :mod:`.compare` holds the comparisons (one line per problem), :mod:`.provenance` reads an
-output's own record of its source and options, :mod:`.run` runs the checks of
-(output, source) pairs in parallel on a dask cluster. What to check for ``dcbulk verify``
-(arguments, provenance log or manifest) is :mod:`dcbulk.modes.verify`'s.
+output's own record of its source and options, :mod:`.checks` plans and runs the checks of
+one (output, source) pair (inline, or as tasks), :mod:`.processed` checks dcnum's outputs
+alone. Running them over many outputs is a job of the executor
+(:mod:`dcbulk.modes.verify`), like every other mode.
 """
 from __future__ import annotations
 
+from .checks import VerifyPair, check_pair
 from .provenance import read_provenance
-from .run import FileVerdict, VerifyPair, VerifyReport, run_checks, verify_pair_inline
 
-__all__ = ["FileVerdict", "VerifyPair", "VerifyReport", "read_provenance", "run_checks",
-           "verify_pair_inline"]
+__all__ = ["VerifyPair", "check_pair", "read_provenance"]

@@ -3,7 +3,7 @@ OUT.rtdc`` checks without ``--against``.
 
 The log itself (schema, line wrapping, which log is the file's own) is
 :mod:`dcbulk.provenance`'s; this module only turns a converted output's log into a
-:class:`~dcbulk.verify.run.VerifyPair` (source and options), or a one-line reason why not.
+:class:`~dcbulk.verify.checks.VerifyPair` (source and options), or a one-line reason why not.
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from os import PathLike
 
 from ..errors import NotHDF5Error, SourceNotFoundError, UsageError
 from ..provenance import read_provenance
-from .run import VerifyPair
+from .checks import VerifyPair
 
 __all__ = ["read_provenance", "pair_from_provenance"]
 
 
 def pair_from_provenance(output: str | PathLike):
-    """The :class:`~dcbulk.verify.run.VerifyPair` of an output, from its provenance log.
+    """The :class:`~dcbulk.verify.checks.VerifyPair` of an output, from its provenance log.
 
     Raises
     ------

@@ -1,0 +1,168 @@
+"""The checks of one output against what it must equal: planned, then run inline or as tasks.
+
+:func:`plan_checks` turns a :class:`VerifyPair` into the problems found while planning, the
+row checks (every chunk of each feature read, HDF5 checking Fletcher-32, the decoded rows
+compared with ``source[mapping]``; packed into tasks of about ``task_bytes`` output bytes)
+and the arguments of the metadata check (root attributes, logs, tables, basins, contours).
+:func:`check_pair` runs them: in this process, or, given a client (``worker_client`` inside
+a task of ``dcbulk verify``), the metadata check and each row task as tasks of their own,
+so a large output is read by every worker. Outputs of dcnum's pipeline (``dcbulk process``)
+have new events: they are checked alone (:mod:`.processed`). No h5py object travels; each
+check opens its files by path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from ..errors import DcbulkError, PlanError
+from ..filter_expr import parse_filter
+from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
+from ..read.filtering import filter_mapping
+from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
+from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
+from .processed import check_processed
+
+__all__ = ["FILE_TASK_BYTES", "TASK_BYTES", "VerifyPair", "check_pair", "plan_checks"]
+
+#: uncompressed output bytes one row-check task reads
+TASK_BYTES = 32 * 1024**2
+#: outputs up to this size on disk are checked by one task each (larger ones: split)
+FILE_TASK_BYTES = 8 * 1024**2
+
+
+@dataclass(frozen=True)
+class VerifyPair:
+    """One output and what it must equal."""
+
+    output: str
+    source: str
+    features: tuple[str, ...] | None = None
+    filter: str | None = None
+    mapping: tuple | None = None  # explicit indices (API); np arrays are not hashable
+    size: int | None = None  # manifest record
+    sha256: str | None = None
+    #: the output was converted with external data followed (source policy)
+    follow_external: bool = False
+    #: an output of dcnum's pipeline (``dcbulk process``): checked alone (:mod:`.processed`)
+    processed: bool = False
+
+
+def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
+    if pair.mapping is not None:
+        return make_mapping(np.asarray(pair.mapping), info.n_events)
+    if pair.filter:
+        return make_mapping(filter_mapping(info, parse_filter(pair.filter)), info.n_events)
+    return None
+
+
+def _out_features(output: str) -> tuple[dict[str, tuple], tuple[str, ...]]:
+    """The output's features (shape, dtype) and the empty groups of its ``events``."""
+    with h5py.File(output, "r", locking=False) as h5:
+        return ({name: (tuple(d.shape), d.dtype.str)
+                 for name, d in _walk_event_datasets(h5["events"])
+                 if not name.startswith("basinmap")}, empty_event_groups(h5["events"]))
+
+
+def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
+    """Group row checks into tasks of about ``task_bytes`` output bytes each."""
+    tasks: list[list[RowCheck]] = []
+    size = task_bytes
+    for nbytes, check in checks:
+        if size + nbytes > task_bytes:
+            tasks.append([])
+            size = 0
+        tasks[-1].append(check)
+        size += nbytes
+    return tasks
+
+
+def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
+                ) -> tuple[list[str], list[list[RowCheck]], dict]:
+    """Problems found while planning, the row-check tasks, and the metadata-task arguments."""
+    try:
+        info = inspect_source(pair.source, follow_external=pair.follow_external)
+    except DcbulkError as exc:
+        return [f"{pair.output}: source {exc}"], [], {}
+    try:
+        mapping = _mapping(pair, info)
+        wanted = [f for f in select_features(
+            info, [f for f in pair.features if f != "contour"] if pair.features else None)]
+    except (PlanError, DcbulkError) as exc:
+        return [f"{pair.output}: {exc}"], [], {}
+    try:
+        present, empty = _out_features(pair.output)
+    except (OSError, KeyError) as exc:
+        return [f"{pair.output}: cannot open ({exc})"], [], {}
+    n_out = info.n_events if mapping is None else int(mapping.size)
+    problems = [f"{pair.output}: feature '{f}' is missing" for f in wanted if f not in present]
+    problems += [f"{pair.output}: feature '{f}' is not in the source's selection"
+                 for f in present if f not in wanted]
+    want_empty = info.empty_groups if pair.features is None else ()
+    problems += [f"{pair.output}: empty group 'events/{g}' of the source is missing"
+                 for g in want_empty if g not in empty]
+    problems += [f"{pair.output}: empty group 'events/{g}' is not in the source"
+                 for g in empty if g not in want_empty]
+    checks = []
+    for name in wanted:
+        if name not in present:
+            continue
+        shape, dtype = present[name]
+        if shape[0] != n_out:
+            problems.append(f"{pair.output}: feature '{name}' has {shape[0]} events, "
+                            f"expected {n_out}")
+            continue
+        fsrc = info.features[name]
+        rows = best_chunk_rows(shape[1:], np.dtype(dtype))
+        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize)
+        step = max(rows, (task_bytes // (rows * row_bytes)) * rows)
+        renumber = mapping is not None and name == "index"
+        for start in range(0, n_out, step):
+            stop = min(start + step, n_out)
+            checks.append(((stop - start) * row_bytes, RowCheck(
+                output=pair.output, feature=name, start=start, stop=stop, source=fsrc,
+                events=None if mapping is None else mapping[start:stop],
+                enumerate=renumber or fsrc.origin == ENUMERATE)))
+    contour = info.has_contour and (pair.features is None or "contour" in pair.features)
+    meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour}
+    return problems, _pack(checks, task_bytes), meta
+
+
+def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
+    """The problems of an output's metadata: file record, root attributes, logs, tables,
+    basins and contours (``meta``: from :func:`plan_checks`)."""
+    problems = file_problems(pair.output, pair.size, pair.sha256)
+    problems += compare_metadata(pair.output, pair.source, mapping=meta["mapping"],
+                                 n_source=meta["n_source"])
+    try:
+        problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
+                                     expected=meta["contour"])
+    except (OSError, KeyError) as exc:
+        problems.append(f"{pair.output}: contours unreadable ({exc})")
+    return problems
+
+
+def check_pair(pair: VerifyPair, *, client=None, task_bytes: int = TASK_BYTES
+               ) -> tuple[list[str], list[str]]:
+    """Check one pair: ``(problems, checked)``, one line per problem (none: equal) and the
+    features compared.
+
+    With ``client`` (a ``distributed`` client, e.g. ``worker_client()`` in a task) the
+    metadata check and each row task run as tasks of their own; else all in this process.
+    """
+    if pair.processed:
+        return (file_problems(pair.output, pair.size, pair.sha256)
+                or check_processed(pair.output)), ["dcnum output"]
+    problems, tasks, meta = plan_checks(pair, task_bytes=task_bytes)
+    if not meta:
+        return problems, []
+    checked = sorted({c.feature for task in tasks for c in task})
+    if client is None:
+        found = [metadata_problems(pair, meta)] + [compare_rows(task) for task in tasks]
+    else:
+        futures = [client.submit(metadata_problems, pair, meta, pure=False)]
+        futures += client.map(compare_rows, tasks, pure=False)
+        found = client.gather(futures)
+    return problems + [p for lines in found for p in lines], checked
