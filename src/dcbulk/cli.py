@@ -45,9 +45,10 @@ def _client_args(ns) -> dict:
             "jobs": ns.jobs, "timeout": ns.timeout}
 
 
-def _print_summary(report, out, log_path: str | None = None, page: str | None = None) -> None:
+def _print_summary(report, out, log_path: str | None = None, page: str | None = None,
+                   verb: str = "converted") -> None:
     counts = report.to_dict()["counts"]
-    print(f"dcbulk: {counts['done']} converted, {counts['skipped']} skipped (finished before), "
+    print(f"dcbulk: {counts['done']} {verb}, {counts['skipped']} skipped (finished before), "
           f"{counts['failed']} failed in {command_seconds():,.1f} s -> "
           f"{printable(report.output_dir)}" + (f"; page: {page}" if page else "")
           + (f"; log: {printable(log_path)}" if log_path else ""), file=out)
@@ -78,14 +79,15 @@ def _run_command(ns, out=None, err=None) -> int:
                  "force": ns.force, "resume": getattr(ns, "resume", True),
                  **plan.options.fingerprint_dict()}
         report, log_path, page = _execute(ns, plan, shown, err,
-                                          os.path.join(plan.output_dir, LOG_DIRNAME), "convert")
-    return _finish(ns, report, out, log_path, page)
+                                          os.path.join(plan.output_dir, LOG_DIRNAME), job.name)
+    return _finish(ns, report, out, log_path, page, job.verb)
 
 
-def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str
-             ) -> tuple[ArchiveReport, str | None, str | None]:
+def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *,
+             fallback: bool = False) -> tuple[ArchiveReport, str | None, str | None]:
     """Execute ``plan`` for a sub-command: its log (:func:`~dcbulk.runlog.run_log` of
-    ``log_kind`` in ``log_dir``), cluster, dashboard page (showing the options ``shown``),
+    ``log_kind`` in ``log_dir``, or with ``fallback`` in the temporary directory when
+    ``log_dir`` cannot be written), cluster, dashboard page (showing the options ``shown``),
     banner, progress and HTML report; returns the report, the log's path and the page's URL."""
     state = _run_state(ns, plan, shown)
     log_path = page = None
@@ -93,7 +95,7 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str
     @contextlib.contextmanager
     def open_client(in_process: bool):  # started only when there is something to do
         nonlocal log_path, page
-        with run_log(log_dir, kind=log_kind) as log_path:
+        with run_log(log_dir, kind=log_kind, fallback=fallback) as log_path:
             if in_process:
                 if not ns.quiet:
                     print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
@@ -172,10 +174,11 @@ def _write_report(path: str, doc: dict) -> None:
     write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
 
 
-def _finish(ns, report, out, log_path: str | None = None, page: str | None = None) -> int:
+def _finish(ns, report, out, log_path: str | None = None, page: str | None = None,
+            verb: str = "converted") -> int:
     if ns.report:
         _write_report(ns.report, {**report.to_dict(), "page": page})
-    _print_summary(report, out, log_path, page)
+    _print_summary(report, out, log_path, page, verb)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
@@ -238,7 +241,8 @@ def _verify(ns, out=None, err=None) -> int:
     plan: CheckPlan = check_plan(VerifyJob(), ns.output, VerifyJob.targets_of(pairs))
     shown = {"output": ns.output, "against": ns.against, "features": ns.features,
              "filter": ns.filter}
-    done, _log_path, page = _execute(ns, plan, shown, err, log_dir_for(ns.output), "verify")
+    done, _log_path, page = _execute(ns, plan, shown, err, log_dir_for(ns.output), "verify",
+                                    fallback=True)
     report = VerifyReport.of(done, pairs)
     if ns.report:
         _write_report(ns.report, {**report.to_dict(), "page": page})

@@ -29,6 +29,7 @@ __all__ = [
     "VerifyError",
     "LinkRefusedError",
     "FileTimeoutError",
+    "ProcessJobError",
 ]
 
 
@@ -110,6 +111,10 @@ class LinkRefusedError(OutputDirError):
 
 class FileTimeoutError(DcbulkError, TimeoutError):
     """One file's task exceeded the per-file time limit."""
+
+
+class ProcessJobError(DcbulkError):
+    """A dcnum job failed, or stalled, was halted or died on every attempt (one line)."""
 
 
 def printable(text: object) -> str:

@@ -122,27 +122,30 @@ def _new_log_file(directory: str, kind: str) -> logging.FileHandler:
     raise FileExistsError(f"{directory}: no free log file name for {stem}")
 
 
-def _log_file(directory: str | PathLike, kind: str) -> logging.FileHandler:
+def _log_file(directory: str | PathLike, kind: str,
+              fallback: bool = False) -> logging.FileHandler:
     try:
         return _new_log_file(os.fspath(directory), kind)
     except OSError:
-        if kind == "convert":  # its directory is the output directory: it must be writable
+        if not fallback:  # a job's directory is its output directory: it must be writable
             raise
         # e.g. verifying a read-only archive: the log goes to the temporary directory
         return _new_log_file(os.path.join(tempfile.gettempdir(), LOG_DIRNAME), kind)
 
 
 @contextlib.contextmanager
-def run_log(directory: str | PathLike, *, kind: str = "convert") -> Iterator[str]:
+def run_log(directory: str | PathLike, *, kind: str = "convert",
+            fallback: bool = False) -> Iterator[str]:
     """Send this run's logs to a new file ``<kind>-<UTC time>-<pid>.log`` in ``directory``;
     yield its path.
 
-    Runs other than ``convert`` (e.g. ``verify``) write their log to the temporary
-    directory's ``dcbulk-logs`` when ``directory`` cannot be written. Neither the
+    ``kind`` is the job's name (``convert``, ``process``, ...) or ``verify``. With
+    ``fallback`` (``verify``: it reads, the archive may be read-only) the log goes to the
+    temporary directory's ``dcbulk-logs`` when ``directory`` cannot be written. Neither the
     directory nor the file is ever a symbolic link (:mod:`dcbulk.nofollow`: refused).
     """
     import dask
-    to_file = _log_file(directory, kind)
+    to_file = _log_file(directory, kind, fallback)
     path = to_file.baseFilename
     to_file.setFormatter(logging.Formatter(
         "%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s"))

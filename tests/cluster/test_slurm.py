@@ -7,7 +7,9 @@ process, as a user runs it), A2 with ``--cluster-config`` (a copy of
 running scheduler through ``--scheduler-file`` whose workers are SLURM jobs submitted with
 ``sbatch --wrap``.  All compare every output with its source and check that the SLURM jobs
 really ran and are gone.  Test C points the SLURM client tools at a controller that does not
-answer (``slurmctld`` down) and expects one line and exit 3.
+answer (``slurmctld`` down) and expects one line and exit 3.  Test P runs ``dcbulk process``
+(dcnum jobs in SLURM workers, bounded by ``--stall-timeout``) and compares its outputs with
+the same dcnum jobs run directly.
 
 Without a running SLURM cluster the tests are skipped; with ``CI`` set, ``conftest.py`` turns
 that skip into a failure.  Timings (first worker, throughput vs a LocalCluster) are printed
@@ -279,6 +281,60 @@ def test_convert_with_cluster_config_runs_on_slurm(slurm, archive, tmp_path, rec
     mb = _mb(files)
     _report(record_property, {"A2 LocalCluster(2 workers) wall / throughput":
                               f"{local_wall:.1f} s, {mb / local_wall:.1f} MB/s"})
+
+
+# -- test P: dcnum's pipeline (``dcbulk process``) in SLURM jobs -----------------------------
+def test_process_runs_dcnum_jobs_in_slurm_workers(slurm, tmp_path, record_property):
+    """P: ``dcbulk process --cluster-config``: the job script exports non-daemonic workers
+    with the ``dcnum`` resource, each measurement's dcnum job runs in a SLURM job's worker,
+    and every output equals the same dcnum job run directly in this process.
+
+    Bounded: a dcnum job that makes no progress for 60 s is ended and run again (it hung
+    here once, its writer process dead at start), and no file may take more than 10 min."""
+    pytest.importorskip("dcnum")
+    import h5py
+    import numpy as np
+    from dcnum.logic import DCNumJobRunner, DCNumPipelineJob
+
+    from dcbulk.modes.process_options import PipelineOptions
+    from dcbulk.synth import make_rtdc
+    root = tmp_path / "src"
+    root.mkdir()
+    files = [root / "A.rtdc", root / "B.rtdc"]
+    for seed, path in enumerate(files, start=31):
+        make_rtdc(path, 60, seed=seed)
+    log_dir, work_dir = _dirs(tmp_path)
+    cfg = tmp_path / "slurm-local.yaml"
+    cfg.write_text(yaml.safe_dump(_localized_config(SLURM_YAML, log_dir, work_dir)),
+                   encoding="utf-8")
+    dst = tmp_path / "out"
+    with _QueueWatcher(log_dir) as watcher:
+        t0 = time.perf_counter()
+        status = main(["process", str(root), "-o", str(dst), "--cluster-config", str(cfg),
+                       "--basin-strategy", "tap", "--stall-timeout", "60",
+                       "--timeout-per-file", "600", "--quiet"])
+        wall = time.perf_counter() - t0
+    logs = {p.name: p.read_text(errors="replace")[-2000:] for p in log_dir.iterdir()}
+    assert status == EXIT_OK, f"exit {status}; worker logs: {logs}"
+    assert watcher.seen, "no SLURM job appeared in squeue while dcbulk ran"
+    assert watcher.t_first_worker is not None, f"no worker log says {REGISTERED!r}: {logs}"
+    for src in files:
+        out = dst / f"{src.stem}_dcn.rtdc"
+        ref = tmp_path / f"direct-{src.stem}_dcn.rtdc"
+        job = DCNumPipelineJob(path_in=src, path_out=ref, num_procs=1,
+                               **PipelineOptions(basin_strategy="tap").job_kwargs())
+        with DCNumJobRunner(job) as runner:
+            runner.run()
+        with h5py.File(out, "r", locking=False) as got, h5py.File(ref, "r", locking=False) as want:
+            assert sorted(got["events"]) == sorted(want["events"])
+            for name in want["events"]:
+                np.testing.assert_array_equal(got["events"][name][:], want["events"][name][:],
+                                              err_msg=f"{out}: {name}")
+            assert got.attrs["pipeline:dcnum hash"] == want.attrs["pipeline:dcnum hash"]
+    assert not [p for p in dst.rglob("*") if p.name.endswith(("~", ".partial"))]
+    left = _wait_jobs_gone(watcher.seen)
+    assert not left, f"SLURM jobs {sorted(left)} still queued after the run"
+    _report(record_property, {"P process wall": f"{wall:.1f} s for {len(files)} measurements"})
 
 
 # -- test C: slurmctld does not answer -----------------------------------------------------

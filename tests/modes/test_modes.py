@@ -474,6 +474,9 @@ def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path,
                  "--filter", "deform < 0.05", "--features", "deform,image",
                  "--compression", "zstd:7", "--report", str(report), *cluster]) == 0
     files = json.loads(report.read_text())["files"]
+    # each mode says its own verb and names its run log after itself
+    assert "dcbulk: 3 split, 0 skipped (finished before), 0 failed" in capsys.readouterr().out
+    assert [p.name.split("-")[0] for p in (dst / "dcbulk-logs").iterdir()] == ["split"]
     assert sorted(Path(f["output"]).name for f in files) == \
         ["long_0001.rtdc", "long_0002.rtdc", "long_0003.rtdc"]
     with h5py.File(split_source) as src:
@@ -496,9 +499,14 @@ def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path,
                  *cluster]) == 0
     with h5py.File(out) as h5:
         np.testing.assert_array_equal(h5["events/deform"][:], expect)
+    assert "dcbulk: 1 joined, 0 skipped" in capsys.readouterr().out
+    assert [p.name.split("-")[0] for p in (tmp_path / "dcbulk-logs").iterdir()] == ["join"]
     assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
+    assert "dcbulk: 3 condensed, 0 skipped" in capsys.readouterr().out
     assert main(["condense", str(small_archive), "-o", str(tmp_path / "c"), *cluster]) == 0
     assert "3 skipped" in capsys.readouterr().out
+    assert {p.name.split("-")[0] for p in (tmp_path / "c" / "dcbulk-logs").iterdir()} == \
+        {"condense"}
     assert main(["condense", str(small_archive), "-o", str(tmp_path / "cf"),
                  "--filter", "area_um > 20", *cluster]) == 0
     with h5py.File(small_archive / "a.rtdc") as src, h5py.File(tmp_path / "cf/a.rtdc") as h5:

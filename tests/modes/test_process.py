@@ -314,10 +314,18 @@ def test_sigkill_mid_run_then_rerun_completes_without_leftovers(tmp_path):
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(1.0)  # inside dcnum's job: its temporary files exist
+        import psutil
+        children = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                    if "process_child.py" in " ".join(p.cmdline())]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert list(dst.rglob("*.rtdc~")) or list(dst.rglob("*_dcn.log"))
+    # the job's child has a session of its own (killpg did not reach it): it sees its
+    # worker gone and ends its process group
+    assert children, "no dcnum job child process was running"
+    _gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, alive
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     for k in range(3):
@@ -327,3 +335,132 @@ def test_sigkill_mid_run_then_rerun_completes_without_leftovers(tmp_path):
         with h5py.File(out, "r", locking=False) as h5:
             assert h5.attrs["experiment:event count"] == 60 + 10 * k
     assert not _leftovers(dst)
+
+
+# -- a dcnum job that hangs ------------------------------------------------------------------
+def _worker_children(client) -> list[str]:
+    """Processes the cluster's workers have left running (their resource trackers aside)."""
+    def children():
+        import psutil
+        out = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and \
+                        "resource_tracker" not in " ".join(proc.cmdline()):
+                    out.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
+            except psutil.Error:
+                continue
+        return out
+    return [c for found in client.run(children).values() for c in found]
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _stalling_job(stall_timeout: float) -> ProcessJob:
+    job = ProcessJob(PipelineOptions(**TAP), stall_timeout=stall_timeout)
+    job.child_hook = "process_hooks:writer_dies"  # tests/modes/process_hooks.py
+    return job
+
+
+def _pids(src: Path) -> list[int]:
+    path = Path(str(src) + ".pids")
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def test_a_stalled_dcnum_job_is_ended_retried_and_fails_alone(tmp_path, pclient):
+    """dcnum's writer dies as it starts (the CI hang: the runner waits forever): the job is
+    killed with its process tree after the stall limit and run again; a file that stalls
+    once then completes equals the direct dcnum job, one that always stalls (or whose
+    child always dies) fails alone after 3 attempts in one line, the others complete;
+    nothing is left behind."""
+    from dcbulk.bulk import make_options, run_job
+    root = tmp_path / "src"
+    root.mkdir()
+    make_rtdc(root / "A.rtdc", 60, seed=41)
+    make_rtdc(root / "once.rtdc", 60, seed=42)
+    make_rtdc(root / "stall.rtdc", 60, seed=43)
+    make_rtdc(root / "die.rtdc", 30, seed=47)
+    dst = tmp_path / "dst"
+    # timeout: even a watch that never fired could not hang the suite
+    report = run_job(_stalling_job(6), [root], dst, make_options(compression="zstd:5"),
+                     client=pclient, timeout=300)
+    status = {Path(f.source).name: f for f in report.files}
+    assert status["A.rtdc"].status == "done" and status["once.rtdc"].status == "done", \
+        report.to_dict()
+    failed = status["stall.rtdc"]
+    assert failed.status == "failed" and "\n" not in failed.error
+    assert "no progress for 6 s" in failed.error and "state 'segmentation'" in failed.error
+    assert failed.error.endswith("(gave up after 3 attempts)"), failed.error
+    died = status["die.rtdc"]  # a child that dies without an answer: retried, then one line
+    assert died.status == "failed" and died.error == (
+        "the dcnum job's process ended with status 3 without an answer: child: dying on "
+        "purpose (gave up after 3 attempts)"), died.error
+    assert Path(str(root / "once.rtdc") + ".stalled").exists()  # it did stall once
+    assert len(_pids(root / "stall.rtdc")) == 3 and len(_pids(root / "once.rtdc")) == 1
+    for src in (root / "A.rtdc", root / "once.rtdc"):
+        out = dst / f"{src.stem}_dcn.rtdc"
+        ref = _direct(src, tmp_path / out.name, **TAP)
+        got, want = _features(out), _features(ref)
+        assert sorted(got) == sorted(want)
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{src}: {name}")
+        assert _pipeline_attrs(out) == _pipeline_attrs(ref)
+    assert not (dst / "stall_dcn.rtdc").exists() and not (dst / "die_dcn.rtdc").exists()
+    assert not _leftovers(dst)
+    assert not [p for p in _pids(root / "stall.rtdc") + _pids(root / "once.rtdc") if _alive(p)]
+    assert not _worker_children(pclient)
+
+
+def test_timeout_per_file_ends_the_dcnum_job(tmp_path, pclient):
+    """``timeout`` (--timeout-per-file) ends a hanging dcnum job and its processes (not
+    only its future): no output, no temporary file, no process left."""
+    from dcbulk.bulk import make_options, run_job
+    root = tmp_path / "src"
+    root.mkdir()
+    make_rtdc(root / "stall.rtdc", 60, seed=44)
+    dst = tmp_path / "dst"
+    report = run_job(_stalling_job(600), [root], dst, make_options(compression="zstd:5"),
+                     client=pclient, timeout=8)
+    [failed] = report.failed
+    assert failed.error.startswith("FileTimeoutError: exceeded the time limit of 8 s"), \
+        failed.error
+    assert len(_pids(root / "stall.rtdc")) == 1
+    # the abandoned task's thread ends the job at its deadline: wait for it (bounded)
+    deadline = time.monotonic() + 60
+    while (_worker_children(pclient) or list(dst.glob("*.rtdc~"))) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _worker_children(pclient)
+    assert not _alive(_pids(root / "stall.rtdc")[0])
+    assert not (dst / "stall_dcn.rtdc").exists() and not _leftovers(dst)
+    # the worker is free again: the next job runs
+    make_rtdc(root / "B.rtdc", 60, seed=45)
+    again = run_job(_stalling_job(600), [root / "B.rtdc"], dst,
+                    make_options(compression="zstd:5"), client=pclient, timeout=120)
+    assert again.count("done") == 1, again.to_dict()
+
+
+def test_stall_timeout_is_checked(tmp_path, capsys):
+    with pytest.raises(UsageError, match="stall timeout: expected seconds > 0, got 0"):
+        ProcessJob(PipelineOptions(), stall_timeout=0)
+    assert main(["process", str(tmp_path), "-o", str(tmp_path / "o"),
+                 "--stall-timeout", "-1"]) == 2
+    assert "argument --stall-timeout: expected seconds > 0, got '-1'" in capsys.readouterr().err
+
+
+def test_cli_summary_says_processed_and_names_the_log_process(tmp_path, pclient, capsys):
+    root = tmp_path / "src"
+    root.mkdir()
+    make_rtdc(root / "A.rtdc", 40, seed=46)
+    dst = tmp_path / "dst"
+    assert main(["process", str(root), "-o", str(dst), "--basin-strategy", "tap", "-q",
+                 "--scheduler", pclient.scheduler.address]) == 0
+    assert "dcbulk: 1 processed, 0 skipped (finished before), 0 failed" in \
+        capsys.readouterr().out
+    assert [p.name.split("-")[0] for p in (dst / "dcbulk-logs").iterdir()] == ["process"]

@@ -64,7 +64,10 @@ class Job:
     Attributes
     ----------
     name : str
-        The job's name (CLI sub-command, manifest fingerprint, provenance log).
+        The job's name (CLI sub-command, manifest fingerprint, provenance log, the run
+        log's ``<name>-<time>-<pid>.log``).
+    verb : str
+        What the job did to a file, as the summary line says it (``3 converted, ...``).
     resumable : bool
         Outputs are recorded in the output directory's manifest, and a re-run skips the
         finished ones; otherwise an existing output is refused unless ``force``.
@@ -85,6 +88,7 @@ class Job:
     """
 
     name = "convert"
+    verb = "converted"
     resumable = True
     one_file = False
     checksum_output = False

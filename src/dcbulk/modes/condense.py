@@ -99,6 +99,7 @@ class CondenseJob(Job):
     """
 
     name = "condense"
+    verb = "condensed"
 
     def __init__(self, *, ancillary: bool = False):
         self.ancillary = bool(ancillary)

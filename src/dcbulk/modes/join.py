@@ -173,6 +173,7 @@ class JoinJob(Job):
     """
 
     name = "join"
+    verb = "joined"
     resumable = False
     one_file = True
     fingerprint = {"mode": "join"}

@@ -3,7 +3,8 @@
 :func:`process` runs :class:`ProcessJob` on the archive executor; on a worker it runs one
 ``dcnum.logic.DCNumPipelineJob`` on the source (background, segmentation, features, gating, as
 dcnum does it) into the output ``<stem>_dcn.rtdc`` (ChipStream's name), with ``num_procs`` =
-the worker's threads. dcnum starts its own processes, so the workers must not be daemonic, and
+the worker's threads. The workers are not daemonic (required since dcnum ran in the worker's
+thread and spawned from it; the child process of :mod:`.process_run` no longer needs it), and
 one job per worker runs at a time (the worker resource ``dcnum``, see
 :func:`cluster_settings`): the job's hooks (:class:`~dcbulk.bulk.Job`) give the executor these
 settings, the resources, the check of the workers, the recognition of a finished output
@@ -12,6 +13,9 @@ resume, progress and per-file isolation are the executor's; dcnum's pipeline ide
 the options fingerprint (:meth:`PipelineOptions.identity`), so a changed setting redoes
 finished files (refused without ``force``).
 
+Each job runs in a child process of its own (:mod:`.process_run`): one that makes no
+progress for ``stall_timeout`` seconds (default 300) or outlives the file's time limit is
+killed with its whole process tree, a stalled one is retried, then the file fails alone.
 dcnum writes its output as ``<stem>_output_<suffix>.rtdc~`` and renames it into place when
 complete; dcbulk gives each job a ``dcbulk-<hex>`` suffix, fsyncs the output after the
 rename, and removes the ``*.rtdc~`` files and ``<stem>_dcn.log`` logs that killed jobs left.
@@ -28,11 +32,13 @@ from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.sources import output_path
 from ..command import Command
 from ..engine.report import Report
-from ..errors import ConfigError, OutputExistsError, describe_failure, one_line
+from ..errors import (ConfigError, OutputExistsError, ProcessJobError, describe_failure,
+                      one_line)
 from ..partials import fsync_path, partial_path
 from .process_args import (add_arguments, compression_from_args, pipeline_from_args,
                            resources_from_args)
 from .process_options import PipelineOptions, require_dcnum
+from .process_run import STALL_TIMEOUT, check_stall_timeout
 from .process_run import remove_files as _remove
 from .process_run import run_job as _run
 
@@ -59,7 +65,7 @@ def output_relpath(relpath: str) -> str:
 def cluster_settings(*, resources: dict | None = None) -> dict:
     """dask configuration for a cluster that dcbulk starts for this mode.
 
-    Workers that are not daemonic (dcnum spawns processes), offering ``resources``
+    Workers that are not daemonic (see the module text), offering ``resources``
     (default ``{"dcnum": 1}``: one job per worker) and, for a local cluster whose size is
     not configured, one worker with a thread per core (a job's ``num_procs``). Batch jobs
     get the same through exported ``DASK_DISTRIBUTED__WORKER__*`` variables
@@ -130,14 +136,26 @@ class ProcessJob(Job):
         dcnum's job keywords (checked).
     resources
         Worker resources each job holds (default ``{"dcnum": 1}``: one job per worker).
+    stall_timeout
+        Seconds without progress after which a dcnum job is ended (and retried).
+
+    Attributes
+    ----------
+    child_hook : str or None
+        Test-only: ``"module:function"`` each job's child process calls with its recipe
+        before the job (:func:`~dcbulk.modes.process_run.run_job`).
     """
 
     name = "process"
+    verb = "processed"
+    child_hook: str | None = None
 
-    def __init__(self, pipeline: PipelineOptions, *, resources: dict | None = None):
+    def __init__(self, pipeline: PipelineOptions, *, resources: dict | None = None,
+                 stall_timeout: float = STALL_TIMEOUT):
         self.pipeline = pipeline.check()
         self.fingerprint = pipeline.identity()
         self.resources = dict(resources or {RESOURCE: 1})
+        self.stall_timeout = check_stall_timeout(stall_timeout)
 
     def targets(self, entries, output, options) -> list[Target]:
         """One output per measurement, named as ChipStream names it (``<stem>_dcn.rtdc``)."""
@@ -199,7 +217,8 @@ class ProcessJob(Job):
         st = os.stat(source)
         aside = None
         try:
-            job = self.dcnum_job(source, output, num_procs=get_worker().state.nthreads)
+            num_procs = get_worker().state.nthreads
+            job = self.dcnum_job(source, output, num_procs=num_procs)
             pphash = job.get_ppid(ret_hash=True)[1]
             have, yielded, n_events = _source_pipeline(source)
             if have == pphash and yielded == n_events:
@@ -213,7 +232,9 @@ class ProcessJob(Job):
                 aside = partial_path(output)
                 os.replace(output, aside)
             _remove(dcnum_leftovers(output))
-            _run(job)
+            _run(source, output, num_procs=num_procs,
+                 job_kwargs=self.pipeline.job_kwargs(), stall_timeout=self.stall_timeout,
+                 hook=self.child_hook)
             fsync_path(output)  # dcnum's rename made durable: the file, then its directory
             fsync_path(os.path.dirname(output))
             if aside is not None:
@@ -230,6 +251,8 @@ class ProcessJob(Job):
 
 
 def _failure(exc: BaseException, output: str) -> str:
+    if isinstance(exc, ProcessJobError):  # the child's one line names the error's type
+        return one_line(str(exc))
     reasons = getattr(exc, "reasons_list", None)  # dcnum's SegmenterNotApplicableError
     if reasons:
         return f"{type(exc).__name__}: {one_line('; '.join(map(str, reasons)), 300)}"
@@ -252,7 +275,8 @@ def process(sources, output_dir, *, pipeline: PipelineOptions | None = None, cli
             resources: dict | None = None, resume: bool = True, force: bool = False,
             include: str = "*.rtdc", max_open_outputs: int | None = None,
             dry_run: bool = False, progress=None, timeout: float | None = None,
-            follow_links: bool = False, **job_keywords) -> ArchiveReport:
+            follow_links: bool = False, stall_timeout: float = STALL_TIMEOUT,
+            **job_keywords) -> ArchiveReport:
     """Run dcnum's pipeline on every measurement of an archive (the tree is mirrored).
 
     Parameters
@@ -275,7 +299,12 @@ def process(sources, output_dir, *, pipeline: PipelineOptions | None = None, cli
         e.g. ``{"GPU": 1}`` for a GPU segmenter on workers started with
         ``--resources GPU=1`` (one job per GPU).
     resume, force, include, max_open_outputs, dry_run, progress, timeout, follow_links
-        As for :func:`~dcbulk.convert_archive`.
+        As for :func:`~dcbulk.convert_archive`; ``timeout`` (seconds per file) also ends
+        the dcnum job.
+    stall_timeout
+        Seconds without progress (dcnum's state, its progress, its temporary files' size)
+        after which a dcnum job is killed with its processes and run again (3 attempts in
+        all; then the file fails with one line).
 
     Raises
     ------
@@ -290,7 +319,7 @@ def process(sources, output_dir, *, pipeline: PipelineOptions | None = None, cli
     elif job_keywords:
         raise TypeError(f"give either pipeline= or dcnum's job keywords, not both "
                         f"({', '.join(sorted(job_keywords))})")
-    job = ProcessJob(pipeline, resources=resources)
+    job = ProcessJob(pipeline, resources=resources, stall_timeout=stall_timeout)
     options = make_options(compression=pipeline.compression.replace("-", ":"))
     return run_job(job, sources, output_dir, options, include=include, resume=resume,
                    force=force, dry_run=dry_run, client=client, progress=progress,
@@ -305,6 +334,7 @@ COMMAND = Command(
     "outputs named <stem>_dcn.rtdc as by chipstream-cli). Options as chipstream-cli; "
     "defaults as dcnum's DCNumPipelineJob. Needs pip install 'dcbulk[dcnum]'. "
     "Re-running resumes.",
-    job=lambda ns: ProcessJob(pipeline_from_args(ns), resources=resources_from_args(ns)),
+    job=lambda ns: ProcessJob(pipeline_from_args(ns), resources=resources_from_args(ns),
+                              stall_timeout=ns.stall_timeout),
     options=("resume", "max_open_outputs"), add_arguments=add_arguments,
     compression=compression_from_args)

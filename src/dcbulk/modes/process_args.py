@@ -1,5 +1,6 @@
 """The ``dcbulk process`` sub-command's own options: dcnum's pipeline keywords, spelled as
-ChipStream's ``chipstream-cli`` spells them, and the worker resources each job holds.
+ChipStream's ``chipstream-cli`` spells them, the stall limit of a job and the worker
+resources each job holds.
 
 The options every job command shares (sources, ``-o``, ``--resume``, reports, cluster) are
 :mod:`dcbulk.cli`'s; this module adds the rest and reads them back
@@ -10,7 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..errors import UsageError
 from .process_options import PipelineOptions, parse_kwargs, parse_limit_events, require_dcnum
+from .process_run import STALL_TIMEOUT, check_stall_timeout
 
 __all__ = ["add_arguments", "compression_from_args", "pipeline_from_args",
            "resources_from_args"]
@@ -33,8 +36,17 @@ def _resources(text: str) -> dict[str, float]:
     return {k: int(v) if v == int(v) else v for k, v in out.items()}
 
 
+def _seconds(text: str) -> float:
+    """argparse type: seconds > 0 (``--stall-timeout``)."""
+    try:
+        return check_stall_timeout(float(text))
+    except (ValueError, UsageError):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The pipeline's options (as chipstream-cli), ``-c/--compression`` and ``--resources``."""
+    """The pipeline's options (as chipstream-cli), ``-c/--compression``, ``--stall-timeout``
+    and ``--resources``."""
     g = p.add_argument_group("pipeline (dcnum's job keywords)")
     g.add_argument("-b", "--background-method", default="sparsemed",
                    help="background method: sparsemed, rollmed, copy [sparsemed]")
@@ -57,6 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "to the input instead (small outputs; chipstream-cli's default) [drain]")
     g.add_argument("-c", "--compression", default="zstd-5",
                    help="none or zstd-1 .. zstd-9 (chipstream-cli's spelling) [zstd-5]")
+    p.add_argument("--stall-timeout", type=_seconds, default=STALL_TIMEOUT, metavar="SECONDS",
+                   help="end a dcnum job (and its processes) that makes no progress for "
+                   "this long, then run it again (3 attempts in all) [%(default)g]")
     p.add_argument("--resources", type=_resources, metavar="NAME=N",
                    help="worker resources each job holds [dcnum=1: one job per worker]; "
                    "e.g. GPU=1 for a GPU segmenter (workers started with --resources GPU=1)")

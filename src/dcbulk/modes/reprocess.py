@@ -59,6 +59,7 @@ class ReprocessJob(Job):
     """
 
     name = "reprocess"
+    verb = "reprocessed"
 
     def __init__(self, func: Callable, features=None):
         if not callable(func):

@@ -102,6 +102,7 @@ class SplitJob(ConvertJob):
     refused unless ``force``."""
 
     name = "split"
+    verb = "split"
     resumable = False
 
     def __init__(self, *, events_per_file: int = 10000, skip_empty: bool = True):
