@@ -7,9 +7,10 @@
    full and compared with the source's), the baseline a user would write.
 
 Prints wall and CPU seconds of both (CPU: this process plus, for dcbulk, the workers) and
-their ratio. dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes
-glibc mmap every HDF5 chunk buffer (about 40 % more CPU for the same reads here); compare
-with ``--worker-env MALLOC_MMAP_THRESHOLD_=33554432``. Uses the archive of ``scripts/benchmark.py archive`` (same defaults: 30 files,
+their ratio. The cluster is the one ``dcbulk verify`` starts
+(``dcbulk.engine.client.make_local_cluster``: its workers keep large malloc buffers instead of
+dask's ``MALLOC_TRIM_THRESHOLD_=65536``, which made glibc mmap every HDF5 chunk buffer, about
+40 % more CPU here); ``--worker-env KEY=VALUE`` adds to the workers' environment. Uses the archive of ``scripts/benchmark.py archive`` (same defaults: 30 files,
 20..900 events, seed 5), converted once with ``convert_archive`` into the work directory.
 
     python scripts/bench_verify.py --workers 2
@@ -82,17 +83,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     import dask
     env = dict(item.split("=", 1) for item in args.worker_env)
     from bench_common import ensure_archive
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     import dcbulk
+    from dcbulk.engine.client import make_local_cluster
     from dcbulk.bulk.manifest import Manifest
     lo, hi = (int(x) for x in args.archive_events.split(":"))
     root = args.workdir / f"archive-{args.archive_files}f-{lo}-{hi}ev-s{args.archive_seed}-raw"
     files = ensure_archive(root, args.archive_files, (lo, hi), args.archive_seed)
     out_dir = args.workdir / "verify-out" / root.name
     raw = sum(f.stat().st_size for f in files)
+    # the cluster ``dcbulk verify`` starts (its workers' malloc settings, WORKER_ENVIRON)
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items()}), \
-            LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as lc, \
+            make_local_cluster(n_workers=args.workers, threads_per_worker=1) as lc, \
             Client(lc) as client:
         report = dcbulk.convert_archive([str(root)], out_dir, client=client)
         if not report.ok:
