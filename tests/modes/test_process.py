@@ -101,6 +101,18 @@ def _pipeline_attrs(path: Path) -> dict:
         return {k: v for k, v in h5.attrs.items() if k.startswith("pipeline:")}
 
 
+def _assert_equals_direct_job(src, out, tmp_path) -> tuple[dict, Path]:
+    """``out`` has the features and pipeline attributes of the same dcnum job run directly
+    on ``src`` (tap); returns the output's features and the direct job's output."""
+    ref = _direct(src, tmp_path / out.name, **TAP)
+    got, want = _features(out), _features(ref)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=f"{src}: {name}")
+    assert _pipeline_attrs(out) == _pipeline_attrs(ref)
+    return got, ref
+
+
 def _leftovers(dst: Path) -> list[Path]:
     return sorted(p for p in dst.rglob("*") if p.name.endswith(("~", ".partial"))
                   or p.name.endswith("_dcn.log"))
@@ -181,12 +193,7 @@ def test_outputs_equal_the_same_dcnum_job_run_directly(archive, processed, tmp_p
     for src in good:
         out = _out(archive, dst, src)
         assert done[src].output == str(out) and out.is_file()
-        ref = _direct(src, tmp_path / out.name, **TAP)
-        got, want = _features(out), _features(ref)
-        assert sorted(got) == sorted(want)
-        for name in want:
-            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{src}: {name}")
-        assert _pipeline_attrs(out) == _pipeline_attrs(ref)
+        got, ref = _assert_equals_direct_job(src, out, tmp_path)
         with h5py.File(out, "r", locking=False) as h5, h5py.File(src, "r", locking=False) as h5src:
             n_src = h5src.attrs["experiment:event count"]
             assert done[src].events == h5.attrs["experiment:event count"] == len(got["deform"])
@@ -404,13 +411,7 @@ def test_a_stalled_dcnum_job_is_ended_retried_and_fails_alone(tmp_path, pclient)
     assert Path(str(root / "once.rtdc") + ".stalled").exists()  # it did stall once
     assert len(_pids(root / "stall.rtdc")) == 3 and len(_pids(root / "once.rtdc")) == 1
     for src in (root / "A.rtdc", root / "once.rtdc"):
-        out = dst / f"{src.stem}_dcn.rtdc"
-        ref = _direct(src, tmp_path / out.name, **TAP)
-        got, want = _features(out), _features(ref)
-        assert sorted(got) == sorted(want)
-        for name in want:
-            np.testing.assert_array_equal(got[name], want[name], err_msg=f"{src}: {name}")
-        assert _pipeline_attrs(out) == _pipeline_attrs(ref)
+        _assert_equals_direct_job(src, dst / f"{src.stem}_dcn.rtdc", tmp_path)
     assert not (dst / "stall_dcn.rtdc").exists() and not (dst / "die_dcn.rtdc").exists()
     assert not _leftovers(dst)
     assert not [p for p in _pids(root / "stall.rtdc") + _pids(root / "once.rtdc") if _alive(p)]
