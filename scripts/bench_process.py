@@ -58,6 +58,9 @@ def main(argv=None) -> int:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--basin-strategy", default="drain", choices=("drain", "tap"))
     parser.add_argument("--dir", default="/tmp/dcbulk-bench-process")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="dcbulk's local workers (default: process's own shape, one "
+                             "worker with every core as a thread)")
     ns = parser.parse_args(argv)
     from dcbulk.synth import make_rtdc
     root = Path(ns.dir)
@@ -78,13 +81,15 @@ def main(argv=None) -> int:
 
     cmd = [sys.executable, "-m", "dcbulk.cli", "process", str(src), "-o", str(root / "dcbulk"),
            "--basin-strategy", ns.basin_strategy, "-q"]
+    cmd += [] if ns.workers is None else ["--workers", str(ns.workers)]
     t0 = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True)
     dcbulk_s = time.perf_counter() - t0
     if run.returncode:
         print(run.stdout + run.stderr)
         return 1
-    print(f"dcbulk process (whole command): {dcbulk_s:.1f} s, {events / dcbulk_s:.0f} events/s "
+    shape = "" if ns.workers is None else f", --workers {ns.workers}"
+    print(f"dcbulk process (whole command{shape}): {dcbulk_s:.1f} s, {events / dcbulk_s:.0f} events/s "
           f"({serial_s / dcbulk_s:.2f}x the serial loop); {_load()}", flush=True)
 
     same = all(_same(root / "serial" / p.relative_to(src).with_name(p.stem + "_dcn.rtdc"),
