@@ -12,7 +12,9 @@ large), and each task opens the file by path.
 :class:`EncodedBlock` objects per :class:`~dcbulk.plan.BlockGroup`: read -> encode (scalar
 features of a block packed into one record array), or, for chunks copied as stored, one
 task per run of stored chunks that proves each chunk sound before handing it on.
-:func:`encode_array` does the same for any dask array (``store_features``).
+:func:`encode_array` does the same for any dask array (``store_features``), and
+:func:`plan_blocks` computes a plan's blocks with the same functions in the calling thread,
+without a graph (a small file's writer).
 """
 from __future__ import annotations
 
