@@ -42,6 +42,14 @@ def test_a_small_run_is_made_in_process_without_a_cluster(tmp_path, monkeypatch)
     assert again.count("skipped") == len(paths)
 
 
+def test_a_time_limit_gets_a_cluster(tmp_path):
+    """A thread past its time limit cannot be stopped (and would keep the process from
+    exiting): a run with one is made on a cluster, whose workers end with it."""
+    _small_archive(tmp_path / "src", 1)
+    report = dcbulk.convert_archive(tmp_path / "src", tmp_path / "dst", timeout=600)
+    assert report.ok and report.dashboard is not None
+
+
 def test_cli_uses_a_cluster_when_one_is_asked_for(tmp_path, capsys):
     _small_archive(tmp_path / "src", 2)
     assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "a")]) == EXIT_OK

@@ -86,9 +86,9 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
     inline_bytes
         Targets of at most this many uncompressed bytes are always encoded by their task.
     in_process
-        None: a small run (:func:`~dcbulk.bulk.inprocess.runs_in_process`) is made by
-        threads of this process, without a cluster; False: never (a cluster was asked
-        for). Ignored with ``client``.
+        None: a small run (:func:`~dcbulk.bulk.inprocess.runs_in_process`) without a
+        ``timeout`` is made by threads of this process, without a cluster; False: never (a
+        cluster was asked for). Ignored with ``client``.
     timeout
         Seconds one target's task may run (from when it starts on its worker); a target
         that exceeds it fails alone, without output. A task that never returns is
@@ -105,6 +105,7 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
                 progress(result, len(report.files), total)
     own_cluster, finished = client is None, False
     local = (client is None and in_process is not False and bool(plan.steps)
+             and timeout is None  # past its limit a thread can't be stopped; a process can
              and runs_in_process(plan.job, plan.output_dir,
                                  [step.target.size for step in plan.steps]))
     try:

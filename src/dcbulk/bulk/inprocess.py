@@ -14,6 +14,10 @@ notifications or cancellation by future) to the four calls the executor makes on
 ``distributed.Client`` -- ``submit``, ``nthreads``, ``cancel`` and the start topic -- so
 that one executor loop serves both.
 
+A run with a per-file time limit always gets a cluster: a thread that runs past its limit
+cannot be stopped, and a process does not exit before its threads end, where a worker
+process is closed with its cluster.
+
 **Isolation.** On a cluster, a source that crashes HDF5 kills a worker and fails alone. In
 this process it would end the command. While an in-process run lasts, a marker file
 (:data:`MARKER_NAME`) stays in the output directory; a run that finds the marker of a run
