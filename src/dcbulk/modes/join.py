@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Iterable
 
-import dask.array as da
 import numpy as np
 from distributed import worker_client
 
@@ -85,6 +84,7 @@ def _cfg_lines(attrs: dict) -> list[str]:
 
 def _plan(infos: list[SourceInfo], features, filter):
     """The joined dask arrays, the per-input details, the features dropped, the run id."""
+    import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
     names = [n for n in select_features(infos[0], features) if n != "contour"]
     # "index" is renumbered, so every input has it (dclab computes it when missing)
     dropped = sorted({n for info in infos[1:] for n in names

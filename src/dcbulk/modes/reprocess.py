@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-import dask.array as da
 import numpy as np
 from distributed import worker_client
 
@@ -30,6 +29,7 @@ __all__ = ["ReprocessJob", "reprocess"]
 
 
 def _check_new(new, n_events: int, name: str) -> dict:
+    import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
     if not isinstance(new, dict) or not new:
         raise PlanError(f"{name} must return a non-empty dict of feature name -> array, "
                         f"got {type(new).__name__}")
