@@ -16,12 +16,12 @@ from distributed import performance_report
 from ._version import __version__
 from .bulk import CheckPlan, RunPlan, check_plan, discover_sources, execute, make_options, planned
 from .bulk.inprocess import in_process_run
-from .clock import command_seconds
 from .bulk.manifest import MANIFEST_NAME
 from .bulk.report import ArchiveReport
 from .bulk.usage import check_memory_limit
 from .cli_options import check_report_paths
 from .cli_parser import build_parser as _parser
+from .clock import command_seconds
 from .cluster import job_script, setting
 from .command import Command
 from .errors import DcbulkError, UsageError, one_line, printable
@@ -122,11 +122,10 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *
 
 
 def _cluster_asked(ns) -> bool:
-    """Whether the command line (or dask's configuration) asks for a cluster of some kind."""
-    return any(getattr(ns, name, None) for name in (
-        "scheduler", "scheduler_file", "cluster", "cluster_config", "workers",
-        "threads_per_worker", "memory_limit", "jobs", "performance_report")
-               ) or setting("cluster") != "local"
+    """Whether the command line (or dask's configuration) asks for a cluster of some kind:
+    any of :func:`_client_args` but ``--timeout``, or dask's performance report."""
+    return (any(value for key, value in _client_args(ns).items() if key != "timeout")
+            or bool(getattr(ns, "performance_report", None)) or setting("cluster") != "local")
 
 
 @contextlib.contextmanager

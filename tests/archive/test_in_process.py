@@ -66,6 +66,7 @@ def test_the_decision(tmp_path, caplog):
     assert runs_in_process(job, str(tmp_path), [1, 2, 3])
     assert not runs_in_process(job, str(tmp_path), [SMALL_RUN_BYTES, 1])
     assert not runs_in_process(job, str(tmp_path), [])
+    assert not runs_in_process(job, str(tmp_path), [1], timeout=60)
 
     class Other(ConvertJob):
         in_process = False

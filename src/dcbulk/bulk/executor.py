@@ -104,10 +104,9 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
             if progress is not None:
                 progress(result, len(report.files), total)
     own_cluster, finished = client is None, False
-    local = (client is None and in_process is not False and bool(plan.steps)
-             and timeout is None  # past its limit a thread can't be stopped; a process can
+    local = (client is None and in_process is not False
              and runs_in_process(plan.job, plan.output_dir,
-                                 [step.target.size for step in plan.steps]))
+                                 [step.target.size for step in plan.steps], timeout=timeout))
     try:
         if plan.steps:
             settings = (contextlib.nullcontext() if client is not None or local

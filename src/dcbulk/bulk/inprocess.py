@@ -48,15 +48,17 @@ SMALL_RUN_BYTES = 64 * 1024**2
 MARKER_NAME = ".dcbulk-in-process"
 
 
-def runs_in_process(job, output_dir: str, sizes: list[int]) -> bool:
+def runs_in_process(job, output_dir: str, sizes: list[int], *,
+                    timeout: float | None = None) -> bool:
     """Whether a run of ``job`` making targets of ``sizes`` bytes is made in this process.
 
     Only for jobs that allow it (``job.in_process``), with an output directory (not a one
-    file job), for at most :data:`SMALL_RUN_BYTES`, and unless the marker of an in-process
-    run that died is in ``output_dir`` (that run's files are then made on a cluster).
+    file job), for at most :data:`SMALL_RUN_BYTES`, without a per-file ``timeout`` (see the
+    module text), and unless the marker of an in-process run that died is in ``output_dir``
+    (that run's files are then made on a cluster).
     """
     if not (getattr(job, "in_process", False) and not job.one_file and sizes
-            and sum(sizes) <= SMALL_RUN_BYTES):
+            and sum(sizes) <= SMALL_RUN_BYTES and timeout is None):
         return False
     marker = os.path.join(output_dir, MARKER_NAME)
     if os.path.lexists(marker):
@@ -148,11 +150,11 @@ def in_process_run(output_dir: str) -> Iterator[InProcessClient]:
         yield client
     finally:
         client.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(marker)
+        clear_marker(output_dir)
 
 
 def clear_marker(output_dir: str) -> None:
-    """Remove the marker of an in-process run that died (its files were made since)."""
+    """Remove the marker of an in-process run (at its end, or after a cluster run made the
+    files of one that died)."""
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(output_dir, MARKER_NAME))

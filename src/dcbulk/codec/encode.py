@@ -62,12 +62,13 @@ def agrees_with_hdf5(codec: ChunkCodec, dtype: str) -> bool:
     rows = (np.cumsum(rng.integers(0, 3, size=(2 * 4096, 3)), axis=0) % 251).astype(dtype)
     ours = _encode_numcodecs(rows, 4096, codec.numcodecs_pipeline())
     theirs = hdf5.encode_chunks(rows, 4096, codec)
-    if ours != theirs:
+    same = ours == theirs
+    if not same:
         logger.warning("numcodecs %s does not give HDF5's bytes for %s chunks in this "
                        "process (numcodecs %s, hdf5plugin %s); encoding through HDF5 instead",
                        codec.describe(), np.dtype(dtype), numcodecs.__version__,
                        hdf5plugin.version)
-    return ours == theirs
+    return same
 
 
 def _encode_numcodecs(rows: np.ndarray, chunk_rows: int, stages: tuple
