@@ -99,7 +99,7 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *
             if in_process:
                 if not ns.quiet:
                     print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
-                          f"{plan.total_bytes / 1e6:,.1f} MB; a small run: made in this "
+                          f"{plan.total_bytes / 1e6:,.1f} MB; made by threads of this "
                           f"process (no cluster, no dashboard)", file=err, flush=True)
                 with in_process_run(plan.output_dir) as client:
                     yield client

@@ -13,7 +13,8 @@ import pytest
 import dcbulk
 from dcbulk.bulk import inprocess
 from dcbulk.bulk.filetask import ConvertJob
-from dcbulk.bulk.inprocess import MARKER_NAME, SMALL_RUN_BYTES, runs_in_process
+from dcbulk.bulk.inprocess import MARKER_NAME, SMALL_RUN_BYTES, THREADED_FILE_BYTES, \
+    THREADED_RUN_BYTES, runs_in_process
 from dcbulk.cli import EXIT_OK, main
 from fixtures import small_rtdc
 from helpers import assert_features_equal
@@ -54,17 +55,22 @@ def test_cli_uses_a_cluster_when_one_is_asked_for(tmp_path, capsys):
     _small_archive(tmp_path / "src", 2)
     assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "a")]) == EXIT_OK
     cap = capsys.readouterr()
-    assert "made in this process" in cap.err and "; page:" not in cap.out
+    assert "made by threads of this process" in cap.err and "; page:" not in cap.out
     assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "b"),
                  "--workers", "1"]) == EXIT_OK
     cap = capsys.readouterr()
-    assert "made in this process" not in cap.err and "; page: http" in cap.out
+    assert "made by threads of this process" not in cap.err and "; page: http" in cap.out
 
 
 def test_the_decision(tmp_path, caplog):
     job = ConvertJob()
     assert runs_in_process(job, str(tmp_path), [1, 2, 3])
-    assert not runs_in_process(job, str(tmp_path), [SMALL_RUN_BYTES, 1])
+    assert not runs_in_process(job, str(tmp_path), [SMALL_RUN_BYTES, 1, 1, 1])
+    big = THREADED_FILE_BYTES  # large files, where threads scale, up to a short run's size
+    assert runs_in_process(job, str(tmp_path), [2 * big, big // 2, big // 2])
+    assert not runs_in_process(job, str(tmp_path), [2 * big, big // 2, big // 2 - 1])
+    assert runs_in_process(job, str(tmp_path), [THREADED_RUN_BYTES])
+    assert not runs_in_process(job, str(tmp_path), [THREADED_RUN_BYTES, big])
     assert not runs_in_process(job, str(tmp_path), [])
     assert not runs_in_process(job, str(tmp_path), [1], timeout=60)
 

@@ -70,8 +70,8 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
     Parameters
     ----------
     client
-        A ``distributed.Client``; by default ``open_client(in_process)``, a small run's
-        :class:`~dcbulk.bulk.inprocess.InProcessClient` or a LocalCluster sized to the
+        A ``distributed.Client``; by default ``open_client(in_process)``, an in-process
+        run's :class:`~dcbulk.bulk.inprocess.InProcessClient` or a LocalCluster sized to the
         machine, started only when there is something to make.
     open_client
         A context manager factory yielding the client (the CLI's logged cluster), called
@@ -86,8 +86,8 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
     inline_bytes
         Targets of at most this many uncompressed bytes are always encoded by their task.
     in_process
-        None: a small run (:func:`~dcbulk.bulk.inprocess.runs_in_process`) without a
-        ``timeout`` is made by threads of this process, without a cluster; False: never (a
+        None: a run :func:`~dcbulk.bulk.inprocess.runs_in_process` accepts (small, or of
+        large files; no ``timeout``) is made by threads of this process, without a cluster; False: never (a
         cluster was asked for). Ignored with ``client``.
     timeout
         Seconds one target's task may run (from when it starts on its worker); a target

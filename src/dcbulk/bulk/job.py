@@ -83,7 +83,7 @@ class Job:
         Worker resources each of its tasks holds (e.g. ``{"dcnum": 1}``: one task per
         worker offering one); None: none.
     in_process : bool
-        A small run may be made by threads of dcbulk's process instead of a cluster
+        A run may be made by threads of dcbulk's process instead of a cluster
         (:mod:`~dcbulk.bulk.inprocess`): :meth:`make` needs no dask worker.
     """
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ from ..plan import ENUMERATE, BlockGroup, ConversionPlan, FeaturePlan, make_mapp
     plan_feature, select_features
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
+from .blockpool import run_blocks
 
 if TYPE_CHECKING:  # dask.array (and scipy behind it) is imported only when used
     import dask.array as da
@@ -273,30 +274,45 @@ def plan_arrays(plan: ConversionPlan) -> list[tuple[BlockGroup, da.Array]]:
 
 
 def plan_blocks(plan: ConversionPlan) -> Iterator[tuple[tuple[BlockGroup, int], EncodedBlock]]:
-    """The encoded blocks of a plan computed here, one after the other, without a graph.
+    """The encoded blocks of a plan computed in this process, without a graph.
 
-    What :func:`plan_arrays`' tasks compute, block by block in this thread, the source
-    files opened once for the whole plan: a small file's writer needs no dask graph (building
-    and optimising one costs more than encoding a few chunks).
+    What :func:`plan_arrays`' tasks compute, by the calling task's block pool
+    (:func:`~dcbulk.engine.blockpool.run_blocks`) or block after block in this thread, the
+    source files opened once for the whole plan: a small file's writer, or a writer in
+    dcbulk's own process, needs no dask graph (building and optimising one costs more than
+    encoding a few chunks). Blocks come as they are done (not in order).
     """
-    label = plan.source
     with OpenFiles() as files:
-        for group in plan.groups:
-            if group.n_rows == 0:
-                continue
-            if group.raw_copy:
-                fp = group.features[0]
-                for i, first in enumerate(range(0, fp.n_chunks, group.chunks_per_block)):
-                    last = min(first + group.chunks_per_block, fp.n_chunks)
-                    yield (group, i), _stored_run(files, fp, first, last, label)
-                continue
-            fsrcs = tuple(fp.source for fp in group.features)
-            dtype, start = _group_dtype(group), 0
-            for i, rows in enumerate(group.block_chunks()):
-                block = _block_rows(files, fsrcs, dtype, start, start + rows, plan.mapping,
-                                    label)
-                start += rows
-                yield (group, i), _encoded(block, group.features, label)
+        yield from run_blocks(_block_jobs(plan, files))
+
+
+def _block_jobs(plan: ConversionPlan, files: OpenFiles) -> Iterator[tuple[tuple, Callable]]:
+    """``((group, block index), job)`` of every block of a plan; ``job()`` computes it."""
+    label = plan.source
+    for group in plan.groups:
+        if group.n_rows == 0:
+            continue
+        if group.raw_copy:
+            fp = group.features[0]
+            for i, first in enumerate(range(0, fp.n_chunks, group.chunks_per_block)):
+                last = min(first + group.chunks_per_block, fp.n_chunks)
+                yield (group, i), functools.partial(_stored_run, files, fp, first, last, label)
+            continue
+        fsrcs = tuple(fp.source for fp in group.features)
+        dtype, start = _group_dtype(group), 0
+        for i, rows in enumerate(group.block_chunks()):
+            yield (group, i), functools.partial(_read_encoded, files, fsrcs, dtype, start,
+                                                start + rows, plan.mapping, group.features,
+                                                label)
+            start += rows
+
+
+def _read_encoded(files: OpenFiles, fsrcs: tuple[FeatureSource, ...], dtype: np.dtype,
+                  start: int, stop: int, mapping, features: tuple[FeaturePlan, ...],
+                  label: str) -> EncodedBlock:
+    """One block read and encoded (a job of :func:`_block_jobs`)."""
+    return _encoded(_block_rows(files, fsrcs, dtype, start, stop, mapping, label), features,
+                    label)
 
 
 def encode_array(arr: da.Array, group: BlockGroup, label: str) -> da.Array:

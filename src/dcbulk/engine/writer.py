@@ -13,6 +13,7 @@ file is removed and outstanding tasks are cancelled.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from ..partials import commit_file, partial_path, refuse_existing
 from ..plan import BlockGroup, ConversionPlan
 from ..write import HDF5Writer
 from .arrays import EncodedBlock, plan_arrays, plan_blocks
+from .blockpool import run_blocks
 from .finish import write_metadata, write_trailer
 from .report import Report
 from .window import run_windowed
@@ -61,9 +63,10 @@ def _jobs(arrays) -> Iterator[tuple[tuple[BlockGroup, int], object]]:
 
 def _blocks(arrays, *, inline: bool, window: int | None
             ) -> Iterator[tuple[tuple[BlockGroup, int], EncodedBlock]]:
-    if inline:  # computed in this thread, block after block (memory stays one block)
-        for tag, block in _jobs(arrays):
-            yield tag, block.compute(scheduler="sync")[0]
+    if inline:  # computed by this task's block pool, or here block after block
+        yield from ((tag, result[0]) for tag, result in run_blocks(
+            (tag, functools.partial(block.compute, scheduler="sync"))
+            for tag, block in _jobs(arrays)))
         return
     order = iter(range(0, -1 << 30, -1))
     jobs = ((tag, lambda client, b=block: client.compute(b, priority=next(order)))

@@ -13,6 +13,7 @@ lock and the GIL, so the threads of one worker decompress at the same time
 """
 from __future__ import annotations
 
+import threading
 import zlib
 
 import h5py
@@ -33,17 +34,20 @@ MAX_RUN_BYTES = 32 * 1024**2
 class OpenFiles:
     """Read-only h5py files opened on demand by path, closed together.
 
-    Use as a context manager inside one task; it is never pickled.
+    Use as a context manager inside one task (whose block jobs may share it from several
+    threads: a file is opened once); it is never pickled.
     """
 
     def __init__(self) -> None:
         self._files: dict[str, h5py.File] = {}
+        self._opening = threading.Lock()
 
     def dataset(self, ref: DatasetRef) -> h5py.Dataset:
         """Return the open dataset ``ref`` points to."""
-        h5 = self._files.get(ref.path)
-        if h5 is None:
-            h5 = self._files[ref.path] = open_rtdc(ref.path)
+        with self._opening:
+            h5 = self._files.get(ref.path)
+            if h5 is None:
+                h5 = self._files[ref.path] = open_rtdc(ref.path)
         try:
             return h5[ref.name]
         except KeyError as exc:

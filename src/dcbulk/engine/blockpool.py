@@ -1,0 +1,134 @@
+"""Blocks of the writers of this process computed by a pool of its threads.
+
+When dcbulk makes a run in its own process (:mod:`dcbulk.bulk.inprocess`), each output's
+writer runs in a thread of the file pool, and its blocks (read, decode, encode, or stored
+chunks proved sound) are computed by the threads of one :class:`BlockPool`: the codecs run
+outside HDF5's lock and the GIL (:mod:`dcbulk.codec.encode`), so the threads encode at once,
+and each block reaches its writer in this process's memory, with no pickling and no transfer
+between processes. A file's blocks spread over every core, so a single large file is made
+as fast as many.
+
+Written by hand because ``concurrent.futures`` has no bounded map: :meth:`BlockPool.run`
+submits a writer's blocks while a slot is free, and the slots (one semaphore for the
+whole pool, whatever the number of writers) keep at most ``window`` blocks in memory. A
+writer that holds no block in flight waits for a slot; one that holds some waits for its
+own, so no writer waits on another. Results come as they complete (the writer stores
+each chunk at its index).
+
+The pool of the calling thread is a context variable (:func:`using_block_pool`,
+:func:`current_block_pool`), set by the in-process client for the tasks it runs; elsewhere
+(a worker of a cluster) there is none and a writer computes its blocks itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from ..errors import DcbulkError
+
+__all__ = ["BlockPool", "current_block_pool", "run_blocks", "using_block_pool"]
+
+_CURRENT: contextvars.ContextVar[BlockPool | None] = contextvars.ContextVar(
+    "dcbulk_block_pool", default=None)
+
+#: seconds between looks at the pool's stop flag while a writer waits for a slot
+_POLL = 0.25
+
+
+class BlockPool:
+    """Threads computing the blocks of every writer of this process.
+
+    Parameters
+    ----------
+    threads
+        Threads of the pool.
+    window
+        Blocks in flight or waiting for their writer, for the whole pool (default: twice
+        the threads plus two: every thread busy, one result waiting each).
+    """
+
+    def __init__(self, threads: int, window: int | None = None):
+        self.threads = max(1, threads)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dcbulk-block")
+        self._slots = threading.Semaphore(window or 2 * self.threads + 2)
+        self._stopped = threading.Event()
+
+    def _slot(self, wait_for_one: bool) -> bool:
+        """Take a slot; wait for one only with ``wait_for_one`` (the writer holds none)."""
+        while True:
+            if self._stopped.is_set():
+                raise DcbulkError("the run was stopped")
+            if self._slots.acquire(timeout=_POLL if wait_for_one else 0):
+                return True
+            if not wait_for_one:
+                return False
+
+    def run(self, jobs: Iterable[tuple[Any, Callable[[], Any]]]) -> Iterator[tuple[Any, Any]]:
+        """``(tag, job())`` of every ``(tag, job)``, computed by the pool's threads.
+
+        Results are yielded as they complete; a job's exception is raised when its result
+        comes, and the jobs still in flight are then cancelled (and those running waited
+        for: the writer's files stay open until they end). :meth:`close` makes every writer in here raise
+        :class:`~dcbulk.errors.DcbulkError` at its next block.
+        """
+        jobs = iter(jobs)
+        live: dict[Future, Any] = {}
+        more = True
+        try:
+            while True:
+                while more and self._slot(wait_for_one=not live):
+                    job = next(jobs, None)
+                    if job is None:
+                        self._slots.release()
+                        more = False
+                        break
+                    live[self._pool.submit(job[1])] = job[0]
+                if not live:
+                    return
+                done, _ = wait(live, timeout=_POLL, return_when=FIRST_COMPLETED)
+                if self._stopped.is_set():
+                    raise DcbulkError("the run was stopped")
+                for fut in done:
+                    tag = live.pop(fut)
+                    self._slots.release()
+                    yield tag, fut.result()
+        finally:  # the blocks in flight end before their writer goes on (and closes files)
+            for fut in live:
+                fut.cancel()
+            wait(live)
+            for _ in live:
+                self._slots.release()
+
+    def close(self) -> None:
+        """Stop: blocks not started are dropped, writers stop at their next block."""
+        self._stopped.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def current_block_pool() -> BlockPool | None:
+    """The block pool of the calling thread's task, or None (compute blocks in place)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def using_block_pool(pool: BlockPool | None) -> Iterator[None]:
+    """Within the block, :func:`current_block_pool` is ``pool``."""
+    token = _CURRENT.set(pool)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def run_blocks(jobs: Iterable[tuple[Any, Callable[[], Any]]]) -> Iterator[tuple[Any, Any]]:
+    """``(tag, job())`` of every job: by the current block pool, or here one by one."""
+    pool = current_block_pool()
+    if pool is not None:
+        yield from pool.run(jobs)
+        return
+    for tag, job in jobs:
+        yield tag, job()
