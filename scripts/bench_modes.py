@@ -6,8 +6,9 @@ Single responsibility: time ``split`` and ``join`` on one large file, ``condense
 ``dclab-join``, a ``dclab-condense`` loop, a serial h5py/dcnum loop for a per-event image
 statistic), one run each, and print wall and CPU seconds (whole process trees, sampled with
 ``bench_common.TreeSampler``) and their ratios. Every variant runs in a process of its own;
-dcbulk runs as the ``dcbulk`` command on a LocalCluster of ``--workers`` workers (cluster start
-included: what a user sees) and as ``dcbulk.modes.<mode>`` on a started, warmed cluster (the
+dcbulk runs as the ``dcbulk`` command as a user runs it (dcbulk decides where: threads of its
+own process or a LocalCluster; ``--workers N`` asks for a cluster of N workers; start
+included) and as ``dcbulk.modes.<mode>`` on a started, warmed cluster (the
 call alone: what a long archive job sees per file). Scratch data lives in ``--workdir``.
 
 Examples::
@@ -76,7 +77,7 @@ def image_mean(features):
     return {"userdef1": features["image"].mean(axis=(1, 2))}
 
 if __name__ == "__main__":
-    mode, workers, out, kwargs, sources = sys.argv[1], int(sys.argv[2]), sys.argv[3], \
+    mode, workers, out, kwargs, sources = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], \
         json.loads(sys.argv[4]), sys.argv[5:]
     with Client(make_local_cluster(n_workers=workers, dashboard_address=None)) as cl:
         tiny = make_rtdc(out + "-warmup.rtdc", 200, seed=1, overwrite=True)
@@ -101,11 +102,21 @@ def measure(label: str, cmd: Sequence[str]) -> dict:
     return {"label": label, "wall": smp.wall, "cpu": smp.cpu, "inner": result.get("inner")}
 
 
+def _workers(args) -> list:
+    """The command's ``--workers`` option, when one was asked for."""
+    return [] if args.workers is None else ["--workers", args.workers]
+
+
+def _where(args) -> str:
+    return "dcbulk's choice" if args.workers is None else f"{args.workers} workers"
+
+
 def warm(args, mode: str, out: Path, kwargs: dict, sources) -> dict:
     """dcbulk.modes.<mode> on a started, warmed cluster: ``inner`` is the call alone."""
     import json
     return measure(f"  dcbulk.modes.{mode}, cluster up", [
-        PY, "-c", _DCBULK_WARM, mode, args.workers, fresh(out), json.dumps(kwargs), *sources])
+        PY, "-c", _DCBULK_WARM, mode, json.dumps(args.workers), fresh(out), json.dumps(kwargs),
+        *sources])
 
 
 def ratios(name: str, ref: dict, mine: dict, up: dict | None = None) -> None:
@@ -148,9 +159,9 @@ def cmd_split(args) -> None:
     print(f"\n== split {args.events} events into files of {n}, load {load_text()} ==")
     ref = measure("dclab-split", [BIN / "dclab-split", src, "--path_out",
                                   fresh(args.workdir / "split-dclab"), "--split-events", n])
-    mine = measure(f"dcbulk split ({args.workers} workers)",
+    mine = measure(f"dcbulk split ({_where(args)})",
                    [BIN / "dcbulk", "split", src, "-o", fresh(args.workdir / "split-dcbulk"),
-                    "--events-per-file", n, "--workers", args.workers, "-q"])
+                    "--events-per-file", n, *_workers(args), "-q"])
     up = warm(args, "split", args.workdir / "split-warm", {"events_per_file": n}, [src])
     ratios("split", ref, mine, up)
     print("  " + check_same(list((args.workdir / "split-dcbulk").glob("*.rtdc")),
@@ -166,9 +177,9 @@ def cmd_join(args) -> None:
     print(f"\n== join {len(pieces)} pieces of {src.name}, load {load_text()} ==")
     out = fresh(args.workdir / "join")
     ref = measure("dclab-join", [BIN / "dclab-join", *pieces, "-o", out / "dclab.rtdc"])
-    mine = measure(f"dcbulk join ({args.workers} workers)",
+    mine = measure(f"dcbulk join ({_where(args)})",
                    [BIN / "dcbulk", "join", *pieces, "-o", out / "dcbulk.rtdc",
-                    "--workers", args.workers, "-q"])
+                    *_workers(args), "-q"])
     up = warm(args, "join", args.workdir / "join-warm", {}, pieces)
     ratios("join", ref, mine, up)
     print("  " + check_same([out / "dcbulk.rtdc"], [out / "dclab.rtdc"]))
@@ -185,9 +196,9 @@ def cmd_condense(args) -> None:
     print(f"\n== condense {len(files)} files, load {load_text()} ==")
     ref = measure("dclab-condense loop (no ancillaries)",
                   [PY, "-c", _CONDENSE_LOOP, fresh(args.workdir / "cond-dclab"), *files])
-    mine = measure(f"dcbulk condense ({args.workers} workers)",
+    mine = measure(f"dcbulk condense ({_where(args)})",
                    [BIN / "dcbulk", "condense", root, "-o",
-                    fresh(args.workdir / "cond-dcbulk"), "--workers", args.workers, "-q"])
+                    fresh(args.workdir / "cond-dcbulk"), *_workers(args), "-q"])
     up = warm(args, "condense", args.workdir / "cond-warm", {}, [root])
     ratios("condense", ref, mine, up)
 
@@ -206,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("what", nargs="?", default="all",
                         choices=("all", "split", "join", "condense", "reprocess"))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/dcbulk-bench-modes"))
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ask for a cluster of N workers (default: dcbulk decides)")
     parser.add_argument("--events", type=int, default=8000, help="events of the large file")
     parser.add_argument("--files", type=int, default=16, help="files of the archive")
     parser.add_argument("--archive-events", type=int, default=2000,

@@ -29,6 +29,20 @@ def dataset_names(group: h5py.Group, prefix: str = "") -> list[str]:
     return names
 
 
+def stored_chunks(path) -> dict[str, list[bytes]]:
+    """Every stored chunk of every feature, as HDF5 holds it (filter mask and bytes)."""
+    out = {}
+
+    def add(name, ds) -> None:
+        if isinstance(ds, h5py.Dataset):
+            tail = (0,) * (ds.ndim - 1)
+            out[name] = [ds.id.read_direct_chunk((s,) + tail)
+                         for s in range(0, ds.shape[0], ds.chunks[0])]
+    with h5py.File(path, "r") as h5:
+        h5["events"].visititems(add)
+    return out
+
+
 def assert_features_equal(source, output, index=None, features=None) -> None:
     """Every (or each given) source feature decodes equal in the output (``source[index]``)."""
     with h5py.File(source) as src, h5py.File(output) as out:

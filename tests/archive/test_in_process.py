@@ -13,8 +13,8 @@ import pytest
 import dcbulk
 from dcbulk.bulk import inprocess
 from dcbulk.bulk.filetask import ConvertJob
-from dcbulk.bulk.inprocess import MARKER_NAME, SMALL_RUN_BYTES, THREADED_FILE_BYTES, \
-    THREADED_RUN_BYTES, runs_in_process
+from dcbulk.bulk.inprocess import MARKER_NAME, THREADED_FILE_BYTES, THREADED_RUN_BYTES, \
+    THREADED_RUN_FILES, runs_in_process
 from dcbulk.cli import EXIT_OK, main
 from fixtures import small_rtdc
 from helpers import assert_features_equal
@@ -65,12 +65,14 @@ def test_cli_uses_a_cluster_when_one_is_asked_for(tmp_path, capsys):
 def test_the_decision(tmp_path, caplog):
     job = ConvertJob()
     assert runs_in_process(job, str(tmp_path), [1, 2, 3])
-    assert not runs_in_process(job, str(tmp_path), [SMALL_RUN_BYTES, 1, 1, 1])
-    big = THREADED_FILE_BYTES  # large files, where threads scale, up to a short run's size
-    assert runs_in_process(job, str(tmp_path), [2 * big, big // 2, big // 2])
-    assert not runs_in_process(job, str(tmp_path), [2 * big, big // 2, big // 2 - 1])
+    few, big = THREADED_RUN_FILES, THREADED_FILE_BYTES
+    assert runs_in_process(job, str(tmp_path), [1] * few)
+    assert not runs_in_process(job, str(tmp_path), [1] * (few + 1))  # many small files
+    # many files, large on average (threads scale), up to a short run's size
+    assert runs_in_process(job, str(tmp_path), [2 * big] + [big - 1] * few)
+    assert not runs_in_process(job, str(tmp_path), [big + 1] + [big - 1] * few)
     assert runs_in_process(job, str(tmp_path), [THREADED_RUN_BYTES])
-    assert not runs_in_process(job, str(tmp_path), [THREADED_RUN_BYTES, big])
+    assert not runs_in_process(job, str(tmp_path), [THREADED_RUN_BYTES, 1])
     assert not runs_in_process(job, str(tmp_path), [])
     assert not runs_in_process(job, str(tmp_path), [1], timeout=60)
 
@@ -88,9 +90,9 @@ def test_a_killed_in_process_run_is_made_again_on_a_cluster(tmp_path):
     files on a cluster (where a file that kills its process fails alone), completes every
     output, and removes the marker and the dead run's partial files."""
     src = tmp_path / "src"
-    paths = [small_rtdc(src / f"f{k:02d}.rtdc", 50, seed=k, compression="gzip:1",
-                        with_traces=True) for k in range(40)]
-    assert sum(p.stat().st_size for p in paths) <= SMALL_RUN_BYTES
+    paths = [small_rtdc(src / f"f{k:02d}.rtdc", 120, seed=k, compression="gzip:1",
+                        with_traces=True) for k in range(THREADED_RUN_FILES)]
+    assert len(paths) <= THREADED_RUN_FILES
     dst = tmp_path / "dst"
     exe = os.path.join(os.path.dirname(sys.executable), "dcbulk")
     proc = subprocess.Popen([exe, "convert", str(src), "-o", str(dst), "-q"],

@@ -6,7 +6,6 @@ import os
 import threading
 import time
 
-import h5py
 import pytest
 
 import dcbulk
@@ -15,21 +14,7 @@ from dcbulk.engine import arrays
 from dcbulk.engine.blockpool import BlockPool
 from dcbulk.errors import DcbulkError
 from fixtures import small_rtdc
-from helpers import assert_features_equal
-
-
-def stored_chunks(path) -> dict[str, list[bytes]]:
-    """Every stored chunk of every feature, as HDF5 holds it."""
-    out = {}
-
-    def add(name, ds) -> None:
-        if isinstance(ds, h5py.Dataset):
-            tail = (0,) * (ds.ndim - 1)
-            out[name] = [ds.id.read_direct_chunk((s,) + tail)
-                         for s in range(0, ds.shape[0], ds.chunks[0])]
-    with h5py.File(path, "r") as h5:
-        h5["events"].visititems(add)
-    return out
+from helpers import assert_features_equal, stored_chunks
 
 
 def test_an_in_process_run_spreads_a_files_blocks_over_threads(tmp_path, monkeypatch, client):

@@ -22,7 +22,7 @@ import dcbulk
 from dcbulk.provenance import read_provenance
 from dcbulk.read import get_measurement_identifier
 from dcbulk.synth import make_rtdc
-from helpers import assert_features_equal, dclab_verify
+from helpers import assert_features_equal, dclab_verify, stored_chunks
 
 dclab = pytest.importorskip("dclab")
 pytest.importorskip("dcnum")
@@ -401,6 +401,24 @@ def test_split_then_join_gives_back_the_source(split_source, tmp_path, client):
                                client=client)
     assert joined.ok, [f.error for f in joined.failed]
     assert_features_equal(split_source, joined.files[0].output)
+
+
+def test_join_without_a_cluster_is_made_in_process(split_source, tmp_path, client,
+                                                  monkeypatch):
+    """A join asks for no cluster: its blocks are made by threads of this process, and
+    the chunks stored are those of a join on a cluster."""
+    import dcbulk.bulk.executor as executor
+    pieces = dcbulk.modes.split([split_source], tmp_path / "pieces", events_per_file=60,
+                                include_empty_boundary_images=True, client=client)
+    inputs = sorted(f.output for f in pieces.files)
+    there = dcbulk.modes.join(inputs, tmp_path / "there" / "j.rtdc", client=client)
+    monkeypatch.setattr(executor, "client_context",
+                        lambda *a, **k: pytest.fail("a cluster was started for a join"))
+    here = dcbulk.modes.join(inputs, tmp_path / "here" / "j.rtdc")
+    assert here.ok and there.ok and here.dashboard is None
+    assert_features_equal(split_source, here.files[0].output)
+    assert stored_chunks(here.files[0].output) == stored_chunks(there.files[0].output)
+    assert sorted(os.listdir(tmp_path / "here")) == ["j.rtdc"]  # no marker left
 
 
 def test_join_matches_dclab_join(small_archive, tmp_path, client):

@@ -133,7 +133,7 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         # writing: the next run removes their files.
         if finished or own_cluster:
             plan.tidy()
-        if finished and not local and plan.job.in_process and not plan.job.one_file:
+        if finished and not local and plan.job.in_process:
             clear_marker(plan.output_dir)  # the files of a dead in-process run are made
     report.wall_seconds = time.perf_counter() - plan.t0
     return report

@@ -6,35 +6,21 @@ scheduler; the dashboard's Bokeh), more than converting a few megabytes takes; a
 cluster of a worker process per core, a file's blocks encoded by one worker travel,
 pickled, to its writer on the other. :func:`runs_in_process` decides (once, for the
 executor) that a run is made here instead -- a job that allows it, nothing asked of a
-cluster, and either small (:data:`SMALL_RUN_BYTES`) or short enough not to need a
-dashboard page (:data:`THREADED_RUN_BYTES`) in files large enough for threads
+cluster, at most :data:`THREADED_RUN_BYTES` (a run short enough not to need a dashboard
+page), and few files (:data:`THREADED_RUN_FILES`) or large ones
 (:data:`THREADED_FILE_BYTES` on average) -- and :class:`InProcessClient` then makes its
 targets in a ``concurrent.futures`` thread pool of this process: each file's writer
 without a dask graph (:func:`~dcbulk.engine.arrays.plan_blocks`), its blocks computed by the
 threads of one :class:`~dcbulk.engine.blockpool.BlockPool`, where the codecs release the
 GIL, so a single large file uses every core too.
 
-Why files must be large: the Python and h5py work of each file (inspection, metadata,
-datasets, ~60-100 ms) holds the GIL, so threads do not scale on small files, where worker
-processes do. Measured on 2 cores, whole runs: 30 files of ~55 MB (1.6 GB) in 6.1 s here
-vs 9.2 s on the process cluster; one 1.45 GB file 4.3 s vs 7.4 s; 100 files of ~16 MB 12.0
-s vs 10.8 s, 200 of ~12 MB 21.4 s vs 16.6 s (so, 32 MiB); 1 000 files of ~0.4 MB: two
-threads 96 s, one 72 s, the process cluster 46 s.
-
-The pool is adapted here (by hand: ``concurrent.futures`` has no task keys, start
-notifications or cancellation by future) to the four calls the executor makes on a
-``distributed.Client`` -- ``submit``, ``nthreads``, ``cancel`` and the start topic -- so
-that one executor loop serves both.
-
-A run with a per-file time limit always gets a cluster: a thread that runs past its limit
-cannot be stopped, and a process does not exit before its threads end, where a worker
-process is closed with its cluster.
-
-**Isolation.** On a cluster, a source that crashes HDF5 kills a worker and fails alone. In
-this process it would end the command. While an in-process run lasts, a marker file
-(:data:`MARKER_NAME`) stays in the output directory; a run that finds the marker of a run
-that died makes its targets on a cluster (one warning line), so the file that crashed fails
-alone there, and the marker goes once that run ends.
+Why few or large files: the Python and h5py work of each file (inspection, metadata,
+datasets: 70-100 ms) holds the GIL, so threads do not scale on many small files, where
+worker processes do; about 30 such files lose what the cluster's start costs. Measured on
+2 cores, whole runs: 30 files of ~55 MB (1.6 GB) 6.1 s here vs 9.2 s on the process cluster;
+one 1.45 GB file 4.3 s vs 7.4 s; a 104 MB file split in 4, 2.3 s vs 4.6 s; 100 files of ~16
+MB 12.0 s vs 10.8 s, 200 of ~12 MB 21.4 s vs 16.6 s; 48 files of ~0.4 MB 5.3 s vs 3.9 s;
+1 000 such files: two threads 96 s, one 72 s, the process cluster 46 s.
 """
 from __future__ import annotations
 
@@ -49,16 +35,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from ..engine.blockpool import BlockPool, using_block_pool
 from ..nofollow import write_nofollow
 
-__all__ = ["MARKER_NAME", "SMALL_RUN_BYTES", "THREADED_FILE_BYTES", "THREADED_RUN_BYTES",
+__all__ = ["MARKER_NAME", "THREADED_FILE_BYTES", "THREADED_RUN_BYTES", "THREADED_RUN_FILES",
            "InProcessClient", "clear_marker", "in_process_run", "runs_in_process"]
 
 logger = logging.getLogger(__name__)
 
-#: a run whose targets read at most this many bytes in all is made in dcbulk's process
-SMALL_RUN_BYTES = 64 * 1024**2
-#: so is a run of at most this many bytes whose files are large enough for threads
+#: a run of at most this many bytes to read may be made in dcbulk's process ...
 THREADED_RUN_BYTES = 4 * 1024**3
-#: the mean size of the files of such a run
+#: ... if it has at most this many files ...
+THREADED_RUN_FILES = 24
+#: ... or files of at least this size on average
 THREADED_FILE_BYTES = 32 * 1024**2
 
 #: the marker of an in-process run in the output directory (removed when the run ends)
@@ -69,18 +55,16 @@ def runs_in_process(job, output_dir: str, sizes: list[int], *,
                     timeout: float | None = None) -> bool:
     """Whether a run of ``job`` making targets of ``sizes`` bytes is made in this process.
 
-    Only for jobs that allow it (``job.in_process``), with an output directory (not a one
-    file job), for at most :data:`SMALL_RUN_BYTES`, or :data:`THREADED_RUN_BYTES` in files
-    of :data:`THREADED_FILE_BYTES` on average (see the module text), without a per-file
-    ``timeout``, and unless the marker of an in-process run that died is in ``output_dir``
-    (that run's files are then made on a cluster).
+    Only for jobs that allow it (``job.in_process``), for at most :data:`THREADED_RUN_BYTES` in at most :data:`THREADED_RUN_FILES`
+    files or in files of :data:`THREADED_FILE_BYTES` on average (see the module text),
+    without a per-file ``timeout``, and unless the marker of an in-process run that died is
+    in ``output_dir`` (that run's files are then made on a cluster).
     """
-    if not (getattr(job, "in_process", False) and not job.one_file and sizes
-            and timeout is None):
+    if not (getattr(job, "in_process", False) and sizes and timeout is None):
         return False
     total = sum(sizes)
-    if total > SMALL_RUN_BYTES and not (total <= THREADED_RUN_BYTES
-                                        and total / len(sizes) >= THREADED_FILE_BYTES):
+    if total > THREADED_RUN_BYTES or (len(sizes) > THREADED_RUN_FILES
+                                      and total / len(sizes) < THREADED_FILE_BYTES):
         return False
     marker = os.path.join(output_dir, MARKER_NAME)
     if os.path.lexists(marker):
@@ -169,6 +153,7 @@ class InProcessClient:
 def in_process_run(output_dir: str) -> Iterator[InProcessClient]:
     """An :class:`InProcessClient` with the run's marker in ``output_dir`` while it lasts."""
     marker = os.path.join(output_dir, MARKER_NAME)
+    os.makedirs(output_dir or os.curdir, exist_ok=True)  # a one-file job's output directory
     write_nofollow(marker, f"{socket.gethostname()} pid {os.getpid()} {time.ctime()}\n".encode())
     client = InProcessClient()
     try:

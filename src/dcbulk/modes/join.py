@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
-from distributed import worker_client
+from distributed import get_worker, worker_client
 
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..command import Command
@@ -176,6 +176,7 @@ class JoinJob(Job):
     verb = "joined"
     resumable = False
     one_file = True
+    in_process = True
     fingerprint = {"mode": "join"}
 
     def targets(self, entries, output, options) -> list[Target]:
@@ -196,8 +197,15 @@ class JoinJob(Job):
                        (joined, extra))]
 
     def make(self, target: Target, options, *, overwrite: bool, **_) -> Report:
-        """Store the joined arrays (runs as a task on a worker; the encoding on the others)."""
+        """Store the joined arrays: as a task on a worker, the encoding on the others; or
+        in dcbulk's process, its blocks computed by the run's block pool
+        (:mod:`~dcbulk.bulk.inprocess`)."""
         joined, extra = target.recipe
+        try:
+            get_worker()
+        except ValueError:  # not on a worker
+            return store_features(joined, target.output, compression=options.codec,
+                                  overwrite=overwrite, extra=extra, inline=True)
         with worker_client() as client:
             return store_features(joined, target.output, compression=options.codec,
                                   client=client, overwrite=overwrite, extra=extra)
