@@ -66,7 +66,9 @@ def dcbulk_cmd(args, *rest: str) -> list[str]:
 def _shape(args) -> str:
     from dcbulk.engine.client import local_shape
     workers, threads = local_shape(args.workers, args.threads)
-    return f"{workers} worker process(es) x {threads} thread(s)"
+    return (f"cluster {workers} worker process(es) x {threads} thread(s); the whole command "
+            f"as dcbulk decides" + ("" if args.workers is None and args.threads is None
+                                    else " (a cluster: --workers/--threads given)"))
 
 
 def command_row(args, label: str, warm, src: Path, dst: Path, raw: int, *extra: str) -> dict:
@@ -74,8 +76,10 @@ def command_row(args, label: str, warm, src: Path, dst: Path, raw: int, *extra: 
     shutil.rmtree(dst, ignore_errors=True)
     warm_cache(warm, args.idle_wait)
     _, smp = run_subprocess(dcbulk_cmd(args, str(src), "-o", str(dst), *extra))
-    return row(label, smp, raw, out_bytes=tree_bytes(dst.rglob("*.rtdc")),
-               cpu={"client+scheduler": smp.root_cpu, "workers": smp.cpu - smp.root_cpu})
+    workers = smp.cpu - smp.root_cpu
+    cpu = ({"client+scheduler": smp.root_cpu, "workers": workers} if workers > 0.05
+           else {"dcbulk's process, no cluster": smp.root_cpu})
+    return row(label, smp, raw, out_bytes=tree_bytes(dst.rglob("*.rtdc")), cpu=cpu)
 
 
 def raw_bytes(path: Path) -> int:
