@@ -115,3 +115,37 @@ def test_a_killed_in_process_run_is_made_again_on_a_cluster(tmp_path):
         assert_features_equal(path, dst / path.name)
     assert not (dst / MARKER_NAME).exists()
     assert not list(dst.rglob("*.partial"))
+
+
+def test_ctrl_c_of_an_in_process_run_ends_its_threads_and_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C while a file's blocks wait in the block pool: the command returns 130, every
+    thread of the run ends (a writer used to wait forever for the blocks the stopped pool
+    dropped, so the process never exited), and no partial or marker is left."""
+    import threading
+
+    from dcbulk.bulk import filetask
+    from dcbulk.cli import EXIT_INTERRUPTED
+    from dcbulk.engine import arrays
+    src = small_rtdc(tmp_path / "src" / "a.rtdc", 400, seed=5, with_traces=True)
+    monkeypatch.setattr(filetask, "DEFAULT_TASK_BYTES", 32 * 1024)  # many blocks
+    real, started = arrays._encoded, threading.Event()
+
+    def slow(*args, **kwargs):  # blocks pile up in the pool's queue
+        if not started.is_set():
+            started.set()
+            threading.Timer(0.2, signal.pthread_kill,
+                            (threading.main_thread().ident, signal.SIGINT)).start()
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(arrays, "_encoded", slow)
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == EXIT_INTERRUPTED
+    assert started.is_set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            t.name.startswith(("dcbulk-file", "dcbulk-block")) for t in threading.enumerate()):
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate()
+                if t.name.startswith(("dcbulk-file", "dcbulk-block"))]
+    assert not list(dst.rglob("*.partial")) and not (dst / MARKER_NAME).exists()
+    assert not (dst / "a.rtdc").exists()

@@ -94,3 +94,23 @@ def test_closing_the_pool_stops_its_writers():
     pool.close()
     with pytest.raises(DcbulkError, match="stopped"):
         list(blocks)
+
+
+def test_closing_the_pool_stops_a_writer_whose_blocks_are_queued():
+    """Blocks queued behind a running one are dropped by close(); the writer does not wait
+    for them (it did, forever: Ctrl-C of an in-process run of a large file never exited)."""
+    pool = BlockPool(1, window=6)
+    blocks = pool.run((k, lambda: time.sleep(0.2)) for k in range(100))
+    next(blocks)  # one block running, the others queued in the pool
+    pool.close()
+    outcome = []
+
+    def drain():
+        try:
+            list(blocks)
+        except DcbulkError as exc:
+            outcome.append(str(exc))
+    writer = threading.Thread(target=drain, daemon=True)
+    writer.start()
+    writer.join(10)
+    assert outcome == ["the run was stopped"]

@@ -96,10 +96,10 @@ class BlockPool:
                     tag = live.pop(fut)
                     self._slots.release()
                     yield tag, fut.result()
-        finally:  # the blocks in flight end before their writer goes on (and closes files)
-            for fut in live:
-                fut.cancel()
-            wait(live)
+        finally:  # the blocks running end before their writer goes on (and closes files);
+            # a block cancelled before it ran is never done for wait() (close() takes it
+            # from the executor's queue), so only those that could not be cancelled are awaited
+            wait([fut for fut in live if not fut.cancel()])
             for _ in live:
                 self._slots.release()
 
