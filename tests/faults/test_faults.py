@@ -251,11 +251,19 @@ def test_a_worker_killed_under_the_cli_costs_no_terminal_line(archive, tmp_path)
     check_outputs(dst, root, good, clean)
 
 
-@pytest.mark.parametrize("target", ["process", "group"])
+@pytest.mark.parametrize("target", ["process", "group", "jobqueue-config"])
 def test_sigint_stops_with_one_line_and_the_rerun_completes(archive, tmp_path, target):
+    """Ctrl-C: status 130 and one line. "jobqueue-config": a --cluster-config file with a
+    jobqueue section imports dask-jobqueue, whose import replaced Python's SIGINT handler
+    with sys.exit() (an interrupted run ended with status 0, as if it had finished)."""
     root, good, clean = archive
     dst = tmp_path / "dst"
-    proc = subprocess.Popen(_cli(root, dst, "--max-open-outputs", "1"), start_new_session=True,
+    extra = ["--max-open-outputs", "1"]
+    if target == "jobqueue-config":
+        config = tmp_path / "cluster.yaml"
+        config.write_text("jobqueue:\n  slurm:\n    cores: 1\n    memory: 1GB\n")
+        extra += ["--cluster-config", str(config)]
+    proc = subprocess.Popen(_cli(root, dst, *extra), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_outputs(proc, dst, 1)

@@ -173,6 +173,8 @@ def test_page_served_while_files_are_in_flight_and_after(archive, tmp_path):
 
 def test_page_on_a_dask_jobqueue_cluster(tmp_path):
     """dask-jobqueue clusters run their scheduler in dcbulk's process: the page is there."""
+    from dcbulk.cluster.config import jobqueue
+    jobqueue()  # as dcbulk imports it: Python's SIGINT handler stays, for the other tests
     from dask_jobqueue.local import LocalCluster as JobQueueLocal
     from distributed import Client
     with dashboard_page():

@@ -8,14 +8,21 @@ builds), the small ``dcbulk:`` section (:data:`DEFAULTS`) and three checks that 
 does not make (:func:`check_jobqueue`): a setting name it does not know (it would ignore a
 misspelt ``qeue:`` without a word), a walltime that YAML read as a number, and a network
 interface this machine does not have.
+
+dask-jobqueue is imported through :func:`jobqueue` only: at its import (module
+``dask_jobqueue.runner``) it replaces Python's SIGINT handler with ``sys.exit()``, so Ctrl-C
+would end a run with status 0 and no word, as if it had finished; the handler is put back.
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from os import PathLike
+from types import ModuleType
 from typing import Any
 
 import dask
@@ -23,7 +30,7 @@ import yaml
 
 from ..errors import ConfigError
 
-__all__ = ["KINDS", "DEFAULTS", "setting", "use_config_file", "check_jobqueue"]
+__all__ = ["KINDS", "DEFAULTS", "check_jobqueue", "jobqueue", "setting", "use_config_file"]
 
 #: ``--cluster`` choices: distributed's LocalCluster, or the dask-jobqueue cluster class
 KINDS = {"local": "LocalCluster", "slurm": "SLURMCluster", "pbs": "PBSCluster",
@@ -96,11 +103,21 @@ def use_config_file(path: str | PathLike | None) -> Iterator[None]:
     _unknown(path, doc.get("dcbulk", {}).get("local") or {}, DEFAULTS["local"],
              "dcbulk.local.")
     if "jobqueue" in doc:  # its defaults first: they must not land inside the block only
-        import dask_jobqueue  # noqa: F401
+        jobqueue()
     merged = dask.config.update(dask.config.merge(dask.config.config), doc)
     keys = [dask.config.canonical_name(k, merged) for k in doc]
     with dask.config.set({k: merged[k] for k in keys}):  # whole top-level sections, merged
         yield
+
+
+def jobqueue() -> ModuleType:
+    """``dask_jobqueue``, imported with Python's SIGINT handler kept (see the module text)."""
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    import dask_jobqueue
+    if main and signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
+    return dask_jobqueue
 
 
 def check_jobqueue(kind: str, where: str) -> None:
@@ -112,7 +129,7 @@ def check_jobqueue(kind: str, where: str) -> None:
         A setting dask-jobqueue does not know, an unquoted walltime, or an interface that
         does not exist on this machine.
     """
-    import dask_jobqueue  # noqa: F401  (registers jobqueue.* defaults; writes its yaml file)
+    jobqueue()  # registers the jobqueue.* defaults (and writes its yaml file)
     import psutil
     section = dask.config.get(f"jobqueue.{kind}", default={}) or {}
     _unknown(where, section, _jobqueue_defaults(kind), f"jobqueue.{kind}.")
@@ -138,7 +155,6 @@ def check_jobqueue(kind: str, where: str) -> None:
 
 def _jobqueue_defaults(kind: str) -> dict:
     """dask-jobqueue's own defaults of ``jobqueue.<kind>`` (from the file it ships)."""
-    import dask_jobqueue
-    with open(os.path.join(os.path.dirname(dask_jobqueue.__file__), "jobqueue.yaml"),
+    with open(os.path.join(os.path.dirname(jobqueue().__file__), "jobqueue.yaml"),
               encoding="utf-8") as fh:
         return yaml.safe_load(fh)["jobqueue"][kind]

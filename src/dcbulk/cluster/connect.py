@@ -24,7 +24,7 @@ from dask.utils import parse_bytes, parse_timedelta
 
 from ..engine.client import WORKER_ENVIRON, local_shape, make_local_cluster
 from ..errors import ConfigError
-from .config import KINDS, check_jobqueue, setting, use_config_file
+from .config import KINDS, check_jobqueue, jobqueue, setting, use_config_file
 
 __all__ = ["job_script", "open_client"]
 
@@ -47,7 +47,7 @@ def _batch(kind: str, where: str, threads_per_worker: int | None,
     """The dask-jobqueue class and the keywords dcbulk adds to its configuration: the worker
     environment before the configured prologue, and per-worker sizing as per-job settings."""
     check_jobqueue(kind, where)
-    import dask_jobqueue
+    dask_jobqueue = jobqueue()
     from distributed.deploy.local import nprocesses_nthreads
     conf = dask.config.get(f"jobqueue.{kind}")
     kwargs: dict[str, Any] = {"job_script_prologue": [
