@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -141,17 +143,29 @@ def render(url: str, *, until: str = "true", screenshot: str | None = None,
     if exe is None:
         raise FileNotFoundError("chromium is not installed (Debian: apt-get install chromium)")
     deadline = time.monotonic() + timeout
-    with tempfile.TemporaryDirectory(prefix="dcbulk-chromium-") as profile:
+    # Chromium's helper processes (its own session: ended with it) may still write to the
+    # profile while it is removed; what they leave behind is not worth a failed render
+    with tempfile.TemporaryDirectory(prefix="dcbulk-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}",
                                  "--remote-debugging-port=0", f"--window-size={width},{height}",
-                                 url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True,  # its temporary files in the profile
+                                env={**os.environ, "TMPDIR": profile})
         try:
             ws_url = _page_socket(_port(profile, proc, deadline), deadline)
             return asyncio.run(_drive(ws_url, until, screenshot, full_page, deadline))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _end_group(proc)
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """End Chromium and every process of its session (SIGTERM, then SIGKILL after 10 s)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
