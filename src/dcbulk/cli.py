@@ -11,8 +11,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from distributed import performance_report
-
 from ._version import __version__
 from .bulk import CheckPlan, RunPlan, check_plan, discover_sources, execute, make_options, planned
 from .bulk.inprocess import in_process_run
@@ -95,7 +93,8 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *
     @contextlib.contextmanager
     def open_client(in_process: bool):  # started only when there is something to do
         nonlocal log_path, page
-        with run_log(log_dir, kind=log_kind, fallback=fallback) as log_path:
+        with run_log(log_dir, kind=log_kind, fallback=fallback,
+                     cluster=not in_process) as log_path:
             if in_process:
                 if not ns.quiet:
                     print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
@@ -138,6 +137,7 @@ def _open_cluster(ns, state: RunState, plan: RunPlan, log_path: str, err):
             print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
                   f"{plan.total_bytes / 1e6:,.0f} MB; dashboard: {client.dashboard_link}"
                   + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
+        from distributed import performance_report
         perf = getattr(ns, "performance_report", None)
         # inline: Bokeh's JavaScript in the file, so that it opens offline
         with (performance_report(filename=perf, mode="inline") if perf

@@ -135,7 +135,7 @@ def _log_file(directory: str | PathLike, kind: str,
 
 @contextlib.contextmanager
 def run_log(directory: str | PathLike, *, kind: str = "convert",
-            fallback: bool = False) -> Iterator[str]:
+            fallback: bool = False, cluster: bool = True) -> Iterator[str]:
     """Send this run's logs to a new file ``<kind>-<UTC time>-<pid>.log`` in ``directory``;
     yield its path.
 
@@ -143,13 +143,17 @@ def run_log(directory: str | PathLike, *, kind: str = "convert",
     ``fallback`` (``verify``: it reads, the archive may be read-only) the log goes to the
     temporary directory's ``dcbulk-logs`` when ``directory`` cannot be written. Neither the
     directory nor the file is ever a symbolic link (:mod:`dcbulk.nofollow`: refused).
+    With ``cluster`` (the run starts or joins one) distributed is imported first, so that
+    the handlers its import sets up are replaced too; a run made in dcbulk's own process
+    does without it.
     """
     import dask
     to_file = _log_file(directory, kind, fallback)
     path = to_file.baseFilename
     to_file.setFormatter(logging.Formatter(
         "%(asctime)s %(processName)s %(name)s %(levelname)s: %(message)s"))
-    import distributed  # noqa: F401  (sets up its loggers first, so they are replaced here)
+    if cluster:
+        import distributed  # noqa: F401  (sets up its loggers first: replaced here)
     saved = []
     names = set(_QUIET_LOGGERS) | {
         name for name, lg in logging.root.manager.loggerDict.items()

@@ -149,3 +149,16 @@ def test_ctrl_c_of_an_in_process_run_ends_its_threads_and_leaves_nothing(tmp_pat
                 if t.name.startswith(("dcbulk-file", "dcbulk-block"))]
     assert not list(dst.rglob("*.partial")) and not (dst / MARKER_NAME).exists()
     assert not (dst / "a.rtdc").exists()
+
+
+def test_an_in_process_run_does_not_import_distributed(tmp_path):
+    """The fixed cost of a small command: a run without a cluster never imports
+    distributed (0.3 s of a 0.6 s command on 2 cores), and its output is complete."""
+    src = small_rtdc(tmp_path / "a.rtdc", 30, seed=2, with_traces=True, compression="gzip:1")
+    code = ("import sys; from dcbulk.cli import main; "
+            f"rc = main(['convert', {str(src)!r}, '-o', {str(tmp_path / 'o')!r}, '-q']); "
+            "print(rc, sorted(m for m in ('distributed', 'tornado', 'bokeh') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split("\n")[-2] == "0 []", out.stdout + out.stderr
+    assert_features_equal(src, tmp_path / "o" / "a.rtdc")

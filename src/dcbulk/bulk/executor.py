@@ -38,8 +38,6 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from distributed import wait
-
 from ..engine.client import client_context
 from ..engine.report import Report
 from ..errors import OutputExistsError, describe_failure
@@ -229,6 +227,7 @@ class _Runner:
         if isinstance(self.client, InProcessClient):
             done = self.client.wait_first(list(self.active), limit)
         else:
+            from distributed import wait
             try:
                 done, _ = wait(list(self.active), return_when="FIRST_COMPLETED", timeout=limit)
             except TimeoutError:

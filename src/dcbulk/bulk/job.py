@@ -26,8 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from distributed import get_worker
-
 from ..engine.report import Report
 from ..errors import (DcbulkError, FileTimeoutError, SourceError, describe_failure,
                       is_no_space)
@@ -183,6 +181,7 @@ def _announce_start(topic: str | None) -> None:
     """Tell the client (event ``topic``) that this task runs now: its clock starts."""
     if topic is None:
         return
+    from distributed import get_worker
     try:
         worker = get_worker()
     except ValueError:  # not on a worker (called directly)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 
 import dask
 
-__all__ = ["WORKER_ENVIRON", "client_context", "local_shape", "make_local_cluster"]
+__all__ = ["WORKER_ENVIRON", "client_context", "local_shape", "make_local_cluster", "on_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,19 @@ WORKER_ENVIRON = {
     "MKL_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
 }
+
+
+def on_worker() -> bool:
+    """Whether the caller runs in a task of a dask worker (distributed is imported only if
+    it already is: a run in dcbulk's own process does without it)."""
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
 
 
 def local_shape(n_workers: int | None = None, threads_per_worker: int | None = None,

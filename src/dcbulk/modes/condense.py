@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 import numpy as np
-from distributed import worker_client
 
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
@@ -156,6 +155,7 @@ class CondenseJob(Job):
         arrays = self._arrays(info, idx, scalars)
         if not arrays:
             raise PlanError(f"{info.path}: no scalar features to condense")
+        from distributed import worker_client
         with worker_client() as client:
             report = store_features(arrays, output, metadata_from=info.path,
                                     basins=True, mapping=idx,

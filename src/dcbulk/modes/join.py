@@ -22,11 +22,11 @@ import time
 from collections.abc import Iterable
 
 import numpy as np
-from distributed import get_worker, worker_client
 
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..command import Command
 from ..engine import Report, read_features, store_features
+from ..engine.client import on_worker
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata, select_features
@@ -201,11 +201,10 @@ class JoinJob(Job):
         in dcbulk's process, its blocks computed by the run's block pool
         (:mod:`~dcbulk.bulk.inprocess`)."""
         joined, extra = target.recipe
-        try:
-            get_worker()
-        except ValueError:  # not on a worker
+        if not on_worker():
             return store_features(joined, target.output, compression=options.codec,
                                   overwrite=overwrite, extra=extra, inline=True)
+        from distributed import worker_client
         with worker_client() as client:
             return store_features(joined, target.output, compression=options.codec,
                                   client=client, overwrite=overwrite, extra=extra)

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from distributed import worker_client
 
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
@@ -100,6 +99,7 @@ class ReprocessJob(Job):
             # queued behind a worker thread another file's function blocks
             report = store_features(new, output, inline=True, **store)
         else:
+            from distributed import worker_client
             with worker_client() as client:  # leaves the thread pool while the writer runs
                 report = store_features(new, output, client=client, **store)
         return job_result(info, report, t0)

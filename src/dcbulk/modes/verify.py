@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from distributed import worker_client
 
 from ..bulk.executor import Progress, execute, execute_here
 from ..bulk.runplan import check_plan
@@ -77,6 +76,7 @@ class VerifyJob(CheckJob):
         t0 = time.perf_counter()
         check: Check = target.recipe
         if check.split:
+            from distributed import worker_client
             with worker_client() as client:  # leaves the thread pool while sub-tasks run
                 problems, checked = check_pair(check.pair, client=client,
                                                task_bytes=check.task_bytes)

@@ -1,7 +1,7 @@
 """Watching a run from a browser: a live page in dask's dashboard and an offline HTML report."""
-from .page import ROUTE, RunStatePlugin, page_doc, page_state, state_of
+from .page import ROUTE, page_doc, page_state, state_of
 from .session import dashboard_page, live_page, page_url, recorded
 from .state import FileRow, RunState, observers
 
-__all__ = ["ROUTE", "FileRow", "RunState", "RunStatePlugin", "dashboard_page", "live_page",
-           "observers", "page_doc", "page_state", "page_url", "recorded", "state_of"]
+__all__ = ["ROUTE", "FileRow", "RunState", "dashboard_page", "live_page", "observers",
+           "page_doc", "page_state", "page_url", "recorded", "state_of"]

@@ -1,21 +1,19 @@
 """The live dcbulk page of dask's dashboard: a Bokeh server document over the run's state.
 
-The state (:class:`~dcbulk.monitor.state.RunState`) hangs on the scheduler as the
-:class:`RunStatePlugin` that :func:`dcbulk.monitor.session.attach` adds to the scheduler
-running in dcbulk's own process; :func:`page_doc` (the Bokeh application distributed builds
-for the route :data:`ROUTE`) finds it through the scheduler it is given and redraws every
-second. Files in flight are the archive's file tasks (keys ``dcbulk-file-...``) the
-scheduler has processing, read on the scheduler's event loop where the page runs.
+The state (:class:`~dcbulk.monitor.state.RunState`) hangs on the scheduler as the plugin
+that :func:`dcbulk.monitor.session.live_page` adds to the scheduler running in dcbulk's own
+process; :func:`page_doc` (the Bokeh application distributed builds for the route
+:data:`ROUTE`) finds it through the scheduler it is given and redraws every second. Files in
+flight are the archive's file tasks (keys ``dcbulk-file-...``) the scheduler has
+processing, read on the scheduler's event loop where the page runs.
 """
 from __future__ import annotations
 
 import html
 
-from distributed.diagnostics.plugin import SchedulerPlugin
-
 from .state import RunState
 
-__all__ = ["PLUGIN_NAME", "ROUTE", "FILE_KEY_PREFIX", "RunStatePlugin", "files_in_flight",
+__all__ = ["PLUGIN_NAME", "ROUTE", "FILE_KEY_PREFIX", "files_in_flight",
            "page_doc", "page_state", "state_of", "summary_html"]
 
 
@@ -29,16 +27,6 @@ FILE_KEY_PREFIX = "dcbulk-file-"
 INTERVAL_MS = 1000
 #: points of the page's throughput series (files settle in bursts: wide bins read better)
 PAGE_BINS = 40
-
-
-class RunStatePlugin(SchedulerPlugin):
-    """Holds a run's :class:`~dcbulk.monitor.state.RunState` on its scheduler (no hooks:
-    the client feeds the state, the page reads it)."""
-
-    name = PLUGIN_NAME
-
-    def __init__(self, state: RunState):
-        self.state = state
 
 
 def state_of(scheduler) -> RunState | None:

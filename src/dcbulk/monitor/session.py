@@ -11,6 +11,7 @@ does not own (``--scheduler``, ``--scheduler-file``) gets no page: one line says
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from typing import TextIO
@@ -18,7 +19,7 @@ from typing import TextIO
 import dask
 
 from ..errors import one_line
-from .page import PLUGIN_NAME, ROUTE, RunStatePlugin, page_doc
+from .page import PLUGIN_NAME, ROUTE, page_doc
 from .report_html import write_html_report
 from .state import RunState
 
@@ -63,6 +64,21 @@ def page_url(dashboard_link: str | None) -> str | None:
     return base + ROUTE
 
 
+@functools.cache
+def _plugin_class() -> type:
+    """The scheduler plugin that holds a run's state for the page (no hooks: the client
+    feeds the state, the page reads it). Made on first use: it subclasses distributed's
+    ``SchedulerPlugin``, and a run made in dcbulk's own process does without distributed."""
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class RunStatePlugin(SchedulerPlugin):
+        name = PLUGIN_NAME
+
+        def __init__(self, state: RunState):
+            self.state = state
+    return RunStatePlugin
+
+
 def _own_scheduler(cluster):
     from distributed import Scheduler
     scheduler = getattr(cluster, "scheduler", None)
@@ -94,7 +110,7 @@ def live_page(state: RunState, client, cluster, *, stream: TextIO | None = None,
         return
 
     async def add() -> None:
-        scheduler.add_plugin(RunStatePlugin(state), name=PLUGIN_NAME, idempotent=False)
+        scheduler.add_plugin(_plugin_class()(state), name=PLUGIN_NAME, idempotent=False)
 
     async def remove() -> None:
         if PLUGIN_NAME in scheduler.plugins:
