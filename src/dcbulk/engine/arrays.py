@@ -33,7 +33,7 @@ from ..errors import ConversionError, DcbulkError
 from ..plan import ENUMERATE, BlockGroup, ConversionPlan, FeaturePlan, make_mapping, \
     plan_feature, select_features
 from ..read.chunks import OpenFiles, read_event_rows
-from ..read.inspect import DatasetRef, FeatureSource, inspect_source
+from ..read.inspect import DatasetRef, FeatureSource, SourceInfo, inspect_source
 from .blockpool import run_blocks
 
 if TYPE_CHECKING:  # dask.array (and scipy behind it) is imported only when used
@@ -219,7 +219,8 @@ def read_features(path, features=None, mapping=None, *, chunks_per_block: int = 
     Parameters
     ----------
     path
-        The source ``.rtdc`` file.
+        The source ``.rtdc`` file, or its :class:`~dcbulk.read.inspect.SourceInfo` when the
+        caller inspected it already (a mode's planning: not inspected twice).
     features
         Feature names (``None``: the source's own features; group names such as ``"trace"``
         expand to their members, e.g. ``"trace/fl1_raw"``).
@@ -237,7 +238,7 @@ def read_features(path, features=None, mapping=None, *, chunks_per_block: int = 
     """
     if chunks_per_block < 1:
         raise ValueError(f"chunks_per_block must be >= 1, got {chunks_per_block}")
-    info = inspect_source(path)
+    info = path if isinstance(path, SourceInfo) else inspect_source(path)
     idx = make_mapping(mapping, info.n_events)
     n_rows = info.n_events if idx is None else int(idx.size)
     out = {}

@@ -128,7 +128,7 @@ class CondenseJob(Job):
     def _arrays(self, info, idx, scalars) -> dict:
         """The scalar features of the kept events as dask arrays (index, ancillaries added)."""
         import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
-        arrays = dict(read_features(info.path, scalars, mapping=idx,
+        arrays = dict(read_features(info, scalars, mapping=idx,
                                     chunks_per_block=CHUNKS_PER_BLOCK)) if scalars else {}
         n_out = info.n_events if idx is None else int(idx.size)
         if ("index" not in arrays or idx is not None) and n_out:

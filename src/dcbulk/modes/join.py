@@ -107,7 +107,7 @@ def _plan(infos: list[SourceInfo], features, filter):
         start = start_seconds(attrs, info.path)
         offset0 = start if offset0 is None else offset0
         t_off = start - offset0
-        arrays = read_features(info.path, [n for n in names if n in info.features],
+        arrays = read_features(info, [n for n in names if n in info.features],
                                mapping=idx, chunks_per_block=CHUNKS_PER_BLOCK)
         n = info.n_events if idx is None else int(idx.size)
         for name in names:

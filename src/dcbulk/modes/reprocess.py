@@ -76,7 +76,7 @@ class ReprocessJob(Job):
 
     def _read(self, info):
         names = self.features or [n for n in info.features if not n.startswith("basinmap")]
-        return read_features(info.path, names, chunks_per_block=CHUNKS_PER_BLOCK)
+        return read_features(info, names, chunks_per_block=CHUNKS_PER_BLOCK)
 
     def make(self, target: Target, options, *, overwrite: bool,
              inline_bytes: int = INLINE_BYTES) -> Report:
