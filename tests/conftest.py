@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,19 @@ _isolate_dask_config()
 
 # after the isolation: the fixture module imports dcbulk, and so dask, which reads its config
 from fixtures import cache_dir, fetch_dclab_test_data, in_ci  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _sigint_handler_kept():
+    """Every test leaves Python's SIGINT handler as it found it: a leaked handler (importing
+    dask_jobqueue directly installs ``sys.exit()``) made a later Ctrl-C test fail for a
+    reason of its own, and hid what dcbulk's own imports do."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, before)
+    assert after is before, f"the test replaced the SIGINT handler with {after!r}"
+
 
 #: The six small real .rtdc files shipped in tests/data (origin: tests/data/README.md).
 SAMPLE_NAMES = (
