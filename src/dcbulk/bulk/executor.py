@@ -85,8 +85,8 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         Targets of at most this many uncompressed bytes are always encoded by their task.
     in_process
         None: a run :func:`~dcbulk.bulk.inprocess.runs_in_process` accepts (small, or of
-        large files; no ``timeout``) is made by threads of this process, without a cluster; False: never (a
-        cluster was asked for). Ignored with ``client``.
+        large files; no ``timeout``) is made by threads of this process, without a
+        cluster; False: never (a cluster was asked for). Ignored with ``client``.
     timeout
         Seconds one target's task may run (from when it starts on its worker); a target
         that exceeds it fails alone, without output. A task that never returns is

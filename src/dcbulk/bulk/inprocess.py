@@ -55,8 +55,9 @@ def runs_in_process(job, output_dir: str, sizes: list[int], *,
                     timeout: float | None = None) -> bool:
     """Whether a run of ``job`` making targets of ``sizes`` bytes is made in this process.
 
-    Only for jobs that allow it (``job.in_process``), for at most :data:`THREADED_RUN_BYTES` in at most :data:`THREADED_RUN_FILES`
-    files or in files of :data:`THREADED_FILE_BYTES` on average (see the module text),
+    Only for jobs that allow it (``job.in_process``), for at most
+    :data:`THREADED_RUN_BYTES` in at most :data:`THREADED_RUN_FILES` files or in files of
+    :data:`THREADED_FILE_BYTES` on average (see the module text),
     without a per-file ``timeout``, and unless the marker of an in-process run that died is
     in ``output_dir`` (that run's files are then made on a cluster).
     """

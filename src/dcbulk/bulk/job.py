@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..engine.client import current_worker
 from ..engine.report import Report
 from ..errors import (DcbulkError, FileTimeoutError, SourceError, describe_failure,
                       is_no_space)
@@ -181,10 +182,8 @@ def _announce_start(topic: str | None) -> None:
     """Tell the client (event ``topic``) that this task runs now: its clock starts."""
     if topic is None:
         return
-    from distributed import get_worker
-    try:
-        worker = get_worker()
-    except ValueError:  # not on a worker (called directly)
+    worker = current_worker()
+    if worker is None:  # not on a worker (called directly)
         return
     worker.log_event(topic, {"key": worker.get_current_task()})
 

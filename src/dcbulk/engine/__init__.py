@@ -5,9 +5,10 @@ HDF5's bytes, so the threads of one worker encode at once; HDF5 itself otherwise
 
 Modules: ``arrays`` (features as dask arrays, blocks of encoded chunks), ``window`` (a
 bounded window of tasks computed from inside a task), ``blockpool`` (the same for the
-writers of an in-process run, on threads of this process), ``writer`` (the single writer of an
-output), ``report`` (its result), ``finish`` (metadata, basins, provenance), ``client``
-(LocalCluster defaults: a worker process per core, one thread each), ``api`` (convert, store_features).
+writers of an in-process run, on threads of this process), ``writer`` (the single writer
+of an output), ``report`` (its result), ``finish`` (metadata, basins, provenance),
+``client`` (LocalCluster defaults: a worker process per core, one thread each), ``api``
+(convert, store_features).
 """
 from __future__ import annotations
 

@@ -72,8 +72,8 @@ class BlockPool:
 
         Results are yielded as they complete; a job's exception is raised when its result
         comes, and the jobs still in flight are then cancelled (and those running waited
-        for: the writer's files stay open until they end). :meth:`close` makes every writer in here raise
-        :class:`~dcbulk.errors.DcbulkError` at its next block.
+        for: the writer's files stay open until they end). :meth:`close` makes every writer
+        in here raise :class:`~dcbulk.errors.DcbulkError` at its next block.
         """
         jobs = iter(jobs)
         live: dict[Future, Any] = {}

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import dask
 
-__all__ = ["WORKER_ENVIRON", "client_context", "local_shape", "make_local_cluster", "on_worker"]
+__all__ = ["WORKER_ENVIRON", "client_context", "current_worker", "local_shape",
+           "make_local_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +29,16 @@ WORKER_ENVIRON = {
 }
 
 
-def on_worker() -> bool:
-    """Whether the caller runs in a task of a dask worker (distributed is imported only if
-    it already is: a run in dcbulk's own process does without it)."""
+def current_worker():
+    """The dask worker whose task calls this, or None (distributed is imported only if it
+    already is: a run in dcbulk's own process does without it)."""
     if "distributed" not in sys.modules:
-        return False
+        return None
     from distributed import get_worker
     try:
-        get_worker()
-    except ValueError:
-        return False
-    return True
+        return get_worker()
+    except ValueError:  # not in a worker's task
+        return None
 
 
 def local_shape(n_workers: int | None = None, threads_per_worker: int | None = None,

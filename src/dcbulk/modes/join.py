@@ -26,7 +26,7 @@ import numpy as np
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..command import Command
 from ..engine import Report, read_features, store_features
-from ..engine.client import on_worker
+from ..engine.client import current_worker
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata, select_features
@@ -201,7 +201,7 @@ class JoinJob(Job):
         in dcbulk's process, its blocks computed by the run's block pool
         (:mod:`~dcbulk.bulk.inprocess`)."""
         joined, extra = target.recipe
-        if not on_worker():
+        if current_worker() is None:
             return store_features(joined, target.output, compression=options.codec,
                                   overwrite=overwrite, extra=extra, inline=True)
         from distributed import worker_client

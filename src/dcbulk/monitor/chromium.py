@@ -150,8 +150,8 @@ def render(url: str, *, until: str = "true", screenshot: str | None = None,
         proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}",
                                  "--remote-debugging-port=0", f"--window-size={width},{height}",
                                  url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True,  # its temporary files in the profile
-                                env={**os.environ, "TMPDIR": profile})
+                                start_new_session=True,
+                                env={**os.environ, "TMPDIR": profile})  # its temp files
         try:
             ws_url = _page_socket(_port(profile, proc, deadline), deadline)
             return asyncio.run(_drive(ws_url, until, screenshot, full_page, deadline))
