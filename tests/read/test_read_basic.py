@@ -15,6 +15,7 @@ from dcbulk.errors import (NotHDF5Error, NotRtdcError, SourceError,
                            SourceNotFoundError)
 from dcbulk.read import (extract_basin_dicts, get_measurement_identifier,
                          list_features, open_rtdc)
+from dcbulk.read.files import open_child
 from dcbulk.write import HDF5Writer
 
 
@@ -86,6 +87,33 @@ def test_errors_pickle() -> None:
 
 
 # ------------------------------------------------------------ list_features
+def test_open_child_is_group_get(tmp_path: Path) -> None:
+    """The lean member open gives what ``group.get`` gives, for every kind of member."""
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h5:
+        h5["x"] = np.arange(3)
+    path = tmp_path / "members.h5"
+    with h5py.File(path, "w") as h5:
+        g = h5.create_group("events")
+        g["deform"] = np.linspace(0, 1, 5)
+        g.create_group("trace")["fl1_raw"] = np.ones((5, 4), dtype=np.int16)
+        g["soft"] = h5py.SoftLink("/events/deform")
+        g["dangling"] = h5py.SoftLink("/nowhere")
+        g["ext"] = h5py.ExternalLink(str(other), "/x")
+        g["dtype"] = np.dtype("f4")
+    with h5py.File(path, "r") as h5:
+        g = h5["events"]
+        for name in ("deform", "trace", "trace/fl1_raw", "soft", "dangling", "ext", "dtype",
+                     "missing"):
+            got, want = open_child(g, name), g.get(name)
+            assert type(got) is type(want), name
+            if isinstance(want, h5py.Dataset):
+                assert got.name == want.name and got.dtype == want.dtype
+                np.testing.assert_array_equal(got[()], want[()])
+            elif isinstance(want, h5py.Group):
+                assert got.name == want.name and list(got) == list(want)
+
+
 def test_list_features_groups_and_datasets(tmp_path: Path) -> None:
     path = tmp_path / "f.rtdc"
     with HDF5Writer(path, mode="w") as hw:

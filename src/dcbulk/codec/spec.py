@@ -95,7 +95,8 @@ class ChunkCodec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form of the settings (inverse of :meth:`from_dict`)."""
-        return dataclasses.asdict(self)
+        return {"compression": self.compression, "level": self.level,
+                "fletcher32": self.fletcher32}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ChunkCodec:
@@ -126,10 +127,11 @@ class ChunkCodec:
         deflate] then [fletcher32], a zero fill value and a fixed-size dtype. Anything else
         (shuffle, other plugins, contiguous layout, ...) gives None.
         """
-        if dset.chunks is None or dset.dtype.hasobject:
+        dtype = dset.dtype  # h5py makes a new numpy dtype on every access
+        if dset.chunks is None or dtype.hasobject:
             return None
         plist = dset.id.get_create_plist()
-        fill = np.zeros(1, dtype=dset.dtype)
+        fill = np.zeros(1, dtype=dtype)
         plist.get_fill_value(fill)
         if fill.view(np.uint8).any():
             return None

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..codec import ChunkCodec
 from ..errors import ChecksumMismatchError, SourceError, one_line
-from .files import open_rtdc
+from .files import open_child, open_rtdc
 from .inspect import DatasetRef, FeatureSource
 
 __all__ = ["OpenFiles", "read_event_rows", "gather_rows", "read_rows"]
@@ -48,10 +48,10 @@ class OpenFiles:
             h5 = self._files.get(ref.path)
             if h5 is None:
                 h5 = self._files[ref.path] = open_rtdc(ref.path)
-        try:
-            return h5[ref.name]
-        except KeyError as exc:
-            raise SourceError(f"{ref.path}: dataset '{ref.name}' has vanished") from exc
+        dset = open_child(h5, ref.name)
+        if not isinstance(dset, h5py.Dataset):
+            raise SourceError(f"{ref.path}: dataset '{ref.name}' has vanished")
+        return dset
 
     def close(self) -> None:
         for h5 in self._files.values():

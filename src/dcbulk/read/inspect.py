@@ -18,7 +18,7 @@ import h5py
 from ..codec import ChunkCodec
 from ..errors import DcbulkError, SourceError
 from .basins import extract_basin_dicts
-from .files import open_rtdc
+from .files import open_child, open_rtdc
 from .identifier import get_measurement_identifier
 from .policy import check_structure, walk_datasets
 
@@ -104,9 +104,10 @@ def describe_dataset(path: str | os.PathLike, dset: h5py.Dataset, name: str) -> 
     leads to, which may name another dataset of this file).
     """
     codec = ChunkCodec.from_dataset(dset)
+    chunks = dset.chunks
     return DatasetRef(
         path=str(path), name=name.lstrip("/"), shape=tuple(int(s) for s in dset.shape),
-        dtype=dset.dtype.str, chunks=None if dset.chunks is None else tuple(dset.chunks),
+        dtype=dset.dtype.str, chunks=None if chunks is None else tuple(chunks),
         codec=None if codec is None else codec.to_dict())
 
 
@@ -118,7 +119,7 @@ def _walk_event_datasets(group: h5py.Group, prefix: str = "", _seen: frozenset =
     """
     seen = _seen | {group.id}
     for key in sorted(group.keys()):
-        obj = group.get(key)
+        obj = open_child(group, key)
         if isinstance(obj, h5py.Dataset):
             yield prefix + key, obj
         elif (isinstance(obj, h5py.Group) and obj.id not in seen
@@ -134,7 +135,7 @@ def _event_datasets(path: str, events: h5py.Group, follow_external: bool):
 def empty_event_groups(events: h5py.Group) -> tuple[str, ...]:
     """Names of the groups in ``events`` that have no members (``contour`` aside)."""
     return tuple(sorted(key for key in events.keys() if key != "contour"
-                        and isinstance(events.get(key), h5py.Group) and not len(events[key])))
+                        and events.get(key, getclass=True) is h5py.Group and not len(events[key])))
 
 
 def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:

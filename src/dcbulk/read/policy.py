@@ -27,8 +27,10 @@ import posixpath
 from collections.abc import Iterator
 
 import h5py
+from h5py import h5l
 
 from ..errors import ExternalDataError, SourceLimitError
+from .files import open_child
 
 __all__ = ["MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link", "check_dataset",
            "check_item_bytes", "walk_datasets", "check_structure", "external_objects"]
@@ -53,6 +55,11 @@ def check_link(group: h5py.Group, key: str, path: str, *, follow_external: bool)
     ExternalDataError
         Naming the file, the object and where the link leads.
     """
+    try:  # the common case, a hard link, without h5py's link objects
+        if group.id.links.get_info(key.encode()).type == h5l.TYPE_HARD:
+            return
+    except (KeyError, RuntimeError):  # no such name: h5py's own path below
+        pass
     link = group.get(key, getlink=True)
     shown = _shown(group, key)
     if isinstance(link, h5py.ExternalLink):
@@ -109,21 +116,22 @@ def check_dataset(dset: h5py.Dataset, shown: str, path: str, *, follow_external:
     if not shape:
         return  # scalar or null dataspace: one item, stored with the object header
     itemsize = dset.dtype.itemsize
-    row = dset.size * itemsize if item == "contour" else math.prod(shape[1:]) * itemsize
+    row = math.prod(shape) * itemsize if item == "contour" else math.prod(shape[1:]) * itemsize
     check_item_bytes(row, shown, path, f"one {item}")
-    if dset.size == 0:
+    chunks = dset.chunks
+    if math.prod(shape) == 0:
         return
-    if dset.chunks is not None:
-        declared = _declared_chunks(shape, dset.chunks)
+    if chunks is not None:
+        declared = _declared_chunks(shape, chunks)
         stored = dset.id.get_num_chunks()
         if stored < declared:
             raise SourceLimitError(
-                f"{path}: '{shown}' declares shape {shape} ({dset.size * itemsize:,} bytes "
+                f"{path}: '{shown}' declares shape {shape} ({math.prod(shape) * itemsize:,} bytes "
                 f"in {declared:,} chunks) but the file stores only {stored:,} of these "
                 f"chunks; dcbulk refuses data a file does not hold")
     elif dset.id.get_storage_size() == 0:
         raise SourceLimitError(f"{path}: '{shown}' declares shape {shape} "
-                               f"({dset.size * itemsize:,} bytes) but the file stores none "
+                               f"({math.prod(shape) * itemsize:,} bytes) but the file stores none "
                                f"of it; dcbulk refuses data a file does not hold")
 
 
@@ -139,7 +147,7 @@ def walk_datasets(group: h5py.Group, path: str, *, follow_external: bool,
     seen = _seen | {group.id}
     for key in sorted(group.keys()):
         check_link(group, key, path, follow_external=follow_external)
-        obj = group.get(key)
+        obj = open_child(group, key)
         shown = _shown(group, key)
         if isinstance(obj, h5py.Dataset):
             check_dataset(obj, shown, path, follow_external=follow_external, item=item)
@@ -182,7 +190,7 @@ def external_objects(h5: h5py.File) -> list[str]:
             except ExternalDataError as exc:
                 found.append(str(exc).split(": ", 1)[1].split("; ")[0])
                 continue
-            obj = group.get(key)
+            obj = open_child(group, key)
             if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
                 kind = "a virtual dataset" if obj.is_virtual else "stored externally"
                 found.append(f"'{shown}' is {kind}")

@@ -23,6 +23,7 @@ from ..errors import ChecksumMismatchError
 from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
+from ..read.files import open_child
 from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.inspect import FeatureSource
@@ -146,7 +147,10 @@ def _read_rows(dset: h5py.Dataset, start: int, stop: int, slot: str) -> np.ndarr
 def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
     where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
     try:
-        got = _read_rows(events[check.feature], check.start, check.stop, "output")
+        dset = open_child(events, check.feature)
+        if not isinstance(dset, h5py.Dataset):
+            raise KeyError(f"no dataset 'events/{check.feature}'")
+        got = _read_rows(dset, check.start, check.stop, "output")
     except (OSError, KeyError, ValueError, ChecksumMismatchError) as exc:
         return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
     if check.enumerate:
