@@ -100,7 +100,7 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *
                     print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
                           f"{plan.total_bytes / 1e6:,.1f} MB; made by threads of this "
                           f"process (no cluster, no dashboard)", file=err, flush=True)
-                with in_process_run(plan.output_dir) as client:
+                with in_process_run(plan.marker_dir) as client:
                     yield client
                 return
             with _open_cluster(ns, state, plan, log_path, err) as (client, page):

@@ -103,7 +103,7 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
                 progress(result, len(report.files), total)
     own_cluster, finished = client is None, False
     local = (client is None and in_process is not False
-             and runs_in_process(plan.job, plan.output_dir,
+             and runs_in_process(plan.job, plan.marker_dir,
                                  [step.target.size for step in plan.steps], timeout=timeout))
     try:
         if plan.steps:
@@ -111,7 +111,7 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
                         else plan.job.cluster_settings())
             opened = (contextlib.nullcontext(client) if client is not None
                       else open_client(local) if open_client is not None
-                      else in_process_run(plan.output_dir) if local else client_context())
+                      else in_process_run(plan.marker_dir) if local else client_context())
             with settings, opened as cl:
                 # a scheduler we only connected to (--scheduler) is not ours to tidy after,
                 # nor are the threads of an in-process run (they end by themselves)
@@ -131,8 +131,8 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         # writing: the next run removes their files.
         if finished or own_cluster:
             plan.tidy()
-        if finished and not local and plan.job.in_process:
-            clear_marker(plan.output_dir)  # the files of a dead in-process run are made
+        if finished and not local and plan.job.in_process and plan.marker_dir:
+            clear_marker(plan.marker_dir)  # the files of a dead in-process run are made
     report.wall_seconds = time.perf_counter() - plan.t0
     return report
 

@@ -69,6 +69,12 @@ class RunPlan:
         """The directory the outputs go to."""
         return os.path.dirname(self.output) if self.job.one_file else self.output
 
+    @property
+    def marker_dir(self) -> str | None:
+        """Where a run in dcbulk's own process leaves its marker while it lasts
+        (:mod:`~dcbulk.bulk.inprocess`): the output directory."""
+        return self.output_dir
+
     def report(self) -> ArchiveReport:
         """The report of a dry run: what would be done."""
         return ArchiveReport(output_dir=self.output_dir, files=self.files,
@@ -101,6 +107,11 @@ class CheckPlan(RunPlan):
     def output_dir(self) -> str:
         """What is checked (a file or a directory)."""
         return self.output
+
+    @property
+    def marker_dir(self) -> None:
+        """No marker: a check that dies leaves nothing to redo differently."""
+        return None
 
     def refusal(self, target: Target) -> None:
         """Nothing is written: nothing to refuse."""

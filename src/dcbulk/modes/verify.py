@@ -29,6 +29,7 @@ from ..bulk.manifest import Manifest
 from ..bulk.options import ArchiveOptions
 from ..bulk.report import ArchiveReport, FileResult
 from ..bulk.sources import SourceEntry
+from ..engine.client import current_worker
 from ..engine.report import Report
 from ..errors import ManifestError, UsageError
 from ..verify import checks
@@ -54,6 +55,7 @@ class VerifyJob(CheckJob):
     """Check outputs against what they must equal (``dcbulk verify``); writes nothing."""
 
     name = "verify"
+    in_process = True
 
     @staticmethod
     def targets_of(pairs: list[VerifyPair], *, split: bool = True) -> list[Target]:
@@ -75,7 +77,7 @@ class VerifyJob(CheckJob):
         """Check one output; its problems (none: equal) and what was compared."""
         t0 = time.perf_counter()
         check: Check = target.recipe
-        if check.split:
+        if check.split and current_worker() is not None:
             from distributed import worker_client
             with worker_client() as client:  # leaves the thread pool while sub-tasks run
                 problems, checked = check_pair(check.pair, client=client,

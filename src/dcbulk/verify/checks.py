@@ -4,19 +4,22 @@
 row checks (every chunk of each feature read, HDF5 checking Fletcher-32, the decoded rows
 compared with ``source[mapping]``; packed into tasks of about ``task_bytes`` output bytes)
 and the arguments of the metadata check (root attributes, logs, tables, basins, contours).
-:func:`check_pair` runs them: in this process, or, given a client (``worker_client`` inside
-a task of ``dcbulk verify``), the metadata check and each row task as tasks of their own,
-so a large output is read by every worker. Outputs of dcnum's pipeline (``dcbulk process``)
+:func:`check_pair` runs them: in this process (by the threads of the run's block pool when
+``dcbulk verify`` runs in dcbulk's own process), or, given a client (``worker_client``
+inside a task of ``dcbulk verify``), the metadata check and each row task as tasks of their
+own, so a large output is read by every worker. Outputs of dcnum's pipeline (``dcbulk process``)
 have new events: they are checked alone (:mod:`.processed`). No h5py object travels; each
 check opens its files by path.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
+from ..engine.blockpool import run_blocks
 from ..errors import DcbulkError, PlanError
 from ..filter_expr import parse_filter
 from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
@@ -159,8 +162,10 @@ def check_pair(pair: VerifyPair, *, client=None, task_bytes: int = TASK_BYTES
     if not meta:
         return problems, []
     checked = sorted({c.feature for task in tasks for c in task})
-    if client is None:
-        found = [metadata_problems(pair, meta)] + [compare_rows(task) for task in tasks]
+    if client is None:  # by the threads of dcbulk's block pool, or here one after another
+        jobs = [(0, functools.partial(metadata_problems, pair, meta))]
+        jobs += [(i, functools.partial(compare_rows, task)) for i, task in enumerate(tasks, 1)]
+        found = [lines for _, lines in sorted(run_blocks(jobs), key=lambda done: done[0])]
     else:
         futures = [client.submit(metadata_problems, pair, meta, pure=False)]
         futures += client.map(compare_rows, tasks, pure=False)
