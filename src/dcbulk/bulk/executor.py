@@ -2,15 +2,16 @@
 
 :func:`~dcbulk.bulk.runplan.planned` decides a run once (discovery, the lock, resume); the
 :class:`~dcbulk.bulk.runplan.RunPlan` it yields is what ``--dry-run`` prints and the CLI's
-banner counts. :func:`execute` then runs that plan: one task per target on the cluster (:func:`~dcbulk.bulk.job.run_target`), at
-most ``max_open_outputs`` in flight (largest first, so no big file is left for the tail),
-each outcome recorded in the manifest as it settles and passed to the ``progress``
-observer, and the run's orphaned ``*.partial`` files removed once at its end. The job's
-hooks (:class:`~dcbulk.bulk.job.Job`) add what a mode needs: the dask settings of a cluster
-started for it, worker resources per task, a check of the workers, recognition of finished
-outputs without dcbulk's provenance log, and a sweep of its own leftovers (under the lock,
-at the run's start and end). A task whose report carries a ``note`` (it left its source
-alone on purpose) settles as skipped, unrecorded.
+banner counts. :func:`execute` then runs that plan: one task per target on the cluster
+(:func:`~dcbulk.bulk.job.run_target`), at most ``max_open_outputs`` in flight (largest
+first, so no big file is left for the tail), each outcome recorded in the manifest as it
+settles and passed to the ``progress`` observer, and the run's orphaned ``*.partial``
+files removed once at its end. The job's hooks (:class:`~dcbulk.bulk.job.Job`) add what a
+mode needs: the dask settings of a cluster started for it, worker resources per task, a
+check of the workers, recognition of finished outputs without dcbulk's provenance log, and
+a sweep of its own leftovers (under the lock, at the run's start and end). A task whose
+report carries a ``note`` (it left its source alone on purpose) settles as skipped,
+unrecorded.
 
 A :class:`~dcbulk.bulk.job.CheckJob` (``verify``) writes nothing: its plan
 (:func:`~dcbulk.bulk.runplan.check_plan`) has no output directory, and :func:`execute` runs

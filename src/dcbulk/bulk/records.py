@@ -115,7 +115,8 @@ class Decision:
     ``"unrecorded output exists"`` (no record, but the output file is there: overwrite only
     with force), ``"previously failed"``, ``"options changed"``, ``"source changed"`` (size,
     mtime or the hash of its first and last MiB differ), ``"output missing"``,
-    ``"output size differs"`` or ``"finished"`` (skip). ``size``/``mtime_ns`` are the source's as seen by the decision.
+    ``"output size differs"`` or ``"finished"`` (skip). ``size``/``mtime_ns`` are the
+    source's as seen by the decision.
     """
 
     action: str

@@ -82,8 +82,9 @@ def _cfg_lines(attrs: dict) -> list[str]:
     return wrap_lines(f"{key} = {_text(value)}" for key, value in sorted(attrs.items()))
 
 
-def _plan(infos: list[SourceInfo], features, filter):
-    """The joined dask arrays, the per-input details, the features dropped, the run id."""
+def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
+    """The joined dask arrays, the per-input details, the features dropped, the run id
+    (``attrs_in``: each input's root attributes)."""
     import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
     names = [n for n in select_features(infos[0], features) if n != "contour"]
     # "index" is renumbered, so every input has it (dclab computes it when missing)
@@ -101,9 +102,7 @@ def _plan(infos: list[SourceInfo], features, filter):
     mappings = [_mapping(info, filter) for info in infos]
     parts: dict[str, list] = {n: [] for n in names}
     details, offset0, online_next, total = [], None, None, 0
-    for k, (info, idx) in enumerate(zip(infos, mappings), start=1):
-        with open_rtdc(info.path) as h5:
-            attrs = attrs_of(h5)
+    for k, (info, idx, attrs) in enumerate(zip(infos, mappings, attrs_in), start=1):
         start = start_seconds(attrs, info.path)
         offset0 = start if offset0 is None else offset0
         t_off = start - offset0
@@ -143,14 +142,11 @@ def _plan(infos: list[SourceInfo], features, filter):
     return joined, details, dropped, run_id
 
 
-def _extra(infos: list[SourceInfo], details: list[dict], dropped: list[str],
-           options: dict, run_id: str) -> ExtraMetadata:
-    attrs, logs, tables = {}, {}, {}
-    for k, info in enumerate(infos, start=1):
+def _extra(infos: list[SourceInfo], attrs_in: list[dict], details: list[dict],
+           dropped: list[str], options: dict, run_id: str) -> ExtraMetadata:
+    attrs, logs, tables = dict(attrs_in[0]), {}, {}
+    for k, (info, src_attrs) in enumerate(zip(infos, attrs_in), start=1):
         with open_rtdc(info.path) as h5:
-            src_attrs = attrs_of(h5)
-            if k == 1:
-                attrs = dict(src_attrs)
             for name, lines in logs_of(h5).items():
                 logs[f"src-#{k}_{name}"] = lines
             for name, table in tables_of(h5).items():
@@ -185,14 +181,14 @@ class JoinJob(Job):
             raise PlanError(f"join needs at least two input files, got {len(entries)}")
         output = output if output.endswith(".rtdc") else output + ".rtdc"
         infos = [inspect_source(e.path) for e in entries]
-        keys = []
+        attrs = []
         for info in infos:
             with open_rtdc(info.path) as h5:
-                keys.append(order_key(attrs_of(h5)))
-        order = sorted(range(len(infos)), key=lambda k: (keys[k], k))
-        infos = [infos[k] for k in order]
-        joined, details, dropped, run_id = _plan(infos, options.features, options.filter)
-        extra = _extra(infos, details, dropped, options.fingerprint_dict(), run_id)
+                attrs.append(attrs_of(h5))
+        order = sorted(range(len(infos)), key=lambda k: (order_key(attrs[k]), k))
+        infos, attrs = [infos[k] for k in order], [attrs[k] for k in order]
+        joined, details, dropped, run_id = _plan(infos, attrs, options.features, options.filter)
+        extra = _extra(infos, attrs, details, dropped, options.fingerprint_dict(), run_id)
         return [Target(output, entries[order[0]], sum(info.size for info in infos),
                        (joined, extra))]
 

@@ -279,5 +279,6 @@ def _describe(path: str, h5: h5py.File, follow_external: bool) -> SourceInfo:
         path=path, n_events=n_events, identifier=get_measurement_identifier(h5, compat="dclab"),
         features=features, own_features=tuple(own), basins=basins,
         has_contour=isinstance(events.get("contour"), h5py.Group),
-        empty_groups=empty_event_groups(events), follow_external=follow_external, basin_files=tuple(dict.fromkeys(basin_files)))
+        empty_groups=empty_event_groups(events), follow_external=follow_external,
+        basin_files=tuple(dict.fromkeys(basin_files)))
 
