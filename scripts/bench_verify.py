@@ -7,11 +7,15 @@
    full and compared with the source's), the baseline a user would write.
 
 Prints wall and CPU seconds of both (CPU: this process plus, for dcbulk, the workers) and
-their ratio. The cluster is the one ``dcbulk verify`` starts
+their ratio. Then, as a user runs them (each a process of its own, its whole process tree
+sampled): ``dcbulk verify OUT_DIR`` (dcbulk chooses its own process or a LocalCluster; start
+included) against the serial loop as a script, for the archive and for its largest output
+alone. The cluster is the one ``dcbulk verify`` starts
 (``dcbulk.engine.client.make_local_cluster``: its workers keep large malloc buffers instead of
 dask's ``MALLOC_TRIM_THRESHOLD_=65536``, which made glibc mmap every HDF5 chunk buffer, about
-40 % more CPU here); ``--worker-env KEY=VALUE`` adds to the workers' environment. Uses the archive of ``scripts/benchmark.py archive`` (same defaults: 30 files,
-20..900 events, seed 5), converted once with ``convert_archive`` into the work directory.
+40 % more CPU here); ``--worker-env KEY=VALUE`` adds to the workers' environment. Uses the
+archive of ``scripts/benchmark.py archive`` (same defaults: 30 files, 20..900 events, seed 5),
+converted once with ``convert_archive`` into the work directory.
 
     python scripts/bench_verify.py --workers 2
 """
@@ -59,6 +63,28 @@ def serial_loop(pairs: list[tuple[str, str]]) -> int:
                 if key not in o.attrs:
                     bad += 1
     return bad
+
+
+_SERIAL_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from bench_verify import serial_loop
+args = sys.argv[2:]
+sys.exit(serial_loop(list(zip(args[::2], args[1::2]))))
+"""
+
+
+def whole_commands(label: str, target: Path, pairs: list[tuple[str, str]]) -> None:
+    """``dcbulk verify TARGET`` and the serial loop over ``pairs``, each as a process."""
+    from bench_common import run_subprocess
+    bindir = Path(sys.executable).parent
+    _, dc = run_subprocess([str(bindir / "dcbulk"), "verify", "-q", str(target)])
+    _, loop = run_subprocess([sys.executable, "-c", _SERIAL_SCRIPT,
+                              str(Path(__file__).resolve().parent),
+                              *[p for pair in pairs for p in pair]])
+    print(f"  whole commands, {label}: dcbulk verify wall {dc.wall:6.2f} s  cpu {dc.cpu:6.2f} s"
+          f" | serial loop script wall {loop.wall:6.2f} s  cpu {loop.cpu:6.2f} s | "
+          f"{loop.wall / dc.wall:.2f}x")
 
 
 def _worker_cpu(client) -> float:
@@ -122,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  serial h5py+numpy loop:     wall {wall_serial:6.2f} s  cpu {cpu_serial:6.2f} s")
     print(f"  speed-up (wall, serial / dcbulk): {wall_serial / wall_dc:.2f}x (target >= 1.6x); "
           f"cpu dcbulk / serial: {cpu_dc / cpu_serial:.2f}")
+    whole_commands(f"{len(pairs)} files", out_dir, pairs)
+    largest = max(pairs, key=lambda pair: os.path.getsize(pair[0]))
+    whole_commands(f"largest output ({os.path.getsize(largest[0]) / 1e6:,.0f} MB)",
+                   Path(largest[0]), [largest])
     return 0
 
 
