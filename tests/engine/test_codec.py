@@ -392,3 +392,24 @@ def test_scratch_file_reuse_is_bounded_and_survives_failures(tmp_path, monkeypat
     monkeypatch.setattr(codec_hdf5, "SCRATCH_LIMIT", 1 << 10)
     assert [raw for _, raw in encode_chunks(data, chunks[0], codec)] == ref
     assert codec_hdf5._local.file is None and not scratch.id.valid
+
+
+@pytest.mark.parametrize("nbytes", [1, 2, 3, 719, 720, 721, 1 << 20, (1 << 20) + 3])
+def test_fletcher32_stage_is_hdf5s_checksum(nbytes):
+    """dcbulk's Fletcher-32 stage (HDF5's own function, without the GIL) gives numcodecs'
+    bytes, which are HDF5's; it gives back the data and refuses a flipped bit."""
+    from numcodecs import Fletcher32 as NumcodecsFletcher32
+
+    from dcbulk.codec.fletcher import Fletcher32, _checksum, fletcher32_stage
+    assert _checksum() is not None, "h5py's HDF5 should export H5_checksum_fletcher32"
+    assert isinstance(fletcher32_stage(), Fletcher32)
+    data = np.random.default_rng(nbytes).integers(0, 256, nbytes, dtype=np.uint8)
+    ours, theirs = Fletcher32().encode(data), NumcodecsFletcher32().encode(data)
+    assert bytes(ours) == bytes(theirs)
+    assert Fletcher32().encode(data.tobytes()) == ours  # any buffer
+    assert bytes(Fletcher32().decode(ours)) == data.tobytes()
+    for flip in {0, len(ours) // 2, len(ours) - 1}:
+        bad = bytearray(ours)
+        bad[flip] ^= 0x10
+        with pytest.raises(RuntimeError, match="fletcher32"):
+            Fletcher32().decode(bytes(bad))

@@ -5,7 +5,8 @@ label, numcodecs pipeline); :mod:`.spec` holds :class:`ChunkCodec` (a small froz
 picklable choice of one row) and :func:`parse_compression`; :mod:`.encode` encodes blocks
 into the exact bytes HDF5 stores and proves stored chunks sound, with numcodecs in parallel
 threads where it reproduces HDF5's bytes, else with :mod:`.hdf5` (HDF5's own filter pipeline
-on an in-memory file).
+on an in-memory file); :mod:`.fletcher` is the checksum stage of those pipelines (HDF5's own
+function, called without the GIL).
 """
 from __future__ import annotations
 

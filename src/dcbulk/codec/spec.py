@@ -88,9 +88,9 @@ class ChunkCodec:
             stages = make(self.row.default)
         if stages is None:
             return None
-        if self.fletcher32:
-            from numcodecs import Fletcher32
-            stages = (*stages, Fletcher32())
+        if self.fletcher32:  # HDF5's own checksum, without the GIL (:mod:`.fletcher`)
+            from .fletcher import fletcher32_stage
+            stages = (*stages, fletcher32_stage())
         return stages
 
     def to_dict(self) -> dict[str, Any]:
