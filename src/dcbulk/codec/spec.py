@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from ..errors import PlanError
+from .fletcher import fletcher32_stage
 from .table import COMPRESSORS, Compressor, compressor
 
 __all__ = ["COMPRESSION_CHOICES", "ChunkCodec", "parse_compression"]
@@ -89,7 +90,6 @@ class ChunkCodec:
         if stages is None:
             return None
         if self.fletcher32:  # HDF5's own checksum, without the GIL (:mod:`.fletcher`)
-            from .fletcher import fletcher32_stage
             stages = (*stages, fletcher32_stage())
         return stages
 

@@ -134,8 +134,9 @@ def _event_datasets(path: str, events: h5py.Group, follow_external: bool):
 
 def empty_event_groups(events: h5py.Group) -> tuple[str, ...]:
     """Names of the groups in ``events`` that have no members (``contour`` aside)."""
-    return tuple(sorted(key for key in events.keys() if key != "contour"
-                        and events.get(key, getclass=True) is h5py.Group and not len(events[key])))
+    return tuple(sorted(key for key in events.keys() if key != "contour"  # class: not opened
+                        and events.get(key, getclass=True) is h5py.Group
+                        and not len(events[key])))
 
 
 def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:

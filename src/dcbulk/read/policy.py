@@ -116,22 +116,23 @@ def check_dataset(dset: h5py.Dataset, shown: str, path: str, *, follow_external:
     if not shape:
         return  # scalar or null dataspace: one item, stored with the object header
     itemsize = dset.dtype.itemsize
-    row = math.prod(shape) * itemsize if item == "contour" else math.prod(shape[1:]) * itemsize
+    nbytes = math.prod(shape) * itemsize
+    row = nbytes if item == "contour" else math.prod(shape[1:]) * itemsize
     check_item_bytes(row, shown, path, f"one {item}")
-    chunks = dset.chunks
-    if math.prod(shape) == 0:
+    if nbytes == 0:
         return
+    chunks = dset.chunks
     if chunks is not None:
         declared = _declared_chunks(shape, chunks)
         stored = dset.id.get_num_chunks()
         if stored < declared:
             raise SourceLimitError(
-                f"{path}: '{shown}' declares shape {shape} ({math.prod(shape) * itemsize:,} bytes "
+                f"{path}: '{shown}' declares shape {shape} ({nbytes:,} bytes "
                 f"in {declared:,} chunks) but the file stores only {stored:,} of these "
                 f"chunks; dcbulk refuses data a file does not hold")
     elif dset.id.get_storage_size() == 0:
         raise SourceLimitError(f"{path}: '{shown}' declares shape {shape} "
-                               f"({math.prod(shape) * itemsize:,} bytes) but the file stores none "
+                               f"({nbytes:,} bytes) but the file stores none "
                                f"of it; dcbulk refuses data a file does not hold")
 
 

@@ -7,9 +7,9 @@ and the arguments of the metadata check (root attributes, logs, tables, basins, 
 :func:`check_pair` runs them: in this process (by the threads of the run's block pool when
 ``dcbulk verify`` runs in dcbulk's own process), or, given a client (``worker_client``
 inside a task of ``dcbulk verify``), the metadata check and each row task as tasks of their
-own, so a large output is read by every worker. Outputs of dcnum's pipeline (``dcbulk process``)
-have new events: they are checked alone (:mod:`.processed`). No h5py object travels; each
-check opens its files by path.
+own, so a large output is read by every worker. Outputs of dcnum's pipeline
+(``dcbulk process``) have new events: they are checked alone (:mod:`.processed`). No h5py
+object travels; each check opens its files by path.
 """
 from __future__ import annotations
 
