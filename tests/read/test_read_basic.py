@@ -86,7 +86,7 @@ def test_errors_pickle() -> None:
     assert type(again) is NotHDF5Error and again.args == exc.args
 
 
-# ------------------------------------------------------------ list_features
+# ------------------------------------------------------------ open_child
 def test_open_child_is_group_get(tmp_path: Path) -> None:
     """The lean member open gives what ``group.get`` gives, for every kind of member."""
     other = tmp_path / "other.h5"
@@ -114,6 +114,7 @@ def test_open_child_is_group_get(tmp_path: Path) -> None:
                 assert got.name == want.name and list(got) == list(want)
 
 
+# ------------------------------------------------------------ list_features
 def test_list_features_groups_and_datasets(tmp_path: Path) -> None:
     path = tmp_path / "f.rtdc"
     with HDF5Writer(path, mode="w") as hw:
