@@ -4,15 +4,16 @@ HDF5 runs every call of a process under one lock, so a block encoded through HDF
 in-memory file) occupies its whole process. Where the codec table
 (:mod:`dcbulk.codec.table`) names a numcodecs pipeline whose bytes equal what HDF5's filters
 store -- zstd (hdf5plugin.Zstd), deflate levels 1-9, no compression, each with or without
-Fletcher-32 last -- :func:`encode_chunks` encodes with numcodecs, which releases the GIL, so
-the threads of one process encode blocks at the same time. Everything else (HDF5-framed
+Fletcher-32 last -- :func:`encode_chunks` encodes with numcodecs (the checksum by HDF5's own
+function, :mod:`.fletcher`), both releasing the GIL, so the threads of one process encode
+blocks at the same time. Everything else (HDF5-framed
 lz4, bitshuffle, blosc2, deflate level 0, record dtypes) goes to HDF5 itself
 (:func:`dcbulk.codec.hdf5.encode_chunks`). Both give identical bytes; the tests prove it
 against files h5py writes with hdf5plugin's own filter classes.
 
-:func:`decode_stored_chunks` proves stored chunks sound before they are copied: numcodecs
-checks Fletcher-32 and decompresses each chunk (again without HDF5's lock) where it can,
-HDF5 otherwise.
+:func:`decode_stored_chunks` proves stored chunks sound before they are copied: the same
+pipeline checks Fletcher-32 and decompresses each chunk (again without HDF5's lock) where it
+can, HDF5 otherwise.
 """
 from __future__ import annotations
 
