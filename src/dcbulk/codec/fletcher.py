@@ -62,7 +62,7 @@ class Fletcher32:
         data = _bytes_of(buf)
         return b"".join((memoryview(data), struct.pack("<I", self._fletcher(data))))
 
-    def decode(self, buf, out=None):
+    def decode(self, buf) -> np.ndarray:
         data = _bytes_of(buf)
         if data.nbytes < 4:
             raise RuntimeError(f"a Fletcher-32 chunk holds at least 4 bytes, got {data.nbytes}")
@@ -72,10 +72,6 @@ class Fletcher32:
         if found != stored:
             raise RuntimeError(f"The fletcher32 checksum of the data ({found}) did not match "
                                f"the expected checksum ({stored})")
-        if out is not None:
-            out = _bytes_of(out)
-            out[:] = body
-            return out
         return body
 
 
