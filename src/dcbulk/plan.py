@@ -23,7 +23,7 @@ from .write.filters import best_nd_chunks
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
     "ENUMERATE", "best_chunk_rows", "make_mapping", "select_features", "plan_feature",
-    "plan_groups", "plan_conversion",
+    "plan_groups", "plan_conversion", "plan_stored_prefix",
 ]
 
 #: ``FeatureSource.origin`` of features generated as 1..n instead of read
@@ -175,6 +175,15 @@ def _keeps_stored_chunks(src: ChunkCodec | None, want: ChunkCodec) -> bool:
     return src.level >= want.level
 
 
+def _copyable(fsrc: FeatureSource, chunk_shape: tuple[int, ...], dtype: np.dtype,
+              codec: ChunkCodec) -> bool:
+    """Whether ``fsrc``'s stored chunks are output chunks of ``chunk_shape`` and ``dtype``
+    whose filters are at least as good as ``codec`` (so they may be copied as stored)."""
+    return (fsrc.origin != ENUMERATE and fsrc.rowmap is None
+            and fsrc.data.chunks == chunk_shape and dtype == np.dtype(fsrc.data.dtype)
+            and _keeps_stored_chunks(fsrc.data.chunk_codec(), codec))
+
+
 def plan_feature(fsrc: FeatureSource, n_rows: int, codec: ChunkCodec, *,
                  mapped: bool) -> FeaturePlan:
     """Plan one output dataset for a feature.
@@ -189,15 +198,34 @@ def plan_feature(fsrc: FeatureSource, n_rows: int, codec: ChunkCodec, *,
     if fsrc.feature == "mask" and dtype == bool:
         dtype = np.dtype(np.uint8)
     chunk_rows = best_chunk_rows(item_shape, dtype)
-    src_codec = fsrc.data.chunk_codec()
-    raw = (fsrc.origin != ENUMERATE and not mapped and fsrc.rowmap is None
-           and fsrc.data.chunks == (chunk_rows,) + item_shape
-           and fsrc.data.shape[0] == n_rows
-           and dtype == np.dtype(fsrc.data.dtype)
-           and _keeps_stored_chunks(src_codec, codec))
+    raw = (not mapped and fsrc.data.shape[0] == n_rows
+           and _copyable(fsrc, (chunk_rows,) + item_shape, dtype, codec))
     return FeaturePlan(name=fsrc.feature, source=fsrc, item_shape=item_shape, dtype=dtype.str,
                        chunk_rows=chunk_rows, n_rows=n_rows,
-                       codec=src_codec if raw else codec, raw_copy=raw)
+                       codec=fsrc.data.chunk_codec() if raw else codec, raw_copy=raw)
+
+
+def plan_stored_prefix(fp: FeaturePlan, fsrc: FeatureSource, chunks_per_block: int
+                       ) -> tuple[FeaturePlan, int] | None:
+    """The leading chunks of ``fp`` copied as stored from ``fsrc``, whose rows are its first.
+
+    For an output that begins with another file's rows, unchanged (the first input of a
+    join): the whole chunks of ``fsrc`` are its first chunks when they have ``fp``'s chunk
+    shape, dtype and filters at least as good. Returns a raw-copy plan of those chunks and
+    the chunks per block of the whole feature -- the number in ``chunks_per_block / 4 ..
+    chunks_per_block`` whose whole blocks cover most of them (blocks follow one grid) -- or
+    None when no whole block lines up.
+    """
+    if not _copyable(fsrc, fp.chunk_shape, np.dtype(fp.dtype), fp.codec):
+        return None
+    whole = min(fsrc.data.shape[0], fp.n_rows) // fp.chunk_rows
+    per_block = max(range(max(1, chunks_per_block // 4), max(1, chunks_per_block) + 1),
+                    key=lambda c: (whole // c * c, c))
+    n_copy = whole // per_block * per_block
+    if not n_copy:
+        return None
+    return replace(fp, source=fsrc, n_rows=n_copy * fp.chunk_rows,
+                   codec=fsrc.data.chunk_codec(), raw_copy=True), per_block
 
 
 @dataclass(frozen=True)

@@ -421,6 +421,43 @@ def test_join_without_a_cluster_is_made_in_process(split_source, tmp_path, clien
     assert sorted(os.listdir(tmp_path / "here")) == ["j.rtdc"]  # no marker left
 
 
+def test_join_copies_the_first_inputs_whole_chunks_as_stored(tmp_path, client):
+    """The earliest input's whole chunks that line up with the output's and keep its filters
+    (here zstd 9 >= the 5 asked) are copied as stored, in dcbulk's process and on a cluster;
+    the rest is encoded; a damaged one fails the join with one line naming it, and no
+    output is left."""
+    first, second = tmp_path / "first.rtdc", tmp_path / "second.rtdc"
+    day = {"experiment:date": "2024-04-14"}
+    make_rtdc(first, 250, seed=3, compression="zstd:9", with_traces=False,
+              meta={**day, "experiment:time": "10:00:00"})
+    make_rtdc(second, 120, seed=4, with_traces=False, meta={**day, "experiment:time": "11:00:00"})
+    report = dcbulk.modes.join([second, first], tmp_path / "out" / "j.rtdc")
+    assert report.ok, [f.error for f in report.failed]
+    out = report.files[0].output
+    mine, theirs = stored_chunks(out)["image"], stored_chunks(first)["image"]
+    assert len(mine) == 8 and mine[:4] == theirs[:4]  # 52-event chunks: 4 whole ones in 250
+    with h5py.File(out) as h5, h5py.File(first) as a, h5py.File(second) as b:
+        assert h5["events/image"].chunks == a["events/image"].chunks == (52, 80, 250)
+        for name in ("image", "mask", "deform"):
+            np.testing.assert_array_equal(h5["events"][name][:], np.concatenate(
+                [a["events"][name][:], b["events"][name][:]]).astype(h5["events"][name].dtype))
+        level5 = dcbulk.codec.encode_chunks(a["events/image"][:52], 52,
+                                            dcbulk.codec.parse_compression("zstd:5"))
+    assert level5[0][1] != mine[0][1]  # (so the equality above is not what encoding gives)
+    there = dcbulk.modes.join([second, first], tmp_path / "there" / "j.rtdc", client=client)
+    assert there.ok and stored_chunks(there.files[0].output) == stored_chunks(out)
+    with h5py.File(first, "a") as h5:  # a flipped byte in stored chunk 2 of the image
+        mask, data = h5["events/image"].id.read_direct_chunk((104, 0, 0))
+        data = bytearray(data)
+        data[len(data) // 2] ^= 0xFF
+        h5["events/image"].id.write_direct_chunk((104, 0, 0), bytes(data), filter_mask=mask)
+    broken = dcbulk.modes.join([second, first], tmp_path / "bad" / "j.rtdc")
+    assert not broken.ok
+    error = broken.failed[0].error
+    assert "\n" not in error and "'image'" in error and "chunk 2" in error, error
+    assert not list((tmp_path / "bad").glob("*.rtdc*"))
+
+
 def test_join_matches_dclab_join(small_archive, tmp_path, client):
     from dclab.cli import join as dclab_join
     inputs = [small_archive / "sub" / "b.rtdc", small_archive / "a.rtdc"]  # b is later

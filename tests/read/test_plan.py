@@ -9,7 +9,7 @@ import pytest
 from dcbulk.codec import ChunkCodec
 from dcbulk.errors import PlanError
 from dcbulk.plan import (BlockGroup, best_chunk_rows, make_mapping, plan_conversion, plan_feature,
-                         plan_groups, select_features)
+                         plan_groups, plan_stored_prefix, select_features)
 from dcbulk.read.inspect import DatasetRef, FeatureSource, SourceInfo
 
 ZSTD5 = ChunkCodec("zstd", 5, True)
@@ -82,6 +82,26 @@ def test_plan_feature_raw_copy_only_when_layout_and_filters_allow():
     assert not fp.raw_copy and fp.codec == ZSTD5
     unknown = FeatureSource("deform", _ref("deform", (2500,), "f8", (1000,), None))
     assert not plan_feature(unknown, 2500, ZSTD5, mapped=False).raw_copy
+
+
+def test_plan_stored_prefix_takes_whole_blocks_of_the_first_rows_chunks():
+    first = _info().features["image"]  # 2500 events in chunks of 52: 48 whole ones
+    joined = plan_feature(first, 6000, ZSTD5, mapped=False)  # longer: encoded
+    assert not joined.raw_copy
+    copy, per_block = plan_stored_prefix(joined, first, 16)
+    assert (copy.raw_copy, copy.source, copy.name, copy.n_chunks, per_block) == \
+        (True, first, "image", 48, 16)
+    assert plan_stored_prefix(joined, first, 10)[1] == 8  # 6 blocks of 8 cover all 48
+    prime = FeatureSource("image", _ref("image", (2460, 80, 250), "u1", (52, 80, 250)))
+    copy, per_block = plan_stored_prefix(joined, prime, 20)  # 47 whole chunks: 3 blocks of 15
+    assert (copy.n_chunks, per_block) == (45, 15)
+    short = FeatureSource("image", _ref("image", (51, 80, 250), "u1", (52, 80, 250)))
+    assert plan_stored_prefix(joined, short, 16) is None  # no whole chunk
+    other = _info(chunks_ok=False).features["image"]
+    assert plan_stored_prefix(joined, other, 16) is None
+    low = FeatureSource("image", _ref("image", (2500, 80, 250), "u1", (52, 80, 250),
+                                      ChunkCodec("zstd", 3)))
+    assert plan_stored_prefix(joined, low, 16) is None
 
 
 def test_plan_groups_cover_every_chunk_once_and_respect_budget():

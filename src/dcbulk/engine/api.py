@@ -21,7 +21,8 @@ from ..codec import ChunkCodec, parse_compression
 from ..errors import FileTimeoutError, PlanError
 from ..partials import commit_deadline, current_deadline, refuse_existing
 from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadata,
-                    FeaturePlan, best_chunk_rows, make_mapping, plan_conversion)
+                    FeaturePlan, best_chunk_rows, make_mapping, plan_conversion,
+                    plan_stored_prefix)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 from .arrays import encode_array
 from .client import client_context
@@ -160,8 +161,10 @@ def result_within(fut, timeout: float | None, output: str) -> Report:
                                f"file; its output was not kept") from None
 
 
-def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int
-                  ) -> tuple[dict[str, da.Array], tuple[BlockGroup, ...], int]:
+def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
+                  stored: dict[str, FeatureSource]
+                  ) -> tuple[dict[str, da.Array], tuple[BlockGroup, ...], int,
+                             dict[str, FeaturePlan]]:
     import dask.array as da
     if not arrays:
         raise PlanError("store_features needs at least one array")
@@ -169,7 +172,7 @@ def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int
     if len(set(lengths.values())) != 1:
         raise PlanError(f"arrays differ in length: {lengths}")
     n_rows = next(iter(lengths.values()))
-    aligned, groups = {}, []
+    aligned, groups, prefixes = {}, [], {}
     for name, arr in arrays.items():
         if not isinstance(arr, da.Array):
             arr = da.from_array(np.asarray(arr))
@@ -185,11 +188,15 @@ def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int
                          item_shape=item_shape, dtype=dtype.str,
                          chunk_rows=best_chunk_rows(item_shape, dtype), n_rows=n_rows,
                          codec=codec)
-        group = BlockGroup((fp,), fp.chunks_per_task(max_task_bytes))
+        per_block = fp.chunks_per_task(max_task_bytes)
+        prefix = plan_stored_prefix(fp, stored[name], per_block) if name in stored else None
+        if prefix is not None:
+            prefixes[name], per_block = prefix
+        group = BlockGroup((fp,), per_block)
         if n_rows:
             aligned[name] = arr.rechunk((group.block_rows,) + tuple(-1 for _ in item_shape))
         groups.append(group)
-    return aligned, tuple(groups), n_rows
+    return aligned, tuple(groups), n_rows, prefixes
 
 
 def _write_bundle(plan: ConversionPlan, payload: bytes, *, overwrite: bool,
@@ -204,7 +211,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
                    mapping=None, compression="zstd:5", client=None, overwrite: bool = False,
                    max_task_bytes: int = DEFAULT_TASK_BYTES,
                    extra: ExtraMetadata | None = None, timeout: float | None = None,
-                   inline: bool = False) -> Report:
+                   inline: bool = False, stored: dict | None = None) -> Report:
     """Write dask arrays as features of a new ``.rtdc`` file.
 
     Arrays are rechunked to whole multiples of the best HDF5 chunks, encoded on the workers
@@ -231,12 +238,18 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     inline
         Compute and write everything in the calling thread, without a cluster (small
         outputs; a file task of a job uses it so that it never waits for other tasks).
+    stored
+        Feature name -> the :class:`~dcbulk.read.inspect.FeatureSource` whose rows are the
+        array's first rows, unchanged (a join's first input): its whole stored chunks that
+        have the output's chunk shape and filters at least as good as ``compression`` are
+        copied as stored, each proved sound first, instead of being decoded and encoded.
     """
     t0 = time.perf_counter()
     output = os.path.abspath(output)
     refuse_existing(output, overwrite=overwrite)
     codec = _codec(compression)
-    aligned, groups, n_rows = _array_groups(arrays, codec, max_task_bytes)
+    aligned, groups, n_rows, prefixes = _array_groups(arrays, codec, max_task_bytes,
+                                                      stored or {})
     info = inspect_source(metadata_from) if metadata_from is not None else None
     if mapping is not None and info is None:
         raise PlanError("store_features: mapping= needs metadata_from= (the mapped source)")
@@ -255,8 +268,8 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
                           options={"compression": codec.describe(), "store_features": True},
                           extra=extra)
     label = info.path if info else output
-    encoded = [(g, encode_array(aligned[g.features[0].name], g, label)) for g in groups
-               if g.n_rows]
+    encoded = [(g, encode_array(aligned[g.features[0].name], g, label,
+                                prefixes.get(g.features[0].name))) for g in groups if g.n_rows]
     try:
         payload = cloudpickle.dumps(encoded)
     except Exception as exc:

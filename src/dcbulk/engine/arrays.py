@@ -12,7 +12,8 @@ large), and each task opens the file by path.
 :class:`EncodedBlock` objects per :class:`~dcbulk.plan.BlockGroup`: read -> encode (scalar
 features of a block packed into one record array), or, for chunks copied as stored, one
 task per run of stored chunks that proves each chunk sound before handing it on.
-:func:`encode_array` does the same for any dask array (``store_features``), and
+:func:`encode_array` does the same for any dask array (``store_features``; leading chunks
+that are another file's stored chunks, such as a join's first input's, copied as stored), and
 :func:`plan_blocks` computes a plan's blocks with the same functions in the calling thread,
 without a graph (a small file's writer).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ if TYPE_CHECKING:  # dask.array (and scipy behind it) is imported only when used
     import dask.array as da
 
 __all__ = ["EncodedBlock", "read_features", "plan_arrays", "plan_blocks", "encode_array",
-           "contiguous_slice"]
+           "stored_array", "contiguous_slice"]
 
 _ERRORS = (DcbulkError, OSError, ValueError, KeyError, RuntimeError, TypeError)
 
@@ -261,17 +263,23 @@ def plan_arrays(plan: ConversionPlan) -> list[tuple[BlockGroup, da.Array]]:
         if group.n_rows == 0:
             continue
         if group.raw_copy:
-            fp = group.features[0]
-            copy = functools.partial(_copy_stored, fp, group.chunks_per_block, plan.source)
-            arr = da.map_blocks(copy, chunks=((1,) * len(group.block_chunks()),), dtype=object,
-                                meta=np.empty(0, dtype=object),
-                                name=f"dcbulk-copy-{i}-{token}")
+            arr = stored_array(group.features[0], group.chunks_per_block, plan.source,
+                               f"dcbulk-copy-{i}-{token}")
         else:
             rows = _read_array(group, plan.mapping, plan.source, f"{i}-{token}")
             arr = _blocks_of(rows, _encode_block, features=group.features, label=plan.source,
                              name=f"dcbulk-encode-{i}-{token}")
         arrays.append((group, arr))
     return arrays
+
+
+def stored_array(fp: FeaturePlan, chunks_per_block: int, label: str, name: str) -> da.Array:
+    """The stored chunks of a raw-copy feature plan, ``chunks_per_block`` a block (one
+    :class:`EncodedBlock` per block, each chunk proved sound by :func:`_stored_run`)."""
+    import dask.array as da
+    copy = functools.partial(_copy_stored, fp, chunks_per_block, label)
+    return da.map_blocks(copy, chunks=((1,) * math.ceil(fp.n_chunks / chunks_per_block),),
+                         dtype=object, meta=np.empty(0, dtype=object), name=name)
 
 
 def plan_blocks(plan: ConversionPlan) -> Iterator[tuple[tuple[BlockGroup, int], EncodedBlock]]:
@@ -316,8 +324,22 @@ def _read_encoded(files: OpenFiles, fsrcs: tuple[FeatureSource, ...], dtype: np.
                     label)
 
 
-def encode_array(arr: da.Array, group: BlockGroup, label: str) -> da.Array:
-    """Encode the blocks of any dask array already chunked as ``group`` (store_features)."""
-    token = dask.base.tokenize(arr.name, group)
-    return _blocks_of(arr, _encode_block, features=group.features, label=label,
-                      name=f"dcbulk-encode-{group.features[0].name.replace('/', '-')}-{token}")
+def encode_array(arr: da.Array, group: BlockGroup, label: str,
+                 stored: FeaturePlan | None = None) -> da.Array:
+    """Encode the blocks of any dask array already chunked as ``group`` (store_features).
+
+    With ``stored`` (a raw-copy plan of the array's leading chunks:
+    :func:`~dcbulk.plan.plan_stored_prefix`), those blocks are its stored chunks instead.
+    """
+    token = dask.base.tokenize(arr.name, group, stored)
+    name = group.features[0].name.replace("/", "-")
+    encoded = _blocks_of(arr, _encode_block, features=group.features, label=label,
+                         name=f"dcbulk-encode-{name}-{token}")
+    if stored is None:
+        return encoded
+    import dask.array as da
+    copied = stored_array(stored, group.chunks_per_block, label, f"dcbulk-copy-{name}-{token}")
+    n_copied = len(copied.chunks[0])
+    if n_copied >= len(encoded.chunks[0]):
+        return copied
+    return da.concatenate([copied, encoded[n_copied:]])

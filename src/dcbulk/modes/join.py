@@ -13,7 +13,9 @@ attributes) and a ``dcbulk-join`` log listing the inputs with their identifiers.
 The joined features are dask arrays (:func:`~dcbulk.read_features` per input, offsets as
 array operations, concatenated), planned on the client as the recipe of the one target of
 :class:`JoinJob` and stored by :func:`~dcbulk.store_features` in that target's task: one
-writer, the reading and encoding on the workers.
+writer, the reading and encoding on the workers. The earliest input's whole chunks that line
+up with the output's and keep its filters (zstd >= the level asked) are copied as stored,
+after being proved sound, as ``convert`` copies a file's.
 """
 from __future__ import annotations
 
@@ -83,8 +85,9 @@ def _cfg_lines(attrs: dict) -> list[str]:
 
 
 def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
-    """The joined dask arrays, the per-input details, the features dropped, the run id
-    (``attrs_in``: each input's root attributes)."""
+    """The joined dask arrays, the features whose first rows are the earliest input's own
+    (its stored chunks may be copied), the per-input details, the features dropped and the
+    run id (``attrs_in``: each input's root attributes)."""
     import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
     names = [n for n in select_features(infos[0], features) if n != "contour"]
     # "index" is renumbered, so every input has it (dclab computes it when missing)
@@ -135,11 +138,14 @@ def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
     if "index" in joined:
         joined["index"] = da.arange(1, total + 1, dtype=joined["index"].dtype,
                                     chunks=joined["index"].chunks[0])
+    stored = {} if mappings[0] is not None else {  # the earliest input's rows come unchanged
+        name: infos[0].features[name] for name in joined
+        if name != "index" and name in infos[0].features}
     run_id = filtered_run_identifier(
         infos[0].identifier, mappings[0], infos[0].n_events,
         more=[(info.identifier, idx, info.n_events)
               for info, idx in zip(infos[1:], mappings[1:])])
-    return joined, details, dropped, run_id
+    return joined, stored, details, dropped, run_id
 
 
 def _extra(infos: list[SourceInfo], attrs_in: list[dict], details: list[dict],
@@ -187,23 +193,25 @@ class JoinJob(Job):
                 attrs.append(attrs_of(h5))
         order = sorted(range(len(infos)), key=lambda k: (order_key(attrs[k]), k))
         infos, attrs = [infos[k] for k in order], [attrs[k] for k in order]
-        joined, details, dropped, run_id = _plan(infos, attrs, options.features, options.filter)
+        joined, stored, details, dropped, run_id = _plan(infos, attrs, options.features,
+                                                         options.filter)
         extra = _extra(infos, attrs, details, dropped, options.fingerprint_dict(), run_id)
         return [Target(output, entries[order[0]], sum(info.size for info in infos),
-                       (joined, extra))]
+                       (joined, stored, extra))]
 
     def make(self, target: Target, options, *, overwrite: bool, **_) -> Report:
         """Store the joined arrays: as a task on a worker, the encoding on the others; or
         in dcbulk's process, its blocks computed by the run's block pool
         (:mod:`~dcbulk.bulk.inprocess`)."""
-        joined, extra = target.recipe
+        joined, stored, extra = target.recipe
         if current_worker() is None:
             return store_features(joined, target.output, compression=options.codec,
-                                  overwrite=overwrite, extra=extra, inline=True)
+                                  overwrite=overwrite, extra=extra, inline=True, stored=stored)
         from distributed import worker_client
         with worker_client() as client:
             return store_features(joined, target.output, compression=options.codec,
-                                  client=client, overwrite=overwrite, extra=extra)
+                                  client=client, overwrite=overwrite, extra=extra,
+                                  stored=stored)
 
 
 def join(sources: Iterable, output, *, features=None, filter: str | None = None,
