@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -114,6 +115,35 @@ def warm_cache(paths: Path | Iterable[Path], idle_wait: float = 0.0) -> None:
 def load_text() -> str:
     """The machine's load averages (1, 5, 15 min), to print beside a measurement."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+_SCALING_SCRIPT = """
+import sys, time
+import numcodecs, numpy as np
+block = np.random.default_rng(0).normal(100, 8, (52, 80, 250)).clip(0, 255).astype(np.uint8)
+codec, t0, n = numcodecs.Zstd(level=5), time.perf_counter(), 0
+while time.perf_counter() - t0 < float(sys.argv[1]):
+    codec.encode(block)
+    n += 1
+print(n * block.nbytes / (time.perf_counter() - t0))
+"""
+
+
+def machine_scaling(seconds: float = 3.0) -> str:
+    """What two busy processes get of this machine: the limit of any 2-process speed-up here.
+
+    One process encodes image chunks with zstd 5 (the engine's work) for ``seconds``, then
+    two at once; on a machine whose two cores are its own, the pair encodes ~2x as much.
+    """
+    def rates(n: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _SCALING_SCRIPT, str(seconds)],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return [float(p.communicate()[0]) for p in procs]
+
+    alone, together = rates(1)[0], sum(rates(2))
+    return (f"machine: zstd 5 on image chunks {alone / MiB:.0f} MiB/s in one process, "
+            f"{together / MiB:.0f} MiB/s in two side by side: a 2-process limit of "
+            f"{together / alone:.2f}x here (load {load_text()})")
 
 
 def ensure_source(workdir: Path, n_events: int, seed: int = 42) -> Path:

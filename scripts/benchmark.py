@@ -44,8 +44,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (MiB, TreeSampler, chunk_identity, ensure_archive,  # noqa: E402
-                          ensure_source, equal_to_source, print_rows, ratio_line, row,
-                          run_subprocess, split_by_size, tree_bytes, warm_cache)
+                          ensure_source, equal_to_source, machine_scaling, print_rows,
+                          ratio_line, row, run_subprocess, split_by_size, tree_bytes,
+                          warm_cache)
 
 CHOICES = ["zstd:5", "zstd:1", "zstd:9", "gzip:4", "lz4", "blosc2-zstd:5", "blosc2-lz4:5",
            "bitshuffle-zstd:5", "bitshuffle-lz4", "none"]
@@ -346,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     todo = ["compress", "mapping", "archive", "memory"] if args.what == "all" else [args.what]
+    print(machine_scaling(), flush=True)
     for what in todo:
         if what == "mapping":
             cmd_compress(args, mapped=True)
