@@ -31,7 +31,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from bench_common import ensure_archive, load_text, machine_scaling, run_subprocess
+from bench_common import (byte_compile_dcbulk, ensure_archive, load_text, machine_scaling,
+                          run_subprocess)
 
 TARGETS = {"split": 2.0, "join": 1.8, "condense": 3.0, "reprocess": None}
 PY = sys.executable
@@ -226,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     print("figures are provisional on a shared machine: re-run on a quiet one")
+    byte_compile_dcbulk()
     print(machine_scaling(), flush=True)
     steps = {"split": cmd_split, "join": cmd_join, "condense": cmd_condense,
              "reprocess": cmd_reprocess}

@@ -108,12 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     import dask
     env = dict(item.split("=", 1) for item in args.worker_env)
-    from bench_common import ensure_archive, machine_scaling
+    from bench_common import byte_compile_dcbulk, ensure_archive, machine_scaling
     from distributed import Client
 
     import dcbulk
     from dcbulk.engine.client import make_local_cluster
     from dcbulk.bulk.manifest import Manifest
+    byte_compile_dcbulk()
     print(machine_scaling(), flush=True)
     lo, hi = (int(x) for x in args.archive_events.split(":"))
     root = args.workdir / f"archive-{args.archive_files}f-{lo}-{hi}ev-s{args.archive_seed}-raw"

@@ -43,10 +43,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import (MiB, TreeSampler, chunk_identity, ensure_archive,  # noqa: E402
-                          ensure_source, equal_to_source, machine_scaling, print_rows,
-                          ratio_line, row, run_subprocess, split_by_size, tree_bytes,
-                          warm_cache)
+from bench_common import (MiB, TreeSampler, byte_compile_dcbulk, chunk_identity,  # noqa: E402
+                          ensure_archive, ensure_source, equal_to_source, machine_scaling,
+                          print_rows, ratio_line, row, run_subprocess, split_by_size,
+                          tree_bytes, warm_cache)
 
 CHOICES = ["zstd:5", "zstd:1", "zstd:9", "gzip:4", "lz4", "blosc2-zstd:5", "blosc2-lz4:5",
            "bitshuffle-zstd:5", "bitshuffle-lz4", "none"]
@@ -347,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     todo = ["compress", "mapping", "archive", "memory"] if args.what == "all" else [args.what]
+    byte_compile_dcbulk()
     print(machine_scaling(), flush=True)
     for what in todo:
         if what == "mapping":
