@@ -436,6 +436,8 @@ def test_join_copies_the_first_inputs_whole_chunks_as_stored(tmp_path, client):
     out = report.files[0].output
     mine, theirs = stored_chunks(out)["image"], stored_chunks(first)["image"]
     assert len(mine) == 8 and mine[:4] == theirs[:4]  # 52-event chunks: 4 whole ones in 250
+    assert read_provenance(out)["features"]["image"] == \
+        "zstd:5+fletcher32 (4 of 8 chunks copied as stored)"  # and said so
     with h5py.File(out) as h5, h5py.File(first) as a, h5py.File(second) as b:
         assert h5["events/image"].chunks == a["events/image"].chunks == (52, 80, 250)
         for name in ("image", "mask", "deform"):

@@ -49,11 +49,13 @@ _ERRORS = (DcbulkError, OSError, ValueError, KeyError, RuntimeError, TypeError)
 
 @dataclass(eq=False)
 class EncodedBlock:
-    """The stored bytes of the output chunks of one block, per feature, and its cost."""
+    """The stored bytes of the output chunks of one block, per feature, and its cost
+    (``stored``: chunks copied as a source stored them, not encoded)."""
 
     chunks: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
     raw_bytes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    stored: bool = False
 
 
 def contiguous_slice(events: np.ndarray) -> slice | np.ndarray:
@@ -155,7 +157,7 @@ def _stored_run(files: OpenFiles, fp: FeaturePlan, first: int, last: int, label:
     start, stop = first * fp.chunk_rows, min(last * fp.chunk_rows, fp.n_rows)
     return EncodedBlock(chunks={fp.name: stored},
                         raw_bytes={fp.name: (stop - start) * fp.row_nbytes},
-                        seconds=time.perf_counter() - t0)
+                        seconds=time.perf_counter() - t0, stored=True)
 
 
 def _copy_stored(fp: FeaturePlan, chunks_per_block: int, label: str, block_info=None

@@ -238,10 +238,14 @@ def _store_extra(hw: HDF5Writer, extra) -> None:
         ds.attrs.update(attrs)
 
 
-def _provenance(plan: ConversionPlan, contours: int | None) -> dict:
+def _provenance(plan: ConversionPlan, contours: int | None, copied: dict[str, int]) -> dict:
     """The output's provenance document (:mod:`dcbulk.provenance`'s schema)."""
     features = {fp.name: ("raw-copy " if fp.raw_copy else "") + fp.codec.describe()
                 for fp in plan.features}
+    for fp in plan.features:  # encoded features some chunks of which were copied (join)
+        if not fp.raw_copy and copied.get(fp.name):
+            features[fp.name] += (f" ({copied[fp.name]} of {fp.n_chunks} chunks copied as "
+                                  f"stored)")
     if contours is not None:
         features["contour"] = f"{plan.codec.describe()} ({contours} events)"
     job = dict(plan.extra.provenance) if plan.extra is not None else {}
@@ -254,9 +258,11 @@ def _provenance(plan: ConversionPlan, contours: int | None) -> dict:
                            details=job.get("details"))
 
 
-def write_trailer(hw: HDF5Writer, plan: ConversionPlan) -> None:
+def write_trailer(hw: HDF5Writer, plan: ConversionPlan, copied: dict[str, int] | None = None
+                  ) -> None:
     """Add statistics, contours, basins (maps composed with the mapping), the source's empty
-    event groups and the provenance log (``dcbulk-<mode>``, :mod:`dcbulk.provenance`)."""
+    event groups and the provenance log (``dcbulk-<mode>``, :mod:`dcbulk.provenance`;
+    ``copied``: chunks per feature copied as stored)."""
     contours = None
     if plan.source_info is not None:
         with open_rtdc(plan.source) as src:
@@ -270,5 +276,5 @@ def write_trailer(hw: HDF5Writer, plan: ConversionPlan) -> None:
         _store_extra(hw, plan.extra)
     for name in plan.empty_groups:  # kept as the source has them (dcnum lists them)
         hw.h5.require_group("events").require_group(name)
-    doc = _provenance(plan, contours)
+    doc = _provenance(plan, contours, copied or {})
     hw.store_log(log_name(hw.h5.get("logs", {}), doc["mode"]), provenance_lines(doc))

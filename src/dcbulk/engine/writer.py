@@ -108,8 +108,8 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None, inline: bo
     os.makedirs(os.path.dirname(os.path.abspath(plan.output)), exist_ok=True)
     partial = partial_path(plan.output)
     stats = {fp.name: {"mode": "raw-copy" if fp.raw_copy else "encode", "chunks": 0,
-                       "raw_bytes": 0, "stored_bytes": 0, "seconds": 0.0,
-                       "filters": fp.codec.describe()} for fp in plan.features}
+                       "copied_chunks": 0, "raw_bytes": 0, "stored_bytes": 0,
+                       "seconds": 0.0, "filters": fp.codec.describe()} for fp in plan.features}
     try:
         with HDF5Writer(partial, mode="w-", ds_kwds=plan.codec.ds_kwds()) as hw:
             write_metadata(hw, plan)
@@ -133,11 +133,12 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None, inline: bo
                         st["stored_bytes"] += hw.store_encoded_chunk(target, first + k, data,
                                                                      mask)
                     st["chunks"] += len(chunks)
+                    st["copied_chunks"] += len(chunks) if block.stored else 0
                     st["raw_bytes"] += block.raw_bytes.get(name, 0)
                     st["seconds"] += share
                 del block
             del targets
-            write_trailer(hw, plan)
+            write_trailer(hw, plan, {name: st["copied_chunks"] for name, st in stats.items()})
         commit_file(partial, plan.output, overwrite=overwrite, fsync=fsync)
     except BaseException as exc:
         if os.path.exists(partial):
