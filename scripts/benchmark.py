@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,8 +54,25 @@ CHOICES = ["zstd:5", "zstd:1", "zstd:9", "gzip:4", "lz4", "blosc2-zstd:5", "blos
 
 
 def child(kind: str, *params) -> list[str]:
-    """Command line running this script's hidden ``_child`` sub-command."""
-    return [sys.executable, os.path.abspath(__file__), "_child", kind, json.dumps(params)]
+    """Command line running this script's hidden ``_child`` sub-command (long parameters,
+    such as 1 000 file pairs, go through a temporary file: one argument is at most 128 KiB)."""
+    text = json.dumps(params)
+    if len(text) > 64 * 1024:
+        fd, path = tempfile.mkstemp(prefix="dcbulk-bench-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        text = "@" + path
+    return [sys.executable, os.path.abspath(__file__), "_child", kind, text]
+
+
+def _child_params(text: str):
+    """The parameters :func:`child` passed (read, and removed, from their file if need be)."""
+    if not text.startswith("@"):
+        return json.loads(text)
+    path = Path(text[1:])
+    params = json.loads(path.read_text())
+    path.unlink()
+    return params
 
 
 def dcbulk_cmd(args, *rest: str) -> list[str]:
@@ -321,7 +339,7 @@ def _external(module: str, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_child"]:
-        run_child(argv[1], json.loads(argv[2]))
+        run_child(argv[1], _child_params(argv[2]))
         return 0
     if argv[:1] == ["verify"]:
         return _external("bench_verify", argv[1:])
