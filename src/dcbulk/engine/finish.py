@@ -244,8 +244,7 @@ def _provenance(plan: ConversionPlan, contours: int | None, copied: dict[str, in
                 for fp in plan.features}
     for fp in plan.features:  # encoded features some chunks of which were copied (join)
         if not fp.raw_copy and copied.get(fp.name):
-            features[fp.name] += (f" ({copied[fp.name]} of {fp.n_chunks} chunks copied as "
-                                  f"stored)")
+            features[fp.name] += f" ({copied[fp.name]} of {fp.n_chunks} chunks copied as stored)"
     if contours is not None:
         features["contour"] = f"{plan.codec.describe()} ({contours} events)"
     job = dict(plan.extra.provenance) if plan.extra is not None else {}

@@ -15,10 +15,11 @@ class Report:
     the source file, ``bytes_out`` the size of the output file; ``compression_ratio`` is
     ``raw_bytes`` over the bytes stored for the features. ``features`` holds per feature the
     mode (``encode`` or ``raw-copy``), filters, chunks (``copied_chunks`` of them copied as
-    stored), bytes and the seconds spent in worker tasks. ``identifier`` and ``source_mtime_ns`` identify the source for a manifest;
-    ``inline`` tells that the writer encoded the file itself; ``basin_files`` are the file
-    basins the source's features were found in; ``error`` (one line) and ``error_type`` (the
-    exception's class) are set, and the rest left empty, for a file of an archive that failed;
+    stored), bytes and the seconds spent in worker tasks. ``identifier`` and
+    ``source_mtime_ns`` identify the source for a manifest; ``inline`` tells that the writer
+    encoded the file itself; ``basin_files`` are the file basins the source's features were
+    found in; ``error`` (one line) and ``error_type`` (the exception's class) are set, and the
+    rest left empty, for a file of an archive that failed;
     ``note`` (one line) for a file a job left alone on purpose (reported as skipped);
     ``problems`` (one line each) and ``checked`` (what was compared) for a file a check job
     (``verify``) read.
