@@ -219,7 +219,7 @@ def plan_stored_prefix(fp: FeaturePlan, fsrc: FeatureSource, chunks_per_block: i
     if not _copyable(fsrc, fp.chunk_shape, np.dtype(fp.dtype), fp.codec):
         return None
     whole = min(fsrc.data.shape[0], fp.n_rows) // fp.chunk_rows
-    per_block = max(range(max(1, chunks_per_block // 4), max(1, chunks_per_block) + 1),
+    per_block = max(range(max(1, chunks_per_block // 4), chunks_per_block + 1),
                     key=lambda c: (whole // c * c, c))
     n_copy = whole // per_block * per_block
     if not n_copy:

@@ -238,13 +238,18 @@ def _store_extra(hw: HDF5Writer, extra) -> None:
         ds.attrs.update(attrs)
 
 
+def _feature_text(fp, copied: int) -> str:
+    """A feature's filters as the provenance gives them (and chunks copied as stored, for an
+    encoded feature some of whose chunks were: a join's)."""
+    if fp.raw_copy:
+        return "raw-copy " + fp.codec.describe()
+    return fp.codec.describe() + (f" ({copied} of {fp.n_chunks} chunks copied as stored)"
+                                  if copied else "")
+
+
 def _provenance(plan: ConversionPlan, contours: int | None, copied: dict[str, int]) -> dict:
     """The output's provenance document (:mod:`dcbulk.provenance`'s schema)."""
-    features = {fp.name: ("raw-copy " if fp.raw_copy else "") + fp.codec.describe()
-                for fp in plan.features}
-    for fp in plan.features:  # encoded features some chunks of which were copied (join)
-        if not fp.raw_copy and copied.get(fp.name):
-            features[fp.name] += f" ({copied[fp.name]} of {fp.n_chunks} chunks copied as stored)"
+    features = {fp.name: _feature_text(fp, copied.get(fp.name, 0)) for fp in plan.features}
     if contours is not None:
         features["contour"] = f"{plan.codec.describe()} ({contours} events)"
     job = dict(plan.extra.provenance) if plan.extra is not None else {}
@@ -257,8 +262,7 @@ def _provenance(plan: ConversionPlan, contours: int | None, copied: dict[str, in
                            details=job.get("details"))
 
 
-def write_trailer(hw: HDF5Writer, plan: ConversionPlan, copied: dict[str, int] | None = None
-                  ) -> None:
+def write_trailer(hw: HDF5Writer, plan: ConversionPlan, copied: dict[str, int]) -> None:
     """Add statistics, contours, basins (maps composed with the mapping), the source's empty
     event groups and the provenance log (``dcbulk-<mode>``, :mod:`dcbulk.provenance`;
     ``copied``: chunks per feature copied as stored)."""
@@ -275,5 +279,5 @@ def write_trailer(hw: HDF5Writer, plan: ConversionPlan, copied: dict[str, int] |
         _store_extra(hw, plan.extra)
     for name in plan.empty_groups:  # kept as the source has them (dcnum lists them)
         hw.h5.require_group("events").require_group(name)
-    doc = _provenance(plan, contours, copied or {})
+    doc = _provenance(plan, contours, copied)
     hw.store_log(log_name(hw.h5.get("logs", {}), doc["mode"]), provenance_lines(doc))
