@@ -98,11 +98,13 @@ def open_rtdc(path: str | os.PathLike[str]) -> h5py.File:
     return h5
 
 
-def open_child(group: h5py.Group, name: str):
-    """``group.get(name)`` of a file opened read-only, a third of the cost for a hard link.
+def open_child(group: h5py.Group, name: str, *, readonly: bool = True):
+    """``group.get(name)``, a third of the cost for a hard link.
 
-    Soft and external links, named datatypes and missing names take h5py's own path (its
-    link access properties, its ``None``).
+    A dataset of a file opened read-only gets h5py's ``readonly`` flag (its shape cached);
+    pass ``readonly=False`` for a file being written. Soft and external links, named
+    datatypes and missing names take h5py's own path (its link access properties, its
+    ``None``).
     """
     bname = name.encode()
     try:
@@ -113,7 +115,7 @@ def open_child(group: h5py.Group, name: str):
         oid = h5o.open(group.id, bname)
         kind = h5i.get_type(oid)
         if kind == h5i.DATASET:
-            return h5py.Dataset(oid, readonly=True)
+            return h5py.Dataset(oid, readonly=readonly)
         if kind == h5i.GROUP:
             return h5py.Group(oid)
     return group.get(name)
