@@ -8,7 +8,7 @@ import hdf5plugin
 import numpy as np
 import pytest
 
-from dcbulk.errors import ChecksumMismatchError
+from dcbulk.errors import ChecksumMismatchError, SourceError
 from dcbulk.read import chunks as read_chunks
 from dcbulk.read.chunks import gather_rows, read_rows
 
@@ -105,3 +105,30 @@ def test_read_rows_into_a_reused_buffer(tmp_path, images, name):
     with h5py.File(tmp_path / "b.h5") as h5:
         got = read_rows(h5["x"], 20, 70, out=buf)
     assert got is buf and np.array_equal(buf, images[20:70])
+
+
+def test_read_rows_with_the_inspections_ref_never_decodes_a_changed_dataset_wrong(
+        tmp_path, images):
+    """``ref`` (the inspection's description) spares HDF5's creation properties; a dataset
+    rewritten since with other filters or chunks fails with one line saying so (never
+    "damaged", never wrong rows); one rewritten with the same reads as it is now."""
+    from dcbulk.read.inspect import describe_dataset
+    path = tmp_path / "s.h5"
+    _write(path, images, 32, **FILTERS["zstd:5+fletcher32"])
+    with h5py.File(path) as h5:
+        ref = describe_dataset(path, h5["x"], "x")
+        assert np.array_equal(read_rows(h5["x"], 5, 100, ref=ref), images[5:100])
+        assert np.array_equal(gather_rows(h5["x"], np.array([99, 3, 64]), ref),
+                              images[[99, 3, 64]])
+    later = images[::-1].copy()
+    _write(path, later, 32, **FILTERS["zstd:5+fletcher32"])
+    with h5py.File(path) as h5:
+        assert np.array_equal(read_rows(h5["x"], 5, 100, ref=ref), later[5:100])
+    for kwds, chunk_rows in [(FILTERS["gzip:6+fletcher32"], 32), (FILTERS["zstd:1"], 32),
+                             ({}, 32), (FILTERS["none+fletcher32"], 32),
+                             (FILTERS["zstd:5+fletcher32"], 16),
+                             (FILTERS["zstd:5+fletcher32"], 64)]:
+        _write(path, later, chunk_rows, **kwds)
+        with h5py.File(path) as h5, pytest.raises(SourceError, match="rewritten with other "
+                                                  "filters or chunks after it was inspected"):
+            read_rows(h5["x"], 5, 100, ref=ref)

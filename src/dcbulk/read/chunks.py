@@ -13,6 +13,7 @@ lock and the GIL, so the threads of one worker decompress at the same time
 """
 from __future__ import annotations
 
+import functools
 import threading
 import zlib
 
@@ -68,48 +69,63 @@ class OpenFiles:
         raise TypeError("OpenFiles holds h5py handles and cannot be pickled")
 
 
-def _decoder(ds: h5py.Dataset) -> tuple | None:
-    """numcodecs stages decoding ``ds``'s stored chunks, or None (read through h5py).
-
-    Only chunked datasets whose chunks hold whole items and whose filters actually compress
-    or check (plain chunks are a copy under the lock either way).
-    """
-    if ds.chunks is None or tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
-        return None
-    codec = ChunkCodec.from_dataset(ds)
-    if codec is None or (codec.compression is None and not codec.fletcher32):
-        return None
+@functools.lru_cache(maxsize=None)
+def _stages(codec: ChunkCodec) -> tuple | None:
+    """numcodecs stages decoding chunks stored with ``codec`` (stateless: shared by threads)."""
+    if codec.compression is None and not codec.fletcher32:
+        return None  # plain chunks are a copy under the lock either way
     return codec.numcodecs_pipeline(exact=False)
 
 
-def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None = None
-              ) -> np.ndarray:
+def _decoder(ds: h5py.Dataset, ref: DatasetRef | None = None) -> tuple | None:
+    """numcodecs stages decoding ``ds``'s stored chunks, or None (read through h5py).
+
+    Only chunked datasets whose chunks hold whole items and whose filters actually compress
+    or check. ``ref``, the inspection's description of ``ds``, spares reading its creation
+    properties again (a tenth of a small file's conversion); a dataset rewritten since
+    fails to decode (:func:`read_rows` then says so), never decodes wrong.
+    """
+    if ref is not None:
+        chunks, shape = ref.chunks, ref.shape
+        codec = None if ref.codec is None else ChunkCodec.from_dict(ref.codec)
+    else:
+        chunks, shape = ds.chunks, ds.shape
+        codec = None if chunks is None else ChunkCodec.from_dataset(ds)
+    if chunks is None or tuple(chunks[1:]) != tuple(shape[1:]) or codec is None:
+        return None
+    return _stages(codec)
+
+
+def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None = None,
+              ref: DatasetRef | None = None) -> np.ndarray:
     """Return ``ds[start:stop]``, decoding stored chunks with numcodecs where it can.
 
     Each touched chunk is read as stored (``read_direct_chunk``) and decoded in this
     thread without HDF5's lock; a chunk that is not stored (fill value), was stored with a
     filter skipped, or a dataset numcodecs cannot decode is read through h5py instead.
     ``out`` (of shape ``(stop - start,) + ds.shape[1:]`` and ``ds.dtype``) receives the rows
-    instead of a new array (a reused buffer).
+    instead of a new array (a reused buffer). ``ref``, the inspection's description of
+    ``ds``, gives its shape, dtype, chunks and filters without asking HDF5 again.
 
     Raises
     ------
     ChecksumMismatchError
         A stored chunk fails its checksum or does not decompress to a whole chunk.
     """
-    start, stop = max(0, int(start)), min(int(stop), ds.shape[0])
+    shape, dtype = (ref.shape, np.dtype(ref.dtype)) if ref is not None else (ds.shape, ds.dtype)
+    start, stop = max(0, int(start)), min(int(stop), shape[0])
     if stop <= start:
-        return np.empty((0,) + ds.shape[1:], dtype=ds.dtype)
-    stages = _decoder(ds)
+        return np.empty((0,) + shape[1:], dtype=dtype)
+    stages = _decoder(ds, ref)
     if stages is None and out is None:
         return ds[start:stop]
     if out is None:
-        out = np.empty((stop - start,) + ds.shape[1:], dtype=ds.dtype)
+        out = np.empty((stop - start,) + shape[1:], dtype=dtype)
     if stages is None:
         ds.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
         return out
-    cr = int(ds.chunks[0])
-    tail = (0,) * (ds.ndim - 1)
+    cr = int((ref.chunks if ref is not None else ds.chunks)[0])
+    tail = (0,) * (len(shape) - 1)
     for first in range(start - start % cr, stop, cr):
         lo, hi = max(start, first), min(stop, first + cr)
         try:
@@ -122,8 +138,12 @@ def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None
         try:
             for stage in reversed(stages):
                 data = stage.decode(data)
-            rows = np.frombuffer(data, dtype=ds.dtype).reshape((cr,) + ds.shape[1:])
+            rows = np.frombuffer(data, dtype=dtype).reshape((cr,) + tuple(shape[1:]))
         except (RuntimeError, ValueError, TypeError, zlib.error) as exc:
+            if ref is not None and (_decoder(ds) is not stages or ds.chunks != ref.chunks
+                                    or ds.dtype.str != ref.dtype):
+                raise SourceError(f"{ds.file.filename}: '{ds.name}' was rewritten with other "
+                                  f"filters or chunks after it was inspected") from exc
             raise ChecksumMismatchError(
                 f"{ds.file.filename}: '{ds.name}' chunk {first // cr} is damaged: "
                 f"{one_line(exc, 200)}") from exc
@@ -138,11 +158,12 @@ def _rows_per_chunk(ds: h5py.Dataset) -> int:
     return max(1, (1024**2) // row_bytes)
 
 
-def gather_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+def gather_rows(ds: h5py.Dataset, rows: np.ndarray, ref: DatasetRef | None = None
+                ) -> np.ndarray:
     """Return ``ds[rows]`` for any integer index array (unsorted, repeated).
 
     Reads the touched source chunks in ascending order, grouping neighbouring chunks into
-    runs of at most :data:`MAX_RUN_BYTES`.
+    runs of at most :data:`MAX_RUN_BYTES` (``ref``: as for :func:`read_rows`).
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((rows.size,) + ds.shape[1:], dtype=ds.dtype)
@@ -164,7 +185,7 @@ def gather_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
         while a < b:
             stop = a + int(np.searchsorted(chunk_ids[a:b], chunk_ids[a] + max_chunks))
             lo, hi = int(srows[a]), int(srows[stop - 1]) + 1
-            block = read_rows(ds, lo, hi)
+            block = read_rows(ds, lo, hi, ref=ref)
             out[order[a:stop]] = block[srows[a:stop] - lo]
             a = stop
     return out
@@ -186,12 +207,12 @@ def read_event_rows(files: OpenFiles, fsrc: FeatureSource,
     ds = files.dataset(fsrc.data)
     if fsrc.rowmap is not None:
         rmap = files.dataset(fsrc.rowmap)
-        rows = rmap[events] if isinstance(events, slice) else gather_rows(rmap, events)
-        return gather_rows(ds, rows)
+        rows = (rmap[events] if isinstance(events, slice)
+                else gather_rows(rmap, events, fsrc.rowmap))
+        return gather_rows(ds, rows, fsrc.data)
     if isinstance(events, slice) and events.step in (None, 1):
-        begin, end, _ = events.indices(ds.shape[0])
-        return read_rows(ds, begin, end)
+        begin, end, _ = events.indices(fsrc.data.shape[0])
+        return read_rows(ds, begin, end, ref=fsrc.data)
     if isinstance(events, slice):
         return ds[events]
-    return gather_rows(ds, events)
-
+    return gather_rows(ds, events, fsrc.data)

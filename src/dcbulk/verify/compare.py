@@ -26,7 +26,7 @@ from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
-from ..read.inspect import FeatureSource
+from ..read.inspect import DatasetRef, FeatureSource
 from ..read.policy import external_objects
 
 __all__ = ["RowCheck", "compare_rows", "compare_metadata", "compare_contours", "file_problems",
@@ -137,11 +137,14 @@ def _buffer(slot: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     return buf[:need].view(dtype).reshape(shape)
 
 
-def _read_rows(dset: h5py.Dataset, start: int, stop: int, slot: str) -> np.ndarray:
-    if dset.dtype.hasobject or stop <= start or dset.ndim == 0:
+def _read_rows(dset: h5py.Dataset, start: int, stop: int, slot: str,
+               ref: DatasetRef | None = None) -> np.ndarray:
+    shape, dtype = (ref.shape, np.dtype(ref.dtype)) if ref else (dset.shape, dset.dtype)
+    if dtype.hasobject or stop <= start or not shape:
         return dset[start:stop]
-    out = _buffer(slot, dset.dtype, (stop - start,) + dset.shape[1:])
-    return read_rows(dset, start, stop, out=out)  # compressed: decoded outside HDF5's lock
+    out = _buffer(slot, dtype, (min(stop, shape[0]) - start,) + tuple(shape[1:]))
+    # compressed: decoded outside HDF5's lock
+    return read_rows(dset, start, stop, out=out, ref=ref)
 
 
 def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
@@ -159,7 +162,7 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
         try:
             if check.events is None and check.source.rowmap is None:
                 want = _read_rows(files.dataset(check.source.data), check.start, check.stop,
-                                  "source")
+                                  "source", check.source.data)
             else:
                 want = np.asarray(read_event_rows(files, check.source, np.asarray(
                     check.events) if check.events is not None
