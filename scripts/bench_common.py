@@ -208,6 +208,26 @@ def split_by_size(files: Sequence[Path], parts: int) -> list[list[Path]]:
     return [sorted(part) for part in out]
 
 
+def dcnum_copy(src: str | Path, dst: str | Path, keep: np.ndarray | None = None) -> None:
+    """The 10-line loop a user writes today with dcnum: every feature (``keep``: a boolean
+    filter over the events), trace groups chunk by chunk, then the metadata."""
+    from dcnum.write import HDF5Writer, copy_features, copy_metadata, set_default_filter_kwargs
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(src, "r") as h_src, h5py.File(dst, "w") as h_dst:
+        ev = h_src["events"]
+        feats = [k for k, v in ev.items() if isinstance(v, h5py.Dataset)]
+        n = ev[feats[0]].shape[0]
+        mapping = np.flatnonzero(keep) if keep is not None else np.arange(n)
+        copy_features(h_src, h_dst, feats, mapping=mapping, ds_kwds=set_default_filter_kwargs())
+        writer = HDF5Writer(h_dst, ds_kwds=set_default_filter_kwargs())
+        for group in [k for k, v in ev.items() if isinstance(v, h5py.Group) and k != "contour"]:
+            for name, ds in ev[group].items():
+                step = 10 * writer.get_best_nd_chunks(ds.shape[1:], ds.dtype)[0]
+                for a in range(0, ds.shape[0], step):
+                    writer.store_feature_chunk(name, ds[a:a + step], group_name=f"events/{group}")
+        copy_metadata(h_src, h_dst)
+
+
 def tree_bytes(files: Iterable[Path]) -> int:
     return sum(Path(f).stat().st_size for f in files)
 

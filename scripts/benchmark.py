@@ -16,8 +16,9 @@ workers), peak RSS and the ratios measured in the same run:
 - ``memory``: peak RSS of the whole command for 1x and 10x the input;
 - ``table``: ratio and throughput of every ``--compression`` choice on the demo archive.
 
-Other sub-commands are dispatched to ``bench_verify.py`` (``verify``) and ``bench_modes.py``
-(``modes``) in this folder, through their ``main(argv)``. Scratch data lives in
+Other sub-commands are dispatched to ``bench_verify.py`` (``verify``), ``bench_modes.py``
+(``modes``) and ``bench_perfile.py`` (``perfile``: one file's CPU, dcbulk vs dcnum, alternating
+in one process) in this folder, through their ``main(argv)``. Scratch data lives in
 ``--workdir`` (default ``/tmp/dcbulk-bench``). On a shared machine prefer the CPU seconds and
 the same-run ratios; wall times are noisy.
 
@@ -45,7 +46,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import (MiB, TreeSampler, byte_compile_dcbulk, chunk_identity,  # noqa: E402
-                          ensure_archive, ensure_source, equal_to_source, machine_scaling,
+                          dcnum_copy, ensure_archive, ensure_source, equal_to_source,
+                          machine_scaling,
                           print_rows, ratio_line, row, run_subprocess, split_by_size,
                           tree_bytes, warm_cache)
 
@@ -269,29 +271,12 @@ def cmd_table(args) -> list[dict]:
 
 def run_child(kind: str, params: Sequence) -> None:
     """Hidden sub-command: one measured variant in a process of its own."""
-    import h5py
     if kind == "dcnum":  # the 10-line loop a user writes today
-        from dcnum.write import HDF5Writer, copy_features, copy_metadata, set_default_filter_kwargs
         pairs, map_path = params
+        keep = np.load(map_path) if map_path else None
         t0 = time.perf_counter()
         for src, dst in pairs:
-            Path(dst).parent.mkdir(parents=True, exist_ok=True)
-            with h5py.File(src, "r") as h_src, h5py.File(dst, "w") as h_dst:
-                ev = h_src["events"]
-                feats = [k for k, v in ev.items() if isinstance(v, h5py.Dataset)]
-                n = ev[feats[0]].shape[0]
-                mapping = np.flatnonzero(np.load(map_path)) if map_path else np.arange(n)
-                copy_features(h_src, h_dst, feats, mapping=mapping,
-                              ds_kwds=set_default_filter_kwargs())
-                writer = HDF5Writer(h_dst, ds_kwds=set_default_filter_kwargs())
-                for group in [k for k, v in ev.items() if isinstance(v, h5py.Group)
-                              and k != "contour"]:
-                    for name, ds in ev[group].items():
-                        step = 10 * writer.get_best_nd_chunks(ds.shape[1:], ds.dtype)[0]
-                        for a in range(0, ds.shape[0], step):
-                            writer.store_feature_chunk(name, ds[a:a + step],
-                                                       group_name=f"events/{group}")
-                copy_metadata(h_src, h_dst)
+            dcnum_copy(src, dst, keep)
         print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0}))
     elif kind == "api":  # dcbulk.convert on a cluster that is already up
         import psutil
@@ -345,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _external("bench_verify", argv[1:])
     if argv[:1] == ["modes"]:
         return _external("bench_modes", argv[1:])
+    if argv[:1] == ["perfile"]:
+        return _external("bench_perfile", argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", nargs="?", default="compress",
                    choices=["compress", "mapping", "archive", "tiny", "memory", "table", "all"])
