@@ -187,3 +187,27 @@ def test_verify_is_made_in_process_writes_nothing_and_finds_a_difference(tmp_pat
         h5["events/deform"][3] += 1
     problems = dcbulk.verify(dst).problems
     assert any("feature 'deform'" in p and "event 3" in p for p in problems), problems
+
+
+def test_verify_decides_by_what_it_reads_output_and_source(tmp_path, monkeypatch):
+    """A verify reads each output and its source: a run whose outputs are small on disk but
+    whose sources are large is made in dcbulk's process, as the conversion was."""
+    import dcbulk.bulk.executor as executor
+    import dcbulk.bulk.inprocess as inprocess
+    _small_archive(tmp_path / "src")
+    dst = tmp_path / "dst"
+    assert dcbulk.convert_archive(tmp_path / "src", dst).ok
+    outputs = sorted(dst.glob("*.rtdc"))
+    sources = [tmp_path / "src" / p.name for p in outputs]
+    out_avg = sum(p.stat().st_size for p in outputs) / len(outputs)
+    read_avg = out_avg + sum(p.stat().st_size for p in sources) / len(sources)
+    assert len(outputs) == 3 and read_avg > out_avg + 1
+    monkeypatch.setattr(inprocess, "THREADED_RUN_FILES", 2)  # 3 files: too many ...
+    monkeypatch.setattr(inprocess, "THREADED_FILE_BYTES", int(out_avg) + 1)  # ... unless large
+    monkeypatch.setattr(executor, "client_context",
+                        lambda *a, **k: pytest.fail("a cluster was started for a verify "
+                                                    "that reads large files"))
+    report = dcbulk.verify(dst)
+    assert report.ok and report.count("done") == 3 and report.dashboard is None
+    assert sorted(r.bytes_in for r in report.files) == sorted(
+        o.stat().st_size + s.stat().st_size for o, s in zip(outputs, sources))

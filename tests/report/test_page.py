@@ -162,7 +162,8 @@ def test_page_served_while_files_are_in_flight_and_after(archive, tmp_path):
             assert verdicts.ok and len(verdicts.files) == len(good)
             assert (snap["command"], snap["remaining"]) == ("verify", 0)
             assert snap["counts"] == {"done": len(good), "skipped": 0, "failed": 0}
-            assert snap["bytes_in"] == sum(os.path.getsize(f.output) for f in verdicts.files)
+            assert snap["bytes_in"] == sum(os.path.getsize(f.output) + os.path.getsize(f.source)
+                                           for f in verdicts.files)  # what the checks read
             # the plugin leaves with the block
             with pytest.raises(urllib.error.HTTPError) as err:
                 _get(base + "/dcbulk/run.json")

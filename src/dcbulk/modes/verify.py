@@ -59,16 +59,17 @@ class VerifyJob(CheckJob):
 
     @staticmethod
     def targets_of(pairs: list[VerifyPair], *, split: bool = True) -> list[Target]:
-        """One target per pair: the output checked, its size on disk, and its
-        :class:`Check` (split into sub-tasks above ``FILE_TASK_BYTES``, unless not
-        ``split``)."""
+        """One target per pair: the output checked, the bytes its check reads (output and
+        source on disk: the run is made in dcbulk's process or on a cluster by what it
+        reads, as a conversion's), and its :class:`Check` (split into sub-tasks for an
+        output above ``FILE_TASK_BYTES``, unless not ``split``)."""
         targets = []
         for pair in pairs:
             size = _size(pair.output)
             entry = SourceEntry(pair.source, os.path.basename(pair.output),
                                 os.path.dirname(pair.source or pair.output))
             big = split and not pair.processed and size > checks.FILE_TASK_BYTES
-            targets.append(Target(pair.output, entry, size,
+            targets.append(Target(pair.output, entry, size + _size(pair.source),
                                   Check(pair, big, checks.TASK_BYTES)))
         return targets
 
