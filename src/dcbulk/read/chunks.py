@@ -111,6 +111,8 @@ def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None
     ------
     ChecksumMismatchError
         A stored chunk fails its checksum or does not decompress to a whole chunk.
+    SourceError
+        ``ref`` no longer describes ``ds`` (rewritten since the inspection).
     """
     shape, dtype = (ref.shape, np.dtype(ref.dtype)) if ref is not None else (ds.shape, ds.dtype)
     start, stop = max(0, int(start)), min(int(stop), shape[0])
