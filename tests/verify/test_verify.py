@@ -10,6 +10,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from fixtures import small_rtdc
 
 import dcbulk
 from dcbulk.bulk import ConvertJob, Target, discover_sources, make_options, run_target
@@ -315,3 +316,23 @@ def test_verify_is_a_job_of_the_executor(client, capsys, pair, tmp_path, task_sp
     assert len(problems) == 1 and "feature 'deform'" in problems[0], captured.out
     assert set(os.listdir(out.parent)) - set(before) <= {"dcbulk-logs"}  # its run log
     assert not list(out.parent.rglob("*.partial")) and not list(out.parent.rglob(".dcbulk*"))
+
+
+def test_a_source_rewritten_after_planning_is_a_problem_line_not_an_exception(tmp_path):
+    """Row checks read the source with the plan's description of it; a source dataset
+    rewritten with other filters in between is reported as one problem line."""
+    from dcbulk.verify.checks import VerifyPair, plan_checks
+    from dcbulk.verify.compare import compare_rows
+    src = small_rtdc(tmp_path / "src.rtdc", 60, compression="zstd:5")
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(src, out, client=None)
+    problems, tasks, _meta = plan_checks(VerifyPair(output=str(out), source=str(src)))
+    assert problems == [] and [p for t in tasks for p in compare_rows(t)] == []
+    with h5py.File(src, "a") as h5:
+        data = h5["events/deform"][:]
+        del h5["events/deform"]
+        h5.create_dataset("events/deform", data=data, chunks=(60,), compression="gzip",
+                          fletcher32=True)
+    found = [p for t in tasks for p in compare_rows(t)]
+    assert len(found) == 1 and "feature 'deform'" in found[0] and "source unreadable" in found[0] \
+        and "rewritten with other filters or chunks" in found[0], found

@@ -19,7 +19,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
 
-from ..errors import ChecksumMismatchError
+from ..errors import ChecksumMismatchError, SourceError
 from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
@@ -167,7 +167,7 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
                 want = np.asarray(read_event_rows(files, check.source, np.asarray(
                     check.events) if check.events is not None
                     else slice(check.start, check.stop)))
-        except (OSError, KeyError, ValueError, ChecksumMismatchError) as exc:
+        except (OSError, KeyError, ValueError, ChecksumMismatchError, SourceError) as exc:
             return [f"{where}: source unreadable ({type(exc).__name__}: {exc})"]
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
             got = got > 0
