@@ -77,23 +77,30 @@ def _stages(codec: ChunkCodec) -> tuple | None:
     return codec.numcodecs_pipeline(exact=False)
 
 
-def _decoder(ds: h5py.Dataset, ref: DatasetRef | None = None) -> tuple | None:
-    """numcodecs stages decoding ``ds``'s stored chunks, or None (read through h5py).
-
-    Only chunked datasets whose chunks hold whole items and whose filters actually compress
-    or check. ``ref``, the inspection's description of ``ds``, spares reading its creation
-    properties again (a tenth of a small file's conversion); a dataset rewritten since
-    fails to decode (:func:`read_rows` then says so), never decodes wrong.
-    """
+def _layout(ds: h5py.Dataset, ref: DatasetRef | None = None) -> tuple:
+    """``(shape, dtype, chunks, codec)`` of ``ds``: from ``ref``, the inspection's description
+    of it, without asking HDF5 again (its creation properties cost a tenth of a small file's
+    conversion), else from the dataset."""
     if ref is not None:
-        chunks, shape = ref.chunks, ref.shape
-        codec = None if ref.codec is None else ChunkCodec.from_dict(ref.codec)
-    else:
-        chunks, shape = ds.chunks, ds.shape
-        codec = None if chunks is None else ChunkCodec.from_dataset(ds)
+        return (tuple(ref.shape), np.dtype(ref.dtype),
+                None if ref.chunks is None else tuple(ref.chunks),
+                None if ref.codec is None else ChunkCodec.from_dict(ref.codec))
+    chunks = ds.chunks
+    return ds.shape, ds.dtype, chunks, None if chunks is None else ChunkCodec.from_dataset(ds)
+
+
+def _stages_of(shape: tuple, chunks: tuple | None, codec: ChunkCodec | None) -> tuple | None:
     if chunks is None or tuple(chunks[1:]) != tuple(shape[1:]) or codec is None:
         return None
     return _stages(codec)
+
+
+def _decoder(ds: h5py.Dataset) -> tuple | None:
+    """numcodecs stages :func:`read_rows` decodes ``ds``'s stored chunks with, or None (read
+    through h5py): only chunked datasets whose chunks hold whole items and whose filters
+    actually compress or check."""
+    shape, _dtype, chunks, codec = _layout(ds)
+    return _stages_of(shape, chunks, codec)
 
 
 def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None = None,
@@ -114,11 +121,11 @@ def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None
     SourceError
         ``ref`` no longer describes ``ds`` (rewritten since the inspection).
     """
-    shape, dtype = (ref.shape, np.dtype(ref.dtype)) if ref is not None else (ds.shape, ds.dtype)
+    shape, dtype, chunks, codec = _layout(ds, ref)
     start, stop = max(0, int(start)), min(int(stop), shape[0])
     if stop <= start:
         return np.empty((0,) + shape[1:], dtype=dtype)
-    stages = _decoder(ds, ref)
+    stages = _stages_of(shape, chunks, codec)
     if stages is None and out is None:
         return ds[start:stop]
     if out is None:
@@ -126,7 +133,7 @@ def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None
     if stages is None:
         ds.read_direct(out, np.s_[start:stop], np.s_[0:stop - start])
         return out
-    cr = int((ref.chunks if ref is not None else ds.chunks)[0])
+    cr = int(chunks[0])
     tail = (0,) * (len(shape) - 1)
     for first in range(start - start % cr, stop, cr):
         lo, hi = max(start, first), min(stop, first + cr)
@@ -140,10 +147,9 @@ def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None
         try:
             for stage in reversed(stages):
                 data = stage.decode(data)
-            rows = np.frombuffer(data, dtype=dtype).reshape((cr,) + tuple(shape[1:]))
+            rows = np.frombuffer(data, dtype=dtype).reshape((cr,) + shape[1:])
         except (RuntimeError, ValueError, TypeError, zlib.error) as exc:
-            if ref is not None and (_decoder(ds) is not stages or ds.chunks != ref.chunks
-                                    or ds.dtype.str != ref.dtype):
+            if ref is not None and _layout(ds)[1:] != (dtype, chunks, codec):
                 raise SourceError(f"{ds.file.filename}: '{ds.name}' was rewritten with other "
                                   f"filters or chunks after it was inspected") from exc
             raise ChecksumMismatchError(
