@@ -7,7 +7,9 @@
    full and compared with the source's), the baseline a user would write.
 
 Prints wall and CPU seconds of both (CPU: this process plus, for dcbulk, the workers) and
-their ratio. Then, as a user runs them (each a process of its own, its whole process tree
+their ratio, and the serial loop as two processes side by side (halves of about equal bytes
+read: what two cores give this work here, the anchor of a 2-core target). Then, as a user
+runs them (each a process of its own, its whole process tree
 sampled): ``dcbulk verify OUT_DIR`` (dcbulk chooses its own process or a LocalCluster; start
 included) against the serial loop as a script, for the archive and for its largest output
 alone. The cluster is the one ``dcbulk verify`` starts
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -74,14 +77,36 @@ sys.exit(serial_loop(list(zip(args[::2], args[1::2]))))
 """
 
 
+def _loop_command(pairs: list[tuple[str, str]]) -> list[str]:
+    return [sys.executable, "-c", _SERIAL_SCRIPT, str(Path(__file__).resolve().parent),
+            *[p for pair in pairs for p in pair]]
+
+
+def two_loops(pairs: list[tuple[str, str]]) -> tuple[float, float]:
+    """Wall and CPU seconds of the serial loop as two processes side by side, each over
+    pairs of about half the bytes read (output and source)."""
+    from bench_common import TreeSampler
+    halves: list[list[tuple[str, str]]] = [[], []]
+    load = [0, 0]
+    for pair in sorted(pairs, key=lambda p: -sum(os.path.getsize(f) for f in p)):
+        i = load.index(min(load))
+        halves[i].append(pair)
+        load[i] += sum(os.path.getsize(f) for f in pair)
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(_loop_command(half)) for half in halves]
+    samplers = [TreeSampler(p.pid).__enter__() for p in procs]
+    for proc, smp in zip(procs, samplers):
+        proc.wait()
+        smp.__exit__(None, None, None)
+    return time.perf_counter() - t0, sum(s.cpu for s in samplers)
+
+
 def whole_commands(label: str, target: Path, pairs: list[tuple[str, str]]) -> None:
     """``dcbulk verify TARGET`` and the serial loop over ``pairs``, each as a process."""
     from bench_common import run_subprocess
     bindir = Path(sys.executable).parent
     _, dc = run_subprocess([str(bindir / "dcbulk"), "verify", "-q", str(target)])
-    _, loop = run_subprocess([sys.executable, "-c", _SERIAL_SCRIPT,
-                              str(Path(__file__).resolve().parent),
-                              *[p for pair in pairs for p in pair]])
+    _, loop = run_subprocess(_loop_command(pairs))
     print(f"  whole commands, {label}: dcbulk verify wall {dc.wall:6.2f} s  cpu {dc.cpu:6.2f} s"
           f" | serial loop script wall {loop.wall:6.2f} s  cpu {loop.cpu:6.2f} s | "
           f"{loop.wall / dc.wall:.2f}x")
@@ -148,8 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  dcbulk.verify, {args.workers} workers: wall {wall_dc:6.2f} s  cpu {cpu_dc:6.2f} s "
           f"(workers {cpu_workers:.2f}, client+scheduler {cpu_client:.2f})")
     print(f"  serial h5py+numpy loop:     wall {wall_serial:6.2f} s  cpu {cpu_serial:6.2f} s")
+    wall_two, cpu_two = two_loops(pairs)
+    print(f"  serial loop, 2 processes side by side: wall {wall_two:6.2f} s  cpu {cpu_two:6.2f} s"
+          f" ({wall_serial / wall_two:.2f}x one loop: the 2-core limit of this work here)")
     print(f"  speed-up (wall, serial / dcbulk): {wall_serial / wall_dc:.2f}x (target >= 1.6x); "
-          f"cpu dcbulk / serial: {cpu_dc / cpu_serial:.2f}")
+          f"cpu dcbulk / serial: {cpu_dc / cpu_serial:.2f}; "
+          f"vs 2 loops side by side: {wall_two / wall_dc:.2f}x")
     whole_commands(f"{len(pairs)} files", out_dir, pairs)
     largest = max(pairs, key=lambda pair: os.path.getsize(pair[0]))
     whole_commands(f"largest output ({os.path.getsize(largest[0]) / 1e6:,.0f} MB)",

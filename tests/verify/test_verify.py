@@ -1,6 +1,7 @@
 """``dcbulk verify`` and ``convert --verify`` (issue 9): real faults must each be found."""
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -18,13 +19,24 @@ from dcbulk.cli import main
 from dcbulk.modes.verify import verify_pairs
 
 
+def _split_small_outputs(monkeypatch) -> None:
+    """Outputs of any size are split into runs of rows where the executor lets a check
+    split (its inline limit from 0: a target reading more than half a worker thread's
+    share of what remains)."""
+    from dcbulk.bulk.executor import execute
+    checks = importlib.import_module("dcbulk.verify.checks")  # read where targets are made
+    monkeypatch.setattr(checks, "FILE_TASK_BYTES", 0)
+    monkeypatch.setattr(checks, "TASK_BYTES", 1024**2)
+    for module in ("dcbulk.cli", "dcbulk.modes.verify"):
+        monkeypatch.setattr(importlib.import_module(module), "execute",
+                            functools.partial(execute, inline_bytes=0))
+
+
 @pytest.fixture(autouse=True, params=["file-tasks", "chunk-run-tasks"])
 def task_split(request, monkeypatch):
     """Run every test with one task per output and with outputs split into runs of rows."""
-    checks = importlib.import_module("dcbulk.verify.checks")  # read where targets are made
     if request.param == "chunk-run-tasks":
-        monkeypatch.setattr(checks, "FILE_TASK_BYTES", 0)
-        monkeypatch.setattr(checks, "TASK_BYTES", 1024**2)
+        _split_small_outputs(monkeypatch)
     return request.param
 
 
@@ -52,6 +64,27 @@ def _is_summary(line: str, files: int, equal: int, differ: int, problems: int) -
 
 def _problems(lines):
     return [ln for ln in lines if not ln.startswith("dcbulk verify:")]
+
+
+def test_many_outputs_are_checked_whole_by_their_tasks_only_the_tail_splits(
+        client, monkeypatch, tmp_path):
+    """In a run of many outputs each is checked by its own task: splitting one into
+    sub-tasks only makes them contend with the other files' checks. Only the last targets,
+    larger than half a worker thread's share of what remains, spread over the workers."""
+    from distributed import get_task_stream
+    _split_small_outputs(monkeypatch)
+    src = small_rtdc(tmp_path / "src" / "a.rtdc", 60)
+    for k in range(1, 6):
+        shutil.copyfile(src, src.with_name(f"{'abcdef'[k]}.rtdc"))
+    dst = tmp_path / "dst"
+    assert dcbulk.convert_archive(tmp_path / "src", dst, client=client).ok
+    with get_task_stream(client) as ts:
+        report = dcbulk.verify(dst, client=client)
+    assert report.ok and report.count("done") == 6, report.problems
+    split = [str(t["key"]) for t in ts.data if str(t["key"]).startswith("metadata_problems")]
+    # six equal targets on 2 threads: with 6 or 5 left (the largest first) a target is
+    # checked whole; with 4 left it is at the limit (half of 2 targets' share); 3, 2, 1 split
+    assert len(split) in (3, 4), sorted(str(t["key"]) for t in ts.data)
 
 
 def test_equal_output_verifies(client, capsys, pair, tmp_path):
