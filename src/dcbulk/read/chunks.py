@@ -5,10 +5,10 @@ duration of one task through :class:`OpenFiles`, so no handle ever travels in a 
 Gathering rows by index reads only the source chunks that hold them, in sorted order,
 in bounded runs, so memory stays proportional to the output block, not to the source.
 
-Rows of compressed sources whose filters numcodecs can decode (zstd, deflate, with or
-without Fletcher-32: :meth:`~dcbulk.codec.ChunkCodec.from_dataset`) are read as stored
-chunks (``read_direct_chunk``, brief under HDF5's lock) and decoded by numcodecs outside the
-lock and the GIL, so the threads of one worker decompress at the same time
+Rows of chunked sources whose filters numcodecs can decode (zstd, deflate, with or
+without Fletcher-32, or none: :meth:`~dcbulk.codec.ChunkCodec.from_dataset`) are read as
+stored chunks (``read_direct_chunk``, brief under HDF5's lock) and decoded by numcodecs
+outside the lock and the GIL, so the threads of one worker decompress at the same time
 (:func:`read_rows`); everything else is read through h5py.
 """
 from __future__ import annotations
@@ -71,9 +71,10 @@ class OpenFiles:
 
 @functools.lru_cache(maxsize=None)
 def _stages(codec: ChunkCodec) -> tuple | None:
-    """numcodecs stages decoding chunks stored with ``codec`` (stateless: shared by threads)."""
-    if codec.compression is None and not codec.fletcher32:
-        return None  # plain chunks are a copy under the lock either way
+    """numcodecs stages decoding chunks stored with ``codec`` (stateless: shared by threads);
+    none for plain chunks, which are read as stored too: HDF5's own read of an unfiltered
+    chunked dataset (hyperslab selection, chunk cache) moved 0.85 GB/s here, its stored
+    chunks 3-8 GB/s, both under the GIL."""
     return codec.numcodecs_pipeline(exact=False)
 
 
