@@ -197,14 +197,15 @@ def ensure_archive(root: Path, n_files: int, events: tuple[int, int], seed: int,
     return files
 
 
-def split_by_size(files: Sequence[Path], parts: int) -> list[list[Path]]:
-    """Split files into ``parts`` lists of about equal bytes (largest first to the lightest)."""
-    out: list[list[Path]] = [[] for _ in range(parts)]
+def split_by_size(files: Sequence, parts: int, size=lambda p: p.stat().st_size) -> list[list]:
+    """Split files (or items of ``size(item)`` bytes) into ``parts`` lists of about equal
+    bytes (largest first to the lightest)."""
+    out: list[list] = [[] for _ in range(parts)]
     load = [0] * parts
-    for f in sorted(files, key=lambda p: (-p.stat().st_size, str(p))):
+    for f in sorted(files, key=lambda p: (-size(p), str(p))):
         i = load.index(min(load))
         out[i].append(f)
-        load[i] += f.stat().st_size
+        load[i] += size(f)
     return [sorted(part) for part in out]
 
 

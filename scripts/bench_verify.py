@@ -85,13 +85,8 @@ def _loop_command(pairs: list[tuple[str, str]]) -> list[str]:
 def two_loops(pairs: list[tuple[str, str]]) -> tuple[float, float]:
     """Wall and CPU seconds of the serial loop as two processes side by side, each over
     pairs of about half the bytes read (output and source)."""
-    from bench_common import TreeSampler
-    halves: list[list[tuple[str, str]]] = [[], []]
-    load = [0, 0]
-    for pair in sorted(pairs, key=lambda p: -sum(os.path.getsize(f) for f in p)):
-        i = load.index(min(load))
-        halves[i].append(pair)
-        load[i] += sum(os.path.getsize(f) for f in pair)
+    from bench_common import TreeSampler, split_by_size
+    halves = split_by_size(pairs, 2, lambda pair: sum(os.path.getsize(f) for f in pair))
     t0 = time.perf_counter()
     procs = [subprocess.Popen(_loop_command(half)) for half in halves]
     samplers = [TreeSampler(p.pid).__enter__() for p in procs]

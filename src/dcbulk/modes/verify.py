@@ -47,8 +47,9 @@ __all__ = ["Check", "VerifyJob", "VerifyReport", "pairs_from_manifest", "verify"
 
 @dataclass(frozen=True)
 class Check:
-    """A verify target's recipe: the pair, and whether its task splits the check into
-    sub-tasks of about ``task_bytes`` output bytes (decided on the client)."""
+    """A verify target's recipe: the pair, and whether its task may split the check into
+    sub-tasks of about ``task_bytes`` output bytes (an output above ``FILE_TASK_BYTES``,
+    decided on the client; it does when the check reads more than its inline limit)."""
 
     pair: VerifyPair
     split: bool
@@ -65,8 +66,8 @@ class VerifyJob(CheckJob):
     def targets_of(pairs: list[VerifyPair], *, split: bool = True) -> list[Target]:
         """One target per pair: the output checked, the bytes its check reads (output and
         source on disk: the run is made in dcbulk's process or on a cluster by what it
-        reads, as a conversion's), and its :class:`Check` (split into sub-tasks for an
-        output above ``FILE_TASK_BYTES``, unless not ``split``)."""
+        reads, as a conversion's), and its :class:`Check` (which may split into sub-tasks
+        for an output above ``FILE_TASK_BYTES``, unless not ``split``)."""
         targets = []
         for pair in pairs:
             size = _size(pair.output)
