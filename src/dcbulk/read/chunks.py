@@ -97,9 +97,9 @@ def _stages_of(shape: tuple, chunks: tuple | None, codec: ChunkCodec | None) -> 
 
 
 def _decoder(ds: h5py.Dataset) -> tuple | None:
-    """numcodecs stages :func:`read_rows` decodes ``ds``'s stored chunks with, or None (read
-    through h5py): only chunked datasets whose chunks hold whole items and whose filters
-    actually compress or check."""
+    """numcodecs stages :func:`read_rows` decodes ``ds``'s stored chunks with (none for
+    unfiltered chunks), or None (read through h5py): only chunked datasets whose chunks hold
+    whole items and whose filters numcodecs decodes, with a zero fill value."""
     shape, _dtype, chunks, codec = _layout(ds)
     return _stages_of(shape, chunks, codec)
 
