@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import h5py
+import numpy as np
 import pytest
 
 import dcbulk
@@ -128,7 +130,7 @@ def test_ctrl_c_of_an_in_process_run_ends_its_threads_and_leaves_nothing(tmp_pat
     from dcbulk.engine import arrays
     src = small_rtdc(tmp_path / "src" / "a.rtdc", 400, seed=5, with_traces=True)
     monkeypatch.setattr(filetask, "DEFAULT_TASK_BYTES", 32 * 1024)  # many blocks
-    real, started = arrays._encoded, threading.Event()
+    real, started = arrays.encode_rows, threading.Event()
 
     def slow(*args, **kwargs):  # blocks pile up in the pool's queue
         if not started.is_set():
@@ -137,7 +139,7 @@ def test_ctrl_c_of_an_in_process_run_ends_its_threads_and_leaves_nothing(tmp_pat
                             (threading.main_thread().ident, signal.SIGINT)).start()
         time.sleep(0.05)
         return real(*args, **kwargs)
-    monkeypatch.setattr(arrays, "_encoded", slow)
+    monkeypatch.setattr(arrays, "encode_rows", slow)
     dst = tmp_path / "dst"
     assert main(["convert", str(src), "-o", str(dst), "-q"]) == EXIT_INTERRUPTED
     assert started.is_set()
@@ -151,25 +153,39 @@ def test_ctrl_c_of_an_in_process_run_ends_its_threads_and_leaves_nothing(tmp_pat
     assert not (dst / "a.rtdc").exists()
 
 
-def test_an_in_process_run_does_not_import_distributed(tmp_path):
+@pytest.mark.parametrize("command", ["convert", "split", "join"])
+def test_an_in_process_run_imports_neither_distributed_nor_dask_array(tmp_path, command):
     """The fixed cost of a small command: a run without a cluster never imports
-    distributed (0.3 s of a 0.6 s command on 2 cores), and its output is complete."""
+    distributed (0.3 s of a 0.6 s command on 2 cores) nor dask.array (with scipy, 0.3-0.6 s
+    of a join's planning), and its output is complete."""
     src = small_rtdc(tmp_path / "a.rtdc", 30, seed=2, with_traces=True, compression="gzip:1")
+    other = small_rtdc(tmp_path / "b.rtdc", 20, seed=3, with_traces=True)
+    out = tmp_path / "o"
+    args = {"convert": [str(src), "-o", str(out)],
+            "split": [str(src), "-o", str(out), "--events-per-file", "10"],
+            "join": [str(src), str(other), "-o", str(out / "j.rtdc")]}[command]
     code = ("import sys; from dcbulk.cli import main; "
-            f"rc = main(['convert', {str(src)!r}, '-o', {str(tmp_path / 'o')!r}, '-q']); "
-            "print(rc, sorted(m for m in ('distributed', 'tornado', 'bokeh') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+            f"rc = main([{command!r}, *{args!r}, '-q']); "
+            "print(rc, sorted(m for m in ('distributed', 'tornado', 'bokeh', 'dask.array')"
+            " if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
-    assert out.stdout.split("\n")[-2] == "0 []", out.stdout + out.stderr
-    assert_features_equal(src, tmp_path / "o" / "a.rtdc")
+    assert run.stdout.split("\n")[-2] == "0 []", run.stdout + run.stderr
+    if command == "convert":
+        assert_features_equal(src, out / "a.rtdc")
+    elif command == "split":
+        assert sorted(p.name for p in out.glob("*.rtdc")) == [f"a_000{k}.rtdc" for k in (1, 2, 3)]
+    else:
+        with h5py.File(out / "j.rtdc") as h5, h5py.File(src) as a, h5py.File(other) as b:
+            for name in ("image", "trace/fl1_raw", "deform"):
+                np.testing.assert_array_equal(h5["events"][name][:], np.concatenate(
+                    [a["events"][name][:], b["events"][name][:]]))
 
 
 def test_verify_is_made_in_process_writes_nothing_and_finds_a_difference(tmp_path,
                                                                           monkeypatch):
     """A small verify needs no cluster (a 1.6 GB file: 6.4 s here vs 10.4 s with one); its
     checks, split into row tasks, run on the block pool; nothing enters the checked tree."""
-    import h5py
-
     import dcbulk.bulk.executor as executor
     from dcbulk.verify import checks
     _small_archive(tmp_path / "src")

@@ -23,12 +23,12 @@ def test_an_in_process_run_spreads_a_files_blocks_over_threads(tmp_path, monkeyp
     src = small_rtdc(tmp_path / "src" / "a.rtdc", 300, seed=3, compression="gzip:1",
                      with_traces=True)
     monkeypatch.setattr(filetask, "DEFAULT_TASK_BYTES", 64 * 1024)  # many blocks
-    threads, real = set(), arrays._encoded
+    threads, real = set(), arrays.encode_rows
 
     def spy(*args, **kwargs):
         threads.add(threading.current_thread().name)
         return real(*args, **kwargs)
-    monkeypatch.setattr(arrays, "_encoded", spy)
+    monkeypatch.setattr(arrays, "encode_rows", spy)
     here = dcbulk.convert_archive(tmp_path / "src", tmp_path / "here")
     assert here.ok and here.dashboard is None  # made in this process
     assert len({t for t in threads if t.startswith("dcbulk-block")}) >= min(2, os.cpu_count())

@@ -25,6 +25,7 @@ from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadat
                     plan_stored_prefix)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 from .arrays import encode_array
+from .columns import Column, column_array, column_blocks
 from .client import client_context
 from .report import Report
 from .writer import write_output
@@ -161,28 +162,25 @@ def result_within(fut, timeout: float | None, output: str) -> Report:
                                f"file; its output was not kept") from None
 
 
-def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
-                  stored: dict[str, FeatureSource]
-                  ) -> tuple[dict[str, da.Array], tuple[BlockGroup, ...], int,
-                             dict[str, FeaturePlan]]:
-    import dask.array as da
+def _feature_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
+                    stored: dict[str, FeatureSource]
+                    ) -> tuple[tuple[BlockGroup, ...], int, dict[str, FeaturePlan]]:
+    """One block group per array (or :class:`~dcbulk.engine.columns.Column`), the rows, and
+    the raw-copy plans of the leading stored chunks of those in ``stored``."""
     if not arrays:
         raise PlanError("store_features needs at least one array")
     lengths = {name: int(arr.shape[0]) for name, arr in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise PlanError(f"arrays differ in length: {lengths}")
     n_rows = next(iter(lengths.values()))
-    aligned, groups, prefixes = {}, [], {}
+    groups, prefixes = [], {}
     for name, arr in arrays.items():
-        if not isinstance(arr, da.Array):
-            arr = da.from_array(np.asarray(arr))
-        if any(np.isnan(c) for dim in arr.chunks for c in dim):
-            raise PlanError(f"array '{name}' has unknown chunk sizes; call compute_chunk_sizes()")
         dtype = np.dtype(arr.dtype)
         if name == "mask" and dtype == bool:
             dtype = np.dtype(np.uint8)
         item_shape = tuple(int(s) for s in arr.shape[1:])
-        ref = DatasetRef(path="", name=f"dask:{arr.name}", shape=tuple(arr.shape),
+        label = arr.name if hasattr(arr, "name") else type(arr).__name__
+        ref = DatasetRef(path="", name=f"dask:{label}", shape=tuple(arr.shape),
                          dtype=dtype.str, chunks=None, codec=None)
         fp = FeaturePlan(name=name, source=FeatureSource(name, ref, origin="dask"),
                          item_shape=item_shape, dtype=dtype.str,
@@ -192,11 +190,30 @@ def _array_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
         prefix = plan_stored_prefix(fp, stored[name], per_block) if name in stored else None
         if prefix is not None:
             prefixes[name], per_block = prefix
-        group = BlockGroup((fp,), per_block)
-        if n_rows:
-            aligned[name] = arr.rechunk((group.block_rows,) + tuple(-1 for _ in item_shape))
-        groups.append(group)
-    return aligned, tuple(groups), n_rows, prefixes
+        groups.append(BlockGroup((fp,), per_block))
+    return tuple(groups), n_rows, prefixes
+
+
+def _dask_arrays(arrays: dict) -> dict:
+    """The arrays as dask arrays of known chunks (columns stay as they are)."""
+    import dask.array as da
+    out = {}
+    for name, arr in arrays.items():
+        if not isinstance(arr, (da.Array, Column)):
+            arr = da.from_array(np.asarray(arr))
+        if isinstance(arr, da.Array) and any(np.isnan(c) for dim in arr.chunks for c in dim):
+            raise PlanError(f"array '{name}' has unknown chunk sizes; call compute_chunk_sizes()")
+        out[name] = arr
+    return out
+
+
+def _aligned(arr, group: BlockGroup) -> da.Array:
+    """An array (or column) as a dask array with the blocks of ``group``."""
+    name = group.features[0].name
+    if isinstance(arr, Column):
+        return column_array(arr, group, f"dcbulk-column-{name.replace('/', '-')}-"
+                                        f"{uuid.uuid4().hex}")
+    return arr.rechunk((group.block_rows,) + tuple(-1 for _ in arr.shape[1:]))
 
 
 def _write_bundle(plan: ConversionPlan, payload: bytes, *, overwrite: bool,
@@ -221,7 +238,9 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     Parameters
     ----------
     arrays
-        Feature name -> dask (or numpy) array, all of the same length.
+        Feature name -> dask (or numpy) array, or :class:`~dcbulk.engine.columns.Column`
+        (pieces of source features, a join's), all of the same length. Columns alone with
+        ``inline`` are computed without dask (:func:`~dcbulk.engine.columns.column_blocks`).
     output
         The output file.
     metadata_from
@@ -248,8 +267,9 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     output = os.path.abspath(output)
     refuse_existing(output, overwrite=overwrite)
     codec = _codec(compression)
-    aligned, groups, n_rows, prefixes = _array_groups(arrays, codec, max_task_bytes,
-                                                      stored or {})
+    in_process = inline and arrays and all(isinstance(a, Column) for a in arrays.values())
+    arrays = arrays if in_process else _dask_arrays(arrays)
+    groups, n_rows, prefixes = _feature_groups(arrays, codec, max_task_bytes, stored or {})
     info = inspect_source(metadata_from) if metadata_from is not None else None
     if mapping is not None and info is None:
         raise PlanError("store_features: mapping= needs metadata_from= (the mapped source)")
@@ -268,7 +288,12 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
                           options={"compression": codec.describe(), "store_features": True},
                           extra=extra)
     label = info.path if info else output
-    encoded = [(g, encode_array(aligned[g.features[0].name], g, label,
+    if in_process:  # no dask at all: blocks computed by this thread's block pool
+        with commit_deadline(_deadline(timeout)):
+            report = write_output(plan, blocks=column_blocks(arrays, groups, prefixes, label),
+                                  inline=True, overwrite=overwrite)
+        return replace(report, wall_seconds=time.perf_counter() - t0)
+    encoded = [(g, encode_array(_aligned(arrays[g.features[0].name], g), g, label,
                                 prefixes.get(g.features[0].name))) for g in groups if g.n_rows]
     try:
         payload = cloudpickle.dumps(encoded)

@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # dask.array (and scipy behind it) is imported only when used
     import dask.array as da
 
 __all__ = ["EncodedBlock", "read_features", "plan_arrays", "plan_blocks", "encode_array",
-           "stored_array", "contiguous_slice"]
+           "stored_array", "stored_jobs", "contiguous_slice", "feature_rows", "encode_rows",
+           "read_failure"]
 
 _ERRORS = (DcbulkError, OSError, ValueError, KeyError, RuntimeError, TypeError)
 
@@ -66,8 +67,9 @@ def contiguous_slice(events: np.ndarray) -> slice | np.ndarray:
     return events
 
 
-def _rows(files: OpenFiles, fsrc: FeatureSource, dtype: np.dtype, start: int, stop: int,
-          mapping: np.ndarray | None) -> np.ndarray:
+def feature_rows(files: OpenFiles, fsrc: FeatureSource, dtype: np.dtype, start: int, stop: int,
+                 mapping: np.ndarray | None) -> np.ndarray:
+    """Rows ``start:stop`` of a feature (of ``mapping``'s events when given) as ``dtype``."""
     if fsrc.origin == ENUMERATE:  # a mapped index is renumbered 1..n, as dclab requires
         return np.arange(start + 1, stop + 1).astype(dtype)
     events = slice(start, stop) if mapping is None else contiguous_slice(mapping[start:stop])
@@ -77,7 +79,9 @@ def _rows(files: OpenFiles, fsrc: FeatureSource, dtype: np.dtype, start: int, st
     return rows.astype(dtype, copy=False)
 
 
-def _fail(label: str, name: str, start: int, stop: int, exc: Exception) -> ConversionError:
+def read_failure(label: str, name: str, start: int, stop: int, exc: Exception
+                 ) -> ConversionError:
+    """The one-line error of a failed read of rows ``start:stop`` of feature ``name``."""
     return ConversionError(f"{label}: feature '{name}' (events {start}..{stop - 1}): "
                            f"{type(exc).__name__}: {exc}")
 
@@ -89,10 +93,11 @@ def _block_rows(files: OpenFiles, fsrcs: tuple[FeatureSource, ...], dtype: np.dt
     for fsrc in fsrcs:
         try:
             if out is None:
-                return _rows(files, fsrc, dtype, start, stop, mapping)
-            out[fsrc.feature] = _rows(files, fsrc, dtype[fsrc.feature], start, stop, mapping)
+                return feature_rows(files, fsrc, dtype, start, stop, mapping)
+            out[fsrc.feature] = feature_rows(files, fsrc, dtype[fsrc.feature], start, stop,
+                                             mapping)
         except _ERRORS as exc:
-            raise _fail(label, fsrc.feature, start, stop, exc) from exc
+            raise read_failure(label, fsrc.feature, start, stop, exc) from exc
     return out
 
 
@@ -110,7 +115,8 @@ def _one(block: EncodedBlock) -> np.ndarray:
     return out
 
 
-def _encoded(rows: np.ndarray, features: tuple[FeaturePlan, ...], label: str) -> EncodedBlock:
+def encode_rows(rows: np.ndarray, features: tuple[FeaturePlan, ...], label: str
+                ) -> EncodedBlock:
     """Encode a block (plain or record rows) into the stored bytes of its output chunks."""
     t0 = time.perf_counter()
     rows = np.asarray(rows)
@@ -133,8 +139,8 @@ def _encoded(rows: np.ndarray, features: tuple[FeaturePlan, ...], label: str) ->
 
 def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label: str
                   ) -> np.ndarray:
-    """The dask task of :func:`_encoded` (one :class:`EncodedBlock` in an object array)."""
-    return _one(_encoded(rows, features, label))
+    """The dask task of :func:`encode_rows` (one :class:`EncodedBlock` in an object array)."""
+    return _one(encode_rows(rows, features, label))
 
 
 def _stored_run(files: OpenFiles, fp: FeaturePlan, first: int, last: int, label: str
@@ -148,7 +154,7 @@ def _stored_run(files: OpenFiles, fp: FeaturePlan, first: int, last: int, label:
         stored = [ds.id.read_direct_chunk((i * fp.chunk_rows,) + tail)
                   for i in range(first, last)]
     except _ERRORS as exc:
-        raise _fail(label, fp.name, first * fp.chunk_rows,
+        raise read_failure(label, fp.name, first * fp.chunk_rows,
                     min(last * fp.chunk_rows, fp.n_rows), exc) from exc
     dcpl, dtype, shape = ds.id.get_create_plist(), ds.dtype, ds.shape
     # numcodecs checks without HDF5's lock (the threads of a worker check at once)
@@ -304,10 +310,8 @@ def _block_jobs(plan: ConversionPlan, files: OpenFiles) -> Iterator[tuple[tuple,
         if group.n_rows == 0:
             continue
         if group.raw_copy:
-            fp = group.features[0]
-            for i, first in enumerate(range(0, fp.n_chunks, group.chunks_per_block)):
-                last = min(first + group.chunks_per_block, fp.n_chunks)
-                yield (group, i), functools.partial(_stored_run, files, fp, first, last, label)
+            yield from (((group, i), job) for i, job in stored_jobs(
+                files, group.features[0], group.chunks_per_block, label))
             continue
         fsrcs = tuple(fp.source for fp in group.features)
         dtype, start = _group_dtype(group), 0
@@ -318,12 +322,21 @@ def _block_jobs(plan: ConversionPlan, files: OpenFiles) -> Iterator[tuple[tuple,
             start += rows
 
 
+def stored_jobs(files: OpenFiles, fp: FeaturePlan, chunks_per_block: int, label: str
+                ) -> Iterator[tuple[int, Callable[[], EncodedBlock]]]:
+    """``(block index, job)`` of a raw-copy plan's blocks of stored chunks (see
+    :func:`stored_array`); ``job()`` reads them and proves each sound."""
+    for i, first in enumerate(range(0, fp.n_chunks, chunks_per_block)):
+        last = min(first + chunks_per_block, fp.n_chunks)
+        yield i, functools.partial(_stored_run, files, fp, first, last, label)
+
+
 def _read_encoded(files: OpenFiles, fsrcs: tuple[FeatureSource, ...], dtype: np.dtype,
                   start: int, stop: int, mapping, features: tuple[FeaturePlan, ...],
                   label: str) -> EncodedBlock:
     """One block read and encoded (a job of :func:`_block_jobs`)."""
-    return _encoded(_block_rows(files, fsrcs, dtype, start, stop, mapping, label), features,
-                    label)
+    return encode_rows(_block_rows(files, fsrcs, dtype, start, stop, mapping, label), features,
+                       label)
 
 
 def encode_array(arr: da.Array, group: BlockGroup, label: str,

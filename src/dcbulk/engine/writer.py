@@ -75,7 +75,8 @@ def _blocks(arrays, *, inline: bool, window: int | None
         yield tag, result[0]
 
 
-def write_output(plan: ConversionPlan, *, arrays: list | None = None, inline: bool = False,
+def write_output(plan: ConversionPlan, *, arrays: list | None = None,
+                 blocks: Iterator | None = None, inline: bool = False,
                  overwrite: bool = False, window: int | None = None,
                  fsync: bool = True) -> Report:
     """Write one output file from a plan (the single writer of that file).
@@ -87,6 +88,9 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None, inline: bo
     arrays
         ``(BlockGroup, dask array of EncodedBlock)`` pairs to store; by default those of
         :func:`~dcbulk.engine.arrays.plan_arrays` (``store_features`` passes its own).
+    blocks
+        Instead of ``arrays``: ``((BlockGroup, block index), EncodedBlock)`` pairs computed
+        elsewhere (:func:`~dcbulk.engine.columns.column_blocks`), iterated only here.
     inline
         Compute the blocks in this task instead of on the cluster (small files).
     overwrite
@@ -119,9 +123,9 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None, inline: bo
                                            ds_kwds=fp.codec.ds_kwds())
                 ds.resize(fp.n_rows, axis=0)
                 targets[fp.name] = ds
-            if arrays is None and inline:  # no graph: blocks computed here, one by one
+            if blocks is None and arrays is None and inline:  # no graph: computed here
                 blocks = plan_blocks(plan)
-            else:
+            elif blocks is None:
                 blocks = _blocks(plan_arrays(plan) if arrays is None else arrays,
                                  inline=inline, window=window)
             for (group, index), block in blocks:

@@ -10,12 +10,14 @@ every input's events by :func:`~dcbulk.read.identifier.filtered_run_identifier`)
 logs and tables of every input are kept as ``src-#k_<name>`` plus ``src-#k_cfg`` (its
 attributes) and a ``dcbulk-join`` log listing the inputs with their identifiers.
 
-The joined features are dask arrays (:func:`~dcbulk.read_features` per input, offsets as
-array operations, concatenated), planned on the client as the recipe of the one target of
-:class:`JoinJob` and stored by :func:`~dcbulk.store_features` in that target's task: one
-writer, the reading and encoding on the workers. The earliest input's whole chunks that line
-up with the output's and keep its filters (zstd >= the level asked) are copied as stored,
-after being proved sound, as ``convert`` copies a file's.
+The joined features are columns (:class:`~dcbulk.engine.columns.Column`: each input's rows,
+mapped, offset and cast, one after the other), planned on the client as the recipe of the one
+target of :class:`JoinJob` and stored by :func:`~dcbulk.store_features` in that target's task:
+one writer; in dcbulk's own process its blocks are computed by the run's block pool without
+dask, on a cluster the columns become dask arrays read and encoded on the workers. The
+earliest input's whole chunks that line up with the output's and keep its filters (zstd >=
+the level asked) are copied as stored, after being proved sound, as ``convert`` copies a
+file's.
 """
 from __future__ import annotations
 
@@ -27,18 +29,20 @@ import numpy as np
 
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..command import Command
-from ..engine import Report, read_features, store_features
+from ..codec import ChunkCodec
+from ..engine import Report, store_features
+from ..engine.columns import Column, Piece
 from ..engine.client import current_worker
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
-from ..plan import ExtraMetadata, select_features
+from ..plan import ExtraMetadata, plan_feature, select_features
 from ..provenance import job_provenance, wrap_lines
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.filtering import event_filter
 from ..read.identifier import filtered_run_identifier
 from ..read.inspect import SourceInfo, inspect_source
-from .common import CHUNKS_PER_BLOCK, attrs_of, logs_of, tables_of
+from .common import attrs_of, logs_of, tables_of
 
 __all__ = ["COMMAND", "JoinJob", "order_key", "start_seconds", "join"]
 
@@ -65,9 +69,9 @@ def start_seconds(attrs: dict, path: str) -> float:
                         f"{date!r} and experiment:time {etime!r}") from exc
 
 
-def _mapping(info: SourceInfo, filter: FilterExpr | None):
+def _mapping(info: SourceInfo, filter: FilterExpr | None) -> np.ndarray | None:
     mask = event_filter(info, filter)
-    return None if mask is None else np.flatnonzero(mask)
+    return None if mask is None else np.flatnonzero(mask).astype(np.int64)
 
 
 def _last(info: SourceInfo, feature: str, idx) -> float | None:
@@ -84,11 +88,32 @@ def _cfg_lines(attrs: dict) -> list[str]:
     return wrap_lines(f"{key} = {_text(value)}" for key, value in sorted(attrs.items()))
 
 
+def _pieces(info: SourceInfo, names: list[str], idx: np.ndarray | None, n: int, k: int,
+            t_off: float, attrs: dict, online_next: int | None) -> dict[str, Piece]:
+    """Input ``k``'s piece (``n`` events: ``idx``, or all) of each joined feature it has:
+    ``time`` offset by its start, ``frame`` by start times frame rate, ``index_online``
+    continued (from the second input on)."""
+    pieces = {}
+    for name in names:
+        if name not in info.features:  # "index" (renumbered)
+            continue
+        fp = plan_feature(info.features[name], n, ChunkCodec(), mapped=idx is not None)
+        cast, shift = None, None
+        if k > 1 and name == "time":
+            cast, shift = np.dtype(np.float64).str, t_off
+        elif k > 1 and name == "frame":
+            rate = float(attrs.get("imaging:frame rate", 0) or 0)
+            cast, shift = np.dtype(np.uint64).str, np.uint64(round(t_off * rate))
+        elif k > 1 and name == "index_online":
+            shift = 0 if online_next is None else online_next
+        pieces[name] = Piece(fp, n, info.path, mapping=idx, cast=cast, shift=shift)
+    return pieces
+
+
 def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
-    """The joined dask arrays, the features whose first rows are the earliest input's own
+    """The joined columns, the features whose first rows are the earliest input's own
     (its stored chunks may be copied), the per-input details, the features dropped and the
     run id (``attrs_in``: each input's root attributes)."""
-    import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
     names = [n for n in select_features(infos[0], features) if n != "contour"]
     # "index" is renumbered, so every input has it (dclab computes it when missing)
     dropped = sorted({n for info in infos[1:] for n in names
@@ -103,27 +128,16 @@ def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
     if not names:
         raise PlanError("the inputs have no feature in common to join")
     mappings = [_mapping(info, filter) for info in infos]
-    parts: dict[str, list] = {n: [] for n in names}
+    parts: dict[str, list[Piece]] = {n: [] for n in names}
     details, offset0, online_next, total = [], None, None, 0
     for k, (info, idx, attrs) in enumerate(zip(infos, mappings, attrs_in), start=1):
         start = start_seconds(attrs, info.path)
         offset0 = start if offset0 is None else offset0
         t_off = start - offset0
-        arrays = read_features(info, [n for n in names if n in info.features],
-                               mapping=idx, chunks_per_block=CHUNKS_PER_BLOCK)
         n = info.n_events if idx is None else int(idx.size)
+        pieces = _pieces(info, names, idx, n, k, t_off, attrs, online_next)
         for name in names:
-            if name not in arrays:  # "index" (renumbered below)
-                arrays[name] = da.zeros(n, dtype=np.uint64)
-            arr = arrays[name]
-            if k > 1 and name == "time":
-                arr = arr.astype(np.float64) + t_off
-            elif k > 1 and name == "frame":
-                rate = float(attrs.get("imaging:frame rate", 0) or 0)
-                arr = arr.astype(np.uint64) + np.uint64(round(t_off * rate))
-            elif k > 1 and name == "index_online":
-                arr = arr + (0 if online_next is None else online_next)
-            parts[name].append(arr)
+            parts[name].append(pieces.get(name) or Piece(None, n, info.path))  # "index"
         if "index_online" in names and n:
             last = _last(info, "index_online", idx)
             online_next = int(last + (0 if k == 1 or online_next is None else online_next)) + 1
@@ -131,13 +145,9 @@ def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
                         "identifier": info.identifier, "events": n, "first event": total,
                         "time offset": t_off, "start": order_key(attrs)})
         total += n
-    joined = {}
-    for name, arrs in parts.items():  # the earliest input's dtype, as dclab appends to it
-        arrs = [arrs[0]] + [a.astype(arrs[0].dtype) for a in arrs[1:]]
-        joined[name] = da.concatenate(arrs, axis=0) if len(arrs) > 1 else arrs[0]
-    if "index" in joined:
-        joined["index"] = da.arange(1, total + 1, dtype=joined["index"].dtype,
-                                    chunks=joined["index"].chunks[0])
+    # the earliest input's dtype (it has every name), as dclab appends to it
+    joined = {name: Column(tuple(pieces), pieces[0].feature.dtype, pieces[0].feature.item_shape,
+                           enumerate=name == "index") for name, pieces in parts.items()}
     stored = {} if mappings[0] is not None else {  # the earliest input's rows come unchanged
         name: infos[0].features[name] for name in joined
         if name != "index" and name in infos[0].features}
