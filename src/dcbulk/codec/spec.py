@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import h5py
+from h5py import h5d
 import numpy as np
 
 from ..errors import PlanError
@@ -131,10 +132,11 @@ class ChunkCodec:
         if dset.chunks is None or dtype.hasobject:
             return None
         plist = dset.id.get_create_plist()
-        fill = np.zeros(1, dtype=dtype)
-        plist.get_fill_value(fill)
-        if fill.view(np.uint8).any():
-            return None
+        if plist.fill_value_defined() != h5d.FILL_VALUE_DEFAULT:  # HDF5's default is zero
+            fill = np.zeros(1, dtype=dtype)  # (reading it costs half of this function)
+            plist.get_fill_value(fill)
+            if fill.view(np.uint8).any():
+                return None
         filters = [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
         compression, level, checksum = None, 0, False
         if filters and filters[0][0] in (_ZSTD_ID, _DEFLATE_ID):

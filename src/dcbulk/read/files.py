@@ -98,19 +98,21 @@ def open_rtdc(path: str | os.PathLike[str]) -> h5py.File:
     return h5
 
 
-def open_child(group: h5py.Group, name: str, *, readonly: bool = True):
+def open_child(group: h5py.Group, name: str, *, readonly: bool = True,
+               hard: bool | None = None):
     """``group.get(name)``, a third of the cost for a hard link.
 
     A dataset of a file opened read-only gets h5py's ``readonly`` flag (its shape cached);
     pass ``readonly=False`` for a file being written. Soft and external links, named
     datatypes and missing names take h5py's own path (its link access properties, its
-    ``None``).
+    ``None``). ``hard``: whether ``name`` is a hard link, when the caller knows.
     """
     bname = name.encode()
-    try:
-        hard = group.id.links.get_info(bname).type == h5l.TYPE_HARD
-    except (KeyError, RuntimeError):  # no such name (h5py raises either)
-        hard = False
+    if hard is None:
+        try:
+            hard = group.id.links.get_info(bname).type == h5l.TYPE_HARD
+        except (KeyError, RuntimeError):  # no such name (h5py raises either)
+            hard = False
     if hard:
         oid = h5o.open(group.id, bname)
         kind = h5i.get_type(oid)

@@ -47,8 +47,10 @@ def _shown(group: h5py.Group, key: str) -> str:
     return posixpath.join(group.name, key).lstrip("/")
 
 
-def check_link(group: h5py.Group, key: str, path: str, *, follow_external: bool) -> None:
+def check_link(group: h5py.Group, key: str, path: str, *, follow_external: bool) -> bool:
     """Refuse ``group[key]`` when it is an external link or a soft link out of its group.
+
+    Returns True when it is a hard link (for :func:`~dcbulk.read.files.open_child`).
 
     Raises
     ------
@@ -57,7 +59,7 @@ def check_link(group: h5py.Group, key: str, path: str, *, follow_external: bool)
     """
     try:  # the common case, a hard link, without h5py's link objects
         if group.id.links.get_info(key.encode()).type == h5l.TYPE_HARD:
-            return
+            return True
     except (KeyError, RuntimeError):  # no such name: h5py's own path below
         pass
     link = group.get(key, getlink=True)
@@ -74,6 +76,7 @@ def check_link(group: h5py.Group, key: str, path: str, *, follow_external: bool)
                                     f"outside '{top[1:]}'; {FOLLOW_HINT}")
     if link is not None and not isinstance(link, h5py.HardLink) and group.get(key) is None:
         raise ExternalDataError(f"{path}: '{shown}' is a link that leads nowhere ({link})")
+    return False
 
 
 def check_item_bytes(nbytes: int, shown: str, path: str, what: str) -> None:
@@ -147,8 +150,8 @@ def walk_datasets(group: h5py.Group, path: str, *, follow_external: bool,
     """
     seen = _seen | {group.id}
     for key in sorted(group.keys()):
-        check_link(group, key, path, follow_external=follow_external)
-        obj = open_child(group, key)
+        hard = check_link(group, key, path, follow_external=follow_external)
+        obj = open_child(group, key, hard=hard)
         shown = _shown(group, key)
         if isinstance(obj, h5py.Dataset):
             check_dataset(obj, shown, path, follow_external=follow_external, item=item)
@@ -187,11 +190,11 @@ def external_objects(h5: h5py.File) -> list[str]:
         for key in sorted(group.keys()):
             shown = _shown(group, key)
             try:
-                check_link(group, key, h5.filename, follow_external=False)
+                hard = check_link(group, key, h5.filename, follow_external=False)
             except ExternalDataError as exc:
                 found.append(str(exc).split(": ", 1)[1].split("; ")[0])
                 continue
-            obj = open_child(group, key)
+            obj = open_child(group, key, hard=hard)
             if isinstance(obj, h5py.Dataset) and (obj.is_virtual or obj.external):
                 kind = "a virtual dataset" if obj.is_virtual else "stored externally"
                 found.append(f"'{shown}' is {kind}")
