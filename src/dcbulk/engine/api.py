@@ -179,8 +179,8 @@ def _feature_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
         if name == "mask" and dtype == bool:
             dtype = np.dtype(np.uint8)
         item_shape = tuple(int(s) for s in arr.shape[1:])
-        label = arr.name if hasattr(arr, "name") else type(arr).__name__
-        ref = DatasetRef(path="", name=f"dask:{label}", shape=tuple(arr.shape),
+        what = arr.name if hasattr(arr, "name") else type(arr).__name__  # (a Column)
+        ref = DatasetRef(path="", name=f"dask:{what}", shape=tuple(arr.shape),
                          dtype=dtype.str, chunks=None, codec=None)
         fp = FeaturePlan(name=name, source=FeatureSource(name, ref, origin="dask"),
                          item_shape=item_shape, dtype=dtype.str,
@@ -267,7 +267,8 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     output = os.path.abspath(output)
     refuse_existing(output, overwrite=overwrite)
     codec = _codec(compression)
-    in_process = inline and arrays and all(isinstance(a, Column) for a in arrays.values())
+    in_process = bool(inline and arrays
+                      and all(isinstance(a, Column) for a in arrays.values()))
     arrays = arrays if in_process else _dask_arrays(arrays)
     groups, n_rows, prefixes = _feature_groups(arrays, codec, max_task_bytes, stored or {})
     info = inspect_source(metadata_from) if metadata_from is not None else None

@@ -43,9 +43,10 @@ if TYPE_CHECKING:  # dask.array (and scipy behind it) is imported only when used
 
 __all__ = ["EncodedBlock", "read_features", "plan_arrays", "plan_blocks", "encode_array",
            "stored_array", "stored_jobs", "contiguous_slice", "feature_rows", "encode_rows",
-           "read_failure"]
+           "read_failure", "READ_ERRORS"]
 
-_ERRORS = (DcbulkError, OSError, ValueError, KeyError, RuntimeError, TypeError)
+#: what reading or encoding a block may raise (each becomes one line naming file and feature)
+READ_ERRORS = (DcbulkError, OSError, ValueError, KeyError, RuntimeError, TypeError)
 
 
 @dataclass(eq=False)
@@ -96,7 +97,7 @@ def _block_rows(files: OpenFiles, fsrcs: tuple[FeatureSource, ...], dtype: np.dt
                 return feature_rows(files, fsrc, dtype, start, stop, mapping)
             out[fsrc.feature] = feature_rows(files, fsrc, dtype[fsrc.feature], start, stop,
                                              mapping)
-        except _ERRORS as exc:
+        except READ_ERRORS as exc:
             raise read_failure(label, fsrc.feature, start, stop, exc) from exc
     return out
 
@@ -128,7 +129,7 @@ def encode_rows(rows: np.ndarray, features: tuple[FeaturePlan, ...], label: str
         part = np.ascontiguousarray(part, dtype=np.dtype(fp.dtype))
         try:
             block.chunks[fp.name] = encode_chunks(part, fp.chunk_rows, fp.codec)
-        except _ERRORS as exc:
+        except READ_ERRORS as exc:
             raise ConversionError(f"{label}: feature '{fp.name}': cannot encode "
                                   f"{fp.codec.describe()}: {type(exc).__name__}: {exc}"
                                   ) from exc
@@ -153,9 +154,9 @@ def _stored_run(files: OpenFiles, fp: FeaturePlan, first: int, last: int, label:
         ds = files.dataset(ref)
         stored = [ds.id.read_direct_chunk((i * fp.chunk_rows,) + tail)
                   for i in range(first, last)]
-    except _ERRORS as exc:
+    except READ_ERRORS as exc:
         raise read_failure(label, fp.name, first * fp.chunk_rows,
-                    min(last * fp.chunk_rows, fp.n_rows), exc) from exc
+                           min(last * fp.chunk_rows, fp.n_rows), exc) from exc
     dcpl, dtype, shape = ds.id.get_create_plist(), ds.dtype, ds.shape
     # numcodecs checks without HDF5's lock (the threads of a worker check at once)
     decode_stored_chunks(stored, dcpl, dtype, shape, label=f"{label}: feature '{fp.name}'",

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..plan import BlockGroup, FeaturePlan
 from ..read.chunks import OpenFiles
-from .arrays import (_ERRORS, EncodedBlock, encode_rows, feature_rows, read_failure,
+from .arrays import (READ_ERRORS, EncodedBlock, encode_rows, feature_rows, read_failure,
                      stored_jobs)
 from .blockpool import run_blocks
 
@@ -56,7 +56,7 @@ class Piece:
         fp = self.feature
         try:
             rows = feature_rows(files, fp.source, np.dtype(fp.dtype), start, stop, self.mapping)
-        except _ERRORS as exc:
+        except READ_ERRORS as exc:
             raise read_failure(self.label, fp.name, start, stop, exc) from exc
         if self.cast is not None:
             rows = rows.astype(self.cast)
