@@ -419,6 +419,17 @@ def test_join_without_a_cluster_is_made_in_process(split_source, tmp_path, clien
     assert_features_equal(split_source, here.files[0].output)
     assert stored_chunks(here.files[0].output) == stored_chunks(there.files[0].output)
     assert sorted(os.listdir(tmp_path / "here")) == ["j.rtdc"]  # no marker left
+    monkeypatch.undo()
+    kept = [dcbulk.modes.join(inputs, tmp_path / where / "f.rtdc", filter="deform > 0.05",
+                              **kwds)
+            for where, kwds in (("here", {}), ("there", {"client": client}))]
+    assert all(r.ok for r in kept), [f.error for r in kept for f in r.failed]
+    mine, theirs = (stored_chunks(r.files[0].output) for r in kept)
+    assert mine == theirs and len(mine["index"]) >= 1
+    with h5py.File(kept[0].files[0].output) as h5:  # filtered: fewer events, index renumbered
+        n = h5["events/deform"].shape[0]
+        assert 0 < n < 300 and (h5["events/deform"][:] > 0.05).all()
+        np.testing.assert_array_equal(h5["events/index"][:], np.arange(1, n + 1))
 
 
 def test_join_copies_the_first_inputs_whole_chunks_as_stored(tmp_path, client):
@@ -458,6 +469,28 @@ def test_join_copies_the_first_inputs_whole_chunks_as_stored(tmp_path, client):
     error = broken.failed[0].error
     assert "\n" not in error and "'image'" in error and "chunk 2" in error, error
     assert not list((tmp_path / "bad").glob("*.rtdc*"))
+
+
+def test_join_names_a_damaged_chunk_of_a_later_input(tmp_path, client):
+    """A later input's rows are decoded (not copied): a damaged chunk there fails the join
+    with one line naming that input, the feature and the chunk, in dcbulk's process and on
+    a cluster, and no output is left."""
+    first, second = tmp_path / "first.rtdc", tmp_path / "second.rtdc"
+    day = {"experiment:date": "2024-04-14"}
+    make_rtdc(first, 120, seed=3, with_traces=False, meta={**day, "experiment:time": "10:00:00"})
+    make_rtdc(second, 130, seed=4, with_traces=False, meta={**day, "experiment:time": "11:00:00"})
+    with h5py.File(second, "a") as h5:  # a flipped byte in stored chunk 1 of the image
+        mask, data = h5["events/image"].id.read_direct_chunk((52, 0, 0))
+        data = bytearray(data)
+        data[len(data) // 2] ^= 0xFF
+        h5["events/image"].id.write_direct_chunk((52, 0, 0), bytes(data), filter_mask=mask)
+    for where, kwds in (("here", {}), ("there", {"client": client})):
+        report = dcbulk.modes.join([second, first], tmp_path / where / "j.rtdc", **kwds)
+        assert not report.ok
+        error = report.failed[0].error
+        assert "\n" not in error and str(second) in error, error
+        assert "'image'" in error and "chunk 1 is damaged" in error, error
+        assert not list((tmp_path / where).glob("*.rtdc*"))
 
 
 def test_join_matches_dclab_join(small_archive, tmp_path, client):

@@ -83,15 +83,16 @@ class Column:
         dtype = np.dtype(self.dtype)
         if self.enumerate:
             return np.arange(start + 1, stop + 1, dtype=dtype)
-        out = np.empty((stop - start,) + tuple(self.item_shape), dtype=dtype)
-        first = 0
+        parts, first = [], 0
         for piece in self.pieces:
             lo, hi = max(start, first), min(stop, first + piece.n_rows)
             if lo < hi:
-                out[lo - start:hi - start] = piece.rows(files, lo - first, hi - first).astype(
-                    dtype, copy=False)
+                parts.append(piece.rows(files, lo - first, hi - first).astype(dtype,
+                                                                              copy=False))
             first += piece.n_rows
-        return out
+        if len(parts) == 1:  # most blocks: no copy
+            return parts[0]
+        return np.concatenate(parts) if parts else np.empty((0,) + tuple(self.item_shape), dtype)
 
 
 def _encoded(files: OpenFiles, column: Column, start: int, stop: int,
