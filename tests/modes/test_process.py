@@ -28,7 +28,7 @@ import dcbulk  # noqa: E402
 from dcbulk.bulk.manifest import MANIFEST_NAME  # noqa: E402
 from dcbulk.cli import main  # noqa: E402
 from dcbulk.errors import ConfigError, ManifestError, UsageError  # noqa: E402
-from dcbulk.modes.process import (ProcessJob, cluster_settings,  # noqa: E402
+from dcbulk.modes.process import (ProcessJob, check_workers, cluster_settings,  # noqa: E402
                                   output_relpath)
 from dcbulk.modes.process_options import PipelineOptions, parse_kwargs  # noqa: E402
 from dcbulk.synth import make_rtdc  # noqa: E402
@@ -41,16 +41,21 @@ TAP = {"basin_strategy": "tap"}
 @pytest.fixture(scope="module")
 def pclient():
     """A LocalCluster as ``dcbulk process`` starts it: one non-daemonic worker, 2 threads,
-    offering the ``dcnum`` resource (and a ``GPU`` one, to test resources)."""
+    offering the ``dcnum`` resource (and a ``GPU`` one, to test resources).
+
+    The settings are held while the cluster lives, as a run of ``dcbulk process`` holds them
+    around its own cluster: distributed's nanny reads ``distributed.worker.daemon`` again
+    when it restarts a worker that died, which otherwise comes back daemonic (CI saw that:
+    every later test of this module was refused by the worker check)."""
     import dask
     from distributed import Client
 
     from dcbulk.engine.client import make_local_cluster
     with dask.config.set(cluster_settings(resources={"dcnum": 1, "GPU": 1})):
         cluster = make_local_cluster(n_workers=1, threads_per_worker=2, dashboard_address=":0")
-    with Client(cluster) as client:
-        yield client
-    cluster.close()
+        with Client(cluster) as client:
+            yield client
+        cluster.close()
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +204,8 @@ def test_workers_that_cannot_run_dcnum_are_one_line(archive, tmp_path, client):
     """The shared test cluster's workers are daemonic and offer no 'dcnum' resource."""
     with pytest.raises(ConfigError) as err:
         dcbulk.process([archive / "day1"], tmp_path / "dst", client=client)
-    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False and --resources dcnum=1" in str(err.value)
+    assert ("offer the resources dcnum=1 (start them with DASK_DISTRIBUTED__WORKER__DAEMON=False"
+            " and --resources dcnum=1)" in str(err.value))
     assert "\n" not in str(err.value)
 
 
@@ -484,3 +490,21 @@ def test_cli_summary_says_processed_and_names_the_log_process(tmp_path, pclient,
     assert "dcbulk: 1 processed, 0 skipped (finished before), 0 failed" in \
         capsys.readouterr().out
     assert [p.name.split("-")[0] for p in (dst / "dcbulk-logs").iterdir()] == ["process"]
+
+
+def test_a_worker_its_nanny_restarts_can_still_run_dcnum_jobs(pclient):
+    """A worker that died comes back from its nanny non-daemonic, with the job's resources,
+    while the job's settings are held (as a run holds them around its own cluster): the
+    nanny reads ``distributed.worker.daemon`` at every start. Last test of the module: it
+    replaces the shared worker."""
+    before = pclient.run(os.getpid)
+    os.kill(next(iter(before.values())), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = pclient.scheduler_info()["workers"]
+        if workers and set(workers) != set(before):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the nanny did not restart the killed worker within 60 s")
+    check_workers(pclient, {"dcnum": 1, "GPU": 1})

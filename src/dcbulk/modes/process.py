@@ -52,8 +52,8 @@ RESOURCE = "dcnum"
 #: dcnum's temporary files of a job of dcbulk (``tmp_suffix`` ``dcbulk-<12 hex>``)
 _TILDE_RE = re.compile(r"^(?P<stem>.+)_(?:input_bb|output)_dcbulk-[0-9a-f]{12}\.rtdc~$")
 _WORKERS_NEED = ("dcbulk process needs workers that are not daemonic and offer the "
-                 "resource {res}=1 (start them with DASK_DISTRIBUTED__WORKER__DAEMON=False "
-                 "and --resources {res}=1)")
+                 "resources {res} (start them with DASK_DISTRIBUTED__WORKER__DAEMON=False "
+                 "and --resources {res})")
 
 
 def output_relpath(relpath: str) -> str:
