@@ -117,6 +117,26 @@ def test_flipped_byte_in_a_chunk_is_found(client, capsys, pair):
     assert _is_summary(lines[-1], 1, 0, 1, 1), lines
 
 
+@pytest.mark.parametrize("bits", ["negative zero", "NaN payload"])
+def test_a_float_differing_only_in_its_bits_is_found(client, capsys, tmp_path, bits):
+    """Rows are compared bit for bit: an output holding -0.0 where the source holds 0.0, or
+    a NaN of another payload, differs in one row (verify raised IndexError before: the
+    values compared equal as numbers once their bytes had not)."""
+    src = small_rtdc(tmp_path / "src.rtdc", 50, seed=5)
+    with h5py.File(src, "a") as h5:
+        h5["events/deform"][7] = 0.0 if bits == "negative zero" else np.nan
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(src, out, client=client, compression="none")
+    with h5py.File(out, "a") as h5:
+        deform = h5["events/deform"][:]
+        word = deform[7:8].view(f"u{deform.itemsize}")
+        word ^= 1 << (8 * deform.itemsize - 1) if bits == "negative zero" else 1
+        h5["events/deform"][:] = deform
+    code, lines = _cli(client, capsys, out, "--against", src)
+    assert code == 1 and _problems(lines) == [
+        f"{out}: feature 'deform' rows 0..49: 1 rows differ from the source (first: event 7)"]
+
+
 def test_flipped_byte_without_checksum_is_found_by_comparison(client, capsys, shared_data_dir,
                                                               tmp_path):
     src = shared_data_dir / "cytoshot-test-data.rtdc"
