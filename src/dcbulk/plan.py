@@ -22,8 +22,9 @@ from .write.filters import best_nd_chunks
 
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
-    "ENUMERATE", "best_chunk_rows", "make_mapping", "select_features", "plan_feature",
-    "plan_groups", "plan_conversion", "plan_stored_prefix",
+    "ENUMERATE", "STAT_ATTRS", "best_chunk_rows", "carries_statistics", "keeps_statistics",
+    "make_mapping", "select_features", "plan_feature", "plan_groups", "plan_conversion",
+    "plan_stored_prefix", "statistics",
 ]
 
 #: ``FeatureSource.origin`` of features generated as 1..n instead of read
@@ -31,6 +32,29 @@ ENUMERATE = "enumerate"
 
 #: uncompressed bytes one worker task aims to handle (runs of several 1 MiB chunks)
 DEFAULT_TASK_BYTES = 16 * 1024**2
+
+#: attributes of scalar features that dclab writes and reads as a shortcut: valid only for
+#: the events they were computed on
+STAT_ATTRS = ("min", "max", "mean")
+
+
+def carries_statistics(name: str, dtype, item_shape: tuple[int, ...]) -> bool:
+    """Whether an output feature gets :data:`STAT_ATTRS`: a numeric scalar, not a basin map."""
+    return (not item_shape and not name.startswith("basinmap")
+            and np.issubdtype(np.dtype(dtype), np.number))
+
+
+def keeps_statistics(fsrc: FeatureSource, *, mapped: bool, n_rows: int) -> bool:
+    """Whether an output feature of ``n_rows`` holds exactly the rows of its source dataset,
+    so the source's :data:`STAT_ATTRS` stay valid (copied); else they are recomputed."""
+    return (not mapped and fsrc.rowmap is None and fsrc.origin != ENUMERATE
+            and bool(fsrc.data.path) and fsrc.data.shape[0] == n_rows)
+
+
+def statistics(rows: np.ndarray) -> dict[str, object]:
+    """:data:`STAT_ATTRS` of a feature's rows as dcbulk recomputes them (NaN ignored)."""
+    with np.errstate(all="ignore"):
+        return {"min": np.nanmin(rows), "max": np.nanmax(rows), "mean": np.nanmean(rows)}
 
 
 def best_chunk_rows(item_shape: tuple[int, ...], dtype) -> int:

@@ -290,6 +290,34 @@ def test_python_api_with_mapping(client, shared_data_dir, tmp_path):
     assert any("experiment:event count" in p for p in report.problems)
 
 
+@pytest.mark.parametrize("mapped", [False, True], ids=["same-events", "filtered"])
+def test_statistics_attributes_that_do_not_fit_the_events_are_found(client, shared_data_dir,
+                                                                    tmp_path, mapped):
+    """dclab reads ``min``/``max``/``mean`` instead of the data: an output's must be the
+    source's (same events) or those of its own events (filtered). Stale ones -- the
+    source's in a filtered output, or edited -- are one line each (not checked before)."""
+    src = shared_data_dir / "cytoshot-test-data.rtdc"  # its deform carries all three
+    with h5py.File(src) as h5:
+        stale = {k: h5["events/deform"].attrs[k] for k in ("min", "max", "mean")}
+        deform = h5["events/deform"][:]  # filtered: neither the lowest nor the highest event
+        keep = np.setdiff1d(np.arange(deform.size), [deform.argmin(), deform.argmax()])
+        keep = keep if mapped else None
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(src, out, client=client, mapping=keep)
+    assert dcbulk.verify(out, src, mapping=keep, client=client).ok
+    with h5py.File(out, "a") as h5:
+        attrs = h5["events/deform"].attrs
+        if mapped:  # the source's statistics, not its events'
+            attrs.update(stale)
+        else:
+            attrs["mean"] = stale["mean"] * 1.5
+    problems = dcbulk.verify(out, src, mapping=keep, client=client).problems
+    expected = ["min", "max", "mean"] if mapped else ["mean"]
+    assert [re.search(r"attribute '(\w+)' is", p)[1] for p in problems] == expected, problems
+    origin = "(that of its events)" if mapped else "(the source's)"
+    assert all(f"{out}: feature 'deform': " in p and p.endswith(origin) for p in problems)
+
+
 def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir, tmp_path):
     import dcbulk.bulk.filetask as filetask
     src = str(shared_data_dir / "fmt-hdf5_cytoshot_extended-moments-features.rtdc")

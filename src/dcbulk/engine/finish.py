@@ -25,7 +25,8 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import SourceError
-from ..plan import ENUMERATE, ConversionPlan
+from ..plan import (STAT_ATTRS, ConversionPlan, carries_statistics, keeps_statistics,
+                    statistics)
 from ..provenance import log_name, make_provenance, provenance_lines
 from ..read.files import open_child, open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
@@ -34,10 +35,6 @@ from ..write import HDF5Writer, copy_metadata
 
 __all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",
            "siblings_hold_same_events"]
-
-#: per-feature statistics attributes dclab writes and reads as a shortcut
-STAT_ATTRS = ("min", "max", "mean")
-
 
 def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
     """Set the event count, copy attributes, logs and tables; new run identifier if mapped."""
@@ -203,23 +200,16 @@ def _store_statistics(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File | Non
     events = hw.h5["events"]
     copied: dict[str, list] = {}
     for fp in plan.features:
-        if (fp.item_shape or fp.name.startswith("basinmap")
-                or not np.issubdtype(np.dtype(fp.dtype), np.number)):
+        if not carries_statistics(fp.name, fp.dtype, fp.item_shape):
             continue
         dset = open_child(events, fp.name, readonly=False)
         if not isinstance(dset, h5py.Dataset):
             continue
-        same_rows = (plan.mapping is None and fp.source.rowmap is None
-                     and fp.source.origin != ENUMERATE and fp.source.data.path
-                     and fp.source.data.shape[0] == plan.n_events)
-        if same_rows:
+        if keeps_statistics(fp.source, mapped=plan.mapping is not None, n_rows=plan.n_events):
             copied.setdefault(str(fp.source.data.path), []).append((dset, fp.source.data.name))
         elif dset.shape[0]:
-            data = dset[:]
-            with np.errstate(all="ignore"):
-                for name, func in (("min", np.nanmin), ("max", np.nanmax),
-                                   ("mean", np.nanmean)):
-                    dset.attrs[name] = func(data)
+            for name, value in statistics(dset[:]).items():
+                dset.attrs[name] = value
     for path, targets in copied.items():
         same = src is not None and os.path.abspath(path) == os.path.abspath(plan.source)
         with contextlib.nullcontext(src) if same else open_h5_readonly(path) as h5:

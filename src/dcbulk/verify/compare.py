@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import h5py
 import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
+from h5py import h5o
 
 from ..errors import ChecksumMismatchError, SourceError
+from ..plan import STAT_ATTRS, carries_statistics, keeps_statistics, statistics
 from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
@@ -60,6 +62,12 @@ def _text(value) -> object:
     if isinstance(value, np.ndarray) and value.dtype.kind == "S":
         return [bytes(v).decode("utf-8", errors="replace") for v in value.ravel()]
     return value
+
+
+def _shown(value) -> object:
+    """An attribute's value as a message shows it (numpy scalars as Python numbers)."""
+    value = _text(value)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _same_value(a, b) -> bool:
@@ -181,7 +189,38 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
             got = got > 0
     problem = _diff_rows(got, want, check.start)
-    return [] if problem is None else [f"{where}: {problem}"]
+    if problem is not None:
+        return [f"{where}: {problem}"]
+    if check.start == 0 and check.stop == dset.shape[0] and carries_statistics(
+            check.feature, dset.dtype, dset.shape[1:]):
+        return [f"{check.output}: feature '{check.feature}': {p}"
+                for p in _statistics_problems(dset, got, files, check)]
+    return []
+
+
+def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
+                         check: RowCheck) -> list[str]:
+    """The output's ``min``/``max``/``mean`` attributes (dclab reads them instead of the
+    data): the source's where the output holds exactly its rows, else those of ``rows``, the
+    whole feature (:func:`~dcbulk.plan.keeps_statistics`, the writer's rule). An output may
+    lack them (dclab then computes them), not hold other values."""
+    if not h5o.get_info(dset.id).num_attrs:
+        return []
+    attrs = dset.attrs
+    found = {key: attrs[key] for key in STAT_ATTRS if key in attrs}
+    if not found:
+        return []
+    if check.source is not None and not check.enumerate and keeps_statistics(
+            check.source, mapped=check.events is not None, n_rows=check.stop):
+        sattrs = files.dataset(check.source.data).attrs
+        want = {key: sattrs[key] for key in STAT_ATTRS if key in sattrs}
+        origin = "the source's"
+    else:
+        want, origin = statistics(rows), "that of its events"
+    return [f"attribute '{key}' is {_shown(value)!r}, expected "
+            + (f"{_shown(want[key])!r} ({origin})" if key in want else "none (not in the source)")
+            for key, value in found.items()
+            if key not in want or not _same_value(value, want[key])]
 
 
 def _lines(dset: h5py.Dataset) -> list[str]:
@@ -198,8 +237,8 @@ def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
         if key not in oattrs:
             problems.append(f"root attribute '{key}' is missing")
         elif not _same_value(oattrs[key], value):
-            problems.append(f"root attribute '{key}' is {_text(oattrs[key])!r}, "
-                            f"source has {_text(value)!r}")
+            problems.append(f"root attribute '{key}' is {_shown(oattrs[key])!r}, "
+                            f"source has {_shown(value)!r}")
     for key in oattrs:
         if key not in sattrs and key not in ALLOWED_ATTR_CHANGES:
             problems.append(f"root attribute '{key}' is not in the source")
