@@ -210,7 +210,7 @@ def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
     found = {key: attrs[key] for key in STAT_ATTRS if key in attrs}
     if not found:
         return []
-    if check.source is not None and not check.enumerate and keeps_statistics(
+    if check.source is not None and keeps_statistics(
             check.source, mapped=check.events is not None, n_rows=check.stop):
         sattrs = files.dataset(check.source.data).attrs
         want = {key: sattrs[key] for key in STAT_ATTRS if key in sattrs}
