@@ -23,6 +23,7 @@ from .write.filters import best_nd_chunks
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
     "ENUMERATE", "STAT_ATTRS", "best_chunk_rows", "carries_statistics", "keeps_statistics",
+    "keeps_stored_chunks",
     "make_mapping", "select_features", "plan_feature", "plan_groups", "plan_conversion",
     "plan_stored_prefix", "statistics",
 ]
@@ -190,7 +191,7 @@ def select_features(info: SourceInfo, features=None) -> list[str]:
     return chosen
 
 
-def _keeps_stored_chunks(src: ChunkCodec | None, want: ChunkCodec) -> bool:
+def keeps_stored_chunks(src: ChunkCodec | None, want: ChunkCodec) -> bool:
     """True when stored chunks with ``src`` filters are at least as good as ``want``."""
     if src is None or src.compression != want.compression or src.fletcher32 != want.fletcher32:
         return False
@@ -205,7 +206,7 @@ def _copyable(fsrc: FeatureSource, chunk_shape: tuple[int, ...], dtype: np.dtype
     whose filters are at least as good as ``codec`` (so they may be copied as stored)."""
     return (fsrc.origin != ENUMERATE and fsrc.rowmap is None
             and fsrc.data.chunks == chunk_shape and dtype == np.dtype(fsrc.data.dtype)
-            and _keeps_stored_chunks(fsrc.data.chunk_codec(), codec))
+            and keeps_stored_chunks(fsrc.data.chunk_codec(), codec))
 
 
 def plan_feature(fsrc: FeatureSource, n_rows: int, codec: ChunkCodec, *,

@@ -16,6 +16,7 @@ from fixtures import small_rtdc
 import dcbulk
 from dcbulk.bulk import ConvertJob, Target, discover_sources, make_options, run_target
 from dcbulk.cli import main
+from dcbulk.codec import ChunkCodec
 from dcbulk.modes.verify import verify_pairs
 
 
@@ -316,6 +317,30 @@ def test_statistics_attributes_that_do_not_fit_the_events_are_found(client, shar
     assert [re.search(r"attribute '(\w+)' is", p)[1] for p in problems] == expected, problems
     origin = "(that of its events)" if mapped else "(the source's)"
     assert all(f"{out}: feature 'deform': " in p and p.endswith(origin) for p in problems)
+
+
+def test_a_feature_stored_with_other_filters_than_the_run_asked_is_found(client, tmp_path):
+    """Each feature must be stored as the run's ``--compression`` asks (from the manifest or
+    the provenance log), or better: chunks of a zstd-9 source copied as stored pass. A
+    feature rewritten without compression or checksum is one line (not checked before)."""
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 60, seed=8, compression="zstd:9")
+    dst = tmp_path / "dst"
+    dcbulk.convert_archive([src.parent], dst, client=client)
+    out = dst / "s.rtdc"
+    with h5py.File(out) as h5:
+        assert ChunkCodec.from_dataset(h5["events/deform"]).level == 9  # copied as stored
+    assert dcbulk.verify(dst, client=client).ok and dcbulk.verify(out, client=client).ok
+    with h5py.File(out, "a") as h5:  # the same values, stored plain
+        deform = h5["events/deform"][:]
+        attrs = dict(h5["events/deform"].attrs)
+        del h5["events/deform"]
+        h5["events"].create_dataset("deform", data=deform, chunks=(60,))
+        h5["events/deform"].attrs.update(attrs)
+    line = (f"{out}: feature 'deform' is stored none, not zstd:5+fletcher32 (the run's "
+            f"--compression)")
+    assert dcbulk.verify(out, client=client).problems == [line]  # by its provenance log
+    assert line in dcbulk.verify(dst, client=client).problems  # by the manifest
+    assert dcbulk.verify(out, src, client=client).ok  # the run's options unknown: values only
 
 
 def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir, tmp_path):

@@ -88,7 +88,8 @@ class ConvertJob(Job):
                                                    source=target.source.path,
                                                    features=options.features,
                                                    filter=options.filter_text,
-                                                   follow_external=options.follow_external))
+                                                   follow_external=options.follow_external,
+                                                   compression=options.codec.describe()))
         if problems:
             os.unlink(target.output)
             more = len(problems) - 1

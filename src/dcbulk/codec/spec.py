@@ -120,6 +120,11 @@ class ChunkCodec:
         kwds["fletcher32"] = self.fletcher32
         return kwds
 
+    @property
+    def recognised(self) -> bool:
+        """Whether :meth:`from_dataset` describes datasets stored with these filters."""
+        return self.compression in (None, "zstd", "gzip")
+
     @classmethod
     def from_dataset(cls, dset: h5py.Dataset) -> ChunkCodec | None:
         """The zstd/deflate/plain codec of an existing dataset's stored chunks, or None.

@@ -155,7 +155,7 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                 filter=options.get("filter"), size=rec.output_size,
                                 sha256=rec.output_sha256,
                                 follow_external=bool(options.get("follow_external")),
-                                processed=processed))
+                                processed=processed, compression=options.get("compression")))
     return sorted(pairs, key=lambda p: p.output)
 
 

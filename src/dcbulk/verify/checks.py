@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from ..codec import ChunkCodec, parse_compression
 from ..engine.blockpool import run_blocks
 from ..errors import DcbulkError, PlanError
 from ..filter_expr import parse_filter
-from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
+from ..plan import (ENUMERATE, best_chunk_rows, keeps_stored_chunks, make_mapping,
+                    select_features)
 from ..read.filtering import filter_mapping
 from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
@@ -51,6 +53,9 @@ class VerifyPair:
     follow_external: bool = False
     #: an output of dcnum's pipeline (``dcbulk process``): checked alone (:mod:`.processed`)
     processed: bool = False
+    #: the ``--compression`` it was made with (``ChunkCodec.describe`` text, from the
+    #: manifest or provenance log): every feature must be stored so; None: not checked
+    compression: str | None = None
 
 
 def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
@@ -61,12 +66,30 @@ def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
     return None
 
 
-def _out_features(output: str) -> tuple[dict[str, tuple], tuple[str, ...]]:
-    """The output's features (shape, dtype) and the empty groups of its ``events``."""
+def _out_features(output: str, want: ChunkCodec | None
+                  ) -> tuple[dict[str, tuple], tuple[str, ...], list[str]]:
+    """The output's features (shape, dtype), the empty groups of its ``events`` and, given
+    the filters ``want`` of its run, the datasets stored otherwise (one line each)."""
+    present, stored = {}, []
     with h5py.File(output, "r", locking=False) as h5:
-        return ({name: (tuple(d.shape), d.dtype.str)
-                 for name, d in _walk_event_datasets(h5["events"])
-                 if not name.startswith("basinmap")}, empty_event_groups(h5["events"]))
+        for name, dset in _walk_event_datasets(h5["events"]):
+            if not name.startswith("basinmap"):
+                present[name] = (tuple(dset.shape), dset.dtype.str)
+            if want is not None:
+                stored += _stored_otherwise(output, name, dset, want)
+        return present, empty_event_groups(h5["events"]), stored
+
+
+def _stored_otherwise(output: str, name: str, dset: h5py.Dataset, want: ChunkCodec
+                      ) -> list[str]:
+    """A line unless ``dset``'s chunks are stored as ``want`` asks or better (chunks of a
+    higher level copied as stored, :func:`~dcbulk.plan.keeps_stored_chunks`)."""
+    found = ChunkCodec.from_dataset(dset)
+    if keeps_stored_chunks(found, want) or (found is None and not want.recognised):
+        return []
+    how = found.describe() if found is not None else "with other filters or contiguous"
+    return [f"{output}: feature '{name}' is stored {how}, not {want.describe()} (the "
+            f"run's --compression)"]
 
 
 def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
@@ -96,11 +119,12 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
     except (PlanError, DcbulkError) as exc:
         return [f"{pair.output}: {exc}"], [], {}
     try:
-        present, empty = _out_features(pair.output)
+        present, empty, problems = _out_features(
+            pair.output, parse_compression(pair.compression) if pair.compression else None)
     except (OSError, KeyError) as exc:
         return [f"{pair.output}: cannot open ({exc})"], [], {}
     n_out = info.n_events if mapping is None else int(mapping.size)
-    problems = [f"{pair.output}: feature '{f}' is missing" for f in wanted if f not in present]
+    problems += [f"{pair.output}: feature '{f}' is missing" for f in wanted if f not in present]
     problems += [f"{pair.output}: feature '{f}' is not in the source's selection"
                  for f in present if f not in wanted]
     want_empty = info.empty_groups if pair.features is None else ()

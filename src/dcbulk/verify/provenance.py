@@ -56,4 +56,5 @@ def pair_from_provenance(output: str | PathLike):
     return VerifyPair(output=output, source=source,
                       features=tuple(features) if features else None,
                       filter=options.get("filter"),
-                      follow_external=bool(options.get("follow_external")))
+                      follow_external=bool(options.get("follow_external")),
+                      compression=options.get("compression"))
