@@ -341,6 +341,10 @@ def test_a_feature_stored_with_other_filters_than_the_run_asked_is_found(client,
     assert dcbulk.verify(out, client=client).problems == [line]  # by its provenance log
     assert line in dcbulk.verify(dst, client=client).problems  # by the manifest
     assert dcbulk.verify(out, src, client=client).ok  # the run's options unknown: values only
+    plain = tmp_path / "plain"  # a run without checksums: its outputs are as it asked
+    dcbulk.convert_archive([src.parent], plain, client=client,
+                           compression=ChunkCodec("zstd", 5, fletcher32=False))
+    assert dcbulk.verify(plain, client=client).ok
 
 
 def test_convert_verify_fails_a_mismatching_output(monkeypatch, shared_data_dir, tmp_path):

@@ -116,11 +116,12 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
         mapping = _mapping(pair, info)
         wanted = [f for f in select_features(
             info, [f for f in pair.features if f != "contour"] if pair.features else None)]
+        codec = (parse_compression(pair.compression, fletcher32=False)  # describe()'s text
+                 if pair.compression else None)
     except (PlanError, DcbulkError) as exc:
         return [f"{pair.output}: {exc}"], [], {}
     try:
-        present, empty, problems = _out_features(
-            pair.output, parse_compression(pair.compression) if pair.compression else None)
+        present, empty, problems = _out_features(pair.output, codec)
     except (OSError, KeyError) as exc:
         return [f"{pair.output}: cannot open ({exc})"], [], {}
     n_out = info.n_events if mapping is None else int(mapping.size)
