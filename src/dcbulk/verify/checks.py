@@ -1,8 +1,10 @@
 """The checks of one output against what it must equal: planned, then run inline or as tasks.
 
-:func:`plan_checks` turns a :class:`VerifyPair` into the problems found while planning, the
+:func:`plan_checks` turns a :class:`VerifyPair` into the problems found while planning
+(features missing, extra, or stored otherwise than the run's ``--compression``), the
 row checks (every chunk of each feature read, HDF5 checking Fletcher-32, the decoded rows
-compared with ``source[mapping]``; packed into tasks of about ``task_bytes`` output bytes)
+compared with ``source[mapping]``, and the ``min``/``max``/``mean`` attributes of scalar
+features; packed into tasks of about ``task_bytes`` output bytes)
 and the arguments of the metadata check (root attributes, logs, tables, basins, contours).
 :func:`check_pair` runs them: in this process (by the threads of the run's block pool when
 ``dcbulk verify`` runs in dcbulk's own process), or, given a client (``worker_client``
