@@ -23,9 +23,8 @@ from .write.filters import best_nd_chunks
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
     "ENUMERATE", "STAT_ATTRS", "best_chunk_rows", "carries_statistics", "keeps_statistics",
-    "keeps_stored_chunks",
-    "make_mapping", "select_features", "plan_feature", "plan_groups", "plan_conversion",
-    "plan_stored_prefix", "statistics",
+    "keeps_stored_chunks", "make_mapping", "select_features", "plan_feature", "plan_groups",
+    "plan_conversion", "plan_stored_prefix", "statistics",
 ]
 
 #: ``FeatureSource.origin`` of features generated as 1..n instead of read

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import h5py
-from h5py import h5d
 import numpy as np
+from h5py import h5d
 
 from ..errors import PlanError
 from .fletcher import fletcher32_stage
@@ -32,6 +32,8 @@ _ACCEPTED = ", ".join(
 _NAMES = {None if row.name == "none" else row.name for row in COMPRESSORS}
 _BY_SPEC = {row.name: row for row in COMPRESSORS}
 _ZSTD_ID, _DEFLATE_ID = compressor("zstd").filter_id, compressor("gzip").filter_id
+#: the compressors :meth:`ChunkCodec.from_dataset` reads back, by HDF5 filter id
+_DESCRIBED = {_ZSTD_ID: "zstd", _DEFLATE_ID: "gzip"}
 _FLETCHER32_ID = h5py.h5z.FILTER_FLETCHER32
 
 
@@ -123,7 +125,7 @@ class ChunkCodec:
     @property
     def recognised(self) -> bool:
         """Whether :meth:`from_dataset` describes datasets stored with these filters."""
-        return self.compression in (None, "zstd", "gzip")
+        return self.compression is None or self.compression in _DESCRIBED.values()
 
     @classmethod
     def from_dataset(cls, dset: h5py.Dataset) -> ChunkCodec | None:
@@ -144,9 +146,9 @@ class ChunkCodec:
                 return None
         filters = [plist.get_filter(i)[:3] for i in range(plist.get_nfilters())]
         compression, level, checksum = None, 0, False
-        if filters and filters[0][0] in (_ZSTD_ID, _DEFLATE_ID):
+        if filters and filters[0][0] in _DESCRIBED:
             code, _flags, values = filters.pop(0)
-            compression = "zstd" if code == _ZSTD_ID else "gzip"
+            compression = _DESCRIBED[code]
             # the plugin compresses with level 3 (ZSTD_CLEVEL_DEFAULT) when given no value
             level = int(values[0]) if values else (3 if code == _ZSTD_ID else -1)
             if level not in compressor(compression).levels:
