@@ -114,3 +114,45 @@ def test_closing_the_pool_stops_a_writer_whose_blocks_are_queued():
     writer.start()
     writer.join(10)
     assert outcome == ["the run was stopped"]
+
+
+def test_a_lone_outputs_pool_takes_its_hosts_threads_within_the_memory_limit():
+    """All of one host's workers' threads, none when the cluster has another host (its
+    tasks then spread the blocks), fewer when the window would pass half the memory limit."""
+    from dcbulk.engine.blockpool import host_threads
+    here = {"tcp://10.0.0.1:4001": 2, "tcp://10.0.0.1:4002": 2}
+    assert host_threads(here, "10.0.0.1", None) == 4
+    assert host_threads({**here, "tcp://10.0.0.2:4001": 4}, "10.0.0.1", None) == 0
+    window_of_6 = 2 * 3 * 6 * 2**20  # 6 blocks of 1 MiB, read, decoded and encoded, x 2
+    assert host_threads(here, "10.0.0.1", window_of_6, block_bytes=2**20) == 2
+
+
+def test_a_lone_output_on_a_one_host_cluster_is_made_by_its_writers_threads(tmp_path,
+                                                                           client):
+    """``dcbulk.convert`` and a run of one file have the cluster to themselves: the writer's
+    worker computes the blocks with its host's threads, so no block task runs on another
+    worker (whose encoded blocks would travel pickled), and the chunks stored are those the
+    cluster's block tasks store."""
+    from distributed import get_task_stream
+
+    from dcbulk.codec import parse_compression
+    from dcbulk.engine.api import submit_conversion
+    from dcbulk.plan import plan_conversion
+    from dcbulk.read.inspect import inspect_source
+    src = small_rtdc(tmp_path / "src" / "a.rtdc", 300, seed=5, compression="gzip:1",
+                     with_traces=True)
+    with get_task_stream(client) as ts:
+        assert dcbulk.convert(src, tmp_path / "lone.rtdc", client=client).events == 300
+        assert dcbulk.convert_archive(tmp_path / "src", tmp_path / "run", client=client).ok
+    keys = sorted(str(t["key"]) for t in ts.data)
+    assert len(keys) == 2 and keys[0].startswith("dcbulk-file-") \
+        and keys[1].startswith("dcbulk-write-"), keys
+    with get_task_stream(client) as ts:  # a writer not alone: its blocks are tasks
+        submit_conversion(client, plan_conversion(inspect_source(src),
+                                                  str(tmp_path / "tasks.rtdc"),
+                                                  codec=parse_compression("zstd:5"))).result()
+    assert len(ts.data) > 1
+    assert_features_equal(src, tmp_path / "lone.rtdc")
+    chunks = stored_chunks(tmp_path / "tasks.rtdc")
+    assert stored_chunks(tmp_path / "lone.rtdc") == chunks
+    assert stored_chunks(tmp_path / "run" / "a.rtdc") == chunks

@@ -193,7 +193,9 @@ class _Runner:
                 while queue and len(self.active) < max_open:
                     share = remaining / max(1, threads)
                     remaining -= queue[-1].target.size
-                    self.submit(queue.pop(), len(queue), max(inline_bytes, int(share // 2)))
+                    step = queue.pop()  # lone: nothing else running, nothing queued
+                    self.submit(step, len(queue), max(inline_bytes, int(share // 2)),
+                                lone=not queue and not self.active)
                 self.settle_some()
         except BaseException:  # Ctrl-C or a lost scheduler: stop what is queued or running
             client.cancel(list(self.active))
@@ -202,7 +204,7 @@ class _Runner:
             if self.topic is not None:
                 client.unsubscribe_topic(self.topic)
 
-    def submit(self, step: Step, index: int, inline_bytes: int) -> None:
+    def submit(self, step: Step, index: int, inline_bytes: int, *, lone: bool) -> None:
         """Submit one step's task (an output the plan refuses fails at once)."""
         target = step.target
         refused = self.plan.refusal(target)
@@ -211,7 +213,8 @@ class _Runner:
             return
         fut = self.client.submit(run_target, self.plan.job, target, self.plan.options,
                                  overwrite=step.overwrite, inline_bytes=inline_bytes,
-                                 timeout=self.timeout, start_topic=self.topic, pure=False,
+                                 lone=lone, timeout=self.timeout, start_topic=self.topic,
+                                 pure=False,
                                  key=file_key(target.output, f"{self.token}{index}"),
                                  resources=self.plan.job.resources)
         self.active[fut] = step

@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..engine.blockpool import lone_block_pool
 from ..engine.client import current_worker
 from ..engine.report import Report
 from ..errors import (DcbulkError, FileTimeoutError, SourceError, describe_failure,
@@ -189,7 +191,8 @@ def _announce_start(topic: str | None) -> None:
 
 
 def run_target(job: Job, target: Target, options: ArchiveOptions, *,
-               timeout: float | None = None, start_topic: str | None = None, **kwargs
+               timeout: float | None = None, start_topic: str | None = None,
+               lone: bool = False, **kwargs
                ) -> tuple[tuple, Report]:
     """Run ``job.make`` on a worker, with the source's identity read before it starts.
 
@@ -201,14 +204,19 @@ def run_target(job: Job, target: Target, options: ArchiveOptions, *,
     With ``timeout`` (seconds) the job may commit its output only within that time from
     now (:func:`~dcbulk.partials.commit_deadline`); a job that ends later fails with
     :func:`timeout_message`. ``start_topic`` names the event that tells the client when
-    the task started (the client abandons a task that never returns).
+    the task started (the client abandons a task that never returns). ``lone``: the
+    run's only task (nothing else wants the cluster): a job that can be made by threads
+    (``in_process``) is made by its host's threads in this worker
+    (:func:`~dcbulk.engine.blockpool.lone_block_pool`), as in dcbulk's own process.
     """
     _announce_start(start_topic)
     deadline = None if timeout is None else time.time() + timeout
     try:
         identity = job.source_identity(target)
-        with commit_deadline(deadline):
-            res = job.make(target, options, **kwargs)
+        with commit_deadline(deadline), (lone_block_pool() if lone and job.in_process
+                                         else contextlib.nullcontext(False)) as here:
+            res = job.make(target, options, **(dict(kwargs, inline_bytes=sys.maxsize)
+                                               if here else kwargs))
     except (DcbulkError, OSError, RuntimeError) as exc:
         identity, res = None, failed_file(exc, target.source.path, target.output)
     if timeout is not None and res.error_type is not None \

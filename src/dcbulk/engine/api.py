@@ -8,6 +8,7 @@ arrays (``map_blocks``) and ships that graph to its writer. Errors from workers 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -25,6 +26,7 @@ from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadat
                     plan_stored_prefix)
 from ..read.inspect import DatasetRef, FeatureSource, inspect_source
 from .arrays import encode_array
+from .blockpool import lone_block_pool
 from .columns import Column, column_array, column_blocks
 from .client import client_context
 from .report import Report
@@ -41,22 +43,25 @@ def _codec(compression) -> ChunkCodec:
 
 
 def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
-                      inline: bool = False):
+                      inline: bool = False, lone: bool = False):
     """Submit the writer task of one plan; return its future (a :class:`Report`).
 
     The task's key is a random token, never the file's name (names need not be valid
     UTF-8, keys must be); the caller's :func:`~dcbulk.partials.commit_deadline` goes along.
+    With ``lone`` (the cluster has nothing else to do) the writer computes the blocks with
+    its host's threads in its own process (:func:`~dcbulk.engine.blockpool.lone_block_pool`).
     """
-    return client.submit(_write_plan, plan, inline=inline, overwrite=overwrite,
+    return client.submit(_write_plan, plan, inline=inline, lone=lone, overwrite=overwrite,
                          deadline=current_deadline(), pure=False,
                          key=f"dcbulk-write-{uuid.uuid4().hex}")
 
 
-def _write_plan(plan: ConversionPlan, *, inline: bool, overwrite: bool,
+def _write_plan(plan: ConversionPlan, *, inline: bool, lone: bool, overwrite: bool,
                 deadline: float | None) -> Report:
     """The writer task of :func:`submit_conversion` (within the caller's deadline)."""
-    with commit_deadline(deadline):
-        return write_output(plan, inline=inline, overwrite=overwrite)
+    with commit_deadline(deadline), \
+            lone_block_pool() if lone else contextlib.nullcontext(False) as here:
+        return write_output(plan, inline=inline or here, overwrite=overwrite)
 
 
 def convert(source, output, *, features=None, mapping=None, compression="zstd:5",
@@ -83,7 +88,10 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         copied as stored.
     client
         A ``distributed.Client``; by default a LocalCluster sized to the machine is started
-        and closed again.
+        and closed again. The conversion takes the cluster for itself: when all its workers
+        run on one host, the writer's worker computes every block with as many threads as
+        they have (:func:`~dcbulk.engine.blockpool.lone_block_pool`), else the blocks are
+        tasks on all workers.
     basin_to_source
         Add a file basin that points back to the source (with the mapping), so every
         feature of the source remains reachable from the output.
@@ -133,8 +141,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     if extra is not None:
         plan = replace(plan, extra=extra)
     with client_context(client) as cl, commit_deadline(_deadline(timeout)):
-        report = result_within(submit_conversion(cl, plan, overwrite=overwrite), timeout,
-                               output)
+        report = result_within(submit_conversion(cl, plan, overwrite=overwrite, lone=True),
+                               timeout, output)
     return replace(report, wall_seconds=time.perf_counter() - t0)
 
 
