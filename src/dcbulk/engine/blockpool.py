@@ -36,6 +36,7 @@ from typing import Any
 
 from ..errors import DcbulkError
 from ..plan import DEFAULT_TASK_BYTES
+from .client import current_worker
 
 __all__ = ["BlockPool", "current_block_pool", "host_threads", "lone_block_pool",
            "run_blocks", "using_block_pool"]
@@ -171,7 +172,6 @@ def lone_block_pool() -> Iterator[bool]:
     before (not in a worker's task, a pool already set, workers on other hosts, a single
     thread).
     """
-    from .client import current_worker
     worker = current_worker()
     if worker is None or current_block_pool() is not None:
         yield False
