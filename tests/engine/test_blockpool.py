@@ -6,9 +6,12 @@ import os
 import threading
 import time
 
+import h5py
+import numpy as np
 import pytest
 
 import dcbulk
+import dcbulk.modes
 from dcbulk.bulk import filetask
 from dcbulk.engine import arrays
 from dcbulk.engine.blockpool import BlockPool
@@ -141,18 +144,27 @@ def test_a_lone_output_on_a_one_host_cluster_is_made_by_its_writers_threads(tmp_
     from dcbulk.read.inspect import inspect_source
     src = small_rtdc(tmp_path / "src" / "a.rtdc", 300, seed=5, compression="gzip:1",
                      with_traces=True)
+    other = small_rtdc(tmp_path / "other.rtdc", 100, seed=6, compression="gzip:1",
+                       with_traces=True)
     with get_task_stream(client) as ts:
         assert dcbulk.convert(src, tmp_path / "lone.rtdc", client=client).events == 300
         assert dcbulk.convert_archive(tmp_path / "src", tmp_path / "run", client=client).ok
+        assert dcbulk.modes.join([src, other], tmp_path / "joined.rtdc", client=client).ok
     keys = sorted(str(t["key"]) for t in ts.data)
-    assert len(keys) == 2 and keys[0].startswith("dcbulk-file-") \
-        and keys[1].startswith("dcbulk-write-"), keys
+    assert len(keys) == 3 and keys[0].startswith("dcbulk-file-") \
+        and keys[1].startswith("dcbulk-file-") and keys[2].startswith("dcbulk-write-"), keys
     with get_task_stream(client) as ts:  # a writer not alone: its blocks are tasks
         submit_conversion(client, plan_conversion(inspect_source(src),
                                                   str(tmp_path / "tasks.rtdc"),
                                                   codec=parse_compression("zstd:5"))).result()
     assert len(ts.data) > 1
     assert_features_equal(src, tmp_path / "lone.rtdc")
+    with h5py.File(src) as h5, h5py.File(other) as h5b:
+        parts = [h5["events/image"][:], h5b["events/image"][:]]
+    with h5py.File(tmp_path / "joined.rtdc") as h5:  # in the order of the measurements
+        image = h5["events/image"][:]
+        assert any(np.array_equal(image, np.concatenate(p)) for p in (parts, parts[::-1]))
+        np.testing.assert_array_equal(h5["events/index"][:], np.arange(1, 401))
     chunks = stored_chunks(tmp_path / "tasks.rtdc")
     assert stored_chunks(tmp_path / "lone.rtdc") == chunks
     assert stored_chunks(tmp_path / "run" / "a.rtdc") == chunks

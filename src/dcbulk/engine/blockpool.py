@@ -168,9 +168,8 @@ def lone_block_pool() -> Iterator[bool]:
 
     For the task of a run's only output (the caller knows; nothing else of the run then
     wants the cluster's threads): yields True with the pool set (:func:`host_threads`
-    threads), False where the task should use the cluster's tasks or its own thread as
-    before (not in a worker's task, a pool already set, workers on other hosts, a single
-    thread).
+    threads), False where the task uses the cluster's tasks or its own thread (not in a
+    worker's task, a pool already set, workers on other hosts, a single thread).
     """
     worker = current_worker()
     if worker is None or current_block_pool() is not None:

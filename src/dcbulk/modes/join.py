@@ -32,6 +32,7 @@ from ..command import Command
 from ..codec import ChunkCodec
 from ..engine import Report, store_features
 from ..engine.columns import Column, Piece
+from ..engine.blockpool import current_block_pool
 from ..engine.client import current_worker
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
@@ -211,10 +212,11 @@ class JoinJob(Job):
 
     def make(self, target: Target, options, *, overwrite: bool, **_) -> Report:
         """Store the joined arrays: as a task on a worker, the encoding on the others; or
-        in dcbulk's process, its blocks computed by the run's block pool
-        (:mod:`~dcbulk.bulk.inprocess`)."""
+        its blocks computed by a block pool: the run's in dcbulk's process
+        (:mod:`~dcbulk.bulk.inprocess`), or the worker's for a lone output
+        (:func:`~dcbulk.engine.blockpool.lone_block_pool`)."""
         joined, stored, extra = target.recipe
-        if current_worker() is None:
+        if current_worker() is None or current_block_pool() is not None:
             return store_features(joined, target.output, compression=options.codec,
                                   overwrite=overwrite, extra=extra, inline=True, stored=stored)
         from distributed import worker_client
