@@ -31,8 +31,8 @@ from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..command import Command
 from ..codec import ChunkCodec
 from ..engine import Report, store_features
-from ..engine.columns import Column, Piece
 from ..engine.blockpool import current_block_pool
+from ..engine.columns import Column, Piece
 from ..engine.client import current_worker
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
