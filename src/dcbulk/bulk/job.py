@@ -213,8 +213,7 @@ def run_target(job: Job, target: Target, options: ArchiveOptions, *,
     deadline = None if timeout is None else time.time() + timeout
     try:
         identity = job.source_identity(target)
-        with commit_deadline(deadline), (lone_block_pool() if lone and job.in_process
-                                         else contextlib.nullcontext(False)) as here:
+        with commit_deadline(deadline), lone_block_pool(lone and job.in_process) as here:
             res = job.make(target, options, **(dict(kwargs, inline_bytes=sys.maxsize)
                                                if here else kwargs))
     except (DcbulkError, OSError, RuntimeError) as exc:

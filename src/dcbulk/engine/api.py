@@ -8,7 +8,6 @@ arrays (``map_blocks``) and ships that graph to its writer. Errors from workers 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
@@ -59,8 +58,7 @@ def submit_conversion(client, plan: ConversionPlan, *, overwrite: bool = False,
 def _write_plan(plan: ConversionPlan, *, inline: bool, lone: bool, overwrite: bool,
                 deadline: float | None) -> Report:
     """The writer task of :func:`submit_conversion` (within the caller's deadline)."""
-    with commit_deadline(deadline), \
-            lone_block_pool() if lone else contextlib.nullcontext(False) as here:
+    with commit_deadline(deadline), lone_block_pool(lone) as here:
         return write_output(plan, inline=inline or here, overwrite=overwrite)
 
 

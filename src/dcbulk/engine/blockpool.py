@@ -163,15 +163,15 @@ def host_threads(nthreads: dict[str, int], host: str, memory_limit: int | None, 
 
 
 @contextlib.contextmanager
-def lone_block_pool() -> Iterator[bool]:
+def lone_block_pool(lone: bool = True) -> Iterator[bool]:
     """Within the block, a dask worker's task has a block pool of its host's threads.
 
-    For the task of a run's only output (the caller knows; nothing else of the run then
-    wants the cluster's threads): yields True with the pool set (:func:`host_threads`
-    threads), False where the task uses the cluster's tasks or its own thread (not in a
-    worker's task, a pool already set, workers on other hosts, a single thread).
+    For the task of a run's only output (``lone``: the caller knows; nothing else of the run
+    then wants the cluster's threads): yields True with the pool set (:func:`host_threads`
+    threads), False where the task uses the cluster's tasks or its own thread (not lone,
+    not in a worker's task, a pool already set, workers on other hosts, a single thread).
     """
-    worker = current_worker()
+    worker = current_worker() if lone else None
     if worker is None or current_block_pool() is not None:
         yield False
         return
