@@ -446,3 +446,33 @@ def test_a_source_rewritten_after_planning_is_a_problem_line_not_an_exception(tm
     found = [p for t in tasks for p in compare_rows(t)]
     assert len(found) == 1 and "feature 'deform'" in found[0] and "source unreadable" in found[0] \
         and "rewritten with other filters or chunks" in found[0], found
+
+
+@pytest.mark.parametrize("compression", ["lz4", "blosc2-zstd", "bitshuffle-lz4"])
+def test_every_compression_choice_is_checked_for_features_and_contours(tmp_path, compression):
+    """Outputs of choices whose filters ``from_dataset`` does not describe (lz4, blosc2,
+    bitshuffle) are checked by their filter ids, contours too: a feature stored contiguous or
+    without its checksum, and contours stored plain, are found (none of them was before)."""
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 30, seed=4, with_contour=True)
+    dst = tmp_path / "dst"
+    codec = dcbulk.codec.parse_compression(compression)
+    assert not codec.recognised
+    assert dcbulk.convert_archive([src.parent], dst, compression=compression).ok
+    out = dst / "s.rtdc"
+    assert dcbulk.verify(dst).ok and dcbulk.verify(out).ok
+    unsummed = dict(codec.ds_kwds(), fletcher32=False)
+    with h5py.File(out, "a") as h5:  # the same values, stored otherwise
+        for name, kwds in (("events/deform", None), ("events/area_um", unsummed),
+                           ("events/contour/2", {}), ("events/contour/5", {})):
+            data, attrs = h5[name][()], dict(h5[name].attrs)
+            del h5[name]
+            chunks = None if kwds is None else data.shape
+            h5.create_dataset(name, data=data, chunks=chunks, **(kwds or {})).attrs.update(attrs)
+    want = f"not {codec.describe()} (the run's --compression)"
+    assert dcbulk.verify(out).problems == [
+        f"{out}: feature 'area_um' is stored {codec.row.filter_name}, {want}",
+        f"{out}: feature 'deform' is stored contiguous, {want}",
+        f"{out}: contour 2 is stored none, {want} (and 1 more)"]
+    assert set(dcbulk.verify(out).problems) < set(dcbulk.verify(dst).problems)  # + its size
+    assert dcbulk.verify(out, src).ok  # the run's options unknown: values only
+

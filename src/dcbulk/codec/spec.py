@@ -161,6 +161,23 @@ class ChunkCodec:
         return cls(compression, level, checksum)
 
 
+    def stores(self, dset: h5py.Dataset) -> bool:
+        """Whether ``dset``'s chunks pass through this codec's filters, for every choice of
+        the table (:meth:`from_dataset` describes zstd and deflate only).
+
+        Compared are the HDF5 filter ids, in order (compressor, then Fletcher-32), not
+        their values: plugins fill in values of their own (versions, item and chunk sizes,
+        the chunk shape), which differ between their releases, so an output written by an
+        earlier hdf5plugin would otherwise no longer match.
+        """
+        if dset.chunks is None:
+            return False
+        plist = dset.id.get_create_plist()
+        found = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        want = [] if self.row.filter_id is None else [self.row.filter_id]
+        return found == want + ([_FLETCHER32_ID] if self.fletcher32 else [])
+
+
 def parse_compression(spec: str | None, *, fletcher32: bool = True) -> ChunkCodec:
     """Parse a compression spec such as ``"zstd:5"``, ``"lz4"`` or ``"none"``.
 

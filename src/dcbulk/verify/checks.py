@@ -25,12 +25,12 @@ from ..codec import ChunkCodec, parse_compression
 from ..engine.blockpool import run_blocks
 from ..errors import DcbulkError, PlanError
 from ..filter_expr import parse_filter
-from ..plan import (ENUMERATE, best_chunk_rows, keeps_stored_chunks, make_mapping,
-                    select_features)
+from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
 from ..read.filtering import filter_mapping
 from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 from .processed import check_processed
+from .storage import stored_otherwise
 
 __all__ = ["FILE_TASK_BYTES", "TASK_BYTES", "VerifyPair", "check_pair", "plan_checks"]
 
@@ -78,20 +78,8 @@ def _out_features(output: str, want: ChunkCodec | None
             if not name.startswith("basinmap"):
                 present[name] = (tuple(dset.shape), dset.dtype.str)
             if want is not None:
-                stored += _stored_otherwise(output, name, dset, want)
+                stored += stored_otherwise(output, f"feature '{name}'", dset, want)
         return present, empty_event_groups(h5["events"]), stored
-
-
-def _stored_otherwise(output: str, name: str, dset: h5py.Dataset, want: ChunkCodec
-                      ) -> list[str]:
-    """A line unless ``dset``'s chunks are stored as ``want`` asks or better (chunks of a
-    higher level copied as stored, :func:`~dcbulk.plan.keeps_stored_chunks`)."""
-    found = ChunkCodec.from_dataset(dset)
-    if keeps_stored_chunks(found, want) or (found is None and not want.recognised):
-        return []
-    how = found.describe() if found is not None else "with other filters or contiguous"
-    return [f"{output}: feature '{name}' is stored {how}, not {want.describe()} (the "
-            f"run's --compression)"]
 
 
 def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
@@ -156,7 +144,7 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
                 events=None if mapping is None else mapping[start:stop],
                 enumerate=renumber or fsrc.origin == ENUMERATE)))
     contour = info.has_contour and (pair.features is None or "contour" in pair.features)
-    meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour}
+    meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour, "codec": codec}
     return problems, _pack(checks, task_bytes), meta
 
 
@@ -168,7 +156,7 @@ def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
                                  n_source=meta["n_source"])
     try:
         problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
-                                     expected=meta["contour"])
+                                     expected=meta["contour"], codec=meta["codec"])
     except (OSError, KeyError) as exc:
         problems.append(f"{pair.output}: contours unreadable ({exc})")
     return problems

@@ -20,6 +20,7 @@ import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
 from h5py import h5o
 
+from ..codec import ChunkCodec
 from ..errors import ChecksumMismatchError, SourceError
 from ..plan import STAT_ATTRS, carries_statistics, keeps_statistics, statistics
 from ..provenance import is_provenance_log
@@ -30,6 +31,7 @@ from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.inspect import DatasetRef, FeatureSource
 from ..read.policy import external_objects
+from .storage import stored_otherwise
 
 __all__ = ["RowCheck", "compare_rows", "compare_metadata", "compare_contours", "file_problems",
            "ALLOWED_ATTR_CHANGES"]
@@ -363,8 +365,10 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
 
 
 def compare_contours(output: str, source: str, *, mapping: np.ndarray | None,
-                     expected: bool) -> list[str]:
-    """Every contour of the output (read fully) equals the source's contour of that event."""
+                     expected: bool, codec: ChunkCodec | None = None) -> list[str]:
+    """Every contour of the output (read fully) equals the source's contour of that event
+    and, given the run's ``codec``, is stored with its filters (one line for all that are
+    not: the first of them and how many)."""
     with h5py.File(output, "r", locking=False) as out, \
             h5py.File(source, "r", locking=False) as src:
         sgrp, ogrp = src["events"].get("contour"), out["events"].get("contour")
@@ -375,15 +379,21 @@ def compare_contours(output: str, source: str, *, mapping: np.ndarray | None,
         want = len(sgrp) if mapping is None else int(mapping.size)
         if len(ogrp) != want:
             return [f"{output}: contour has {len(ogrp)} events, expected {want}"]
+        stored: list[str] = []
         for j in range(want):
             i = j if mapping is None else int(mapping[j])
             try:
-                same = np.array_equal(ogrp[str(j)][()], sgrp[str(i)][()])
+                dset = ogrp[str(j)]
+                same = np.array_equal(dset[()], sgrp[str(i)][()])
             except (OSError, KeyError) as exc:
                 return [f"{output}: contour {j} unreadable ({type(exc).__name__}: {exc})"]
             if not same:
                 return [f"{output}: contour {j} differs from the source's contour {i}"]
-    return []
+            if codec is not None and dset.size:  # an empty one cannot be chunked
+                stored += stored_otherwise(output, f"contour {j}", dset, codec)
+    if not stored:
+        return []
+    return [stored[0] + (f" (and {len(stored) - 1} more)" if len(stored) > 1 else "")]
 
 
 def file_problems(output: str, record_size: int | None, record_sha: str | None) -> list[str]:

@@ -1,0 +1,31 @@
+"""How an output stores its data: each feature and contour with the filters its run asked for.
+
+A user who deletes the originals trusts that the archive is in the format the run's
+``--compression`` names (compressed, checksummed), not only that its values are right. The
+run's codec comes from the manifest, the provenance log or ``convert --verify``; chunks of a
+source at a higher zstd level copied as stored are as good
+(:func:`~dcbulk.plan.keeps_stored_chunks`, the planner's rule). zstd, deflate and plain
+datasets are described by :meth:`~dcbulk.codec.ChunkCodec.from_dataset`; every other choice
+of the codec table is matched by :meth:`~dcbulk.codec.ChunkCodec.stores`.
+"""
+from __future__ import annotations
+
+import h5py
+
+from ..codec import ChunkCodec
+from ..plan import keeps_stored_chunks
+from ..read.layout import describe_filters
+
+__all__ = ["stored_otherwise"]
+
+
+def stored_otherwise(output: str, what: str, dset: h5py.Dataset, want: ChunkCodec
+                     ) -> list[str]:
+    """A line unless ``dset`` (``what``: ``feature 'deform'``, ``contour 3``) is stored as
+    ``want`` asks, or better."""
+    found = ChunkCodec.from_dataset(dset)
+    if keeps_stored_chunks(found, want) if want.recognised else want.stores(dset):
+        return []
+    how = found.describe() if found is not None else describe_filters(dset)
+    return [f"{output}: {what} is stored {how}, not {want.describe()} (the run's "
+            f"--compression)"]
