@@ -476,3 +476,14 @@ def test_every_compression_choice_is_checked_for_features_and_contours(tmp_path,
     assert set(dcbulk.verify(out).problems) < set(dcbulk.verify(dst).problems)  # + its size
     assert dcbulk.verify(out, src).ok  # the run's options unknown: values only
 
+
+def test_a_directory_made_by_another_mode_is_a_usage_error(client, tmp_path):
+    """A condensed directory was verified as converted copies and 'differed' (images
+    missing, ...); like a single file of another mode, it is one usage line, exit 2."""
+    from dcbulk.modes.condense import condense
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 20, seed=2)
+    dst = tmp_path / "dst"
+    assert condense([src.parent], dst, client=client).ok
+    with pytest.raises(dcbulk.errors.UsageError, match=r"made by a dcbulk mode \(condense\)"):
+        dcbulk.verify(dst)
+    assert main(["verify", "-q", str(dst)]) == 2

@@ -145,7 +145,12 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                             f"time")
     options = manifest.options or {}
     feats = options.get("features")
-    processed = (options.get("job") or {}).get("mode") == "process"
+    mode = (options.get("job") or {}).get("mode")
+    if mode not in (None, "process"):  # None: convert
+        raise UsageError(f"{output_dir}: made by a dcbulk mode ({mode}), not converted; its "
+                         f"outputs are not copies of their sources, so there is nothing to "
+                         f"verify them against")
+    processed = mode == "process"
     pairs = []
     for rec in manifest.records.values():
         if rec.status != "done":
@@ -171,8 +176,9 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
     Raises
     ------
     UsageError
-        For a directory with ``against``, options without ``against``, or a file whose
-        provenance log does not say what it must equal.
+        For a directory with ``against`` or made by a mode other than ``convert`` and
+        ``process``, options without ``against``, or a file whose provenance log does not
+        say what it must equal.
     SourceNotFoundError
         When the output, or the source its log names, does not exist.
     ManifestError
