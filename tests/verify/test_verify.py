@@ -487,3 +487,35 @@ def test_a_directory_made_by_another_mode_is_a_usage_error(client, tmp_path):
     with pytest.raises(dcbulk.errors.UsageError, match=r"made by a dcbulk mode \(condense\)"):
         dcbulk.verify(dst)
     assert main(["verify", "-q", str(dst)]) == 2
+
+
+def test_split_pieces_are_verified_by_their_provenance_log(tmp_path):
+    """A piece of ``split`` holds the source's events first..stop-1 that the filter and the
+    boundary-image rule keep, its sample ``<source's> k/n``: verified by its log as a
+    converted output is (it was a usage error: 'made by a dcbulk mode (split)')."""
+    from dcbulk.modes.split import split
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 50, seed=6, with_contour=True)
+    with h5py.File(src, "a") as h5:  # an all-zero last image: left out of the last piece
+        h5["events/image"][49] = 0
+    dst = tmp_path / "dst"
+    assert split([src.parent], dst, events_per_file=20, filter="deform > 0.02").ok
+    pieces = sorted(dst.glob("s_*.rtdc"))
+    assert len(pieces) == 3
+    for piece in pieces:
+        report = dcbulk.verify(piece)
+        assert report.ok, report.problems
+    with h5py.File(pieces[2], "r") as h5:
+        kept = h5.attrs["experiment:event count"]
+        assert h5.attrs["experiment:sample"].endswith(" 3/3")
+    with h5py.File(src, "r") as h5:
+        deform = h5["events/deform"][40:50]
+    assert kept == np.count_nonzero(deform[:-1] > 0.02)  # event 49 left out
+    with h5py.File(pieces[1], "a") as h5:
+        kept_2 = h5.attrs["experiment:event count"]
+        h5.attrs["experiment:sample"] = "another sample 2/3"
+        h5["events/area_um"][3] += 1
+    assert dcbulk.verify(pieces[1]).problems == [
+        f"{pieces[1]}: root attribute 'experiment:sample' is 'another sample 2/3', expected "
+        f"'synthetic-6 2/3' (the source's, then ' 2/3')",
+        f"{pieces[1]}: feature 'area_um' rows 0..{kept_2 - 1}: 1 rows differ from the source "
+        f"(first: event 3)"]

@@ -25,40 +25,11 @@ from ..errors import PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
-from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
-from ..read.filtering import event_filter
+from ..read.filtering import kept_events
 from ..read.inspect import SourceInfo, inspect_source
 
 __all__ = ["COMMAND", "SplitJob", "plan_split", "split"]
-
-
-def _empty_boundaries(info: SourceInfo) -> tuple[bool, bool]:
-    """Whether the first and the last event have an all-zero image (as dclab checks)."""
-    if info.n_events == 0:
-        return False, False
-    first = last = False
-    with OpenFiles() as files:
-        if "image" in info.features:
-            fsrc = info.features["image"]
-            first = not read_event_rows(files, fsrc, slice(0, 1)).any()
-            last = not read_event_rows(files, fsrc, slice(info.n_events - 1,
-                                                          info.n_events)).any()
-    if not first and info.has_contour:
-        with open_rtdc(info.path) as h5:
-            cont = h5["events/contour"].get("0")
-            first = cont is not None and not np.asarray(cont).any()
-    return first, last
-
-
-def _kept(info: SourceInfo, filter: FilterExpr | None, skip_empty: bool) -> np.ndarray:
-    keep = np.ones(info.n_events, dtype=bool)
-    if skip_empty:
-        first, last = _empty_boundaries(info)
-        keep[:1] &= not first
-        keep[-1:] &= not last
-    mask = event_filter(info, filter)
-    return keep if mask is None else keep & mask
 
 
 def _sample(path: str) -> str:
@@ -73,7 +44,7 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
     """The outputs of splitting one source: ``(output, part, bytes)`` each (outputs without
     events are left out)."""
     info = inspect_source(source)
-    keep = _kept(info, filter, skip_empty)
+    keep = kept_events(info, filter, skip_empty)
     n_files = -(-info.n_events // events_per_file)
     stem = os.path.splitext(os.path.basename(info.path))[0]
     sample = _sample(info.path)

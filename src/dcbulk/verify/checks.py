@@ -26,7 +26,7 @@ from ..engine.blockpool import run_blocks
 from ..errors import DcbulkError, PlanError
 from ..filter_expr import parse_filter
 from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
-from ..read.filtering import filter_mapping
+from ..read.filtering import filter_mapping, kept_events
 from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
 from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
 from .processed import check_processed
@@ -58,13 +58,24 @@ class VerifyPair:
     #: the ``--compression`` it was made with (``ChunkCodec.describe`` text, from the
     #: manifest or provenance log): every feature must be stored so; None: not checked
     compression: str | None = None
+    #: a piece of ``split``: ``(first, stop, skip_empty)``, the source's events
+    #: ``first..stop-1`` that ``filter`` and the boundary-image rule keep
+    #: (:func:`~dcbulk.read.filtering.kept_events`)
+    piece: tuple[int, int, bool] | None = None
+    #: what the run appended to the source's ``experiment:sample`` (split: `` k/n``)
+    sample_suffix: str = ""
 
 
 def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
     if pair.mapping is not None:
         return make_mapping(np.asarray(pair.mapping), info.n_events)
-    if pair.filter:
-        return make_mapping(filter_mapping(info, parse_filter(pair.filter)), info.n_events)
+    expr = parse_filter(pair.filter) if pair.filter else None
+    if pair.piece is not None:
+        first, stop, skip_empty = pair.piece
+        keep = kept_events(info, expr, skip_empty)[first:stop]
+        return make_mapping(first + np.flatnonzero(keep), info.n_events)
+    if expr is not None:
+        return make_mapping(filter_mapping(info, expr), info.n_events)
     return None
 
 
@@ -153,7 +164,7 @@ def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
     basins and contours (``meta``: from :func:`plan_checks`)."""
     problems = file_problems(pair.output, pair.size, pair.sha256)
     problems += compare_metadata(pair.output, pair.source, mapping=meta["mapping"],
-                                 n_source=meta["n_source"])
+                                 n_source=meta["n_source"], sample_suffix=pair.sample_suffix)
     try:
         problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
                                      expected=meta["contour"], codec=meta["codec"])

@@ -230,17 +230,22 @@ def _lines(dset: h5py.Dataset) -> list[str]:
 
 
 def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
-                   n_source: int) -> list[str]:
+                   n_source: int, sample_suffix: str) -> list[str]:
     problems = []
     sattrs, oattrs = dict(src.attrs), dict(out.attrs)  # one read of each attribute
+    if sample_suffix:  # a split piece's sample: the source's, then " k/n"
+        sample = _text(sattrs.get("experiment:sample", ""))
+        sattrs["experiment:sample"] = f"{sample}{sample_suffix}"
     for key, value in sattrs.items():
         if key in ALLOWED_ATTR_CHANGES:
             continue
         if key not in oattrs:
             problems.append(f"root attribute '{key}' is missing")
         elif not _same_value(oattrs[key], value):
-            problems.append(f"root attribute '{key}' is {_shown(oattrs[key])!r}, "
-                            f"source has {_shown(value)!r}")
+            want = (f"expected {_shown(value)!r} (the source's, then {sample_suffix!r})"
+                    if sample_suffix and key == "experiment:sample"
+                    else f"source has {_shown(value)!r}")
+            problems.append(f"root attribute '{key}' is {_shown(oattrs[key])!r}, {want}")
     for key in oattrs:
         if key not in sattrs and key not in ALLOWED_ATTR_CHANGES:
             problems.append(f"root attribute '{key}' is not in the source")
@@ -341,7 +346,7 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
 
 
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
-                     n_source: int) -> list[str]:
+                     n_source: int, sample_suffix: str = "") -> list[str]:
     """Root attributes, logs, tables and basins of an output against its source.
 
     An output must hold its own data: every external link, soft link out of its group,
@@ -354,7 +359,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
     with out, h5py.File(source, "r", locking=False) as src:
         problems = [f"{found}: an output must hold its own data"
                     for found in external_objects(out)]
-        problems += _compare_attrs(src, out, mapping, n_source)
+        problems += _compare_attrs(src, out, mapping, n_source, sample_suffix)
         problems += _compare_group(src, out, "logs")
         problems += _compare_group(src, out, "tables")
         try:

@@ -1,5 +1,5 @@
 """What a single output must equal, from its provenance log: the pair ``dcbulk verify
-OUT.rtdc`` checks without ``--against``.
+OUT.rtdc`` checks without ``--against`` (a converted output, or a piece of ``split``).
 
 The log itself (schema, line wrapping, which log is the file's own) is
 :mod:`dcbulk.provenance`'s; this module only turns a converted output's log into a
@@ -28,7 +28,8 @@ def pair_from_provenance(output: str | PathLike):
         When ``output`` cannot be read or its log is damaged.
     UsageError
         When the log does not say what the output must equal: no dcbulk log, an explicit
-        event mapping (not recorded), or an output of a mode other than ``convert``.
+        event mapping (not recorded), or an output of a mode other than ``convert`` and
+        ``split``.
     """
     output = os.path.abspath(os.fspath(output))
     if not os.path.isfile(output):
@@ -40,12 +41,14 @@ def pair_from_provenance(output: str | PathLike):
     if doc is None or (doc.get("mode") == "convert" and not doc.get("source")):
         raise UsageError(f"{output}: no dcbulk provenance log (logs/dcbulk-convert) names "
                          f"its source; give the source with --against SRC (API: against=)")
-    if doc.get("mode") != "convert":
-        raise UsageError(f"{output}: made by a dcbulk mode ({doc.get('mode')}: its log is "
-                         f"logs/dcbulk-{doc.get('mode')}), not converted from one source; "
+    mode = doc.get("mode")
+    if mode not in ("convert", "split") or not doc.get("source"):
+        raise UsageError(f"{output}: made by a dcbulk mode ({mode}: its log is "
+                         f"logs/dcbulk-{mode}), not converted or split from one source; "
                          f"its log does not say what it must equal")
     source, options = str(doc["source"]), doc.get("options") or {}
-    if doc.get("mapped") and not options.get("filter"):
+    piece, suffix = _piece(output, doc) if mode == "split" else (None, "")
+    if doc.get("mapped") and not options.get("filter") and piece is None:
         raise UsageError(f"{output}: converted with an explicit event mapping, which its "
                          f"provenance log does not hold; verify it in Python with "
                          f"dcbulk.verify(output, source, mapping=...)")
@@ -57,4 +60,18 @@ def pair_from_provenance(output: str | PathLike):
                       features=tuple(features) if features else None,
                       filter=options.get("filter"),
                       follow_external=bool(options.get("follow_external")),
-                      compression=options.get("compression"))
+                      compression=options.get("compression"), piece=piece,
+                      sample_suffix=suffix)
+
+
+def _piece(output: str, doc: dict) -> tuple[tuple[int, int, bool], str]:
+    """A split piece's events (``VerifyPair.piece``) and sample suffix, from its log."""
+    details = doc.get("details") or {}
+    try:
+        first, stop = (int(x) for x in details["source events"])
+        number, count = int(details["piece"]), int(details["pieces"])
+        skip_empty = bool(details["skip empty boundary images"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NotHDF5Error(f"{output}: its split log lacks the piece's events ({exc!r})"
+                           ) from exc
+    return (first, stop, skip_empty), f" {number}/{count}"
