@@ -432,7 +432,7 @@ def test_a_source_rewritten_after_planning_is_a_problem_line_not_an_exception(tm
     """Row checks read the source with the plan's description of it; a source dataset
     rewritten with other filters in between is reported as one problem line."""
     from dcbulk.verify.checks import VerifyPair, plan_checks
-    from dcbulk.verify.compare import compare_rows
+    from dcbulk.verify.rows import compare_rows
     src = small_rtdc(tmp_path / "src.rtdc", 60, compression="zstd:5")
     out = tmp_path / "out.rtdc"
     dcbulk.convert(src, out, client=None)

@@ -28,8 +28,9 @@ from ..filter_expr import parse_filter
 from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
 from ..read.filtering import filter_mapping, kept_events
 from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
-from .compare import RowCheck, compare_contours, compare_metadata, compare_rows, file_problems
+from .compare import compare_contours, compare_metadata, file_problems
 from .processed import check_processed
+from .rows import RowCheck, compare_rows
 from .storage import stored_otherwise
 
 __all__ = ["FILE_TASK_BYTES", "TASK_BYTES", "VerifyPair", "check_pair", "plan_checks"]

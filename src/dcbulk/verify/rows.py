@@ -1,0 +1,180 @@
+"""Rows of one output compared with ``source[mapping]``, bit for bit: the row checks of verify.
+
+Hand-written because no library compares an .rtdc output's features with ``source[mapping]``
+under the community's rules (a renumbered ``index``, masks stored as uint8, the ``min``/
+``max``/``mean`` attributes dclab reads instead of the data). HDF5's Fletcher-32 checksum of
+every chunk is checked while the data are read (:func:`~dcbulk.read.chunks.read_rows`); a
+chunk that fails to decode is reported as a problem, never raised. A :class:`RowCheck` is
+picklable, so the checks run anywhere: inline, in a worker task, or in a converting worker.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
+import numpy as np
+from h5py import h5o
+
+from ..errors import ChecksumMismatchError, SourceError
+from ..plan import STAT_ATTRS, carries_statistics, keeps_statistics, statistics
+from ..read.chunks import OpenFiles, read_event_rows, read_rows
+from ..read.files import open_child
+from ..read.inspect import DatasetRef, FeatureSource
+from .compare import same_value, shown
+
+__all__ = ["RowCheck", "compare_rows"]
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """Rows ``start:stop`` of one output feature against the source (picklable task input).
+
+    ``events`` are the source event indices of those rows (None: the same rows);
+    ``enumerate`` means the output holds ``start+1 .. stop`` (a renumbered ``index``).
+    """
+
+    output: str
+    feature: str
+    start: int
+    stop: int
+    source: FeatureSource | None
+    events: np.ndarray | None = None
+    enumerate: bool = False
+
+
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays hold the same bytes, compared as 8-byte words where the size
+    allows (numpy compares element by element: 8x fewer elements, 2.2x faster on 4 MB)."""
+    a = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    b = np.ascontiguousarray(b).reshape(-1).view(np.uint8)
+    if a.nbytes != b.nbytes:
+        return False
+    if a.nbytes % 8 == 0:
+        a, b = a.view(np.uint64), b.view(np.uint64)
+    return bool(np.array_equal(a, b))
+
+
+def _diff_rows(got: np.ndarray, want: np.ndarray, start: int) -> str | None:
+    if got.shape != want.shape:
+        return f"shape {got.shape} != source {want.shape}"
+    if got.dtype != want.dtype and not (got.dtype.kind == want.dtype.kind == "u"):
+        return f"dtype {got.dtype} != source {want.dtype}"
+    if got.dtype == want.dtype:  # bit for bit: -0.0 is not 0.0, nor one NaN another
+        if _same_bytes(got, want):
+            return None
+        flat = (np.ascontiguousarray(got).reshape(len(got), -1).view(np.uint8)
+                != np.ascontiguousarray(want).reshape(len(want), -1).view(np.uint8))
+    else:  # unsigned integers of another width: their values
+        flat = got.reshape(len(got), -1) != want.reshape(len(want), -1)
+    bad = np.flatnonzero(flat.any(axis=1))
+    return f"{bad.size} rows differ from the source (first: event {start + int(bad[0])})"
+
+
+def compare_rows(checks: list[RowCheck]) -> list[str]:
+    """Read rows of output features (every chunk, checksums checked) and compare them.
+
+    One task handles a list of checks (a run of chunks of a large feature, or many small
+    features of one output), opening each file once.
+    """
+    problems: list[str] = []
+    by_output: dict[str, list[RowCheck]] = {}
+    for check in checks:
+        by_output.setdefault(check.output, []).append(check)
+    for output, group in by_output.items():
+        try:
+            h5 = h5py.File(output, "r", locking=False)
+        except OSError as exc:
+            problems.append(f"{output}: cannot open ({exc})")
+            continue
+        with h5, OpenFiles() as files:
+            events = h5["events"]
+            for check in group:
+                problems.extend(_compare_one(events, files, check))
+    return problems
+
+
+_buffers = threading.local()
+
+
+def _buffer(slot: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A reusable array of this thread (dask's nanny sets ``MALLOC_TRIM_THRESHOLD_``, so every
+    fresh large array costs page faults; reusing two buffers per thread avoids that)."""
+    cache = getattr(_buffers, "arrays", None)
+    if cache is None:
+        cache = _buffers.arrays = {}
+    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = cache.get(slot)
+    if buf is None or buf.nbytes < need:
+        buf = cache[slot] = np.empty(max(need, 1), dtype=np.uint8)
+    return buf[:need].view(dtype).reshape(shape)
+
+
+def _read_rows(dset: h5py.Dataset, start: int, stop: int, slot: str,
+               ref: DatasetRef | None = None) -> np.ndarray:
+    shape, dtype = (ref.shape, np.dtype(ref.dtype)) if ref else (dset.shape, dset.dtype)
+    if dtype.hasobject or stop <= start or not shape:
+        return dset[start:stop]
+    out = _buffer(slot, dtype, (min(stop, shape[0]) - start,) + tuple(shape[1:]))
+    # compressed: decoded outside HDF5's lock
+    return read_rows(dset, start, stop, out=out, ref=ref)
+
+
+def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
+    where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
+    try:
+        dset = open_child(events, check.feature)
+        if not isinstance(dset, h5py.Dataset):
+            raise KeyError(f"no dataset 'events/{check.feature}'")
+        got = _read_rows(dset, check.start, check.stop, "output")
+    except (OSError, KeyError, ValueError, ChecksumMismatchError) as exc:
+        return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
+    if check.enumerate:
+        want = np.arange(check.start + 1, check.stop + 1).astype(got.dtype)
+    else:
+        try:
+            if check.events is None and check.source.rowmap is None:
+                want = _read_rows(files.dataset(check.source.data), check.start, check.stop,
+                                  "source", check.source.data)
+            else:
+                want = np.asarray(read_event_rows(files, check.source, np.asarray(
+                    check.events) if check.events is not None
+                    else slice(check.start, check.stop)))
+        except (OSError, KeyError, ValueError, ChecksumMismatchError, SourceError) as exc:
+            return [f"{where}: source unreadable ({type(exc).__name__}: {exc})"]
+        if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
+            got = got > 0
+    problem = _diff_rows(got, want, check.start)
+    if problem is not None:
+        return [f"{where}: {problem}"]
+    if check.start == 0 and check.stop == dset.shape[0] and carries_statistics(
+            check.feature, dset.dtype, dset.shape[1:]):
+        return [f"{check.output}: feature '{check.feature}': {p}"
+                for p in _statistics_problems(dset, got, files, check)]
+    return []
+
+
+def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
+                         check: RowCheck) -> list[str]:
+    """The output's ``min``/``max``/``mean`` attributes (dclab reads them instead of the
+    data): the source's where the output holds exactly its rows, else those of ``rows``, the
+    whole feature (:func:`~dcbulk.plan.keeps_statistics`, the writer's rule). An output may
+    lack them (dclab then computes them), not hold other values."""
+    if not h5o.get_info(dset.id).num_attrs:
+        return []
+    attrs = dset.attrs
+    found = {key: attrs[key] for key in STAT_ATTRS if key in attrs}
+    if not found:
+        return []
+    if check.source is not None and keeps_statistics(
+            check.source, mapped=check.events is not None, n_rows=check.stop):
+        sattrs = files.dataset(check.source.data).attrs
+        want = {key: sattrs[key] for key in STAT_ATTRS if key in sattrs}
+        origin = "the source's"
+    else:
+        want, origin = statistics(rows), "that of its events"
+    return [f"attribute '{key}' is {shown(value)!r}, expected "
+            + (f"{shown(want[key])!r} ({origin})" if key in want else "none (not in the source)")
+            for key, value in found.items()
+            if key not in want or not same_value(value, want[key])]
