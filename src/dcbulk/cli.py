@@ -23,7 +23,7 @@ from .clock import command_seconds
 from .cluster import job_script, setting
 from .command import Command
 from .errors import DcbulkError, UsageError, one_line, printable
-from .modes.verify import VerifyJob, VerifyReport, verify_pairs
+from .modes.verify import VerifyJob, VerifyReport, pairs_of
 from .monitor import RunState, dashboard_page, live_page, observers, recorded
 from .nofollow import write_nofollow
 from .progress import ArchiveProgress
@@ -235,13 +235,13 @@ def _verify(ns, out=None, err=None) -> int:
     missing sources), then checked by the executor as every job is."""
     out, err = out or sys.stdout, err or sys.stderr
     check_report_paths(ns.report, ns.html_report)
-    pairs = verify_pairs(ns.output, ns.against, features=ns.features, filter=ns.filter,
-                         follow_external=ns.follow_external)
-    plan: CheckPlan = check_plan(VerifyJob(), ns.output, VerifyJob.targets_of(pairs))
-    shown = {"output": ns.output, "against": ns.against, "features": ns.features,
+    pairs, checked = pairs_of(ns.output, ns.against, features=ns.features, filter=ns.filter,
+                              follow_external=ns.follow_external)
+    plan: CheckPlan = check_plan(VerifyJob(), checked, VerifyJob.targets_of(pairs))
+    shown = {"output": " ".join(ns.output), "against": ns.against, "features": ns.features,
              "filter": ns.filter}
-    done, _log_path, page = _execute(ns, plan, shown, err, log_dir_for(ns.output), "verify",
-                                    fallback=True)
+    done, _log_path, page = _execute(ns, plan, shown, err, log_dir_for(ns.output[0]),
+                                     "verify", fallback=True)
     report = VerifyReport.of(done, pairs)
     if ns.report:
         _write_report(ns.report, {**report.to_dict(), "page": page})

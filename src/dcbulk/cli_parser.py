@@ -120,10 +120,12 @@ def _add_verify(sub) -> None:
     v = sub.add_parser("verify", help="prove outputs equal their sources (every chunk read)",
                        description="Compare outputs with their sources: every chunk is read "
                        "(checksums checked) and every feature, contour, attribute, log, table "
-                       "and basin compared. OUT is a file (with --against) or an output "
-                       "directory (pairs and options from its manifest). Exit status: 0 all "
-                       "equal, 1 any mismatch, 2 usage, 3 error.")
-    v.add_argument("output", metavar="OUT", help="output file or output directory")
+                       "and basin compared. OUT is a file (against --against, or the source "
+                       "and options its provenance log names) or an output directory (pairs "
+                       "and options from its manifest); several are checked in one run. Exit "
+                       "status: 0 all equal, 1 any mismatch, 2 usage, 3 error.")
+    v.add_argument("output", metavar="OUT", nargs="+",
+                   help="output files or output directories")
     v.add_argument("--against", metavar="SRC", help="the source of a single output file "
                    "(default: the source and options its provenance log names)")
     v.add_argument("--features", type=_csv, metavar="A,B",

@@ -489,7 +489,7 @@ def test_a_directory_made_by_another_mode_is_a_usage_error(client, tmp_path):
     assert main(["verify", "-q", str(dst)]) == 2
 
 
-def test_split_pieces_are_verified_by_their_provenance_log(tmp_path):
+def test_split_pieces_are_verified_by_their_provenance_log(tmp_path, capsys):
     """A piece of ``split`` holds the source's events first..stop-1 that the filter and the
     boundary-image rule keep, its sample ``<source's> k/n``: verified by its log as a
     converted output is (it was a usage error: 'made by a dcbulk mode (split)')."""
@@ -504,6 +504,12 @@ def test_split_pieces_are_verified_by_their_provenance_log(tmp_path):
     for piece in pieces:
         report = dcbulk.verify(piece)
         assert report.ok, report.problems
+    # split keeps no manifest: its pieces are named, several in one run (one OUT before)
+    with pytest.raises(dcbulk.errors.ManifestError, match=r"verify its files by name"):
+        dcbulk.verify(dst)
+    assert main(["verify", "-q", *map(str, pieces), str(pieces[0])]) == 0
+    assert "dcbulk verify: 3 files, 3 equal, 0 differ" in capsys.readouterr().out
+    assert main(["verify", "-q", *map(str, pieces[:2]), "--against", str(src)]) == 2
     with h5py.File(pieces[2], "r") as h5:
         kept = h5.attrs["experiment:event count"]
         assert h5.attrs["experiment:sample"].endswith(" 3/3")

@@ -41,7 +41,7 @@ from ..verify.checks import VerifyPair, check_pair
 from ..verify.processed import is_processed_output
 from ..verify.provenance import pair_from_provenance
 
-__all__ = ["Check", "VerifyJob", "VerifyReport", "pairs_from_manifest", "verify",
+__all__ = ["Check", "VerifyJob", "VerifyReport", "pairs_from_manifest", "pairs_of", "verify",
            "verify_pairs"]
 
 
@@ -141,8 +141,8 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
     output_dir = os.path.abspath(output_dir)
     manifest = Manifest.load(output_dir, read_only=True)
     if not os.path.isfile(manifest.path):
-        raise ManifestError(f"{output_dir}: no dcbulk manifest; verify its files one at a "
-                            f"time")
+        raise ManifestError(f"{output_dir}: no dcbulk manifest; verify its files by name "
+                            f"(dcbulk verify {os.path.join(output_dir, '*.rtdc')})")
     options = manifest.options or {}
     feats = options.get("features")
     mode = (options.get("job") or {}).get("mode")
@@ -206,6 +206,26 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
                        follow_external=bool(follow_external))]
 
 
+def pairs_of(outputs, against=None, **options) -> tuple[list[VerifyPair], str]:
+    """The pairs of one output (file or directory) or several (:func:`verify_pairs` of
+    each, an output named twice checked once), and the path they have in common.
+
+    Raises
+    ------
+    UsageError
+        For ``against`` with several outputs, and as :func:`verify_pairs`.
+    """
+    if isinstance(outputs, (str, os.PathLike)):
+        outputs = [outputs]
+    outputs = [os.fspath(o) for o in outputs]
+    if against is not None and len(outputs) != 1:
+        raise UsageError(f"--against (against=) names the source of one output file, not of "
+                         f"{len(outputs)}")
+    pairs = {pair.output: pair for out in outputs
+             for pair in verify_pairs(out, against, **options)}
+    return list(pairs.values()), os.path.commonpath([os.path.abspath(o) for o in outputs])
+
+
 def verify(output, against=None, *, features=None, mapping=None, filter: str | None = None,
            client=None, inline: bool = False, follow_external: bool = False,
            progress: Progress | None = None, open_client=None) -> VerifyReport:
@@ -215,8 +235,8 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     ----------
     output
         An output file (with ``against``, else against the source and options its
-        provenance log names), an output directory (pairs from its manifest), or the
-        pairs of :func:`verify_pairs`.
+        provenance log names), an output directory (pairs from its manifest), a list of
+        such files and directories, or the pairs of :func:`verify_pairs`.
     against
         The source of a single output file.
     features, mapping, filter, follow_external
@@ -248,9 +268,8 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     if isinstance(output, (list, tuple)) and all(isinstance(p, VerifyPair) for p in output):
         pairs, checked = list(output), os.path.commonpath([p.output for p in output] or ["."])
     else:
-        pairs = verify_pairs(output, against, features=features, mapping=mapping,
-                             filter=filter, follow_external=follow_external)
-        checked = output
+        pairs, checked = pairs_of(output, against, features=features, mapping=mapping,
+                                  filter=filter, follow_external=follow_external)
     job = VerifyJob()
     plan = check_plan(job, checked, job.targets_of(pairs, split=not inline))
     if inline:
