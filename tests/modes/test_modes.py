@@ -432,6 +432,44 @@ def test_join_without_a_cluster_is_made_in_process(split_source, tmp_path, clien
         np.testing.assert_array_equal(h5["events/index"][:], np.arange(1, n + 1))
 
 
+def _alone_on_no_host() -> None:
+    """On a worker: a lone output gets no block pool, as on a cluster of several hosts."""
+    import contextlib
+
+    import dcbulk.bulk.job as job
+    job._one_host_pool, job.lone_block_pool = (
+        job.lone_block_pool, lambda lone: contextlib.nullcontext(False))
+
+
+def _restore_pool() -> None:
+    import dcbulk.bulk.job as job
+    job.lone_block_pool = job.__dict__.pop("_one_host_pool")
+
+
+def test_a_join_on_several_hosts_is_made_by_block_tasks(split_source, tmp_path, client):
+    """Where its worker has no block pool (several hosts) a join beyond its inline limit
+    is made by block tasks on every worker (each column a dask array): the chunks stored
+    are those of a join in dcbulk's process."""
+    from distributed import get_task_stream
+
+    from dcbulk.bulk import make_options, run_job
+    from dcbulk.modes.join import JoinJob
+    pieces = dcbulk.modes.split([split_source], tmp_path / "pieces", events_per_file=60,
+                                include_empty_boundary_images=True, client=client)
+    inputs = sorted(f.output for f in pieces.files)
+    here = dcbulk.modes.join(inputs, tmp_path / "here" / "j.rtdc")
+    client.run(_alone_on_no_host)
+    try:
+        with get_task_stream(client) as ts:
+            there = run_job(JoinJob(), inputs, tmp_path / "there" / "j.rtdc", make_options(),
+                            client=client, inline_bytes=0)
+    finally:
+        client.run(_restore_pool)
+    assert here.ok and there.ok, [f.error for f in there.failed]
+    assert len(ts.data) > 2  # the writer's task and its blocks'
+    assert stored_chunks(here.files[0].output) == stored_chunks(there.files[0].output)
+
+
 def test_join_copies_the_first_inputs_whole_chunks_as_stored(tmp_path, client):
     """The earliest input's whole chunks that line up with the output's and keep its filters
     (here zstd 9 >= the 5 asked) are copied as stored, in dcbulk's process and on a cluster;

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -122,8 +121,7 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
                 report.dashboard = getattr(cl, "dashboard_link", None)
                 _Runner(cl, plan, report, progress=progress, total=total,
                         timeout=timeout).run(max_open=max_open_outputs,
-                                             inline_bytes=sys.maxsize if local
-                                             else inline_bytes)
+                                             inline_bytes=inline_bytes)
         finished = True
     finally:
         # every task of this run has ended (normal end) or its workers are gone (own

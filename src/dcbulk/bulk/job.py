@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..engine.blockpool import lone_block_pool
+from ..engine.blockpool import current_block_pool, lone_block_pool
 from ..engine.client import current_worker
 from ..engine.report import Report
 from ..errors import (DcbulkError, FileTimeoutError, SourceError, describe_failure,
@@ -207,15 +207,18 @@ def run_target(job: Job, target: Target, options: ArchiveOptions, *,
     the task started (the client abandons a task that never returns). ``lone``: the
     run's only task (nothing else wants the cluster): a job that can be made by threads
     (``in_process``) is made by its host's threads in this worker
-    (:func:`~dcbulk.engine.blockpool.lone_block_pool`), as in dcbulk's own process.
+    (:func:`~dcbulk.engine.blockpool.lone_block_pool`), as in dcbulk's own process. Where a
+    block pool is at hand (those two cases) the job makes the whole file in this task
+    (``inline_bytes`` unbounded): the one place that decides it.
     """
     _announce_start(start_topic)
     deadline = None if timeout is None else time.time() + timeout
     try:
         identity = job.source_identity(target)
-        with commit_deadline(deadline), lone_block_pool(lone and job.in_process) as here:
-            res = job.make(target, options, **(dict(kwargs, inline_bytes=sys.maxsize)
-                                               if here else kwargs))
+        with commit_deadline(deadline), lone_block_pool(lone and job.in_process):
+            if current_block_pool() is not None:  # its threads make the whole file here
+                kwargs = dict(kwargs, inline_bytes=sys.maxsize)
+            res = job.make(target, options, **kwargs)
     except (DcbulkError, OSError, RuntimeError) as exc:
         identity, res = None, failed_file(exc, target.source.path, target.output)
     if timeout is not None and res.error_type is not None \

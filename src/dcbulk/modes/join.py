@@ -27,11 +27,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..bulk import ArchiveReport, Job, Target, make_options, run_job
+from ..bulk import INLINE_BYTES, ArchiveReport, Job, Target, make_options, run_job
 from ..command import Command
 from ..codec import ChunkCodec
 from ..engine import Report, store_features
-from ..engine.blockpool import current_block_pool
 from ..engine.columns import Column, Piece
 from ..engine.client import current_worker
 from ..errors import PlanError
@@ -210,13 +209,14 @@ class JoinJob(Job):
         return [Target(output, entries[order[0]], sum(info.size for info in infos),
                        (joined, stored, extra))]
 
-    def make(self, target: Target, options, *, overwrite: bool, **_) -> Report:
+    def make(self, target: Target, options, *, overwrite: bool,
+             inline_bytes: int = INLINE_BYTES, **_) -> Report:
         """Store the joined arrays: as a task on a worker, the encoding on the others; or
-        its blocks computed by a block pool: the run's in dcbulk's process
-        (:mod:`~dcbulk.bulk.inprocess`), or the worker's for a lone output
-        (:func:`~dcbulk.engine.blockpool.lone_block_pool`)."""
+        here, when the inputs are at most ``inline_bytes`` (unbounded where a block pool
+        computes the blocks: the run's in dcbulk's process, or the worker's for a lone
+        output, :func:`~dcbulk.bulk.job.run_target`) or outside a worker."""
         joined, stored, extra = target.recipe
-        if current_worker() is None or current_block_pool() is not None:
+        if current_worker() is None or target.size <= inline_bytes:
             return store_features(joined, target.output, compression=options.codec,
                                   overwrite=overwrite, extra=extra, inline=True, stored=stored)
         from distributed import worker_client
