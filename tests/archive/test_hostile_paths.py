@@ -343,7 +343,8 @@ _NEVER_RETURNS = textwrap.dedent("""
         src, dst = sys.argv[1], sys.argv[2]
         with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cl, \\
                 Client(cl) as client:
-            report = dcbulk.reprocess([src], dst, stuck_on_41, client=client, timeout=30)
+            # the limit: generous for a 40-event file, short for the suite
+            report = dcbulk.reprocess([src], dst, stuck_on_41, client=client, timeout=12)
             print(json.dumps(report.to_dict(), default=str), flush=True)
             cl.close(timeout=20)
 """)
@@ -360,7 +361,7 @@ def test_a_reprocess_function_that_never_returns_fails_its_file_alone(tmp_path):
     assert lines, proc.stdout + proc.stderr
     files = {Path(f["source"]).name: f for f in json.loads(lines[0])["files"]}
     assert files["f1.rtdc"]["status"] == "failed"
-    assert "time limit of 30 s" in files["f1.rtdc"]["error"]
+    assert "time limit of 12 s" in files["f1.rtdc"]["error"]
     assert files["f0.rtdc"]["status"] == files["f2.rtdc"]["status"] == "done"
     assert not (dst / "f1.rtdc").exists()
     assert not list(dst.rglob("*.partial"))
