@@ -160,7 +160,6 @@ class ChunkCodec:
             return None
         return cls(compression, level, checksum)
 
-
     def stores(self, dset: h5py.Dataset) -> bool:
         """Whether ``dset``'s chunks pass through this codec's filters, for every choice of
         the table (:meth:`from_dataset` describes zstd and deflate only).
