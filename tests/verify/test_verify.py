@@ -1,6 +1,7 @@
 """``dcbulk verify`` and ``convert --verify`` (issue 9): real faults must each be found."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -525,3 +526,34 @@ def test_split_pieces_are_verified_by_their_provenance_log(tmp_path, capsys):
         f"'synthetic-6 2/3' (the source's, then ' 2/3')",
         f"{pieces[1]}: feature 'area_um' rows 0..{kept_2 - 1}: 1 rows differ from the source "
         f"(first: event 3)"]
+
+
+def test_a_source_changed_since_the_output_was_made_is_one_line(tmp_path):
+    """A source rewritten after the conversion (another size or measurement identifier
+    than its manifest record and provenance log hold) is one line, not a line per feature
+    and attribute (31 lines before)."""
+    from dcbulk.read.inspect import inspect_source
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 40, seed=1)
+    dst = tmp_path / "dst"
+    assert dcbulk.convert_archive([src.parent], dst).ok
+    size, ident = src.stat().st_size, inspect_source(src).identifier
+    out = dst / "s.rtdc"
+    small_rtdc(src, 30, seed=2, overwrite=True)  # the same size (whole plain chunks)
+    assert src.stat().st_size == size
+    line = (f"{out}: its source {src} has changed since the output was made (identifier "
+            f"{ident} then, {inspect_source(src).identifier} now), so it no longer says what "
+            f"the output must equal")
+    assert dcbulk.verify(dst).problems == [line]
+    assert dcbulk.verify(out).problems == [line]
+    assert len(dcbulk.verify(out, src).problems) > 1  # named by the user: compared
+    small_rtdc(src, 30, seed=1, overwrite=True, compression="zstd:1")
+    assert dcbulk.verify(dst).problems == [
+        f"{out}: its source {src} has changed since the output was made ({size} bytes then, "
+        f"{src.stat().st_size} now), so it no longer says what the output must equal"]
+    small_rtdc(src, 40, seed=1, overwrite=True)  # as converted: equal again
+    pair = verify_pairs(dst)[0]
+    assert dcbulk.verify([pair]).ok and pair.source_head
+    other = dataclasses.replace(pair, source_head="0" * 64)  # the head digest of another file
+    assert dcbulk.verify([other]).problems == [
+        f"{out}: its source {src} has changed since the output was made (its first or last "
+        f"bytes differ), so it no longer says what the output must equal"]

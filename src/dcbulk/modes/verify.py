@@ -158,6 +158,8 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
         pairs.append(VerifyPair(output=os.path.join(output_dir, rec.output), source=rec.source,
                                 features=tuple(feats) if feats else None,
                                 filter=options.get("filter"), size=rec.output_size,
+                                source_size=rec.size, source_identifier=rec.identifier,
+                                source_head=rec.head_sha256,
                                 sha256=rec.output_sha256,
                                 follow_external=bool(options.get("follow_external")),
                                 processed=processed, compression=options.get("compression")))

@@ -26,6 +26,7 @@ from ..engine.blockpool import run_blocks
 from ..errors import DcbulkError, PlanError
 from ..filter_expr import parse_filter
 from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
+from ..read.digests import head_sha256
 from ..read.filtering import filter_mapping, kept_events
 from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
 from .compare import compare_contours, compare_metadata, file_problems
@@ -65,6 +66,11 @@ class VerifyPair:
     piece: tuple[int, int, bool] | None = None
     #: what the run appended to the source's ``experiment:sample`` (split: `` k/n``)
     sample_suffix: str = ""
+    #: the source when the output was made (manifest record or provenance log): its size,
+    #: measurement identifier and :func:`~dcbulk.read.digests.head_sha256` (None: unknown)
+    source_size: int | None = None
+    source_identifier: str | None = None
+    source_head: str | None = None
 
 
 def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
@@ -94,6 +100,18 @@ def _out_features(output: str, want: ChunkCodec | None
         return present, empty_event_groups(h5["events"]), stored
 
 
+def _source_changed(pair: VerifyPair, info: SourceInfo) -> str | None:
+    """How the source differs from the one the output was made of, where that is certain
+    (a size, identifier or head digest of its own; a new mtime alone may be a copy)."""
+    if pair.source_size is not None and info.size != pair.source_size:
+        return f"{pair.source_size} bytes then, {info.size} now"
+    if pair.source_identifier and info.identifier != pair.source_identifier:
+        return f"identifier {pair.source_identifier} then, {info.identifier} now"
+    if pair.source_head and head_sha256(pair.source) != pair.source_head:
+        return "its first or last bytes differ"
+    return None
+
+
 def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
     """Group row checks into tasks of about ``task_bytes`` output bytes each."""
     tasks: list[list[RowCheck]] = []
@@ -114,6 +132,10 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
         info = inspect_source(pair.source, follow_external=pair.follow_external)
     except DcbulkError as exc:
         return [f"{pair.output}: source {exc}"], [], {}
+    changed = _source_changed(pair, info)
+    if changed:
+        return [f"{pair.output}: its source {pair.source} has changed since the output was "
+                f"made ({changed}), so it no longer says what the output must equal"], [], {}
     try:
         mapping = _mapping(pair, info)
         wanted = [f for f in select_features(

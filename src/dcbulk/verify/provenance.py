@@ -61,7 +61,12 @@ def pair_from_provenance(output: str | PathLike):
                       filter=options.get("filter"),
                       follow_external=bool(options.get("follow_external")),
                       compression=options.get("compression"), piece=piece,
-                      sample_suffix=suffix)
+                      sample_suffix=suffix, source_size=_size(doc.get("source size")),
+                      source_identifier=doc.get("source identifier") or None)
+
+
+def _size(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _piece(output: str, doc: dict) -> tuple[tuple[int, int, bool], str]:
