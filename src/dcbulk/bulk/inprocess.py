@@ -16,16 +16,20 @@ GIL, so a single large file uses every core too.
 
 Why few or large files: the Python and h5py work of each file (inspection, metadata,
 datasets: 70-100 ms) holds the GIL, so threads do not scale on many small files, where
-worker processes do; about 30 such files lose what the cluster's start costs. Measured on
-2 cores, whole runs: 30 files of ~55 MB (1.6 GB) 6.1 s here vs 9.2 s on the process cluster;
-one 1.45 GB file 4.3 s vs 7.4 s; a 104 MB file split in 4, 2.3 s vs 4.6 s; 100 files of ~16
-MB 12.0 s vs 10.8 s, 200 of ~12 MB 21.4 s vs 16.6 s; 48 files of ~0.4 MB 5.3 s vs 3.9 s;
-1 000 such files: two threads 96 s, one 72 s, the process cluster 46 s. ``verify`` (which
-writes nothing, so leaves no marker) takes the same decision on what it reads, each output
-and its source: on a machine 2.4x slower, one 16 MB output 1.3-1.6 s here vs 4.8-5.2 s with a
-cluster; one 330 MB output (1.6 GB raw) 6.4 vs 10.0-10.8 s; 30 outputs of 10 MB from sources
-of 55 MB (1.6 GB raw), later, 7.2 s here vs 10.2 s with a cluster (when only the outputs'
-size counted, this run went to the cluster).
+worker processes do; worse, h5py calls made by two threads at once take about twice as long
+as by one (opening every dataset of 60 files and looking up its chunks: 0.37 s with one
+thread, 0.75-0.84 s with two; h5py and HDF5 take their locks around every call), so
+``verify`` of 30 outputs took 3.2-3.5 s with two threads and 3.6-4.0 s with one. About 30
+such files lose what the cluster's start costs. Measured on 2 cores, whole runs: 30 files of
+~55 MB (1.6 GB) 6.1 s here vs 9.2 s on the process cluster; one 1.45 GB file 4.3 s vs 7.4 s;
+a 104 MB file split in 4, 2.3 s vs 4.6 s; 100 files of ~16 MB 12.0 s vs 10.8 s, 200 of ~12
+MB 21.4 s vs 16.6 s; 48 files of ~0.4 MB 5.3 s vs 3.9 s; 1 000 such files: two threads 96 s,
+one 72 s, the process cluster 46 s. ``verify`` (which writes nothing, so leaves no marker)
+takes the same decision on what it reads, each output and its source: on a machine 2.4x
+slower, one 16 MB output 1.3-1.6 s here vs 4.8-5.2 s with a cluster; one 330 MB output (1.6
+GB raw) 6.4 vs 10.0-10.8 s; 30 outputs of 10 MB from sources of 55 MB (1.6 GB raw), later,
+7.2 s here vs 10.2 s with a cluster (when only the outputs' size counted, this run went to
+the cluster).
 """
 from __future__ import annotations
 
