@@ -557,3 +557,23 @@ def test_a_source_changed_since_the_output_was_made_is_one_line(tmp_path):
     assert dcbulk.verify([other]).problems == [
         f"{out}: its source {src} has changed since the output was made (its first or last "
         f"bytes differ), so it no longer says what the output must equal"]
+
+
+def test_statistics_of_a_feature_larger_than_a_row_task_are_checked(tmp_path):
+    """A scalar feature carrying ``min``/``max``/``mean`` is checked by one task whole (up
+    to ``STATISTICS_TASK_BYTES``), so its statistics are checked however its rows compare
+    with a row task's size (a feature split over several tasks was not checked)."""
+    from dcbulk.verify.checks import check_pair, plan_checks
+    src = small_rtdc(tmp_path / "src.rtdc", 2500, seed=9, image_shape=(30, 40))
+    out = tmp_path / "out.rtdc"
+    keep = np.arange(1, 2500)
+    dcbulk.convert(src, out, mapping=keep)  # statistics of its own events
+    pair = verify_pairs(out, src, mapping=keep)[0]
+    assert check_pair(pair, task_bytes=1024) == ([], check_pair(pair)[1])
+    _, tasks, _ = plan_checks(pair, task_bytes=1024)  # 1000-row chunks: 3 tasks before
+    deform = [c for task in tasks for c in task if c.feature == "deform"]
+    assert [(c.start, c.stop) for c in deform] == [(0, 2499)]
+    with h5py.File(out, "a") as h5:
+        h5["events/deform"].attrs["mean"] = h5["events/deform"].attrs["mean"] * 1.5
+    problems, _ = check_pair(pair, task_bytes=1024)
+    assert len(problems) == 1 and "feature 'deform': attribute 'mean' is" in problems[0]

@@ -4,7 +4,8 @@
 (features missing, extra, or stored otherwise than the run's ``--compression``), the
 row checks (every chunk of each feature read, HDF5 checking Fletcher-32, the decoded rows
 compared with ``source[mapping]``, and the ``min``/``max``/``mean`` attributes of scalar
-features; packed into tasks of about ``task_bytes`` output bytes)
+features; packed into tasks of about ``task_bytes`` output bytes, a scalar feature carrying
+statistics whole up to :data:`STATISTICS_TASK_BYTES`, as the writer computes them)
 and the arguments of the metadata check (root attributes, logs, tables, basins, contours).
 :func:`check_pair` runs them: in this process (by the threads of the run's block pool when
 ``dcbulk verify`` runs in dcbulk's own process), or, given a client (``worker_client``
@@ -25,7 +26,8 @@ from ..codec import ChunkCodec, parse_compression
 from ..engine.blockpool import run_blocks
 from ..errors import DcbulkError, PlanError
 from ..filter_expr import parse_filter
-from ..plan import ENUMERATE, best_chunk_rows, make_mapping, select_features
+from ..plan import (ENUMERATE, best_chunk_rows, carries_statistics, make_mapping,
+                    select_features)
 from ..read.digests import head_sha256
 from ..read.filtering import filter_mapping, kept_events
 from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
@@ -34,12 +36,17 @@ from .processed import check_processed
 from .rows import RowCheck, compare_rows
 from .storage import stored_otherwise
 
-__all__ = ["FILE_TASK_BYTES", "TASK_BYTES", "VerifyPair", "check_pair", "plan_checks"]
+__all__ = ["FILE_TASK_BYTES", "STATISTICS_TASK_BYTES", "TASK_BYTES", "VerifyPair", "check_pair",
+           "plan_checks"]
 
 #: uncompressed output bytes one row-check task reads
 TASK_BYTES = 32 * 1024**2
 #: outputs up to this size on disk are checked by one task each (larger ones: split)
 FILE_TASK_BYTES = 8 * 1024**2
+#: a scalar feature carrying statistics up to this size is checked by one task whole, so
+#: its ``min``/``max``/``mean`` can be checked (32 M events of 8 bytes; larger: split, and
+#: its statistics are not checked)
+STATISTICS_TASK_BYTES = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,9 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
         rows = best_chunk_rows(shape[1:], np.dtype(dtype))
         row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize)
         step = max(rows, (task_bytes // (rows * row_bytes)) * rows)
+        if carries_statistics(name, dtype, shape[1:]) \
+                and n_out * row_bytes <= STATISTICS_TASK_BYTES:
+            step = max(step, n_out)
         renumber = mapping is not None and name == "index"
         for start in range(0, n_out, step):
             stop = min(start + step, n_out)
