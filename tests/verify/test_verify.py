@@ -449,11 +449,14 @@ def test_a_source_rewritten_after_planning_is_a_problem_line_not_an_exception(tm
         and "rewritten with other filters or chunks" in found[0], found
 
 
-@pytest.mark.parametrize("compression", ["lz4", "blosc2-zstd", "bitshuffle-lz4"])
-def test_every_compression_choice_is_checked_for_features_and_contours(tmp_path, compression):
+@pytest.mark.parametrize("compression, sibling", [
+    ("lz4", None), ("blosc2-zstd", "blosc2-lz4"), ("bitshuffle-lz4", "bitshuffle-zstd:3")])
+def test_every_compression_choice_is_checked_for_features_and_contours(tmp_path, compression,
+                                                                       sibling):
     """Outputs of choices whose filters ``from_dataset`` does not describe (lz4, blosc2,
-    bitshuffle) are checked by their filter ids, contours too: a feature stored contiguous or
-    without its checksum, and contours stored plain, are found (none of them was before)."""
+    bitshuffle) are checked by their filter ids and values, contours too: a feature stored
+    contiguous, without its checksum or with the same plugin's other codec, and contours
+    stored plain, are found (none of them was before)."""
     src = small_rtdc(tmp_path / "src" / "s.rtdc", 30, seed=4, with_contour=True)
     dst = tmp_path / "dst"
     codec = dcbulk.codec.parse_compression(compression)
@@ -462,16 +465,22 @@ def test_every_compression_choice_is_checked_for_features_and_contours(tmp_path,
     out = dst / "s.rtdc"
     assert dcbulk.verify(dst).ok and dcbulk.verify(out).ok
     unsummed = dict(codec.ds_kwds(), fletcher32=False)
+    other = [] if sibling is None else [
+        ("events/bright_avg", dcbulk.codec.parse_compression(sibling).ds_kwds())]
     with h5py.File(out, "a") as h5:  # the same values, stored otherwise
-        for name, kwds in (("events/deform", None), ("events/area_um", unsummed),
+        for name, kwds in (("events/deform", None), ("events/area_um", unsummed), *other,
                            ("events/contour/2", {}), ("events/contour/5", {})):
             data, attrs = h5[name][()], dict(h5[name].attrs)
             del h5[name]
             chunks = None if kwds is None else data.shape
             h5.create_dataset(name, data=data, chunks=chunks, **(kwds or {})).attrs.update(attrs)
     want = f"not {codec.describe()} (the run's --compression)"
+    sibling_line = [] if sibling is None else [
+        f"{out}: feature 'bright_avg' is stored "
+        f"{dcbulk.codec.parse_compression(sibling).describe()}, {want}"]
     assert dcbulk.verify(out).problems == [
-        f"{out}: feature 'area_um' is stored {codec.row.filter_name}, {want}",
+        f"{out}: feature 'area_um' is stored "
+        f"{dataclasses.replace(codec, fletcher32=False).describe()}, {want}", *sibling_line,
         f"{out}: feature 'deform' is stored contiguous, {want}",
         f"{out}: contour 2 is stored none, {want} (and 1 more)"]
     assert set(dcbulk.verify(out).problems) < set(dcbulk.verify(dst).problems)  # + its size

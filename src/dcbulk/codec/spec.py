@@ -161,20 +161,30 @@ class ChunkCodec:
         return cls(compression, level, checksum)
 
     def stores(self, dset: h5py.Dataset) -> bool:
-        """Whether ``dset``'s chunks pass through this codec's filters, for every choice of
-        the table (:meth:`from_dataset` describes zstd and deflate only).
+        """Whether ``dset``'s chunks are stored with these filters, for every choice of the
+        table (:meth:`from_dataset` describes zstd and deflate only).
 
-        Compared are the HDF5 filter ids, in order (compressor, then Fletcher-32), not
-        their values: plugins fill in values of their own (versions, item and chunk sizes,
-        the chunk shape), which differ between their releases, so an output written by an
-        earlier hdf5plugin would otherwise no longer match.
+        The filter ids must be this codec's, in order (compressor, then Fletcher-32), and
+        the compressor's values must hold the non-zero values :meth:`ds_kwds` gives it
+        (level, codec, shuffle) where the table row says they sit
+        (:attr:`~dcbulk.codec.table.Compressor.values_at`); the values plugins add of their
+        own (versions, item and chunk sizes, the chunk shape) differ between their releases
+        and are not compared, so an output written by an earlier hdf5plugin still matches.
         """
         if dset.chunks is None:
             return False
         plist = dset.id.get_create_plist()
-        found = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+        found = [plist.get_filter(i)[::2] for i in range(plist.get_nfilters())]
         want = [] if self.row.filter_id is None else [self.row.filter_id]
-        return found == want + ([_FLETCHER32_ID] if self.fletcher32 else [])
+        want += [_FLETCHER32_ID] if self.fletcher32 else []
+        if [code for code, _ in found] != want:
+            return False
+        if self.row.filter_id is None:
+            return True
+        given = np.atleast_1d(self.ds_kwds()["compression_opts"]).tolist()
+        values, at = found[0][1], self.row.values_at
+        return all(w == 0 or (at + i < len(values) and values[at + i] == w)
+                   for i, w in enumerate(given))
 
 
 def parse_compression(spec: str | None, *, fletcher32: bool = True) -> ChunkCodec:

@@ -39,6 +39,11 @@ class Compressor:
     numcodecs
         ``level -> tuple of numcodecs codecs`` whose chained ``encode`` gives the bytes the
         HDF5 filter stores, or None (for this level, or for every level) where none does.
+    values_at
+        Where the values ``hdf5`` gives the filter (level, codec, shuffle) sit among those
+        HDF5 stores with the dataset: the plugin fills given zeros in place (Blosc2: item
+        and chunk size) and may put values of its own before them (Bitshuffle: its version
+        and the item size, 3).
     """
 
     name: str
@@ -49,6 +54,7 @@ class Compressor:
     filter_name: str | None
     hdf5: Callable[[int], dict[str, Any]]
     numcodecs: Callable[[int], tuple | None] | None = None
+    values_at: int = 0
 
     def spec_text(self) -> str:
         """``zstd[:1-22]``-style text of the accepted specs."""
@@ -95,9 +101,10 @@ COMPRESSORS: tuple[Compressor, ...] = (
                "(hdf5plugin.Blosc2)", 32026, "blosc2", _blosc2("lz4")),
     Compressor("bitshuffle-zstd", range(1, 23), 5, "bitshuffle then zstd "
                "(hdf5plugin.Bitshuffle)", 32008, "bitshuffle",
-               lambda level: _plugin("Bitshuffle", cname="zstd", clevel=level)),
+               lambda level: _plugin("Bitshuffle", cname="zstd", clevel=level), values_at=3),
     Compressor("bitshuffle-lz4", None, 0, "bitshuffle then lz4 (hdf5plugin.Bitshuffle)",
-               32008, "bitshuffle", lambda level: _plugin("Bitshuffle", cname="lz4")),
+               32008, "bitshuffle", lambda level: _plugin("Bitshuffle", cname="lz4"),
+               values_at=3),
     Compressor("none", None, 0, "no compression", None, None,
                lambda level: {"compression": None, "compression_opts": None},
                lambda level: ()),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import h5py
 
-from ..codec import ChunkCodec
+from ..codec import COMPRESSORS, ChunkCodec
 from ..plan import keeps_stored_chunks
 from ..read.layout import describe_filters
 
@@ -26,6 +26,17 @@ def stored_otherwise(output: str, what: str, dset: h5py.Dataset, want: ChunkCode
     found = ChunkCodec.from_dataset(dset)
     if keeps_stored_chunks(found, want) if want.recognised else want.stores(dset):
         return []
-    how = found.describe() if found is not None else describe_filters(dset)
+    how = found.describe() if found is not None else _table_choice(dset)
     return [f"{output}: {what} is stored {how}, not {want.describe()} (the run's "
             f"--compression)"]
+
+
+def _table_choice(dset: h5py.Dataset) -> str:
+    """The ``--compression`` choice ``dset`` is stored with, or its filters' names."""
+    for row in COMPRESSORS:
+        for level in row.levels or (row.default,):
+            for checksum in (True, False):
+                codec = ChunkCodec(None if row.name == "none" else row.name, level, checksum)
+                if codec.stores(dset):
+                    return codec.describe()
+    return describe_filters(dset)
