@@ -30,7 +30,8 @@ from ..plan import (ENUMERATE, best_chunk_rows, carries_statistics, make_mapping
                     select_features)
 from ..read.digests import head_sha256
 from ..read.filtering import filter_mapping, kept_events
-from ..read.inspect import SourceInfo, _walk_event_datasets, empty_event_groups, inspect_source
+from ..read.inspect import (DatasetRef, SourceInfo, _walk_event_datasets, describe_dataset,
+                            empty_event_groups, inspect_source)
 from .compare import compare_contours, compare_metadata, file_problems
 from .processed import check_processed
 from .rows import RowCheck, compare_rows
@@ -94,16 +95,19 @@ def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
 
 
 def _out_features(output: str, want: ChunkCodec | None
-                  ) -> tuple[dict[str, tuple], tuple[str, ...], list[str]]:
-    """The output's features (shape, dtype), the empty groups of its ``events`` and, given
-    the filters ``want`` of its run, the datasets stored otherwise (one line each)."""
+                  ) -> tuple[dict[str, DatasetRef], tuple[str, ...], list[str]]:
+    """The output's features (as the row checks read them, so that they ask HDF5 for no
+    layout again), the empty groups of its ``events`` and, given the filters ``want`` of
+    its run, the datasets stored otherwise (one line each)."""
     present, stored = {}, []
     with h5py.File(output, "r", locking=False) as h5:
         for name, dset in _walk_event_datasets(h5["events"]):
+            layout = describe_dataset(output, dset, f"events/{name}")
+            found = None if layout.codec is None else ChunkCodec.from_dict(layout.codec)
             if not name.startswith("basinmap"):
-                present[name] = (tuple(dset.shape), dset.dtype.str)
+                present[name] = layout
             if want is not None:
-                stored += stored_otherwise(output, f"feature '{name}'", dset, want)
+                stored += stored_otherwise(output, f"feature '{name}'", dset, want, found)
         return present, empty_event_groups(h5["events"]), stored
 
 
@@ -168,7 +172,8 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
     for name in wanted:
         if name not in present:
             continue
-        shape, dtype = present[name]
+        layout = present[name]
+        shape, dtype = layout.shape, layout.dtype
         if shape[0] != n_out:
             problems.append(f"{pair.output}: feature '{name}' has {shape[0]} events, "
                             f"expected {n_out}")
@@ -186,7 +191,7 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
             checks.append(((stop - start) * row_bytes, RowCheck(
                 output=pair.output, feature=name, start=start, stop=stop, source=fsrc,
                 events=None if mapping is None else mapping[start:stop],
-                enumerate=renumber or fsrc.origin == ENUMERATE)))
+                enumerate=renumber or fsrc.origin == ENUMERATE, layout=layout)))
     contour = info.has_contour and (pair.features is None or "contour" in pair.features)
     meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour, "codec": codec}
     return problems, _pack(checks, task_bytes), meta

@@ -233,7 +233,8 @@ def compare_contours(output: str, source: str, *, mapping: np.ndarray | None,
             if not same:
                 return [f"{output}: contour {j} differs from the source's contour {i}"]
             if codec is not None and dset.size:  # an empty one cannot be chunked
-                stored += stored_otherwise(output, f"contour {j}", dset, codec)
+                stored += stored_otherwise(output, f"contour {j}", dset, codec,
+                                           ChunkCodec.from_dataset(dset))
     if not stored:
         return []
     return [stored[0] + (f" (and {len(stored) - 1} more)" if len(stored) > 1 else "")]

@@ -42,6 +42,8 @@ class RowCheck:
     source: FeatureSource | None
     events: np.ndarray | None = None
     enumerate: bool = False
+    #: the output dataset as planned (shape, dtype, chunks, filters: not asked of HDF5 again)
+    layout: DatasetRef | None = None
 
 
 def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
@@ -127,8 +129,8 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
         dset = open_child(events, check.feature)
         if not isinstance(dset, h5py.Dataset):
             raise KeyError(f"no dataset 'events/{check.feature}'")
-        got = _read_rows(dset, check.start, check.stop, "output")
-    except (OSError, KeyError, ValueError, ChecksumMismatchError) as exc:
+        got = _read_rows(dset, check.start, check.stop, "output", check.layout)
+    except (OSError, KeyError, ValueError, ChecksumMismatchError, SourceError) as exc:
         return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
     if check.enumerate:
         want = np.arange(check.start + 1, check.stop + 1).astype(got.dtype)
@@ -148,8 +150,10 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
     problem = _diff_rows(got, want, check.start)
     if problem is not None:
         return [f"{where}: {problem}"]
-    if check.start == 0 and check.stop == dset.shape[0] and carries_statistics(
-            check.feature, dset.dtype, dset.shape[1:]):
+    shape, dtype = ((check.layout.shape, check.layout.dtype) if check.layout is not None
+                    else (dset.shape, dset.dtype))
+    if check.start == 0 and check.stop == shape[0] and carries_statistics(
+            check.feature, dtype, shape[1:]):
         return [f"{check.output}: feature '{check.feature}': {p}"
                 for p in _statistics_problems(dset, got, files, check)]
     return []

@@ -19,11 +19,10 @@ from ..read.layout import describe_filters
 __all__ = ["stored_otherwise"]
 
 
-def stored_otherwise(output: str, what: str, dset: h5py.Dataset, want: ChunkCodec
-                     ) -> list[str]:
+def stored_otherwise(output: str, what: str, dset: h5py.Dataset, want: ChunkCodec,
+                     found: ChunkCodec | None) -> list[str]:
     """A line unless ``dset`` (``what``: ``feature 'deform'``, ``contour 3``) is stored as
-    ``want`` asks, or better."""
-    found = ChunkCodec.from_dataset(dset)
+    ``want`` asks, or better (``found``: ``ChunkCodec.from_dataset(dset)``)."""
     if keeps_stored_chunks(found, want) if want.recognised else want.stores(dset):
         return []
     how = found.describe() if found is not None else _table_choice(dset)
