@@ -586,3 +586,19 @@ def test_statistics_of_a_feature_larger_than_a_row_task_are_checked(tmp_path):
         h5["events/deform"].attrs["mean"] = h5["events/deform"].attrs["mean"] * 1.5
     problems, _ = check_pair(pair, task_bytes=1024)
     assert len(problems) == 1 and "feature 'deform': attribute 'mean' is" in problems[0]
+
+
+def test_a_pipeline_refused_for_its_fill_value_is_not_named_as_the_runs_choice(tmp_path):
+    """A zstd-5 + Fletcher-32 dataset with a non-zero fill value is not what the run wrote
+    (its chunks may not be copied as stored): its line names its filters, not the run's
+    own choice ('stored zstd:5+fletcher32, not zstd:5+fletcher32' before)."""
+    from dcbulk.verify.storage import stored_otherwise
+    want = ChunkCodec()
+    with h5py.File(tmp_path / "f.h5", "w") as h5:
+        dset = h5.create_dataset("x", data=np.arange(10.0), chunks=(5,), fillvalue=7.0,
+                                 **want.ds_kwds())
+        found = ChunkCodec.from_dataset(dset)
+        assert found is None
+        assert stored_otherwise("out", "feature 'x'", dset, want, found) == [
+            "out: feature 'x' is stored zstd:5,fletcher32, not zstd:5+fletcher32 (the run's "
+            "--compression)"]

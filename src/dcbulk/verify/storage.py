@@ -31,11 +31,15 @@ def stored_otherwise(output: str, what: str, dset: h5py.Dataset, want: ChunkCode
 
 
 def _table_choice(dset: h5py.Dataset) -> str:
-    """The ``--compression`` choice ``dset`` is stored with, or its filters' names."""
+    """The choice of a plugin :meth:`~dcbulk.codec.ChunkCodec.from_dataset` does not describe
+    that ``dset`` is stored with, else its filters' names (a zstd or deflate pipeline that
+    ``from_dataset`` refused, e.g. for a non-zero fill value, is not named as that choice)."""
     for row in COMPRESSORS:
+        if ChunkCodec(None if row.name == "none" else row.name, row.default).recognised:
+            continue
         for level in row.levels or (row.default,):
             for checksum in (True, False):
-                codec = ChunkCodec(None if row.name == "none" else row.name, level, checksum)
+                codec = ChunkCodec(row.name, level, checksum)
                 if codec.stores(dset):
                     return codec.describe()
     return describe_filters(dset)
