@@ -243,6 +243,28 @@ def test_verify_does_not_open_a_source_replaced_by_a_fifo(tmp_path, client):
     assert "a.rtdc" in proc.out + proc.err and "not a regular file" in proc.out + proc.err
 
 
+def test_verify_opens_no_output_that_is_a_fifo(tmp_path):
+    """An output named on the command line (a glob such as ``DIR/*.rtdc`` may match one),
+    or recorded in the manifest, that is a FIFO is one line and is never opened (``dcbulk
+    verify`` blocked on it forever)."""
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc", "b.rtdc"])
+    dst = tmp_path / "dst"
+    assert convert_archive([src], dst).ok
+    os.mkfifo(tmp_path / "x.rtdc")
+    proc = _cli("verify", "-q", dst / "b.rtdc", tmp_path / "x.rtdc", timeout=60)
+    assert proc.returncode == 3, proc.out + proc.err
+    assert proc.err.strip() == (f"dcbulk: error: {tmp_path / 'x.rtdc'}: not a regular file "
+                                f"(a FIFO, device or socket); not opened")
+    (dst / "a.rtdc").unlink()
+    os.mkfifo(dst / "a.rtdc")
+    proc = _cli("verify", "-q", dst, timeout=60)
+    assert proc.returncode == 1, proc.out + proc.err
+    assert f"{dst / 'a.rtdc'}: not a regular file (a FIFO, device or socket); not opened" \
+        in proc.out.splitlines()
+    assert "1 equal, 1 differ" in proc.out
+
+
 def test_info_of_a_fifo_given_directly_is_one_line(tmp_path):
     os.mkfifo(tmp_path / "x.rtdc")
     proc = _cli("info", tmp_path / "x.rtdc")

@@ -35,7 +35,7 @@ from ..bulk.report import ArchiveReport, FileResult
 from ..bulk.sources import SourceEntry
 from ..engine.client import current_worker
 from ..engine.report import Report
-from ..errors import ManifestError, UsageError
+from ..errors import ManifestError, NotHDF5Error, UsageError
 from ..verify import checks
 from ..verify.checks import VerifyPair, check_pair
 from ..verify.processed import is_processed_output
@@ -185,8 +185,13 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
         When the output, or the source its log names, does not exist.
     ManifestError
         For a directory without a readable manifest.
+    NotHDF5Error
+        For an output that is not a regular file (a FIFO, device or socket: not opened).
     """
     output = os.fspath(output)
+    special = checks.special_file(output)
+    if special:
+        raise NotHDF5Error(special)
     if against is None:
         given = [name for name, value in (("features", features), ("mapping", mapping),
                                           ("filter", filter)) if value is not None]

@@ -17,6 +17,7 @@ object travels; each check opens its files by path.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import h5py
@@ -38,7 +39,7 @@ from .rows import RowCheck, compare_rows
 from .storage import stored_otherwise
 
 __all__ = ["FILE_TASK_BYTES", "STATISTICS_TASK_BYTES", "TASK_BYTES", "VerifyPair", "check_pair",
-           "plan_checks"]
+           "plan_checks", "special_file"]
 
 #: uncompressed output bytes one row-check task reads
 TASK_BYTES = 32 * 1024**2
@@ -79,6 +80,14 @@ class VerifyPair:
     source_size: int | None = None
     source_identifier: str | None = None
     source_head: str | None = None
+
+
+def special_file(path: str) -> str | None:
+    """The line for an output that exists but is not a regular file (a FIFO would block
+    its opening forever), or None: such a file is never opened."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        return f"{path}: not a regular file (a FIFO, device or socket); not opened"
+    return None
 
 
 def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
@@ -155,6 +164,9 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
                  if pair.compression else None)
     except (PlanError, DcbulkError) as exc:
         return [f"{pair.output}: {exc}"], [], {}
+    special = special_file(pair.output)
+    if special:
+        return [special], [], {}
     try:
         present, empty, problems = _out_features(pair.output, codec)
     except (OSError, KeyError) as exc:
