@@ -1,4 +1,4 @@
-"""What the modes share: function identities, event filters, file-job results, metadata.
+"""What the modes share: function identities, event filters, file-job results.
 
 Hand-written because no library does it: a stable identity of a Python function's *code*
 (``pickle``/``cloudpickle`` bytes change with unrelated globals and Python versions;
@@ -16,7 +16,6 @@ import types
 from collections.abc import Callable
 from dataclasses import replace
 
-import numpy as np
 
 from ..engine.report import Report
 from ..errors import PlanError
@@ -27,8 +26,7 @@ from ..read.inspect import SourceInfo
 CHUNKS_PER_BLOCK = 16
 
 __all__ = ["CHUNKS_PER_BLOCK", "func_identity",
-           "job_result", "scalar_features",
-           "attrs_of", "logs_of", "tables_of"]
+           "job_result", "scalar_features"]
 
 
 def _code_digest(code: types.CodeType, digest) -> None:
@@ -103,33 +101,3 @@ def job_result(info: SourceInfo, report: Report, t0: float) -> Report:
     return replace(report, source=info.path, bytes_in=st.st_size,
                    source_mtime_ns=st.st_mtime_ns, identifier=info.identifier,
                    wall_seconds=time.perf_counter() - t0)
-
-
-def attrs_of(h5) -> dict:
-    """Root attributes of an open file as a plain dict."""
-    return dict(h5.attrs.items())
-
-
-def _lines(data) -> list[str]:
-    return [ln.decode("utf-8", errors="replace") if isinstance(ln, (bytes, np.bytes_))
-            else str(ln) for ln in np.asarray(data).ravel().tolist()]
-
-
-def logs_of(h5) -> dict[str, list[str]]:
-    """Every non-empty log of an open file: name -> lines (text)."""
-    out = {}
-    for name, ds in h5.get("logs", {}).items():
-        lines = _lines(ds[:])
-        if lines:
-            out[name] = lines
-    return out
-
-
-def tables_of(h5) -> dict[str, tuple[np.ndarray, dict]]:
-    """Every non-empty table of an open file: name -> (array, attributes)."""
-    out = {}
-    for name, ds in h5.get("tables", {}).items():
-        data = ds[:]
-        if data.size:
-            out[name] = (data, dict(ds.attrs.items()))
-    return out

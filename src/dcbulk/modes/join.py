@@ -22,7 +22,6 @@ file's.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -36,37 +35,16 @@ from ..engine.client import current_worker
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata, plan_feature, select_features
-from ..provenance import job_provenance, wrap_lines
+from ..provenance import job_provenance
 from ..read.chunks import OpenFiles, read_event_rows
 from ..read.files import open_rtdc
 from ..read.filtering import event_filter
 from ..read.identifier import filtered_run_identifier
 from ..read.inspect import SourceInfo, inspect_source
-from .common import attrs_of, logs_of, tables_of
+from ..read.joining import (attrs_of, cfg_lines, logs_of, order_key, start_seconds,
+                            tables_of)
 
-__all__ = ["COMMAND", "JoinJob", "order_key", "start_seconds", "join"]
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def order_key(attrs: dict) -> str:
-    """dclab-join's sort key: ``"<date>_<time>_<run index>"`` (compared as text)."""
-    return "_".join([_text(attrs.get("experiment:date", "")),
-                     _text(attrs.get("experiment:time", "")),
-                     str(attrs.get("experiment:run index", 1))])
-
-
-def start_seconds(attrs: dict, path: str) -> float:
-    """The recording start in seconds, computed as dclab-join does (local time)."""
-    date, etime = _text(attrs.get("experiment:date", "")), _text(attrs.get("experiment:time", ""))
-    try:
-        start = time.mktime(time.strptime(date + etime[:8], "%Y-%m-%d%H:%M:%S"))
-        return start + (float(etime[8:]) if len(etime) > 8 else 0.0)
-    except ValueError as exc:
-        raise PlanError(f"{path}: cannot read the recording start from experiment:date "
-                        f"{date!r} and experiment:time {etime!r}") from exc
+__all__ = ["COMMAND", "JoinJob", "join"]
 
 
 def _mapping(info: SourceInfo, filter: FilterExpr | None) -> np.ndarray | None:
@@ -81,11 +59,6 @@ def _last(info: SourceInfo, feature: str, idx) -> float | None:
     row = info.n_events - 1 if idx is None else int(idx[-1])
     with OpenFiles() as files:
         return read_event_rows(files, info.features[feature], slice(row, row + 1))[0]
-
-
-def _cfg_lines(attrs: dict) -> list[str]:
-    """An input's attributes as dclab-join's ``src-#k_cfg`` log (within dclab's line limit)."""
-    return wrap_lines(f"{key} = {_text(value)}" for key, value in sorted(attrs.items()))
 
 
 def _pieces(info: SourceInfo, names: list[str], idx: np.ndarray | None, n: int, k: int,
@@ -167,7 +140,7 @@ def _extra(infos: list[SourceInfo], attrs_in: list[dict], details: list[dict],
                 logs[f"src-#{k}_{name}"] = lines
             for name, table in tables_of(h5).items():
                 tables[f"src-#{k}_{name}"] = table
-            logs[f"src-#{k}_cfg"] = _cfg_lines(src_attrs)
+            logs[f"src-#{k}_cfg"] = cfg_lines(src_attrs)
     attrs.pop("experiment:event count", None)
     attrs["experiment:run index"] = np.int64(1)
     attrs["experiment:run identifier"] = run_id

@@ -1,0 +1,77 @@
+"""dclab-join's rules: what ``join`` follows to make a joined file and ``verify`` to check one.
+
+The order of the inputs (``experiment:date``, ``experiment:time``, ``experiment:run index``,
+compared as text), each input's recording start (local time, as dclab computes it), and what
+of each input a joined file keeps besides its events: its root attributes (the earliest
+input's become the file's), its logs and tables (as ``src-#k_<name>``) and its attributes
+as the ``src-#k_cfg`` log. Hand-written: dclab keeps these rules inside its ``dclab-join``
+command, not as functions to call.
+"""
+from __future__ import annotations
+
+import time
+
+import h5py
+import numpy as np
+
+from ..errors import PlanError
+from ..provenance import wrap_lines
+
+__all__ = ["attrs_of", "cfg_lines", "logs_of", "order_key", "start_seconds", "tables_of"]
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def order_key(attrs: dict) -> str:
+    """dclab-join's sort key: ``"<date>_<time>_<run index>"`` (compared as text)."""
+    return "_".join([_text(attrs.get("experiment:date", "")),
+                     _text(attrs.get("experiment:time", "")),
+                     str(attrs.get("experiment:run index", 1))])
+
+
+def start_seconds(attrs: dict, path: str) -> float:
+    """The recording start in seconds, computed as dclab-join does (local time)."""
+    date, etime = _text(attrs.get("experiment:date", "")), _text(attrs.get("experiment:time", ""))
+    try:
+        start = time.mktime(time.strptime(date + etime[:8], "%Y-%m-%d%H:%M:%S"))
+        return start + (float(etime[8:]) if len(etime) > 8 else 0.0)
+    except ValueError as exc:
+        raise PlanError(f"{path}: cannot read the recording start from experiment:date "
+                        f"{date!r} and experiment:time {etime!r}") from exc
+
+
+def cfg_lines(attrs: dict) -> list[str]:
+    """An input's attributes as dclab-join's ``src-#k_cfg`` log (within dclab's line limit)."""
+    return wrap_lines(f"{key} = {_text(value)}" for key, value in sorted(attrs.items()))
+
+
+def attrs_of(h5: h5py.File) -> dict:
+    """Root attributes of an open file as a plain dict."""
+    return dict(h5.attrs.items())
+
+
+def _lines(data) -> list[str]:
+    return [ln.decode("utf-8", errors="replace") if isinstance(ln, (bytes, np.bytes_))
+            else str(ln) for ln in np.asarray(data).ravel().tolist()]
+
+
+def logs_of(h5: h5py.File) -> dict[str, list[str]]:
+    """Every non-empty log of an open file: name -> lines (text)."""
+    out = {}
+    for name, ds in h5.get("logs", {}).items():
+        lines = _lines(ds[:])
+        if lines:
+            out[name] = lines
+    return out
+
+
+def tables_of(h5: h5py.File) -> dict[str, tuple[np.ndarray, dict]]:
+    """Every non-empty table of an open file: name -> (array, attributes)."""
+    out = {}
+    for name, ds in h5.get("tables", {}).items():
+        data = ds[:]
+        if data.size:
+            out[name] = (data, dict(ds.attrs.items()))
+    return out
