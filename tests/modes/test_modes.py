@@ -557,6 +557,8 @@ def test_join_matches_dclab_join(small_archive, tmp_path, client):
             assert len(ds) == 190
         assert dcnum_features(out, ["deform"])["deform"].size == 190
     assert_verify_adds_nothing(small_archive / "a.rtdc", out)
+    report = dcbulk.verify(out, client=client)  # against its inputs, by its log
+    assert report.ok and "trace/fl1_raw" in report.files[0].checked, report.problems
 
 
 def test_join_drops_features_not_everywhere_as_dclab(small_archive, tmp_path, client):
@@ -576,6 +578,7 @@ def test_join_drops_features_not_everywhere_as_dclab(small_archive, tmp_path, cl
     with h5py.File(report.files[0].output) as h5:
         assert event_names(h5) == names and "temp" not in names
     assert read_provenance(report.files[0].output)["details"]["features dropped"] == ["temp"]
+    assert dcbulk.verify(report.files[0].output).ok
 
 
 def test_join_refuses_different_image_shapes(small_archive, tmp_path, client):

@@ -602,3 +602,94 @@ def test_a_pipeline_refused_for_its_fill_value_is_not_named_as_the_runs_choice(t
         assert stored_otherwise("out", "feature 'x'", dset, want, found) == [
             "out: feature 'x' is stored zstd:5,fletcher32, not zstd:5+fletcher32 (the run's "
             "--compression)"]
+
+
+def _joined_inputs(root) -> list:
+    """Three inputs recorded one after another (given out of order), with ``index_online``;
+    the earliest's ``time`` is float32 (the joined column's dtype: the others are cast)."""
+    starts = {"c.rtdc": "10:05:00", "a.rtdc": "10:00:00", "b.rtdc": "10:00:30.5"}
+    paths = []
+    for k, (name, start) in enumerate(starts.items()):
+        path = small_rtdc(root / name, 40 - 10 * k, seed=20 + k,
+                          meta={"experiment:date": "2024-03-01", "experiment:time": start})
+        with h5py.File(path, "a") as h5:
+            h5["events/index_online"] = np.arange(3, 3 + 2 * len(h5["events/deform"]), 2)
+            if name == "a.rtdc":
+                time = h5["events/time"][:].astype(np.float32)
+                del h5["events/time"]
+                h5["events/time"] = time
+        paths.append(path)
+    return paths
+
+
+def test_a_joined_file_is_verified_against_its_inputs(client, tmp_path, capsys):
+    """A joined file was a usage error ('made by a dcbulk mode (join)'): users who join
+    files and delete them had no check. Each input's rows are compared where the join put
+    them (time, frame and index_online shifted as dclab-join does, each input filtered
+    again), and its attributes, logs and tables as the join keeps them."""
+    from dcbulk.modes.join import join
+    from dcbulk.read.inspect import inspect_source
+    inputs = _joined_inputs(tmp_path / "in")
+    out = tmp_path / "j.rtdc"
+    assert join(inputs, out, filter="deform > 0.02").ok
+    report = dcbulk.verify(out)
+    assert report.ok, report.problems
+    assert {"time", "frame", "index", "index_online", "image", "deform"} <= set(
+        report.files[0].checked)
+    assert dcbulk.verify(out, client=client).ok  # row checks as tasks of a cluster
+    assert main(["verify", "-q", str(out)]) == 0
+    with h5py.File(out, "r") as h5:
+        time, online = h5["events/time"][:], h5["events/index_online"][:]
+        n = [int(x["events"]) for x in json.loads("\n".join(
+            h5["logs/dcbulk-join"].asstr()[:]))["details"]["inputs"]]
+    assert time.dtype == np.float32 and len(n) == 3 and all(n)
+    assert online[n[0]] > online[n[0] - 1]  # continued after the earlier input
+    # one value of the second input, one of the third, a log of the second, the third's
+    # cfg log, the run identifier
+    with h5py.File(out, "a") as h5:
+        h5["events/time"][n[0] + 1] += 1
+        h5["events/index_online"][n[0] + n[1]] += 1
+        logname = sorted(k for k in h5["logs"] if k.startswith("src-#2_")
+                         and not k.endswith("_cfg"))[0]
+        h5["logs"][logname][0] = b"edited"
+        del h5["logs/src-#3_cfg"]
+        h5.attrs["experiment:run identifier"] = "another"
+    problems = dcbulk.verify(out).problems
+    rows = [f"{out}: feature 'time' rows {n[0]}..{n[0] + n[1] - 1}: 1 rows differ from the "
+            f"source (first: event {n[0] + 1})",
+            f"{out}: feature 'index_online' rows {n[0] + n[1]}..{sum(n) - 1}: 1 rows differ "
+            f"from the source (first: event {n[0] + n[1]})"]
+    assert set(rows) <= set(problems)
+    starts = [f"{out}: feature 'time': attribute 'mean' is ",  # rows of several inputs
+              f"{out}: feature 'index_online': attribute 'mean' is ",
+              f"{out}: log '{logname}' differs from the input's",
+              f"{out}: log 'src-#3_cfg' is missing",
+              f"{out}: root attribute 'experiment:run identifier' is 'another', expected '"]
+    rest = [p for p in problems if p not in rows]
+    assert len(rest) == len(starts) and all(
+        any(p.startswith(start) for p in rest) for start in starts), rest
+    # an input rewritten since: one line; an input gone: named
+    ident = inspect_source(inputs[2]).identifier
+    small_rtdc(inputs[2], 15, seed=5, overwrite=True)
+    assert dcbulk.verify(out).problems == [
+        f"{out}: its input #2 {inputs[2]} has changed since the output was made (identifier "
+        f"{ident} then, {inspect_source(inputs[2]).identifier} now), so it no longer says "
+        f"what the output must equal"]
+    inputs[0].unlink()
+    assert main(["verify", "-q", str(out)]) == 3
+    assert f"its input #3 {inputs[0]}" in capsys.readouterr().err
+
+
+def test_a_join_of_one_inputs_rows_has_the_statistics_of_its_rows(shared_data_dir, tmp_path):
+    """A join whose rows all come from one input (the other has no events) stores the
+    ``min``/``max``/``mean`` of its rows, as of every join; verify expected the input's
+    (which has none) and reported 'expected none (not in the source)'."""
+    from dcbulk.modes.join import join
+    inputs = [shared_data_dir / "file_with_variable_length_logs.rtdc",
+              shared_data_dir / "M001_data.rtdc"]  # 20 events (2015), none (2023)
+    out = tmp_path / "j.rtdc"
+    assert join(inputs, out).ok
+    with h5py.File(out, "r") as h5, h5py.File(inputs[0], "r") as src:
+        assert "max" in h5["events/frame"].attrs and "max" not in src["events/frame"].attrs
+    report = dcbulk.verify(out)
+    assert report.ok, report.problems

@@ -11,32 +11,30 @@ and the arguments of the metadata check (root attributes, logs, tables, basins, 
 ``dcbulk verify`` runs in dcbulk's own process), or, given a client (``worker_client``
 inside a task of ``dcbulk verify``), the metadata check and each row task as tasks of their
 own, so a large output is read by every worker. Outputs of dcnum's pipeline
-(``dcbulk process``) have new events: they are checked alone (:mod:`.processed`). No h5py
-object travels; each check opens its files by path.
+(``dcbulk process``) have new events: they are checked alone (:mod:`.processed`); a joined
+output is planned against its inputs (:mod:`.joined`) and its row checks run the same way. No
+h5py object travels; each check opens its files by path.
 """
 from __future__ import annotations
 
 import functools
-import os
-from dataclasses import dataclass
 
-import h5py
 import numpy as np
 
-from ..codec import ChunkCodec, parse_compression
+from ..codec import parse_compression
 from ..engine.blockpool import run_blocks
 from ..errors import DcbulkError, PlanError
 from ..filter_expr import parse_filter
-from ..plan import (ENUMERATE, best_chunk_rows, carries_statistics, make_mapping,
-                    select_features)
+from ..plan import ENUMERATE, make_mapping, select_features
 from ..read.digests import head_sha256
 from ..read.filtering import filter_mapping, kept_events
-from ..read.inspect import (DatasetRef, SourceInfo, _walk_event_datasets, describe_dataset,
-                            empty_event_groups, inspect_source)
+from ..read.inspect import SourceInfo, inspect_source
 from .compare import compare_contours, compare_metadata, file_problems
+from .joined import join_metadata_problems, plan_join_checks
+from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
+                   special_file)
 from .processed import check_processed
 from .rows import RowCheck, compare_rows
-from .storage import stored_otherwise
 
 __all__ = ["FILE_TASK_BYTES", "STATISTICS_TASK_BYTES", "TASK_BYTES", "VerifyPair", "check_pair",
            "plan_checks", "special_file"]
@@ -45,49 +43,6 @@ __all__ = ["FILE_TASK_BYTES", "STATISTICS_TASK_BYTES", "TASK_BYTES", "VerifyPair
 TASK_BYTES = 32 * 1024**2
 #: outputs up to this size on disk are checked by one task each (larger ones: split)
 FILE_TASK_BYTES = 8 * 1024**2
-#: a scalar feature carrying statistics up to this size is checked by one task whole, so
-#: its ``min``/``max``/``mean`` can be checked (32 M events of 8 bytes; larger: split, and
-#: its statistics are not checked)
-STATISTICS_TASK_BYTES = 256 * 1024**2
-
-
-@dataclass(frozen=True)
-class VerifyPair:
-    """One output and what it must equal."""
-
-    output: str
-    source: str
-    features: tuple[str, ...] | None = None
-    filter: str | None = None
-    mapping: tuple | None = None  # explicit indices (API); np arrays are not hashable
-    size: int | None = None  # manifest record
-    sha256: str | None = None
-    #: the output was converted with external data followed (source policy)
-    follow_external: bool = False
-    #: an output of dcnum's pipeline (``dcbulk process``): checked alone (:mod:`.processed`)
-    processed: bool = False
-    #: the ``--compression`` it was made with (``ChunkCodec.describe`` text, from the
-    #: manifest or provenance log): every feature must be stored so; None: not checked
-    compression: str | None = None
-    #: a piece of ``split``: ``(first, stop, skip_empty)``, the source's events
-    #: ``first..stop-1`` that ``filter`` and the boundary-image rule keep
-    #: (:func:`~dcbulk.read.filtering.kept_events`)
-    piece: tuple[int, int, bool] | None = None
-    #: what the run appended to the source's ``experiment:sample`` (split: `` k/n``)
-    sample_suffix: str = ""
-    #: the source when the output was made (manifest record or provenance log): its size,
-    #: measurement identifier and :func:`~dcbulk.read.digests.head_sha256` (None: unknown)
-    source_size: int | None = None
-    source_identifier: str | None = None
-    source_head: str | None = None
-
-
-def special_file(path: str) -> str | None:
-    """The line for an output that exists but is not a regular file (a FIFO would block
-    its opening forever), or None: such a file is never opened."""
-    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
-        return f"{path}: not a regular file (a FIFO, device or socket); not opened"
-    return None
 
 
 def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
@@ -103,23 +58,6 @@ def _mapping(pair: VerifyPair, info: SourceInfo) -> np.ndarray | None:
     return None
 
 
-def _out_features(output: str, want: ChunkCodec | None
-                  ) -> tuple[dict[str, DatasetRef], tuple[str, ...], list[str]]:
-    """The output's features (as the row checks read them, so that they ask HDF5 for no
-    layout again), the empty groups of its ``events`` and, given the filters ``want`` of
-    its run, the datasets stored otherwise (one line each)."""
-    present, stored = {}, []
-    with h5py.File(output, "r", locking=False) as h5:
-        for name, dset in _walk_event_datasets(h5["events"]):
-            layout = describe_dataset(output, dset, f"events/{name}")
-            found = None if layout.codec is None else ChunkCodec.from_dict(layout.codec)
-            if not name.startswith("basinmap"):
-                present[name] = layout
-            if want is not None:
-                stored += stored_otherwise(output, f"feature '{name}'", dset, want, found)
-        return present, empty_event_groups(h5["events"]), stored
-
-
 def _source_changed(pair: VerifyPair, info: SourceInfo) -> str | None:
     """How the source differs from the one the output was made of, where that is certain
     (a size, identifier or head digest of its own; a new mtime alone may be a copy)."""
@@ -130,19 +68,6 @@ def _source_changed(pair: VerifyPair, info: SourceInfo) -> str | None:
     if pair.source_head and head_sha256(pair.source) != pair.source_head:
         return "its first or last bytes differ"
     return None
-
-
-def _pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
-    """Group row checks into tasks of about ``task_bytes`` output bytes each."""
-    tasks: list[list[RowCheck]] = []
-    size = task_bytes
-    for nbytes, check in checks:
-        if size + nbytes > task_bytes:
-            tasks.append([])
-            size = 0
-        tasks[-1].append(check)
-        size += nbytes
-    return tasks
 
 
 def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
@@ -168,7 +93,7 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
     if special:
         return [special], [], {}
     try:
-        present, empty, problems = _out_features(pair.output, codec)
+        present, empty, problems = out_features(pair.output, codec)
     except (OSError, KeyError) as exc:
         return [f"{pair.output}: cannot open ({exc})"], [], {}
     n_out = info.n_events if mapping is None else int(mapping.size)
@@ -185,28 +110,18 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
         if name not in present:
             continue
         layout = present[name]
-        shape, dtype = layout.shape, layout.dtype
-        if shape[0] != n_out:
-            problems.append(f"{pair.output}: feature '{name}' has {shape[0]} events, "
+        if layout.shape[0] != n_out:
+            problems.append(f"{pair.output}: feature '{name}' has {layout.shape[0]} events, "
                             f"expected {n_out}")
             continue
         fsrc = info.features[name]
-        rows = best_chunk_rows(shape[1:], np.dtype(dtype))
-        row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize)
-        step = max(rows, (task_bytes // (rows * row_bytes)) * rows)
-        if carries_statistics(name, dtype, shape[1:]) \
-                and n_out * row_bytes <= STATISTICS_TASK_BYTES:
-            step = max(step, n_out)
         renumber = mapping is not None and name == "index"
-        for start in range(0, n_out, step):
-            stop = min(start + step, n_out)
-            checks.append(((stop - start) * row_bytes, RowCheck(
-                output=pair.output, feature=name, start=start, stop=stop, source=fsrc,
-                events=None if mapping is None else mapping[start:stop],
-                enumerate=renumber or fsrc.origin == ENUMERATE, layout=layout)))
+        checks += feature_checks(pair.output, name, layout, fsrc, 0, n_out, events=mapping,
+                                 enumerate=renumber or fsrc.origin == ENUMERATE,
+                                 task_bytes=task_bytes)
     contour = info.has_contour and (pair.features is None or "contour" in pair.features)
     meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour, "codec": codec}
-    return problems, _pack(checks, task_bytes), meta
+    return problems, pack(checks, task_bytes), meta
 
 
 def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
@@ -234,16 +149,18 @@ def check_pair(pair: VerifyPair, *, client=None, task_bytes: int = TASK_BYTES
     if pair.processed:
         return (file_problems(pair.output, pair.size, pair.sha256)
                 or check_processed(pair.output)), ["dcnum output"]
-    problems, tasks, meta = plan_checks(pair, task_bytes=task_bytes)
+    plan, metadata = ((plan_join_checks, join_metadata_problems) if pair.inputs
+                      else (plan_checks, metadata_problems))
+    problems, tasks, meta = plan(pair, task_bytes=task_bytes)
     if not meta:
         return problems, []
     checked = sorted({c.feature for task in tasks for c in task})
     if client is None:  # by the threads of dcbulk's block pool, or here one after another
-        jobs = [(0, functools.partial(metadata_problems, pair, meta))]
+        jobs = [(0, functools.partial(metadata, pair, meta))]
         jobs += [(i, functools.partial(compare_rows, task)) for i, task in enumerate(tasks, 1)]
         found = [lines for _, lines in sorted(run_blocks(jobs), key=lambda done: done[0])]
     else:
-        futures = [client.submit(metadata_problems, pair, meta, pure=False)]
+        futures = [client.submit(metadata, pair, meta, pure=False)]
         futures += client.map(compare_rows, tasks, pure=False)
         found = client.gather(futures)
     return problems + [p for lines in found for p in lines], checked

@@ -24,8 +24,8 @@ from ..read.identifier import filtered_run_identifier, get_measurement_identifie
 from ..read.policy import external_objects
 from .storage import stored_otherwise
 
-__all__ = ["compare_metadata", "compare_contours", "file_problems", "same_value", "shown",
-           "ALLOWED_ATTR_CHANGES"]
+__all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_value",
+           "shown", "ALLOWED_ATTR_CHANGES"]
 
 #: root attributes an output may change: the event count (mapped outputs) and the run
 #: identifier (mapped outputs get ``<source id>_dcb-<hash>``)
@@ -63,7 +63,8 @@ def _same_table_attr(key: str, got, want) -> bool:
     return same_value(got, want)
 
 
-def _lines(dset: h5py.Dataset) -> list[str]:
+def log_lines(dset: h5py.Dataset) -> list[str]:
+    """A log's lines as text."""
     return [str(_text(x)) for x in dset[()].ravel()] if dset.shape else [str(_text(dset[()]))]
 
 
@@ -114,7 +115,7 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
             continue
         try:
             if group == "logs":
-                same = _lines(ogrp[name]) == _lines(sgrp[name])
+                same = log_lines(ogrp[name]) == log_lines(sgrp[name])
             else:  # compared as bytes: records may hold NaN
                 got, want = ogrp[name][()], sgrp[name][()]
                 same = (got.dtype == want.dtype and got.shape == want.shape

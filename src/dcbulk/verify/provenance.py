@@ -1,8 +1,9 @@
 """What a single output must equal, from its provenance log: the pair ``dcbulk verify
-OUT.rtdc`` checks without ``--against`` (a converted output, or a piece of ``split``).
+OUT.rtdc`` checks without ``--against`` (a converted output, a piece of ``split``, or a
+joined file).
 
 The log itself (schema, line wrapping, which log is the file's own) is
-:mod:`dcbulk.provenance`'s; this module only turns a converted output's log into a
+:mod:`dcbulk.provenance`'s; this module only turns an output's log into a
 :class:`~dcbulk.verify.checks.VerifyPair` (source and options), or a one-line reason why not.
 """
 from __future__ import annotations
@@ -28,8 +29,8 @@ def pair_from_provenance(output: str | PathLike):
         When ``output`` cannot be read or its log is damaged.
     UsageError
         When the log does not say what the output must equal: no dcbulk log, an explicit
-        event mapping (not recorded), or an output of a mode other than ``convert`` and
-        ``split``.
+        event mapping (not recorded), or an output of a mode other than ``convert``,
+        ``split`` and ``join``.
     """
     output = os.path.abspath(os.fspath(output))
     if not os.path.isfile(output):
@@ -42,9 +43,11 @@ def pair_from_provenance(output: str | PathLike):
         raise UsageError(f"{output}: no dcbulk provenance log (logs/dcbulk-convert) names "
                          f"its source; give the source with --against SRC (API: against=)")
     mode = doc.get("mode")
+    if mode == "join":
+        return _join_pair(output, doc)
     if mode not in ("convert", "split") or not doc.get("source"):
         raise UsageError(f"{output}: made by a dcbulk mode ({mode}: its log is "
-                         f"logs/dcbulk-{mode}), not converted or split from one source; "
+                         f"logs/dcbulk-{mode}), not converted, split or joined from its inputs; "
                          f"its log does not say what it must equal")
     source, options = str(doc["source"]), doc.get("options") or {}
     piece, suffix = _piece(output, doc) if mode == "split" else (None, "")
@@ -63,6 +66,25 @@ def pair_from_provenance(output: str | PathLike):
                       compression=options.get("compression"), piece=piece,
                       sample_suffix=suffix, source_size=_size(doc.get("source size")),
                       source_identifier=doc.get("source identifier") or None)
+
+
+def _join_pair(output: str, doc: dict) -> VerifyPair:
+    """A joined output's pair: its inputs in the join's order, from its log."""
+    try:
+        inputs = sorted(doc["details"]["inputs"], key=lambda d: int(d["index"]))
+        paths = [str(d["path"]) for d in inputs]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise NotHDF5Error(f"{output}: its join log lacks the inputs ({exc!r})") from exc
+    for k, path in enumerate(paths, start=1):
+        if not os.path.isfile(path):
+            raise SourceNotFoundError(f"{output}: its input #{k} {path} (named by its "
+                                      f"provenance log) is gone")
+    options = doc.get("options") or {}
+    features = options.get("features")
+    return VerifyPair(output=output, source=paths[0], inputs=tuple(paths),
+                      input_identifiers=tuple(d.get("identifier") or None for d in inputs),
+                      features=tuple(features) if features else None,
+                      filter=options.get("filter"), compression=options.get("compression"))
 
 
 def _size(value) -> int | None:

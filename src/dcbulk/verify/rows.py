@@ -24,15 +24,38 @@ from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
 from .compare import same_value, shown
 
-__all__ = ["RowCheck", "compare_rows"]
+__all__ = ["Joined", "RowCheck", "compare_rows"]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """How the rows of one input of a ``join`` become the output's, as dclab-join makes
+    them: the input's first event is output row ``first``; its rows are cast to ``cast``,
+    ``shift`` is added (``time``, ``frame``, ``index_online`` of the later inputs), and they
+    are stored as ``dtype``, the earliest input's (None: each step left out)."""
+
+    first: int
+    cast: str | None = None
+    shift: object = None
+    dtype: str | None = None
+
+    def apply(self, rows: np.ndarray) -> np.ndarray:
+        if self.cast is not None:
+            rows = rows.astype(self.cast)
+        if self.shift is not None:
+            rows = rows + self.shift
+        return rows if self.dtype is None else rows.astype(self.dtype, copy=False)
 
 
 @dataclass(frozen=True)
 class RowCheck:
     """Rows ``start:stop`` of one output feature against the source (picklable task input).
 
-    ``events`` are the source event indices of those rows (None: the same rows);
-    ``enumerate`` means the output holds ``start+1 .. stop`` (a renumbered ``index``).
+    ``events`` are the source event indices of those rows (None: the same rows, or with
+    ``joined`` rows ``start-first .. stop-first-1`` of a join's input); ``enumerate`` means
+    the output holds ``start+1 .. stop`` (a renumbered ``index``); ``source`` None (and not
+    ``enumerate``): only the statistics of the feature's rows are checked (a join's feature
+    whose rows come from several inputs).
     """
 
     output: str
@@ -44,6 +67,7 @@ class RowCheck:
     enumerate: bool = False
     #: the output dataset as planned (shape, dtype, chunks, filters: not asked of HDF5 again)
     layout: DatasetRef | None = None
+    joined: Joined | None = None
 
 
 def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
@@ -123,6 +147,19 @@ def _read_rows(dset: h5py.Dataset, start: int, stop: int, slot: str,
     return read_rows(dset, start, stop, out=out, ref=ref)
 
 
+def _source_rows(files: OpenFiles, check: RowCheck) -> np.ndarray:
+    """What the output's rows of ``check`` must hold, read from the source."""
+    first = 0 if check.joined is None else check.joined.first
+    start, stop = check.start - first, check.stop - first
+    if check.events is None and check.source.rowmap is None:
+        want = _read_rows(files.dataset(check.source.data), start, stop, "source",
+                          check.source.data)
+    else:
+        want = np.asarray(read_event_rows(files, check.source, np.asarray(check.events)
+                                          if check.events is not None else slice(start, stop)))
+    return want if check.joined is None else check.joined.apply(want)
+
+
 def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
     where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
     try:
@@ -134,15 +171,11 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
         return [f"{where}: unreadable ({type(exc).__name__}: {exc})"]
     if check.enumerate:
         want = np.arange(check.start + 1, check.stop + 1).astype(got.dtype)
+    elif check.source is None:
+        want = got
     else:
         try:
-            if check.events is None and check.source.rowmap is None:
-                want = _read_rows(files.dataset(check.source.data), check.start, check.stop,
-                                  "source", check.source.data)
-            else:
-                want = np.asarray(read_event_rows(files, check.source, np.asarray(
-                    check.events) if check.events is not None
-                    else slice(check.start, check.stop)))
+            want = _source_rows(files, check)
         except (OSError, KeyError, ValueError, ChecksumMismatchError, SourceError) as exc:
             return [f"{where}: source unreadable ({type(exc).__name__}: {exc})"]
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
@@ -163,15 +196,16 @@ def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
                          check: RowCheck) -> list[str]:
     """The output's ``min``/``max``/``mean`` attributes (dclab reads them instead of the
     data): the source's where the output holds exactly its rows, else those of ``rows``, the
-    whole feature (:func:`~dcbulk.plan.keeps_statistics`, the writer's rule). An output may
-    lack them (dclab then computes them), not hold other values."""
+    whole feature (:func:`~dcbulk.plan.keeps_statistics`, the writer's rule; a join's
+    are always its rows'). An output may lack them (dclab then computes them), not hold
+    other values."""
     if not h5o.get_info(dset.id).num_attrs:
         return []
     attrs = dset.attrs
     found = {key: attrs[key] for key in STAT_ATTRS if key in attrs}
     if not found:
         return []
-    if check.source is not None and keeps_statistics(
+    if check.source is not None and check.joined is None and keeps_statistics(
             check.source, mapped=check.events is not None, n_rows=check.stop):
         sattrs = files.dataset(check.source.data).attrs
         want = {key: sattrs[key] for key in STAT_ATTRS if key in sattrs}
