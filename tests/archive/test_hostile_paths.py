@@ -440,3 +440,29 @@ def test_timeout_per_file_is_checked_as_usage(tmp_path, capsys, command):
                  "--dry-run"]) == 0
     with pytest.raises(UsageError, match="positive number of seconds"):
         convert_archive([src], tmp_path / "api", timeout=-1)
+
+
+@pytest.mark.parametrize("command", ["convert", "condense", "join", "split"])
+def test_an_output_that_is_a_source_is_refused_also_with_force(tmp_path, capsys, command):
+    """A file converted into its own directory with --force, or a join's output named as
+    one of its inputs, replaced the source (data loss: a 13-event file became 2 events of
+    one feature). Refused in one line, exit 2, the source's bytes unchanged (also a hard
+    link of it in the output directory)."""
+    a, b = _files(tmp_path / "in", ["m.rtdc", "m_0001.rtdc"])
+    before = {p: p.read_bytes() for p in (a, b)}
+    if command == "join":
+        argv = ["join", str(a), str(b), "-o", str(b)]
+    elif command == "split":  # its first piece is named as the second source
+        argv = ["split", str(a), str(b), "-o", str(a.parent), "--events-per-file", "5"]
+    else:
+        argv = [command, str(a), "-o", str(a.parent)]
+    assert main([*argv, "--force", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is the source" in err[0] and "would be replaced" in err[0], err
+    assert {p: p.read_bytes() for p in (a, b)} == before
+    if command == "convert":
+        out = tmp_path / "out"
+        out.mkdir()
+        os.link(a, out / a.name)
+        assert main(["convert", str(a), "-o", str(out), "--force", "-q"]) == 2
+        assert a.read_bytes() == before[a]

@@ -27,7 +27,7 @@ from .options import ArchiveOptions
 from .report import ArchiveReport, FileResult
 from .resume import Step, adopt_options, refuse_overwrite, settle
 from .sources import discover_sources
-from .usage import check_output_dir, check_output_placement
+from .usage import check_output_dir, check_output_placement, check_outputs_are_not_sources
 
 __all__ = ["CheckPlan", "RunPlan", "check_plan", "planned"]
 
@@ -137,7 +137,8 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
             dry_run: bool = False, follow_links: bool = False) -> Iterator[RunPlan]:
     """Plan a run of ``job`` (once) and hold the output directory's lock while it is used.
 
-    Usage errors (an output directory inside a source, one that cannot be created) are
+    Usage errors (an output directory inside a source, one that cannot be created, an
+    output that is one of the sources) are
     raised before anything is written; a second run on the same directory raises
     :class:`~dcbulk.errors.OutputLockedError`. ``follow_links`` also walks symbolic links
     that lead out of the source directories.
@@ -153,6 +154,7 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
                                follow_links=follow_links)
     options = replace(options, job=job.fingerprint)
     targets = job.targets(entries, output, options)
+    check_outputs_are_not_sources([e.path for e in entries], [t.output for t in targets])
     lock = (contextlib.nullcontext() if dry_run or job.one_file else output_lock(output))
     with lock:
         manifest = None

@@ -21,7 +21,7 @@ from dask.utils import parse_bytes
 from ..errors import OutputDirError, UsageError
 
 __all__ = ["check_feature_names", "check_memory_limit", "check_output_dir",
-           "check_output_placement", "check_timeout"]
+           "check_output_placement", "check_outputs_are_not_sources", "check_timeout"]
 
 
 def check_feature_names(names: Iterable[str], *, what: str) -> None:
@@ -75,6 +75,32 @@ def check_output_placement(sources: Iterable[str | PathLike], output_dir: str | 
         if _inside(out, root):
             raise UsageError(f"output directory {output_dir} lies inside the source {source}; "
                              f"choose one outside it (later runs would convert the outputs)")
+
+
+def _file_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_outputs_are_not_sources(sources: Iterable[str], outputs: Iterable[str]) -> None:
+    """Refuse a run one of whose outputs is one of its source files (by path, link or inode:
+    a file converted into its own directory, a join's output named as an input), with or
+    without ``--force``: writing it would replace the source.
+
+    Raises
+    ------
+    UsageError
+        Naming the output and the source.
+    """
+    keys = {key: path for path in sources if (key := _file_key(path)) is not None}
+    for output in outputs:
+        source = keys.get(_file_key(output)) if os.path.exists(output) else None
+        if source is not None:
+            raise UsageError(f"output {output} is the source {source}: it would be replaced "
+                             f"(also with --force); choose another output")
 
 
 #: the smallest per-worker memory limit accepted (a dask worker process alone needs ~100 MiB)
