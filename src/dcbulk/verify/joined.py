@@ -118,7 +118,7 @@ def plan_join_checks(pair: VerifyPair, *, task_bytes: int
         joins = _joins(infos, attrs, mappings, wanted)
         codec = (parse_compression(pair.compression, fletcher32=False)
                  if pair.compression else None)
-    except (PlanError, DcbulkError) as exc:
+    except (PlanError, DcbulkError, OSError) as exc:  # OSError: an input's last index_online
         return [f"{pair.output}: {exc}"], [], {}
     special = special_file(pair.output)
     if special:
