@@ -398,3 +398,40 @@ def test_ctrl_c_on_a_running_scheduler_cancels_the_run_and_leaves_the_cluster(
     monkeypatch.setattr(executor, "settle_task", real)
     assert main(argv) == EXIT_OK  # re-run: resumes, and its end removes the leftover
     assert not late.exists() and len(list(dst.glob("m*.rtdc"))) == 4
+
+
+def _contours(h5, names) -> None:
+    group = h5.create_group("events/contour")
+    for i, name in enumerate(names):
+        group[name] = np.array([[1, 2], [3, 4 + i]], dtype=np.int16)
+
+
+@pytest.mark.parametrize("defect, line", [
+    ("zero-padded names", "'events/contour' holds '00', not an event's"),
+    ("a member too many", "'events/contour' holds '20', not an event's"),
+    ("a member missing", "'events/contour' lacks '5'"),
+    ("a member that is a group", "'events/contour/5' is not a dataset"),
+    ("a feature of one value", "'events/userdef1' holds a single value (shape ())"),
+])
+def test_a_malformed_contour_group_or_feature_fails_its_file_alone(tmp_path, defect, line):
+    """Contours named other than 0..n-1 (as dclab reads them) were left out of the output
+    without a word (convert exit 0, only verify noticed); a 0-d feature was an IndexError.
+    Now the file fails alone, in one line that says why, and leaves no output."""
+    bad, good = (small_rtdc(tmp_path / "src" / f"{n}.rtdc", 20, seed=k)
+                 for k, n in enumerate(("bad", "good")))
+    with h5py.File(bad, "a") as h5:
+        if defect == "zero-padded names":
+            _contours(h5, [f"{i:02d}" for i in range(20)])
+        elif defect == "a member too many":
+            _contours(h5, [str(i) for i in range(21)])
+        elif defect == "a member missing":
+            _contours(h5, [str(i) for i in range(20) if i != 5])
+        elif defect == "a member that is a group":
+            _contours(h5, [str(i) for i in range(20) if i != 5])
+            h5["events/contour"].create_group("5")
+        else:
+            h5["events/userdef1"] = 3.0
+    report = convert_archive([bad.parent], tmp_path / "dst")
+    assert [f.source for f in report.failed] == [str(bad)] and len(report.files) == 2
+    assert line in report.failed[0].error and "\n" not in report.failed[0].error
+    assert sorted(p.name for p in (tmp_path / "dst").glob("*.rtdc")) == ["good.rtdc"]

@@ -172,12 +172,11 @@ def _store_contours(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> int
     stored = 0
     for j in range(plan.n_events):
         i = j if plan.mapping is None else int(plan.mapping[j])
-        if str(i) not in group:
-            continue
         check_link(group, str(i), plan.source, follow_external=follow)
-        dset = group[str(i)]
-        if not isinstance(dset, h5py.Dataset):
-            continue
+        dset = group.get(str(i))
+        if not isinstance(dset, h5py.Dataset):  # its name checked by inspection: a group
+            raise SourceError(f"{plan.source}: 'events/contour/{i}' is not a dataset; "
+                              f"refusing to drop a contour")
         check_dataset(dset, f"events/contour/{i}", plan.source, follow_external=follow,
                       item="contour")
         data = dset[()]

@@ -161,6 +161,21 @@ def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:
     return int(attr) if attr is not None else 0
 
 
+def _check_contour_names(path: str, group: h5py.Group, n_events: int) -> None:
+    """Refuse a contour group whose members are not ``"0" .. "n-1"``, one per event, as dclab
+    reads them (``group[str(i)]``); those were left out of an output without a word."""
+    names = set(group.keys())
+    if len(names) == n_events and all(str(i) in names for i in range(n_events)):
+        return
+    events = set(map(str, range(n_events)))
+    extra, missing = names - events, events - names
+    what = (f"holds '{sorted(extra)[0]}', not an event's" if extra
+            else f"lacks '{min(missing, key=int)}'")
+    raise SourceError(f"{path}: 'events/contour' {what} (a contour per event, named 0.."
+                      f"{n_events - 1}, as dclab reads them; {len(names)} members for "
+                      f"{n_events} events); refusing to drop contours")
+
+
 def _resolve_file_basin(src_dir: pathlib.Path, bdict: dict) -> pathlib.Path | None:
     """Return the first existing candidate path of a file basin, or None."""
     for cand in bdict.get("paths", []):
@@ -260,8 +275,15 @@ def _describe(path: str, h5: h5py.File, follow_external: bool) -> SourceInfo:
     events = h5["events"]
     own = {feat: FeatureSource(feat, describe_dataset(path, dset, f"events/{feat}"))
            for feat, dset in _event_datasets(path, events, follow_external)}
+    single = [k for k, v in own.items() if not v.data.shape]
+    if single:
+        raise SourceError(f"{path}: 'events/{single[0]}' holds a single value (shape ()), not "
+                          f"one per event; refusing to guess its events")
     lengths = {k: v.data.shape[0] for k, v in own.items() if not k.startswith("basinmap")}
     n_events = _event_count(path, events, lengths)
+    contour = events.get("contour", getclass=True) is h5py.Group
+    if contour:
+        _check_contour_names(path, events["contour"], n_events)
     basins = tuple(extract_basin_dicts(h5, check=True))
     features = dict(own)
     basin_files = []
@@ -279,7 +301,7 @@ def _describe(path: str, h5: h5py.File, follow_external: bool) -> SourceInfo:
     return SourceInfo(
         path=path, n_events=n_events, identifier=get_measurement_identifier(h5, compat="dclab"),
         features=features, own_features=tuple(own), basins=basins,
-        has_contour=isinstance(events.get("contour"), h5py.Group),
+        has_contour=contour,
         empty_groups=empty_event_groups(events), follow_external=follow_external,
         basin_files=tuple(dict.fromkeys(basin_files)))
 
