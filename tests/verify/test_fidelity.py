@@ -246,3 +246,40 @@ def test_verify_accepts_quiet(client, tmp_path, capsys):
     captured = capsys.readouterr()
     assert status == 0, captured.err
     assert captured.out.strip().splitlines()[-1].startswith("dcbulk verify: 1 file, 1 equal")
+
+
+def test_a_basin_dclab_writes_unmapped_is_kept_and_verify_notices_it_missing(tmp_path):
+    """dclab's writer stores an unmapped file basin as ``"mapping": "same"``; dcnum's rule
+    (a mapping must be a feature) left it out of every output, so features dclab found
+    through it (here the images) were gone from the output, and verify said 'equal'. It is
+    kept, unmapped (no ``mapping`` key: dclab and dcnum both read that as unmapped), mapped
+    by the filter when there is one; verify reports a source's file basin missing."""
+    import dclab
+    from dclab.rtdc_dataset.writer import RTDCWriter
+    from dcnum.read import HDF5Data
+    full = small_rtdc(tmp_path / "full.rtdc", 30, seed=4)
+    small = tmp_path / "src" / "small.rtdc"
+    small.parent.mkdir()
+    with dclab.new_dataset(full) as ds, RTDCWriter(small, mode="reset") as hw:
+        hw.store_metadata(ds.config.as_dict(pop_filtering=True))
+        hw.store_feature("deform", ds["deform"])
+        hw.store_basin(basin_name="raw", basin_type="file", basin_format="hdf5",
+                       basin_locs=[str(full)], basin_feats=["image", "area_um"])
+    with h5py.File(small, "r") as h5:
+        assert '"mapping": "same"' in "".join(h5["basins"][list(h5["basins"])[0]].asstr()[:])
+    for extra in ([], ["--filter", "deform > 0.02"]):
+        dst = tmp_path / f"dst{len(extra)}"
+        assert dcbulk.cli.main(["convert", str(small.parent), "-o", str(dst), "-q", *extra]) == 0
+        out = dst / "small.rtdc"
+        with dclab.new_dataset(full) as ref, dclab.new_dataset(out) as ds:
+            keep = np.flatnonzero(ref["deform"] > 0.02) if extra else np.arange(30)
+            assert np.array_equal(ds["image"][:], ref["image"][:][keep])
+        data = HDF5Data(out)
+        assert "image" in data.keys() and len(data["image"]) == keep.size
+        data.close()
+        assert dcbulk.verify(dst).ok
+    with h5py.File(dst / "small.rtdc", "a") as h5:
+        del h5["basins"][[k for k in h5["basins"]
+                          if '"raw"' in "".join(h5["basins"][k].asstr()[:])][0]]
+    assert dcbulk.verify(dst).problems == [
+        f"{dst / 'small.rtdc'}: basin 'raw' of the source is missing"]

@@ -31,7 +31,12 @@ def extract_basin_dicts(h5: h5py.File | h5py.Group,
 
     The result is the same as that of dcnum's
     ``HDF5Data.extract_basin_dicts``: one dictionary per dataset in the
-    ``basins`` group, in the group's iteration order (sorted by key).
+    ``basins`` group, in the group's iteration order (sorted by key); except
+    that a basin whose ``mapping`` is ``"same"`` (what dclab's writer stores
+    for an unmapped basin, and dclab reads as such) is returned without a
+    ``mapping``, as unmapped, where dcnum leaves it out (its events' features
+    would then be lost in every output; written without the key, dclab and
+    dcnum both read it as unmapped).
 
     Parameters
     ----------
@@ -67,6 +72,8 @@ def extract_basin_dicts(h5: h5py.File | h5py.Group,
         if not isinstance(bdict, dict) or "type" not in bdict:
             raise SourceError(f"{h5.file.filename}: basin definition 'basins/{key}' is not a "
                               f"JSON object with a 'type'")
+        if bdict.get("mapping") == "same":  # dclab's word for unmapped (its writer's)
+            bdict = {k: v for k, v in bdict.items() if k != "mapping"}
         if check:
             if bdict["type"] not in SUPPORTED_BASIN_TYPES:
                 logger.debug("Skipping basin %s of type %s",

@@ -145,8 +145,13 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
                     mapping: np.ndarray | None, n_source: int) -> list[str]:
     problems = []
     out_dir = pathlib.Path(output).resolve().parent
-    src_maps = {b.get("name"): b.get("mapping") for b in extract_basin_dicts(src)}
-    for bdict in extract_basin_dicts(out):
+    src_basins = extract_basin_dicts(src)
+    src_maps = {b.get("name"): b.get("mapping") for b in src_basins}
+    out_basins = extract_basin_dicts(out)
+    kept = {b.get("name") for b in out_basins}
+    problems += [f"basin '{b.get('name')}' of the source is missing" for b in src_basins
+                 if b["type"] == "file" and b.get("name") not in kept]
+    for bdict in out_basins:
         label = f"basin '{bdict.get('name')}'"
         if bdict.get("type") == "file":
             # resolved next to the output (what dcnum does; dclab then tries the same path)
