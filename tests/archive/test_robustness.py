@@ -412,11 +412,14 @@ def _contours(h5, names) -> None:
     ("a member missing", "'events/contour' lacks '5'"),
     ("a member that is a group", "'events/contour/5' is not a dataset"),
     ("a feature of one value", "'events/userdef1' holds a single value (shape ())"),
+    ("a group among the logs", "'logs/sub' is a group, not a log"),
+    ("a group among the tables", "'tables/sub' is a group, not a table"),
 ])
 def test_a_malformed_contour_group_or_feature_fails_its_file_alone(tmp_path, defect, line):
     """Contours named other than 0..n-1 (as dclab reads them) were left out of the output
-    without a word (convert exit 0, only verify noticed); a 0-d feature was an IndexError.
-    Now the file fails alone, in one line that says why, and leaves no output."""
+    without a word (convert exit 0, only verify noticed); a 0-d feature was an IndexError, a
+    group among the logs an AttributeError (and tracebacks in join). Now the file fails
+    alone, in one line that says why, and leaves no output; join: one line, exit 3."""
     bad, good = (small_rtdc(tmp_path / "src" / f"{n}.rtdc", 20, seed=k)
                  for k, n in enumerate(("bad", "good")))
     with h5py.File(bad, "a") as h5:
@@ -429,9 +432,14 @@ def test_a_malformed_contour_group_or_feature_fails_its_file_alone(tmp_path, def
         elif defect == "a member that is a group":
             _contours(h5, [str(i) for i in range(20) if i != 5])
             h5["events/contour"].create_group("5")
-        else:
+        elif defect == "a feature of one value":
             h5["events/userdef1"] = 3.0
+        else:  # a group in logs/tables: an AttributeError ('Group' has no 'size') before
+            h5[f"{defect.split()[-1]}/sub/x"] = [b"a line"]
     report = convert_archive([bad.parent], tmp_path / "dst")
     assert [f.source for f in report.failed] == [str(bad)] and len(report.files) == 2
     assert line in report.failed[0].error and "\n" not in report.failed[0].error
     assert sorted(p.name for p in (tmp_path / "dst").glob("*.rtdc")) == ["good.rtdc"]
+    if defect.startswith(("a group among", "a feature")):  # join ignores contours
+        assert main(["join", str(good), str(bad), "-o", str(tmp_path / "j.rtdc"), "-q"]) == 3
+        assert not (tmp_path / "j.rtdc").exists()

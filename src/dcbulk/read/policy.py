@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import h5py
 from h5py import h5l
 
-from ..errors import ExternalDataError, SourceLimitError
+from ..errors import ExternalDataError, SourceError, SourceLimitError
 from .files import open_child
 
 __all__ = ["MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link", "check_dataset",
@@ -177,6 +177,11 @@ def check_structure(h5: h5py.File, path: str, *, follow_external: bool) -> None:
         if isinstance(group, h5py.Group):
             for _ in walk_datasets(group, path, follow_external=follow_external, item=item):
                 pass
+            inner = next((key for key in group if group.get(key, getclass=True) is h5py.Group),
+                         None)
+            if inner is not None:  # its links checked above
+                raise SourceError(f"{path}: '{name}/{inner}' is a group, not a {name[:-1]} "
+                                  f"(a dataset, as dclab and dcnum read them)")
 
 
 def external_objects(h5: h5py.File) -> list[str]:
