@@ -248,8 +248,10 @@ def _verify(ns, out=None, err=None) -> int:
     for line in report.problems:
         print(printable(line), file=out)
     counts = report.to_dict()["counts"]
+    alone = (f", {counts['alone']} sound but compared with nothing (dcnum pipeline output: no "
+             f"dcbulk provenance log, no source)" if counts["alone"] else "")
     print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
-          f"{counts['mismatched']} differ ({_plural(counts['problems'], 'problem')}) "
+          f"{counts['mismatched']} differ{alone} ({_plural(counts['problems'], 'problem')}) "
           f"in {command_seconds():,.1f} s" + (f"; page: {page}" if page else ""), file=out)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 

@@ -254,7 +254,7 @@ def test_a_damaged_file_fails_alone_in_one_line(archive, processed):
 
 
 def test_verify_checks_processed_outputs_without_their_sources(archive, processed, pclient,
-                                                              tmp_path):
+                                                              tmp_path, capsys):
     dst, _report = processed
     result = dcbulk.verify(dst, client=pclient)
     assert len(result.files) == len(_good(archive))
@@ -265,7 +265,13 @@ def test_verify_checks_processed_outputs_without_their_sources(archive, processe
         # event (as in the synthetic files): dclab then cannot index image_bg
         assert len(problems) == 1 and "dclab cannot read 'image_bg'" in problems[0], problems
     one = _out(archive, dst, archive / SAMPLE)
-    assert dcbulk.verify(one, inline=True).ok
+    report = dcbulk.verify(one, inline=True)
+    # sound, but compared with nothing: not counted (nor summed up) as 'equal'
+    assert report.ok and report.alone == 1 and report.to_dict()["counts"]["equal"] == 0
+    from dcbulk.cli import main
+    assert main(["verify", "-q", str(one)]) == 0  # one small file: in this process
+    assert ("1 file, 0 equal, 0 differ, 1 sound but compared with nothing (dcnum pipeline "
+            "output" in capsys.readouterr().out)
     bad = tmp_path / one.name
     shutil.copy(one, bad)
     with h5py.File(bad, "r", locking=False) as h5:

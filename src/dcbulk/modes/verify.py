@@ -104,7 +104,8 @@ def _size(path: str) -> int:
 
 class VerifyReport(ArchiveReport):
     """Outcome of :func:`verify`: one :class:`~dcbulk.bulk.report.FileResult` per output
-    (``done``: equal; ``failed``: its ``problems``); ``ok`` when every output is equal."""
+    (``done``: equal, or sound for an output of dcnum's pipeline, :attr:`alone`; ``failed``:
+    its ``problems``); ``ok`` when no output differs."""
 
     @classmethod
     def of(cls, report: ArchiveReport, pairs: list[VerifyPair]) -> VerifyReport:
@@ -115,6 +116,12 @@ class VerifyReport(ArchiveReport):
                    files=sorted(report.files, key=lambda f: order.get(f.output, len(order))))
 
     @property
+    def alone(self) -> int:
+        """Outputs found sound but compared with nothing: dcnum's pipeline outputs (without
+        a dcbulk provenance log), whose events are new."""
+        return sum(f.status == "done" and list(f.checked) == [checks.ALONE] for f in self.files)
+
+    @property
     def problems(self) -> list[str]:
         """Every problem, one line each (a check that failed to run: its error)."""
         return [p for f in self.files for p in _problems(f)]
@@ -123,7 +130,8 @@ class VerifyReport(ArchiveReport):
         """The verdicts as a JSON-ready dict (counts, and per output its problems and
         what was compared)."""
         return {"ok": self.ok, "wall_seconds": self.wall_seconds,
-                "counts": {"files": len(self.files), "equal": self.count("done"),
+                "counts": {"files": len(self.files), "equal": self.count("done") - self.alone,
+                           "alone": self.alone,
                            "mismatched": self.count("failed"),
                            "problems": len(self.problems)},
                 "files": [{"output": f.output, "source": f.source, "problems": _problems(f),

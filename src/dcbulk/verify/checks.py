@@ -36,9 +36,11 @@ from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_featur
 from .processed import check_processed
 from .rows import RowCheck, compare_rows
 
-__all__ = ["FILE_TASK_BYTES", "STATISTICS_TASK_BYTES", "TASK_BYTES", "VerifyPair", "check_pair",
-           "plan_checks", "special_file"]
+__all__ = ["ALONE", "FILE_TASK_BYTES", "STATISTICS_TASK_BYTES", "TASK_BYTES", "VerifyPair",
+           "check_pair", "plan_checks", "special_file"]
 
+#: what a check of an output of dcnum's pipeline compared: nothing (no source to equal)
+ALONE = "dcnum output"
 #: uncompressed output bytes one row-check task reads
 TASK_BYTES = 32 * 1024**2
 #: outputs up to this size on disk are checked by one task each (larger ones: split)
@@ -148,7 +150,7 @@ def check_pair(pair: VerifyPair, *, client=None, task_bytes: int = TASK_BYTES
     """
     if pair.processed:
         return (file_problems(pair.output, pair.size, pair.sha256)
-                or check_processed(pair.output)), ["dcnum output"]
+                or check_processed(pair.output)), [ALONE]
     plan, metadata = ((plan_join_checks, join_metadata_problems) if pair.inputs
                       else (plan_checks, metadata_problems))
     problems, tasks, meta = plan(pair, task_bytes=task_bytes)
