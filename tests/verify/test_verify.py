@@ -95,7 +95,7 @@ def test_equal_output_verifies(client, capsys, pair, tmp_path):
     assert code == 0 and len(lines) == 1 and _is_summary(lines[0], 1, 1, 0, 0), lines
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["ok"] and doc["counts"] == {"files": 1, "equal": 1, "mismatched": 0,
-                                           "problems": 0}
+                                           "alone": 0, "problems": 0}
     assert "image" in doc["files"][0]["checked"] and "deform" in doc["files"][0]["checked"]
 
 
@@ -693,3 +693,22 @@ def test_a_join_of_one_inputs_rows_has_the_statistics_of_its_rows(shared_data_di
         assert "max" in h5["events/frame"].attrs and "max" not in src["events/frame"].attrs
     report = dcbulk.verify(out)
     assert report.ok, report.problems
+
+
+def test_files_an_output_directorys_manifest_does_not_record_are_reported(tmp_path, capsys):
+    """A stray ``.rtdc`` in an output directory was ignored, and a directory whose manifest
+    was emptied verified as '0 files, 0 equal' (exit 0) while checking nothing: each such
+    file is one line, not checked, exit 1."""
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 20, seed=3)
+    dst = tmp_path / "dst"
+    assert dcbulk.convert_archive([src.parent], dst).ok
+    (dst / "sub").mkdir()
+    shutil.copy(dst / "s.rtdc", dst / "sub" / "copy.rtdc")
+    line = ("{}: not in its directory's manifest, so nothing says what it must equal; not "
+            "checked (verify it by name)")
+    assert dcbulk.verify(dst).problems == [line.format(dst / "sub" / "copy.rtdc")]
+    (dst / "dcbulk-manifest.jsonl").write_text("")
+    assert main(["verify", "-q", str(dst)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [line.format(dst / "s.rtdc"), line.format(dst / "sub" / "copy.rtdc")]
+    assert out[2].startswith("dcbulk verify: 2 files, 0 equal, 2 differ (2 problems)")

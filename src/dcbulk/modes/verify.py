@@ -145,7 +145,8 @@ def _problems(result: FileResult) -> list[str]:
 
 
 def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
-    """The finished outputs of an output directory and their sources and options."""
+    """The finished outputs of an output directory and their sources and options, and
+    every other ``.rtdc`` file in it (checked as 'not in the manifest')."""
     output_dir = os.path.abspath(output_dir)
     manifest = Manifest.load(output_dir, read_only=True)
     if not os.path.isfile(manifest.path):
@@ -171,7 +172,20 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                 sha256=rec.output_sha256,
                                 follow_external=bool(options.get("follow_external")),
                                 processed=processed, compression=options.get("compression")))
+    recorded = {p.output for p in pairs}
+    pairs += [VerifyPair(output=path, source="", unrecorded=True)
+              for path in _rtdc_files(output_dir) if path not in recorded]
     return sorted(pairs, key=lambda p: p.output)
+
+
+def _rtdc_files(directory: str) -> list[str]:
+    """The ``.rtdc`` files below ``directory`` (hidden names, dcbulk's partials, aside)."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [os.path.join(root, f) for f in files
+                  if f.endswith(".rtdc") and not f.startswith(".")]
+    return found
 
 
 def verify_pairs(output, against=None, *, features=None, mapping=None,

@@ -61,6 +61,9 @@ class VerifyPair:
     #: measurement identifier when the output was made (from its provenance log)
     inputs: tuple[str, ...] | None = None
     input_identifiers: tuple[str | None, ...] | None = None
+    #: a file in an output directory that its manifest does not record: nothing says what
+    #: it must equal, so it is reported, not opened
+    unrecorded: bool = False
 
 
 def special_file(path: str) -> str | None:
