@@ -13,25 +13,17 @@ from collections.abc import Sequence
 from ._version import __version__
 from .cli_options import add_source_args
 from .codec import choices_text
-from .command import Command
+from .command import Command, positive_count
 from .registry import commands
 
 __all__ = ["build_parser"]
 
 
 def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _positive(text: str) -> int:
-    """argparse type: an integer >= 1 (0 or -1 workers would start a cluster that never works)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:  # '' or ',': not "all features"
+        raise argparse.ArgumentTypeError(f"no name in {text!r}")
+    return names
 
 
 #: the shared options a command may ask for (:data:`dcbulk.command.SHARED_OPTIONS`):
@@ -47,7 +39,7 @@ _SHARED = {
     "resume": (("--resume",), dict(
         action=argparse.BooleanOptionalAction, default=True,
         help="skip files finished by an earlier run [on]")),
-    "max_open_outputs": (("--max-open-outputs",), dict(type=_positive, metavar="N")),
+    "max_open_outputs": (("--max-open-outputs",), dict(type=positive_count, metavar="N")),
     "verify": (("--verify",), dict(
         action="store_true",
         help="verify each output against its source before recording it as done")),
@@ -69,11 +61,11 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
                    "dcbulk: sections; see cluster_configs/)")
     g.add_argument("--cluster", choices=("local", "slurm", "pbs", "sge", "lsf", "htcondor"),
                    help="start this cluster from dask's configuration (jobqueue.<kind>.*)")
-    g.add_argument("--workers", type=_positive, metavar="N", help="workers (default: cores, or the "
+    g.add_argument("--workers", type=positive_count, metavar="N", help="workers (default: cores, or the "
                    "jobs' processes)")
-    g.add_argument("--threads-per-worker", type=_positive, metavar="N")
+    g.add_argument("--threads-per-worker", type=positive_count, metavar="N")
     g.add_argument("--memory-limit", metavar="M", help="per worker, e.g. 4GB")
-    g.add_argument("--jobs", type=_positive, metavar="N",
+    g.add_argument("--jobs", type=positive_count, metavar="N",
                    help="batch jobs to submit [dcbulk.jobs, 1]")
     g.add_argument("--timeout", metavar="T", help="wait this long for the scheduler [dask's "
                    "distributed.comm.timeouts.connect] or the first batch worker "

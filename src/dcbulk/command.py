@@ -12,7 +12,18 @@ from dataclasses import dataclass
 
 from .bulk.job import Job
 
-__all__ = ["SHARED_OPTIONS", "Command"]
+__all__ = ["SHARED_OPTIONS", "Command", "positive_count"]
+
+
+def positive_count(text: str) -> int:
+    """argparse type: an integer >= 1 (a count below 1 is a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 #: the shared options a command may ask for (each has one definition in :mod:`dcbulk.cli`)
 SHARED_OPTIONS = ("features", "filter", "basin_to_source", "resume", "max_open_outputs",

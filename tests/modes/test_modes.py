@@ -644,9 +644,15 @@ def test_cli_modes_share_converts_options(small_archive, split_source, tmp_path,
         np.testing.assert_array_equal(h5["events/area_um"][:],
                                       src["events/area_um"][:][src["events/area_um"][:] > 20])
     capsys.readouterr()
-    assert main(["join", str(out), "-o", str(tmp_path / "x.rtdc"), *cluster]) == 3
+    assert main(["join", str(out), "-o", str(tmp_path / "x.rtdc"), *cluster]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "dcbulk: error: join needs at least two input files, got 1"
+    assert err == "dcbulk: usage error: join needs at least two input files, got 1"
+    assert main(["split", str(out), "-o", str(tmp_path / "p"), "--events-per-file", "0",
+                 *cluster]) == 2  # a count below 1 (was exit 3)
+    assert "--events-per-file: must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["convert", str(out), "-o", str(tmp_path / "f"), "--features", ",",
+                 *cluster]) == 2  # no name: not "all features" (converted all before)
+    assert "--features: no name in ','" in capsys.readouterr().err
 
 
 def test_readme_reprocess_example_runs(small_archive, tmp_path, client):

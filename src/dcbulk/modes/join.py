@@ -32,7 +32,7 @@ from ..codec import ChunkCodec
 from ..engine import Report, store_features
 from ..engine.columns import Column, Piece
 from ..engine.client import current_worker
-from ..errors import PlanError
+from ..errors import PlanError, UsageError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata, plan_feature, select_features
 from ..provenance import job_provenance
@@ -167,7 +167,7 @@ class JoinJob(Job):
     def targets(self, entries, output, options) -> list[Target]:
         """The one joined output (``.rtdc`` appended when missing, as dclab-join does)."""
         if len(entries) < 2:
-            raise PlanError(f"join needs at least two input files, got {len(entries)}")
+            raise UsageError(f"join needs at least two input files, got {len(entries)}")
         output = output if output.endswith(".rtdc") else output + ".rtdc"
         infos = [inspect_source(e.path) for e in entries]
         attrs = []

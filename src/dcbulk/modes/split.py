@@ -20,14 +20,14 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..bulk import ArchiveReport, ConvertJob, Part, Target, make_options, run_job
-from ..command import Command
+from ..command import Command, positive_count
 from ..errors import PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
 from ..read.files import open_rtdc
 from ..read.filtering import kept_events
-from ..read.inspect import SourceInfo, inspect_source
+from ..read.inspect import inspect_source
 
 __all__ = ["COMMAND", "SplitJob", "plan_split", "split"]
 
@@ -118,7 +118,7 @@ def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,
 
 
 def _add_arguments(p) -> None:
-    p.add_argument("--events-per-file", type=int, default=10000, metavar="N",
+    p.add_argument("--events-per-file", type=positive_count, default=10000, metavar="N",
                    help="maximum events per output [10000]")
     p.add_argument("--include-empty-boundary-images", action="store_true",
                    help="keep an all-zero first or last image (dropped, as by dclab-split)")
