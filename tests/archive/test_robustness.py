@@ -92,6 +92,8 @@ def test_no_resume_without_force_does_not_overwrite(two, tmp_path, capsys, clien
     (["--memory-limit", "1B"], EXIT_USAGE, "too small for a dask worker"),
     (["--compression", "zstd:99"], EXIT_USAGE, "invalid compression 'zstd:99'"),
     (["--filter", "deform << 1"], EXIT_USAGE, "'LShift' is not allowed"),
+    # each file failed: "ValueError: input operand has more dimensions than allowed ..."
+    (["--filter", "image > 0"], EXIT_USAGE, "'image' is not a scalar feature"),
 ])
 def test_usage_errors_before_any_cluster(two, tmp_path, capsys, args, exit_status, words):
     src, files = two

@@ -79,7 +79,7 @@ def make_options(*, features: Iterable[str] | None = None, filter: str | None = 
     if features:
         check_feature_names(features, what="features")
     if expr is not None:
-        check_feature_names(expr.names, what=f"filter '{expr.text}'")
+        check_feature_names(expr.names, what=f"filter '{expr.text}'", scalar=True)
     return ArchiveOptions(features=features, filter=expr, codec=codec,
                           basin_to_source=bool(basin_to_source),
                           follow_external=bool(follow_external), job=job)

@@ -24,8 +24,9 @@ __all__ = ["check_feature_names", "check_memory_limit", "check_output_dir",
            "check_output_placement", "check_outputs_are_not_sources", "check_timeout"]
 
 
-def check_feature_names(names: Iterable[str], *, what: str) -> None:
-    """Refuse names that are not dclab feature names (``what`` says where they came from).
+def check_feature_names(names: Iterable[str], *, what: str, scalar: bool = False) -> None:
+    """Refuse names that are not dclab feature names (``what`` says where they came from),
+    or, with ``scalar``, not scalar ones (a filter compares one value per event).
 
     Raises
     ------
@@ -33,12 +34,17 @@ def check_feature_names(names: Iterable[str], *, what: str) -> None:
         Naming every unknown feature.
     """
     # dclab (and scipy behind it) is heavy: imported only when a name is checked
-    from dclab.definitions import feature_exists
+    from dclab.definitions import feature_exists, scalar_feature_exists
     bad = [n for n in dict.fromkeys(names) if not feature_exists(n)]
     if bad:
         raise UsageError(f"{what}: {', '.join(repr(n) for n in bad)} "
                          f"{'is not a' if len(bad) == 1 else 'are not'} dclab feature "
                          f"name{'s' if len(bad) > 1 else ''} (see dclab.definitions.feature_names)")
+    whole = [n for n in dict.fromkeys(names) if scalar and not scalar_feature_exists(n)]
+    if whole:
+        verb = "is not a scalar feature" if len(whole) == 1 else "are not scalar features"
+        raise UsageError(f"{what}: {', '.join(repr(n) for n in whole)} {verb} (an image, mask, "
+                         f"trace or contour per event: a filter compares one value per event)")
 
 
 def _inside(path: str, directory: str) -> bool:
