@@ -414,10 +414,11 @@ def _contours(h5, names) -> None:
     ("a member missing", "'events/contour' lacks '5'"),
     ("a member that is a group", "'events/contour/5' is not a dataset"),
     ("a feature of one value", "'events/userdef1' holds a single value (shape ())"),
+    ("a feature of strings", "'events/userdef1' holds variable-length items"),
     ("a group among the logs", "'logs/sub' is a group, not a log"),
     ("a group among the tables", "'tables/sub' is a group, not a table"),
 ])
-def test_a_malformed_contour_group_or_feature_fails_its_file_alone(tmp_path, defect, line):
+def test_a_malformed_source_fails_its_file_alone_in_one_line(tmp_path, defect, line):
     """Contours named other than 0..n-1 (as dclab reads them) were left out of the output
     without a word (convert exit 0, only verify noticed); a 0-d feature was an IndexError, a
     group among the logs an AttributeError (and tracebacks in join). Now the file fails
@@ -436,6 +437,8 @@ def test_a_malformed_contour_group_or_feature_fails_its_file_alone(tmp_path, def
             h5["events/contour"].create_group("5")
         elif defect == "a feature of one value":
             h5["events/userdef1"] = 3.0
+        elif defect == "a feature of strings":  # no feature named before
+            h5.create_dataset("events/userdef1", data=["x"] * 20, dtype=h5py.string_dtype())
         else:  # a group in logs/tables: an AttributeError ('Group' has no 'size') before
             h5[f"{defect.split()[-1]}/sub/x"] = [b"a line"]
     report = convert_archive([bad.parent], tmp_path / "dst")
@@ -445,3 +448,19 @@ def test_a_malformed_contour_group_or_feature_fails_its_file_alone(tmp_path, def
     if defect.startswith(("a group among", "a feature")):  # join ignores contours
         assert main(["join", str(good), str(bad), "-o", str(tmp_path / "j.rtdc"), "-q"]) == 3
         assert not (tmp_path / "j.rtdc").exists()
+
+
+def test_a_damaged_log_chunk_is_named(shared_data_dir, tmp_path):
+    """A log whose stored chunk fails its checksum failed the file with HDF5's bare 'Can't
+    synchronously read data', naming no log."""
+    src = tmp_path / "src" / "s.rtdc"
+    src.parent.mkdir()
+    src.write_bytes((shared_data_dir / "dcnum_thresh_example.rtdc").read_bytes())
+    with h5py.File(src, "r") as h5:
+        offset = h5["logs/cytoshot-acquisition"].id.get_chunk_info(0).byte_offset
+    with open(src, "r+b") as fh:
+        fh.seek(offset + 5)
+        fh.write(b"\xff\x00\xff")
+    report = convert_archive([src.parent], tmp_path / "dst")
+    assert "logs/cytoshot-acquisition of " in report.failed[0].error, report.failed[0].error
+    assert not list((tmp_path / "dst").glob("*.rtdc"))

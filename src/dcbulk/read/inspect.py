@@ -14,6 +14,7 @@ import pathlib
 from dataclasses import dataclass, field, replace
 
 import h5py
+import numpy as np
 
 from ..codec import ChunkCodec
 from ..errors import DcbulkError, SourceError
@@ -279,6 +280,10 @@ def _describe(path: str, h5: h5py.File, follow_external: bool) -> SourceInfo:
     if single:
         raise SourceError(f"{path}: 'events/{single[0]}' holds a single value (shape ()), not "
                           f"one per event; refusing to guess its events")
+    odd = [k for k, v in own.items() if np.dtype(v.data.dtype).hasobject]
+    if odd:
+        raise SourceError(f"{path}: 'events/{odd[0]}' holds variable-length items (strings or "
+                          f"references), which no feature of dclab or dcnum is")
     lengths = {k: v.data.shape[0] for k, v in own.items() if not k.startswith("basinmap")}
     n_events = _event_count(path, events, lengths)
     contour = events.get("contour", getclass=True) is h5py.Group

@@ -161,7 +161,10 @@ def copy_metadata(h5_src: h5py.File, h5_dst: h5py.File) -> None:
             if key in dst_group:
                 continue
             src = h5_src[topic][key]
-            ds = copy_sliced(src, dst_group, key, ds_kwds)
+            try:
+                ds = copy_sliced(src, dst_group, key, ds_kwds)
+            except OSError as exc:  # e.g. a damaged chunk: say which dataset
+                raise OSError(f"{topic}/{key} of {h5_src.filename} unreadable: {exc}") from exc
             if ds is None:
                 logger.debug("Skipping empty %s/%s", topic, key)
                 continue
