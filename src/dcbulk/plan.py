@@ -22,7 +22,8 @@ from .write.filters import best_nd_chunks
 
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
-    "ENUMERATE", "STAT_ATTRS", "best_chunk_rows", "carries_statistics", "keeps_statistics",
+    "ENUMERATE", "SET_APART_ATTRS", "STAT_ATTRS", "best_chunk_rows", "carries_statistics",
+    "keeps_statistics",
     "keeps_stored_chunks", "make_mapping", "select_features", "plan_feature", "plan_groups",
     "plan_conversion", "plan_stored_prefix", "statistics",
 ]
@@ -36,6 +37,9 @@ DEFAULT_TASK_BYTES = 16 * 1024**2
 #: attributes of scalar features that dclab writes and reads as a shortcut: valid only for
 #: the events they were computed on
 STAT_ATTRS = ("min", "max", "mean")
+#: attributes of a feature dataset set apart from the others an output copies: statistics
+#: (kept or recomputed) and the image class attributes the writer sets
+SET_APART_ATTRS = frozenset(STAT_ATTRS) | {"CLASS", "IMAGE_SUBCLASS", "IMAGE_VERSION"}
 
 
 def carries_statistics(name: str, dtype, item_shape: tuple[int, ...]) -> bool:

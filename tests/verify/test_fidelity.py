@@ -283,3 +283,35 @@ def test_a_basin_dclab_writes_unmapped_is_kept_and_verify_notices_it_missing(tmp
                           if '"raw"' in "".join(h5["basins"][k].asstr()[:])][0]]
     assert dcbulk.verify(dst).problems == [
         f"{dst / 'small.rtdc'}: basin 'raw' of the source is missing"]
+
+
+def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, capsys):
+    """A feature's own attributes (a ``unit``) were dropped, where dclab-compress and dcnum's
+    ``copy_features`` keep them; top-level objects besides the format's groups and the
+    attributes of ``events`` (which those leave out too) went without a word. Now the
+    attributes are kept and verified, and what is left out is one warning line."""
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 20, seed=8)
+    with h5py.File(src, "a") as h5:
+        h5["events/deform"].attrs["unit"] = "none"
+        h5["events/area_um"].attrs["range"] = np.array([0.0, 100.0])
+        h5["junk"] = [1, 2]
+        h5["events"].attrs["note"] = "x"
+    dst = tmp_path / "dst"
+    assert dcbulk.cli.main(["convert", str(src.parent), "-o", str(dst), "-q"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "not carried" in line]
+    assert len(err) == 1 and err[0].endswith(
+        "(dclab's and dcnum's exports leave them out too): /junk, attribute 'note' of /events")
+    with h5py.File(dst / "s.rtdc", "r") as h5:
+        assert h5["events/deform"].attrs["unit"] == "none"
+        assert np.array_equal(h5["events/area_um"].attrs["range"], [0.0, 100.0])
+        assert "junk" not in h5 and not h5["events"].attrs
+    assert dcbulk.verify(dst).ok
+    with h5py.File(dst / "s.rtdc", "a") as h5:
+        h5["events/deform"].attrs["unit"] = "m"
+        h5["events/time"].attrs["added"] = 1
+        del h5["events/area_um"].attrs["range"]
+    out = dst / "s.rtdc"
+    assert set(dcbulk.verify(dst).problems) >= {
+        f"{out}: feature 'deform': attribute 'unit' is 'm', source has 'none'",
+        f"{out}: feature 'time': attribute 'added' is not the source's",
+        f"{out}: feature 'area_um': attribute 'range' is missing"}

@@ -17,30 +17,38 @@ kept here (``/work/shared/FORMAT.md``, checked against dclab 0.73 and dcnum 0.31
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pathlib
 
 import h5py
 import numpy as np
+from h5py import h5o
 
 from .._version import __version__
 from ..errors import SourceError
-from ..plan import (STAT_ATTRS, ConversionPlan, carries_statistics, keeps_statistics,
-                    statistics)
+from ..plan import (SET_APART_ATTRS, STAT_ATTRS, ConversionPlan, carries_statistics,
+                    keeps_statistics, statistics)
 from ..provenance import log_name, make_provenance, provenance_lines
 from ..read.files import open_child, open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
-from ..read.policy import check_dataset, check_link
+from ..read.policy import STRUCTURE_GROUPS, check_dataset, check_link
 from ..write import HDF5Writer, copy_metadata
 
 __all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",
-           "siblings_hold_same_events"]
+           "not_carried", "siblings_hold_same_events"]
+
+logger = logging.getLogger(__name__)
 
 def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
     """Set the event count, copy attributes, logs and tables; new run identifier if mapped."""
     hw.h5.attrs["experiment:event count"] = plan.n_events
     if plan.source_info is not None:
         with open_rtdc(plan.source) as src:
+            left = not_carried(src)
+            if left:
+                logger.warning("%s: not carried into %s (dclab's and dcnum's exports leave "
+                               "them out too): %s", plan.source, plan.output, ", ".join(left))
             copy_metadata(src, hw.h5)
             if plan.mapping is not None:
                 base = get_measurement_identifier(src, compat="dclab")
@@ -49,6 +57,31 @@ def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
     if plan.extra is not None:
         for key, value in plan.extra.attrs.items():
             hw.h5.attrs[key] = value
+
+
+def not_carried(src: h5py.File) -> list[str]:
+    """What of a source no output of it holds: top-level objects besides the format's groups
+    and the attributes of ``events`` (as dclab's and dcnum's exports)."""
+    left = [f"/{key}" for key in src.keys() if key not in STRUCTURE_GROUPS]
+    return left + [f"attribute '{key}' of /events" for key in src["events"].attrs.keys()]
+
+
+def _store_feature_attrs(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File) -> None:
+    """The attributes of the source's own feature datasets (e.g. a ``unit``), as dclab's and
+    dcnum's copies keep them: all but the statistics (:func:`_store_statistics`), the image
+    class the writer sets, and references (HDF5 dimension scales: they name the source's
+    objects)."""
+    events = hw.h5["events"]
+    for fp in plan.features:
+        if fp.source.data.path != plan.source_info.path or fp.source.rowmap is not None:
+            continue
+        source = open_child(src, fp.source.data.name)
+        if not isinstance(source, h5py.Dataset) or not h5o.get_info(source.id).num_attrs:
+            continue
+        keep = {key: value for key, value in source.attrs.items()
+                if key not in SET_APART_ATTRS and not np.asarray(value).dtype.hasobject}
+        if keep:
+            open_child(events, fp.name, readonly=False).attrs.update(keep)
 
 
 def compose_map(old: np.ndarray | None, mapping: np.ndarray | None) -> np.ndarray | None:
@@ -265,6 +298,7 @@ def write_trailer(hw: HDF5Writer, plan: ConversionPlan, copied: dict[str, int]) 
     contours = None
     if plan.source_info is not None:
         with open_rtdc(plan.source) as src:
+            _store_feature_attrs(hw, plan, src)
             _store_statistics(hw, plan, src)
             if plan.contour and plan.source_info.has_contour:
                 contours = _store_contours(hw, src, plan)
