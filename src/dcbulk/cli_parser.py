@@ -134,10 +134,17 @@ def _add_verify(sub) -> None:
     _add_cluster_args(v)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line (its own print the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: usage error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(cmds: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     """The parser of every sub-command (the job ones: ``cmds``, default the registry's)."""
     cmds = commands() if cmds is None else cmds
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="dcbulk", description="Convert archives of deformability cytometry (.rtdc) files "
         "in parallel with dask.", epilog="Exit status: 0 ok, 1 some files failed, 2 usage, "
         "3 error, 130 interrupted.")

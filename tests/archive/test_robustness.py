@@ -94,6 +94,9 @@ def test_no_resume_without_force_does_not_overwrite(two, tmp_path, capsys, clien
     (["--filter", "deform << 1"], EXIT_USAGE, "'LShift' is not allowed"),
     # each file failed: "ValueError: input operand has more dimensions than allowed ..."
     (["--filter", "image > 0"], EXIT_USAGE, "'image' is not a scalar feature"),
+    # argparse's errors printed the whole usage (12 lines) first
+    (["--features", ","], EXIT_USAGE, "argument --features: no name in ','"),
+    (["--workers", "0"], EXIT_USAGE, "argument --workers: must be at least 1, got 0"),
 ])
 def test_usage_errors_before_any_cluster(two, tmp_path, capsys, args, exit_status, words):
     src, files = two
