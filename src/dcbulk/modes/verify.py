@@ -229,9 +229,6 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
     if os.path.isdir(output):
         raise UsageError(f"{output} is a directory: it is verified through its manifest, "
                          f"without --against (against=)")
-    if os.path.exists(against) and os.path.exists(output) and os.path.samefile(output, against):
-        raise UsageError(f"{output} is its own --against file: compared with itself, it "
-                         f"would always be equal")
     return [VerifyPair(output=os.path.abspath(output), source=os.path.abspath(os.fspath(against)),
                        features=tuple(features) if features else None, filter=filter,
                        mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()),
