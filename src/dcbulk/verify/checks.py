@@ -118,9 +118,10 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
             continue
         fsrc = info.features[name]
         renumber = mapping is not None and name == "index"
+        own = fsrc.rowmap is None and fsrc.data.path == info.path  # the writer's rule
         checks += feature_checks(pair.output, name, layout, fsrc, 0, n_out, events=mapping,
                                  enumerate=renumber or fsrc.origin == ENUMERATE,
-                                 task_bytes=task_bytes)
+                                 own=own and fsrc.origin != ENUMERATE, task_bytes=task_bytes)
     contour = info.has_contour and (pair.features is None or "contour" in pair.features)
     meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour, "codec": codec}
     return problems, pack(checks, task_bytes), meta

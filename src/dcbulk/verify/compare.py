@@ -15,16 +15,12 @@ import pathlib
 import h5py
 import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
-from h5py import h5l, h5o
 
 from ..codec import ChunkCodec
-from ..plan import SET_APART_ATTRS
 from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
 from ..read.digests import file_sha256
-from ..read.files import open_child
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
-from ..read.inspect import _walk_event_datasets
 from ..read.policy import external_objects
 from .storage import stored_otherwise
 
@@ -193,35 +189,6 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
     return problems
 
 
-def _compare_feature_attrs(src: h5py.File, out: h5py.File) -> list[str]:
-    """The attributes of each output feature that is one of the source's own datasets: the
-    source's (statistics and image class aside: checked by the row checks / set by the
-    writer; references to the source's objects are not copied)."""
-    problems = []
-    events = src["events"]
-    for name, dset in _walk_event_datasets(out["events"]):
-        try:  # a link (followed with --follow-external) leads to another's attributes
-            hard = events.id.links.get_info(name.encode()).type == h5l.TYPE_HARD
-        except (KeyError, RuntimeError):
-            hard = False
-        source = open_child(events, name, hard=True) if hard else None
-        if not isinstance(source, h5py.Dataset):
-            continue  # a basin's feature, or none of the source's: the row checks say
-        if not (h5o.get_info(dset.id).num_attrs or h5o.get_info(source.id).num_attrs):
-            continue
-        got = {k: v for k, v in dset.attrs.items() if k not in SET_APART_ATTRS}
-        want = {k: v for k, v in source.attrs.items()
-                if k not in SET_APART_ATTRS and not np.asarray(v).dtype.hasobject}
-        problems += [f"feature '{name}': attribute '{k}' is missing" for k in want
-                     if k not in got]
-        problems += [f"feature '{name}': attribute '{k}' is not the source's" for k in got
-                     if k not in want]
-        problems += [f"feature '{name}': attribute '{k}' is {shown(got[k])!r}, source has "
-                     f"{shown(v)!r}" for k, v in want.items()
-                     if k in got and not same_value(got[k], v)]
-    return problems
-
-
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      n_source: int, sample_suffix: str = "") -> list[str]:
     """Root attributes, logs, tables and basins of an output against its source.
@@ -237,7 +204,6 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
         problems = [f"{found}: an output must hold its own data"
                     for found in external_objects(out)]
         problems += _compare_attrs(src, out, mapping, n_source, sample_suffix)
-        problems += _compare_feature_attrs(src, out)
         problems += _compare_group(src, out, "logs")
         problems += _compare_group(src, out, "tables")
         try:

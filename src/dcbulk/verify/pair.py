@@ -94,11 +94,11 @@ def out_features(output: str, want: ChunkCodec | None
 def feature_checks(output: str, name: str, layout: DatasetRef, source: FeatureSource | None,
                    first: int, n_rows: int, *, events: np.ndarray | None = None,
                    enumerate: bool = False, joined: Joined | None = None,
-                   task_bytes: int) -> list[tuple[int, RowCheck]]:
+                   own: bool = False, task_bytes: int) -> list[tuple[int, RowCheck]]:
     """The row checks of output rows ``first .. first+n_rows-1`` of one feature, with their
     output bytes: of about ``task_bytes`` each (whole chunks' rows); a feature carrying statistics
     whole up to :data:`STATISTICS_TASK_BYTES` (``events``: the source's events of those
-    rows, None: its rows from 0)."""
+    rows, None: its rows from 0; ``own``: :attr:`RowCheck.own`)."""
     shape, dtype = layout.shape, np.dtype(layout.dtype)
     rows = best_chunk_rows(shape[1:], dtype)
     row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
@@ -111,7 +111,7 @@ def feature_checks(output: str, name: str, layout: DatasetRef, source: FeatureSo
         checks.append(((stop - start) * row_bytes, RowCheck(
             output=output, feature=name, start=first + start, stop=first + stop,
             source=source, events=None if events is None else events[start:stop],
-            enumerate=enumerate, layout=layout, joined=joined)))
+            enumerate=enumerate, layout=layout, joined=joined, own=own)))
     return checks
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from h5py import h5o
 
 from ..errors import ChecksumMismatchError, SourceError
-from ..plan import STAT_ATTRS, carries_statistics, keeps_statistics, statistics
+from ..plan import (SET_APART_ATTRS, STAT_ATTRS, carries_statistics, keeps_statistics,
+                    statistics)
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
@@ -68,6 +69,9 @@ class RowCheck:
     #: the output dataset as planned (shape, dtype, chunks, filters: not asked of HDF5 again)
     layout: DatasetRef | None = None
     joined: Joined | None = None
+    #: a dataset of the source itself (not a basin's, nor followed): the output feature's
+    #: other attributes must be its own (checked with the first rows)
+    own: bool = False
 
 
 def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
@@ -181,15 +185,31 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
             got = got > 0
     problem = _diff_rows(got, want, check.start)
-    if problem is not None:
-        return [f"{where}: {problem}"]
+    found = [] if problem is None else [f"{where}: {problem}"]
+    if check.start == 0 and check.own:  # once per feature
+        found += _attribute_problems(dset, files.dataset(check.source.data))
     shape, dtype = ((check.layout.shape, check.layout.dtype) if check.layout is not None
                     else (dset.shape, dset.dtype))
-    if check.start == 0 and check.stop == shape[0] and carries_statistics(
+    if problem is None and check.start == 0 and check.stop == shape[0] and carries_statistics(
             check.feature, dtype, shape[1:]):
-        return [f"{check.output}: feature '{check.feature}': {p}"
-                for p in _statistics_problems(dset, got, files, check)]
-    return []
+        found += _statistics_problems(dset, got, files, check)
+    return [p if p.startswith(where) else f"{check.output}: feature '{check.feature}': {p}"
+            for p in found]
+
+
+def _attribute_problems(dset: h5py.Dataset, source: h5py.Dataset) -> list[str]:
+    """An output feature's attributes against its source dataset's (statistics and the
+    image class set apart, :data:`~dcbulk.plan.SET_APART_ATTRS`; references to the
+    source's objects are not copied)."""
+    if not (h5o.get_info(dset.id).num_attrs or h5o.get_info(source.id).num_attrs):
+        return []
+    got = {k: v for k, v in dset.attrs.items() if k not in SET_APART_ATTRS}
+    want = {k: v for k, v in source.attrs.items()
+            if k not in SET_APART_ATTRS and not np.asarray(v).dtype.hasobject}
+    return ([f"attribute '{k}' is missing" for k in want if k not in got]
+            + [f"attribute '{k}' is not the source's" for k in got if k not in want]
+            + [f"attribute '{k}' is {shown(got[k])!r}, source has {shown(v)!r}"
+               for k, v in want.items() if k in got and not same_value(got[k], v)])
 
 
 def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
