@@ -30,8 +30,8 @@ from ..read.inspect import SourceInfo, inspect_source
 from ..read.joining import attrs_of, cfg_lines, logs_of, start_seconds, tables_of
 from ..read.policy import external_objects
 from .compare import file_problems, log_lines, same_value, shown
-from .pair import STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack, \
-    special_file
+from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
+                   special_file)
 from .rows import Joined, RowCheck
 
 __all__ = ["join_metadata_problems", "plan_join_checks"]
