@@ -12,7 +12,10 @@ kept here (``/work/shared/FORMAT.md``, checked against dclab 0.73 and dcnum 0.31
 - basin identifiers follow :func:`~dcbulk.read.identifier.basin_identifier` (a value both
   readers accept);
 - contours get the output's filters; ``min``/``max``/``mean`` attributes of scalar features
-  are kept when the rows are the source's and recomputed otherwise.
+  are kept when the rows are the source's and recomputed otherwise; a feature's other
+  attributes are kept (as dclab-compress and dcnum's ``copy_features`` keep them);
+- what no output carries (top-level objects besides the format's groups, attributes of
+  ``events``: dclab's and dcnum's exports leave them out too) is one warning line.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ __all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",
            "not_carried", "siblings_hold_same_events"]
 
 logger = logging.getLogger(__name__)
+
 
 def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
     """Set the event count, copy attributes, logs and tables; new run identifier if mapped."""
