@@ -151,6 +151,38 @@ def _check(node, names: list[str], text: str) -> None:
             names.append(sub.id)
 
 
+def _boolean(node) -> bool:
+    """Whether ``node`` gives true/false per event by its form: a comparison, a bool, or
+    and/or/not of those (numpy would take any number as true where it is not 0)."""
+    if isinstance(node, ast.Compare):
+        return True
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, bool)
+    if isinstance(node, ast.BoolOp):
+        return all(_boolean(value) for value in node.values)
+    return isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not) \
+        and _boolean(node.operand)
+
+
+def _check_boolean(tree: ast.Expression, text: str) -> None:
+    """Refuse a filter that is not true/false per event, or and/or/not of a number
+    ('not deform', 'deform > 0.1 or tilt')."""
+    def logical(node) -> bool:
+        return isinstance(node, ast.BoolOp) or (isinstance(node, ast.UnaryOp)
+                                                and isinstance(node.op, ast.Not))
+
+    for sub in ast.walk(tree):
+        operands = (sub.values if isinstance(sub, ast.BoolOp) else [sub.operand]
+                    if logical(sub) else [])
+        for operand in operands:  # the number itself, not the and/or/not holding it
+            if not _boolean(operand) and not logical(operand):
+                raise FilterSyntaxError(f"filter '{text}': '{ast.unparse(operand)}' is a "
+                                        f"number, not true/false: and/or/not take comparisons")
+    if not _boolean(tree.body):
+        raise FilterSyntaxError(f"filter '{text}' does not give true/false per event (use a "
+                                f"comparison, e.g. 'deform > 0.1')")
+
+
 def parse_filter(text: str | None) -> FilterExpr | None:
     """Check a filter expression; ``None`` or an empty string means no filter.
 
@@ -185,6 +217,7 @@ def parse_filter(text: str | None) -> FilterExpr | None:
                                 f"(at most {MAX_DEPTH})")
     names: list[str] = []
     _check(tree, names, text)
+    _check_boolean(tree, text)
     _fold(tree.body, text)
     if not names:
         raise FilterSyntaxError(f"filter '{text}' uses no feature")

@@ -39,6 +39,11 @@ def test_filter_values(text, expect):
     ("deform < 'a'", "only numbers"),
     ("1 < 2", "uses no feature"),
     ("[deform]", "not allowed"),
+    # numbers taken as true where not 0 (numpy's logical_*): accepted before
+    ("not deform", "'deform' is a number, not true/false"),
+    ("deform > 0.1 or tilt", "'tilt' is a number, not true/false"),
+    ("~area_um & deform < 1", "'area_um' is a number"),
+    ("deform", "does not give true/false per event"),  # refused per file before
 ])
 def test_filter_rejects(text, match):
     with pytest.raises(PlanError, match=match):
@@ -48,4 +53,4 @@ def test_filter_rejects(text, match):
 def test_filter_empty_and_non_boolean():
     assert parse_filter(None) is None and parse_filter("  ") is None
     with pytest.raises(PlanError, match="true/false"):
-        parse_filter("deform * 2").evaluate(FEATURES)
+        parse_filter("deform * 2")
