@@ -165,6 +165,15 @@ def test_changed_root_attribute_is_found(client, capsys, pair):
     assert code == 1 and _problems(lines) == [
         ln for ln in lines if "root attribute 'setup:flow rate'" in ln], lines
     assert len(_problems(lines)) == 1
+    with h5py.File(src, "r") as h5:
+        flow, roi = h5.attrs["setup:flow rate"], h5.attrs["imaging:roi size x"]
+    with h5py.File(out, "a") as h5:  # the same values, another type: passed before
+        h5.attrs["setup:flow rate"] = flow
+        h5.attrs["imaging:roi size x"] = np.float64(roi)
+    code, lines = _cli(client, capsys, out, "--against", src)
+    assert code == 1 and _problems(lines) == [
+        f"{out}: root attribute 'imaging:roi size x' is stored as float64, the source's as "
+        f"{np.asarray(roi).dtype.name}"], lines
 
 
 def test_missing_feature_is_found(client, capsys, pair):

@@ -68,6 +68,12 @@ def log_lines(dset: h5py.Dataset) -> list[str]:
     return [str(_text(x)) for x in dset[()].ravel()] if dset.shape else [str(_text(dset[()]))]
 
 
+def _numeric_dtype(value) -> str | None:
+    """The dtype of a numeric attribute value (None: text, whichever way HDF5 stores it)."""
+    kind = np.asarray(value).dtype
+    return None if kind.kind in "SUO" else kind.name
+
+
 def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
                    n_source: int, sample_suffix: str) -> list[str]:
     problems = []
@@ -85,6 +91,10 @@ def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
                     if sample_suffix and key == "experiment:sample"
                     else f"source has {shown(value)!r}")
             problems.append(f"root attribute '{key}' is {shown(oattrs[key])!r}, {want}")
+        elif _numeric_dtype(oattrs[key]) != _numeric_dtype(value):  # a copy keeps it
+            problems.append(f"root attribute '{key}' is stored as "
+                            f"{_numeric_dtype(oattrs[key]) or 'text'}, the source's as "
+                            f"{_numeric_dtype(value) or 'text'}")
     for key in oattrs:
         if key not in sattrs and key not in ALLOWED_ATTR_CHANGES:
             problems.append(f"root attribute '{key}' is not in the source")
