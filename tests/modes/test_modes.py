@@ -764,3 +764,74 @@ def test_mode_outputs_committed_but_not_recorded_are_adopted(small_archive, tmp_
         assert {p: p.stat().st_mtime_ns for p in out.rglob("*.rtdc")} == stamps
         # and now recorded: the next run skips them by the manifest
         assert [(f.status, f.reason) for f in run(out).files] == [("skipped", "finished")] * 3
+
+
+def _retyped(path, **dtypes) -> None:
+    with h5py.File(path, "a") as h5:
+        for name, dtype in dtypes.items():
+            data = h5["events"][name][:].astype(dtype)
+            del h5["events"][name]
+            h5["events"][name] = data
+
+
+def test_join_offsets_are_kept_whole_and_bad_starts_or_rates_are_one_line(
+        tmp_path, capsys, monkeypatch):
+    """A join took the earliest input's dtype (as dclab-join appends to it): an int32 frame
+    overflowed (18200, then -1912017030) and a float32 time rounded a later input's to 16 s,
+    and verify agreed. A later input without a frame rate got no frame offset (frames ran
+    backwards); a negative offset or a bad rate was a traceback. And verify recomputed the
+    offsets in its own time zone: a join across a DST change made in Berlin 'differed' in
+    UTC."""
+    import time as _time
+    from dcbulk.cli import main
+    from dcbulk.modes.join import join
+    from dcbulk.read.joining import start_seconds
+    meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1, meta=meta)
+    b = make_rtdc(tmp_path / "b.rtdc", 20, seed=2, meta={**meta, "experiment:date": "2024-05-09"})
+    _retyped(a, frame=np.int32, time=np.float32)
+    out = tmp_path / "j.rtdc"
+    assert join([b, a], out).ok
+    with h5py.File(out, "r") as h5, h5py.File(a, "r") as ha, h5py.File(b, "r") as hb:
+        offset = (start_seconds(dict(hb.attrs), str(b)) - start_seconds(dict(ha.attrs), str(a)))
+        shift = np.uint64(round(offset * hb.attrs["imaging:frame rate"]))
+        assert h5["events/frame"].dtype == np.uint64 and h5["events/time"].dtype == np.float64
+        assert np.array_equal(h5["events/frame"][20:], hb["events/frame"][:].astype(np.uint64)
+                              + shift)
+        assert np.array_equal(h5["events/time"][20:], hb["events/time"][:] + offset)
+        assert np.array_equal(h5["events/time"][:20], ha["events/time"][:].astype(np.float64))
+    assert dcbulk.verify(out).ok
+    for attrs, words in (({"imaging:frame rate": None}, "'imaging:frame rate' is missing"),
+                         ({"imaging:frame rate": "fast"}, "'imaging:frame rate' is fast"),
+                         # by text, "10:00:00.5" comes before "10:00:00": a starts 0.5 s
+                         # before b, the earliest by dclab-join's order
+                         ({"experiment:date": "2020-05-01", "experiment:time": "10:00:00.5"},
+                          "a.rtdc: starts 0.5 s before the earliest input"),
+                         ({"experiment:time": "10:00:01nan"}, "cannot read the recording start")):
+        with h5py.File(b, "a") as h5:
+            for key, value in attrs.items():
+                if value is None:
+                    del h5.attrs[key]
+                else:
+                    h5.attrs[key] = value
+        assert main(["join", str(a), str(b), "-o", str(tmp_path / "bad.rtdc"), "-q"]) == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+        assert not (tmp_path / "bad.rtdc").exists()
+    # a join across the spring DST change, made in Berlin, verified in UTC
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    _time.tzset()
+    try:
+        c = make_rtdc(tmp_path / "c.rtdc", 10, seed=3, meta={
+            "experiment:date": "2023-03-26", "experiment:time": "01:59:00"})
+        d = make_rtdc(tmp_path / "d.rtdc", 10, seed=4, meta={
+            "experiment:date": "2023-03-26", "experiment:time": "03:01:00"})
+        dst = tmp_path / "dst.rtdc"
+        assert join([c, d], dst).ok
+        assert read_provenance(dst)["details"]["inputs"][1]["time offset"] == 120.0
+        monkeypatch.setenv("TZ", "UTC")
+        _time.tzset()
+        assert dcbulk.verify(dst).ok  # 3720 s in UTC: 'time' rows differed
+    finally:
+        monkeypatch.delenv("TZ")
+        _time.tzset()

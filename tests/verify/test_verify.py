@@ -615,7 +615,8 @@ def test_a_pipeline_refused_for_its_fill_value_is_not_named_as_the_runs_choice(t
 
 def _joined_inputs(root) -> list:
     """Three inputs recorded one after another (given out of order), with ``index_online``;
-    the earliest's ``time`` is float32 (the joined column's dtype: the others are cast)."""
+    the earliest's ``time`` is float32 (joined as float64: float32 would round the later
+    inputs' offset times to 16 s)."""
     starts = {"c.rtdc": "10:05:00", "a.rtdc": "10:00:00", "b.rtdc": "10:00:30.5"}
     paths = []
     for k, (name, start) in enumerate(starts.items()):
@@ -651,7 +652,7 @@ def test_a_joined_file_is_verified_against_its_inputs(client, tmp_path, capsys):
         time, online = h5["events/time"][:], h5["events/index_online"][:]
         n = [int(x["events"]) for x in json.loads("\n".join(
             h5["logs/dcbulk-join"].asstr()[:]))["details"]["inputs"]]
-    assert time.dtype == np.float32 and len(n) == 3 and all(n)
+    assert time.dtype == np.float64 and len(n) == 3 and all(n)  # float32 lost offsets
     assert online[n[0]] > online[n[0] - 1]  # continued after the earlier input
     # one value of the second input, one of the third, a log of the second, the third's
     # cfg log, the run identifier
@@ -677,13 +678,23 @@ def test_a_joined_file_is_verified_against_its_inputs(client, tmp_path, capsys):
     rest = [p for p in problems if p not in rows]
     assert len(rest) == len(starts) and all(
         any(p.startswith(start) for p in rest) for start in starts), rest
-    # an input rewritten since: one line; an input gone: named
-    ident = inspect_source(inputs[2]).identifier
+    # an input rewritten since: one line (by its size, before it is opened; by its
+    # identifier); an input gone: named
+    size = inputs[2].stat().st_size
     small_rtdc(inputs[2], 15, seed=5, overwrite=True)
+    line = (f"{out}: its input #2 {inputs[2]} has changed since the output was made ({{}}), "
+            f"so it no longer says what the output must equal")
     assert dcbulk.verify(out).problems == [
-        f"{out}: its input #2 {inputs[2]} has changed since the output was made (identifier "
-        f"{ident} then, {inspect_source(inputs[2]).identifier} now), so it no longer says "
-        f"what the output must equal"]
+        line.format(f"{size} bytes then, {inputs[2].stat().st_size} now")]
+    with h5py.File(out, "a") as h5:  # a log of an earlier release: no sizes
+        doc = json.loads("\n".join(h5["logs/dcbulk-join"].asstr()[:]))
+        ident = doc["details"]["inputs"][1]["identifier"]
+        for d in doc["details"]["inputs"]:
+            d.pop("size")
+        del h5["logs/dcbulk-join"]
+        h5["logs/dcbulk-join"] = json.dumps(doc).splitlines()
+    assert dcbulk.verify(out).problems == [line.format(
+        f"identifier {ident} then, {inspect_source(inputs[2]).identifier} now")]
     inputs[0].unlink()
     assert main(["verify", "-q", str(out)]) == 3
     assert f"its input #3 {inputs[0]}" in capsys.readouterr().err

@@ -41,8 +41,8 @@ from ..read.files import open_rtdc
 from ..read.filtering import event_filter
 from ..read.identifier import filtered_run_identifier
 from ..read.inspect import SourceInfo, inspect_source
-from ..read.joining import (attrs_of, cfg_lines, logs_of, order_key, start_seconds,
-                            tables_of)
+from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs_of,
+                            order_key, start_seconds, tables_of)
 
 __all__ = ["COMMAND", "JoinJob", "join"]
 
@@ -75,8 +75,7 @@ def _pieces(info: SourceInfo, names: list[str], idx: np.ndarray | None, n: int, 
         if k > 1 and name == "time":
             cast, shift = np.dtype(np.float64).str, t_off
         elif k > 1 and name == "frame":
-            rate = float(attrs.get("imaging:frame rate", 0) or 0)
-            cast, shift = np.dtype(np.uint64).str, np.uint64(round(t_off * rate))
+            cast, shift = np.dtype(np.uint64).str, frame_shift(attrs, t_off, info.path)
         elif k > 1 and name == "index_online":
             shift = 0 if online_next is None else online_next
         pieces[name] = Piece(fp, n, info.path, mapping=idx, cast=cast, shift=shift)
@@ -115,15 +114,20 @@ def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
             last = _last(info, "index_online", idx)
             online_next = int(last + (0 if k == 1 or online_next is None else online_next)) + 1
         details.append({"index": k, "path": info.path, "name": os.path.basename(info.path),
-                        "identifier": info.identifier, "events": n, "first event": total,
+                        "identifier": info.identifier, "size": info.size, "events": n,
+                        "first event": total,
                         "time offset": t_off, "start": order_key(attrs)})
         total += n
-    # the earliest input's dtype (it has every name), as dclab appends to it
-    joined = {name: Column(tuple(pieces), pieces[0].feature.dtype, pieces[0].feature.item_shape,
-                           enumerate=name == "index") for name, pieces in parts.items()}
+    # the earliest input's dtype (it has every name), as dclab appends to it, but time and
+    # frame as the later inputs' offset values (read/joining.py::joined_dtype)
+    offsets = [d["time offset"] for d in details]
+    joined = {name: Column(tuple(pieces), joined_dtype(name, pieces[0].feature.dtype, offsets),
+                           pieces[0].feature.item_shape, enumerate=name == "index")
+              for name, pieces in parts.items()}
     stored = {} if mappings[0] is not None else {  # the earliest input's rows come unchanged
-        name: infos[0].features[name] for name in joined
-        if name != "index" and name in infos[0].features}
+        name: infos[0].features[name] for name, column in joined.items()
+        if name != "index" and name in infos[0].features
+        and np.dtype(column.dtype) == np.dtype(parts[name][0].feature.dtype)}
     run_id = filtered_run_identifier(
         infos[0].identifier, mappings[0], infos[0].n_events,
         more=[(info.identifier, idx, info.n_events)

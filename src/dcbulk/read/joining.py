@@ -17,11 +17,14 @@ import numpy as np
 from ..errors import PlanError
 from ..provenance import wrap_lines
 
-__all__ = ["attrs_of", "cfg_lines", "logs_of", "order_key", "start_seconds", "tables_of"]
+__all__ = ["attrs_of", "cfg_lines", "frame_shift", "joined_dtype", "logs_of", "order_key",
+           "start_seconds", "tables_of"]
 
 
 def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
 
 
 def order_key(attrs: dict) -> str:
@@ -36,10 +39,48 @@ def start_seconds(attrs: dict, path: str) -> float:
     date, etime = _text(attrs.get("experiment:date", "")), _text(attrs.get("experiment:time", ""))
     try:
         start = time.mktime(time.strptime(date + etime[:8], "%Y-%m-%d%H:%M:%S"))
-        return start + (float(etime[8:]) if len(etime) > 8 else 0.0)
-    except ValueError as exc:
+        fraction = float(etime[8:]) if len(etime) > 8 else 0.0
+        if not 0 <= fraction < 1:  # '.5' only: not 'nan', 'inf', '-5' or '.5e9'
+            raise ValueError(f"fraction of a second {etime[8:]!r}")
+        return start + fraction
+    except (ValueError, OverflowError) as exc:
         raise PlanError(f"{path}: cannot read the recording start from experiment:date "
                         f"{date!r} and experiment:time {etime!r}") from exc
+
+
+def joined_dtype(name: str, first: str, offsets: list[float]) -> str:
+    """The dtype of a joined feature: the earliest input's (as dclab-join appends to it), but
+    ``time`` float64 and ``frame`` uint64 when a later input starts later (``offsets``: of
+    every input; dclab-join's own casts), so that no offset is rounded away or overflows a
+    narrower type (an int32 frame, a float32 time)."""
+    if any(offsets[1:]) and name in ("time", "frame"):
+        return np.dtype(np.float64 if name == "time" else np.uint64).str
+    return first
+
+
+def frame_shift(attrs: dict, offset: float, path: str) -> np.uint64:
+    """The frames a later input's recording starts after the earliest's: ``offset`` seconds
+    times its ``imaging:frame rate`` (dclab-join's rule, which fails without a rate).
+
+    Raises
+    ------
+    PlanError
+        Without a positive, finite frame rate, or with a negative offset (the input starts
+        before the earliest one by dclab-join's order).
+    """
+    raw = attrs.get("imaging:frame rate")
+    try:
+        rate = float(_text(raw)) if raw is not None else float("nan")
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if not (np.isfinite(rate) and rate > 0):
+        raise PlanError(f"{path}: its frames cannot be offset in a join: "
+                        f"'imaging:frame rate' is {_text(raw) if raw is not None else 'missing'}")
+    if offset < 0:
+        raise PlanError(f"{path}: starts {-offset:g} s before the earliest input by "
+                        f"dclab-join's order (date, time, run index as text); its frames "
+                        f"cannot be offset")
+    return np.uint64(round(offset * rate))
 
 
 def cfg_lines(attrs: dict) -> list[str]:

@@ -3,9 +3,10 @@
 The output's provenance log names its inputs in the join's order and the options of its run
 (features, filter, compression). Everything else is computed here again from the inputs,
 not read from the log: each input's events (the filter applied again), where they start in
-the output, the time offsets from the recording starts, the shifts of ``frame`` and
-``index_online``, the run identifier, and the attributes, logs and tables a joined file
-keeps of each input (dclab-join's rules, :mod:`dcbulk.read.joining`). The rows of each
+the output, the shifts of ``frame`` and ``index_online``, the run identifier, and the attributes, logs and tables a joined file
+keeps of each input (dclab-join's rules, :mod:`dcbulk.read.joining`); only the time offsets
+of the recording starts are the log's (they depend on the joining machine's time zone,
+:func:`_joins`). The rows of each
 input are then compared where the join put them, bit for bit, by the row checks of every
 output (:mod:`.rows`); a feature whose rows come from several inputs has its
 ``min``/``max``/``mean`` checked against all of them.
@@ -14,6 +15,8 @@ Hand-written for the reason :mod:`.compare` is: no library checks a joined ``.rt
 against its inputs.
 """
 from __future__ import annotations
+
+import os
 
 import h5py
 import numpy as np
@@ -27,7 +30,8 @@ from ..read.chunks import OpenFiles, read_event_rows
 from ..read.filtering import filter_mapping
 from ..read.identifier import filtered_run_identifier
 from ..read.inspect import SourceInfo, inspect_source
-from ..read.joining import attrs_of, cfg_lines, logs_of, start_seconds, tables_of
+from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs_of,
+                            start_seconds, tables_of)
 from ..read.policy import external_objects
 from .compare import file_problems, log_lines, same_value, shown
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
@@ -47,37 +51,59 @@ def _inputs(pair: VerifyPair) -> tuple[list[SourceInfo], list[dict]]:
     return infos, attrs
 
 
-def _changed(pair: VerifyPair, infos: list[SourceInfo]) -> str | None:
-    for k, (info, then) in enumerate(zip(infos, pair.input_identifiers or ()), start=1):
-        if then and info.identifier != then:
-            return (f"{pair.output}: its input #{k} {info.path} has changed since the output "
-                    f"was made (identifier {then} then, {info.identifier} now), so it no "
-                    f"longer says what the output must equal")
+def _changed_line(pair: VerifyPair, k: int, path: str, how: str) -> str:
+    return (f"{pair.output}: its input #{k} {path} has changed since the output was made "
+            f"({how}), so it no longer says what the output must equal")
+
+
+def _resized(pair: VerifyPair) -> str | None:
+    """The line of the first input whose size differs from the join log's (checked before
+    the inputs are opened: one replaced by another file is then this one line)."""
+    for k, (path, then) in enumerate(zip(pair.inputs, pair.input_sizes or ()), start=1):
+        try:
+            now = os.path.getsize(path)
+        except OSError:
+            continue  # gone: opening it says so
+        if then is not None and now != then:
+            return _changed_line(pair, k, path, f"{then} bytes then, {now} now")
     return None
 
 
-def _joins(infos: list[SourceInfo], attrs: list[dict], mappings: list, wanted: list[str]
-           ) -> dict[str, list[tuple[int, Joined]]]:
+def _changed(pair: VerifyPair, infos: list[SourceInfo]) -> str | None:
+    for k, (info, then) in enumerate(zip(infos, pair.input_identifiers or ()), start=1):
+        if then and info.identifier != then:
+            return _changed_line(pair, k, info.path,
+                                 f"identifier {then} then, {info.identifier} now")
+    return None
+
+
+def _joins(infos: list[SourceInfo], attrs: list[dict], mappings: list, wanted: list[str],
+           offsets: tuple[float | None, ...] | None) -> dict[str, list[tuple[int, Joined]]]:
     """Each joined feature's inputs (their position) with how their rows become the
     output's: from the second input on, ``time`` plus the offset of its start, ``frame``
     plus that offset times its frame rate, ``index_online`` continued after the previous
-    input's last event."""
+    input's last event. The offsets are the join log's (``offsets``) where it has them:
+    dclab-join reads the recording starts in local time, so they depend on the time zone
+    of the machine that joined (a DST change between two starts); else computed here."""
     t0 = start_seconds(attrs[0], infos[0].path)
+    starts = [(offsets[k] if offsets and k < len(offsets) else None) for k in range(len(infos))]
+    starts = [start_seconds(att, info.path) - t0 if logged is None else logged
+              for info, att, logged in zip(infos, attrs, starts)]
+    dtypes = {name: joined_dtype(name, infos[0].features[name].data.dtype, starts)
+              for name in wanted if name in infos[0].features}
     joins: dict[str, list[tuple[int, Joined]]] = {name: [] for name in wanted}
     first, online_next = 0, None
-    for k, (info, idx, att) in enumerate(zip(infos, mappings, attrs)):
+    for k, (info, idx, att, offset) in enumerate(zip(infos, mappings, attrs, starts)):
         n = info.n_events if idx is None else int(idx.size)
-        offset = start_seconds(att, info.path) - t0
         for name in wanted:
-            if k == 0 or name == "index":
-                joins[name].append((k, Joined(first)))
+            dtype = dtypes.get(name)
+            if k == 0 or name == "index":  # as stored, but time and frame as joined_dtype
+                joins[name].append((k, Joined(first, dtype=dtype)))
                 continue
-            dtype = infos[0].features[name].data.dtype
             if name == "time":
                 joined = Joined(first, "<f8", offset, dtype)
             elif name == "frame":
-                rate = float(att.get("imaging:frame rate", 0) or 0)
-                joined = Joined(first, "<u8", np.uint64(round(offset * rate)), dtype)
+                joined = Joined(first, "<u8", frame_shift(att, offset, info.path), dtype)
             elif name == "index_online":
                 joined = Joined(first, None, online_next or 0, dtype)
             else:
@@ -100,6 +126,9 @@ def plan_join_checks(pair: VerifyPair, *, task_bytes: int
                      ) -> tuple[list[str], list[list[RowCheck]], dict]:
     """Problems found while planning, the row-check tasks, and the metadata-task arguments
     of a joined output (as :func:`~dcbulk.verify.checks.plan_checks`)."""
+    resized = _resized(pair)
+    if resized:
+        return [resized], [], {}
     try:
         infos, attrs = _inputs(pair)
     except (DcbulkError, OSError) as exc:
@@ -115,7 +144,7 @@ def plan_join_checks(pair: VerifyPair, *, task_bytes: int
             f for f in pair.features if f != "contour"] if pair.features else None)
             if name != "contour" and (name == "index" or all(
                 name in info.features for info in infos[1:]))]
-        joins = _joins(infos, attrs, mappings, wanted)
+        joins = _joins(infos, attrs, mappings, wanted, pair.input_offsets)
         codec = (parse_compression(pair.compression, fletcher32=False)
                  if pair.compression else None)
     except (PlanError, DcbulkError, OSError) as exc:  # OSError: an input's last index_online

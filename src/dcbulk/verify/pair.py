@@ -61,6 +61,10 @@ class VerifyPair:
     #: measurement identifier when the output was made (from its provenance log)
     inputs: tuple[str, ...] | None = None
     input_identifiers: tuple[str | None, ...] | None = None
+    #: ... their sizes in bytes and the time offsets of their recording starts, as the join
+    #: log holds them (None: unknown)
+    input_sizes: tuple[int | None, ...] | None = None
+    input_offsets: tuple[float | None, ...] | None = None
     #: a file in an output directory that its manifest does not record: nothing says what
     #: it must equal, so it is reported, not opened
     unrecorded: bool = False

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from os import PathLike
 
+import numpy as np
+
 from ..errors import NotHDF5Error, SourceNotFoundError, UsageError
 from ..provenance import read_provenance
 from .checks import VerifyPair
@@ -73,8 +75,11 @@ def _join_pair(output: str, doc: dict) -> VerifyPair:
     try:
         inputs = sorted(doc["details"]["inputs"], key=lambda d: int(d["index"]))
         paths = [str(d["path"]) for d in inputs]
-    except (KeyError, TypeError, ValueError) as exc:
+        offsets = tuple(_number(d.get("time offset")) for d in inputs)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise NotHDF5Error(f"{output}: its join log lacks the inputs ({exc!r})") from exc
+    if len(paths) < 2:
+        raise NotHDF5Error(f"{output}: its join log names {len(paths)} input(s), not two or more")
     for k, path in enumerate(paths, start=1):
         if not os.path.isfile(path):
             raise SourceNotFoundError(f"{output}: its input #{k} {path} (named by its "
@@ -83,8 +88,15 @@ def _join_pair(output: str, doc: dict) -> VerifyPair:
     features = options.get("features")
     return VerifyPair(output=output, source=paths[0], inputs=tuple(paths),
                       input_identifiers=tuple(d.get("identifier") or None for d in inputs),
+                      input_sizes=tuple(_size(d.get("size")) for d in inputs),
+                      input_offsets=offsets,
                       features=tuple(features) if features else None,
                       filter=options.get("filter"), compression=options.get("compression"))
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and np.isfinite(value) else None
 
 
 def _size(value) -> int | None:
