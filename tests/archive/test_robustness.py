@@ -418,6 +418,8 @@ def _contours(h5, names) -> None:
     ("a member that is a group", "'events/contour/5' is not a dataset"),
     ("a feature of one value", "'events/userdef1' holds a single value (shape ())"),
     ("a feature of strings", "'events/userdef1' holds variable-length items"),
+    ("a contour dataset", "'events/contour' is a dataset, not a group"),
+    ("logs as a dataset", "'logs' is a dataset, not a group of logs"),
     ("a group among the logs", "'logs/sub' is a group, not a log"),
     ("a group among the tables", "'tables/sub' is a group, not a table"),
 ])
@@ -438,6 +440,11 @@ def test_a_malformed_source_fails_its_file_alone_in_one_line(tmp_path, defect, l
         elif defect == "a member that is a group":
             _contours(h5, [str(i) for i in range(20) if i != 5])
             h5["events/contour"].create_group("5")
+        elif defect == "a contour dataset":  # convert exit 0, then its verify rejected it
+            h5["events/contour"] = np.ones((20, 5, 2))
+        elif defect == "logs as a dataset":
+            del h5["logs"]
+            h5["logs"] = [1]
         elif defect == "a feature of one value":
             h5["events/userdef1"] = 3.0
         elif defect == "a feature of strings":  # no feature named before
@@ -448,7 +455,11 @@ def test_a_malformed_source_fails_its_file_alone_in_one_line(tmp_path, defect, l
     assert [f.source for f in report.failed] == [str(bad)] and len(report.files) == 2
     assert line in report.failed[0].error and "\n" not in report.failed[0].error
     assert sorted(p.name for p in (tmp_path / "dst").glob("*.rtdc")) == ["good.rtdc"]
-    if defect.startswith(("a group among", "a feature")):  # join ignores contours
+    if defect == "a member that is a group":  # refused before split writes any piece
+        assert main(["split", str(bad), "-o", str(tmp_path / "pieces"), "--events-per-file",
+                     "5", "-q"]) == 3
+        assert not list((tmp_path / "pieces").glob("*.rtdc"))
+    if defect.startswith(("a group among", "a feature", "logs")):  # join ignores contours
         assert main(["join", str(good), str(bad), "-o", str(tmp_path / "j.rtdc"), "-q"]) == 3
         assert not (tmp_path / "j.rtdc").exists()
 

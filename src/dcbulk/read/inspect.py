@@ -167,6 +167,11 @@ def _check_contour_names(path: str, group: h5py.Group, n_events: int) -> None:
     reads them (``group[str(i)]``); those were left out of an output without a word."""
     names = set(group.keys())
     if len(names) == n_events and all(str(i) in names for i in range(n_events)):
+        inner = next((name for name in names if group.get(name, getclass=True) is h5py.Group),
+                     None)
+        if inner is not None:  # before any output (a split's pieces) is written
+            raise SourceError(f"{path}: 'events/contour/{inner}' is not a dataset; refusing "
+                              f"to drop a contour")
         return
     events = set(map(str, range(n_events)))
     extra, missing = names - events, events - names
@@ -286,7 +291,11 @@ def _describe(path: str, h5: h5py.File, follow_external: bool) -> SourceInfo:
                           f"references), which no feature of dclab or dcnum is")
     lengths = {k: v.data.shape[0] for k, v in own.items() if not k.startswith("basinmap")}
     n_events = _event_count(path, events, lengths)
-    contour = events.get("contour", getclass=True) is h5py.Group
+    kind = events.get("contour", getclass=True)
+    if kind is not None and kind is not h5py.Group:
+        raise SourceError(f"{path}: 'events/contour' is a dataset, not a group of one contour "
+                          f"per event (as dclab reads them); refusing to drop contours")
+    contour = kind is h5py.Group
     if contour:
         _check_contour_names(path, events["contour"], n_events)
     basins = tuple(extract_basin_dicts(h5, check=True))

@@ -174,6 +174,9 @@ def check_structure(h5: h5py.File, path: str, *, follow_external: bool) -> None:
             check_link(h5, name, path, follow_external=follow_external)
     for name, item in (("logs", "line"), ("tables", "record"), ("basins", "line")):
         group = h5.get(name)
+        if group is not None and not isinstance(group, h5py.Group):
+            raise SourceError(f"{path}: '{name}' is a dataset, not a group of {name} (as dclab "
+                              f"and dcnum read them)")
         if isinstance(group, h5py.Group):
             for _ in walk_datasets(group, path, follow_external=follow_external, item=item):
                 pass
