@@ -300,7 +300,8 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
     assert dcbulk.cli.main(["convert", str(src.parent), "-o", str(dst), "-q"]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "not carried" in line]
     assert len(err) == 1 and err[0].endswith(
-        "(dclab's and dcnum's exports leave them out too): /junk, attribute 'note' of /events")
+        "s.rtdc: not carried into its outputs (dclab's and dcnum's exports leave them out "
+        "too): /junk, attribute 'note' of /events")
     with h5py.File(dst / "s.rtdc", "r") as h5:
         assert h5["events/deform"].attrs["unit"] == "none"
         assert np.array_equal(h5["events/area_um"].attrs["range"], [0.0, 100.0])
@@ -309,9 +310,18 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
     with h5py.File(dst / "s.rtdc", "a") as h5:
         h5["events/deform"].attrs["unit"] = "m"
         h5["events/time"].attrs["added"] = 1
-        del h5["events/area_um"].attrs["range"]
+        h5["events/area_um"].attrs["range"] = np.zeros(5000)  # shown on one line
+        h5["events/size_x"].attrs["x"] = 1
+        h5["junk"] = [3]  # what no output carries: not from the source
+        h5["events"].attrs["note"] = "x"
     out = dst / "s.rtdc"
-    assert set(dcbulk.verify(dst).problems) >= {
+    problems = dcbulk.verify(dst).problems
+    assert set(problems) >= {
         f"{out}: feature 'deform': attribute 'unit' is 'm', source has 'none'",
         f"{out}: feature 'time': attribute 'added' is not the source's",
-        f"{out}: feature 'area_um': attribute 'range' is missing"}
+        f"{out}: feature 'size_x': attribute 'x' is not the source's",
+        f"{out}: /junk is not from the source (no output carries it)",
+        f"{out}: attribute 'note' of /events is not from the source (no output carries it)"}
+    big = [p for p in problems if "'range' is array([0., 0., 0.," in p]
+    assert len(big) == 1 and big[0].endswith("source has array([  0., 100.])"), problems
+    assert all("\n" not in p and len(p) < 400 for p in problems)

@@ -35,11 +35,11 @@ from ..plan import (SET_APART_ATTRS, STAT_ATTRS, ConversionPlan, carries_statist
 from ..provenance import log_name, make_provenance, provenance_lines
 from ..read.files import open_child, open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
-from ..read.policy import STRUCTURE_GROUPS, check_dataset, check_link
+from ..read.policy import check_dataset, check_link, not_carried
 from ..write import HDF5Writer, copy_metadata
 
 __all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",
-           "not_carried", "siblings_hold_same_events"]
+           "siblings_hold_same_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
         with open_rtdc(plan.source) as src:
             left = not_carried(src)
             if left:
-                logger.warning("%s: not carried into %s (dclab's and dcnum's exports leave "
-                               "them out too): %s", plan.source, plan.output, ", ".join(left))
+                logger.warning("%s: not carried into its outputs (dclab's and dcnum's exports "
+                               "leave them out too): %s", plan.source, ", ".join(left))
             copy_metadata(src, hw.h5)
             if plan.mapping is not None:
                 base = get_measurement_identifier(src, compat="dclab")
@@ -61,13 +61,6 @@ def write_metadata(hw: HDF5Writer, plan: ConversionPlan) -> None:
     if plan.extra is not None:
         for key, value in plan.extra.attrs.items():
             hw.h5.attrs[key] = value
-
-
-def not_carried(src: h5py.File) -> list[str]:
-    """What of a source no output of it holds: top-level objects besides the format's groups
-    and the attributes of ``events`` (as dclab's and dcnum's exports)."""
-    left = [f"/{key}" for key in src.keys() if key not in STRUCTURE_GROUPS]
-    return left + [f"attribute '{key}' of /events" for key in src["events"].attrs.keys()]
 
 
 def _store_feature_attrs(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File) -> None:

@@ -33,7 +33,8 @@ from ..errors import ExternalDataError, SourceError, SourceLimitError
 from .files import open_child
 
 __all__ = ["MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link", "check_dataset",
-           "check_item_bytes", "walk_datasets", "check_structure", "external_objects"]
+           "check_item_bytes", "walk_datasets", "check_structure", "external_objects",
+           "not_carried"]
 
 #: the largest single item (one event's row, one contour, one log line) dcbulk holds at once
 MAX_ITEM_BYTES = 64 * 1024**2
@@ -185,6 +186,16 @@ def check_structure(h5: h5py.File, path: str, *, follow_external: bool) -> None:
             if inner is not None:  # its links checked above
                 raise SourceError(f"{path}: '{name}/{inner}' is a group, not a {name[:-1]} "
                                   f"(a dataset, as dclab and dcnum read them)")
+
+
+def not_carried(h5: h5py.File) -> list[str]:
+    """What of a file no output holds: top-level objects besides the format's groups
+    (:data:`STRUCTURE_GROUPS`) and the attributes of ``events`` (as dclab's and dcnum's
+    exports; the writer warns of them, verify reports them in an output)."""
+    left = [f"/{key}" for key in h5.keys() if key not in STRUCTURE_GROUPS]
+    events = h5.get("events")
+    attrs = events.attrs.keys() if isinstance(events, h5py.Group) else []
+    return left + [f"attribute '{key}' of /events" for key in attrs]
 
 
 def external_objects(h5: h5py.File) -> list[str]:

@@ -21,7 +21,7 @@ from ..provenance import is_provenance_log
 from ..read.basins import extract_basin_dicts
 from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
-from ..read.policy import external_objects
+from ..read.policy import external_objects, not_carried
 from .storage import stored_otherwise
 
 __all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_value",
@@ -40,10 +40,23 @@ def _text(value) -> object:
     return value
 
 
+class _Shown(str):
+    """A long value's text, shown as it is (a problem stays one line)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 def shown(value) -> object:
-    """An attribute's value as a message shows it (numpy scalars as Python numbers)."""
+    """An attribute's value as a message shows it: numpy scalars as Python numbers, arrays
+    on one line, at most 120 characters."""
     value = _text(value)
-    return value.item() if isinstance(value, np.generic) else value
+    value = value.item() if isinstance(value, np.generic) else value
+    text = repr(value)
+    if "\n" in text or len(text) > 120:
+        text = " ".join(text.split())
+        return _Shown(text if len(text) <= 120 else text[:117] + "...")
+    return value
 
 
 def same_value(a, b) -> bool:
@@ -213,6 +226,8 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
     with out, h5py.File(source, "r", locking=False) as src:
         problems = [f"{found}: an output must hold its own data"
                     for found in external_objects(out)]
+        problems += [f"{name} is not from the source (no output carries it)"
+                     for name in not_carried(out)]
         problems += _compare_attrs(src, out, mapping, n_source, sample_suffix)
         problems += _compare_group(src, out, "logs")
         problems += _compare_group(src, out, "tables")
