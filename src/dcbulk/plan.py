@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+import h5py
 import numpy as np
 
 from .codec import ChunkCodec
@@ -22,7 +23,7 @@ from .write.filters import best_nd_chunks
 
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
-    "ENUMERATE", "SET_APART_ATTRS", "STAT_ATTRS", "best_chunk_rows", "carries_statistics",
+    "ENUMERATE", "SET_APART_ATTRS", "STAT_ATTRS", "is_reference", "best_chunk_rows", "carries_statistics",
     "keeps_statistics",
     "keeps_stored_chunks", "make_mapping", "select_features", "plan_feature", "plan_groups",
     "plan_conversion", "plan_stored_prefix", "statistics",
@@ -40,6 +41,15 @@ STAT_ATTRS = ("min", "max", "mean")
 #: attributes of a feature dataset set apart from the others an output copies: statistics
 #: (kept or recomputed) and the image class attributes the writer sets
 SET_APART_ATTRS = frozenset(STAT_ATTRS) | {"CLASS", "IMAGE_SUBCLASS", "IMAGE_VERSION"}
+
+
+def is_reference(value) -> bool:
+    """Whether an attribute value holds HDF5 object or region references (dimension scales:
+    they name objects of their own file, so no copy carries them)."""
+    if isinstance(value, (h5py.Reference, h5py.RegionReference)):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and h5py.check_dtype(ref=dtype) is not None
 
 
 def carries_statistics(name: str, dtype, item_shape: tuple[int, ...]) -> bool:

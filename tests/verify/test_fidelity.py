@@ -294,6 +294,10 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
     with h5py.File(src, "a") as h5:
         h5["events/deform"].attrs["unit"] = "none"
         h5["events/area_um"].attrs["range"] = np.array([0.0, 100.0])
+        # variable-length text and an empty value were dropped with references
+        h5["events/deform"].attrs["names"] = np.array(["a", "bb"], dtype=h5py.string_dtype())
+        h5["events/deform"].attrs["empty"] = h5py.Empty("f8")
+        h5["events/area_um"].attrs["ref"] = h5["events/deform"].ref  # names the source's
         h5["junk"] = [1, 2]
         h5["events"].attrs["note"] = "x"
     dst = tmp_path / "dst"
@@ -305,6 +309,9 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
     with h5py.File(dst / "s.rtdc", "r") as h5:
         assert h5["events/deform"].attrs["unit"] == "none"
         assert np.array_equal(h5["events/area_um"].attrs["range"], [0.0, 100.0])
+        assert list(h5["events/deform"].attrs["names"]) == ["a", "bb"]
+        assert h5["events/deform"].attrs["empty"] == h5py.Empty("f8")
+        assert "ref" not in h5["events/area_um"].attrs
         assert "junk" not in h5 and not h5["events"].attrs
     assert dcbulk.verify(dst).ok
     with h5py.File(dst / "s.rtdc", "a") as h5:

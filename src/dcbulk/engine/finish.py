@@ -31,7 +31,7 @@ from h5py import h5o
 from .._version import __version__
 from ..errors import SourceError
 from ..plan import (SET_APART_ATTRS, STAT_ATTRS, ConversionPlan, carries_statistics,
-                    keeps_statistics, statistics)
+                    is_reference, keeps_statistics, statistics)
 from ..provenance import log_name, make_provenance, provenance_lines
 from ..read.files import open_child, open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
@@ -76,7 +76,7 @@ def _store_feature_attrs(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File) -
         if not isinstance(source, h5py.Dataset) or not h5o.get_info(source.id).num_attrs:
             continue
         keep = {key: value for key, value in source.attrs.items()
-                if key not in SET_APART_ATTRS and not np.asarray(value).dtype.hasobject}
+                if key not in SET_APART_ATTRS and not is_reference(value)}
         if keep:
             open_child(events, fp.name, readonly=False).attrs.update(keep)
 

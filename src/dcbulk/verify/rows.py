@@ -18,8 +18,8 @@ import numpy as np
 from h5py import h5o
 
 from ..errors import ChecksumMismatchError, SourceError
-from ..plan import (SET_APART_ATTRS, STAT_ATTRS, carries_statistics, keeps_statistics,
-                    statistics)
+from ..plan import (SET_APART_ATTRS, STAT_ATTRS, carries_statistics, is_reference,
+                    keeps_statistics, statistics)
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
@@ -205,7 +205,7 @@ def _attribute_problems(dset: h5py.Dataset, source: h5py.Dataset) -> list[str]:
         return []
     got = {k: v for k, v in dset.attrs.items() if k not in SET_APART_ATTRS}
     want = {k: v for k, v in source.attrs.items()
-            if k not in SET_APART_ATTRS and not np.asarray(v).dtype.hasobject}
+            if k not in SET_APART_ATTRS and not is_reference(v)}
     return ([f"attribute '{k}' is missing" for k in want if k not in got]
             + [f"attribute '{k}' is not the source's" for k in got if k not in want]
             + [f"attribute '{k}' is {shown(got[k])!r}, source has {shown(v)!r}"
