@@ -466,3 +466,24 @@ def test_an_output_that_is_a_source_is_refused_also_with_force(tmp_path, capsys,
         os.link(a, out / a.name)
         assert main(["convert", str(a), "-o", str(out), "--force", "-q"]) == 2
         assert a.read_bytes() == before[a]
+
+
+def test_hidden_sources_are_named_when_left_out_and_hidden_strays_verified(tmp_path, capsys):
+    """Hidden files and directories were left out of a run without a word, so a tree
+    'converted' in full could still hold data (``.x.rtdc``, ``.sub/y.rtdc``); and a hidden
+    ``.rtdc`` in an output directory was not among the files verify reports unrecorded."""
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc", ".x.rtdc", ".sub/y.rtdc"])
+    (src / ".notes").write_text("not a measurement")  # hidden, not *.rtdc: no line
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "skipping hidden" in line]
+    assert err == [
+        f"dcbulk: skipping hidden directory {src / '.sub'} (names starting with '.' are not "
+        f"walked; give it as a source to take its files)",
+        f"dcbulk: skipping hidden file {src / '.x.rtdc'} (names starting with '.' are not "
+        f"taken; give it as a source to take it)"]
+    assert sorted(p.name for p in dst.rglob("*.rtdc")) == ["a.rtdc"]
+    (dst / ".copy.rtdc").write_bytes((dst / "a.rtdc").read_bytes())
+    assert main(["verify", "-q", str(dst)]) == 1
+    assert f"{dst / '.copy.rtdc'}: not in its directory's manifest" in capsys.readouterr().out

@@ -83,6 +83,23 @@ def _skipped_name(name: str) -> bool:
     return name.startswith(".") or name.endswith(".partial")
 
 
+def _say_hidden(entry: os.DirEntry, include: str) -> None:
+    """One warning line for a hidden directory or a hidden file matching ``include`` that
+    the walk leaves out (so nobody deletes a tree thinking it all converted)."""
+    if not entry.name.startswith("."):
+        return  # *.partial: an unfinished file of a killed run
+    try:
+        is_dir = entry.is_dir(follow_symlinks=False)
+    except OSError:
+        is_dir = False
+    if is_dir:
+        logger.warning("skipping hidden directory %s (names starting with '.' are not "
+                       "walked; give it as a source to take its files)", entry.path)
+    elif fnmatchcase(entry.name, include):
+        logger.warning("skipping hidden file %s (names starting with '.' are not taken; "
+                       "give it as a source to take it)", entry.path)
+
+
 def _why(exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "symbolic link loop"
@@ -184,6 +201,7 @@ def _walk(root: str, real_root: str, *, include: str, exclude: tuple[str, ...],
         subdirs = []
         for entry in entries:
             if _skipped_name(entry.name):
+                _say_hidden(entry, include)
                 continue
             rel = f"{rel_dir}{entry.name}"
             try:

@@ -179,12 +179,11 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
 
 
 def _rtdc_files(directory: str) -> list[str]:
-    """The ``.rtdc`` files below ``directory`` (hidden names, dcbulk's partials, aside)."""
+    """The ``.rtdc`` files below ``directory``, hidden ones too (dcbulk's partials end in
+    ``.partial``)."""
     found = []
-    for root, dirs, files in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [os.path.join(root, f) for f in files
-                  if f.endswith(".rtdc") and not f.startswith(".")]
+    for root, _dirs, files in os.walk(directory):
+        found += [os.path.join(root, f) for f in files if f.endswith(".rtdc")]
     return found
 
 
