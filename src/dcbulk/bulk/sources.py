@@ -8,6 +8,7 @@ without a ``stat`` per file.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import logging
@@ -84,18 +85,13 @@ def _skipped_name(name: str) -> bool:
 
 
 def _say_hidden(entry: os.DirEntry, include: str) -> None:
-    """One warning line for a hidden directory or a hidden file matching ``include`` that
-    the walk leaves out (so nobody deletes a tree thinking it all converted)."""
-    if not entry.name.startswith("."):
-        return  # *.partial: an unfinished file of a killed run
-    try:
-        is_dir = entry.is_dir(follow_symlinks=False)
-    except OSError:
-        is_dir = False
-    if is_dir:
-        logger.warning("skipping hidden directory %s (names starting with '.' are not "
-                       "walked; give it as a source to take its files)", entry.path)
-    elif fnmatchcase(entry.name, include):
+    """Name a hidden directory, or hidden file matching ``include``, the walk leaves out."""
+    with contextlib.suppress(OSError):
+        if entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+            logger.warning("skipping hidden directory %s (names starting with '.' are not "
+                           "walked; give it as a source to take its files)", entry.path)
+            return
+    if entry.name.startswith(".") and fnmatchcase(entry.name, include):
         logger.warning("skipping hidden file %s (names starting with '.' are not taken; "
                        "give it as a source to take it)", entry.path)
 
