@@ -332,3 +332,39 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
     big = [p for p in problems if "'range' is array([0., 0., 0.," in p]
     assert len(big) == 1 and big[0].endswith("source has array([  0., 100.])"), problems
     assert all("\n" not in p and len(p) < 400 for p in problems)
+
+
+def test_a_same_basin_of_another_measurement_is_not_carried(tmp_path, capsys):
+    """A basin stored as ``"mapping": "same"`` whose file is another measurement's: dclab
+    ignores it (the identifiers must match exactly); written unmapped into the output,
+    dcnum took that file's rows as this file's events. It is left out, in one line."""
+    import json
+
+    import dclab
+    from dclab.rtdc_dataset.writer import RTDCWriter
+    from dcnum.read import HDF5Data
+    full = small_rtdc(tmp_path / "src" / "full.rtdc", 30, seed=4)
+    other = small_rtdc(tmp_path / "src" / "other.rtdc", 40, seed=5)  # another identifier
+    small = tmp_path / "src" / "small.rtdc"
+    with dclab.new_dataset(full) as ds, RTDCWriter(small, mode="reset") as hw:
+        hw.store_metadata(ds.config.as_dict(pop_filtering=True))
+        hw.store_feature("deform", ds["deform"])
+        hw.store_basin(basin_name="raw", basin_type="file", basin_format="hdf5",
+                       basin_locs=[str(full)], basin_feats=["image"])
+    with h5py.File(small, "a") as h5:  # pointed at another measurement's file
+        key = list(h5["basins"])[0]
+        doc = json.loads("\n".join(h5["basins"][key].asstr()[:]))
+        doc["paths"] = [str(other)]
+        doc.pop("identifier", None)
+        del h5["basins"][key]
+        h5["basins"][key] = json.dumps(doc).splitlines()
+    with dclab.new_dataset(small) as ds:
+        assert "image" not in ds.features  # dclab ignores it
+    dst = tmp_path / "dst"
+    assert dcbulk.cli.main(["convert", str(small), "-o", str(dst), "-q"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "basin 'raw'" in line]
+    assert len(err) == 1 and f"is the file {other}, of another measurement" in err[0], err
+    data = HDF5Data(dst / "small.rtdc")
+    assert "image" not in data.keys()  # dcnum took other.rtdc's first 30 images before
+    data.close()
+    assert dcbulk.verify(dst).ok

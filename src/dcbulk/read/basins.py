@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
 from typing import Any
 
 import h5py
 import numpy as np
 
 from ..errors import SourceError
+from .files import open_h5_readonly
+from .identifier import get_measurement_identifier
 
 __all__ = ["extract_basin_dicts"]
 
@@ -25,6 +28,27 @@ def _decode_line(line: Any) -> str:
     return str(line)
 
 
+def _another_measurement(h5: h5py.File | h5py.Group, bdict: dict) -> str | None:
+    """dclab's rule for a basin it reads as ``"same"``: the basin file's measurement
+    identifier must be the referring file's. The basin file when it is another
+    measurement's; None when it is the same, or cannot be told (no identifier, no file).
+    Written unmapped into an output, dcnum would take its rows as this file's events."""
+    if bdict.get("type") != "file":
+        return None
+    src_dir = pathlib.Path(h5.file.filename).parent
+    for cand in bdict.get("paths", []):
+        path = pathlib.Path(cand) if pathlib.Path(cand).is_absolute() else src_dir / cand
+        if path.is_file():  # a regular file: a FIFO is never opened
+            try:
+                with open_h5_readonly(path) as bh5:
+                    theirs = get_measurement_identifier(bh5, compat="dclab")
+            except OSError:
+                return None
+            ours = get_measurement_identifier(h5.file, compat="dclab")
+            return str(path) if theirs and ours and theirs != ours else None
+    return None
+
+
 def extract_basin_dicts(h5: h5py.File | h5py.Group,
                         check: bool = True) -> list[dict[str, Any]]:
     """Return the basin definitions of an .rtdc file as dictionaries
@@ -36,7 +60,8 @@ def extract_basin_dicts(h5: h5py.File | h5py.Group,
     for an unmapped basin, and dclab reads as such) is returned without a
     ``mapping``, as unmapped, where dcnum leaves it out (its events' features
     would then be lost in every output; written without the key, dclab and
-    dcnum both read it as unmapped).
+    dcnum both read it as unmapped); with ``check``, such a basin whose file is
+    another measurement's (dclab ignores it) is left out, with one warning line.
 
     Parameters
     ----------
@@ -74,6 +99,12 @@ def extract_basin_dicts(h5: h5py.File | h5py.Group,
                               f"JSON object with a 'type'")
         if bdict.get("mapping") == "same":  # dclab's word for unmapped (its writer's)
             bdict = {k: v for k, v in bdict.items() if k != "mapping"}
+            other = _another_measurement(h5, bdict) if check else None
+            if other is not None:
+                logger.warning("%s: basin '%s' (\"mapping\": \"same\") is the file %s, of "
+                               "another measurement than this one; dclab ignores it, so it "
+                               "is not carried", h5.file.filename, bdict.get("name"), other)
+                continue
         if check:
             if bdict["type"] not in SUPPORTED_BASIN_TYPES:
                 logger.debug("Skipping basin %s of type %s",
