@@ -321,6 +321,8 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
         h5["events/size_x"].attrs["x"] = 1
         h5["junk"] = [3]  # what no output carries: not from the source
         h5["events"].attrs["note"] = "x"
+        log = sorted(h5["logs"])[0]  # a copied log's attributes were not compared
+        h5["logs"][log].attrs["software"] = "another tool"
     out = dst / "s.rtdc"
     problems = dcbulk.verify(dst).problems
     assert set(problems) >= {
@@ -328,7 +330,8 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
         f"{out}: feature 'time': attribute 'added' is not the source's",
         f"{out}: feature 'size_x': attribute 'x' is not the source's",
         f"{out}: /junk is not from the source (no output carries it)",
-        f"{out}: attribute 'note' of /events is not from the source (no output carries it)"}
+        f"{out}: attribute 'note' of /events is not from the source (no output carries it)",
+        f"{out}: log '{log}' differs from the source"}
     big = [p for p in problems if "'range' is array([0., 0., 0.," in p]
     assert len(big) == 1 and big[0].endswith("source has array([  0., 100.])"), problems
     assert all("\n" not in p and len(p) < 400 for p in problems)

@@ -69,11 +69,17 @@ def same_value(a, b) -> bool:
         return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
-def _same_table_attr(key: str, got, want) -> bool:
-    """Table attributes are copied, except that ``software`` gets ``| dcbulk <v>`` appended."""
-    if key == "software" and got is not None:
-        return str(_text(got)).startswith(str(_text(want)))
-    return same_value(got, want)
+def _same_copied_attrs(got: h5py.AttributeManager, want: h5py.AttributeManager) -> bool:
+    """A copied log's or table's attributes: the source's, except ``software``, which is the
+    source's with ``| dcbulk <version>`` appended (``dcbulk <version>`` where it had none)."""
+    got, want = dict(got.items()), dict(want.items())
+    software = str(_text(got.pop("software", "")))
+    before = want.pop("software", None)
+    if not software.split(" | ")[-1].startswith("dcbulk "):
+        return False
+    if before is not None and not software.startswith(str(_text(before)) + " | "):
+        return False
+    return got.keys() == want.keys() and all(same_value(got[k], v) for k, v in want.items())
 
 
 def log_lines(dset: h5py.Dataset) -> list[str]:
@@ -142,9 +148,8 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
             else:  # compared as bytes: records may hold NaN
                 got, want = ogrp[name][()], sgrp[name][()]
                 same = (got.dtype == want.dtype and got.shape == want.shape
-                        and got.tobytes() == want.tobytes()
-                        and all(_same_table_attr(k, ogrp[name].attrs.get(k), v)
-                                for k, v in sgrp[name].attrs.items()))
+                        and got.tobytes() == want.tobytes())
+            same = same and _same_copied_attrs(ogrp[name].attrs, sgrp[name].attrs)
         except (OSError, ValueError, TypeError) as exc:
             problems.append(f"{group[:-1]} '{name}' unreadable ({type(exc).__name__}: {exc})")
             continue
