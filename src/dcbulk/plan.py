@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-import h5py
 import numpy as np
 
 from .codec import ChunkCodec
@@ -23,9 +22,8 @@ from .write.filters import best_nd_chunks
 
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
-    "ENUMERATE", "SET_APART_ATTRS", "STAT_ATTRS", "is_reference", "best_chunk_rows", "carries_statistics",
-    "keeps_statistics",
-    "keeps_stored_chunks", "make_mapping", "select_features", "plan_feature", "plan_groups",
+    "ENUMERATE", "SET_APART_ATTRS", "STAT_ATTRS", "best_chunk_rows", "carries_statistics",
+    "keeps_statistics", "keeps_stored_chunks", "make_mapping", "select_features", "plan_feature", "plan_groups",
     "plan_conversion", "plan_stored_prefix", "statistics",
 ]
 
@@ -42,14 +40,6 @@ STAT_ATTRS = ("min", "max", "mean")
 #: (kept or recomputed) and the image class attributes the writer sets
 SET_APART_ATTRS = frozenset(STAT_ATTRS) | {"CLASS", "IMAGE_SUBCLASS", "IMAGE_VERSION"}
 
-
-def is_reference(value) -> bool:
-    """Whether an attribute value holds HDF5 object or region references (dimension scales:
-    they name objects of their own file, so no copy carries them)."""
-    if isinstance(value, (h5py.Reference, h5py.RegionReference)):
-        return True
-    dtype = getattr(value, "dtype", None)
-    return dtype is not None and h5py.check_dtype(ref=dtype) is not None
 
 
 def carries_statistics(name: str, dtype, item_shape: tuple[int, ...]) -> bool:

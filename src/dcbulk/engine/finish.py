@@ -31,11 +31,11 @@ from h5py import h5o
 from .._version import __version__
 from ..errors import SourceError
 from ..plan import (SET_APART_ATTRS, STAT_ATTRS, ConversionPlan, carries_statistics,
-                    is_reference, keeps_statistics, statistics)
+                    keeps_statistics, statistics)
 from ..provenance import log_name, make_provenance, provenance_lines
 from ..read.files import open_child, open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
-from ..read.policy import check_dataset, check_link, not_carried
+from ..read.policy import check_dataset, check_link, is_reference, not_carried
 from ..write import HDF5Writer, copy_metadata
 
 __all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",

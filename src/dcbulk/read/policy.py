@@ -34,7 +34,7 @@ from .files import open_child
 
 __all__ = ["MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link", "check_dataset",
            "check_item_bytes", "walk_datasets", "check_structure", "external_objects",
-           "not_carried"]
+           "is_reference", "not_carried"]
 
 #: the largest single item (one event's row, one contour, one log line) dcbulk holds at once
 MAX_ITEM_BYTES = 64 * 1024**2
@@ -186,6 +186,15 @@ def check_structure(h5: h5py.File, path: str, *, follow_external: bool) -> None:
             if inner is not None:  # its links checked above
                 raise SourceError(f"{path}: '{name}/{inner}' is a group, not a {name[:-1]} "
                                   f"(a dataset, as dclab and dcnum read them)")
+
+
+def is_reference(value) -> bool:
+    """Whether an attribute value holds HDF5 object or region references (dimension scales:
+    they name objects of their own file, so no copy carries them)."""
+    if isinstance(value, (h5py.Reference, h5py.RegionReference)):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and h5py.check_dtype(ref=dtype) is not None
 
 
 def not_carried(h5: h5py.File) -> list[str]:

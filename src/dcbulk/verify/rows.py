@@ -18,11 +18,12 @@ import numpy as np
 from h5py import h5o
 
 from ..errors import ChecksumMismatchError, SourceError
-from ..plan import (SET_APART_ATTRS, STAT_ATTRS, carries_statistics, is_reference,
-                    keeps_statistics, statistics)
+from ..plan import (SET_APART_ATTRS, STAT_ATTRS, carries_statistics, keeps_statistics,
+                    statistics)
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
+from ..read.policy import is_reference
 from .compare import same_value, shown
 
 __all__ = ["Joined", "RowCheck", "compare_rows"]
