@@ -24,8 +24,8 @@ from ..read.identifier import filtered_run_identifier, get_measurement_identifie
 from ..read.policy import external_objects, not_carried
 from .storage import stored_otherwise
 
-__all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_value",
-           "shown", "ALLOWED_ATTR_CHANGES"]
+__all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_records",
+           "same_value", "shown", "ALLOWED_ATTR_CHANGES"]
 
 #: root attributes an output may change: the event count (mapped outputs) and the run
 #: identifier (mapped outputs get ``<source id>_dcb-<hash>``)
@@ -57,6 +57,12 @@ def shown(value) -> object:
         text = " ".join(text.split())
         return _Shown(text if len(text) <= 120 else text[:117] + "...")
     return value
+
+
+def same_records(got: np.ndarray, want: np.ndarray) -> bool:
+    """Whether a table holds the same records: compared as bytes (records may hold NaN)."""
+    return (got.dtype == want.dtype and got.shape == want.shape
+            and got.tobytes() == want.tobytes())
 
 
 def same_value(a, b) -> bool:
@@ -145,10 +151,8 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
         try:
             if group == "logs":
                 same = log_lines(ogrp[name]) == log_lines(sgrp[name])
-            else:  # compared as bytes: records may hold NaN
-                got, want = ogrp[name][()], sgrp[name][()]
-                same = (got.dtype == want.dtype and got.shape == want.shape
-                        and got.tobytes() == want.tobytes())
+            else:
+                same = same_records(ogrp[name][()], sgrp[name][()])
             same = same and _same_copied_attrs(ogrp[name].attrs, sgrp[name].attrs)
         except (OSError, ValueError, TypeError) as exc:
             problems.append(f"{group[:-1]} '{name}' unreadable ({type(exc).__name__}: {exc})")

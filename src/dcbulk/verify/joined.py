@@ -33,7 +33,7 @@ from ..read.inspect import SourceInfo, inspect_source
 from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs_of,
                             start_seconds, tables_of)
 from ..read.policy import external_objects
-from .compare import file_problems, log_lines, same_value, shown
+from .compare import file_problems, log_lines, same_records, same_value, shown
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
                    special_file)
 from .rows import Joined, RowCheck
@@ -86,9 +86,9 @@ def _joins(infos: list[SourceInfo], attrs: list[dict], mappings: list, wanted: l
     dclab-join reads the recording starts in local time, so they depend on the time zone
     of the machine that joined (a DST change between two starts); else computed here."""
     t0 = start_seconds(attrs[0], infos[0].path)
-    starts = [(offsets[k] if offsets and k < len(offsets) else None) for k in range(len(infos))]
-    starts = [start_seconds(att, info.path) - t0 if logged is None else logged
-              for info, att, logged in zip(infos, attrs, starts)]
+    logged = list(offsets or ()) + [None] * len(infos)
+    starts = [start_seconds(att, info.path) - t0 if logged[k] is None else logged[k]
+              for k, (info, att) in enumerate(zip(infos, attrs))]
     dtypes = {name: joined_dtype(name, infos[0].features[name].data.dtype, starts)
               for name in wanted if name in infos[0].features}
     joins: dict[str, list[tuple[int, Joined]]] = {name: [] for name in wanted}
@@ -216,9 +216,7 @@ def _named(kind: str, got: dict, want: dict, same) -> list[str]:
 
 def _same_table(got: h5py.Dataset, want: tuple[np.ndarray, dict]) -> bool:
     data, attrs = want
-    value = got[()]
-    return (value.dtype == data.dtype and value.shape == data.shape
-            and value.tobytes() == data.tobytes() and set(got.attrs) == set(attrs)
+    return (same_records(got[()], data) and set(got.attrs) == set(attrs)
             and all(same_value(got.attrs[key], v) for key, v in attrs.items()))
 
 

@@ -186,16 +186,16 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
             got = got > 0
     problem = _diff_rows(got, want, check.start)
-    found = [] if problem is None else [f"{where}: {problem}"]
+    about = []  # lines about the feature as a whole
     if check.start == 0 and check.own:  # once per feature
-        found += _attribute_problems(dset, files.dataset(check.source.data))
+        about += _attribute_problems(dset, files.dataset(check.source.data))
     shape, dtype = ((check.layout.shape, check.layout.dtype) if check.layout is not None
                     else (dset.shape, dset.dtype))
     if problem is None and check.start == 0 and check.stop == shape[0] and carries_statistics(
             check.feature, dtype, shape[1:]):
-        found += _statistics_problems(dset, got, files, check)
-    return [p if p.startswith(where) else f"{check.output}: feature '{check.feature}': {p}"
-            for p in found]
+        about += _statistics_problems(dset, got, files, check)
+    return ([] if problem is None else [f"{where}: {problem}"]) + [
+        f"{check.output}: feature '{check.feature}': {p}" for p in about]
 
 
 def _attribute_problems(dset: h5py.Dataset, source: h5py.Dataset) -> list[str]:
