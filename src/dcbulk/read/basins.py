@@ -13,7 +13,7 @@ from ..errors import SourceError
 from .files import open_h5_readonly
 from .identifier import get_measurement_identifier
 
-__all__ = ["extract_basin_dicts"]
+__all__ = ["extract_basin_dicts", "resolve_file_basin"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,17 @@ def _decode_line(line: Any) -> str:
     return str(line)
 
 
+def resolve_file_basin(directory: str | pathlib.Path, bdict: dict) -> pathlib.Path | None:
+    """The first candidate path of a file basin that is a regular file (a FIFO is never
+    opened), absolute or relative to ``directory`` (the referring file's), or None."""
+    for cand in bdict.get("paths", []):
+        path = pathlib.Path(cand)
+        path = path if path.is_absolute() else pathlib.Path(directory) / path
+        if path.is_file():
+            return path
+    return None
+
+
 def _another_measurement(h5: h5py.File | h5py.Group, bdict: dict) -> str | None:
     """dclab's rule for a basin it reads as ``"same"``: the basin file's measurement
     identifier must be the referring file's. The basin file when it is another
@@ -35,18 +46,16 @@ def _another_measurement(h5: h5py.File | h5py.Group, bdict: dict) -> str | None:
     Written unmapped into an output, dcnum would take its rows as this file's events."""
     if bdict.get("type") != "file":
         return None
-    src_dir = pathlib.Path(h5.file.filename).parent
-    for cand in bdict.get("paths", []):
-        path = pathlib.Path(cand) if pathlib.Path(cand).is_absolute() else src_dir / cand
-        if path.is_file():  # a regular file: a FIFO is never opened
-            try:
-                with open_h5_readonly(path) as bh5:
-                    theirs = get_measurement_identifier(bh5, compat="dclab")
-            except OSError:
-                return None
-            ours = get_measurement_identifier(h5.file, compat="dclab")
-            return str(path) if theirs and ours and theirs != ours else None
-    return None
+    path = resolve_file_basin(pathlib.Path(h5.file.filename).parent, bdict)
+    if path is None:
+        return None
+    try:
+        with open_h5_readonly(path) as bh5:
+            theirs = get_measurement_identifier(bh5, compat="dclab")
+    except OSError:
+        return None
+    ours = get_measurement_identifier(h5.file, compat="dclab")
+    return str(path) if theirs and ours and theirs != ours else None
 
 
 def extract_basin_dicts(h5: h5py.File | h5py.Group,

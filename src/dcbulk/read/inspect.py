@@ -18,7 +18,7 @@ import numpy as np
 
 from ..codec import ChunkCodec
 from ..errors import DcbulkError, SourceError
-from .basins import extract_basin_dicts
+from .basins import extract_basin_dicts, resolve_file_basin
 from .files import open_child, open_rtdc
 from .identifier import get_measurement_identifier
 from .policy import check_structure, walk_datasets
@@ -182,17 +182,6 @@ def _check_contour_names(path: str, group: h5py.Group, n_events: int) -> None:
                       f"{n_events} events); refusing to drop contours")
 
 
-def _resolve_file_basin(src_dir: pathlib.Path, bdict: dict) -> pathlib.Path | None:
-    """Return the first existing candidate path of a file basin, or None."""
-    for cand in bdict.get("paths", []):
-        pp = pathlib.Path(cand)
-        if not pp.is_absolute():
-            pp = src_dir / pp
-        if pp.is_file():
-            return pp.resolve()
-    return None
-
-
 def _basin_features(path: str, h5: h5py.File, bdict: dict, rowmap: DatasetRef | None,
                     n_events: int, follow_external: bool) -> dict[str, FeatureSource]:
     """Describe the features one basin provides (empty when unreachable)."""
@@ -212,10 +201,11 @@ def _basin_features(path: str, h5: h5py.File, bdict: dict, rowmap: DatasetRef | 
         return found
     if btype != "file" or bdict.get("format", "hdf5") != "hdf5":
         return found
-    bpath = _resolve_file_basin(pathlib.Path(path).parent, bdict)
+    bpath = resolve_file_basin(pathlib.Path(path).parent, bdict)
     if bpath is None:
         logger.info("%s: %s not reachable, its features are skipped", path, label)
         return found
+    bpath = bpath.resolve()
     try:
         with open_rtdc(bpath) as bh5:
             ident = bdict.get("identifier")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..codec import ChunkCodec
 from ..provenance import is_provenance_log
-from ..read.basins import extract_basin_dicts
+from ..read.basins import extract_basin_dicts, resolve_file_basin
 from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.policy import external_objects, not_carried
@@ -165,14 +165,6 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
     return problems
 
 
-def _resolve(cand: str, out_dir: pathlib.Path) -> pathlib.Path | None:
-    pp = pathlib.Path(cand)
-    if pp.is_absolute():
-        return pp if pp.is_file() else None
-    rel = out_dir / pp
-    return rel if rel.is_file() else None
-
-
 def _compare_basins(src: h5py.File, out: h5py.File, output: str,
                     mapping: np.ndarray | None, n_source: int) -> list[str]:
     problems = []
@@ -187,8 +179,7 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
         label = f"basin '{bdict.get('name')}'"
         if bdict.get("type") == "file":
             # resolved next to the output (what dcnum does; dclab then tries the same path)
-            found = next((p for c in bdict.get("paths", []) if (p := _resolve(c, out_dir))),
-                         None)
+            found = resolve_file_basin(out_dir, bdict)
             if found is None:
                 problems.append(f"{label} does not resolve ({bdict.get('paths')})")
             elif bdict.get("identifier"):
