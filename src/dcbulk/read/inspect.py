@@ -165,21 +165,18 @@ def _event_count(path: str, events: h5py.Group, lengths: dict[str, int]) -> int:
 def _check_contour_names(path: str, group: h5py.Group, n_events: int) -> None:
     """Refuse a contour group whose members are not ``"0" .. "n-1"``, one per event, as dclab
     reads them (``group[str(i)]``); those were left out of an output without a word."""
-    names = set(group.keys())
-    if len(names) == n_events and all(str(i) in names for i in range(n_events)):
-        inner = next((name for name in names if group.get(name, getclass=True) is h5py.Group),
-                     None)
-        if inner is not None:  # before any output (a split's pieces) is written
-            raise SourceError(f"{path}: 'events/contour/{inner}' is not a dataset; refusing "
-                              f"to drop a contour")
-        return
-    events = set(map(str, range(n_events)))
-    extra, missing = names - events, events - names
-    what = (f"holds '{sorted(extra)[0]}', not an event's" if extra
-            else f"lacks '{min(missing, key=int)}'")
-    raise SourceError(f"{path}: 'events/contour' {what} (a contour per event, named 0.."
-                      f"{n_events - 1}, as dclab reads them; {len(names)} members for "
-                      f"{n_events} events); refusing to drop contours")
+    names, events = set(group.keys()), set(map(str, range(n_events)))
+    if names != events:
+        extra, missing = names - events, events - names
+        what = (f"holds '{sorted(extra)[0]}', not an event's" if extra
+                else f"lacks '{min(missing, key=int)}'")
+        raise SourceError(f"{path}: 'events/contour' {what} (a contour per event, named 0.."
+                          f"{n_events - 1}, as dclab reads them; {len(names)} members for "
+                          f"{n_events} events); refusing to drop contours")
+    inner = next((name for name in names if group.get(name, getclass=True) is h5py.Group), None)
+    if inner is not None:  # before any output (a split's pieces) is written
+        raise SourceError(f"{path}: 'events/contour/{inner}' is not a dataset; refusing to "
+                          f"drop a contour")
 
 
 def _basin_features(path: str, h5: h5py.File, bdict: dict, rowmap: DatasetRef | None,
