@@ -55,6 +55,12 @@ def keeps_statistics(fsrc: FeatureSource, *, mapped: bool, n_rows: int) -> bool:
             and bool(fsrc.data.path) and fsrc.data.shape[0] == n_rows)
 
 
+def source_statistics(dset) -> dict[str, object]:
+    """The :data:`STAT_ATTRS` a source dataset (h5py) holds; an output holding its rows keeps
+    them (:func:`keeps_statistics`), or, where it has none, gets :func:`statistics`."""
+    return {key: dset.attrs[key] for key in STAT_ATTRS if key in dset.attrs}
+
+
 def statistics(rows: np.ndarray) -> dict[str, object]:
     """:data:`STAT_ATTRS` of a feature's rows as dcbulk recomputes them (NaN ignored)."""
     with np.errstate(all="ignore"):

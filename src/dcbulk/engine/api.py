@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from ..partials import commit_deadline, current_deadline, refuse_existing
 from ..plan import (DEFAULT_TASK_BYTES, BlockGroup, ConversionPlan, ExtraMetadata,
                     FeaturePlan, best_chunk_rows, make_mapping, plan_conversion,
                     plan_stored_prefix)
-from ..read.inspect import DatasetRef, FeatureSource, inspect_source
+from ..read.inspect import DatasetRef, FeatureSource, SourceInfo, inspect_source
 from .arrays import encode_array
 from .blockpool import lone_block_pool
 from .columns import Column, column_array, column_blocks
@@ -169,10 +170,11 @@ def result_within(fut, timeout: float | None, output: str) -> Report:
 
 
 def _feature_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
-                    stored: dict[str, FeatureSource]
+                    stored: dict[str, FeatureSource], named: dict[str, FeatureSource]
                     ) -> tuple[tuple[BlockGroup, ...], int, dict[str, FeaturePlan]]:
     """One block group per array (or :class:`~dcbulk.engine.columns.Column`), the rows, and
-    the raw-copy plans of the leading stored chunks of those in ``stored``."""
+    the raw-copy plans of the leading stored chunks of those in ``stored`` (``named``: the
+    source features some arrays hold, whose attributes the writer then keeps)."""
     if not arrays:
         raise PlanError("store_features needs at least one array")
     lengths = {name: int(arr.shape[0]) for name, arr in arrays.items()}
@@ -188,7 +190,7 @@ def _feature_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
         what = arr.name if hasattr(arr, "name") else type(arr).__name__  # (a Column)
         ref = DatasetRef(path="", name=f"dask:{what}", shape=tuple(arr.shape),
                          dtype=dtype.str, chunks=None, codec=None)
-        fp = FeaturePlan(name=name, source=FeatureSource(name, ref, origin="dask"),
+        fp = FeaturePlan(name=name, source=named.get(name, FeatureSource(name, ref, "dask")),
                          item_shape=item_shape, dtype=dtype.str,
                          chunk_rows=best_chunk_rows(item_shape, dtype), n_rows=n_rows,
                          codec=codec)
@@ -198,6 +200,19 @@ def _feature_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
             prefixes[name], per_block = prefix
         groups.append(BlockGroup((fp,), per_block))
     return tuple(groups), n_rows, prefixes
+
+
+def _named(info: SourceInfo | None, arrays: dict, names: Iterable[str]
+           ) -> dict[str, FeatureSource]:
+    """The source features ``store_features(source_features=names)`` says arrays hold."""
+    names = list(names)
+    if names and info is None:
+        raise PlanError("store_features: source_features= needs metadata_from=")
+    unknown = [n for n in names if n not in arrays or n not in info.features]
+    if unknown:
+        raise PlanError(f"store_features: source_features {unknown} are not both an array "
+                        f"and a feature of {info.path}")
+    return {n: info.features[n] for n in names}
 
 
 def _dask_arrays(arrays: dict) -> dict:
@@ -234,7 +249,8 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
                    mapping=None, compression="zstd:5", client=None, overwrite: bool = False,
                    max_task_bytes: int = DEFAULT_TASK_BYTES,
                    extra: ExtraMetadata | None = None, timeout: float | None = None,
-                   inline: bool = False, stored: dict | None = None) -> Report:
+                   inline: bool = False, stored: dict | None = None,
+                   source_features: Iterable[str] = ()) -> Report:
     """Write dask arrays as features of a new ``.rtdc`` file.
 
     Arrays are rechunked to whole multiples of the best HDF5 chunks, encoded on the workers
@@ -268,6 +284,11 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
         array's first rows, unchanged (a join's first input): its whole stored chunks that
         have the output's chunk shape and filters at least as good as ``compression`` are
         copied as stored, each proved sound first, instead of being decoded and encoded.
+    source_features
+        With ``metadata_from``: names of arrays that hold its feature of that name, with the
+        rows ``mapping`` selects (as :func:`~dcbulk.read_features` gives them); the
+        feature's own attributes (e.g. a ``unit``) and, unmapped, its statistics are then
+        kept, as :func:`convert` keeps them.
     """
     t0 = time.perf_counter()
     output = os.path.abspath(output)
@@ -276,8 +297,9 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     in_process = bool(inline and arrays
                       and all(isinstance(a, Column) for a in arrays.values()))
     arrays = arrays if in_process else _dask_arrays(arrays)
-    groups, n_rows, prefixes = _feature_groups(arrays, codec, max_task_bytes, stored or {})
     info = inspect_source(metadata_from) if metadata_from is not None else None
+    groups, n_rows, prefixes = _feature_groups(arrays, codec, max_task_bytes, stored or {},
+                                               _named(info, arrays, source_features))
     if mapping is not None and info is None:
         raise PlanError("store_features: mapping= needs metadata_from= (the mapped source)")
     idx = make_mapping(mapping, info.n_events) if info is not None else None

@@ -30,8 +30,8 @@ from h5py import h5o
 
 from .._version import __version__
 from ..errors import SourceError
-from ..plan import (SET_APART_ATTRS, STAT_ATTRS, ConversionPlan, carries_statistics,
-                    keeps_statistics, statistics)
+from ..plan import (SET_APART_ATTRS, ConversionPlan, carries_statistics, keeps_statistics,
+                    source_statistics, statistics)
 from ..provenance import log_name, make_provenance, provenance_lines
 from ..read.files import open_child, open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
@@ -219,7 +219,8 @@ def _store_contours(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> int
 
 
 def _store_statistics(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File | None) -> None:
-    """``min``/``max``/``mean`` of scalar features: copied when valid, else recomputed.
+    """``min``/``max``/``mean`` of scalar features: copied when valid, else (also when the
+    source has none) computed, as dclab's exports store them.
 
     Copied attributes are read with each source file opened once (``src``, the plan's
     source, already open), not once per feature; members are reached by
@@ -246,10 +247,10 @@ def _store_statistics(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File | Non
                 source = open_child(h5, name)
                 if not isinstance(source, h5py.Dataset):
                     raise SourceError(f"{path}: dataset '{name}' has vanished")
-                attrs = source.attrs
-                for key in STAT_ATTRS:
-                    if key in attrs:
-                        dset.attrs[key] = attrs[key]
+                kept = source_statistics(source)
+                if not kept and dset.shape[0]:  # none to keep: computed, as dclab's export
+                    kept = statistics(dset[:])
+                dset.attrs.update(kept)
 
 
 def _store_extra(hw: HDF5Writer, extra) -> None:

@@ -125,19 +125,22 @@ class CondenseJob(Job):
         return write_output(plan, inline=sum(g.nbytes for g in plan.groups) <= inline_bytes,
                             overwrite=overwrite)
 
-    def _arrays(self, info, idx, scalars) -> dict:
-        """The scalar features of the kept events as dask arrays (index, ancillaries added)."""
+    def _arrays(self, info, idx, scalars) -> tuple[dict, list[str]]:
+        """The scalar features of the kept events as dask arrays (index, ancillaries added)
+        and the names of those that are the source's own features."""
         import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
         arrays = dict(read_features(info, scalars, mapping=idx,
                                     chunks_per_block=CHUNKS_PER_BLOCK)) if scalars else {}
+        own = list(arrays)
         n_out = info.n_events if idx is None else int(idx.size)
         if ("index" not in arrays or idx is not None) and n_out:
             # an enumeration, as dclab writes it (also of a filtered export)
             arrays["index"] = da.arange(1, n_out + 1, dtype=self.index_dtype)
+            own = [name for name in own if name != "index"]
         if self.ancillary:
             arrays.update({name: value if idx is None else value[idx] for name, value
                            in ancillary_features(info.path, arrays).items()})
-        return arrays
+        return arrays, own
 
     def make(self, target: Target, options, *, overwrite: bool,
              inline_bytes: int = INLINE_BYTES) -> Report:
@@ -152,7 +155,7 @@ class CondenseJob(Job):
             report = self._convert(info, output, options, idx, scalars,
                                    overwrite=overwrite, inline_bytes=inline_bytes)
             return job_result(info, report, t0)
-        arrays = self._arrays(info, idx, scalars)
+        arrays, own = self._arrays(info, idx, scalars)
         if not arrays:
             raise PlanError(f"{info.path}: no scalar features to condense")
         from distributed import worker_client
@@ -160,7 +163,7 @@ class CondenseJob(Job):
             report = store_features(arrays, output, metadata_from=info.path,
                                     basins=True, mapping=idx,
                                     compression=options.codec, client=client,
-                                    overwrite=overwrite,
+                                    overwrite=overwrite, source_features=own,
                                     extra=self._log(options, sorted(arrays)))
         return job_result(info, report, t0)
 

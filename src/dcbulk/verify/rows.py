@@ -19,7 +19,7 @@ from h5py import h5o
 
 from ..errors import ChecksumMismatchError, SourceError
 from ..plan import (SET_APART_ATTRS, STAT_ATTRS, carries_statistics, keeps_statistics,
-                    statistics)
+                    source_statistics, statistics)
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
@@ -226,12 +226,11 @@ def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
     found = {key: attrs[key] for key in STAT_ATTRS if key in attrs}
     if not found:
         return []
+    want, origin = {}, "the source's"
     if check.source is not None and check.joined is None and keeps_statistics(
             check.source, mapped=check.events is not None, n_rows=check.stop):
-        sattrs = files.dataset(check.source.data).attrs
-        want = {key: sattrs[key] for key in STAT_ATTRS if key in sattrs}
-        origin = "the source's"
-    else:
+        want = source_statistics(files.dataset(check.source.data))
+    if not want:
         want, origin = statistics(rows), "that of its events"
     return [f"attribute '{key}' is {shown(value)!r}, expected "
             + (f"{shown(want[key])!r} ({origin})" if key in want else "none (not in the source)")
