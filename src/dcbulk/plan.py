@@ -23,8 +23,9 @@ from .write.filters import best_nd_chunks
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
     "ENUMERATE", "SET_APART_ATTRS", "STAT_ATTRS", "best_chunk_rows", "carries_statistics",
-    "keeps_statistics", "keeps_stored_chunks", "make_mapping", "select_features", "plan_feature", "plan_groups",
-    "plan_conversion", "plan_stored_prefix", "statistics",
+    "keeps_statistics", "keeps_stored_chunks", "make_mapping", "select_features", "plan_feature",
+    "plan_groups", "plan_conversion", "plan_stored_prefix", "scalar_features", "source_statistics",
+    "statistics",
 ]
 
 #: ``FeatureSource.origin`` of features generated as 1..n instead of read
@@ -55,10 +56,10 @@ def keeps_statistics(fsrc: FeatureSource, *, mapped: bool, n_rows: int) -> bool:
             and bool(fsrc.data.path) and fsrc.data.shape[0] == n_rows)
 
 
-def source_statistics(dset) -> dict[str, object]:
-    """The :data:`STAT_ATTRS` a source dataset (h5py) holds; an output holding its rows keeps
-    them (:func:`keeps_statistics`), or, where it has none, gets :func:`statistics`."""
-    return {key: dset.attrs[key] for key in STAT_ATTRS if key in dset.attrs}
+def source_statistics(attrs) -> dict[str, object]:
+    """The :data:`STAT_ATTRS` among a source dataset's attributes; an output holding its rows
+    keeps them (:func:`keeps_statistics`), or, where it has none, gets :func:`statistics`."""
+    return {key: attrs[key] for key in STAT_ATTRS if key in attrs}
 
 
 def statistics(rows: np.ndarray) -> dict[str, object]:
@@ -198,6 +199,17 @@ def select_features(info: SourceInfo, features=None) -> list[str]:
                             f"{', '.join(sorted(available))}")
         chosen.extend(m for m in members if m not in chosen)
     return chosen
+
+
+def scalar_features(info: SourceInfo) -> list[str]:
+    """The scalar features a source provides (own first, then from basins), as dclab-condense.
+
+    Everything one value per event: no image, mask, trace, contour; ``basinmapN`` are
+    carried as basins, not features.
+    """
+    return [name for name, fsrc in info.features.items()
+            if not fsrc.data.item_shape and "/" not in name
+            and not name.startswith("basinmap")]
 
 
 def keeps_stored_chunks(src: ChunkCodec | None, want: ChunkCodec) -> bool:

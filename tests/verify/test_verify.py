@@ -282,12 +282,15 @@ def test_a_file_without_a_provenance_log_is_a_usage_error(client, capsys, shared
     assert main(["verify", str(tmp_path / "none.rtdc"), "--scheduler",
                  client.scheduler.address]) == 3
     assert "none.rtdc" in _one_error_line(capsys)
-    # a condensed output is no conversion of its source: its log says so
-    from dcbulk.modes import condense
-    assert condense([src], tmp_path / "cond", client=client).ok
-    assert main(["verify", str(tmp_path / "cond" / src.name), "--scheduler",
+    # a reprocessed output holds what a user's function computed: its log says so
+    assert dcbulk.reprocess([src], tmp_path / "rep", _userdef1, client=client).ok
+    assert main(["verify", str(tmp_path / "rep" / src.name), "--scheduler",
                  client.scheduler.address]) == 2
-    assert "made by a dcbulk mode" in _one_error_line(capsys)
+    assert "made by a dcbulk mode (reprocess" in _one_error_line(capsys)
+
+
+def _userdef1(features):
+    return {"userdef1": features["deform"] * 2}
 
 
 def test_python_api_with_mapping(client, shared_data_dir, tmp_path):
@@ -497,15 +500,87 @@ def test_every_compression_choice_is_checked_for_features_and_contours(tmp_path,
 
 
 def test_a_directory_made_by_another_mode_is_a_usage_error(client, tmp_path):
-    """A condensed directory was verified as converted copies and 'differed' (images
+    """A reprocessed directory was verified as converted copies and 'differed' (images
     missing, ...); like a single file of another mode, it is one usage line, exit 2."""
-    from dcbulk.modes.condense import condense
     src = small_rtdc(tmp_path / "src" / "s.rtdc", 20, seed=2)
     dst = tmp_path / "dst"
-    assert condense([src.parent], dst, client=client).ok
-    with pytest.raises(dcbulk.errors.UsageError, match=r"made by a dcbulk mode \(condense\)"):
+    assert dcbulk.reprocess([src.parent], dst, _userdef1, client=client).ok
+    with pytest.raises(dcbulk.errors.UsageError, match=r"made by a dcbulk mode \(reprocess\)"):
         dcbulk.verify(dst)
     assert main(["verify", "-q", str(dst)]) == 2
+
+
+def test_condensed_outputs_are_verified(client, tmp_path, capsys):
+    """``dcbulk verify`` of a condensed directory or file was a usage error ('made by a
+    dcbulk mode (condense)'). It is checked as a conversion of the source's scalar features
+    with condense's rules: ``index`` 1..n where the source has none or events were
+    filtered, dclab's ancillary features computed again by dclab, a basin to the source
+    (whose loss went unnoticed for ``--basin-to-source`` conversions too)."""
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 30, seed=3)
+    with h5py.File(src, "a") as h5:
+        del h5["events/index"]
+        h5["events/deform"].attrs["unit"] = "none"
+    runs = {"plain": {}, "ancillary": {"ancillary": True},
+            "filtered": {"ancillary": True, "filter": "deform > 0.03"}}
+    for label, kw in runs.items():
+        report = dcbulk.modes.condense([src.parent], tmp_path / label, client=client, **kw)
+        assert report.ok, [f.error for f in report.failed]
+        assert dcbulk.verify(tmp_path / label, client=client).ok, label
+        assert main(["verify", "-q", str(tmp_path / label / "s.rtdc")]) == 0, label
+    with h5py.File(tmp_path / "filtered" / "s.rtdc") as h5:
+        n = h5["events/deform"].shape[0]
+        assert 0 < n < 30 and "bright_perc_10" in h5["events"]
+        assert np.array_equal(h5["events/index"][:], np.arange(1, n + 1))
+
+    def edit(label, change):
+        shutil.rmtree(tmp_path / "t", ignore_errors=True)
+        shutil.copytree(tmp_path / label, tmp_path / "t")
+        with h5py.File(tmp_path / "t" / "s.rtdc", "a") as h5:
+            change(h5)
+        return dcbulk.verify(tmp_path / "t", client=client).problems
+
+    def unlink_basins(h5):
+        for key in list(h5["basins"]):
+            del h5["basins"][key]
+
+    out = tmp_path / "t" / "s.rtdc"
+    cases = [
+        ("plain", lambda h5: h5["events/deform"].__setitem__(3, 7.0),
+         f"{out}: feature 'deform' rows 0..29: 1 rows differ from the source (first: event 3)"),
+        ("filtered", lambda h5: h5["events/index"].__setitem__(0, 5),
+         f"{out}: feature 'index' rows 0..{n - 1}: 1 rows differ from the source "
+         f"(first: event 0)"),
+        ("filtered", lambda h5: h5["events/bright_perc_10"].__setitem__(2, 1.0),
+         f"{out}: feature 'bright_perc_10' (ancillary, computed by dclab): 1 rows differ "
+         f"from the source (first: event 2)"),
+        ("ancillary", lambda h5: h5["events"].__delitem__("bright_perc_90"),
+         f"{out}: feature 'bright_perc_90' (ancillary) is missing"),
+        ("ancillary", lambda h5: h5["events"].create_dataset("userdef1", data=np.zeros(30)),
+         f"{out}: feature 'userdef1' is not in the source's selection"),
+        ("plain", lambda h5: h5["events"].create_dataset("bright_perc_10", data=np.zeros(30)),
+         f"{out}: feature 'bright_perc_10' is not in the source's selection"),
+        ("plain", lambda h5: h5["events"].__delitem__("circ"),
+         f"{out}: feature 'circ' is missing"),
+        ("plain", lambda h5: h5["events/deform"].attrs.__setitem__("unit", "m"),
+         f"{out}: feature 'deform': attribute 'unit' is 'm', source has 'none'"),
+        ("filtered", unlink_basins,
+         f"{out}: basin 'source' (to the source, for the features the output does not "
+         f"hold) is missing"),
+    ]
+    for label, change, line in cases:
+        problems = edit(label, change)
+        assert line in problems, (label, line, problems)
+    capsys.readouterr()
+    # a conversion with --basin-to-source: its basin's loss went unnoticed
+    assert main(["convert", "-q", str(src.parent), "-o", str(tmp_path / "conv"),
+                 "--features", "deform", "--basin-to-source"]) == 0
+    shutil.rmtree(tmp_path / "t")
+    shutil.copytree(tmp_path / "conv", tmp_path / "t")
+    assert dcbulk.verify(tmp_path / "t", client=client).ok
+    with h5py.File(out, "a") as h5:
+        unlink_basins(h5)
+    assert any("basin 'source' (to the source" in p
+               for p in dcbulk.verify(tmp_path / "t", client=client).problems)
 
 
 def test_split_pieces_are_verified_by_their_provenance_log(tmp_path, capsys):

@@ -247,7 +247,7 @@ def _store_statistics(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File | Non
                 source = open_child(h5, name)
                 if not isinstance(source, h5py.Dataset):
                     raise SourceError(f"{path}: dataset '{name}' has vanished")
-                kept = source_statistics(source)
+                kept = source_statistics(source.attrs)
                 if not kept and dset.shape[0]:  # none to keep: computed, as dclab's export
                     kept = statistics(dset[:])
                 dset.attrs.update(kept)

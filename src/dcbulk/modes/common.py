@@ -25,8 +25,7 @@ from ..read.inspect import SourceInfo
 #: engine's task size), so a file's features are a few read tasks, not one per 1 MiB chunk
 CHUNKS_PER_BLOCK = 16
 
-__all__ = ["CHUNKS_PER_BLOCK", "func_identity",
-           "job_result", "scalar_features"]
+__all__ = ["CHUNKS_PER_BLOCK", "func_identity", "job_result"]
 
 
 def _code_digest(code: types.CodeType, digest) -> None:
@@ -78,17 +77,6 @@ def func_identity(func: Callable) -> dict:
     digest = hashlib.sha256()
     name = _feed(func, digest)
     return {"name": name, "code": digest.hexdigest()[:16]}
-
-
-def scalar_features(info: SourceInfo) -> list[str]:
-    """The scalar features a source provides (own first, then from basins), as dclab-condense.
-
-    Everything one value per event: no image, mask, trace, contour; ``basinmapN`` are
-    carried as basins, not features.
-    """
-    return [name for name, fsrc in info.features.items()
-            if not fsrc.data.item_shape and "/" not in name
-            and not name.startswith("basinmap")]
 
 
 def job_result(info: SourceInfo, report: Report, t0: float) -> Report:

@@ -13,9 +13,7 @@ file task, so discovery, resume, progress and per-file isolation are the archive
 """
 from __future__ import annotations
 
-import importlib.util
 import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -26,31 +24,21 @@ from ..bulk.job import INLINE_BYTES
 from ..command import Command
 from ..engine import Report, read_features, store_features, write_output
 from ..errors import PlanError
-from ..plan import ExtraMetadata, plan_conversion
+from ..plan import ExtraMetadata, plan_conversion, scalar_features
 from ..provenance import job_provenance
+from ..read.ancillary import NO_DCLAB, ancillary_features, has_module
 from ..read.filtering import event_filter
 from ..read.inspect import inspect_source
-from .common import CHUNKS_PER_BLOCK, job_result, scalar_features
+from .common import CHUNKS_PER_BLOCK, job_result
 
 __all__ = ["COMMAND", "CondenseJob", "condense", "feature_dtype", "require_module"]
 
-_NO_DCLAB = ("--ancillary needs dclab on every worker (pip install 'dcbulk[dclab]'); "
-             "it is missing on {where}")
-
-
 def require_module(client, name: str = "dclab") -> None:
     """Raise a one-line PlanError unless ``name`` is importable on every worker."""
-    found = client.run(_has_module, name)
+    found = client.run(has_module, name)
     missing = sorted(addr for addr, ok in found.items() if not ok)
     if missing:
-        raise PlanError(_NO_DCLAB.format(where=", ".join(missing)))
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
+        raise PlanError(NO_DCLAB.format(where=", ".join(missing)))
 
 
 def feature_dtype(name: str) -> str:
@@ -63,22 +51,6 @@ def feature_dtype(name: str) -> str:
     if name in FEATURES_UINT64:
         return "uint64"
     raise PlanError(f"dclab's writer has no fixed dtype for feature '{name}'")
-
-
-def ancillary_features(path: str, have: Iterable[str]) -> dict[str, np.ndarray]:
-    """dclab's ancillary scalar features of a file that it does not store (computed here)."""
-    if not _has_module("dclab"):
-        raise PlanError(_NO_DCLAB.format(where="this worker"))
-    # dclab (an optional dependency of the workers, with scipy behind it): imported here only
-    import dclab
-    from dclab import definitions as dfn
-    have = set(have)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with dclab.new_dataset(path) as ds:
-            names = [f for f in ds.features_ancillary
-                     if f not in have and dfn.scalar_feature_exists(f)]
-            return {f: np.asarray(ds[f]) for f in names}
 
 
 class CondenseJob(Job):
@@ -206,12 +178,17 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
                    timeout=timeout, follow_links=follow_links)
 
 
+def _arguments(parser) -> None:
+    parser.add_argument("--ancillary", action="store_true", help="also compute dclab's "
+                        "ancillary features (needs dclab on the workers)")
+    # every output has a basin to its source: the run's options say so, as condense()'s do
+    parser.set_defaults(basin_to_source=True)
+
+
 COMMAND = Command(
     name="condense", help="scalar features only, with a basin to each source",
     description="As dclab-condense, for whole archives: every scalar feature, metadata and "
     "basins, and a basin to the source for images, masks and traces. Re-running resumes.",
     job=lambda ns: CondenseJob(ancillary=ns.ancillary),
     options=("filter", "resume", "max_open_outputs"),
-    add_arguments=lambda p: p.add_argument(
-        "--ancillary", action="store_true",
-        help="also compute dclab's ancillary features (needs dclab on the workers)"))
+    add_arguments=_arguments)

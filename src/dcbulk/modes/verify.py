@@ -154,11 +154,12 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                             f"(dcbulk verify {os.path.join(output_dir, '*.rtdc')})")
     options = manifest.options or {}
     feats = options.get("features")
-    mode = (options.get("job") or {}).get("mode")
-    if mode not in (None, "process"):  # None: convert
-        raise UsageError(f"{output_dir}: made by a dcbulk mode ({mode}), not converted; its "
-                         f"outputs are not copies of their sources, so there is nothing to "
-                         f"verify them against")
+    job = options.get("job") or {}
+    mode = job.get("mode")
+    if mode not in (None, "process", "condense"):  # None: convert
+        raise UsageError(f"{output_dir}: made by a dcbulk mode ({mode}), not converted or "
+                         f"condensed; its outputs are not copies of their sources, so there "
+                         f"is nothing to verify them against")
     processed = mode == "process"
     pairs = []
     for rec in manifest.records.values():
@@ -171,7 +172,11 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                 source_head=rec.head_sha256,
                                 sha256=rec.output_sha256,
                                 follow_external=bool(options.get("follow_external")),
-                                processed=processed, compression=options.get("compression")))
+                                processed=processed, compression=options.get("compression"),
+                                condensed=mode == "condense",
+                                ancillary=bool(job.get("ancillary")),
+                                basin_to_source=(bool(options.get("basin_to_source"))
+                                                 or mode == "condense")))
     recorded = {p.output for p in pairs}
     pairs += [VerifyPair(output=path, source="", unrecorded=True)
               for path in _rtdc_files(output_dir) if path not in recorded]

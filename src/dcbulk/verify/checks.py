@@ -30,6 +30,7 @@ from ..read.digests import head_sha256
 from ..read.filtering import filter_mapping, kept_events
 from ..read.inspect import SourceInfo, inspect_source
 from .compare import compare_contours, compare_metadata, file_problems
+from .condensed import ancillary_problems, condensed_features
 from .joined import join_metadata_problems, plan_join_checks
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
                    special_file)
@@ -85,8 +86,8 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
                 f"made ({changed}), so it no longer says what the output must equal"], [], {}
     try:
         mapping = _mapping(pair, info)
-        wanted = [f for f in select_features(
-            info, [f for f in pair.features if f != "contour"] if pair.features else None)]
+        wanted = condensed_features(info, mapping) if pair.condensed else select_features(
+            info, [f for f in pair.features if f != "contour"] if pair.features else None)
         codec = (parse_compression(pair.compression, fletcher32=False)  # describe()'s text
                  if pair.compression else None)
     except (PlanError, DcbulkError) as exc:
@@ -100,9 +101,11 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
         return [f"{pair.output}: cannot open ({exc})"], [], {}
     n_out = info.n_events if mapping is None else int(mapping.size)
     problems += [f"{pair.output}: feature '{f}' is missing" for f in wanted if f not in present]
-    problems += [f"{pair.output}: feature '{f}' is not in the source's selection"
-                 for f in present if f not in wanted]
-    want_empty = info.empty_groups if pair.features is None else ()
+    others = [f for f in present if f not in wanted]  # with --ancillary: dclab's, if right
+    if not pair.ancillary:
+        problems += [f"{pair.output}: feature '{f}' is not in the source's selection"
+                     for f in others]
+    want_empty = info.empty_groups if pair.features is None and not pair.condensed else ()
     problems += [f"{pair.output}: empty group 'events/{g}' of the source is missing"
                  for g in want_empty if g not in empty]
     problems += [f"{pair.output}: empty group 'events/{g}' is not in the source"
@@ -116,14 +119,21 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
             problems.append(f"{pair.output}: feature '{name}' has {layout.shape[0]} events, "
                             f"expected {n_out}")
             continue
-        fsrc = info.features[name]
-        renumber = mapping is not None and name == "index"
-        own = fsrc.rowmap is None and fsrc.data.path == info.path  # the writer's rule
+        fsrc = info.features.get(name)  # None: condense's index 1..n
+        enumerated = (name == "index" and (mapping is not None or fsrc is None)
+                      or fsrc is not None and fsrc.origin == ENUMERATE)
+        own = (fsrc is not None and fsrc.rowmap is None and fsrc.data.path == info.path
+               and fsrc.origin != ENUMERATE)  # the writer's rule
         checks += feature_checks(pair.output, name, layout, fsrc, 0, n_out, events=mapping,
-                                 enumerate=renumber or fsrc.origin == ENUMERATE,
-                                 own=own and fsrc.origin != ENUMERATE, task_bytes=task_bytes)
-    contour = info.has_contour and (pair.features is None or "contour" in pair.features)
-    meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour, "codec": codec}
+                                 enumerate=enumerated, own=own, task_bytes=task_bytes)
+    contour = (info.has_contour and not pair.condensed
+               and (pair.features is None or "contour" in pair.features))
+    meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour, "codec": codec,
+            "ancillary": (wanted, others) if pair.ancillary else None}
+    if pair.ancillary:  # the statistics of dclab's (its values: by the metadata task)
+        checks += [c for name in others if present[name].shape[0] == n_out
+                   for c in feature_checks(pair.output, name, present[name], None, 0, n_out,
+                                           task_bytes=task_bytes)]
     return problems, pack(checks, task_bytes), meta
 
 
@@ -132,12 +142,16 @@ def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
     basins and contours (``meta``: from :func:`plan_checks`)."""
     problems = file_problems(pair.output, pair.size, pair.sha256)
     problems += compare_metadata(pair.output, pair.source, mapping=meta["mapping"],
-                                 n_source=meta["n_source"], sample_suffix=pair.sample_suffix)
+                                 n_source=meta["n_source"], sample_suffix=pair.sample_suffix,
+                                 to_source=pair.basin_to_source)
     try:
         problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
                                      expected=meta["contour"], codec=meta["codec"])
     except (OSError, KeyError) as exc:
         problems.append(f"{pair.output}: contours unreadable ({exc})")
+    if meta["ancillary"] is not None:
+        problems += ancillary_problems(pair.output, pair.source, meta["mapping"],
+                                       *meta["ancillary"])
     return problems
 
 

@@ -166,7 +166,7 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
 
 
 def _compare_basins(src: h5py.File, out: h5py.File, output: str,
-                    mapping: np.ndarray | None, n_source: int) -> list[str]:
+                    mapping: np.ndarray | None, n_source: int, to_source: bool) -> list[str]:
     problems = []
     out_dir = pathlib.Path(output).resolve().parent
     src_basins = extract_basin_dicts(src)
@@ -175,6 +175,10 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
     kept = {b.get("name") for b in out_basins}
     problems += [f"basin '{b.get('name')}' of the source is missing" for b in src_basins
                  if b["type"] == "file" and b.get("name") not in kept]
+    if to_source and not any(b.get("name") == "source" and b.get("type") == "file"
+                             for b in out_basins):  # (the writer's name for it)
+        problems.append("basin 'source' (to the source, for the features the output does "
+                        "not hold) is missing")
     for bdict in out_basins:
         label = f"basin '{bdict.get('name')}'"
         if bdict.get("type") == "file":
@@ -213,8 +217,10 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
 
 
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
-                     n_source: int, sample_suffix: str = "") -> list[str]:
-    """Root attributes, logs, tables and basins of an output against its source.
+                     n_source: int, sample_suffix: str = "", to_source: bool = False
+                     ) -> list[str]:
+    """Root attributes, logs, tables and basins of an output against its source (with
+    ``to_source``, one of them a file basin to the source).
 
     An output must hold its own data: every external link, soft link out of its group,
     virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`).
@@ -232,7 +238,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
         problems += _compare_group(src, out, "logs")
         problems += _compare_group(src, out, "tables")
         try:
-            problems += _compare_basins(src, out, output, mapping, n_source)
+            problems += _compare_basins(src, out, output, mapping, n_source, to_source)
         except (OSError, KeyError, ValueError) as exc:
             problems.append(f"basins unreadable ({type(exc).__name__}: {exc})")
     return [f"{output}: {p}" for p in problems]

@@ -68,6 +68,11 @@ class VerifyPair:
     #: a file in an output directory that its manifest does not record: nothing says what
     #: it must equal, so it is reported, not opened
     unrecorded: bool = False
+    #: an output of ``condense`` (:mod:`.condensed`), with dclab's ancillary features
+    condensed: bool = False
+    ancillary: bool = False
+    #: the output holds a file basin to its source (``--basin-to-source``; every condensed one)
+    basin_to_source: bool = False
 
 
 def special_file(path: str) -> str | None:

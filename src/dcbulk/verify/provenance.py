@@ -1,6 +1,6 @@
 """What a single output must equal, from its provenance log: the pair ``dcbulk verify
-OUT.rtdc`` checks without ``--against`` (a converted output, a piece of ``split``, or a
-joined file).
+OUT.rtdc`` checks without ``--against`` (a converted or condensed output, a piece of
+``split``, or a joined file).
 
 The log itself (schema, line wrapping, which log is the file's own) is
 :mod:`dcbulk.provenance`'s; this module only turns an output's log into a
@@ -32,7 +32,7 @@ def pair_from_provenance(output: str | PathLike):
     UsageError
         When the log does not say what the output must equal: no dcbulk log, an explicit
         event mapping (not recorded), or an output of a mode other than ``convert``,
-        ``split`` and ``join``.
+        ``condense``, ``split`` and ``join``.
     """
     output = os.path.abspath(os.fspath(output))
     if not os.path.isfile(output):
@@ -47,10 +47,10 @@ def pair_from_provenance(output: str | PathLike):
     mode = doc.get("mode")
     if mode == "join":
         return _join_pair(output, doc)
-    if mode not in ("convert", "split") or not doc.get("source"):
+    if mode not in ("convert", "split", "condense") or not doc.get("source"):
         raise UsageError(f"{output}: made by a dcbulk mode ({mode}: its log is "
-                         f"logs/dcbulk-{mode}), not converted, split or joined from its inputs; "
-                         f"its log does not say what it must equal")
+                         f"logs/dcbulk-{mode}), not converted, condensed, split or joined from "
+                         f"its inputs; its log does not say what it must equal")
     source, options = str(doc["source"]), doc.get("options") or {}
     piece, suffix = _piece(output, doc) if mode == "split" else (None, "")
     if doc.get("mapped") and not options.get("filter") and piece is None:
@@ -67,7 +67,10 @@ def pair_from_provenance(output: str | PathLike):
                       follow_external=bool(options.get("follow_external")),
                       compression=options.get("compression"), piece=piece,
                       sample_suffix=suffix, source_size=_size(doc.get("source size")),
-                      source_identifier=doc.get("source identifier") or None)
+                      source_identifier=doc.get("source identifier") or None,
+                      condensed=mode == "condense",
+                      ancillary=bool((options.get("job") or {}).get("ancillary")),
+                      basin_to_source=bool(doc.get("basin_to_source")))
 
 
 def _join_pair(output: str, doc: dict) -> VerifyPair:

@@ -26,7 +26,7 @@ from ..read.inspect import DatasetRef, FeatureSource
 from ..read.policy import is_reference
 from .compare import same_value, shown
 
-__all__ = ["Joined", "RowCheck", "compare_rows"]
+__all__ = ["Joined", "RowCheck", "compare_rows", "diff_rows"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,9 @@ def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def _diff_rows(got: np.ndarray, want: np.ndarray, start: int) -> str | None:
+def diff_rows(got: np.ndarray, want: np.ndarray, start: int) -> str | None:
+    """How rows ``start..`` of an output differ from what they must hold (None: the same
+    bytes; unsigned integers of another width: the same values)."""
     if got.shape != want.shape:
         return f"shape {got.shape} != source {want.shape}"
     if got.dtype != want.dtype and not (got.dtype.kind == want.dtype.kind == "u"):
@@ -185,7 +187,7 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
             return [f"{where}: source unreadable ({type(exc).__name__}: {exc})"]
         if want.dtype == bool and got.dtype != bool:  # masks stored as uint8
             got = got > 0
-    problem = _diff_rows(got, want, check.start)
+    problem = diff_rows(got, want, check.start)
     about = []  # lines about the feature as a whole
     if check.start == 0 and check.own:  # once per feature
         about += _attribute_problems(dset, files.dataset(check.source.data))
@@ -229,7 +231,7 @@ def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
     want, origin = {}, "the source's"
     if check.source is not None and check.joined is None and keeps_statistics(
             check.source, mapped=check.events is not None, n_rows=check.stop):
-        want = source_statistics(files.dataset(check.source.data))
+        want = source_statistics(files.dataset(check.source.data).attrs)
     if not want:
         want, origin = statistics(rows), "that of its events"
     return [f"attribute '{key}' is {shown(value)!r}, expected "
