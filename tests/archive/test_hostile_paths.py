@@ -487,3 +487,38 @@ def test_hidden_sources_are_named_when_left_out_and_hidden_strays_verified(tmp_p
     (dst / ".copy.rtdc").write_bytes((dst / "a.rtdc").read_bytes())
     assert main(["verify", "-q", str(dst)]) == 1
     assert f"{dst / '.copy.rtdc'}: not in its directory's manifest" in capsys.readouterr().out
+
+
+def test_split_fails_a_bad_source_alone_and_names_one_without_pieces(tmp_path, capsys):
+    """``split`` planned every source's pieces before the run, so one damaged source (or
+    one lacking a feature the filter needs) stopped the whole run (exit 3, no file split);
+    a source giving no piece (no events, or none kept) was left out without a word."""
+    import h5py
+    src = tmp_path / "src"
+    good, nodeform, empty = _files(src, ["good.rtdc", "nodeform.rtdc", "empty.rtdc"])
+    (src / "trunc.rtdc").write_bytes(good.read_bytes()[:1000])
+    with h5py.File(nodeform, "a") as h5:
+        del h5["events/deform"]
+    with h5py.File(empty, "a") as h5:
+        for name in list(h5["events"]):
+            data = h5["events"][name]
+            del h5["events"][name]
+            h5["events"].create_dataset(name, shape=(0,) + data.shape[1:], dtype=data.dtype)
+        h5.attrs["experiment:event count"] = 0
+    dst = tmp_path / "pieces"
+    assert main(["split", str(src), "-o", str(dst), "-q", "--events-per-file", "7",
+                 "--filter", "deform > 0"]) == 1
+    out, err = capsys.readouterr()
+    failed = [line for line in out.splitlines() if line.lstrip().startswith("FAILED")]
+    assert len(failed) == 2, out
+    assert any(str(src / "trunc.rtdc") in line and "not a readable HDF5 file" in line
+               for line in failed), failed
+    assert any(str(nodeform) in line and "filter needs feature(s) deform" in line
+               for line in failed), failed
+    assert f"dcbulk: {empty}: nothing to split (no events, or none that the filter and the " \
+           f"all-zero boundary-image rule keep); no output" in err.splitlines()
+    with h5py.File(good) as h5:
+        n_pieces = -(-h5["events/deform"].shape[0] // 7)
+    assert sorted(p.name for p in dst.glob("*.rtdc")) == [
+        f"good_{k:04d}.rtdc" for k in range(1, n_pieces + 1)]
+    assert main(["verify", "-q", *map(str, sorted(dst.glob("*.rtdc")))]) == 0
