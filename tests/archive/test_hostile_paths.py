@@ -522,3 +522,44 @@ def test_split_fails_a_bad_source_alone_and_names_one_without_pieces(tmp_path, c
     assert sorted(p.name for p in dst.glob("*.rtdc")) == [
         f"good_{k:04d}.rtdc" for k in range(1, n_pieces + 1)]
     assert main(["verify", "-q", *map(str, sorted(dst.glob("*.rtdc")))]) == 0
+
+
+def test_verify_of_a_directory_names_sources_without_output(tmp_path, capsys):
+    """``dcbulk verify DIR`` checked only the finished records: a run killed after 4 of 20
+    files verified as '4 files, 4 equal' (exit 0; after 0 files: '0 files', exit 0), and a
+    source whose conversion failed was not mentioned. Each run now records the sources it
+    sets out to make; verify names each one without an output, and what a run that did not
+    end left behind."""
+    src = tmp_path / "src"
+    files = _files(src, ["a.rtdc", "b.rtdc", "c.rtdc"])
+    (src / "bad.rtdc").write_bytes(files[0].read_bytes()[:1000])
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 1  # bad.rtdc failed
+    capsys.readouterr()
+    manifest = dst / MANIFEST_NAME
+    lines = manifest.read_bytes().splitlines(keepends=True)
+    assert sum(b'"planned"' in line for line in lines) == 1
+    # killed after writing c.rtdc but before recording it, with a partial file left
+    kept = [ln for ln in lines if b'"relpath":"c.rtdc"' not in ln]
+    assert len(kept) == len(lines) - 1
+    manifest.write_bytes(b"".join(kept))
+    (dst / "c.rtdc").unlink()
+    (dst / "d.rtdc.0123456789ab.partial").write_bytes(b"")
+    assert main(["verify", "-q", str(dst)]) == 1
+    out = capsys.readouterr().out
+    assert f"{src / 'c.rtdc'}: has no output here: the last run set out to make it and " \
+           f"never recorded it (killed, or still running); re-run its command" in out, out
+    assert f"{src / 'bad.rtdc'}: has no output here: it failed (NotHDF5Error:" in out, out
+    assert f"{dst}: 1 file(s) of a run that did not end (e.g. " \
+           f"{dst / 'd.rtdc.0123456789ab.partial'}); re-run its command" in out, out
+    assert "a.rtdc" not in out and "b.rtdc" not in out
+    # the re-run finishes it (bad.rtdc still fails): then only that one is named
+    (dst / "d.rtdc.0123456789ab.partial").unlink()
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 1
+    assert main(["verify", "-q", str(dst)]) == 1
+    out = capsys.readouterr().out
+    assert "c.rtdc" not in out and "bad.rtdc: has no output here: it failed" in out
+    (src / "bad.rtdc").unlink()
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    # a removed source's failure is still on record: it has no output here
+    assert main(["verify", "-q", str(dst)]) == 1

@@ -164,6 +164,8 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
                 refuse_overwrite(targets)
             manifest = Manifest.load(output, read_only=dry_run)
             adopt_options(manifest, fingerprint, force=force)
+            if not dry_run:
+                manifest.record_planned([t.source for t in targets])
         if not (dry_run or job.one_file):
             _sweep(job, targets)
         decisions = [settle(t, manifest, fingerprint, resume=resume, force=force,
