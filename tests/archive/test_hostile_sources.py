@@ -358,3 +358,23 @@ def test_a_file_basin_outside_the_archive_tree_is_kept_with_one_warning(archive,
     assert len(lines) == 1 and str(bad) in lines[0] and str(other) in lines[0], lines
     with h5py.File(tmp_path / "dst" / "bad.rtdc") as h5:
         assert len(h5["basins"]) == 1  # kept
+
+
+def test_a_file_basin_in_the_tree_that_the_run_does_not_convert_is_named(archive, tmp_path,
+                                                                         client, caplog):
+    """A basin file inside the archive tree that the run does not convert (another suffix,
+    or left out by ``--include`` or a glob) went without a word: the output reached its
+    features there, so deleting the originals lost them. It is one warning line; a basin
+    file the run converts too is not named."""
+    src, good, bad, other = archive
+    target = src / "target.h5"
+    target.write_bytes(good.read_bytes())
+    with dcbulk.write.HDF5Writer(bad, mode="a") as hw:
+        hw.store_basin(name="t", paths=[str(target)], features=["area_um"])
+        hw.store_basin(name="g", paths=[str(good)], features=["area_um"])
+    with caplog.at_level("WARNING", logger="dcbulk"):
+        report = convert_archive([src], tmp_path / "dst", client=client)
+    assert report.ok, report.failed
+    lines = [r.getMessage() for r in caplog.records if "file basin" in r.getMessage()]
+    assert lines == [f"{bad}: file basin {target} is not one of this run's sources; the output "
+                     f"reaches its features there (keep it, or convert it too)"], lines

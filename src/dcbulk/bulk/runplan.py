@@ -11,6 +11,7 @@ and how to tidy the output directory after a run (:meth:`RunPlan.tidy`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -46,6 +47,11 @@ class RunPlan:
     dry_run: bool
     t0: float = field(default_factory=time.perf_counter)
     targets: list = field(default_factory=list)
+
+    @functools.cached_property
+    def source_paths(self) -> frozenset[str]:
+        """The real paths of every source of the run (made now, or finished before)."""
+        return frozenset(os.path.realpath(t.source.path) for t in self.targets)
 
     @property
     def steps(self) -> list[Step]:
