@@ -378,3 +378,23 @@ def test_a_file_basin_in_the_tree_that_the_run_does_not_convert_is_named(archive
     lines = [r.getMessage() for r in caplog.records if "file basin" in r.getMessage()]
     assert lines == [f"{bad}: file basin {target} is not one of this run's sources; the output "
                      f"reaches its features there (keep it, or convert it too)"], lines
+
+
+def test_an_all_nan_feature_is_converted_and_verified_without_numpy_warnings(tmp_path, capsys):
+    """A scalar feature whose every value is NaN printed numpy's 'All-NaN slice encountered'
+    and 'Mean of empty slice' warnings (four lines naming dcbulk's source) on the terminal of
+    convert, split and verify; its statistics are NaN, silently."""
+    src = small_rtdc(tmp_path / "src" / "n.rtdc", 20, seed=4)
+    with h5py.File(src, "a") as h5:
+        h5["events/area_um"][:] = np.nan
+        for key in ("min", "max", "mean"):
+            h5["events/area_um"].attrs.pop(key, None)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["convert", str(src.parent), "-o", str(tmp_path / "dst"), "-q"]) == EXIT_OK
+        assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_OK
+    assert "RuntimeWarning" not in capsys.readouterr().err
+    with h5py.File(tmp_path / "dst" / "n.rtdc") as h5:
+        attrs = h5["events/area_um"].attrs
+        assert all(np.isnan(attrs[key]) for key in ("min", "max", "mean"))
