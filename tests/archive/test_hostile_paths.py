@@ -563,3 +563,19 @@ def test_verify_of_a_directory_names_sources_without_output(tmp_path, capsys):
     assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
     # a removed source's failure is still on record: it has no output here
     assert main(["verify", "-q", str(dst)]) == 1
+
+
+def test_a_source_whose_name_leaves_no_room_for_the_partial_suffix_converts(tmp_path):
+    """A valid 250-byte file name failed ('File name too long'): its partial file's name,
+    the output's plus ``.<12 hex>.partial``, passed the 255-byte limit."""
+    from dcbulk.partials import partial_path
+    src = tmp_path / "src"
+    name = "é" * 60 + "L" * 125 + ".rtdc"  # 250 bytes in UTF-8
+    assert len(os.fsencode(name)) == 250
+    _files(src, [name])
+    partial = partial_path(str(tmp_path / name))
+    assert len(os.fsencode(os.path.basename(partial))) == 255 and partial.endswith(".partial")
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    assert (dst / name).is_file() and not list(dst.glob("*.partial"))
+    assert main(["verify", "-q", str(dst)]) == 0
