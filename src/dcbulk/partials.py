@@ -47,6 +47,9 @@ def current_deadline() -> float | None:
 
 logger = logging.getLogger(__name__)
 
+#: bytes in a file name that Linux file systems allow (NAME_MAX)
+NAME_MAX = 255
+
 _PARTIAL_RE = re.compile(r"^.+\.(?:[0-9a-fA-F]{8,}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}"
                          r"-[0-9a-fA-F]{12})\.partial$")
 
@@ -92,8 +95,14 @@ def refuse_existing(output: str | PathLike, *, overwrite: bool) -> None:
 
 
 def partial_path(output: str) -> str:
-    """A unique temporary sibling of ``output`` that no ``*.rtdc`` glob matches."""
-    return f"{output}.{uuid.uuid4().hex[:12]}.partial"
+    """A unique temporary sibling of ``output`` that no ``*.rtdc`` glob matches (the name's
+    head cut where the output's name leaves no room for the suffix in a file name)."""
+    suffix = f".{uuid.uuid4().hex[:12]}.partial"
+    head, name = os.path.split(output)
+    raw = os.fsencode(name)
+    if len(raw) + len(suffix) > NAME_MAX:  # a valid output name, too long with the suffix
+        name = os.fsdecode(raw[:NAME_MAX - len(suffix)])
+    return os.path.join(head, name + suffix)
 
 
 def commit_file(partial: str, output: str, *, overwrite: bool, fsync: bool = True) -> None:

@@ -63,7 +63,11 @@ def source_statistics(attrs) -> dict[str, object]:
 
 
 def statistics(rows: np.ndarray) -> dict[str, object]:
-    """:data:`STAT_ATTRS` of a feature's rows as dcbulk recomputes them (NaN ignored)."""
+    """:data:`STAT_ATTRS` of a feature's rows as dcbulk recomputes them (NaN ignored; NaN
+    where every row is NaN, without numpy's warnings about it: they are not the user's)."""
+    if rows.dtype.kind in "fc" and np.isnan(rows).all():
+        nan = rows.dtype.type(np.nan)
+        return {"min": nan, "max": nan, "mean": nan}
     with np.errstate(all="ignore"):
         return {"min": np.nanmin(rows), "max": np.nanmax(rows), "mean": np.nanmean(rows)}
 

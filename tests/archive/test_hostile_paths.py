@@ -487,3 +487,95 @@ def test_hidden_sources_are_named_when_left_out_and_hidden_strays_verified(tmp_p
     (dst / ".copy.rtdc").write_bytes((dst / "a.rtdc").read_bytes())
     assert main(["verify", "-q", str(dst)]) == 1
     assert f"{dst / '.copy.rtdc'}: not in its directory's manifest" in capsys.readouterr().out
+
+
+def test_split_fails_a_bad_source_alone_and_names_one_without_pieces(tmp_path, capsys):
+    """``split`` planned every source's pieces before the run, so one damaged source (or
+    one lacking a feature the filter needs) stopped the whole run (exit 3, no file split);
+    a source giving no piece (no events, or none kept) was left out without a word."""
+    import h5py
+    src = tmp_path / "src"
+    good, nodeform, empty = _files(src, ["good.rtdc", "nodeform.rtdc", "empty.rtdc"])
+    (src / "trunc.rtdc").write_bytes(good.read_bytes()[:1000])
+    with h5py.File(nodeform, "a") as h5:
+        del h5["events/deform"]
+    with h5py.File(empty, "a") as h5:
+        for name in list(h5["events"]):
+            data = h5["events"][name]
+            del h5["events"][name]
+            h5["events"].create_dataset(name, shape=(0,) + data.shape[1:], dtype=data.dtype)
+        h5.attrs["experiment:event count"] = 0
+    dst = tmp_path / "pieces"
+    assert main(["split", str(src), "-o", str(dst), "-q", "--events-per-file", "7",
+                 "--filter", "deform > 0"]) == 1
+    out, err = capsys.readouterr()
+    failed = [line for line in out.splitlines() if line.lstrip().startswith("FAILED")]
+    assert len(failed) == 2, out
+    assert any(str(src / "trunc.rtdc") in line and "not a readable HDF5 file" in line
+               for line in failed), failed
+    assert any(str(nodeform) in line and "filter needs feature(s) deform" in line
+               for line in failed), failed
+    assert f"dcbulk: {empty}: nothing to split (no events, or none that the filter and the " \
+           f"all-zero boundary-image rule keep); no output" in err.splitlines()
+    with h5py.File(good) as h5:
+        n_pieces = -(-h5["events/deform"].shape[0] // 7)
+    assert sorted(p.name for p in dst.glob("*.rtdc")) == [
+        f"good_{k:04d}.rtdc" for k in range(1, n_pieces + 1)]
+    assert main(["verify", "-q", *map(str, sorted(dst.glob("*.rtdc")))]) == 0
+
+
+def test_verify_of_a_directory_names_sources_without_output(tmp_path, capsys):
+    """``dcbulk verify DIR`` checked only the finished records: a run killed after 4 of 20
+    files verified as '4 files, 4 equal' (exit 0; after 0 files: '0 files', exit 0), and a
+    source whose conversion failed was not mentioned. Each run now records the sources it
+    sets out to make; verify names each one without an output, and what a run that did not
+    end left behind."""
+    src = tmp_path / "src"
+    files = _files(src, ["a.rtdc", "b.rtdc", "c.rtdc"])
+    (src / "bad.rtdc").write_bytes(files[0].read_bytes()[:1000])
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 1  # bad.rtdc failed
+    capsys.readouterr()
+    manifest = dst / MANIFEST_NAME
+    lines = manifest.read_bytes().splitlines(keepends=True)
+    assert sum(b'"planned"' in line for line in lines) == 1
+    # killed after writing c.rtdc but before recording it, with a partial file left
+    kept = [ln for ln in lines if b'"relpath":"c.rtdc"' not in ln]
+    assert len(kept) == len(lines) - 1
+    manifest.write_bytes(b"".join(kept))
+    (dst / "c.rtdc").unlink()
+    (dst / "d.rtdc.0123456789ab.partial").write_bytes(b"")
+    assert main(["verify", "-q", str(dst)]) == 1
+    out = capsys.readouterr().out
+    assert f"{src / 'c.rtdc'}: has no output here: the last run set out to make it and " \
+           f"never recorded it (killed, or still running); re-run its command" in out, out
+    assert f"{src / 'bad.rtdc'}: has no output here: it failed (NotHDF5Error:" in out, out
+    assert f"{dst}: 1 file(s) of a run that did not end (e.g. " \
+           f"{dst / 'd.rtdc.0123456789ab.partial'}); re-run its command" in out, out
+    assert "a.rtdc" not in out and "b.rtdc" not in out
+    # the re-run finishes it (bad.rtdc still fails): then only that one is named
+    (dst / "d.rtdc.0123456789ab.partial").unlink()
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 1
+    assert main(["verify", "-q", str(dst)]) == 1
+    out = capsys.readouterr().out
+    assert "c.rtdc" not in out and "bad.rtdc: has no output here: it failed" in out
+    (src / "bad.rtdc").unlink()
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    # a removed source's failure is still on record: it has no output here
+    assert main(["verify", "-q", str(dst)]) == 1
+
+
+def test_a_source_whose_name_leaves_no_room_for_the_partial_suffix_converts(tmp_path):
+    """A valid 250-byte file name failed ('File name too long'): its partial file's name,
+    the output's plus ``.<12 hex>.partial``, passed the 255-byte limit."""
+    from dcbulk.partials import partial_path
+    src = tmp_path / "src"
+    name = "é" * 60 + "L" * 125 + ".rtdc"  # 250 bytes in UTF-8
+    assert len(os.fsencode(name)) == 250
+    _files(src, [name])
+    partial = partial_path(str(tmp_path / name))
+    assert len(os.fsencode(os.path.basename(partial))) == 255 and partial.endswith(".partial")
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    assert (dst / name).is_file() and not list(dst.glob("*.partial"))
+    assert main(["verify", "-q", str(dst)]) == 0

@@ -358,3 +358,43 @@ def test_a_file_basin_outside_the_archive_tree_is_kept_with_one_warning(archive,
     assert len(lines) == 1 and str(bad) in lines[0] and str(other) in lines[0], lines
     with h5py.File(tmp_path / "dst" / "bad.rtdc") as h5:
         assert len(h5["basins"]) == 1  # kept
+
+
+def test_a_file_basin_in_the_tree_that_the_run_does_not_convert_is_named(archive, tmp_path,
+                                                                         client, caplog):
+    """A basin file inside the archive tree that the run does not convert (another suffix,
+    or left out by ``--include`` or a glob) went without a word: the output reached its
+    features there, so deleting the originals lost them. It is one warning line; a basin
+    file the run converts too is not named."""
+    src, good, bad, other = archive
+    target = src / "target.h5"
+    target.write_bytes(good.read_bytes())
+    with dcbulk.write.HDF5Writer(bad, mode="a") as hw:
+        hw.store_basin(name="t", paths=[str(target)], features=["area_um"])
+        hw.store_basin(name="g", paths=[str(good)], features=["area_um"])
+    with caplog.at_level("WARNING", logger="dcbulk"):
+        report = convert_archive([src], tmp_path / "dst", client=client)
+    assert report.ok, report.failed
+    lines = [r.getMessage() for r in caplog.records if "file basin" in r.getMessage()]
+    assert lines == [f"{bad}: file basin {target} is not one of this run's sources; the output "
+                     f"reaches its features there (keep it, or convert it too)"], lines
+
+
+def test_an_all_nan_feature_is_converted_and_verified_without_numpy_warnings(tmp_path, capsys):
+    """A scalar feature whose every value is NaN printed numpy's 'All-NaN slice encountered'
+    and 'Mean of empty slice' warnings (four lines naming dcbulk's source) on the terminal of
+    convert, split and verify; its statistics are NaN, silently."""
+    src = small_rtdc(tmp_path / "src" / "n.rtdc", 20, seed=4)
+    with h5py.File(src, "a") as h5:
+        h5["events/area_um"][:] = np.nan
+        for key in ("min", "max", "mean"):
+            h5["events/area_um"].attrs.pop(key, None)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["convert", str(src.parent), "-o", str(tmp_path / "dst"), "-q"]) == EXIT_OK
+        assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_OK
+    assert "RuntimeWarning" not in capsys.readouterr().err
+    with h5py.File(tmp_path / "dst" / "n.rtdc") as h5:
+        attrs = h5["events/area_um"].attrs
+        assert all(np.isnan(attrs[key]) for key in ("min", "max", "mean"))

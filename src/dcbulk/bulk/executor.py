@@ -304,10 +304,13 @@ def settle_outcome(outcome: tuple, step: Step, plan: RunPlan) -> FileResult:
     if res.error:
         return replace(_failed(step, manifest, res.error), problems=list(res.problems),
                        checked=list(res.checked))
-    outside = [p for p in res.basin_files if not _within(p, entry.root)]
-    if outside:
-        logger.warning("%s: file basin %s lies outside the archive tree %s", entry.path,
-                       ", ".join(outside), entry.root)
+    others = [p for p in res.basin_files if os.path.realpath(p) not in plan.source_paths]
+    if others:  # its output's features there stay there: deleting it loses them
+        where = ("lies outside the archive tree " + entry.root
+                 if any(not _within(p, entry.root) for p in others)
+                 else "is not one of this run's sources")
+        logger.warning("%s: file basin %s %s; the output reaches its features there (keep "
+                       "it, or convert it too)", entry.path, ", ".join(others), where)
     if manifest is not None:
         size, mtime_ns, head, checksum = identity
         manifest.record_done(entry, output=out, output_size=res.bytes_out, events=res.events,

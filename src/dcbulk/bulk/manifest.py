@@ -1,8 +1,9 @@
 """The resume manifest of an output directory: which sources are finished, and how.
 
 ``<output_dir>/dcbulk-manifest.jsonl`` is an append-only JSON Lines log: a header line, an
-options line whenever a run adopts (new) options, and one line per finished or failed file,
-written and fsynced as soon as that file is settled. The last line for a source wins. It is
+options line whenever a run adopts (new) options, a line naming the sources each run sets out
+to make (so verify can tell a run that never ended), and one line per finished or failed
+file, written and fsynced as soon as that file is settled. The last line for a source wins. It is
 read once, when a run starts; a torn last line (a crash while appending) is ignored and cut
 off before the next append, so a killed run loses at most the file that was being recorded,
 which is then simply converted again. A log that has grown to more than twice its live
@@ -30,7 +31,7 @@ from ..nofollow import open_nofollow
 from ..partials import clean_partials, stale_partials, write_atomic
 from .records import (FORMAT_VERSION, Decision, ManifestRecord, canonical_options,
                       file_sha256, head_sha256, header_line, options_fingerprint,
-                      options_line, parse_line, record_line, utc_now)
+                      options_line, parse_line, planned_line, record_line, utc_now)
 from .sources import SourceEntry, output_path
 
 # FORMAT_VERSION, Decision, ManifestRecord, file_sha256, options_fingerprint and the partial-file
@@ -71,6 +72,7 @@ class Manifest:
         self._fingerprint: str | None = None
         self._created = utc_now()
         self._records: dict[str, ManifestRecord] = {}
+        self._planned: dict[str, str] | None = None
         self._lock = threading.RLock()
         self._torn_at: int | None = None  # byte offset of a torn last line, cut before appending
         self._exists = False
@@ -121,6 +123,8 @@ class Manifest:
             elif kind == "options":
                 manifest._options = value
                 manifest._fingerprint = options_fingerprint(value)
+            elif kind == "planned":
+                manifest._planned = value
             else:
                 relpath, record = value
                 manifest._records[relpath] = record
@@ -153,6 +157,18 @@ class Manifest:
     def records(self) -> Mapping[str, ManifestRecord]:
         """Read-only view of the records by source relative path."""
         return types.MappingProxyType(self._records)
+
+    @property
+    def planned(self) -> Mapping[str, str]:
+        """The sources the last run set out to make (relative path -> path; empty: none
+        recorded, e.g. a manifest of an earlier dcbulk)."""
+        return types.MappingProxyType(self._planned or {})
+
+    def record_planned(self, entries: list[SourceEntry]) -> None:
+        """Record the sources this run sets out to make (before any is made)."""
+        with self._lock:
+            self._planned = {e.relpath: e.path for e in entries}
+            self._append(planned_line(self._planned))
 
     def __len__(self) -> int:
         return len(self._records)
@@ -319,6 +335,8 @@ class Manifest:
             parts = [header_line(self._created)]
             if self._options is not None:
                 parts.append(options_line(self._options, self._fingerprint or ""))
+            if self._planned is not None:
+                parts.append(planned_line(self._planned))
             parts += [record_line(k, r) for k, r in self._records.items()]
             try:
                 write_atomic(self.path, b"".join(parts))

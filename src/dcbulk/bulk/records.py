@@ -17,7 +17,7 @@ from ..read.digests import HEAD_BYTES, file_sha256, head_sha256
 
 __all__ = ["FORMAT_VERSION", "HEAD_BYTES", "STATUSES", "Decision", "ManifestRecord",
            "canonical_options", "file_sha256", "head_sha256", "header_line", "options_line",
-           "parse_line", "options_fingerprint", "record_line", "utc_now"]
+           "parse_line", "options_fingerprint", "planned_line", "record_line", "utc_now"]
 
 #: version of the manifest's layout; other versions are refused
 FORMAT_VERSION = 2
@@ -147,6 +147,13 @@ def options_line(options: Mapping[str, Any], fingerprint: str) -> bytes:
     return _dumps({"options": dict(options), "fingerprint": fingerprint, "at": utc_now()})
 
 
+def planned_line(sources: Mapping[str, str]) -> bytes:
+    """A line naming the sources a run sets out to make outputs of (relative path -> path;
+    all of them, finished before or not), so that a run that never ended is seen by what it
+    left unrecorded."""
+    return _dumps({"planned": dict(sources), "at": utc_now()})
+
+
 def record_line(relpath: str, record: ManifestRecord) -> bytes:
     """A line recording one source's outcome."""
     return _dumps({"relpath": relpath, "record": record.to_dict()})
@@ -155,14 +162,14 @@ def record_line(relpath: str, record: ManifestRecord) -> bytes:
 def parse_line(path: str, number: int, raw: bytes) -> tuple[str, Any]:
     """Check line ``number`` (1-based) of the manifest ``path``.
 
-    Returns ``("header", created)``, ``("options", options)`` or
-    ``("record", (relpath, ManifestRecord))``.
+    Returns ``("header", created)``, ``("options", options)``, ``("planned", sources)``
+    or ``("record", (relpath, ManifestRecord))``.
 
     Raises
     ------
     ManifestError
         When the line is not JSON, line 1 is not a dcbulk manifest header of this version,
-        or a later line is neither an options line nor a valid record.
+        or a later line is neither an options line, a planned line nor a valid record.
     """
     where = f"{path}, line {number}"
     try:
@@ -183,6 +190,12 @@ def parse_line(path: str, number: int, raw: bytes) -> tuple[str, Any]:
         if not isinstance(doc["options"], dict):
             raise ManifestError(f"{where}: 'options' is not a JSON object")
         return "options", doc["options"]
+    if "planned" in doc:
+        planned = doc["planned"]
+        if not (isinstance(planned, dict)
+                and all(isinstance(p, str) for p in [*planned, *planned.values()])):
+            raise ManifestError(f"{where}: 'planned' does not map paths to paths")
+        return "planned", planned
     relpath = doc.get("relpath")
     if not isinstance(relpath, str):
         raise ManifestError(f"{where}: neither options nor a record")

@@ -11,6 +11,7 @@ and how to tidy the output directory after a run (:meth:`RunPlan.tidy`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -46,6 +47,11 @@ class RunPlan:
     dry_run: bool
     t0: float = field(default_factory=time.perf_counter)
     targets: list = field(default_factory=list)
+
+    @functools.cached_property
+    def source_paths(self) -> frozenset[str]:
+        """The real paths of every source of the run (made now, or finished before)."""
+        return frozenset(os.path.realpath(t.source.path) for t in self.targets)
 
     @property
     def steps(self) -> list[Step]:
@@ -164,6 +170,8 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
                 refuse_overwrite(targets)
             manifest = Manifest.load(output, read_only=dry_run)
             adopt_options(manifest, fingerprint, force=force)
+            if not dry_run:
+                manifest.record_planned([t.source for t in targets])
         if not (dry_run or job.one_file):
             _sweep(job, targets)
         decisions = [settle(t, manifest, fingerprint, resume=resume, force=force,

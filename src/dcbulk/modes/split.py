@@ -14,14 +14,16 @@ archive executor like every job.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..bulk import ArchiveReport, ConvertJob, Part, Target, make_options, run_job
 from ..command import Command, positive_count
-from ..errors import PlanError
+from ..errors import DcbulkError, PlanError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
@@ -30,6 +32,8 @@ from ..read.filtering import kept_events
 from ..read.inspect import inspect_source
 
 __all__ = ["COMMAND", "SplitJob", "plan_split", "split"]
+
+logger = logging.getLogger(__name__)
 
 
 def _sample(path: str) -> str:
@@ -85,12 +89,41 @@ class SplitJob(ConvertJob):
                             "skip empty boundary images": self.skip_empty}
 
     def targets(self, entries, output, options) -> list[Target]:
-        """The pieces of each source, below its place in the tree (as ``convert`` mirrors)."""
-        return [Target(out, entry, size, part) for entry in entries
-                for out, part, size in plan_split(
-                    entry.path, os.path.join(output, os.path.dirname(entry.relpath)),
-                    self.events_per_file, filter=options.filter,
-                    skip_empty=self.skip_empty)]
+        """The pieces of each source, below its place in the tree (as ``convert`` mirrors).
+
+        A source whose pieces cannot be planned (damaged, lacking a feature the filter
+        needs, ...) becomes one target that fails with that line, so it fails alone; a source
+        that gives no piece (no events, or none kept) is one warning line."""
+        targets = []
+        for entry in entries:
+            out_dir = os.path.join(output, os.path.dirname(entry.relpath))
+            try:
+                pieces = plan_split(entry.path, out_dir, self.events_per_file,
+                                    filter=options.filter, skip_empty=self.skip_empty)
+            except (DcbulkError, OSError) as exc:
+                stem = os.path.splitext(os.path.basename(entry.path))[0]
+                targets.append(Target(os.path.join(out_dir, f"{stem}_0001.rtdc"), entry,
+                                      0, _Unplanned(exc)))
+                continue
+            if not pieces:
+                logger.warning("%s: nothing to split (no events, or none that the filter "
+                               "and the all-zero boundary-image rule keep); no output",
+                               entry.path)
+            targets += [Target(out, entry, size, part) for out, part, size in pieces]
+        return targets
+
+    def make(self, target: Target, options, **kwargs):
+        """Make one piece (runs as a task on a worker); an unplanned source fails here."""
+        if isinstance(target.recipe, _Unplanned):
+            raise target.recipe.error
+        return super().make(target, options, **kwargs)
+
+
+@dataclass(frozen=True)
+class _Unplanned:
+    """The recipe of a source whose pieces could not be planned: ``error`` (picklable)."""
+
+    error: Exception
 
 
 def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..bulk.executor import Progress, execute, execute_here
+from ..bulk.inprocess import MARKER_NAME
 from ..bulk.runplan import check_plan
 from ..bulk.job import INLINE_BYTES, CheckJob, Target
 from ..bulk.manifest import Manifest
@@ -36,6 +37,7 @@ from ..bulk.sources import SourceEntry
 from ..engine.client import current_worker
 from ..engine.report import Report
 from ..errors import ManifestError, NotHDF5Error, UsageError
+from ..partials import stale_partials
 from ..verify import checks
 from ..verify.checks import VerifyPair, check_pair
 from ..verify.processed import is_processed_output
@@ -178,9 +180,37 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                 basin_to_source=(bool(options.get("basin_to_source"))
                                                  or mode == "condense")))
     recorded = {p.output for p in pairs}
-    pairs += [VerifyPair(output=path, source="", unrecorded=True)
-              for path in _rtdc_files(output_dir) if path not in recorded]
-    return sorted(pairs, key=lambda p: p.output)
+    pairs += [VerifyPair(output=path, source="", verdict=(
+        f"{path}: not in its directory's manifest, so nothing says what it must equal; not "
+        f"checked (verify it by name)")) for path in _rtdc_files(output_dir)
+        if path not in recorded]
+    return sorted(pairs + _without_output(manifest), key=lambda p: p.output)
+
+
+def _without_output(manifest: Manifest) -> list[VerifyPair]:
+    """One settled pair per source the manifest says has no output here: its conversion
+    failed, or the last run planned it and never recorded it (killed, or still running),
+    and one for the partial files or marker such a run leaves."""
+    pairs = []
+    for relpath, rec in manifest.records.items():
+        if rec.status != "done":
+            pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, rec.output),
+                                    source=rec.source, verdict=(
+                f"{rec.source}: has no output here: it failed ({rec.error})")))
+    for relpath, source in manifest.planned.items():
+        if relpath not in manifest.records:
+            pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, relpath),
+                                    source=source, verdict=(
+                f"{source}: has no output here: the last run set out to make it and never "
+                f"recorded it (killed, or still running); re-run its command")))
+    left = stale_partials(manifest.output_dir) + [
+        path for path in [os.path.join(manifest.output_dir, MARKER_NAME)]
+        if os.path.lexists(path)]
+    if left:
+        pairs.append(VerifyPair(output=str(left[0]), source="", verdict=(
+            f"{manifest.output_dir}: {len(left)} file(s) of a run that did not end (e.g. "
+            f"{left[0]}); re-run its command to finish it")))
+    return pairs
 
 
 def _rtdc_files(directory: str) -> list[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from .._version import __version__
 from ..codec import parse_compression
 from ..errors import OutputExistsError
+from ..partials import partial_path
 from ..write import HDF5Writer
 from .events import _GROUP, _TRACES, _make_group, _make_scene
 from .metadata import _metadata, _store_extras
@@ -112,7 +112,7 @@ def make_rtdc(path: str | Path, n_events: int, *, seed: int = 0,
     params = {"generator": f"dcbulk.synth.make_rtdc ({__version__})", "seed": seed,
               "events": n_events, "compression": compression, "image_shape": (h, w),
               "traces": with_traces, "contour": with_contour, "trace_length": trace_length}
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    tmp = Path(partial_path(str(path)))
     try:
         with HDF5Writer(tmp, mode="w", ds_kwds=dict(ds_kwds)) as hw:
             for key, value in attrs.items():

@@ -163,9 +163,8 @@ def check_pair(pair: VerifyPair, *, client=None, task_bytes: int = TASK_BYTES
     With ``client`` (a ``distributed`` client, e.g. ``worker_client()`` in a task) the
     metadata check and each row task run as tasks of their own; else all in this process.
     """
-    if pair.unrecorded:
-        return [f"{pair.output}: not in its directory's manifest, so nothing says what it must "
-                f"equal; not checked (verify it by name)"], []
+    if pair.verdict is not None:
+        return [pair.verdict], []
     if pair.processed:
         return (file_problems(pair.output, pair.size, pair.sha256)
                 or check_processed(pair.output)), [ALONE]

@@ -65,9 +65,10 @@ class VerifyPair:
     #: log holds them (None: unknown)
     input_sizes: tuple[int | None, ...] | None = None
     input_offsets: tuple[float | None, ...] | None = None
-    #: a file in an output directory that its manifest does not record: nothing says what
-    #: it must equal, so it is reported, not opened
-    unrecorded: bool = False
+    #: settled without opening anything (one line): a file its directory's manifest does
+    #: not record (nothing says what it must equal), or a source the manifest says has no
+    #: output (failed, or planned by a run that never ended)
+    verdict: str | None = None
     #: an output of ``condense`` (:mod:`.condensed`), with dclab's ancillary features
     condensed: bool = False
     ancillary: bool = False
