@@ -457,7 +457,7 @@ def test_a_malformed_source_fails_its_file_alone_in_one_line(tmp_path, defect, l
     assert sorted(p.name for p in (tmp_path / "dst").glob("*.rtdc")) == ["good.rtdc"]
     if defect == "a member that is a group":  # refused before split writes any piece
         assert main(["split", str(bad), "-o", str(tmp_path / "pieces"), "--events-per-file",
-                     "5", "-q"]) == 3
+                     "5", "-q"]) == 1  # the file failed (alone)
         assert not list((tmp_path / "pieces").glob("*.rtdc"))
     if defect.startswith(("a group among", "a feature", "logs")):  # join ignores contours
         assert main(["join", str(good), str(bad), "-o", str(tmp_path / "j.rtdc"), "-q"]) == 3

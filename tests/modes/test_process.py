@@ -257,9 +257,12 @@ def test_verify_checks_processed_outputs_without_their_sources(archive, processe
                                                               tmp_path, capsys):
     dst, _report = processed
     result = dcbulk.verify(dst, client=pclient)
-    assert len(result.files) == len(_good(archive))
+    assert len(result.files) == len(_good(archive)) + 1  # the broken source's: no output
     verdicts = {Path(f.output).name: f.problems for f in result.files}
     assert verdicts.pop(output_relpath(SAMPLE)) == []
+    assert verdicts.pop("broken.rtdc") == [
+        f"{archive / 'day2' / 'broken.rtdc'}: has no output here: it failed (OSError: Unable "
+        f"to synchronously open file (file signature not found))"]
     for problems in verdicts.values():
         # dcnum 0.31 stores the background images' map as (1, N) when every frame gave one
         # event (as in the synthetic files): dclab then cannot index image_bg

@@ -154,16 +154,22 @@ def test_page_served_while_files_are_in_flight_and_after(archive, tmp_path):
                 assert f"{len(good)} done, 0 skipped, 2 failed, 0 remaining" in text
 
             # verify reports to the page the same way: one settled verdict per output
-            vstate = RunState(command="verify", total_files=len(good),
+            # (the two failed sources have no output: one line each, nothing read)
+            vstate = RunState(command="verify", total_files=len(good) + 2,
                               outputs=[f.output for f in report.files])
             with live_page(vstate, client, cluster):
                 verdicts = dcbulk.verify(tmp_path / "out", client=client, progress=vstate)
                 snap = _json(base + "/dcbulk/run.json")
-            assert verdicts.ok and len(verdicts.files) == len(good)
+            assert len(verdicts.files) == len(good) + 2
+            assert sorted(f.source for f in verdicts.failed) == sorted(
+                f.source for f in report.failed)
+            assert all("has no output here: it failed" in f.problems[0]
+                       for f in verdicts.failed)
             assert (snap["command"], snap["remaining"]) == ("verify", 0)
-            assert snap["counts"] == {"done": len(good), "skipped": 0, "failed": 0}
+            assert snap["counts"] == {"done": len(good), "skipped": 0, "failed": 2}
             assert snap["bytes_in"] == sum(os.path.getsize(f.output) + os.path.getsize(f.source)
-                                           for f in verdicts.files)  # what the checks read
+                                           for f in verdicts.files
+                                           if f.status == "done")  # what the checks read
             # the plugin leaves with the block
             with pytest.raises(urllib.error.HTTPError) as err:
                 _get(base + "/dcbulk/run.json")
@@ -219,8 +225,9 @@ def test_cli_names_the_page(archive, tmp_path, capsys):
     assert f"; page: {page}; log: " in text.out
     vreport = tmp_path / "v.json"
     assert main(["verify", str(tmp_path / "out"), "--workers", "2", "--report",
-                 str(vreport)]) == 0
+                 str(vreport)]) == EXIT_FAILED_FILES  # the two failed sources: no output
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     doc = json.loads(vreport.read_text())
-    assert doc["counts"]["equal"] == len(good) and doc["page"].endswith(ROUTE)
+    assert doc["counts"]["equal"] == len(good) and doc["counts"]["mismatched"] == 2
+    assert doc["page"].endswith(ROUTE)
     assert summary.endswith(f"; page: {doc['page']}")
