@@ -219,6 +219,18 @@ def test_reprocess_hands_only_the_chosen_features(small_archive, tmp_path, clien
     assert log["details"]["func"]["name"].endswith("brightest")
 
 
+def test_reprocess_takes_one_feature_name_as_one_feature(small_archive, tmp_path, client):
+    def doubled(features):
+        assert sorted(features) == ["deform"], sorted(features)  # not 'd', 'e', 'f', ...
+        return {"userdef4": features["deform"] * 2}
+
+    report = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "out", doubled,
+                              features="deform", client=client)
+    assert report.ok, [f.error for f in report.failed]
+    with h5py.File(small_archive / "a.rtdc") as src, h5py.File(report.files[0].output) as h5:
+        np.testing.assert_array_equal(h5["events/userdef4"][:], src["events/deform"][:] * 2)
+
+
 def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
     def wrong_length(features):
         return {"userdef1": features["deform"][:5]}

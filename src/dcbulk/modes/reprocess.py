@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from ..arguments import feature_names
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
 from ..engine import Report, read_features, store_features
@@ -64,7 +65,8 @@ class ReprocessJob(Job):
         if not callable(func):
             raise PlanError(f"reprocess needs a function, got {type(func).__name__}")
         self.func = func
-        self.features = list(features) if features else None
+        names = feature_names(features)
+        self.features = list(names) if names else None
         self.fingerprint = {"mode": "reprocess", "func": func_identity(func),
                             "features": self.features}
 

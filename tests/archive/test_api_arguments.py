@@ -1,0 +1,33 @@
+"""The Python API's arguments of a wrong type: one line (a UsageError naming the argument and
+what it got) before any work, never a raw TypeError or AttributeError from deep inside; and
+a single feature name where a list of names is taken."""
+from __future__ import annotations
+
+import h5py
+import pytest
+
+import dcbulk
+from dcbulk.errors import UsageError
+
+from fixtures import small_rtdc
+
+
+def _one_line(info: pytest.ExceptionInfo, *words: str) -> None:
+    text = str(info.value)
+    assert "\n" not in text and all(w in text for w in words), text
+
+
+def test_one_feature_name_is_one_feature_and_a_filter_must_be_text(tmp_path):
+    src = small_rtdc(tmp_path / "src" / "a.rtdc")
+    report = dcbulk.convert_archive([tmp_path / "src"], tmp_path / "out", features="deform")
+    assert report.ok, [f.error for f in report.failed]
+    with h5py.File(report.files[0].output) as h5, h5py.File(src) as s:
+        assert sorted(h5["events"]) == ["deform"]
+        assert (h5["events/deform"][:] == s["events/deform"][:]).all()
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o2", filter=["deform < 0.1"])
+    _one_line(info, "filter", "list", "deform < 0.1")
+    with pytest.raises(UsageError) as info:
+        dcbulk.modes.split([tmp_path / "src"], tmp_path / "o3", features=["deform", 3])
+    _one_line(info, "features", "int 3")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
