@@ -31,3 +31,27 @@ def test_one_feature_name_is_one_feature_and_a_filter_must_be_text(tmp_path):
         dcbulk.modes.split([tmp_path / "src"], tmp_path / "o3", features=["deform", 3])
     _one_line(info, "features", "int 3")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def _userdef(features):
+    return {"userdef1": features["deform"] * 2}
+
+
+def test_sources_output_and_progress_are_checked_before_any_work(tmp_path, client):
+    small_rtdc(tmp_path / "src" / "a.rtdc")
+    small_rtdc(tmp_path / "src" / "b.rtdc", seed=1)
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive(None, tmp_path / "o1")
+    _one_line(info, "sources", "NoneType")
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive([tmp_path / "src", 3], tmp_path / "o1")
+    _one_line(info, "sources", "int 3")
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive([tmp_path / "src"], None)
+    _one_line(info, "output", "NoneType")
+    # progress=False was called (a TypeError) only after the first file was written
+    with pytest.raises(UsageError) as info:
+        dcbulk.reprocess([tmp_path / "src"], tmp_path / "o2", _userdef, progress=False,
+                         client=client)
+    _one_line(info, "progress", "bool False")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
