@@ -55,3 +55,17 @@ def test_sources_output_and_progress_are_checked_before_any_work(tmp_path, clien
                          client=client)
     _one_line(info, "progress", "bool False")
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_split_takes_a_whole_number_of_events_per_file(tmp_path):
+    import numpy as np
+    small_rtdc(tmp_path / "src" / "a.rtdc", 50)
+    report = dcbulk.modes.split([tmp_path / "src"], tmp_path / "out",
+                                events_per_file=np.int64(20))
+    assert report.ok and report.count("done") == 3, [f.error for f in report.failed]
+    for value, words in [("20", ("str '20'",)), (True, ("bool True",)),
+                         (20.0, ("float 20.0",)), (0, ("at least 1", "got 0"))]:
+        with pytest.raises(UsageError) as info:
+            dcbulk.modes.split([tmp_path / "src"], tmp_path / "o2", events_per_file=value)
+        _one_line(info, "events_per_file", *words)
+    assert not (tmp_path / "o2").exists()
