@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import dcbulk
-from dcbulk.errors import ChecksumMismatchError, ConversionError, OutputExistsError, PlanError
+from dcbulk.errors import (ChecksumMismatchError, ConversionError, OutputExistsError,
+                           PlanError, UsageError)
 from dcbulk.synth import make_rtdc
 from dcbulk.write import HDF5Writer
 
@@ -156,6 +157,25 @@ def test_store_features_rejects_bad_arrays(client, tmp_path):
         dcbulk.store_features({"a": da.zeros(10), "b": da.zeros(11)}, tmp_path / "x.rtdc",
                               client=client)
     assert not (tmp_path / "x.rtdc").exists()
+
+
+def test_convert_and_store_features_refuse_arguments_of_a_wrong_type(client, plain_file,
+                                                                     tmp_path):
+    """One line naming the argument (a list of arrays was an AttributeError, a list of
+    sources pathlib's TypeError)."""
+    arrays = dcbulk.read_features(plain_file, features=["deform"])
+    out = tmp_path / "x.rtdc"
+    calls = {("arrays", "list"): lambda: dcbulk.store_features(
+                 list(arrays.values()), out, metadata_from=plain_file, client=client),
+             ("metadata_from", "list"): lambda: dcbulk.store_features(
+                 arrays, out, metadata_from=[plain_file], client=client),
+             ("source", "list"): lambda: dcbulk.convert([plain_file], out, client=client),
+             ("output", "NoneType"): lambda: dcbulk.convert(plain_file, None, client=client)}
+    for words, call in calls.items():
+        with pytest.raises(UsageError) as info:
+            call()
+        assert "\n" not in str(info.value) and all(w in str(info.value) for w in words)
+    assert not list(tmp_path.iterdir())
 
 
 def _corrupt_chunk(path: pathlib.Path, name: str, index: int) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import cloudpickle
 import numpy as np
 
+from ..arguments import mapping_arg, path_arg
 from ..codec import ChunkCodec, parse_compression
 from ..errors import FileTimeoutError, PlanError
 from ..partials import commit_deadline, current_deadline, refuse_existing
@@ -114,6 +115,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
 
     Raises
     ------
+    UsageError
+        A source or output that is not one path (one line naming it).
     SourceError
         The source is missing, not HDF5 or not an .rtdc file, or breaks the source policy.
     PlanError
@@ -127,9 +130,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         A worker or the writer failed; no file is left under the output name.
     """
     t0 = time.perf_counter()
-    output = os.path.abspath(output)
+    output = os.path.abspath(path_arg("output", output))
     refuse_existing(output, overwrite=overwrite)
-    info = inspect_source(source, follow_external=follow_external)
+    info = inspect_source(path_arg("source", source), follow_external=follow_external)
     options = {"compression": _codec(compression).describe(), "features": features,
                "basin_to_source": basin_to_source}
     if follow_external:
@@ -291,13 +294,15 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
         kept, as :func:`convert` keeps them.
     """
     t0 = time.perf_counter()
-    output = os.path.abspath(output)
+    mapping_arg("arrays", arrays, "a dict of feature name -> array")
+    output = os.path.abspath(path_arg("output", output))
     refuse_existing(output, overwrite=overwrite)
     codec = _codec(compression)
     in_process = bool(inline and arrays
                       and all(isinstance(a, Column) for a in arrays.values()))
     arrays = arrays if in_process else _dask_arrays(arrays)
-    info = inspect_source(metadata_from) if metadata_from is not None else None
+    info = (inspect_source(path_arg("metadata_from", metadata_from))
+            if metadata_from is not None else None)
     groups, n_rows, prefixes = _feature_groups(arrays, codec, max_task_bytes, stored or {},
                                                _named(info, arrays, source_features))
     if mapping is not None and info is None:
