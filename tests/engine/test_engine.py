@@ -178,6 +178,26 @@ def test_convert_and_store_features_refuse_arguments_of_a_wrong_type(client, pla
     assert not list(tmp_path.iterdir())
 
 
+def test_store_features_refuses_names_that_are_paths_and_python_objects(client, plain_file,
+                                                                         tmp_path):
+    """A trace's ``trace/<name>`` is stored, ``../x`` (was ``events/../x``) and Python
+    objects (dask's bare NotImplementedError) are refused in one line naming the feature."""
+    arrays = dcbulk.read_features(plain_file, features=["deform", "trace"])
+    trace = next(name for name in arrays if name.startswith("trace/"))
+    out = tmp_path / "x.rtdc"
+    dcbulk.store_features({trace: arrays[trace]}, out, metadata_from=plain_file, client=client)
+    with h5py.File(out) as h5, h5py.File(plain_file) as src:
+        np.testing.assert_array_equal(h5["events"][trace][:], src["events"][trace][:])
+    objects = np.array([object()] * arrays["deform"].shape[0])
+    for new, words in [({"../x": arrays["deform"]}, ("'../x'", "'..'")),
+                       ({"userdef1": objects}, ("'userdef1'", "Python objects"))]:
+        with pytest.raises(PlanError) as info:
+            dcbulk.store_features(new, tmp_path / "y.rtdc", metadata_from=plain_file,
+                                  client=client)
+        assert "\n" not in str(info.value) and all(w in str(info.value) for w in words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.rtdc"]
+
+
 def _corrupt_chunk(path: pathlib.Path, name: str, index: int) -> None:
     with h5py.File(path) as h5:
         info = h5[name].id.get_chunk_info(index)

@@ -241,6 +241,36 @@ def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
     assert not (tmp_path / "out" / "a.rtdc").exists()
 
 
+#: what ``unstorable`` returns for a file of so many events, and what its one line says
+UNSTORABLE = {40: ("user\x00def", "'user\\x00def' holds a NUL"),  # was stored as 'user'
+              41: ("../x", "'../x' holds '/'"),                      # was events/../x
+              42: ("a/b", "'a/b' holds '/'"),                        # was events/a/b
+              43: ("..", "'..' is or holds"),
+              44: ("", "'' is no feature name"),
+              45: ("userdef1", "'userdef1' holds Python objects")}   # was dask's bare error
+
+
+def unstorable(features):
+    name, _ = UNSTORABLE[features["deform"].shape[0]]
+    if name == "userdef1":
+        return {name: np.array([object()] * 45)}
+    return {"userdef2": features["deform"] * 2, name: features["deform"]}
+
+
+def test_reprocess_refuses_names_that_are_no_names_and_python_objects(tmp_path, client):
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in UNSTORABLE:
+        make_rtdc(src / f"{n}.rtdc", n, seed=n)
+    report = dcbulk.reprocess([src], tmp_path / "out", unstorable, client=client)
+    assert report.count("failed") == len(UNSTORABLE), [(f.status, f.error) for f in report.files]
+    for res in report.files:
+        expect = UNSTORABLE[int(Path(res.source).stem)][1]
+        assert "\n" not in res.error and "PlanError" in res.error, res.error
+        assert "unstorable" in res.error and expect in res.error, res.error
+    assert not list((tmp_path / "out").rglob("*.rtdc"))
+
+
 # -- dclab's commands on the same inputs ---------------------------------------------------
 
 def _dclab_quiet(func, **kwargs):
