@@ -14,7 +14,7 @@ import operator
 import os
 from collections.abc import Callable, Iterable, Mapping
 
-from .errors import UsageError, one_line
+from .errors import ArgumentTypeError, UsageError, one_line
 
 __all__ = ["callable_arg", "count_arg", "feature_names", "mapping_arg", "path_arg",
            "paths_arg", "text_arg", "wrong_argument"]
@@ -23,10 +23,11 @@ __all__ = ["callable_arg", "count_arg", "feature_names", "mapping_arg", "path_ar
 _PATH_TYPES = (str, os.PathLike)
 
 
-def wrong_argument(name: str, value: object, needs: str) -> UsageError:
-    """The one-line error of argument ``name``: what it ``needs`` and what it got."""
-    return UsageError(f"{name} must be {needs}, got {type(value).__name__} "
-                      f"{one_line(repr(value), 80)}")
+def wrong_argument(name: str, value: object, needs: str) -> ArgumentTypeError:
+    """The one-line error of argument ``name``: what it ``needs`` and what it got (a
+    TypeError too, as the style asks of a wrong type; a usage error for the CLI)."""
+    return ArgumentTypeError(f"{name} must be {needs}, got {type(value).__name__} "
+                             f"{one_line(repr(value), 80)}")
 
 
 def path_arg(name: str, value) -> str | os.PathLike:
@@ -126,16 +127,20 @@ def mapping_arg(name: str, value, needs: str) -> Mapping:
 
 
 def feature_names(value, name: str = "features") -> tuple[str, ...] | None:
-    """Feature names as a tuple: one name (a ``str``) or an iterable of names; None, ``""``
-    or no names: None (every feature). Whether dclab knows them is
+    """Feature names as a tuple: one name (a ``str``) or an iterable of names; None: None
+    (every feature). Whether dclab knows them is
     :func:`~dcbulk.bulk.usage.check_feature_names`'s to say.
 
     Raises
     ------
     UsageError
         Anything but a name or an iterable of names (naming the first item that is no
-        string).
+        string), an empty name or no name at all.
     """
-    if value is None or isinstance(value, str) and not value:
+    if value is None:
         return None
-    return tuple(_one_or_many(name, value, str, "a feature name (str)")) or None
+    names = tuple(_one_or_many(name, value, str, "a feature name (str)"))
+    if not names or not all(names):  # as the CLI's --features '' (not "every feature")
+        raise UsageError(f"{name} names no feature in {one_line(repr(value), 80)} "
+                         f"(None takes every feature)")
+    return names

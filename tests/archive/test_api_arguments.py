@@ -27,10 +27,15 @@ def test_one_feature_name_is_one_feature_and_a_filter_must_be_text(tmp_path):
     with pytest.raises(UsageError) as info:
         dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o2", filter=["deform < 0.1"])
     _one_line(info, "filter", "list", "deform < 0.1")
+    assert issubclass(info.type, TypeError)  # a wrong type, as the style asks
     with pytest.raises(UsageError) as info:
         dcbulk.modes.split([tmp_path / "src"], tmp_path / "o3", features=["deform", 3])
     _one_line(info, "features", "int 3")
-    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    for none in ("", [], [""]):  # no name is not "every feature" (as the CLI's --features '')
+        with pytest.raises(UsageError) as info:
+            dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o4", features=none)
+        _one_line(info, "features names no feature")
+    assert not any((tmp_path / o).exists() for o in ("o2", "o3", "o4"))
 
 
 def _userdef(features):
