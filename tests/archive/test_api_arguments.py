@@ -36,6 +36,12 @@ def test_one_feature_name_is_one_feature_and_a_filter_must_be_text(tmp_path):
             dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o4", features=none)
         _one_line(info, "features names no feature")
     assert not any((tmp_path / o).exists() for o in ("o2", "o3", "o4"))
+    # verify took one name as its letters (feature 'd' not available)
+    out = report.files[0].output
+    assert dcbulk.verify(out, src, features="deform").ok
+    with pytest.raises(UsageError) as info:
+        dcbulk.verify(out, src, filter=["deform < 0.1"])
+    _one_line(info, "filter", "list")
 
 
 def _userdef(features):
