@@ -9,6 +9,7 @@ __all__ = [
     "one_line",
     "printable",
     "DcbulkError",
+    "ArgumentTypeError",
     "SourceError",
     "SourceNotFoundError",
     "NotHDF5Error",
@@ -95,6 +96,10 @@ class OutputLockedError(DcbulkError):
 
 class UsageError(DcbulkError, ValueError):
     """Arguments that can never work (wrong feature name, output inside a source, ...)."""
+
+
+class ArgumentTypeError(UsageError, TypeError):
+    """An API argument of the wrong type (a list where one path goes, ``progress=False``)."""
 
 
 class VerifyError(DcbulkError):

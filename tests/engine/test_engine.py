@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import dcbulk
-from dcbulk.errors import ChecksumMismatchError, ConversionError, OutputExistsError, PlanError
+from dcbulk.errors import (ChecksumMismatchError, ConversionError, OutputExistsError,
+                           PlanError, UsageError)
 from dcbulk.synth import make_rtdc
 from dcbulk.write import HDF5Writer
 
@@ -156,6 +157,45 @@ def test_store_features_rejects_bad_arrays(client, tmp_path):
         dcbulk.store_features({"a": da.zeros(10), "b": da.zeros(11)}, tmp_path / "x.rtdc",
                               client=client)
     assert not (tmp_path / "x.rtdc").exists()
+
+
+def test_convert_and_store_features_refuse_arguments_of_a_wrong_type(client, plain_file,
+                                                                     tmp_path):
+    """One line naming the argument (a list of arrays was an AttributeError, a list of
+    sources pathlib's TypeError)."""
+    arrays = dcbulk.read_features(plain_file, features=["deform"])
+    out = tmp_path / "x.rtdc"
+    calls = {("arrays", "list"): lambda: dcbulk.store_features(
+                 list(arrays.values()), out, metadata_from=plain_file, client=client),
+             ("metadata_from", "list"): lambda: dcbulk.store_features(
+                 arrays, out, metadata_from=[plain_file], client=client),
+             ("source", "list"): lambda: dcbulk.convert([plain_file], out, client=client),
+             ("output", "NoneType"): lambda: dcbulk.convert(plain_file, None, client=client)}
+    for words, call in calls.items():
+        with pytest.raises(UsageError) as info:
+            call()
+        assert "\n" not in str(info.value) and all(w in str(info.value) for w in words)
+    assert not list(tmp_path.iterdir())
+
+
+def test_store_features_refuses_names_that_are_paths_and_python_objects(client, plain_file,
+                                                                         tmp_path):
+    """A trace's ``trace/<name>`` is stored, ``../x`` (was ``events/../x``) and Python
+    objects (dask's bare NotImplementedError) are refused in one line naming the feature."""
+    arrays = dcbulk.read_features(plain_file, features=["deform", "trace"])
+    trace = next(name for name in arrays if name.startswith("trace/"))
+    out = tmp_path / "x.rtdc"
+    dcbulk.store_features({trace: arrays[trace]}, out, metadata_from=plain_file, client=client)
+    with h5py.File(out) as h5, h5py.File(plain_file) as src:
+        np.testing.assert_array_equal(h5["events"][trace][:], src["events"][trace][:])
+    objects = np.array([object()] * arrays["deform"].shape[0])
+    for new, words in [({"../x": arrays["deform"]}, ("'../x'", "'..'")),
+                       ({"userdef1": objects}, ("'userdef1'", "Python objects"))]:
+        with pytest.raises(PlanError) as info:
+            dcbulk.store_features(new, tmp_path / "y.rtdc", metadata_from=plain_file,
+                                  client=client)
+        assert "\n" not in str(info.value) and all(w in str(info.value) for w in words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.rtdc"]
 
 
 def _corrupt_chunk(path: pathlib.Path, name: str, index: int) -> None:

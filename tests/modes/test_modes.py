@@ -219,6 +219,18 @@ def test_reprocess_hands_only_the_chosen_features(small_archive, tmp_path, clien
     assert log["details"]["func"]["name"].endswith("brightest")
 
 
+def test_reprocess_takes_one_feature_name_as_one_feature(small_archive, tmp_path, client):
+    def doubled(features):
+        assert sorted(features) == ["deform"], sorted(features)  # not 'd', 'e', 'f', ...
+        return {"userdef4": features["deform"] * 2}
+
+    report = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "out", doubled,
+                              features="deform", client=client)
+    assert report.ok, [f.error for f in report.failed]
+    with h5py.File(small_archive / "a.rtdc") as src, h5py.File(report.files[0].output) as h5:
+        np.testing.assert_array_equal(h5["events/userdef4"][:], src["events/deform"][:] * 2)
+
+
 def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
     def wrong_length(features):
         return {"userdef1": features["deform"][:5]}
@@ -227,6 +239,36 @@ def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
     assert report.count("failed") == 1
     assert "shape (5,)" in report.files[0].error and "120 events" in report.files[0].error
     assert not (tmp_path / "out" / "a.rtdc").exists()
+
+
+#: what ``unstorable`` returns for a file of so many events, and what its one line says
+UNSTORABLE = {40: ("user\x00def", "'user\\x00def' holds a NUL"),  # was stored as 'user'
+              41: ("../x", "'../x' holds '/'"),                      # was events/../x
+              42: ("a/b", "'a/b' holds '/'"),                        # was events/a/b
+              43: ("..", "'..' is or holds"),
+              44: ("", "'' is no feature name"),
+              45: ("userdef1", "'userdef1' holds Python objects")}   # was dask's bare error
+
+
+def unstorable(features):
+    name, _ = UNSTORABLE[features["deform"].shape[0]]
+    if name == "userdef1":
+        return {name: np.array([object()] * 45)}
+    return {"userdef2": features["deform"] * 2, name: features["deform"]}
+
+
+def test_reprocess_refuses_names_that_are_no_names_and_python_objects(tmp_path, client):
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in UNSTORABLE:
+        make_rtdc(src / f"{n}.rtdc", n, seed=n)
+    report = dcbulk.reprocess([src], tmp_path / "out", unstorable, client=client)
+    assert report.count("failed") == len(UNSTORABLE), [(f.status, f.error) for f in report.files]
+    for res in report.files:
+        expect = UNSTORABLE[int(Path(res.source).stem)][1]
+        assert "\n" not in res.error and "PlanError" in res.error, res.error
+        assert "unstorable" in res.error and expect in res.error, res.error
+    assert not list((tmp_path / "out").rglob("*.rtdc"))
 
 
 # -- dclab's commands on the same inputs ---------------------------------------------------

@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from ..arguments import callable_arg
 from ..engine.client import client_context
 from ..engine.report import Report
 from ..errors import OutputExistsError, describe_failure
@@ -325,8 +326,16 @@ def run_job(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
             max_open_outputs: int | None = None, inline_bytes: int = INLINE_BYTES,
             timeout: float | None = None, follow_links: bool = False) -> ArchiveReport:
     """Plan and execute a run of ``job`` (the Python API of every mode); see :func:`planned`
-    and :func:`execute`. With ``dry_run`` only the plan's report is returned."""
+    and :func:`execute`. With ``dry_run`` only the plan's report is returned.
+
+    Raises
+    ------
+    UsageError
+        Before any work: a bad ``timeout``, a ``progress`` that is not callable, sources or
+        an output that are no paths (one line naming the argument).
+    """
     check_timeout(timeout)
+    callable_arg("progress", progress, "a function called as progress(result, done, total)")
     if client is not None and not dry_run:
         job.check_cluster(client)  # before anything is written
     with planned(job, sources, output, options, include=include, resume=resume,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..arguments import feature_names, text_arg
 from ..codec import ChunkCodec, parse_compression
 from ..errors import PlanError, UsageError
 from ..filter_expr import FilterExpr, parse_filter
@@ -56,16 +57,18 @@ class ArchiveOptions:
         return doc
 
 
-def make_options(*, features: Iterable[str] | None = None, filter: str | None = None,
+def make_options(*, features: str | Iterable[str] | None = None, filter: str | None = None,
                  compression: str | ChunkCodec = "zstd:5", basin_to_source: bool = False,
                  follow_external: bool = False, job: dict | None = None) -> ArchiveOptions:
     """Parse and check a run's options once.
 
+    ``features`` is one feature name or several (:func:`~dcbulk.arguments.feature_names`).
+
     Raises
     ------
     UsageError
-        A compression spec, filter expression or feature name that can never work (one
-        line naming it).
+        A compression spec, filter expression or feature name that can never work, or an
+        argument of the wrong type (one line naming it).
     """
     if isinstance(compression, ChunkCodec):
         codec = compression
@@ -74,8 +77,8 @@ def make_options(*, features: Iterable[str] | None = None, filter: str | None = 
             codec = parse_compression(compression)
         except PlanError as exc:
             raise UsageError(str(exc)) from exc
-    expr = parse_filter(filter)
-    features = tuple(features) if features else None
+    expr = parse_filter(text_arg("filter", filter, "an expression"))
+    features = feature_names(features)
     if features:
         check_feature_names(features, what="features")
     if expr is not None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
+from ..arguments import path_arg, paths_arg
 from ..errors import LinkRefusedError
 from ..nofollow import check_parents
 from ..partials import clean_partials
@@ -143,15 +144,15 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
             dry_run: bool = False, follow_links: bool = False) -> Iterator[RunPlan]:
     """Plan a run of ``job`` (once) and hold the output directory's lock while it is used.
 
-    Usage errors (an output directory inside a source, one that cannot be created, an
-    output that is one of the sources) are
+    Usage errors (sources or an output that are no paths, an output directory inside a
+    source, one that cannot be created, an output that is one of the sources) are
     raised before anything is written; a second run on the same directory raises
     :class:`~dcbulk.errors.OutputLockedError`. ``follow_links`` also walks symbolic links
     that lead out of the source directories.
     """
     t0 = time.perf_counter()
-    output = os.path.abspath(os.fspath(output))
-    sources = [sources] if isinstance(sources, (str, bytes, os.PathLike)) else list(sources)
+    output = os.path.abspath(os.fspath(path_arg("output", output)))
+    sources = paths_arg("sources", sources)
     if not job.one_file:
         check_output_placement(sources, output)
         check_output_dir(output)

@@ -8,14 +8,14 @@ bounded window of tasks computed from inside a task), ``blockpool`` (the same fo
 writers of an in-process run, on threads of this process), ``writer`` (the single writer
 of an output), ``report`` (its result), ``finish`` (metadata, basins, provenance),
 ``client`` (LocalCluster defaults: a worker process per core, one thread each), ``api``
-(convert, store_features).
+(convert, store_features and its check of new features).
 """
 from __future__ import annotations
 
-from .api import convert, store_features, submit_conversion
+from .api import check_new_features, convert, store_features, submit_conversion
 from .arrays import read_features
 from .report import Report
 from .writer import write_output
 
-__all__ = ["Report", "convert", "read_features", "store_features", "submit_conversion",
-           "write_output"]
+__all__ = ["Report", "check_new_features", "convert", "read_features", "store_features",
+           "submit_conversion", "write_output"]

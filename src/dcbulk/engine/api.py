@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import cloudpickle
 import numpy as np
 
+from ..arguments import mapping_arg, path_arg
 from ..codec import ChunkCodec, parse_compression
 from ..errors import FileTimeoutError, PlanError
 from ..partials import commit_deadline, current_deadline, refuse_existing
@@ -35,7 +36,8 @@ from .writer import write_output
 if TYPE_CHECKING:
     import dask.array as da
 
-__all__ = ["Report", "convert", "store_features", "submit_conversion"]
+__all__ = ["Report", "check_new_features", "convert", "store_features",
+           "submit_conversion"]
 
 
 def _codec(compression) -> ChunkCodec:
@@ -114,6 +116,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
 
     Raises
     ------
+    UsageError
+        A source or output that is not one path (one line naming it).
     SourceError
         The source is missing, not HDF5 or not an .rtdc file, or breaks the source policy.
     PlanError
@@ -127,9 +131,9 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         A worker or the writer failed; no file is left under the output name.
     """
     t0 = time.perf_counter()
-    output = os.path.abspath(output)
+    output = os.path.abspath(path_arg("output", output))
     refuse_existing(output, overwrite=overwrite)
-    info = inspect_source(source, follow_external=follow_external)
+    info = inspect_source(path_arg("source", source), follow_external=follow_external)
     options = {"compression": _codec(compression).describe(), "features": features,
                "basin_to_source": basin_to_source}
     if follow_external:
@@ -202,6 +206,39 @@ def _feature_groups(arrays: dict, codec: ChunkCodec, max_task_bytes: int,
     return tuple(groups), n_rows, prefixes
 
 
+def _name_fault(name, nested: bool) -> str | None:
+    """Why ``name`` cannot be the name of a feature ``events/<name>``, or None."""
+    if not isinstance(name, str) or not name:
+        return "is no feature name (need a non-empty string)"
+    if "\x00" in name:
+        return "holds a NUL character (HDF5 would cut the name there)"
+    if "/" in name and not nested:
+        return "holds '/' (it would become nested groups)"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "is or holds an empty, '.' or '..' path part"
+    return None
+
+
+def check_new_features(arrays: Mapping, who: str, *, nested: bool = True) -> None:
+    """Refuse arrays that cannot be stored as the features ``events/<name>``: a name that is
+    not a non-empty string, holds NUL, an empty, ``.`` or ``..`` part, or, without
+    ``nested`` (a trace's ``trace/<name>``), any ``/``; an array of Python objects.
+
+    Raises
+    ------
+    PlanError
+        One line, ``who`` (what gave the arrays) and the feature.
+    """
+    for name, arr in arrays.items():
+        fault = _name_fault(name, nested)
+        if fault is not None:
+            raise PlanError(f"{who}: the feature name {name!r} {fault}")
+        dtype = getattr(arr, "dtype", None)
+        if np.dtype(np.asarray(arr).dtype if dtype is None else dtype).kind == "O":
+            raise PlanError(f"{who}: the feature {name!r} holds Python objects (dtype "
+                            f"object); HDF5 stores numbers (a numeric or boolean array)")
+
+
 def _named(info: SourceInfo | None, arrays: dict, names: Iterable[str]
            ) -> dict[str, FeatureSource]:
     """The source features ``store_features(source_features=names)`` says arrays hold."""
@@ -263,6 +300,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
         Feature name -> dask (or numpy) array, or :class:`~dcbulk.engine.columns.Column`
         (pieces of source features, a join's), all of the same length. Columns alone with
         ``inline`` are computed without dask (:func:`~dcbulk.engine.columns.column_blocks`).
+        Names and dtypes are checked first (:func:`check_new_features`).
     output
         The output file.
     metadata_from
@@ -291,13 +329,16 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
         kept, as :func:`convert` keeps them.
     """
     t0 = time.perf_counter()
-    output = os.path.abspath(output)
+    mapping_arg("arrays", arrays, "a dict of feature name -> array")
+    check_new_features(arrays, "store_features")
+    output = os.path.abspath(path_arg("output", output))
     refuse_existing(output, overwrite=overwrite)
     codec = _codec(compression)
     in_process = bool(inline and arrays
                       and all(isinstance(a, Column) for a in arrays.values()))
     arrays = arrays if in_process else _dask_arrays(arrays)
-    info = inspect_source(metadata_from) if metadata_from is not None else None
+    info = (inspect_source(path_arg("metadata_from", metadata_from))
+            if metadata_from is not None else None)
     groups, n_rows, prefixes = _feature_groups(arrays, codec, max_task_bytes, stored or {},
                                                _named(info, arrays, source_features))
     if mapping is not None and info is None:

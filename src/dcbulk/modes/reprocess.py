@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from ..arguments import feature_names
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
-from ..engine import Report, read_features, store_features
+from ..engine import Report, check_new_features, read_features, store_features
 from ..errors import DcbulkError, PlanError
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
@@ -28,19 +29,21 @@ __all__ = ["ReprocessJob", "reprocess"]
 
 
 def _check_new(new, n_events: int, name: str) -> dict:
+    """``new``, what the function ``name`` returned, if it can be stored: a non-empty dict
+    of arrays with one row per event, whose names and dtypes
+    :func:`~dcbulk.engine.check_new_features` accepts (here without '/': a name is no path)."""
     import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
     if not isinstance(new, dict) or not new:
         raise PlanError(f"{name} must return a non-empty dict of feature name -> array, "
                         f"got {type(new).__name__}")
     for feat, arr in new.items():
-        if not isinstance(feat, str) or not feat:
-            raise PlanError(f"{name} returned a feature name {feat!r} (need a string)")
         if not isinstance(arr, (da.Array, np.ndarray)):
             raise PlanError(f"{name} returned {type(arr).__name__} for '{feat}' "
                             f"(need a dask or numpy array)")
         if arr.ndim == 0 or arr.shape[0] != n_events:
             raise PlanError(f"{name} returned '{feat}' of shape {arr.shape}, but the file "
                             f"has {n_events} events")
+    check_new_features(new, name, nested=False)  # a name, not a path; no Python objects
     return new
 
 
@@ -64,7 +67,8 @@ class ReprocessJob(Job):
         if not callable(func):
             raise PlanError(f"reprocess needs a function, got {type(func).__name__}")
         self.func = func
-        self.features = list(features) if features else None
+        names = feature_names(features)
+        self.features = list(names) if names else None
         self.fingerprint = {"mode": "reprocess", "func": func_identity(func),
                             "features": self.features}
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arguments import count_arg
 from ..bulk import ArchiveReport, ConvertJob, Part, Target, make_options, run_job
 from ..command import Command, positive_count
-from ..errors import DcbulkError, PlanError
+from ..errors import DcbulkError
 from ..filter_expr import FilterExpr
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
@@ -82,9 +83,8 @@ class SplitJob(ConvertJob):
 
     def __init__(self, *, events_per_file: int = 10000, skip_empty: bool = True):
         super().__init__()
-        if events_per_file < 1:
-            raise PlanError(f"events per file must be at least 1, got {events_per_file}")
-        self.events_per_file, self.skip_empty = int(events_per_file), bool(skip_empty)
+        self.events_per_file = count_arg("events_per_file", events_per_file)
+        self.skip_empty = bool(skip_empty)
         self.fingerprint = {"mode": "split", "events per file": self.events_per_file,
                             "skip empty boundary images": self.skip_empty}
 

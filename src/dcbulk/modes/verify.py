@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arguments import feature_names, text_arg
 from ..bulk.executor import Progress, execute, execute_here
 from ..bulk.inprocess import MARKER_NAME
 from ..bulk.runplan import check_plan
@@ -264,7 +265,8 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
         raise UsageError(f"{output} is a directory: it is verified through its manifest, "
                          f"without --against (against=)")
     return [VerifyPair(output=os.path.abspath(output), source=os.path.abspath(os.fspath(against)),
-                       features=tuple(features) if features else None, filter=filter,
+                       features=feature_names(features),
+                       filter=text_arg("filter", filter, "a filter expression"),
                        mapping=None if mapping is None else tuple(np.asarray(mapping).tolist()),
                        follow_external=bool(follow_external))]
 

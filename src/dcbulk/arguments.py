@@ -1,0 +1,146 @@
+"""Checking the Python API's arguments before any work: a wrong type is one line.
+
+The API functions (:func:`~dcbulk.convert`, :func:`~dcbulk.store_features`,
+:func:`~dcbulk.convert_archive` and the modes) take paths, counts, feature names and
+callables from Python code, where nothing like argparse checks them first. A value of the
+wrong kind would otherwise surface as a raw ``TypeError``/``AttributeError`` from deep inside
+(pathlib, a comparison, ``str.strip``), or only after some files were written. Each check
+here raises a :class:`~dcbulk.errors.UsageError` naming the argument, what it needs and what
+it got, and returns the value in the form the caller uses.
+"""
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Callable, Iterable, Mapping
+
+from .errors import ArgumentTypeError, UsageError, one_line
+
+__all__ = ["callable_arg", "count_arg", "feature_names", "mapping_arg", "path_arg",
+           "paths_arg", "text_arg", "wrong_argument"]
+
+#: what a path argument may be
+_PATH_TYPES = (str, os.PathLike)
+
+
+def wrong_argument(name: str, value: object, needs: str) -> ArgumentTypeError:
+    """The one-line error of argument ``name``: what it ``needs`` and what it got (a
+    TypeError too, as the style asks of a wrong type; a usage error for the CLI)."""
+    return ArgumentTypeError(f"{name} must be {needs}, got {type(value).__name__} "
+                             f"{one_line(repr(value), 80)}")
+
+
+def path_arg(name: str, value) -> str | os.PathLike:
+    """``value``, a path (``str`` or ``os.PathLike``).
+
+    Raises
+    ------
+    UsageError
+        For anything else (None, a list of paths, a number, ...).
+    """
+    if not isinstance(value, _PATH_TYPES):
+        raise wrong_argument(name, value, "one path (str or os.PathLike)")
+    return value
+
+
+def _one_or_many(name: str, value, kind: type | tuple, needs: str) -> list:
+    """``value`` as a list: one ``kind`` or an iterable of them (not bytes, not a mapping)."""
+    if isinstance(value, kind):
+        return [value]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise wrong_argument(name, value, f"{needs} or a list of them")
+    items = list(value)
+    for item in items:
+        if not isinstance(item, kind):
+            raise wrong_argument(f"each of {name}", item, needs)
+    return items
+
+
+def paths_arg(name: str, value) -> list:
+    """``value`` as a list of paths: one path, or an iterable of paths.
+
+    Raises
+    ------
+    UsageError
+        None, a number, or an item that is not a path (naming the first such item).
+    """
+    return _one_or_many(name, value, _PATH_TYPES, "a path (str or os.PathLike)")
+
+
+def text_arg(name: str, value, needs: str) -> str | None:
+    """``value``, a ``str`` or None (``needs`` says what the string is).
+
+    Raises
+    ------
+    UsageError
+        For anything else.
+    """
+    if value is not None and not isinstance(value, str):
+        raise wrong_argument(name, value, f"{needs} (str) or None")
+    return value
+
+
+def count_arg(name: str, value, *, minimum: int = 1) -> int:
+    """``value`` as an ``int`` of at least ``minimum``: an int or int-like (``numpy``
+    integers; anything with ``__index__``), never a bool, a float or a string.
+
+    Raises
+    ------
+    UsageError
+        For anything else, or a count below ``minimum``.
+    """
+    try:
+        count = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        count = None
+    if count is None:
+        raise wrong_argument(name, value, "a whole number (int)")
+    if count < minimum:
+        raise UsageError(f"{name} must be at least {minimum}, got {count}")
+    return count
+
+
+def callable_arg(name: str, value, needs: str) -> Callable | None:
+    """``value``, a callable or None (``needs`` says how it is called).
+
+    Raises
+    ------
+    UsageError
+        For anything else (e.g. ``False``).
+    """
+    if value is not None and not callable(value):
+        raise wrong_argument(name, value, f"{needs} or None")
+    return value
+
+
+def mapping_arg(name: str, value, needs: str) -> Mapping:
+    """``value``, a mapping (a ``dict``; ``needs`` says of what).
+
+    Raises
+    ------
+    UsageError
+        For anything else (a list of arrays, an array, ...).
+    """
+    if not isinstance(value, Mapping):
+        raise wrong_argument(name, value, needs)
+    return value
+
+
+def feature_names(value, name: str = "features") -> tuple[str, ...] | None:
+    """Feature names as a tuple: one name (a ``str``) or an iterable of names; None: None
+    (every feature). Whether dclab knows them is
+    :func:`~dcbulk.bulk.usage.check_feature_names`'s to say.
+
+    Raises
+    ------
+    UsageError
+        Anything but a name or an iterable of names (naming the first item that is no
+        string), an empty name or no name at all.
+    """
+    if value is None:
+        return None
+    names = tuple(_one_or_many(name, value, str, "a feature name (str)"))
+    if not names or not all(names):  # as the CLI's --features '' (not "every feature")
+        raise UsageError(f"{name} names no feature in {one_line(repr(value), 80)} "
+                         f"(None takes every feature)")
+    return names

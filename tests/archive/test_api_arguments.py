@@ -1,0 +1,82 @@
+"""The Python API's arguments of a wrong type: one line (a UsageError naming the argument and
+what it got) before any work, never a raw TypeError or AttributeError from deep inside; and
+a single feature name where a list of names is taken."""
+from __future__ import annotations
+
+import h5py
+import pytest
+
+import dcbulk
+from dcbulk.errors import UsageError
+
+from fixtures import small_rtdc
+
+
+def _one_line(info: pytest.ExceptionInfo, *words: str) -> None:
+    text = str(info.value)
+    assert "\n" not in text and all(w in text for w in words), text
+
+
+def test_one_feature_name_is_one_feature_and_a_filter_must_be_text(tmp_path):
+    src = small_rtdc(tmp_path / "src" / "a.rtdc")
+    report = dcbulk.convert_archive([tmp_path / "src"], tmp_path / "out", features="deform")
+    assert report.ok, [f.error for f in report.failed]
+    with h5py.File(report.files[0].output) as h5, h5py.File(src) as s:
+        assert sorted(h5["events"]) == ["deform"]
+        assert (h5["events/deform"][:] == s["events/deform"][:]).all()
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o2", filter=["deform < 0.1"])
+    _one_line(info, "filter", "list", "deform < 0.1")
+    assert issubclass(info.type, TypeError)  # a wrong type, as the style asks
+    with pytest.raises(UsageError) as info:
+        dcbulk.modes.split([tmp_path / "src"], tmp_path / "o3", features=["deform", 3])
+    _one_line(info, "features", "int 3")
+    for none in ("", [], [""]):  # no name is not "every feature" (as the CLI's --features '')
+        with pytest.raises(UsageError) as info:
+            dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o4", features=none)
+        _one_line(info, "features names no feature")
+    assert not any((tmp_path / o).exists() for o in ("o2", "o3", "o4"))
+    # verify took one name as its letters (feature 'd' not available)
+    out = report.files[0].output
+    assert dcbulk.verify(out, src, features="deform").ok
+    with pytest.raises(UsageError) as info:
+        dcbulk.verify(out, src, filter=["deform < 0.1"])
+    _one_line(info, "filter", "list")
+
+
+def _userdef(features):
+    return {"userdef1": features["deform"] * 2}
+
+
+def test_sources_output_and_progress_are_checked_before_any_work(tmp_path, client):
+    small_rtdc(tmp_path / "src" / "a.rtdc")
+    small_rtdc(tmp_path / "src" / "b.rtdc", seed=1)
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive(None, tmp_path / "o1")
+    _one_line(info, "sources", "NoneType")
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive([tmp_path / "src", 3], tmp_path / "o1")
+    _one_line(info, "sources", "int 3")
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive([tmp_path / "src"], None)
+    _one_line(info, "output", "NoneType")
+    # progress=False was called (a TypeError) only after the first file was written
+    with pytest.raises(UsageError) as info:
+        dcbulk.reprocess([tmp_path / "src"], tmp_path / "o2", _userdef, progress=False,
+                         client=client)
+    _one_line(info, "progress", "bool False")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_split_takes_a_whole_number_of_events_per_file(tmp_path):
+    import numpy as np
+    small_rtdc(tmp_path / "src" / "a.rtdc", 50)
+    report = dcbulk.modes.split([tmp_path / "src"], tmp_path / "out",
+                                events_per_file=np.int64(20))
+    assert report.ok and report.count("done") == 3, [f.error for f in report.failed]
+    for value, words in [("20", ("str '20'",)), (True, ("bool True",)),
+                         (20.0, ("float 20.0",)), (0, ("at least 1", "got 0"))]:
+        with pytest.raises(UsageError) as info:
+            dcbulk.modes.split([tmp_path / "src"], tmp_path / "o2", events_per_file=value)
+        _one_line(info, "events_per_file", *words)
+    assert not (tmp_path / "o2").exists()
