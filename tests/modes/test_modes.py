@@ -22,6 +22,7 @@ import dcbulk
 from dcbulk.provenance import read_provenance
 from dcbulk.read import get_measurement_identifier
 from dcbulk.synth import make_rtdc
+from dcbulk.verify.compare import log_lines
 from helpers import assert_features_equal, dclab_verify, stored_chunks
 
 dclab = pytest.importorskip("dclab")
@@ -590,6 +591,10 @@ def test_join_matches_dclab_join(small_archive, tmp_path, client):
             a.attrs["experiment:run identifier"], b.attrs["experiment:run identifier"])
         logs = set(h5["logs"])
         assert {f"src-#1_{n}" for n in a["logs"]} | {f"src-#2_{n}" for n in b["logs"]} <= logs
+        with h5py.File(ref) as r:  # dclab's configuration text, as dclab-join writes it
+            for k in (1, 2):
+                assert log_lines(h5["logs"][f"src-#{k}_cfg"]) == log_lines(
+                    r["logs"][f"src-#{k}_cfg"]), k
         ids = [str(f.attrs["experiment:run identifier"]) for f in (a, b)]
         assert {f"src-#1_{n}" for n in a.get("tables", {})} <= set(h5.get("tables", {}))
     assert [d["identifier"] for d in read_provenance(out)["details"]["inputs"]] == ids

@@ -4,8 +4,8 @@ The order of the inputs (``experiment:date``, ``experiment:time``, ``experiment:
 compared as text), each input's recording start (local time, as dclab computes it), and what
 of each input a joined file keeps besides its events: its root attributes (the earliest
 input's become the file's), its logs and tables (as ``src-#k_<name>``) and its attributes
-as the ``src-#k_cfg`` log. Hand-written: dclab keeps these rules inside its ``dclab-join``
-command, not as functions to call.
+as the ``src-#k_cfg`` log (whose text dclab's configuration makes). Hand-written: dclab keeps
+these rules inside its ``dclab-join`` command, not as functions to call.
 """
 from __future__ import annotations
 
@@ -84,8 +84,32 @@ def frame_shift(attrs: dict, offset: float, path: str) -> np.uint64:
 
 
 def cfg_lines(attrs: dict) -> list[str]:
-    """An input's attributes as dclab-join's ``src-#k_cfg`` log (within dclab's line limit)."""
-    return wrap_lines(f"{key} = {_text(value)}" for key, value in sorted(attrs.items()))
+    """An input's attributes as dclab-join's ``src-#k_cfg`` log: dclab's configuration text
+    of the metadata sections (``[section]`` and ``key = value`` lines, formatted by dclab
+    itself, as ``ds.config.tostring(sections=CFG_METADATA)``), within dclab's line limit.
+
+    An attribute dclab's configuration refuses (a value its definitions cannot convert)
+    is kept as its text, where dclab-join fails; one without a section is left out (dclab
+    cannot read such a file at all)."""
+    # dclab (with scipy behind it, ~0.9 s): imported when a join's log is made or checked
+    import warnings
+
+    from dclab import definitions as dfn
+    from dclab.rtdc_dataset.config import Configuration
+    config = Configuration()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dclab's warnings about keys it does not know
+        for key, value in attrs.items():
+            section, sep, name = key.partition(":")
+            if not sep or section not in dfn.CFG_METADATA:
+                continue
+            value = _text(value) if isinstance(value, (bytes, np.bytes_)) else value
+            try:
+                config[section][name] = value
+            except (ValueError, TypeError, KeyError):
+                dict.__setitem__(config[section], name, _text(value))
+        text = config.tostring(sections=dfn.CFG_METADATA)
+    return wrap_lines(text.split("\n"))
 
 
 def attrs_of(h5: h5py.File) -> dict:
