@@ -398,3 +398,31 @@ def test_an_all_nan_feature_is_converted_and_verified_without_numpy_warnings(tmp
     with h5py.File(tmp_path / "dst" / "n.rtdc") as h5:
         attrs = h5["events/area_um"].attrs
         assert all(np.isnan(attrs[key]) for key in ("min", "max", "mean"))
+
+
+def test_a_basin_that_the_source_cannot_resolve_either_is_no_difference(tmp_path, capsys):
+    """A source whose file basin resolves nowhere was copied faithfully, and verify then
+    said its output 'differs' ('does not resolve'), so such a file could never verify;
+    one that resolves for the source but not for the output is still one line."""
+    src = small_rtdc(tmp_path / "src" / "b.rtdc", 20, seed=5)
+    other = small_rtdc(tmp_path / "other" / "o.rtdc", 20, seed=5)
+    with dcbulk.write.HDF5Writer(src, mode="a") as hw:
+        hw.store_basin(name="gone", paths=[str(tmp_path / "nowhere.rtdc")],
+                       features=["area_um"])
+        hw.store_basin(name="there", paths=[str(other)], features=["area_um"])
+    assert main(["convert", str(src.parent), "-o", str(tmp_path / "dst"), "-q"]) == EXIT_OK
+    assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_OK
+    other.rename(other.with_name("moved.rtdc"))  # now neither resolves: still no difference
+    assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_OK
+    capsys.readouterr()
+    other.with_name("moved.rtdc").rename(other)
+    with h5py.File(tmp_path / "dst" / "b.rtdc", "a") as h5:  # the output's paths broken
+        for key in h5["basins"]:
+            lines = [ln.replace(str(other).encode(), b"/x.rtdc").replace(b"../other/o.rtdc",
+                                                                           b"x.rtdc")
+                     for ln in h5["basins"][key][:]]
+            del h5["basins"][key]
+            h5["basins"][key] = lines
+    assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_FAILED_FILES
+    out = capsys.readouterr().out
+    assert "basin 'there' does not resolve" in out and "'gone'" not in out, out
