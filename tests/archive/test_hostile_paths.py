@@ -579,3 +579,18 @@ def test_a_source_whose_name_leaves_no_room_for_the_partial_suffix_converts(tmp_
     assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
     assert (dst / name).is_file() and not list(dst.glob("*.partial"))
     assert main(["verify", "-q", str(dst)]) == 0
+
+
+def test_a_recorded_output_that_is_gone_is_one_plain_line(tmp_path, capsys):
+    """A finished output deleted since was reported with HDF5's 'cannot open ([Errno 2]
+    Unable to synchronously open file (unable to open file: name = ...' (the process mode
+    said 'missing')."""
+    src = tmp_path / "src"
+    _files(src, ["a.rtdc", "b.rtdc"])
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    capsys.readouterr()
+    (dst / "a.rtdc").unlink()
+    assert main(["verify", "-q", str(dst)]) == 1
+    problems = [ln for ln in capsys.readouterr().out.splitlines() if "a.rtdc" in ln]
+    assert problems == [f"{dst / 'a.rtdc'}: missing"], problems

@@ -33,7 +33,7 @@ from .compare import compare_contours, compare_metadata, file_problems
 from .condensed import ancillary_problems, condensed_features
 from .joined import join_metadata_problems, plan_join_checks
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
-                   special_file)
+                   special_file, unopenable)
 from .processed import check_processed
 from .rows import RowCheck, compare_rows
 
@@ -92,7 +92,7 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
                  if pair.compression else None)
     except (PlanError, DcbulkError) as exc:
         return [f"{pair.output}: {exc}"], [], {}
-    special = special_file(pair.output)
+    special = unopenable(pair.output)
     if special:
         return [special], [], {}
     try:

@@ -35,7 +35,7 @@ from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs
 from ..read.policy import external_objects
 from .compare import file_problems, log_lines, same_records, same_value, shown
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
-                   special_file)
+                   unopenable)
 from .rows import Joined, RowCheck
 
 __all__ = ["join_metadata_problems", "plan_join_checks"]
@@ -149,7 +149,7 @@ def plan_join_checks(pair: VerifyPair, *, task_bytes: int
                  if pair.compression else None)
     except (PlanError, DcbulkError, OSError) as exc:  # OSError: an input's last index_online
         return [f"{pair.output}: {exc}"], [], {}
-    special = special_file(pair.output)
+    special = unopenable(pair.output)
     if special:
         return [special], [], {}
     try:

@@ -20,7 +20,7 @@ from .rows import Joined, RowCheck
 from .storage import stored_otherwise
 
 __all__ = ["STATISTICS_TASK_BYTES", "VerifyPair", "feature_checks", "out_features", "pack",
-           "special_file"]
+           "special_file", "unopenable"]
 
 #: a scalar feature carrying statistics up to this size is checked by one task whole, so
 #: its ``min``/``max``/``mean`` can be checked (32 M events of 8 bytes; larger: split, and
@@ -82,6 +82,12 @@ def special_file(path: str) -> str | None:
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
         return f"{path}: not a regular file (a FIFO, device or socket); not opened"
     return None
+
+
+def unopenable(path: str) -> str | None:
+    """The line for an output that is gone or not a regular file, or None: never opened
+    (a gone output was HDF5's 'cannot open ([Errno 2] Unable to synchronously open ...')."""
+    return f"{path}: missing" if not os.path.lexists(path) else special_file(path)
 
 
 def out_features(output: str, want: ChunkCodec | None
