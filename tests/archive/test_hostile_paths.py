@@ -594,3 +594,23 @@ def test_a_recorded_output_that_is_gone_is_one_plain_line(tmp_path, capsys):
     assert main(["verify", "-q", str(dst)]) == 1
     problems = [ln for ln in capsys.readouterr().out.splitlines() if "a.rtdc" in ln]
     assert problems == [f"{dst / 'a.rtdc'}: missing"], problems
+
+
+def test_verify_of_several_files_checks_the_others_when_one_cannot_be_paired(tmp_path,
+                                                                             capsys):
+    """``dcbulk verify a.rtdc x.rtdc b.rtdc`` where x has no provenance log stopped the
+    whole run with a usage error: a and b got no verdict. Named among others, x is one line
+    (exit 1); named alone it is still the usage error (exit 2)."""
+    src = tmp_path / "src"
+    files = _files(src, ["a.rtdc", "b.rtdc"])
+    dst = tmp_path / "dst"
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    stray = tmp_path / "x.rtdc"
+    stray.write_bytes(files[0].read_bytes())  # a source: no dcbulk log
+    capsys.readouterr()
+    assert main(["verify", "-q", str(dst / "a.rtdc"), str(stray), str(dst / "b.rtdc")]) == 1
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if str(stray) in ln]
+    assert len(lines) == 1 and "no dcbulk provenance log" in lines[0], out
+    assert "2 equal" in out.splitlines()[-1], out
+    assert main(["verify", "-q", str(stray)]) == 2

@@ -37,7 +37,7 @@ from ..bulk.report import ArchiveReport, FileResult
 from ..bulk.sources import SourceEntry
 from ..engine.client import current_worker
 from ..engine.report import Report
-from ..errors import ManifestError, NotHDF5Error, UsageError
+from ..errors import DcbulkError, ManifestError, NotHDF5Error, UsageError
 from ..partials import stale_partials
 from ..verify import checks
 from ..verify.checks import VerifyPair, check_pair
@@ -278,7 +278,8 @@ def pairs_of(outputs, against=None, **options) -> tuple[list[VerifyPair], str]:
     Raises
     ------
     UsageError
-        For ``against`` with several outputs, and as :func:`verify_pairs`.
+        For ``against`` with several outputs, and as :func:`verify_pairs` for one output
+        (of several, an output that cannot be paired is a verdict of its own).
     """
     if isinstance(outputs, (str, os.PathLike)):
         outputs = [outputs]
@@ -287,8 +288,21 @@ def pairs_of(outputs, against=None, **options) -> tuple[list[VerifyPair], str]:
         raise UsageError(f"--against (against=) names the source of one output file, not of "
                          f"{len(outputs)}")
     pairs = {pair.output: pair for out in outputs
-             for pair in verify_pairs(out, against, **options)}
+             for pair in _pairs_or_verdict(out, against, len(outputs) > 1, options)}
     return list(pairs.values()), os.path.commonpath([os.path.abspath(o) for o in outputs])
+
+
+def _pairs_or_verdict(output: str, against, among_others: bool, options: dict
+                      ) -> list[VerifyPair]:
+    """:func:`verify_pairs` of one output; named among others, one that cannot be paired
+    (no provenance log, a source gone, ...) is its own one-line verdict, so the others are
+    still checked (alone, it is the run's usage error or error)."""
+    try:
+        return verify_pairs(output, against, **options)
+    except DcbulkError as exc:
+        if not among_others:
+            raise
+        return [VerifyPair(output=os.path.abspath(output), source="", verdict=str(exc))]
 
 
 def verify(output, against=None, *, features=None, mapping=None, filter: str | None = None,
