@@ -400,10 +400,10 @@ def test_an_all_nan_feature_is_converted_and_verified_without_numpy_warnings(tmp
         assert all(np.isnan(attrs[key]) for key in ("min", "max", "mean"))
 
 
-def test_a_basin_that_the_source_cannot_resolve_either_is_no_difference(tmp_path, capsys):
+def test_a_basin_that_the_source_cannot_resolve_either_is_said_so(tmp_path, capsys):
     """A source whose file basin resolves nowhere was copied faithfully, and verify then
-    said its output 'differs' ('does not resolve'), so such a file could never verify;
-    one that resolves for the source but not for the output is still one line."""
+    said 'does not resolve' as if the copy had broken it; the line now says the source's
+    does not resolve either (a basin to a file that is gone is still worth a line)."""
     src = small_rtdc(tmp_path / "src" / "b.rtdc", 20, seed=5)
     other = small_rtdc(tmp_path / "other" / "o.rtdc", 20, seed=5)
     with dcbulk.write.HDF5Writer(src, mode="a") as hw:
@@ -411,12 +411,17 @@ def test_a_basin_that_the_source_cannot_resolve_either_is_no_difference(tmp_path
                        features=["area_um"])
         hw.store_basin(name="there", paths=[str(other)], features=["area_um"])
     assert main(["convert", str(src.parent), "-o", str(tmp_path / "dst"), "-q"]) == EXIT_OK
-    assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_OK
-    other.rename(other.with_name("moved.rtdc"))  # now neither resolves: still no difference
-    assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_OK
     capsys.readouterr()
+    assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_FAILED_FILES
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "basin" in ln]
+    assert len(lines) == 1 and "basin 'gone' does not resolve" in lines[0] and lines[0].endswith(
+        "; the source's does not resolve either"), lines
+    other.rename(other.with_name("moved.rtdc"))  # now the source's 'there' is broken too
+    assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_FAILED_FILES
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "basin 'there'" in ln]
+    assert len(lines) == 1 and lines[0].endswith("either"), lines
     other.with_name("moved.rtdc").rename(other)
-    with h5py.File(tmp_path / "dst" / "b.rtdc", "a") as h5:  # the output's paths broken
+    with h5py.File(tmp_path / "dst" / "b.rtdc", "a") as h5:  # only the output's paths broken
         for key in h5["basins"]:
             lines = [ln.replace(str(other).encode(), b"/x.rtdc").replace(b"../other/o.rtdc",
                                                                            b"x.rtdc")
@@ -424,5 +429,5 @@ def test_a_basin_that_the_source_cannot_resolve_either_is_no_difference(tmp_path
             del h5["basins"][key]
             h5["basins"][key] = lines
     assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_FAILED_FILES
-    out = capsys.readouterr().out
-    assert "basin 'there' does not resolve" in out and "'gone'" not in out, out
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "basin 'there'" in ln]
+    assert len(lines) == 1 and lines[0].endswith("])"), lines

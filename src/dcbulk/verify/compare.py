@@ -180,7 +180,7 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
         problems.append("basin 'source' (to the source, for the features the output does "
                         "not hold) is missing")
     src_dir = pathlib.Path(src.filename).resolve().parent
-    broken = {b.get("name") for b in src_basins  # in the source too: no difference
+    broken = {b.get("name") for b in src_basins  # inherited: said so
               if b["type"] == "file" and resolve_file_basin(src_dir, b) is None}
     for bdict in out_basins:
         label = f"basin '{bdict.get('name')}'"
@@ -188,8 +188,9 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
             # resolved next to the output (what dcnum does; dclab then tries the same path)
             found = resolve_file_basin(out_dir, bdict)
             if found is None:
-                if bdict.get("name") not in broken:
-                    problems.append(f"{label} does not resolve ({bdict.get('paths')})")
+                problems.append(f"{label} does not resolve ({bdict.get('paths')})" + (
+                    "; the source's does not resolve either" if bdict.get("name") in broken
+                    else ""))
             elif bdict.get("identifier"):
                 with h5py.File(found, "r", locking=False) as bh5:
                     known = {get_measurement_identifier(bh5, compat=c) for c in ("dcnum", "dclab")}
