@@ -882,3 +882,22 @@ def test_join_offsets_are_kept_whole_and_bad_starts_or_rates_are_one_line(
     finally:
         monkeypatch.delenv("TZ")
         _time.tzset()
+
+
+def test_join_of_inputs_with_an_attribute_dclab_cannot_read(tmp_path):
+    """An input with an array-valued root attribute (``setup:flow rate = [0.1, 0.2]``) made
+    the join's ``src-#k_cfg`` log fail with a 35-line traceback (dclab's configuration
+    refuses the value; dclab-join fails too): the value is kept as its text."""
+    day = {"experiment:date": "2024-04-14"}
+    first, second = tmp_path / "a.rtdc", tmp_path / "b.rtdc"
+    make_rtdc(first, 20, seed=3, with_traces=False, meta={**day, "experiment:time": "10:00:00"})
+    make_rtdc(second, 20, seed=4, with_traces=False, meta={**day, "experiment:time": "11:00:00"})
+    for path in (first, second):
+        with h5py.File(path, "a") as h5:
+            h5.attrs["setup:flow rate"] = np.array([0.1, 0.2])
+    out = tmp_path / "j.rtdc"
+    report = dcbulk.modes.join([second, first], out)
+    assert report.ok, [f.error for f in report.failed]
+    with h5py.File(out) as h5:
+        assert "flow rate = [0.1 0.2]" in log_lines(h5["logs/src-#2_cfg"])
+    assert dcbulk.verify(out).ok

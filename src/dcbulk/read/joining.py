@@ -10,6 +10,7 @@ these rules inside its ``dclab-join`` command, not as functions to call.
 from __future__ import annotations
 
 import time
+from collections import UserDict
 
 import h5py
 import numpy as np
@@ -106,8 +107,8 @@ def cfg_lines(attrs: dict) -> list[str]:
             value = _text(value) if isinstance(value, (bytes, np.bytes_)) else value
             try:
                 config[section][name] = value
-            except (ValueError, TypeError, KeyError):
-                dict.__setitem__(config[section], name, _text(value))
+            except (ValueError, TypeError, KeyError):  # dclab's own conversion refused it
+                UserDict.__setitem__(config[section], name.lower(), _text(value))
         text = config.tostring(sections=dfn.CFG_METADATA)
     return wrap_lines(text.split("\n"))
 
