@@ -547,7 +547,7 @@ def test_verify_of_a_directory_names_sources_without_output(tmp_path, capsys):
     (dst / "d.rtdc.0123456789ab.partial").write_bytes(b"")
     assert main(["verify", "-q", str(dst)]) == 1
     out = capsys.readouterr().out
-    assert f"{src / 'c.rtdc'}: has no output here: the last run set out to make it and " \
+    assert f"{src / 'c.rtdc'}: has no output here: a run set out to make it and " \
            f"never recorded it (killed, or still running); re-run its command" in out, out
     assert f"{src / 'bad.rtdc'}: has no output here: it failed (NotHDF5Error:" in out, out
     assert f"{dst}: 1 file(s) of a run that did not end (e.g. " \
@@ -563,6 +563,16 @@ def test_verify_of_a_directory_names_sources_without_output(tmp_path, capsys):
     assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
     # a removed source's failure is still on record: it has no output here
     assert main(["verify", "-q", str(dst)]) == 1
+    capsys.readouterr()
+    # a killed run's plan is kept when a later run takes a subset of the sources
+    lines = (dst / MANIFEST_NAME).read_bytes().splitlines(keepends=True)
+    (dst / MANIFEST_NAME).write_bytes(b"".join(
+        ln for ln in lines if b'"relpath":"b.rtdc"' not in ln))
+    (dst / "b.rtdc").unlink()
+    assert main(["convert", str(src / "a.rtdc"), "-o", str(dst), "-q"]) == 0
+    assert main(["verify", "-q", str(dst)]) == 1
+    assert f"{src / 'b.rtdc'}: has no output here: a run set out" in \
+        capsys.readouterr().out
 
 
 def test_a_source_whose_name_leaves_no_room_for_the_partial_suffix_converts(tmp_path):

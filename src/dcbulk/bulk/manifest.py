@@ -160,14 +160,19 @@ class Manifest:
 
     @property
     def planned(self) -> Mapping[str, str]:
-        """The sources the last run set out to make (relative path -> path; empty: none
-        recorded, e.g. a manifest of an earlier dcbulk)."""
+        """The sources runs set out to make (relative path -> path): the last run's and
+        those of earlier runs still without a record (empty: none recorded, e.g. a
+        manifest of an earlier dcbulk)."""
         return types.MappingProxyType(self._planned or {})
 
     def record_planned(self, entries: list[SourceEntry]) -> None:
-        """Record the sources this run sets out to make (before any is made)."""
+        """Record the sources this run sets out to make (before any is made), keeping those
+        an earlier run planned and never recorded (a killed run's, when this run takes a
+        subset)."""
         with self._lock:
-            self._planned = {e.relpath: e.path for e in entries}
+            self._planned = {rel: path for rel, path in (self._planned or {}).items()
+                             if rel not in self._records}
+            self._planned.update((e.relpath, e.path) for e in entries)
             self._append(planned_line(self._planned))
 
     def __len__(self) -> int:

@@ -202,7 +202,7 @@ def _without_output(manifest: Manifest) -> list[VerifyPair]:
         if relpath not in manifest.records:
             pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, relpath),
                                     source=source, verdict=(
-                f"{source}: has no output here: the last run set out to make it and never "
+                f"{source}: has no output here: a run set out to make it and never "
                 f"recorded it (killed, or still running); re-run its command")))
     left = stale_partials(manifest.output_dir) + [
         path for path in [os.path.join(manifest.output_dir, MARKER_NAME)]
