@@ -543,6 +543,12 @@ def test_condensed_outputs_are_verified(client, tmp_path, capsys):
         for key in list(h5["basins"]):
             del h5["basins"][key]
 
+    def unlist_image(h5):  # dclab then finds no image through the basin
+        for key in list(h5["basins"]):
+            lines = [ln for ln in h5["basins"][key][:] if b'"image",' not in ln]
+            del h5["basins"][key]
+            h5["basins"][key] = lines
+
     out = tmp_path / "t" / "s.rtdc"
     cases = [
         ("plain", lambda h5: h5["events/deform"].__setitem__(3, 7.0),
@@ -566,6 +572,10 @@ def test_condensed_outputs_are_verified(client, tmp_path, capsys):
         ("filtered", unlink_basins,
          f"{out}: basin 'source' (to the source, for the features the output does not "
          f"hold) is missing"),
+        ("plain", lambda h5: h5["logs"].__delitem__("dcbulk-condense"),
+         f"{out}: dcbulk's provenance log (logs/dcbulk-<mode>) is missing"),
+        ("filtered", unlist_image,
+         f"{out}: basin 'source' lists other features than the source has"),
     ]
     for label, change, line in cases:
         problems = edit(label, change)

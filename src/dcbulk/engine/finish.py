@@ -33,6 +33,7 @@ from ..errors import SourceError
 from ..plan import (SET_APART_ATTRS, ConversionPlan, carries_statistics, keeps_statistics,
                     source_statistics, statistics)
 from ..provenance import log_name, make_provenance, provenance_lines
+from ..read.basins import basin_feature_names
 from ..read.files import open_child, open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
 from ..read.policy import check_dataset, check_link, is_reference, not_carried
@@ -149,14 +150,6 @@ def _resolved_identifier(stored: str | None, paths: list[str], src_dir: pathlib.
     return stored
 
 
-def _basin_feature_names(info) -> list[str]:
-    """Feature names of a file as a basin lists them (``trace``, ``contour``: the group)."""
-    names = {f.split("/")[0] for f in info.own_features if not f.startswith("basinmap")}
-    if info.has_contour:
-        names.add("contour")
-    return sorted(names)
-
-
 def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
     info = plan.source_info
     same = siblings_hold_same_events(plan)
@@ -183,7 +176,7 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
         src_path = pathlib.Path(info.path).resolve()
         hw.store_basin(name="source", description=f"Source of this file (dcbulk {__version__})",
                        paths=file_basin_paths([str(src_path)], info.path, plan.output),
-                       features=_basin_feature_names(info),
+                       features=basin_feature_names(info),
                        mapping=plan.mapping, identifier=basin_identifier(src))
 
 

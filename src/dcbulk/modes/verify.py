@@ -179,7 +179,8 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                 condensed=mode == "condense",
                                 ancillary=bool(job.get("ancillary")),
                                 basin_to_source=(bool(options.get("basin_to_source"))
-                                                 or mode == "condense")))
+                                                 or mode == "condense"),
+                                logged=not processed))
     recorded = {p.output for p in pairs}
     pairs += [VerifyPair(output=path, source="", verdict=(
         f"{path}: not in its directory's manifest, so nothing says what it must equal; not "

@@ -13,7 +13,7 @@ from ..errors import SourceError
 from .files import open_h5_readonly
 from .identifier import get_measurement_identifier
 
-__all__ = ["extract_basin_dicts", "resolve_file_basin"]
+__all__ = ["basin_feature_names", "extract_basin_dicts", "resolve_file_basin"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +127,13 @@ def extract_basin_dicts(h5: h5py.File | h5py.Group,
                 continue
         result.append(bdict)
     return result
+
+
+def basin_feature_names(info) -> list[str]:
+    """The feature names a basin to the file of ``info`` (a
+    :class:`~dcbulk.read.inspect.SourceInfo`) lists: its own (``trace``, ``contour``: the
+    group), as the writer stores a basin to the source and verify expects it."""
+    names = {f.split("/")[0] for f in info.own_features if not f.startswith("basinmap")}
+    if info.has_contour:
+        names.add("contour")
+    return sorted(names)

@@ -166,17 +166,21 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
 
 
 def _compare_basins(src: h5py.File, out: h5py.File, output: str,
-                    mapping: np.ndarray | None, n_source: int, to_source: bool) -> list[str]:
+                    mapping: np.ndarray | None, n_source: int,
+                    to_source: list[str] | None) -> list[str]:
     problems = []
     out_dir = pathlib.Path(output).resolve().parent
     src_basins = extract_basin_dicts(src)
     src_maps = {b.get("name"): b.get("mapping") for b in src_basins}
+    listed = {b.get("name"): b.get("features") for b in src_basins}  # what each offers
+    if to_source is not None:
+        listed["source"] = to_source
     out_basins = extract_basin_dicts(out)
     kept = {b.get("name") for b in out_basins}
     problems += [f"basin '{b.get('name')}' of the source is missing" for b in src_basins
                  if b["type"] == "file" and b.get("name") not in kept]
-    if to_source and not any(b.get("name") == "source" and b.get("type") == "file"
-                             for b in out_basins):  # (the writer's name for it)
+    if to_source is not None and not any(b.get("name") == "source" and b.get("type") == "file"
+                                         for b in out_basins):  # (the writer's name for it)
         problems.append("basin 'source' (to the source, for the features the output does "
                         "not hold) is missing")
     src_dir = pathlib.Path(src.filename).resolve().parent
@@ -184,6 +188,11 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
               if b["type"] == "file" and resolve_file_basin(src_dir, b) is None}
     for bdict in out_basins:
         label = f"basin '{bdict.get('name')}'"
+        if bdict.get("type") == "file" and bdict.get("name") in listed \
+                and bdict.get("features") != listed[bdict.get("name")]:
+            problems.append(f"{label} lists other features than "
+                            + ("the source has" if bdict.get("name") == "source" and
+                               to_source is not None else "the source's"))
         if bdict.get("type") == "file":
             # resolved next to the output (what dcnum does; dclab then tries the same path)
             found = resolve_file_basin(out_dir, bdict)
@@ -222,10 +231,11 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
 
 
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
-                     n_source: int, sample_suffix: str = "", to_source: bool = False
-                     ) -> list[str]:
+                     n_source: int, sample_suffix: str = "", to_source: list[str] | None = None,
+                     logged: bool = False) -> list[str]:
     """Root attributes, logs, tables and basins of an output against its source (with
-    ``to_source``, one of them a file basin to the source).
+    ``to_source``, the features the source offers, one of them a file basin to the source
+    listing them; with ``logged``, dcbulk's provenance log among the logs).
 
     An output must hold its own data: every external link, soft link out of its group,
     virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`).
@@ -241,6 +251,8 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      for name in not_carried(out)]
         problems += _compare_attrs(src, out, mapping, n_source, sample_suffix)
         problems += _compare_group(src, out, "logs")
+        if logged and not any(is_provenance_log(name) for name in out.get("logs", {})):
+            problems.append("dcbulk's provenance log (logs/dcbulk-<mode>) is missing")
         problems += _compare_group(src, out, "tables")
         try:
             problems += _compare_basins(src, out, output, mapping, n_source, to_source)

@@ -74,6 +74,8 @@ class VerifyPair:
     ancillary: bool = False
     #: the output holds a file basin to its source (``--basin-to-source``; every condensed one)
     basin_to_source: bool = False
+    #: made by a recorded run of dcbulk: the output must hold dcbulk's provenance log
+    logged: bool = False
 
 
 def special_file(path: str) -> str | None:
