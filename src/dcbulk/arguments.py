@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .errors import ArgumentTypeError, UsageError, one_line
 
-__all__ = ["callable_arg", "count_arg", "feature_names", "mapping_arg", "path_arg",
+__all__ = ["callable_arg", "check_timeout", "count_arg", "feature_names", "mapping_arg", "path_arg",
            "paths_arg", "text_arg", "wrong_argument"]
 
 #: what a path argument may be
@@ -144,3 +144,19 @@ def feature_names(value, name: str = "features") -> tuple[str, ...] | None:
         raise UsageError(f"{name} names no feature in {one_line(repr(value), 80)} "
                          f"(None takes every feature)")
     return names
+
+
+def check_timeout(timeout: float | None) -> None:
+    """Refuse a per-file time limit that is not a positive number of seconds.
+
+    Raises
+    ------
+    UsageError
+        For zero, a negative number, NaN or anything but a number.
+    """
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not timeout > 0 or timeout != timeout or timeout == float("inf"):
+        raise UsageError(f"the time limit per file must be a positive number of seconds, "
+                         f"got {one_line(repr(timeout), 80)}")

@@ -80,3 +80,37 @@ def test_split_takes_a_whole_number_of_events_per_file(tmp_path):
             dcbulk.modes.split([tmp_path / "src"], tmp_path / "o2", events_per_file=value)
         _one_line(info, "events_per_file", *words)
     assert not (tmp_path / "o2").exists()
+
+
+def test_verify_convert_and_store_features_check_the_rest_before_any_work(tmp_path):
+    """The second sweep's: verify(None) and verify(x, against=[s]) were raw TypeErrors and
+    verify(progress=False) failed after every check had run; convert(timeout=[1]) was a
+    TypeError, store_features of a 0-d array an IndexError, source_features='deform' its
+    letters, max_open_outputs=0 accepted."""
+    import numpy as np
+
+    from dcbulk.errors import PlanError
+    src = small_rtdc(tmp_path / "src" / "a.rtdc")
+    report = dcbulk.convert_archive([tmp_path / "src"], tmp_path / "out")
+    out = report.files[0].output
+    for kwargs, words in [(dict(output=None), ("output", "NoneType")),
+                          (dict(output=out, against=[src]), ("against", "list")),
+                          (dict(output=out, progress=False), ("progress", "bool False"))]:
+        with pytest.raises(UsageError) as info:
+            dcbulk.verify(**kwargs, inline=True)
+        _one_line(info, *words)
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert(src, tmp_path / "t.rtdc", timeout=[1])
+    _one_line(info, "time limit", "[1]")
+    with pytest.raises(PlanError) as info:
+        dcbulk.store_features({"userdef1": "abc"}, tmp_path / "s.rtdc")
+    _one_line(info, "userdef1", "single value")
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o5", max_open_outputs=0)
+    _one_line(info, "max_open_outputs", "at least 1")
+    deform = dcbulk.read_features(src, ["deform"])["deform"]
+    dcbulk.store_features({"deform": deform}, tmp_path / "f.rtdc", metadata_from=src,
+                          source_features="deform", inline=True)
+    with h5py.File(tmp_path / "f.rtdc") as h5, h5py.File(src) as s:
+        assert np.array_equal(h5["events/deform"][:], s["events/deform"][:])
+    assert not any((tmp_path / n).exists() for n in ("t.rtdc", "s.rtdc", "o5"))

@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from ..arguments import callable_arg
+from ..arguments import callable_arg, check_timeout, count_arg
 from ..engine.client import client_context
 from ..engine.report import Report
 from ..errors import OutputExistsError, describe_failure
@@ -50,7 +50,6 @@ from .options import ArchiveOptions
 from .report import ArchiveReport, FileResult
 from .resume import Step, adopt_output
 from .runplan import RunPlan, planned
-from .usage import check_timeout
 
 __all__ = ["Progress", "execute", "execute_here", "file_key", "planned", "run_job",
            "settle_outcome", "settle_task"]
@@ -336,6 +335,8 @@ def run_job(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
     """
     check_timeout(timeout)
     callable_arg("progress", progress, "a function called as progress(result, done, total)")
+    if max_open_outputs is not None:
+        count_arg("max_open_outputs", max_open_outputs)
     if client is not None and not dry_run:
         job.check_cluster(client)  # before anything is written
     with planned(job, sources, output, options, include=include, resume=resume,

@@ -21,7 +21,7 @@ from dask.utils import parse_bytes
 from ..errors import OutputDirError, UsageError
 
 __all__ = ["check_feature_names", "check_memory_limit", "check_output_dir",
-           "check_output_placement", "check_outputs_are_not_sources", "check_timeout"]
+           "check_output_placement", "check_outputs_are_not_sources"]
 
 
 def check_feature_names(names: Iterable[str], *, what: str, scalar: bool = False) -> None:
@@ -164,19 +164,3 @@ def check_output_dir(output_dir: str | PathLike) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputDirError(f"{output_dir}: cannot create or write the output directory "
                              f"(Permission denied on {probe})")
-
-
-def check_timeout(timeout: float | None) -> None:
-    """Refuse a per-file time limit that is not a positive number of seconds.
-
-    Raises
-    ------
-    UsageError
-        For zero, a negative number, NaN or anything but a number.
-    """
-    if timeout is None:
-        return
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-            or not timeout > 0 or timeout != timeout or timeout == float("inf"):
-        raise UsageError(f"the time limit per file must be a positive number of seconds, "
-                         f"got {timeout!r}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import cloudpickle
 import numpy as np
 
-from ..arguments import mapping_arg, path_arg
+from ..arguments import check_timeout, feature_names, mapping_arg, path_arg
 from ..codec import ChunkCodec, parse_compression
 from ..errors import FileTimeoutError, PlanError
 from ..partials import commit_deadline, current_deadline, refuse_existing
@@ -151,6 +151,7 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
 
 def _deadline(timeout: float | None) -> float | None:
     """The commit deadline of a call with ``timeout``; else the caller's (if any)."""
+    check_timeout(timeout)
     return current_deadline() if timeout is None else time.time() + timeout
 
 
@@ -239,10 +240,10 @@ def check_new_features(arrays: Mapping, who: str, *, nested: bool = True) -> Non
                             f"object); HDF5 stores numbers (a numeric or boolean array)")
 
 
-def _named(info: SourceInfo | None, arrays: dict, names: Iterable[str]
+def _named(info: SourceInfo | None, arrays: dict, names: str | Iterable[str]
            ) -> dict[str, FeatureSource]:
     """The source features ``store_features(source_features=names)`` says arrays hold."""
-    names = list(names)
+    names = list(feature_names(names, "source_features") or ()) if names else []
     if names and info is None:
         raise PlanError("store_features: source_features= needs metadata_from=")
     unknown = [n for n in names if n not in arrays or n not in info.features]
@@ -261,6 +262,8 @@ def _dask_arrays(arrays: dict) -> dict:
             arr = da.from_array(np.asarray(arr))
         if isinstance(arr, da.Array) and any(np.isnan(c) for dim in arr.chunks for c in dim):
             raise PlanError(f"array '{name}' has unknown chunk sizes; call compute_chunk_sizes()")
+        if not arr.ndim:
+            raise PlanError(f"array '{name}' holds a single value (shape ()), not one per event")
         out[name] = arr
     return out
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arguments import feature_names, text_arg
+from ..arguments import callable_arg, feature_names, path_arg, paths_arg, text_arg
 from ..bulk.executor import Progress, execute, execute_here
 from ..bulk.inprocess import MARKER_NAME
 from ..bulk.runplan import check_plan
@@ -282,9 +282,9 @@ def pairs_of(outputs, against=None, **options) -> tuple[list[VerifyPair], str]:
         For ``against`` with several outputs, and as :func:`verify_pairs` for one output
         (of several, an output that cannot be paired is a verdict of its own).
     """
-    if isinstance(outputs, (str, os.PathLike)):
-        outputs = [outputs]
-    outputs = [os.fspath(o) for o in outputs]
+    outputs = [os.fspath(o) for o in paths_arg("output", outputs)]
+    if against is not None:
+        path_arg("against", against)
     if against is not None and len(outputs) != 1:
         raise UsageError(f"--against (against=) names the source of one output file, not of "
                          f"{len(outputs)}")
@@ -345,8 +345,10 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     UsageError, SourceNotFoundError, ManifestError
         As :func:`verify_pairs`.
     """
-    if isinstance(output, (list, tuple)) and all(isinstance(p, VerifyPair) for p in output):
-        pairs, checked = list(output), os.path.commonpath([p.output for p in output] or ["."])
+    callable_arg("progress", progress, "a function called as progress(result, done, total)")
+    if isinstance(output, (list, tuple)) and output and all(
+            isinstance(p, VerifyPair) for p in output):
+        pairs, checked = list(output), os.path.commonpath([p.output for p in output])
     else:
         pairs, checked = pairs_of(output, against, features=features, mapping=mapping,
                                   filter=filter, follow_external=follow_external)
