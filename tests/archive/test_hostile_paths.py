@@ -252,10 +252,14 @@ def test_verify_opens_no_output_that_is_a_fifo(tmp_path):
     dst = tmp_path / "dst"
     assert convert_archive([src], dst).ok
     os.mkfifo(tmp_path / "x.rtdc")
-    proc = _cli("verify", "-q", dst / "b.rtdc", tmp_path / "x.rtdc", timeout=60)
+    proc = _cli("verify", "-q", tmp_path / "x.rtdc", timeout=60)  # alone: the run's error
     assert proc.returncode == 3, proc.out + proc.err
     assert proc.err.strip() == (f"dcbulk: error: {tmp_path / 'x.rtdc'}: not a regular file "
                                 f"(a FIFO, device or socket); not opened")
+    proc = _cli("verify", "-q", dst / "b.rtdc", tmp_path / "x.rtdc", timeout=60)
+    assert proc.returncode == 1, proc.out + proc.err  # among others: its own line
+    assert f"{tmp_path / 'x.rtdc'}: not a regular file (a FIFO, device or socket); not " \
+           f"opened" in proc.out.splitlines() and "1 equal, 1 differ" in proc.out
     (dst / "a.rtdc").unlink()
     os.mkfifo(dst / "a.rtdc")
     proc = _cli("verify", "-q", dst, timeout=60)

@@ -262,7 +262,7 @@ def _dask_arrays(arrays: dict) -> dict:
             arr = da.from_array(np.asarray(arr))
         if isinstance(arr, da.Array) and any(np.isnan(c) for dim in arr.chunks for c in dim):
             raise PlanError(f"array '{name}' has unknown chunk sizes; call compute_chunk_sizes()")
-        if not arr.ndim:
+        if not arr.shape:  # (a Column has a shape, no ndim)
             raise PlanError(f"array '{name}' holds a single value (shape ()), not one per event")
         out[name] = arr
     return out
