@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .errors import ArgumentTypeError, UsageError, one_line
 
-__all__ = ["callable_arg", "check_timeout", "count_arg", "feature_names", "mapping_arg", "path_arg",
-           "paths_arg", "text_arg", "wrong_argument"]
+__all__ = ["callable_arg", "check_timeout", "count_arg", "feature_names", "mapping_arg",
+           "path_arg", "paths_arg", "progress_arg", "text_arg", "wrong_argument"]
 
 #: what a path argument may be
 _PATH_TYPES = (str, os.PathLike)
@@ -111,6 +111,13 @@ def callable_arg(name: str, value, needs: str) -> Callable | None:
     if value is not None and not callable(value):
         raise wrong_argument(name, value, f"{needs} or None")
     return value
+
+
+def progress_arg(progress) -> Callable | None:
+    """``progress``, None or a function called as ``progress(result, done, total)`` (every
+    run's observer: checked before any work, not when the first file settles)."""
+    return callable_arg("progress", progress,
+                        "a function called as progress(result, done, total)")
 
 
 def mapping_arg(name: str, value, needs: str) -> Mapping:

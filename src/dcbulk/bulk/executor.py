@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from ..arguments import callable_arg, check_timeout, count_arg
+from ..arguments import check_timeout, count_arg, progress_arg
 from ..engine.client import client_context
 from ..engine.report import Report
 from ..errors import OutputExistsError, describe_failure
@@ -334,7 +334,7 @@ def run_job(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
         an output that are no paths (one line naming the argument).
     """
     check_timeout(timeout)
-    callable_arg("progress", progress, "a function called as progress(result, done, total)")
+    progress_arg(progress)
     if max_open_outputs is not None:
         count_arg("max_open_outputs", max_open_outputs)
     if client is not None and not dry_run:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arguments import callable_arg, feature_names, path_arg, paths_arg, text_arg
+from ..arguments import feature_names, path_arg, paths_arg, progress_arg, text_arg
 from ..bulk.executor import Progress, execute, execute_here
 from ..bulk.inprocess import MARKER_NAME
 from ..bulk.runplan import check_plan
@@ -191,10 +191,10 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
 
 def _without_output(manifest: Manifest) -> list[VerifyPair]:
     """One settled pair per source the manifest says has no output here: its conversion
-    failed, or the last run planned it and never recorded it (killed, or still running),
-    and one for the partial files or marker such a run leaves."""
+    failed, or a run planned it and never recorded it (killed, or still running), and one
+    for the partial files or marker such a run leaves."""
     pairs = []
-    for relpath, rec in manifest.records.items():
+    for rec in manifest.records.values():
         if rec.status != "done":
             pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, rec.output),
                                     source=rec.source, verdict=(
@@ -285,9 +285,9 @@ def pairs_of(outputs, against=None, **options) -> tuple[list[VerifyPair], str]:
     outputs = [os.fspath(o) for o in paths_arg("output", outputs)]
     if against is not None:
         path_arg("against", against)
-    if against is not None and len(outputs) != 1:
-        raise UsageError(f"--against (against=) names the source of one output file, not of "
-                         f"{len(outputs)}")
+        if len(outputs) != 1:
+            raise UsageError(f"--against (against=) names the source of one output file, "
+                             f"not of {len(outputs)}")
     pairs = {pair.output: pair for out in outputs
              for pair in _pairs_or_verdict(out, against, len(outputs) > 1, options)}
     return list(pairs.values()), os.path.commonpath([os.path.abspath(o) for o in outputs])
@@ -345,7 +345,7 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     UsageError, SourceNotFoundError, ManifestError
         As :func:`verify_pairs`.
     """
-    callable_arg("progress", progress, "a function called as progress(result, done, total)")
+    progress_arg(progress)
     if isinstance(output, (list, tuple)) and output and all(
             isinstance(p, VerifyPair) for p in output):
         pairs, checked = list(output), os.path.commonpath([p.output for p in output])
