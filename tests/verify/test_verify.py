@@ -575,11 +575,24 @@ def test_condensed_outputs_are_verified(client, tmp_path, capsys):
         ("plain", lambda h5: h5["logs"].__delitem__("dcbulk-condense"),
          f"{out}: dcbulk's provenance log (logs/dcbulk-<mode>) is missing"),
         ("filtered", unlist_image,
-         f"{out}: basin 'source' lists other features than the source has"),
+         f"{out}: basin 'source' lists other features than the source's"),
     ]
     for label, change, line in cases:
         problems = edit(label, change)
         assert line in problems, (label, line, problems)
+    # a condensed file condensed again carries its basin 'source' beside the new one
+    again = dcbulk.modes.condense([tmp_path / "plain"], tmp_path / "again", client=client)
+    assert again.ok and dcbulk.verify(tmp_path / "again", client=client).ok
+
+    def unlink_new_source_basin(h5):
+        for key in list(h5["basins"]):
+            text = b"".join(h5["basins"][key][:])
+            if b'"source"' in text and b'"image"' not in text:  # the new one: scalars only
+                del h5["basins"][key]
+
+    assert edit("again", unlink_new_source_basin) == [
+        f"{out}: basin 'source' (to the source, for the features the output does not hold) "
+        f"is missing"]
     capsys.readouterr()
     # a conversion with --basin-to-source: its basin's loss went unnoticed
     assert main(["convert", "-q", str(src.parent), "-o", str(tmp_path / "conv"),

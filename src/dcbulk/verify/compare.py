@@ -172,15 +172,19 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
     out_dir = pathlib.Path(output).resolve().parent
     src_basins = extract_basin_dicts(src)
     src_maps = {b.get("name"): b.get("mapping") for b in src_basins}
-    listed = {b.get("name"): b.get("features") for b in src_basins}  # what each offers
-    if to_source is not None:
-        listed["source"] = to_source
+    listed: dict[str, list] = {}  # what the basins of each name may offer
+    for bdict in src_basins:
+        listed.setdefault(bdict.get("name"), []).append(bdict.get("features"))
+    if to_source is not None:  # the writer's name for it (a source may carry one too)
+        listed.setdefault("source", []).append(to_source)
     out_basins = extract_basin_dicts(out)
     kept = {b.get("name") for b in out_basins}
     problems += [f"basin '{b.get('name')}' of the source is missing" for b in src_basins
                  if b["type"] == "file" and b.get("name") not in kept]
-    if to_source is not None and not any(b.get("name") == "source" and b.get("type") == "file"
-                                         for b in out_basins):  # (the writer's name for it)
+    def to_sources(basins) -> int:
+        return sum(b.get("name") == "source" and b.get("type") == "file" for b in basins)
+
+    if to_source is not None and to_sources(out_basins) <= to_sources(src_basins):
         problems.append("basin 'source' (to the source, for the features the output does "
                         "not hold) is missing")
     src_dir = pathlib.Path(src.filename).resolve().parent
@@ -188,11 +192,9 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
               if b["type"] == "file" and resolve_file_basin(src_dir, b) is None}
     for bdict in out_basins:
         label = f"basin '{bdict.get('name')}'"
-        if bdict.get("type") == "file" and bdict.get("name") in listed \
-                and bdict.get("features") != listed[bdict.get("name")]:
-            problems.append(f"{label} lists other features than "
-                            + ("the source has" if bdict.get("name") == "source" and
-                               to_source is not None else "the source's"))
+        if bdict.get("type") == "file" and bdict.get("features") not in listed.get(
+                bdict.get("name"), [bdict.get("features")]):
+            problems.append(f"{label} lists other features than the source's")
         if bdict.get("type") == "file":
             # resolved next to the output (what dcnum does; dclab then tries the same path)
             found = resolve_file_basin(out_dir, bdict)
