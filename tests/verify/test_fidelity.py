@@ -216,14 +216,15 @@ def test_condense_stores_a_computed_index_as_dclab(client, tmp_path):
             np.testing.assert_array_equal(h5["events/index"][:], r["events/index"][:])
 
 
-def test_condense_and_convert_keep_feature_attributes_and_add_statistics_as_dclab(
-        client, tmp_path):
+def test_condense_keeps_feature_attributes_and_adds_statistics_as_dclab(client, tmp_path):
     """A file without ``index`` is condensed through ``store_features``, which dropped a
-    feature's own attributes (a ``unit``) that dclab-condense keeps; and where the source has
-    no ``min``/``max``/``mean``, dcbulk wrote none (dclab-condense and dclab-compress compute
-    them). Both now as dclab, unfiltered, filtered and with ancillary features; verify
-    agrees, and finds a computed statistic changed."""
-    from dclab.cli import compress, condense
+    feature's own attributes (a ``unit``) that dclab-condense keeps; where the source has
+    no ``min``/``max``/``mean``, condense computes them as dclab-condense does (unfiltered,
+    filtered and with ancillary features), while a conversion stores none, as dcnum's
+    ``copy_features`` (dclab-compress computes them). Verify agrees with both, and finds a
+    statistic changed."""
+    from dclab.cli import condense
+    from dcnum.write import copy_features
     (tmp_path / "in").mkdir()
     src = small_rtdc(tmp_path / "in" / "s.rtdc", 40, seed=9)
     with h5py.File(src, "a") as h5:
@@ -235,7 +236,8 @@ def test_condense_and_convert_keep_feature_attributes_and_add_statistics_as_dcla
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         condense(path_in=src, path_out=tmp_path / "ref.rtdc")
-        compress(path_in=src, path_out=tmp_path / "ref-compress.rtdc")
+    with h5py.File(src) as s, h5py.File(tmp_path / "dcnum.rtdc", "w") as d:
+        copy_features(s, d, ["deform"])
     runs = {"condense": dict(), "filtered": dict(filter="deform > 0.01"),
             "ancillary": dict(ancillary=True)}
     for label, kw in runs.items():
@@ -244,25 +246,27 @@ def test_condense_and_convert_keep_feature_attributes_and_add_statistics_as_dcla
         assert report.ok, [f.error for f in report.failed]
     conv = dcbulk.convert_archive([tmp_path / "in"], tmp_path / "convert", client=client)
     assert conv.ok
-    with h5py.File(tmp_path / "ref.rtdc") as ref, \
-            h5py.File(tmp_path / "ref-compress.rtdc") as ref_c:
+    with h5py.File(tmp_path / "ref.rtdc") as ref, h5py.File(tmp_path / "dcnum.rtdc") as dcn:
         want = dict(ref["events/deform"].attrs)
-        assert dict(ref_c["events/deform"].attrs) == want
         assert set(want) == {"unit", "min", "max", "mean"}
-        for label in ("condense", "ancillary", "convert"):
+        for label in ("condense", "ancillary"):
             with h5py.File(tmp_path / label / "s.rtdc") as h5:
                 assert dict(h5["events/deform"].attrs) == want, label
                 assert dict(h5["events/area_um"].attrs) == dict(
                     ref["events/area_um"].attrs), label
+        with h5py.File(tmp_path / "convert" / "s.rtdc") as h5:
+            assert dict(h5["events/deform"].attrs) == dict(dcn["events/deform"].attrs) == {
+                "unit": "none"}
         with h5py.File(tmp_path / "filtered" / "s.rtdc") as h5:
             got = h5["events/deform"]
             assert got.attrs["unit"] == "none" and got.shape[0] < 40
             assert got.attrs["min"] == got[:].min() > 0.01
-    out = tmp_path / "convert" / "s.rtdc"
-    assert dcbulk.verify(tmp_path / "convert", client=client).ok
+    for label in ("convert", "condense"):
+        assert dcbulk.verify(tmp_path / label, client=client).ok, label
+    out = tmp_path / "condense" / "s.rtdc"
     with h5py.File(out, "a") as h5:
         h5["events/deform"].attrs["mean"] = 0.5
-    problems = dcbulk.verify(tmp_path / "convert", client=client).problems
+    problems = dcbulk.verify(tmp_path / "condense", client=client).problems
     assert any("feature 'deform': attribute 'mean' is 0.5, expected" in p
                and "(that of its events)" in p for p in problems), problems
 

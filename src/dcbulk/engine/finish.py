@@ -212,8 +212,11 @@ def _store_contours(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> int
 
 
 def _store_statistics(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File | None) -> None:
-    """``min``/``max``/``mean`` of scalar features: copied when valid, else (also when the
-    source has none) computed, as dclab's exports store them.
+    """``min``/``max``/``mean`` of scalar features: copied when valid, else computed. Where
+    the source has none, a conversion stores none (as dcnum's ``copy_features``; computing
+    them reads every scalar feature back: a fifth of the time of converting 200 files of
+    10-40 events, 11.8 vs 9.7 s) and a ``store_features`` output (condense) computes them,
+    as dclab-condense does.
 
     Copied attributes are read with each source file opened once (``src``, the plan's
     source, already open), not once per feature; members are reached by
@@ -221,6 +224,7 @@ def _store_statistics(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File | Non
     file's conversion here).
     """
     events = hw.h5["events"]
+    computes = bool(plan.options.get("store_features"))
     copied: dict[str, list] = {}
     for fp in plan.features:
         if not carries_statistics(fp.name, fp.dtype, fp.item_shape):
@@ -241,7 +245,7 @@ def _store_statistics(hw: HDF5Writer, plan: ConversionPlan, src: h5py.File | Non
                 if not isinstance(source, h5py.Dataset):
                     raise SourceError(f"{path}: dataset '{name}' has vanished")
                 kept = source_statistics(source.attrs)
-                if not kept and dset.shape[0]:  # none to keep: computed, as dclab's export
+                if not kept and computes and dset.shape[0]:  # none to keep (condense)
                     kept = statistics(dset[:])
                 dset.attrs.update(kept)
 
