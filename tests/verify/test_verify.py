@@ -576,6 +576,12 @@ def test_condensed_outputs_are_verified(client, tmp_path, capsys):
          f"{out}: dcbulk's provenance log (logs/dcbulk-<mode>) is missing"),
         ("filtered", unlist_image,
          f"{out}: basin 'source' lists other features than the source's"),
+        ("plain", lambda h5: h5.attrs.__setitem__("experiment:event count", "30"),
+         f"{out}: root attribute 'experiment:event count' is stored as '30' (text), not an "
+         f"int64"),
+        ("plain", lambda h5: h5.attrs.__setitem__("experiment:event count", np.int32(30)),
+         f"{out}: root attribute 'experiment:event count' is stored as 30 (int32), not an "
+         f"int64"),
     ]
     for label, change, line in cases:
         problems = edit(label, change)

@@ -198,13 +198,15 @@ def _without_output(manifest: Manifest) -> list[VerifyPair]:
         if rec.status != "done":
             pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, rec.output),
                                     source=rec.source, verdict=(
-                f"{rec.source}: has no output here: it failed ({rec.error})")))
+                f"{rec.source}: has no output here: it failed ({rec.error})"
+                + _gone(rec.source))))
     for relpath, source in manifest.planned.items():
         if relpath not in manifest.records:
             pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, relpath),
                                     source=source, verdict=(
                 f"{source}: has no output here: a run set out to make it and never "
-                f"recorded it (killed, or still running); re-run its command")))
+                f"recorded it (killed, or still running); re-run its command"
+                + _gone(source))))
     left = stale_partials(manifest.output_dir) + [
         path for path in [os.path.join(manifest.output_dir, MARKER_NAME)]
         if os.path.lexists(path)]
@@ -213,6 +215,11 @@ def _without_output(manifest: Manifest) -> list[VerifyPair]:
             f"{manifest.output_dir}: {len(left)} file(s) of a run that did not end (e.g. "
             f"{left[0]}); re-run its command to finish it")))
     return pairs
+
+
+def _gone(source: str) -> str:
+    """What a line about a source without output adds when the source is gone too."""
+    return "" if os.path.lexists(source) else "; its source is gone too"
 
 
 def _rtdc_files(directory: str) -> list[str]:

@@ -123,10 +123,16 @@ def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
     for key in oattrs:
         if key not in sattrs and key not in ALLOWED_ATTR_CHANGES:
             problems.append(f"root attribute '{key}' is not in the source")
-    n_out = int(oattrs.get("experiment:event count", -1))
+    count = oattrs.get("experiment:event count")
     n_want = n_source if mapping is None else int(mapping.size)
-    if n_out != n_want:
-        problems.append(f"root attribute 'experiment:event count' is {n_out}, expected {n_want}")
+    if count is None:
+        problems.append("root attribute 'experiment:event count' is missing")
+    elif _numeric_dtype(count) != "int64" or np.ndim(count):  # as the writer stores it
+        problems.append(f"root attribute 'experiment:event count' is stored as "
+                        f"{shown(count)!r} ({_numeric_dtype(count) or 'text'}), not an int64")
+    elif int(count) != n_want:
+        problems.append(f"root attribute 'experiment:event count' is {int(count)}, "
+                        f"expected {n_want}")
     if mapping is None:
         want = _text(sattrs.get("experiment:run identifier"))
     else:
