@@ -21,8 +21,8 @@ from pathlib import Path
 from .errors import FileTimeoutError, OutputExistsError
 
 __all__ = ["clean_partials", "commit_deadline", "commit_file", "current_deadline",
-           "fsync_path", "output_exists", "partial_path", "refuse_existing", "stale_partials",
-           "write_atomic"]
+           "fsync_path", "is_partial", "output_exists", "partial_path", "refuse_existing",
+           "stale_partials", "write_atomic"]
 
 #: the wall-clock time (``time.time()``) after which no output may be committed in this
 #: context (a context variable: each task's thread has its own, no state is shared)
@@ -60,7 +60,7 @@ def write_atomic(path: str, data: bytes) -> None:
     The directory must exist. On OSError the temporary file is removed and the error
     re-raised; after the replace the directory is fsync'ed where the platform allows it.
     """
-    tmp = f"{path}.{uuid.uuid4().hex[:12]}.partial"
+    tmp = partial_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         with open(fd, "wb") as fh:
@@ -162,6 +162,11 @@ def fsync_path(path: str) -> None:
         os.close(fd)
 
 
+def is_partial(name: str) -> bool:
+    """Whether a file name is a partial file's (``<name>.<hex>.partial``)."""
+    return _PARTIAL_RE.match(name) is not None
+
+
 def stale_partials(output_dir: str | PathLike) -> list[Path]:
     """Leftover ``<name>.<hex>.partial`` files of killed runs below ``output_dir``, sorted."""
     found: list[Path] = []
@@ -173,7 +178,7 @@ def stale_partials(output_dir: str | PathLike) -> list[Path]:
                 for entry in it:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
-                    elif _PARTIAL_RE.match(entry.name):
+                    elif is_partial(entry.name):
                         found.append(Path(entry.path))
         except FileNotFoundError:
             continue

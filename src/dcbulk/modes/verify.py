@@ -38,7 +38,7 @@ from ..bulk.sources import SourceEntry
 from ..engine.client import current_worker
 from ..engine.report import Report
 from ..errors import DcbulkError, ManifestError, NotHDF5Error, UsageError
-from ..partials import stale_partials
+from ..partials import is_partial
 from ..verify import checks
 from ..verify.checks import VerifyPair, check_pair
 from ..verify.processed import is_processed_output
@@ -182,17 +182,17 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                                  or mode == "condense"),
                                 logged=not processed))
     recorded = {p.output for p in pairs}
+    rtdc, partials = _files_below(output_dir)
     pairs += [VerifyPair(output=path, source="", verdict=(
         f"{path}: not in its directory's manifest, so nothing says what it must equal; not "
-        f"checked (verify it by name)")) for path in _rtdc_files(output_dir)
-        if path not in recorded]
-    return sorted(pairs + _without_output(manifest), key=lambda p: p.output)
+        f"checked (verify it by name)")) for path in rtdc if path not in recorded]
+    return sorted(pairs + _without_output(manifest, partials), key=lambda p: p.output)
 
 
-def _without_output(manifest: Manifest) -> list[VerifyPair]:
+def _without_output(manifest: Manifest, partials: list[str]) -> list[VerifyPair]:
     """One settled pair per source the manifest says has no output here: its conversion
     failed, or a run planned it and never recorded it (killed, or still running), and one
-    for the partial files or marker such a run leaves."""
+    for the ``partials`` (files below the directory) or marker such a run leaves."""
     pairs = []
     for rec in manifest.records.values():
         if rec.status != "done":
@@ -207,9 +207,8 @@ def _without_output(manifest: Manifest) -> list[VerifyPair]:
                 f"{source}: has no output here: a run set out to make it and never "
                 f"recorded it (killed, or still running); re-run its command"
                 + _gone(source))))
-    left = stale_partials(manifest.output_dir) + [
-        path for path in [os.path.join(manifest.output_dir, MARKER_NAME)]
-        if os.path.lexists(path)]
+    left = partials + [path for path in [os.path.join(manifest.output_dir, MARKER_NAME)]
+                       if os.path.lexists(path)]
     if left:
         pairs.append(VerifyPair(output=str(left[0]), source="", verdict=(
             f"{manifest.output_dir}: {len(left)} file(s) of a run that did not end (e.g. "
@@ -222,13 +221,14 @@ def _gone(source: str) -> str:
     return "" if os.path.lexists(source) else "; its source is gone too"
 
 
-def _rtdc_files(directory: str) -> list[str]:
-    """The ``.rtdc`` files below ``directory``, hidden ones too (dcbulk's partials end in
-    ``.partial``)."""
-    found = []
+def _files_below(directory: str) -> tuple[list[str], list[str]]:
+    """The ``.rtdc`` files below ``directory`` (hidden ones too) and its partial files
+    (sorted), in one walk."""
+    rtdc, partials = [], []
     for root, _dirs, files in os.walk(directory):
-        found += [os.path.join(root, f) for f in files if f.endswith(".rtdc")]
-    return found
+        rtdc += [os.path.join(root, f) for f in files if f.endswith(".rtdc")]
+        partials += [os.path.join(root, f) for f in files if is_partial(f)]
+    return rtdc, sorted(partials)
 
 
 def verify_pairs(output, against=None, *, features=None, mapping=None,
