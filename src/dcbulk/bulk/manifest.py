@@ -170,10 +170,12 @@ class Manifest:
         an earlier run planned and never recorded (a killed run's, when this run takes a
         subset)."""
         with self._lock:
-            self._planned = {rel: path for rel, path in (self._planned or {}).items()
-                             if rel not in self._records}
-            self._planned.update((e.relpath, e.path) for e in entries)
-            self._append(planned_line(self._planned))
+            planned = {rel: path for rel, path in (self._planned or {}).items()
+                       if rel not in self._records}
+            planned.update((e.relpath, e.path) for e in entries)
+            if planned != self._planned:  # a re-run of the same sources appends nothing
+                self._planned = planned
+                self._append(planned_line(planned))
 
     def __len__(self) -> int:
         return len(self._records)
