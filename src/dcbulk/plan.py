@@ -42,7 +42,6 @@ STAT_ATTRS = ("min", "max", "mean")
 SET_APART_ATTRS = frozenset(STAT_ATTRS) | {"CLASS", "IMAGE_SUBCLASS", "IMAGE_VERSION"}
 
 
-
 def carries_statistics(name: str, dtype, item_shape: tuple[int, ...]) -> bool:
     """Whether an output feature gets :data:`STAT_ATTRS`: a numeric scalar, not a basin map."""
     return (not item_shape and not name.startswith("basinmap")
@@ -58,7 +57,8 @@ def keeps_statistics(fsrc: FeatureSource, *, mapped: bool, n_rows: int) -> bool:
 
 def source_statistics(attrs) -> dict[str, object]:
     """The :data:`STAT_ATTRS` among a source dataset's attributes; an output holding its rows
-    keeps them (:func:`keeps_statistics`), or, where it has none, gets :func:`statistics`."""
+    keeps them (:func:`keeps_statistics`; where the source has none, a conversion stores
+    none and condense stores :func:`statistics`)."""
     return {key: attrs[key] for key in STAT_ATTRS if key in attrs}
 
 

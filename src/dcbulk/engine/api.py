@@ -243,7 +243,7 @@ def check_new_features(arrays: Mapping, who: str, *, nested: bool = True) -> Non
 def _named(info: SourceInfo | None, arrays: dict, names: str | Iterable[str]
            ) -> dict[str, FeatureSource]:
     """The source features ``store_features(source_features=names)`` says arrays hold."""
-    names = list(feature_names(names, "source_features") or ()) if names else []
+    names = list(feature_names(names, "source_features")) if names else []
     if names and info is None:
         raise PlanError("store_features: source_features= needs metadata_from=")
     unknown = [n for n in names if n not in arrays or n not in info.features]

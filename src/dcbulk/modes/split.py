@@ -32,7 +32,7 @@ from ..read.files import open_rtdc
 from ..read.filtering import kept_events
 from ..read.inspect import inspect_source
 
-__all__ = ["COMMAND", "SplitJob", "plan_split", "split"]
+__all__ = ["COMMAND", "SplitJob", "piece_path", "plan_split", "split"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ def _sample(path: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def piece_path(out_dir: str, source: str, k: int) -> str:
+    """Output ``k`` (from 1) of ``source``, as dclab-split names it: ``<stem>_<kkkk>.rtdc``."""
+    stem = os.path.splitext(os.path.basename(source))[0]
+    return os.path.join(out_dir, f"{stem}_{k:04d}.rtdc")
+
+
 def plan_split(source: str, out_dir: str, events_per_file: int, *,
                filter: FilterExpr | None = None, skip_empty: bool = True
                ) -> list[tuple[str, Part, int]]:
@@ -51,7 +57,6 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
     info = inspect_source(source)
     keep = kept_events(info, filter, skip_empty)
     n_files = -(-info.n_events // events_per_file)
-    stem = os.path.splitext(os.path.basename(info.path))[0]
     sample = _sample(info.path)
     pieces = []
     for k in range(n_files):
@@ -65,7 +70,7 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
                    "skip empty boundary images": skip_empty}
         # (the run identifier is the engine's, from the events: read.identifier's one rule)
         attrs = {"experiment:sample": f"{sample} {k + 1}/{n_files}"}
-        pieces.append((os.path.join(out_dir, f"{stem}_{k + 1:04d}.rtdc"),
+        pieces.append((piece_path(out_dir, info.path, k + 1),
                        Part(events, ExtraMetadata(attrs=attrs, provenance=job_provenance(
                            "split", details=details))),
                        info.size * events.size // max(1, info.n_events)))
@@ -100,10 +105,9 @@ class SplitJob(ConvertJob):
             try:
                 pieces = plan_split(entry.path, out_dir, self.events_per_file,
                                     filter=options.filter, skip_empty=self.skip_empty)
-            except (DcbulkError, OSError) as exc:
-                stem = os.path.splitext(os.path.basename(entry.path))[0]
-                targets.append(Target(os.path.join(out_dir, f"{stem}_0001.rtdc"), entry,
-                                      0, _Unplanned(exc)))
+            except (DcbulkError, OSError) as exc:  # named as its first piece would be
+                targets.append(Target(piece_path(out_dir, entry.path, 1), entry, 0,
+                                      _Unplanned(exc)))
                 continue
             if not pieces:
                 logger.warning("%s: nothing to split (no events, or none that the filter "

@@ -171,6 +171,12 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
     return problems
 
 
+def _to_sources(basins: list[dict]) -> int:
+    """How many file basins are named ``source`` (the writer's name for a basin to the
+    source; a source may carry its own beside the one its output gets)."""
+    return sum(b.get("name") == "source" and b.get("type") == "file" for b in basins)
+
+
 def _compare_basins(src: h5py.File, out: h5py.File, output: str,
                     mapping: np.ndarray | None, n_source: int,
                     to_source: list[str] | None) -> list[str]:
@@ -187,10 +193,7 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
     kept = {b.get("name") for b in out_basins}
     problems += [f"basin '{b.get('name')}' of the source is missing" for b in src_basins
                  if b["type"] == "file" and b.get("name") not in kept]
-    def to_sources(basins) -> int:
-        return sum(b.get("name") == "source" and b.get("type") == "file" for b in basins)
-
-    if to_source is not None and to_sources(out_basins) <= to_sources(src_basins):
+    if to_source is not None and _to_sources(out_basins) <= _to_sources(src_basins):
         problems.append("basin 'source' (to the source, for the features the output does "
                         "not hold) is missing")
     src_dir = pathlib.Path(src.filename).resolve().parent
@@ -198,10 +201,10 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
               if b["type"] == "file" and resolve_file_basin(src_dir, b) is None}
     for bdict in out_basins:
         label = f"basin '{bdict.get('name')}'"
-        if bdict.get("type") == "file" and bdict.get("features") not in listed.get(
-                bdict.get("name"), [bdict.get("features")]):
-            problems.append(f"{label} lists other features than the source's")
         if bdict.get("type") == "file":
+            if bdict.get("features") not in listed.get(bdict.get("name"),
+                                                       [bdict.get("features")]):
+                problems.append(f"{label} lists other features than the source's")
             # resolved next to the output (what dcnum does; dclab then tries the same path)
             found = resolve_file_basin(out_dir, bdict)
             if found is None:

@@ -3,13 +3,13 @@
 The output's provenance log names its inputs in the join's order and the options of its run
 (features, filter, compression). Everything else is computed here again from the inputs,
 not read from the log: each input's events (the filter applied again), where they start in
-the output, the shifts of ``frame`` and ``index_online``, the run identifier, and the attributes, logs and tables a joined file
-keeps of each input (dclab-join's rules, :mod:`dcbulk.read.joining`); only the time offsets
-of the recording starts are the log's (they depend on the joining machine's time zone,
-:func:`_joins`). The rows of each
-input are then compared where the join put them, bit for bit, by the row checks of every
-output (:mod:`.rows`); a feature whose rows come from several inputs has its
-``min``/``max``/``mean`` checked against all of them.
+the output, the shifts of ``frame`` and ``index_online``, the run identifier, and the
+attributes, logs and tables a joined file keeps of each input (dclab-join's rules,
+:mod:`dcbulk.read.joining`); only the time offsets of the recording starts are the log's
+(they depend on the joining machine's time zone, :func:`_joins`). The rows of each input are
+then compared where the join put them, bit for bit, by the row checks of every output
+(:mod:`.rows`); a feature whose rows come from several inputs has its ``min``/``max``/``mean``
+checked against all of them.
 
 Hand-written for the reason :mod:`.compare` is: no library checks a joined ``.rtdc`` file
 against its inputs.
