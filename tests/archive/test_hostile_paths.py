@@ -560,6 +560,8 @@ def test_verify_of_a_directory_names_sources_without_output(tmp_path, capsys):
     # the re-run finishes it (bad.rtdc still fails): then only that one is named
     (dst / "d.rtdc.0123456789ab.partial").unlink()
     assert main(["convert", str(src), "-o", str(dst), "-q"]) == 1
+    # a re-run of the same sources does not append the planned sources again
+    assert (dst / MANIFEST_NAME).read_bytes().count(b'"planned"') == 1
     assert main(["verify", "-q", str(dst)]) == 1
     out = capsys.readouterr().out
     assert "c.rtdc" not in out and "bad.rtdc: has no output here: it failed" in out
