@@ -14,10 +14,13 @@ import operator
 import os
 from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
+
 from .errors import ArgumentTypeError, UsageError, one_line
 
-__all__ = ["callable_arg", "check_timeout", "count_arg", "feature_names", "mapping_arg",
-           "path_arg", "paths_arg", "progress_arg", "text_arg", "wrong_argument"]
+__all__ = ["callable_arg", "check_timeout", "count_arg", "feature_names", "flag_args",
+           "mapping_arg", "path_arg", "paths_arg", "progress_arg", "text_arg",
+           "wrong_argument"]
 
 #: what a path argument may be
 _PATH_TYPES = (str, os.PathLike)
@@ -41,6 +44,20 @@ def path_arg(name: str, value) -> str | os.PathLike:
     if not isinstance(value, _PATH_TYPES):
         raise wrong_argument(name, value, "one path (str or os.PathLike)")
     return value
+
+
+def flag_args(**flags) -> None:
+    """Refuse a yes/no argument that is not a ``bool`` (or numpy's): a string is truthy
+    whatever it says, and ``overwrite="no"`` or ``force="False"`` would overwrite.
+
+    Raises
+    ------
+    UsageError
+        Naming the first argument that is neither True nor False.
+    """
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise wrong_argument(name, value, "True or False")
 
 
 def _one_or_many(name: str, value, kind: type | tuple, needs: str) -> list:

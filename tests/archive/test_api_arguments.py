@@ -4,6 +4,7 @@ a single feature name where a list of names is taken."""
 from __future__ import annotations
 
 import h5py
+import numpy as np
 import pytest
 
 import dcbulk
@@ -114,3 +115,38 @@ def test_verify_convert_and_store_features_check_the_rest_before_any_work(tmp_pa
     with h5py.File(tmp_path / "f.rtdc") as h5, h5py.File(src) as s:
         assert np.array_equal(h5["events/deform"][:], s["events/deform"][:])
     assert not any((tmp_path / n).exists() for n in ("t.rtdc", "s.rtdc", "o5"))
+
+
+def test_a_yes_no_argument_must_be_a_bool_a_string_overwrites_nothing(tmp_path):
+    """``overwrite="no"`` or ``force="False"`` are truthy: taken as Python takes them, they
+    replaced an existing output. Every yes/no argument is one line unless a bool."""
+    src = small_rtdc(tmp_path / "src" / "a.rtdc")
+    out = tmp_path / "one.rtdc"
+    out.write_bytes(b"keep me")
+    with pytest.raises(UsageError) as info:
+        dcbulk.convert(src, out, overwrite="no")
+    _one_line(info, "overwrite", "True or False", "str 'no'")
+    assert issubclass(info.type, TypeError)
+    assert out.read_bytes() == b"keep me"
+    calls = [
+        lambda: dcbulk.store_features({"deform": h5py.File(src)["events/deform"][:]},
+                                      tmp_path / "s.rtdc", inline="yes"),
+        lambda: dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o", force="False"),
+        lambda: dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o", resume="no"),
+        lambda: dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o", verify=1),
+        lambda: dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o",
+                                       basin_to_source="no"),
+        lambda: dcbulk.modes.condense([tmp_path / "src"], tmp_path / "o", ancillary="no"),
+        lambda: dcbulk.modes.split([tmp_path / "src"], tmp_path / "o",
+                                   include_empty_boundary_images="no"),
+        lambda: dcbulk.modes.join([tmp_path / "src"], tmp_path / "j.rtdc", dry_run="no"),
+        lambda: dcbulk.verify(src, src, follow_external="no"),
+    ]
+    for call in calls:
+        with pytest.raises(UsageError) as info:
+            call()
+        _one_line(info, "must be True or False")
+    assert not any((tmp_path / o).exists() for o in ("o", "s.rtdc", "j.rtdc"))
+    # numpy's bools are bools
+    report = dcbulk.convert_archive([tmp_path / "src"], tmp_path / "o", verify=np.True_)
+    assert report.ok, [f.error for f in report.failed]

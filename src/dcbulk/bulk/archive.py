@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..arguments import flag_args
 from .executor import Progress, run_job
 from .filetask import ConvertJob
 from .job import INLINE_BYTES
@@ -77,6 +78,7 @@ def convert_archive(sources: Iterable, output_dir, *, include: str = "*.rtdc",
     ArchiveReport
         One entry per source, failures with their reason.
     """
+    flag_args(verify=verify)
     options = make_options(features=features, filter=filter, compression=compression,
                            basin_to_source=basin_to_source, follow_external=follow_external)
     return run_job(ConvertJob(verify=verify), sources, output_dir, options, include=include,

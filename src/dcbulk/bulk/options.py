@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..arguments import feature_names, text_arg
+from ..arguments import feature_names, flag_args, text_arg
 from ..codec import ChunkCodec, parse_compression
 from ..errors import PlanError, UsageError
 from ..filter_expr import FilterExpr, parse_filter
@@ -77,6 +77,7 @@ def make_options(*, features: str | Iterable[str] | None = None, filter: str | N
             codec = parse_compression(compression)
         except PlanError as exc:
             raise UsageError(str(exc)) from exc
+    flag_args(basin_to_source=basin_to_source, follow_external=follow_external)
     expr = parse_filter(text_arg("filter", filter, "an expression"))
     features = feature_names(features)
     if features:

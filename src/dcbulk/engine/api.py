@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import cloudpickle
 import numpy as np
 
-from ..arguments import check_timeout, feature_names, mapping_arg, path_arg
+from ..arguments import check_timeout, feature_names, flag_args, mapping_arg, path_arg
 from ..codec import ChunkCodec, parse_compression
 from ..errors import FileTimeoutError, PlanError
 from ..partials import commit_deadline, current_deadline, refuse_existing
@@ -131,6 +131,8 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
         A worker or the writer failed; no file is left under the output name.
     """
     t0 = time.perf_counter()
+    flag_args(basin_to_source=basin_to_source, overwrite=overwrite,
+              follow_external=follow_external)
     output = os.path.abspath(path_arg("output", output))
     refuse_existing(output, overwrite=overwrite)
     info = inspect_source(path_arg("source", source), follow_external=follow_external)
@@ -333,6 +335,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     """
     t0 = time.perf_counter()
     mapping_arg("arrays", arrays, "a dict of feature name -> array")
+    flag_args(basins=basins, overwrite=overwrite, inline=inline)
     check_new_features(arrays, "store_features")
     output = os.path.abspath(path_arg("output", output))
     refuse_existing(output, overwrite=overwrite)

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..arguments import flag_args
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
 from ..command import Command
@@ -171,6 +172,7 @@ def condense(sources: Iterable, output_dir, *, ancillary: bool = False,
     PlanError
         ``ancillary`` while dclab is missing on a worker (one line naming the workers).
     """
+    flag_args(ancillary=ancillary)
     options = make_options(filter=filter, compression=compression, basin_to_source=True)
     return run_job(CondenseJob(ancillary=ancillary), sources, output_dir, options,
                    include=include, resume=resume, force=force, dry_run=dry_run,

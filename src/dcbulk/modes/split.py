@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arguments import count_arg
+from ..arguments import count_arg, flag_args
 from ..bulk import ArchiveReport, ConvertJob, Part, Target, make_options, run_job
 from ..command import Command, positive_count
 from ..errors import DcbulkError
@@ -145,6 +145,7 @@ def split(sources: Iterable, output_dir, *, events_per_file: int = 10000,
     ``timeout`` (seconds per piece, from when its task starts) and ``follow_links`` are as
     for :func:`~dcbulk.convert_archive`.
     """
+    flag_args(include_empty_boundary_images=include_empty_boundary_images)
     job = SplitJob(events_per_file=events_per_file,
                    skip_empty=not include_empty_boundary_images)
     options = make_options(features=features, filter=filter, compression=compression)

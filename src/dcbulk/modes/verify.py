@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arguments import feature_names, path_arg, paths_arg, progress_arg, text_arg
+from ..arguments import (feature_names, flag_args, path_arg, paths_arg, progress_arg,
+                         text_arg)
 from ..bulk.executor import Progress, execute, execute_here
 from ..bulk.inprocess import MARKER_NAME
 from ..bulk.runplan import check_plan
@@ -353,6 +354,7 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         As :func:`verify_pairs`.
     """
     progress_arg(progress)
+    flag_args(inline=inline, follow_external=follow_external)
     if isinstance(output, (list, tuple)) and output and all(
             isinstance(p, VerifyPair) for p in output):
         pairs, checked = list(output), os.path.commonpath([p.output for p in output])
