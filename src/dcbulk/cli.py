@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from ._version import __version__
-from .bulk import CheckPlan, RunPlan, check_plan, discover_sources, execute, make_options, planned
+from .bulk import (CheckPlan, RunPlan, check_plan, discover_sources, execute, forget,
+                   make_options, planned)
 from .bulk.inprocess import in_process_run
 from .bulk.manifest import MANIFEST_NAME
 from .bulk.report import ArchiveReport
@@ -291,6 +292,11 @@ def main(argv: Sequence[str] | None = None, *,
                 return _demo(ns)
             if ns.command == "verify":
                 return _verify(ns)
+            if ns.command == "forget":
+                forgotten = forget(ns.output, ns.sources)
+                print(f"dcbulk forget: {_plural(len(forgotten), 'source')} forgotten in "
+                      f"{os.path.abspath(ns.output)}")
+                return EXIT_OK
             return _info(ns)
     except UsageError as exc:
         print(f"dcbulk: usage error: {one_line(exc, 1000)}", file=sys.stderr)

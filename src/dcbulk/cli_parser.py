@@ -158,6 +158,15 @@ def build_parser(cmds: Sequence[Command] | None = None) -> argparse.ArgumentPars
         _add_cluster_args(p)
         p.set_defaults(run_command=cmd)
     _add_verify(sub)
+    f = sub.add_parser("forget", help="drop sources left out on purpose from an output "
+                       "directory's manifest (verify names them no more)",
+                       description="Forget sources without an output in OUT (their conversion "
+                       "failed, or a run was killed before making them) that are left out of "
+                       "the archive on purpose, so dcbulk verify OUT no longer names them. "
+                       "A later run that finds such a source makes it again.")
+    f.add_argument("output", metavar="OUT", help="the output directory")
+    f.add_argument("sources", metavar="SOURCE", nargs="+",
+                   help="sources as dcbulk verify names them (or their relative paths)")
     d = sub.add_parser("demo", help="build a sample archive, convert it, show the results")
     d.add_argument("--dir", default="dcbulk-demo", help="working directory [dcbulk-demo]")
     d.add_argument("--files", type=int, default=12)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+import dcbulk
+
 from dcbulk.bulk import MANIFEST_NAME, Manifest, convert_archive, discover_sources
 from dcbulk.bulk import ConvertJob, make_options, run_job
 from dcbulk.bulk.lock import LOCK_NAME, output_lock
@@ -570,7 +572,8 @@ def test_verify_of_a_directory_names_sources_without_output(tmp_path, capsys):
     # a removed source's failure is still on record: it has no output here
     assert main(["verify", "-q", str(dst)]) == 1
     assert [ln for ln in capsys.readouterr().out.splitlines() if "bad.rtdc" in ln][0].endswith(
-        "; its source is gone too")
+        f"; its source is gone too (if left out on purpose: dcbulk forget {dst} "
+        f"{src / 'bad.rtdc'})")
     # a killed run's plan is kept when a later run takes a subset of the sources
     lines = (dst / MANIFEST_NAME).read_bytes().splitlines(keepends=True)
     (dst / MANIFEST_NAME).write_bytes(b"".join(
@@ -580,6 +583,49 @@ def test_verify_of_a_directory_names_sources_without_output(tmp_path, capsys):
     assert main(["verify", "-q", str(dst)]) == 1
     assert f"{src / 'b.rtdc'}: has no output here: a run set out" in \
         capsys.readouterr().out
+
+
+def test_forget_drops_a_source_left_out_on_purpose_and_nothing_else(tmp_path, capsys):
+    """A failed source removed from the archive kept ``dcbulk verify`` failing for good (its
+    record could not be cleared but by editing the manifest). ``dcbulk forget`` drops it,
+    and only a source without an output; a run that finds it again makes it."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _files(src, ["a.rtdc", "b.rtdc"])
+    (src / "bad.rtdc").write_bytes(b"not hdf5")
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 1
+    manifest_bytes = (dst / MANIFEST_NAME).read_bytes()
+    capsys.readouterr()
+    for args, words in [
+            ([str(src / "a.rtdc")], "has an output here (a.rtdc); only a source without one"),
+            ([str(src / "zz.rtdc")], "not a source of"),
+            ([str(tmp_path / "nowhere"), "x"], "not an output directory of a dcbulk run")]:
+        outdir = args.pop(0) if len(args) == 2 else str(dst)
+        assert main(["forget", outdir, *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+    assert (dst / MANIFEST_NAME).read_bytes() == manifest_bytes  # refusals write nothing
+    (src / "bad.rtdc").unlink()
+    assert main(["verify", "-q", str(dst)]) == 1
+    capsys.readouterr()
+    assert main(["forget", str(dst), str(src / "bad.rtdc")]) == 0
+    assert "1 source forgotten" in capsys.readouterr().out
+    assert main(["verify", "-q", str(dst)]) == 0
+    assert "2 files, 2 equal" in capsys.readouterr().out
+    # the forgetting survives compaction; a later run that finds the source makes it again
+    manifest = Manifest.load(dst)
+    manifest.compact()
+    assert "bad.rtdc" not in Manifest.load(dst).planned and main(["verify", "-q", str(dst)]) == 0
+    _files(src, ["bad.rtdc"])
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    assert Manifest.load(dst).records["bad.rtdc"].status == "done"
+    # a planned source never recorded (a killed run) is forgotten by its relative path
+    lines = (dst / MANIFEST_NAME).read_bytes().splitlines(keepends=True)
+    (dst / MANIFEST_NAME).write_bytes(b"".join(
+        ln for ln in lines if b'"relpath":"bad.rtdc"' not in ln))
+    (dst / "bad.rtdc").unlink()
+    assert main(["verify", "-q", str(dst)]) == 1
+    assert dcbulk.forget(dst, "bad.rtdc") == ["bad.rtdc"]
+    assert main(["verify", "-q", str(dst)]) == 0
 
 
 def test_a_source_whose_name_leaves_no_room_for_the_partial_suffix_converts(tmp_path):

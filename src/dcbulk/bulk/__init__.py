@@ -6,6 +6,7 @@ from __future__ import annotations
 from .archive import convert_archive
 from .executor import execute, execute_here, run_job
 from .filetask import ConvertJob, Part
+from .forget import forget
 from .job import INLINE_BYTES, CheckJob, Job, Target, failed_file, run_target
 from .lock import output_lock
 from .manifest import MANIFEST_NAME, Manifest
@@ -38,6 +39,7 @@ __all__ = [
     "execute",
     "execute_here",
     "failed_file",
+    "forget",
     "file_sha256",
     "head_sha256",
     "make_options",

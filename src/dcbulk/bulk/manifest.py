@@ -30,8 +30,9 @@ from ..errors import ManifestError, SourceNotFoundError
 from ..nofollow import open_nofollow
 from ..partials import clean_partials, stale_partials, write_atomic
 from .records import (FORMAT_VERSION, Decision, ManifestRecord, canonical_options,
-                      file_sha256, head_sha256, header_line, options_fingerprint,
-                      options_line, parse_line, planned_line, record_line, utc_now)
+                      file_sha256, forgotten_line, head_sha256, header_line,
+                      options_fingerprint, options_line, parse_line, planned_line, record_line,
+                      utc_now)
 from .sources import SourceEntry, output_path
 
 # FORMAT_VERSION, Decision, ManifestRecord, file_sha256, options_fingerprint and the partial-file
@@ -125,6 +126,8 @@ class Manifest:
                 manifest._fingerprint = options_fingerprint(value)
             elif kind == "planned":
                 manifest._planned = value
+            elif kind == "forgotten":
+                manifest._drop(value)
             else:
                 relpath, record = value
                 manifest._records[relpath] = record
@@ -176,6 +179,20 @@ class Manifest:
             if planned != self._planned:  # a re-run of the same sources appends nothing
                 self._planned = planned
                 self._append(planned_line(planned))
+
+    def forget(self, relpaths: list[str]) -> None:
+        """Drop the failed records and planned entries of ``relpaths`` (sources without an
+        output, left out on purpose: :func:`~dcbulk.bulk.forget.forget` checks that), so
+        verify no longer names them; a later run that finds such a source plans it again."""
+        with self._lock:
+            self._drop(relpaths)
+            self._append(forgotten_line(relpaths))
+
+    def _drop(self, relpaths: list[str]) -> None:
+        for rel in relpaths:
+            self._records.pop(rel, None)
+            if self._planned:
+                self._planned.pop(rel, None)
 
     def __len__(self) -> int:
         return len(self._records)

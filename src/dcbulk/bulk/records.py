@@ -154,6 +154,12 @@ def planned_line(sources: Mapping[str, str]) -> bytes:
     return _dumps({"planned": dict(sources), "at": utc_now()})
 
 
+def forgotten_line(relpaths: list[str]) -> bytes:
+    """A line dropping the failed records and planned entries of sources left out on
+    purpose (``dcbulk forget``): verify no longer names them."""
+    return _dumps({"forgotten": list(relpaths), "at": utc_now()})
+
+
 def record_line(relpath: str, record: ManifestRecord) -> bytes:
     """A line recording one source's outcome."""
     return _dumps({"relpath": relpath, "record": record.to_dict()})
@@ -162,14 +168,14 @@ def record_line(relpath: str, record: ManifestRecord) -> bytes:
 def parse_line(path: str, number: int, raw: bytes) -> tuple[str, Any]:
     """Check line ``number`` (1-based) of the manifest ``path``.
 
-    Returns ``("header", created)``, ``("options", options)``, ``("planned", sources)``
-    or ``("record", (relpath, ManifestRecord))``.
+    Returns ``("header", created)``, ``("options", options)``, ``("planned", sources)``,
+    ``("forgotten", relpaths)`` or ``("record", (relpath, ManifestRecord))``.
 
     Raises
     ------
     ManifestError
         When the line is not JSON, line 1 is not a dcbulk manifest header of this version,
-        or a later line is neither an options line, a planned line nor a valid record.
+        or a later line is neither an options, planned or forgotten line nor a valid record.
     """
     where = f"{path}, line {number}"
     try:
@@ -196,6 +202,11 @@ def parse_line(path: str, number: int, raw: bytes) -> tuple[str, Any]:
                 and all(isinstance(p, str) for p in [*planned, *planned.values()])):
             raise ManifestError(f"{where}: 'planned' does not map paths to paths")
         return "planned", planned
+    if "forgotten" in doc:
+        forgotten = doc["forgotten"]
+        if not (isinstance(forgotten, list) and all(isinstance(p, str) for p in forgotten)):
+            raise ManifestError(f"{where}: 'forgotten' is not a list of paths")
+        return "forgotten", forgotten
     relpath = doc.get("relpath")
     if not isinstance(relpath, str):
         raise ManifestError(f"{where}: neither options nor a record")

@@ -21,6 +21,7 @@ file would only contend with the other files' checks (30 outputs of 5-20 MB on 2
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from dataclasses import dataclass
 
@@ -200,14 +201,14 @@ def _without_output(manifest: Manifest, partials: list[str]) -> list[VerifyPair]
             pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, rec.output),
                                     source=rec.source, verdict=(
                 f"{rec.source}: has no output here: it failed ({rec.error})"
-                + _gone(rec.source))))
+                + _gone(rec.source, manifest.output_dir))))
     for relpath, source in manifest.planned.items():
         if relpath not in manifest.records:
             pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, relpath),
                                     source=source, verdict=(
                 f"{source}: has no output here: a run set out to make it and never "
                 f"recorded it (killed, or still running); re-run its command"
-                + _gone(source))))
+                + _gone(source, manifest.output_dir))))
     left = partials + [path for path in [os.path.join(manifest.output_dir, MARKER_NAME)]
                        if os.path.lexists(path)]
     if left:
@@ -217,9 +218,11 @@ def _without_output(manifest: Manifest, partials: list[str]) -> list[VerifyPair]
     return pairs
 
 
-def _gone(source: str) -> str:
+def _gone(source: str, output_dir: str) -> str:
     """What a line about a source without output adds when the source is gone too."""
-    return "" if os.path.lexists(source) else "; its source is gone too"
+    return "" if os.path.lexists(source) else (
+        f"; its source is gone too (if left out on purpose: dcbulk forget "
+        f"{shlex.quote(output_dir)} {shlex.quote(source)})")
 
 
 def _files_below(directory: str) -> tuple[list[str], list[str]]:
