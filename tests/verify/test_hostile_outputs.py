@@ -65,3 +65,79 @@ def test_verify_cli_reports_a_lost_nested_group(converted, tmp_path, capsys):
     assert main(["verify", str(out), "--against", str(source), "--workers", "1"]) \
         == EXIT_FAILED_FILES
     assert "feature 'extra/deeper/values' is missing" in capsys.readouterr().out
+
+
+def _basins(h5: h5py.File) -> dict:
+    import json
+    return {k: json.loads(b"".join(h5["basins"][k][()]).decode()) for k in h5["basins"]}
+
+
+def _rewrite_basin(path: Path, name: str, change) -> None:
+    """Rewrite the definition of basin ``name`` of ``path`` as ``change(definition)``."""
+    import json
+    with h5py.File(path, "a") as h5:
+        key, bdict = next((k, b) for k, b in _basins(h5).items() if b["name"] == name)
+        change(bdict)
+        del h5["basins"][key]
+        h5["basins"][key] = np.array([ln.encode() for ln in
+                                      json.dumps(bdict, indent=2).splitlines()])
+
+
+@pytest.fixture
+def with_basins(tmp_path):
+    """A source with an unmapped and a mapped file basin, its output, and another
+    measurement's file of the same features."""
+    from dcbulk.write import HDF5Writer
+    src = tmp_path / "src"
+    src.mkdir()
+    source = small_rtdc(src / "m.rtdc", N, seed=4)
+    for name, seed in (("m_basin.rtdc", 0), ("other.rtdc", 1)):
+        with h5py.File(src / name, "w") as h5:
+            h5.attrs.update({"experiment:date": "2024-01-01", "experiment:time": "10:00:00",
+                             "setup:identifier": f"basin{seed}", "experiment:event count": N})
+            h5["events/userdef1"] = np.arange(N, dtype=float) + 100 * seed
+            h5["events/userdef2"] = np.arange(N, dtype=float) * 2 + 100 * seed
+    with h5py.File(source, "a") as h5, HDF5Writer(h5) as hw:
+        hw.store_basin(name="plain", paths=["m_basin.rtdc"], features=["userdef1"])
+        hw.store_basin(name="mapped", paths=["m_basin.rtdc"], features=["userdef2"],
+                       mapping=np.arange(N)[::-1].copy())
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(source, out, basin_to_source=True)
+    assert dcbulk.verify(out).ok
+    return source, out, src / "other.rtdc"
+
+
+def _unmapped(bdict):
+    bdict.pop("mapping")
+
+
+def _retargeted(other):
+    def change(bdict):
+        bdict["paths"] = [str(other)]
+        bdict.pop("identifier", None)
+    return change
+
+
+@pytest.mark.parametrize("name, change, words", [
+    ("mapped", lambda other: _unmapped, "basin 'mapped' has no mapping, but the output's "
+     "events are not the basin's"),
+    ("plain", _retargeted, "basin 'plain' has no identifier, expected"),
+    ("source", _retargeted, "basin 'source' has no identifier, expected"),
+    ("source", lambda other: lambda b: b.update(mapping="deform"),
+     "basin 'source': its mapping differs from the source's"),
+    ("extra", None, "basin 'extra' is not the source's"),
+])
+def test_verify_checks_each_basins_mapping_identifier_and_origin(with_basins, name, change,
+                                                                  words):
+    """Verify said equal when a basin of an output lost its mapping (dclab then read the
+    basin's features for other events), pointed at another measurement's file with its
+    identifier removed, or was added: each is one line, in every mode."""
+    source, out, other = with_basins
+    if change is None:
+        from dcbulk.write import HDF5Writer
+        with h5py.File(out, "a") as h5, HDF5Writer(h5) as hw:
+            hw.store_basin(name="extra", paths=[str(other)], features=["userdef1"])
+    else:
+        _rewrite_basin(out, name, change(other))
+    for report in (dcbulk.verify(out), dcbulk.verify(out, source)):
+        assert not report.ok and any(words in p for p in report.problems), report.problems

@@ -33,7 +33,7 @@ from ..errors import SourceError
 from ..plan import (SET_APART_ATTRS, ConversionPlan, carries_statistics, keeps_statistics,
                     source_statistics, statistics)
 from ..provenance import log_name, make_provenance, provenance_lines
-from ..read.basins import basin_feature_names
+from ..read.basins import basin_feature_names, carried_identifier
 from ..read.files import open_child, open_h5_readonly, open_rtdc
 from ..read.identifier import basin_identifier, filtered_run_identifier, get_measurement_identifier
 from ..read.policy import check_dataset, check_link, is_reference, not_carried
@@ -131,25 +131,6 @@ def file_basin_paths(paths: list[str], source: str, output: str, *,
     return out
 
 
-def _resolved_identifier(stored: str | None, paths: list[str], src_dir: pathlib.Path
-                         ) -> str | None:
-    """The identifier to store for a file basin (see :func:`basin_identifier`)."""
-    for cand in paths:
-        pp = _absolute(cand, src_dir)
-        if not pp.is_file():
-            continue
-        try:
-            with open_h5_readonly(pp) as h5:
-                agreed = basin_identifier(h5)
-                known = {get_measurement_identifier(h5, compat=c) for c in ("dcnum", "dclab")}
-        except OSError:
-            continue
-        if stored is None or stored in known:
-            return agreed
-        return stored  # the file there is another measurement: keep the guard
-    return stored
-
-
 def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
     info = plan.source_info
     same = siblings_hold_same_events(plan)
@@ -170,8 +151,7 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
                            paths=file_basin_paths(bdict["paths"], info.path, plan.output,
                                                   same_events=same),
                            features=bdict.get("features"), mapping=new,
-                           identifier=_resolved_identifier(bdict.get("identifier"),
-                                                           bdict["paths"], src_dir))
+                           identifier=carried_identifier(bdict, src_dir))
     if plan.basin_to_source:
         src_path = pathlib.Path(info.path).resolve()
         hw.store_basin(name="source", description=f"Source of this file (dcbulk {__version__})",

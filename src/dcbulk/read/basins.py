@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 from typing import Any
 
@@ -11,9 +12,10 @@ import numpy as np
 
 from ..errors import SourceError
 from .files import open_h5_readonly
-from .identifier import get_measurement_identifier
+from .identifier import basin_identifier, get_measurement_identifier
 
-__all__ = ["basin_feature_names", "extract_basin_dicts", "resolve_file_basin"]
+__all__ = ["basin_feature_names", "carried_identifier", "extract_basin_dicts",
+           "resolve_file_basin"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,29 @@ def resolve_file_basin(directory: str | pathlib.Path, bdict: dict) -> pathlib.Pa
         if path.is_file():
             return path
     return None
+
+
+def carried_identifier(bdict: dict, src_dir: str | pathlib.Path) -> str | None:
+    """The identifier an output stores for a file basin it carries from its source (whose
+    directory is ``src_dir``): the one both readers agree on for the basin file
+    (:func:`~dcbulk.read.identifier.basin_identifier`) where the source's stored none or
+    that file's; the source's where the file there is another measurement (the guard is
+    kept); the source's where no candidate path opens. The writer's rule and verify's."""
+    stored = bdict.get("identifier")
+    for cand in bdict.get("paths", []):
+        path = pathlib.Path(cand)
+        path = pathlib.Path(os.path.normpath(path if path.is_absolute()
+                                             else pathlib.Path(src_dir) / path))
+        if not path.is_file():
+            continue
+        try:
+            with open_h5_readonly(path) as h5:
+                agreed = basin_identifier(h5)
+                known = {get_measurement_identifier(h5, compat=c) for c in ("dcnum", "dclab")}
+        except OSError:
+            continue
+        return agreed if stored is None or stored in known else stored
+    return stored
 
 
 def _another_measurement(h5: h5py.File | h5py.Group, bdict: dict) -> str | None:

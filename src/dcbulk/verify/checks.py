@@ -131,7 +131,7 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
                and (pair.features is None or "contour" in pair.features))
     meta = {"mapping": mapping, "n_source": info.n_events, "contour": contour, "codec": codec,
             "ancillary": (wanted, others) if pair.ancillary else None,
-            "to_source": basin_feature_names(info) if pair.basin_to_source else None}
+            "to_source": basin_feature_names(info), "basin_to_source": pair.basin_to_source}
     if pair.ancillary:  # the statistics of dclab's (its values: by the metadata task)
         checks += [c for name in others if present[name].shape[0] == n_out
                    for c in feature_checks(pair.output, name, present[name], None, 0, n_out,
@@ -145,7 +145,8 @@ def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
     problems = file_problems(pair.output, pair.size, pair.sha256)
     problems += compare_metadata(pair.output, pair.source, mapping=meta["mapping"],
                                  n_source=meta["n_source"], sample_suffix=pair.sample_suffix,
-                                 to_source=meta["to_source"], logged=pair.logged)
+                                 to_source=meta["to_source"],
+                                 basin_to_source=meta["basin_to_source"], logged=pair.logged)
     try:
         problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
                                      expected=meta["contour"], codec=meta["codec"])

@@ -18,9 +18,10 @@ import numpy as np
 
 from ..codec import ChunkCodec
 from ..provenance import is_provenance_log
-from ..read.basins import extract_basin_dicts, resolve_file_basin
+from ..read.basins import carried_identifier, extract_basin_dicts, resolve_file_basin
 from ..read.digests import file_sha256
-from ..read.identifier import filtered_run_identifier, get_measurement_identifier
+from ..read.identifier import (basin_identifier, filtered_run_identifier,
+                               get_measurement_identifier)
 from ..read.policy import external_objects, not_carried
 from .storage import stored_otherwise
 
@@ -179,56 +180,42 @@ def _to_sources(basins: list[dict]) -> int:
 
 def _compare_basins(src: h5py.File, out: h5py.File, output: str,
                     mapping: np.ndarray | None, n_source: int,
-                    to_source: list[str] | None) -> list[str]:
+                    to_source: list[str] | None, basin_to_source: bool) -> list[str]:
     problems = []
     out_dir = pathlib.Path(output).resolve().parent
+    src_dir = pathlib.Path(src.filename).resolve().parent
     src_basins = extract_basin_dicts(src)
-    src_maps = {b.get("name"): b.get("mapping") for b in src_basins}
-    listed: dict[str, list] = {}  # what the basins of each name may offer
+    origins: dict[str, list[dict]] = {}  # the source's basins of each name
     for bdict in src_basins:
-        listed.setdefault(bdict.get("name"), []).append(bdict.get("features"))
-    if to_source is not None:  # the writer's name for it (a source may carry one too)
-        listed.setdefault("source", []).append(to_source)
+        origins.setdefault(bdict.get("name"), []).append(bdict)
     out_basins = extract_basin_dicts(out)
     kept = {b.get("name") for b in out_basins}
     problems += [f"basin '{b.get('name')}' of the source is missing" for b in src_basins
                  if b["type"] == "file" and b.get("name") not in kept]
-    if to_source is not None and _to_sources(out_basins) <= _to_sources(src_basins):
+    if basin_to_source and _to_sources(out_basins) <= _to_sources(src_basins):
         problems.append("basin 'source' (to the source, for the features the output does "
                         "not hold) is missing")
-    src_dir = pathlib.Path(src.filename).resolve().parent
     broken = {b.get("name") for b in src_basins  # inherited: said so
               if b["type"] == "file" and resolve_file_basin(src_dir, b) is None}
     for bdict in out_basins:
-        label = f"basin '{bdict.get('name')}'"
+        name = bdict.get("name")
+        label = f"basin '{name}'"
+        # what the output's basin of this name may be: a carried one, or the basin to source
+        wanted = [(b.get("features"), _source_rows(src, b, mapping), carried_identifier(
+            b, src_dir)) for b in origins.get(name, [])]
+        if name == "source" and to_source is not None:
+            wanted.append((to_source, mapping, basin_identifier(src)))
+        if not wanted:
+            problems.append(f"{label} is not the source's (a basin the source does not have)")
+            continue
+        rows = _basin_rows(out, bdict)
+        n_out = n_source if mapping is None else mapping.size
+        if not any(_same_rows(rows, want, n_out) for _, want, _ in wanted):
+            problems.append(f"{label}: its mapping differs from the source's" if rows is not None
+                            else f"{label} has no mapping, but the output's events are not "
+                            f"the basin's (its features would be read for other events)")
         if bdict.get("type") == "file":
-            if bdict.get("features") not in listed.get(bdict.get("name"),
-                                                       [bdict.get("features")]):
-                problems.append(f"{label} lists other features than the source's")
-            # resolved next to the output (what dcnum does; dclab then tries the same path)
-            found = resolve_file_basin(out_dir, bdict)
-            if found is None:
-                problems.append(f"{label} does not resolve ({bdict.get('paths')})" + (
-                    "; the source's does not resolve either" if bdict.get("name") in broken
-                    else ""))
-            elif bdict.get("identifier"):
-                with h5py.File(found, "r", locking=False) as bh5:
-                    known = {get_measurement_identifier(bh5, compat=c) for c in ("dcnum", "dclab")}
-                if bdict["identifier"] not in known:
-                    problems.append(f"{label} at {found} has another identifier")
-        mapname = bdict.get("mapping")
-        if mapname:
-            got = out["events"][mapname][:]  # every chunk read
-            want = None
-            if bdict.get("name") in src_maps:
-                old = src_maps[bdict["name"]]
-                want = src["events"][old][:] if old else np.arange(n_source)
-                if mapping is not None:
-                    want = want[mapping]
-            elif bdict.get("name") == "source" and mapping is not None:  # basin_to_source
-                want = mapping
-            if want is not None and not np.array_equal(got, want):
-                problems.append(f"{label}: {mapname} differs from the source's mapping")
+            problems += _file_basin_problems(bdict, wanted, out_dir, name in broken)
         if bdict.get("type") == "internal":
             for feat in bdict.get("features", []):
                 try:
@@ -241,12 +228,63 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
     return problems
 
 
+def _basin_rows(h5: h5py.File, bdict: dict) -> np.ndarray | None:
+    """The rows of a basin a file's events are (its mapping feature, every chunk read);
+    None: unmapped (the file's own events)."""
+    mapname = bdict.get("mapping")
+    return h5["events"][mapname][:] if mapname else None
+
+
+def _source_rows(src: h5py.File, bdict: dict, mapping: np.ndarray | None
+                 ) -> np.ndarray | None:
+    """The rows of the source's basin the output's events must be (None: unmapped)."""
+    rows = _basin_rows(src, bdict)
+    if mapping is None:
+        return rows
+    return mapping if rows is None else rows[mapping]
+
+
+def _same_rows(got: np.ndarray | None, want: np.ndarray | None, n: int) -> bool:
+    """Whether two basin mappings of ``n`` events are the same (None: unmapped, as 0..n-1)."""
+    if got is None and want is None:
+        return True
+    got = np.arange(n) if got is None else got
+    want = np.arange(n) if want is None else want
+    return got.shape == want.shape and bool(np.array_equal(got, want))
+
+
+def _file_basin_problems(bdict: dict, wanted: list[tuple], out_dir: pathlib.Path,
+                         broken: bool) -> list[str]:
+    """A file basin of an output: the features it lists, its identifier (where the
+    source's basin, or the source for a basin to it, has one) and whether it resolves."""
+    problems, label = [], f"basin '{bdict.get('name')}'"
+    if bdict.get("features") not in [features for features, _, _ in wanted]:
+        problems.append(f"{label} lists other features than the source's")
+    identifiers = {ident for _, _, ident in wanted if ident}
+    if identifiers and bdict.get("identifier") not in identifiers:
+        problems.append(f"{label} has " + (f"identifier {bdict['identifier']!r}"
+                                           if bdict.get("identifier") else "no identifier")
+                        + f", expected {sorted(identifiers)[0]!r} (the basin file's)")
+    # resolved next to the output (what dcnum does; dclab then tries the same path)
+    found = resolve_file_basin(out_dir, bdict)
+    if found is None:
+        problems.append(f"{label} does not resolve ({bdict.get('paths')})" + (
+            "; the source's does not resolve either" if broken else ""))
+    elif bdict.get("identifier"):
+        with h5py.File(found, "r", locking=False) as bh5:
+            known = {get_measurement_identifier(bh5, compat=c) for c in ("dcnum", "dclab")}
+        if bdict["identifier"] not in known:
+            problems.append(f"{label} at {found} has another identifier")
+    return problems
+
+
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      n_source: int, sample_suffix: str = "", to_source: list[str] | None = None,
-                     logged: bool = False) -> list[str]:
-    """Root attributes, logs, tables and basins of an output against its source (with
-    ``to_source``, the features the source offers, one of them a file basin to the source
-    listing them; with ``logged``, dcbulk's provenance log among the logs).
+                     basin_to_source: bool = False, logged: bool = False) -> list[str]:
+    """Root attributes, logs, tables and basins of an output against its source (a file
+    basin ``source`` to the source is the source's, listing the features ``to_source``
+    names: one it must hold with ``basin_to_source``; with ``logged``, dcbulk's provenance
+    log among the logs).
 
     An output must hold its own data: every external link, soft link out of its group,
     virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`).
@@ -266,7 +304,8 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
             problems.append("dcbulk's provenance log (logs/dcbulk-<mode>) is missing")
         problems += _compare_group(src, out, "tables")
         try:
-            problems += _compare_basins(src, out, output, mapping, n_source, to_source)
+            problems += _compare_basins(src, out, output, mapping, n_source, to_source,
+                                        basin_to_source)
         except (OSError, KeyError, ValueError) as exc:
             problems.append(f"basins unreadable ({type(exc).__name__}: {exc})")
     return [f"{output}: {p}" for p in problems]
