@@ -171,8 +171,9 @@ def provenance_docs(h5) -> dict[str, dict | None]:
     """The JSON documents of the ``dcbulk-*`` logs of an open file, by log name (None for a
     log that is not a JSON object); other logs are left out."""
     docs: dict[str, dict | None] = {}
-    for name, ds in h5.get("logs", {}).items():
-        if not name.startswith("dcbulk-"):
+    logs = h5.get("logs")
+    for name, ds in (logs.items() if isinstance(logs, h5py.Group) else ()):
+        if not name.startswith("dcbulk-") or not isinstance(ds, h5py.Dataset):
             continue
         try:
             doc = json.loads("\n".join(unwrap_lines(_text(line) for line in ds[:])))

@@ -141,3 +141,38 @@ def test_verify_checks_each_basins_mapping_identifier_and_origin(with_basins, na
         _rewrite_basin(out, name, change(other))
     for report in (dcbulk.verify(out), dcbulk.verify(out, source)):
         assert not report.ok and any(words in p for p in report.problems), report.problems
+
+
+def _scalar_feature(h5):
+    del h5["events/deform"]
+    h5["events/deform"] = 0.5
+
+
+def _dataset_for(name):
+    def change(h5):
+        if name in h5:
+            del h5[name]
+        h5.create_dataset(name, data=np.zeros(3))
+    return change
+
+
+@pytest.mark.parametrize("change, words", [
+    (_dataset_for("logs"), "'logs' is a dataset, not a group of logs"),
+    (_dataset_for("events"), "no 'events' group"),
+    (_dataset_for("basins"), "'basins' is a dataset"),
+    (_dataset_for("tables"), "'tables' is a dataset"),
+    (_scalar_feature, "'events/deform' holds a single value (shape ())"),
+], ids=["logs", "events", "basins", "tables", "scalar"])
+def test_verify_names_an_output_whose_layout_no_reader_reads(converted, change, words):
+    """An output whose ``logs`` (``events``, ``basins``, ``tables``) is a dataset, or with a
+    single-valued feature: a traceback (single file), or a line naming a TypeError,
+    AttributeError or IndexError; now one line saying what is wrong."""
+    source, dst, out, _ = converted
+    with h5py.File(out, "a") as h5:
+        change(h5)
+    for report in (dcbulk.verify(dst), dcbulk.verify(out, source)):
+        assert not report.ok and len(report.problems) == 1 and words in report.problems[0], \
+            report.problems
+    with pytest.raises(dcbulk.errors.NotRtdcError) as info:
+        dcbulk.verify(out)
+    assert words in str(info.value) and "\n" not in str(info.value)

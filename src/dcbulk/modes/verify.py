@@ -39,10 +39,11 @@ from ..bulk.report import ArchiveReport, FileResult
 from ..bulk.sources import SourceEntry
 from ..engine.client import current_worker
 from ..engine.report import Report
-from ..errors import DcbulkError, ManifestError, NotHDF5Error, UsageError
+from ..errors import DcbulkError, ManifestError, NotHDF5Error, NotRtdcError, UsageError
 from ..partials import is_partial
 from ..verify import checks
 from ..verify.checks import VerifyPair, check_pair
+from ..verify.pair import misshapen_file
 from ..verify.processed import is_processed_output
 from ..verify.provenance import pair_from_provenance
 
@@ -270,6 +271,9 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
                              f"the output's manifest or provenance log")
         if os.path.isdir(output):
             return pairs_from_manifest(output)
+        shape = misshapen_file(output) if os.path.isfile(output) else None
+        if shape:  # its provenance log cannot be read as one either
+            raise NotRtdcError(shape)
         if is_processed_output(output):
             return [VerifyPair(output=os.path.abspath(output), source="", processed=True)]
         return [pair_from_provenance(output)]

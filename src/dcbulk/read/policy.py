@@ -34,7 +34,7 @@ from .files import open_child
 
 __all__ = ["MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link", "check_dataset",
            "check_item_bytes", "walk_datasets", "check_structure", "external_objects",
-           "is_reference", "not_carried"]
+           "is_reference", "misshapen", "not_carried"]
 
 #: the largest single item (one event's row, one contour, one log line) dcbulk holds at once
 MAX_ITEM_BYTES = 64 * 1024**2
@@ -165,6 +165,24 @@ def walk_datasets(group: h5py.Group, path: str, *, follow_external: bool,
                                      prefix=f"{prefix}{key}/", _seen=seen)
 
 
+def misshapen(h5: h5py.File) -> list[str]:
+    """What of a file's layout dclab and dcnum cannot read as an .rtdc file's, one line
+    each: no ``events`` group, a top-level group of the format that is a dataset, a feature
+    holding a single value (not one per event)."""
+    problems = [] if isinstance(h5.get("events"), h5py.Group) else ["no 'events' group"]
+    for name in STRUCTURE_GROUPS:
+        kind = h5.get(name, getclass=True)
+        if kind is not None and kind is not h5py.Group:
+            problems.append(f"'{name}' is a dataset, not a group of {name} (as dclab and "
+                            f"dcnum read them)")
+    if not problems:
+        events = h5["events"]
+        problems += [f"'events/{key}' holds a single value (shape ()), not one per event"
+                     for key in events if events.get(key, getclass=True) is h5py.Dataset
+                     and events[key].shape == ()]
+    return problems
+
+
 def check_structure(h5: h5py.File, path: str, *, follow_external: bool) -> None:
     """Check the top-level groups and every log, table and basin definition of a file.
 
@@ -176,8 +194,7 @@ def check_structure(h5: h5py.File, path: str, *, follow_external: bool) -> None:
     for name, item in (("logs", "line"), ("tables", "record"), ("basins", "line")):
         group = h5.get(name)
         if group is not None and not isinstance(group, h5py.Group):
-            raise SourceError(f"{path}: '{name}' is a dataset, not a group of {name} (as dclab "
-                              f"and dcnum read them)")
+            raise SourceError(f"{path}: {misshapen(h5)[0]}")
         if isinstance(group, h5py.Group):
             for _ in walk_datasets(group, path, follow_external=follow_external, item=item):
                 pass

@@ -16,11 +16,12 @@ from ..codec import ChunkCodec
 from ..plan import best_chunk_rows, carries_statistics
 from ..read.inspect import (DatasetRef, FeatureSource, _walk_event_datasets, describe_dataset,
                             empty_event_groups)
+from ..read.policy import misshapen
 from .rows import Joined, RowCheck
 from .storage import stored_otherwise
 
-__all__ = ["STATISTICS_TASK_BYTES", "VerifyPair", "feature_checks", "out_features", "pack",
-           "special_file", "unopenable"]
+__all__ = ["STATISTICS_TASK_BYTES", "VerifyPair", "feature_checks", "misshapen_file",
+           "out_features", "pack", "special_file", "unopenable"]
 
 #: a scalar feature carrying statistics up to this size is checked by one task whole, so
 #: its ``min``/``max``/``mean`` can be checked (32 M events of 8 bytes; larger: split, and
@@ -87,9 +88,25 @@ def special_file(path: str) -> str | None:
 
 
 def unopenable(path: str) -> str | None:
-    """The line for an output that is gone or not a regular file, or None: never opened
-    (a gone output was HDF5's 'cannot open ([Errno 2] Unable to synchronously open ...')."""
-    return f"{path}: missing" if not os.path.lexists(path) else special_file(path)
+    """The line for an output that is gone or not a regular file (never opened: a gone
+    output was HDF5's 'cannot open ([Errno 2] Unable to synchronously open ...'), or whose
+    layout is no .rtdc file's (:func:`~dcbulk.read.policy.misshapen`: each check would fail
+    with its own exception), or None."""
+    if not os.path.lexists(path):
+        return f"{path}: missing"
+    return special_file(path) or misshapen_file(path)
+
+
+def misshapen_file(path: str) -> str | None:
+    """The line for a file whose layout is no .rtdc file's
+    (:func:`~dcbulk.read.policy.misshapen`), or None (also for a file that is not HDF5:
+    said by the check that opens it)."""
+    try:
+        with h5py.File(path, "r", locking=False) as h5:
+            bad = misshapen(h5)
+    except OSError:
+        return None
+    return f"{path}: {'; '.join(bad)}" if bad else None
 
 
 def out_features(output: str, want: ChunkCodec | None
