@@ -176,3 +176,27 @@ def test_verify_names_an_output_whose_layout_no_reader_reads(converted, change, 
     with pytest.raises(dcbulk.errors.NotRtdcError) as info:
         dcbulk.verify(out)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_verify_compares_text_as_the_bytes_it_holds(tmp_path):
+    """Logs and attributes were compared after decoding with replacement, so any two bytes
+    that are no UTF-8 compared equal: a latin-1 log line 'temp 23\\xb0C' changed to
+    '23\\xb1C', or an attribute 'PBS 5\\xb5M' stored as 'PBS 5\\ufffdM', passed."""
+    src = small_rtdc(tmp_path / "m.rtdc", N, seed=4)
+    with h5py.File(src, "a") as h5:
+        h5.attrs["setup:medium"] = np.bytes_(b"PBS 5\xb5M")
+        h5["logs/latin1"] = np.array([b"temp 23\xb0C", b"ok"])
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(src, out)
+    assert dcbulk.verify(out).ok  # the copy keeps the bytes
+    with h5py.File(out, "a") as h5:
+        lines = h5["logs/latin1"][()]
+        lines[0] = b"temp 23\xb1C"
+        h5["logs/latin1"][...] = lines
+    report = dcbulk.verify(out)
+    assert report.problems == [f"{out}: log 'latin1' differs from the source"]
+    with h5py.File(out, "a") as h5:
+        h5["logs/latin1"][...] = np.array([b"temp 23\xb0C", b"ok"])
+        h5.attrs["setup:medium"] = "PBS 5\ufffdM"
+    report = dcbulk.verify(out, src)
+    assert len(report.problems) == 1 and "root attribute 'setup:medium'" in report.problems[0]

@@ -66,7 +66,32 @@ def same_records(got: np.ndarray, want: np.ndarray) -> bool:
             and got.tobytes() == want.tobytes())
 
 
+def _stored_bytes(value):
+    """A text value as the bytes it holds (``str`` as UTF-8, code points that were no
+    valid UTF-8 kept as they were read), text arrays item by item; else None. Text is
+    compared as these bytes: decoded with replacement, any two invalid bytes compared
+    equal."""
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SUO":
+        items = [_stored_bytes(v) for v in value.ravel()]
+        return None if any(item is None for item in items) else items
+    return None
+
+
+def _log_items(dset: h5py.Dataset) -> list:
+    """A log's lines as the bytes they hold (items that are no text as they are)."""
+    value = dset[()]
+    items = value.ravel() if isinstance(value, np.ndarray) else [value]
+    return [(lambda raw: item if raw is None else raw)(_stored_bytes(item)) for item in items]
+
+
 def same_value(a, b) -> bool:
+    raw_a, raw_b = _stored_bytes(a), _stored_bytes(b)
+    if raw_a is not None and raw_b is not None:
+        return raw_a == raw_b
     a, b = _text(a), _text(b)
     if isinstance(a, str) or isinstance(b, str):
         return str(a) == str(b)
@@ -157,7 +182,7 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
             continue
         try:
             if group == "logs":
-                same = log_lines(ogrp[name]) == log_lines(sgrp[name])
+                same = _log_items(ogrp[name]) == _log_items(sgrp[name])
             else:
                 same = same_records(ogrp[name][()], sgrp[name][()])
             same = same and _same_copied_attrs(ogrp[name].attrs, sgrp[name].attrs)
