@@ -18,7 +18,7 @@ from .bulk.inprocess import in_process_run
 from .bulk.manifest import MANIFEST_NAME
 from .bulk.report import ArchiveReport
 from .bulk.usage import check_memory_limit
-from .cli_options import check_report_paths
+from .cli_options import check_report_paths, check_reports_spare
 from .cli_parser import build_parser as _parser
 from .clock import command_seconds
 from .cluster import job_script, setting
@@ -74,6 +74,8 @@ def _run_command(ns, out=None, err=None) -> int:
         if ns.dry_run:
             _print_plan(ns, plan, out)
             return EXIT_OK
+        check_reports_spare((ns.report, ns.performance_report, ns.html_report),
+                            [p for t in plan.targets for p in (t.source.path, t.output)])
         shown = {"sources": ns.sources, "output": ns.output, "include": ns.include,
                  "force": ns.force, "resume": getattr(ns, "resume", True),
                  **plan.options.fingerprint_dict()}
@@ -238,6 +240,9 @@ def _verify(ns, out=None, err=None) -> int:
     check_report_paths(ns.report, ns.html_report)
     pairs, checked = pairs_of(ns.output, ns.against, features=ns.features, filter=ns.filter,
                               follow_external=ns.follow_external)
+    check_reports_spare((ns.report, ns.html_report),
+                        [p for pair in pairs
+                         for p in (pair.output, pair.source, *(pair.inputs or ())) if p])
     plan: CheckPlan = check_plan(VerifyJob(), checked, VerifyJob.targets_of(pairs))
     shown = {"output": " ".join(ns.output), "against": ns.against, "features": ns.features,
              "filter": ns.filter}

@@ -1,16 +1,26 @@
 """Command-line options about hostile input: their argument types and checks.
 
 ``--timeout-per-file`` and ``--follow-links`` (every command that walks sources and writes one
-output per file) and the refusal of a ``--report``/``--performance-report`` path that is a
-symbolic link, before any work starts.
+output per file) and the refusal of a ``--report``/``--performance-report``/``--html-report``
+path that a report must not replace, before any work starts: a symbolic link, a directory, an
+HDF5 file (a source, an output, any ``.rtdc`` file), dcbulk's manifest, lock or marker, or a
+file the run itself reads or writes.
 """
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Iterable
 
+import h5py
+
+from .bulk.inprocess import MARKER_NAME
+from .bulk.lock import LOCK_NAME
+from .bulk.manifest import MANIFEST_NAME
+from .errors import UsageError
 from .nofollow import refuse_link
 
-__all__ = ["add_source_args", "check_report_paths", "seconds"]
+__all__ = ["add_source_args", "check_report_paths", "check_reports_spare", "seconds"]
 
 
 def seconds(text: str) -> float:
@@ -35,13 +45,40 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def check_report_paths(*paths: str | None) -> None:
-    """Refuse report paths that are symbolic links (one line, exit 3), before any work.
+    """Refuse report paths that are symbolic links (one line, exit 3), directories, HDF5
+    files or dcbulk's own files (one line, exit 2), before any work.
 
     Raises
     ------
     LinkRefusedError
-        Naming the first such path.
+        Naming the first symbolic link.
+    UsageError
+        Naming the first path a report must not replace.
     """
     for path in paths:
-        if path:
-            refuse_link(path)
+        if not path:
+            continue
+        refuse_link(path)
+        if os.path.isdir(path):
+            raise UsageError(f"report {path} is a directory; give a file name")
+        if os.path.basename(path) in (MANIFEST_NAME, LOCK_NAME, MARKER_NAME):
+            raise UsageError(f"report {path} would replace dcbulk's own file; give another name")
+        if os.path.isfile(path) and h5py.is_hdf5(path):
+            raise UsageError(f"report {path} would replace an HDF5 file (.rtdc data); give "
+                             f"another name")
+
+
+def check_reports_spare(paths: Iterable[str | None], used: Iterable[str]) -> None:
+    """Refuse a report path that is one of the files the run reads or makes (``used``: its
+    sources and outputs, made or not yet), after the run was planned.
+
+    Raises
+    ------
+    UsageError
+        Naming the first such path.
+    """
+    taken = {os.path.realpath(p) for p in used}
+    for path in paths:
+        if path and os.path.realpath(path) in taken:
+            raise UsageError(f"report {path} is a file this run reads or writes; give another "
+                             f"name")

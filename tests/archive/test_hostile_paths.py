@@ -128,6 +128,35 @@ def test_a_report_that_is_a_symlink_is_refused_before_any_work(tmp_path, capsys)
     assert not (tmp_path / "dst" / "a.rtdc").exists()
 
 
+def test_a_report_never_replaces_data_dcbulk_files_or_a_directory(tmp_path, capsys):
+    """``--report``/``--html-report``/``--performance-report`` naming a source, the run's own
+    (coming) output or its manifest replaced that file with the report, exit 0 ("1
+    converted"); a directory gave a traceback. Each is one line (exit 2), nothing written."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (source,) = _files(src, ["a.rtdc"])
+    other = tmp_path / "other.rtdc"  # an .rtdc of no run
+    other.write_bytes(source.read_bytes())
+    before = source.read_bytes()
+    for option in ("--report", "--html-report", "--performance-report"):
+        for path, words in [(source, "would replace an HDF5 file"),
+                            (other, "would replace an HDF5 file"),
+                            (dst / "a.rtdc", "a file this run reads or writes"),
+                            (dst / MANIFEST_NAME, "dcbulk's own file"),
+                            (tmp_path, "is a directory")]:
+            assert main(["convert", str(src), "-o", str(dst), "-q", option, str(path)]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and words in err[0], (option, path, err)
+            assert not (dst / "a.rtdc").exists()
+    assert source.read_bytes() == before and other.read_bytes() == before
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == 0
+    manifest = (dst / MANIFEST_NAME).read_bytes()
+    for path in (dst / "a.rtdc", source, dst / MANIFEST_NAME):  # verify's too
+        assert main(["verify", "-q", str(dst), "--report", str(path)]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert source.read_bytes() == before and (dst / MANIFEST_NAME).read_bytes() == manifest
+    assert main(["verify", "-q", str(dst)]) == 0
+
+
 def test_an_output_subdirectory_that_is_a_symlink_fails_that_file_alone(tmp_path, client):
     src = tmp_path / "src"
     sub_file, top_file = _files(src, ["sub/a.rtdc", "b.rtdc"])
