@@ -159,6 +159,22 @@ def test_store_features_rejects_bad_arrays(client, tmp_path):
     assert not (tmp_path / "x.rtdc").exists()
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["cluster", "inline"])
+def test_store_features_refuses_blocks_of_another_shape_than_declared(client, tmp_path,
+                                                                     inline):
+    """A ``map_blocks`` function returning fewer (more) rows than its array declares was
+    stored as done: the missing rows zero-filled, the extra ones cut."""
+    values = da.from_array(np.arange(3000, dtype=float), chunks=1000)
+    for func in (lambda b: b[:-1], lambda b: np.concatenate([b, b])):
+        with pytest.raises(ConversionError, match=r"feature 'userdef1': block 0 \(rows "
+                           r"0\.\.2999\) holds shape \((2997|6000),\), its array declares "
+                           r"\(3000,\)"):
+            dcbulk.store_features({"userdef1": values.map_blocks(func, dtype=float)},
+                                  tmp_path / "x.rtdc", client=None if inline else client,
+                                  inline=inline)
+        assert not (tmp_path / "x.rtdc").exists()
+
+
 def test_convert_and_store_features_refuse_arguments_of_a_wrong_type(client, plain_file,
                                                                      tmp_path):
     """One line naming the argument (a list of arrays was an AttributeError, a list of

@@ -138,9 +138,25 @@ def encode_rows(rows: np.ndarray, features: tuple[FeaturePlan, ...], label: str
     return block
 
 
-def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label: str
-                  ) -> np.ndarray:
-    """The dask task of :func:`encode_rows` (one :class:`EncodedBlock` in an object array)."""
+def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label: str,
+                  block_info=None) -> np.ndarray:
+    """The dask task of :func:`encode_rows` (one :class:`EncodedBlock` in an object array).
+
+    Raises
+    ------
+    ConversionError
+        A block whose shape is not the one its array declares (a ``map_blocks`` function
+        returning fewer or more rows than it said: the writer would pad or cut the chunk).
+    """
+    rows = np.asarray(rows)
+    where = (block_info or {}).get(0)
+    if where is not None:
+        (start, stop), *_ = where["array-location"]
+        declared = (stop - start,) + tuple(where["shape"][1:])
+        if rows.shape != declared:
+            raise ConversionError(f"{label}: feature '{features[0].name}': block "
+                                  f"{where['chunk-location'][0]} (rows {start}..{stop - 1}) "
+                                  f"holds shape {rows.shape}, its array declares {declared}")
     return _one(encode_rows(rows, features, label))
 
 
