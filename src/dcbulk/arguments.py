@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import ArgumentTypeError, UsageError, one_line
 
-__all__ = ["callable_arg", "check_timeout", "count_arg", "feature_names", "flag_args",
+__all__ = ["callable_arg", "check_timeout", "client_arg", "count_arg", "feature_names",
+           "flag_args",
            "mapping_arg", "path_arg", "paths_arg", "progress_arg", "text_arg",
            "wrong_argument"]
 
@@ -44,6 +45,20 @@ def path_arg(name: str, value) -> str | os.PathLike:
     if not isinstance(value, _PATH_TYPES):
         raise wrong_argument(name, value, "one path (str or os.PathLike)")
     return value
+
+
+def client_arg(client) -> None:
+    """Refuse a ``client`` that is no ``distributed.Client`` (duck-typed: it has
+    ``submit``), e.g. a scheduler address as text (``Client(address)`` connects to one).
+
+    Raises
+    ------
+    UsageError
+        For anything else but None.
+    """
+    if client is not None and not callable(getattr(client, "submit", None)):
+        raise wrong_argument("client", client, "a distributed.Client (e.g. Client(address)) "
+                             "or None")
 
 
 def flag_args(**flags) -> None:

@@ -201,6 +201,46 @@ def test_reprocess_failures_are_per_file(small_archive, tmp_path, client):
         np.testing.assert_array_equal(dst["events/userdef2"][:], src["events/deform"][:] * 2)
 
 
+def exits_on_short_files(features):
+    if features["deform"].shape[0] < 100:
+        raise SystemExit(3)
+    return {"userdef2": features["deform"] * 2}
+
+
+def multi_line_failure(features):
+    raise ValueError("first\nsecond\nthird")
+
+
+def contour_as_one_array(features):
+    return {"contour": features["deform"] * 1}
+
+
+def test_reprocess_a_function_that_exits_or_misbehaves_fails_that_file_in_one_line(
+        small_archive, tmp_path, client):
+    """``sys.exit()`` in the user's function killed the worker four times over and failed
+    with dask's KilledWorker text; a multi-line message made a multi-line error; a
+    ``contour`` array was stored as done though dclab could not read the file; a scheduler
+    address given as ``client`` was an AttributeError."""
+    report = dcbulk.reprocess([small_archive], tmp_path / "o1", exits_on_short_files,
+                              client=client)
+    failed = {Path(f.source).name: f.error for f in report.failed}
+    assert set(failed) == {"b.rtdc", "c.rtdc"}, failed
+    assert all("exits_on_short_files failed on" in e and "SystemExit: 3" in e
+               for e in failed.values()), failed
+    assert [Path(f.source).name for f in report.files if f.status == "done"] == ["a.rtdc"]
+    report = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "o2", multi_line_failure,
+                              client=client)
+    assert report.failed[0].error.endswith("ValueError: first second third")
+    report = dcbulk.reprocess([small_archive / "a.rtdc"], tmp_path / "o3",
+                              contour_as_one_array, client=client)
+    assert "the feature name 'contour' is dclab's contour" in report.failed[0].error
+    assert not list((tmp_path / "o3").glob("*.rtdc"))
+    with pytest.raises(dcbulk.errors.UsageError, match="client must be a distributed.Client"):
+        dcbulk.reprocess([small_archive], tmp_path / "o4", image_mean,
+                         client="tcp://127.0.0.1:1")
+    assert not (tmp_path / "o4").exists()
+
+
 def test_reprocess_hands_only_the_chosen_features(small_archive, tmp_path, client):
     seen = []
 

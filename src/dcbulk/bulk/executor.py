@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from ..arguments import check_timeout, count_arg, flag_args, progress_arg
+from ..arguments import check_timeout, client_arg, count_arg, flag_args, progress_arg
 from ..engine.client import client_context
 from ..engine.report import Report
 from ..errors import OutputExistsError, describe_failure
@@ -336,6 +336,7 @@ def run_job(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
     check_timeout(timeout)
     progress_arg(progress)
     flag_args(resume=resume, force=force, dry_run=dry_run, follow_links=follow_links)
+    client_arg(client)
     if max_open_outputs is not None:
         count_arg("max_open_outputs", max_open_outputs)
     if client is not None and not dry_run:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 import cloudpickle
 import numpy as np
 
-from ..arguments import check_timeout, feature_names, flag_args, mapping_arg, path_arg
+from ..arguments import (check_timeout, client_arg, feature_names, flag_args, mapping_arg,
+                         path_arg)
 from ..codec import ChunkCodec, parse_compression
 from ..errors import FileTimeoutError, PlanError
 from ..partials import commit_deadline, current_deadline, refuse_existing
@@ -133,6 +134,7 @@ def convert(source, output, *, features=None, mapping=None, compression="zstd:5"
     t0 = time.perf_counter()
     flag_args(basin_to_source=basin_to_source, overwrite=overwrite,
               follow_external=follow_external)
+    client_arg(client)
     output = os.path.abspath(path_arg("output", output))
     refuse_existing(output, overwrite=overwrite)
     info = inspect_source(path_arg("source", source), follow_external=follow_external)
@@ -219,13 +221,17 @@ def _name_fault(name, nested: bool) -> str | None:
         return "holds '/' (it would become nested groups)"
     if any(part in ("", ".", "..") for part in name.split("/")):
         return "is or holds an empty, '.' or '..' path part"
+    if name.split("/")[0] == "contour":  # dclab could not read the file
+        return ("is dclab's contour, stored as one dataset per event (events/contour/<n>), "
+                "not one array")
     return None
 
 
 def check_new_features(arrays: Mapping, who: str, *, nested: bool = True) -> None:
     """Refuse arrays that cannot be stored as the features ``events/<name>``: a name that is
     not a non-empty string, holds NUL, an empty, ``.`` or ``..`` part, or, without
-    ``nested`` (a trace's ``trace/<name>``), any ``/``; an array of Python objects.
+    ``nested`` (a trace's ``trace/<name>``), any ``/``; ``contour``; an array of Python
+    objects.
 
     Raises
     ------
@@ -336,6 +342,7 @@ def store_features(arrays: dict, output, *, metadata_from=None, basins: bool = T
     t0 = time.perf_counter()
     mapping_arg("arrays", arrays, "a dict of feature name -> array")
     flag_args(basins=basins, overwrite=overwrite, inline=inline)
+    client_arg(client)
     check_new_features(arrays, "store_features")
     output = os.path.abspath(path_arg("output", output))
     refuse_existing(output, overwrite=overwrite)

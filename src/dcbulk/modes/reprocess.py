@@ -19,7 +19,7 @@ from ..arguments import feature_names
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
 from ..engine import Report, check_new_features, read_features, store_features
-from ..errors import DcbulkError, PlanError
+from ..errors import DcbulkError, PlanError, one_line
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
 from ..read.inspect import inspect_source
@@ -93,9 +93,12 @@ class ReprocessJob(Job):
             new = _check_new(self.func(self._read(info)), info.n_events, name)
         except DcbulkError:
             raise
-        except Exception as exc:  # the user's function: a per-file failure
+        # the user's function: a per-file failure, also sys.exit() (it killed the worker
+        # four times over, then failed with dask's KilledWorker)
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             return Report(source=source, output=output, error=f"{name} failed on "
-                          f"{source}: {type(exc).__name__}: {exc}", error_type=type(exc))
+                          f"{source}: {type(exc).__name__}: {one_line(exc)}",
+                          error_type=type(exc))
         store = dict(metadata_from=source, basins=True, compression=options.codec,
                      overwrite=overwrite, extra=self._log(options, sorted(new)))
         if sum(arr.nbytes for arr in new.values()) <= inline_bytes:

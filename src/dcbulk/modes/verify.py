@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arguments import (feature_names, flag_args, path_arg, paths_arg, progress_arg,
-                         text_arg)
+from ..arguments import (client_arg, feature_names, flag_args, path_arg, paths_arg,
+                         progress_arg, text_arg)
 from ..bulk.executor import Progress, execute, execute_here
 from ..bulk.inprocess import MARKER_NAME
 from ..bulk.runplan import check_plan
@@ -362,6 +362,7 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
     """
     progress_arg(progress)
     flag_args(inline=inline, follow_external=follow_external)
+    client_arg(client)
     if isinstance(output, (list, tuple)) and output and all(
             isinstance(p, VerifyPair) for p in output):
         pairs, checked = list(output), os.path.commonpath([p.output for p in output])
