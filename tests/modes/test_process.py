@@ -167,6 +167,18 @@ def test_cli_usage_errors_before_any_cluster(tmp_path, capsys):
     assert "invalid keyword 'x' for the segmenter method 'thresh'" in capsys.readouterr().err
     assert main(["process", str(tmp_path), "-o", str(tmp_path / "o"), "-b", "median"]) == 2
     assert "unknown background method 'median'" in capsys.readouterr().err
+    # a value dcnum cannot convert was a traceback; a pixel size of -1 or NaN and an empty
+    # --limit-events range were taken (outputs of NaN areas; each file an empty
+    # 'AssertionError:')
+    for args, words in [(["-ks", "thresh=abc"], "segmenter keyword thresh='abc': not a value"),
+                        (["-kf", "haralick=maybe"], "feature keyword haralick='maybe'"),
+                        (["-p", "-1"], "expected a pixel size in um > 0"),
+                        (["-p", "nan"], "expected a pixel size in um > 0"),
+                        (["--limit-events", "5-2"], "A-B needs A < B")]:
+        assert main(["process", str(tmp_path), "-o", str(tmp_path / "o"), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, (args, err)
+    assert not (tmp_path / "o").exists()
 
 
 def test_batch_workers_get_non_daemonic_setting_and_resources(tmp_path):
@@ -251,6 +263,23 @@ def test_a_damaged_file_fails_alone_in_one_line(archive, processed):
     assert [Path(f.source).name for f in failed] == ["broken.rtdc"]
     assert "\n" not in failed[0].error and failed[0].error
     assert report.count("done") == len(_good(archive))
+
+
+def test_a_source_without_images_fails_alone_in_one_line(tmp_path, pclient):
+    """dcnum failed such a file with "AttributeError: 'NoneType' object has no attribute
+    'h5ds'"; it is one line saying what is missing."""
+    src = tmp_path / "src"
+    src.mkdir()
+    make_rtdc(src / "noimage.rtdc", 20, seed=3)
+    with h5py.File(src / "noimage.rtdc", "a") as h5:
+        for name in ("image", "image_bg", "mask", "bg_off"):
+            if name in h5["events"]:
+                del h5["events"][name]
+    report = dcbulk.process([src], tmp_path / "dst", client=pclient, **TAP)
+    (failed,) = report.failed
+    assert failed.error.endswith("has no 'image' feature (own or from a basin); dcnum's "
+                                 "pipeline segments images"), failed.error
+    assert not list((tmp_path / "dst").rglob("*.rtdc"))
 
 
 def test_verify_checks_processed_outputs_without_their_sources(archive, processed, pclient,

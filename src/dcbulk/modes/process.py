@@ -32,9 +32,10 @@ from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.sources import output_path
 from ..command import Command
 from ..engine.report import Report
-from ..errors import (ConfigError, OutputExistsError, ProcessJobError, describe_failure,
-                      one_line)
+from ..errors import (ConfigError, OutputExistsError, PlanError, ProcessJobError,
+                      describe_failure, one_line)
 from ..partials import fsync_path, partial_path
+from ..read.inspect import inspect_source
 from .process_args import (add_arguments, compression_from_args, pipeline_from_args,
                            resources_from_args)
 from .process_options import PipelineOptions, require_dcnum
@@ -214,6 +215,9 @@ class ProcessJob(Job):
         st = os.stat(source)
         aside = None
         try:
+            if "image" not in inspect_source(source).features:  # dcnum: an AttributeError
+                raise PlanError(f"{source}: has no 'image' feature (own or from a basin); "
+                                f"dcnum's pipeline segments images")
             num_procs = get_worker().state.nthreads
             job = self.dcnum_job(source, output, num_procs=num_procs)
             pphash = job.get_ppid(ret_hash=True)[1]

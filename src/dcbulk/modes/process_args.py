@@ -36,6 +36,18 @@ def _resources(text: str) -> dict[str, float]:
     return {k: int(v) if v == int(v) else v for k, v in out.items()}
 
 
+def _pixel_size(text: str) -> float:
+    """argparse type: a pixel size in um, finite and > 0 (0: each file's own)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):  # NaN too: dcnum would make outputs of NaN areas
+        raise argparse.ArgumentTypeError(f"expected a pixel size in um > 0 (0: each file's "
+                                         f"own), got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     """argparse type: seconds > 0 (``--stall-timeout``)."""
     try:
@@ -60,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="KEY=VALUE", help="feature keyword, e.g. haralick=False")
     g.add_argument("-kg", dest="gate_kwargs", action="append", default=[],
                    metavar="KEY=VALUE", help="gating keyword, e.g. online_gates=True")
-    g.add_argument("-p", "--pixel-size", type=float, default=0,
+    g.add_argument("-p", "--pixel-size", type=_pixel_size, default=0,
                    help="set the pixel size [um] (default: each file's own)")
     g.add_argument("--limit-events", default="0",
                    help="events to analyse: N, A-B or A-B-STEP ('n' for open) [all]")

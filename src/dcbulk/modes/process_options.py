@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 
 __all__ = ["PipelineOptions", "parse_kwargs", "parse_limit_events", "require_dcnum",
            "DCNUM_MISSING"]
@@ -103,7 +103,12 @@ def parse_kwargs(step: str, code: str, pairs: Iterable[str]) -> dict[str, Any]:
             raise UsageError(f"{step} keyword {pair!r}: expected KEY=VALUE")
         for names, hints, nested in groups:
             if key in names:
-                typed = convert_to_dtype(value, hints[key]) if key in hints else value
+                try:
+                    typed = convert_to_dtype(value, hints[key]) if key in hints else value
+                except (ValueError, TypeError) as exc:  # dcnum's own words, as one line
+                    raise UsageError(f"{step} keyword {key}={value!r}: not a value of "
+                                     f"{getattr(hints[key], '__name__', hints[key])} "
+                                     f"({one_line(exc)})") from None
                 (kwargs.setdefault(nested, {}) if nested else kwargs)[key] = typed
                 break
         else:
@@ -128,6 +133,11 @@ def parse_limit_events(text: str | None):
     except ValueError:
         raise UsageError(f"--limit-events {text!r}: expected N, A-B or A-B-STEP "
                          f"('n' for open ends)") from None
+    start, stop, *step = values
+    if start is not None and stop is not None and stop <= start or step and (
+            step[0] is not None and step[0] < 1):
+        raise UsageError(f"--limit-events {text!r}: A-B needs A < B and STEP at least 1 "
+                         f"(no events otherwise)")
     return slice(*values)
 
 
