@@ -200,3 +200,21 @@ def test_verify_compares_text_as_the_bytes_it_holds(tmp_path):
         h5.attrs["setup:medium"] = "PBS 5\ufffdM"
     report = dcbulk.verify(out, src)
     assert len(report.problems) == 1 and "root attribute 'setup:medium'" in report.problems[0]
+
+
+def test_verify_names_an_unsigned_feature_stored_with_another_width(converted):
+    """Rows of unsigned integers were compared by value when the widths differed; the same
+    values then raised an IndexError ("index 0 is out of bounds", no feature named). A
+    copy keeps the source's dtype: another one is a problem line."""
+    source, dst, out, _ = converted
+    with h5py.File(out, "a") as h5:
+        name = next(k for k, d in h5["events"].items()
+                    if isinstance(d, h5py.Dataset) and d.dtype.kind == "u" and d.ndim == 1)
+        values = h5["events"][name][()]
+        wider = np.dtype(f"u{values.dtype.itemsize * 2}") if values.dtype.itemsize < 8 \
+            else np.dtype("u4")
+        del h5["events"][name]
+        h5.create_dataset(f"events/{name}", data=values.astype(wider), chunks=True)
+    report = dcbulk.verify(out, source)
+    assert any(f"feature '{name}'" in p and f"dtype {wider} != source {values.dtype}" in p
+               for p in report.problems), report.problems

@@ -89,18 +89,15 @@ def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
 
 def diff_rows(got: np.ndarray, want: np.ndarray, start: int) -> str | None:
     """How rows ``start..`` of an output differ from what they must hold (None: the same
-    bytes; unsigned integers of another width: the same values)."""
+    bytes, dtype included)."""
     if got.shape != want.shape:
         return f"shape {got.shape} != source {want.shape}"
-    if got.dtype != want.dtype and not (got.dtype.kind == want.dtype.kind == "u"):
+    if got.dtype != want.dtype:
         return f"dtype {got.dtype} != source {want.dtype}"
-    if got.dtype == want.dtype:  # bit for bit: -0.0 is not 0.0, nor one NaN another
-        if _same_bytes(got, want):
-            return None
-        flat = (np.ascontiguousarray(got).reshape(len(got), -1).view(np.uint8)
-                != np.ascontiguousarray(want).reshape(len(want), -1).view(np.uint8))
-    else:  # unsigned integers of another width: their values
-        flat = got.reshape(len(got), -1) != want.reshape(len(want), -1)
+    if _same_bytes(got, want):  # bit for bit: -0.0 is not 0.0, nor one NaN another
+        return None
+    flat = (np.ascontiguousarray(got).reshape(len(got), -1).view(np.uint8)
+            != np.ascontiguousarray(want).reshape(len(want), -1).view(np.uint8))
     bad = np.flatnonzero(flat.any(axis=1))
     return f"{bad.size} rows differ from the source (first: event {start + int(bad[0])})"
 
