@@ -13,6 +13,7 @@ file is removed and outstanding tasks are cancelled.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
@@ -75,6 +76,20 @@ def _blocks(arrays, *, inline: bool, window: int | None
         yield tag, result[0]
 
 
+def _abandon(hw: HDF5Writer | None, partial: str) -> None:
+    """Remove a failed output's partial file. One whose last flush failed (a full disk)
+    is still open in HDF5: it is emptied first, so that closing it can write what HDF5
+    holds (else every later close fails, h5py prints a traceback for each object freed,
+    and HDF5 crashes the process at exit)."""
+    if hw is not None and hw.h5.id.valid:
+        with contextlib.suppress(OSError):
+            os.truncate(partial, 0)
+        with contextlib.suppress(Exception):
+            hw.h5.close()
+    if os.path.exists(partial):
+        os.unlink(partial)
+
+
 def write_output(plan: ConversionPlan, *, arrays: list | None = None,
                  blocks: Iterator | None = None, inline: bool = False,
                  overwrite: bool = False, window: int | None = None,
@@ -114,6 +129,7 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None,
     stats = {fp.name: {"mode": "raw-copy" if fp.raw_copy else "encode", "chunks": 0,
                        "copied_chunks": 0, "raw_bytes": 0, "stored_bytes": 0,
                        "seconds": 0.0, "filters": fp.codec.describe()} for fp in plan.features}
+    hw = None
     try:
         with HDF5Writer(partial, mode="w-", ds_kwds=plan.codec.ds_kwds()) as hw:
             write_metadata(hw, plan)
@@ -145,8 +161,7 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None,
             write_trailer(hw, plan, {name: st["copied_chunks"] for name, st in stats.items()})
         commit_file(partial, plan.output, overwrite=overwrite, fsync=fsync)
     except BaseException as exc:
-        if os.path.exists(partial):
-            os.unlink(partial)
+        _abandon(hw, partial)
         if isinstance(exc, (DcbulkError, KeyboardInterrupt, SystemExit)):
             raise
         raise ConversionError(f"{plan.source} -> {plan.output}: {type(exc).__name__}: {exc}"
