@@ -479,3 +479,21 @@ def test_local_shape_a_process_per_core(workers, threads, cores, expected):
 def test_default_local_cluster_is_a_process_per_core():
     with open_client() as (client, cluster):
         assert list(client.nthreads().values()) == [1] * (os.cpu_count() or 1)
+
+
+@pytest.mark.parametrize("text", ["dcbulk: {local: {n-workers: -3}}",
+                                  "dcbulk: {local: {threads-per-worker: 0}}",
+                                  "dcbulk: {local: {n-workers: many}}"])
+def test_a_count_that_is_no_whole_number_is_one_line(tmp_path: Path, text: str, capsys,
+                                                     shared_data_dir):
+    """``n-workers: -3`` started a local cluster of no workers: the run waited for ever,
+    also with --timeout; 0 threads or a word was a ZeroDivisionError or TypeError."""
+    from dcbulk.cli import main
+    path = _write(tmp_path / "c.yaml", text)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.rtdc").write_bytes(
+        (shared_data_dir / "cytoshot-test-data.rtdc").read_bytes())
+    assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "-q",
+                 "--cluster", "local", "--cluster-config", str(path), "--timeout", "5"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be a whole number of at least 1" in err, err

@@ -48,12 +48,29 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+#: the settings that count workers, threads or jobs: a whole number >= 1 or null
+_COUNTS = ("jobs", "minimum-jobs", "maximum-jobs", "local.n-workers",
+           "local.threads-per-worker")
+
+
 def setting(key: str) -> Any:
-    """``dcbulk.<key>`` (e.g. ``jobs``, ``local.n-workers``) from dask's config, else default."""
+    """``dcbulk.<key>`` (e.g. ``jobs``, ``local.n-workers``) from dask's config, else default.
+
+    Raises
+    ------
+    ConfigError
+        A count (workers, threads, jobs) that is not a whole number of at least 1 (``-3``
+        workers started a cluster of none, which waited for ever).
+    """
     default: Any = DEFAULTS
     for part in key.split("."):
         default = default[part]
-    return dask.config.get(f"dcbulk.{key}", default=default)
+    value = dask.config.get(f"dcbulk.{key}", default=default)
+    if key in _COUNTS and value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"dcbulk.{key} must be a whole number of at least 1 (or null), "
+                          f"got {value!r}")
+    return value
 
 
 def _unknown(where: str, given: Any, known: Any, prefix: str) -> None:
