@@ -8,6 +8,7 @@ temporary directory); the site files of the "plain dask-jobqueue" test live in `
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import signal
@@ -497,3 +498,49 @@ def test_a_count_that_is_no_whole_number_is_one_line(tmp_path: Path, text: str, 
                  "--cluster", "local", "--cluster-config", str(path), "--timeout", "5"]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "must be a whole number of at least 1" in err, err
+
+
+@pytest.mark.parametrize("says, words", [
+    (None, "did not answer as a dask scheduler within 2 s"),
+    (b"HTTP/1.0 400 Bad Request\r\n\r\n", "answers, but not with dask's protocol")])
+def test_a_scheduler_address_that_is_no_dask_scheduler_is_one_line(tmp_path: Path, says,
+                                                                   words, capsys,
+                                                                   shared_data_dir):
+    """An address that accepts connections and then says nothing (or HTTP: the dashboard's
+    port given for the scheduler's) made the run wait for ever, whatever --timeout said;
+    a scheduler file that is no JSON was distributed's empty AssertionError."""
+    import socket
+    import threading
+
+    from dcbulk.cli import main
+    server = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                held.append(conn)
+                if says:
+                    conn.sendall(says)
+    threading.Thread(target=serve, daemon=True).start()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.rtdc").write_bytes(
+        (shared_data_dir / "cytoshot-test-data.rtdc").read_bytes())
+    t0 = time.monotonic()
+    try:
+        status = main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "-q",
+                       "--scheduler", f"tcp://127.0.0.1:{server.getsockname()[1]}",
+                       "--timeout", "2"])
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    err = capsys.readouterr().err
+    assert status == 3 and err.count("\n") == 1 and words in err, err
+    assert time.monotonic() - t0 < 30
+    bad = _write(tmp_path / "scheduler.json", "not json")
+    assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "-q",
+                 "--scheduler-file", str(bad), "--timeout", "2"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a dask scheduler file" in err, err

@@ -25,6 +25,7 @@ from dask.utils import parse_bytes, parse_timedelta
 from ..engine.client import WORKER_ENVIRON, local_shape, make_local_cluster
 from ..errors import ConfigError
 from .config import KINDS, check_jobqueue, jobqueue, setting, use_config_file
+from .probe import probe_scheduler, scheduler_file_address
 
 __all__ = ["job_script", "open_client"]
 
@@ -263,6 +264,8 @@ def _connect(scheduler: str | None, scheduler_file: str | PathLike | None,
     if scheduler_file is not None and not os.path.isfile(target):
         raise ConfigError(f"{target}: scheduler file does not exist")
     seconds = _seconds(timeout or dask.config.get("distributed.comm.timeouts.connect"), target)
+    probe_scheduler(scheduler if scheduler is not None else scheduler_file_address(target),
+                    seconds)
     try:
         client = Client(scheduler, scheduler_file=scheduler_file and target, timeout=seconds)
     except (OSError, ValueError) as exc:
