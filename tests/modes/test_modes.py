@@ -476,6 +476,23 @@ def test_split_matches_dclab_split(split_source, tmp_path, client):
     assert not any(i == get_measurement_identifier(h5py.File(split_source)) for i in identifiers)
 
 
+def test_verify_of_split_pieces_names_a_missing_piece(split_source, tmp_path):
+    """Split writes no manifest: with one piece deleted, ``dcbulk verify pieces/*.rtdc``
+    said "2 files, 2 equal". A piece a filter left without events was never written and
+    is not missing."""
+    pieces = dcbulk.modes.split([split_source], tmp_path / "p", events_per_file=100)
+    assert pieces.ok and pieces.count("done") == 3
+    gone = tmp_path / "p" / "long_0003.rtdc"
+    gone.unlink()
+    report = dcbulk.verify(sorted((tmp_path / "p").glob("*.rtdc")))
+    assert report.problems == [f"{gone}: missing (one of the 3 pieces of {split_source}; "
+                               f"split writes no manifest: split it again)"], report.problems
+    filtered = dcbulk.modes.split([split_source], tmp_path / "f", events_per_file=100,
+                                  filter="index <= 100")  # pieces 2 and 3: no events
+    assert filtered.ok and filtered.count("done") == 1
+    assert dcbulk.verify(sorted((tmp_path / "f").glob("*.rtdc"))).ok
+
+
 def test_split_then_join_gives_back_the_source(split_source, tmp_path, client):
     pieces = dcbulk.modes.split([split_source], tmp_path / "pieces", events_per_file=60,
                                 include_empty_boundary_images=True, client=client)

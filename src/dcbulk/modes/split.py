@@ -25,14 +25,15 @@ from ..arguments import count_arg, flag_args
 from ..bulk import ArchiveReport, ConvertJob, Part, Target, make_options, run_job
 from ..command import Command, positive_count
 from ..errors import DcbulkError
-from ..filter_expr import FilterExpr
+from ..filter_expr import FilterExpr, parse_filter
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
 from ..read.files import open_rtdc
 from ..read.filtering import kept_events
 from ..read.inspect import inspect_source
+from ..verify.pair import VerifyPair
 
-__all__ = ["COMMAND", "SplitJob", "piece_path", "plan_split", "split"]
+__all__ = ["COMMAND", "SplitJob", "missing_pieces", "piece_path", "plan_split", "split"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,34 @@ def piece_path(out_dir: str, source: str, k: int) -> str:
     """Output ``k`` (from 1) of ``source``, as dclab-split names it: ``<stem>_<kkkk>.rtdc``."""
     stem = os.path.splitext(os.path.basename(source))[0]
     return os.path.join(out_dir, f"{stem}_{k:04d}.rtdc")
+
+
+def missing_pieces(pairs: Iterable[VerifyPair]) -> list[VerifyPair]:
+    """A verdict for each piece of a split that is not where split put it, next to pieces
+    being verified (``dcbulk verify pieces/*.rtdc`` said "equal" with a piece deleted:
+    split writes no manifest). The pieces expected are planned again from the source and
+    the options the pieces' logs name; pieces without events were never written."""
+    missing, seen = [], set()
+    for pair in pairs:
+        if pair.piece is None or not pair.sample_suffix:
+            continue
+        number, count = (int(x) for x in pair.sample_suffix.split()[-1].split("/"))
+        out_dir = os.path.dirname(pair.output)
+        if count == 1 or (out_dir, pair.source) in seen:
+            continue
+        seen.add((out_dir, pair.source))
+        first, stop, skip_empty = pair.piece
+        per_file = first // (number - 1) if number > 1 else stop - first
+        try:
+            planned = plan_split(pair.source, out_dir, per_file, skip_empty=skip_empty,
+                                 filter=parse_filter(pair.filter) if pair.filter else None)
+        except DcbulkError:  # the piece's own check says what is wrong
+            continue
+        missing += [VerifyPair(output=output, source=pair.source, verdict=(
+            f"{output}: missing (one of the {count} pieces of {pair.source}; split "
+            f"writes no manifest: split it again)"))
+            for output, _part, _ in planned if not os.path.lexists(output)]
+    return missing
 
 
 def plan_split(source: str, out_dir: str, events_per_file: int, *,

@@ -46,6 +46,7 @@ from ..verify.checks import VerifyPair, check_pair
 from ..verify.pair import misshapen_file
 from ..verify.processed import is_processed_output
 from ..verify.provenance import pair_from_provenance
+from .split import missing_pieces
 
 __all__ = ["Check", "VerifyJob", "VerifyReport", "pairs_from_manifest", "pairs_of", "verify",
            "verify_pairs"]
@@ -305,6 +306,7 @@ def pairs_of(outputs, against=None, **options) -> tuple[list[VerifyPair], str]:
                              f"not of {len(outputs)}")
     pairs = {pair.output: pair for out in outputs
              for pair in _pairs_or_verdict(out, against, len(outputs) > 1, options)}
+    pairs.update((p.output, p) for p in missing_pieces(list(pairs.values())))
     return list(pairs.values()), os.path.commonpath([os.path.abspath(o) for o in outputs])
 
 
