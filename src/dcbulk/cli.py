@@ -1,13 +1,16 @@
 """The ``dcbulk`` command: a thin layer over the Python API.
 
 Exit status: 0 success; 1 some files failed (the others were converted); 2 bad usage;
-3 a dcbulk error stopped the run (bad configuration, sources, manifest); 130 interrupted.
+3 a dcbulk error stopped the run (bad configuration, sources, manifest); 130 interrupted
+(Ctrl-C); 143 terminated (SIGTERM: ``kill``, ``timeout``, ``scancel``), ended as Ctrl-C ends
+a run: its cluster closed, no partial file left.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -32,9 +35,34 @@ from .read.layout import file_lines, file_summary
 from .runlog import LOG_DIRNAME, log_dir_for, logged_client, run_log, terminal_warnings
 from .synth import make_archive
 
-__all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR"]
+__all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR",
+           "EXIT_TERMINATED"]
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is (Python's default
+    ends the process at once: no line, partial files left until the next run)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While a command runs, SIGTERM ends it as Ctrl-C does (main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals are the caller's
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _client_args(ns) -> dict:
@@ -290,7 +318,7 @@ def main(argv: Sequence[str] | None = None, *,
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
     try:
-        with terminal_warnings():
+        with _sigterm_interrupts(), terminal_warnings():
             if getattr(ns, "run_command", None) is not None:
                 return _run_command(ns)
             if ns.command == "demo":
@@ -312,9 +340,12 @@ def main(argv: Sequence[str] | None = None, *,
     except BrokenPipeError:  # e.g. "dcbulk info FILE | head"
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keep Python's exit flush quiet)
         return EXIT_OK
-    except KeyboardInterrupt:
-        print(_interrupted(ns), file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        line = _interrupted(ns)
+        print(line.replace("interrupted", "terminated (SIGTERM)", 1) if terminated else line,
+              file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

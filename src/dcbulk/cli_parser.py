@@ -147,7 +147,7 @@ def build_parser(cmds: Sequence[Command] | None = None) -> argparse.ArgumentPars
     top = _Parser(
         prog="dcbulk", description="Convert archives of deformability cytometry (.rtdc) files "
         "in parallel with dask.", epilog="Exit status: 0 ok, 1 some files failed, 2 usage, "
-        "3 error, 130 interrupted.")
+        "3 error, 130 interrupted, 143 terminated (SIGTERM).")
     top.add_argument("--version", action="version", version=f"dcbulk {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in cmds:

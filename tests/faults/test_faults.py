@@ -251,11 +251,13 @@ def test_a_worker_killed_under_the_cli_costs_no_terminal_line(archive, tmp_path)
     check_outputs(dst, root, good, clean)
 
 
-@pytest.mark.parametrize("target", ["process", "group", "jobqueue-config"])
+@pytest.mark.parametrize("target", ["process", "group", "jobqueue-config", "sigterm"])
 def test_sigint_stops_with_one_line_and_the_rerun_completes(archive, tmp_path, target):
     """Ctrl-C: status 130 and one line. "jobqueue-config": a --cluster-config file with a
     jobqueue section imports dask-jobqueue, whose import replaced Python's SIGINT handler
-    with sys.exit() (an interrupted run ended with status 0, as if it had finished)."""
+    with sys.exit() (an interrupted run ended with status 0, as if it had finished).
+    "sigterm" (kill, timeout, scancel): ended the process at once, without a line and with
+    partial files left; now as Ctrl-C, status 143."""
     root, good, clean = archive
     dst = tmp_path / "dst"
     extra = ["--max-open-outputs", "1"]
@@ -270,15 +272,17 @@ def test_sigint_stops_with_one_line_and_the_rerun_completes(archive, tmp_path, t
         if target == "group":
             os.killpg(proc.pid, signal.SIGINT)
         else:
-            os.kill(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, signal.SIGTERM if target == "sigterm" else signal.SIGINT)
         STATS["faults"] += 1
         out, err = proc.communicate(timeout=120)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["dcbulk: interrupted; re-run the same command to "
-                                        "resume"], err
+    word, status = (("terminated (SIGTERM)", 143) if target == "sigterm"
+                    else ("interrupted", 130))
+    assert proc.returncode == status, err
+    assert err.strip().splitlines() == [f"dcbulk: {word}; re-run the same command to "
+                                        f"resume"], err
     partials = list(dst.rglob("*.partial"))
     STATS["partials"] += len(partials)
     assert not partials  # the local cluster is closed first, then its leftovers removed
