@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -290,6 +291,21 @@ def _verify(ns, out=None, err=None) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
+def _forget_unstarted_clusters() -> None:
+    """A local cluster that Ctrl-C caught while it started (its workers not yet running) is
+    closed here, quietly: distributed's exit hook would close it with an AssertionError
+    traceback and its INFO lines on the terminal."""
+    spec = sys.modules.get("distributed.deploy.spec")
+    if spec is None:
+        return
+    for name in ("distributed", "asyncio"):  # the process is ending: its workers' start
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # tasks fail unretrieved
+    for cluster in list(spec.SpecCluster._instances):
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=10)
+        cluster.shutdown_on_close = False  # the exit hook would try again
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
 
@@ -341,6 +357,7 @@ def main(argv: Sequence[str] | None = None, *,
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keep Python's exit flush quiet)
         return EXIT_OK
     except KeyboardInterrupt as exc:
+        _forget_unstarted_clusters()
         terminated = isinstance(exc, _Terminated)
         line = _interrupted(ns)
         print(line.replace("interrupted", "terminated (SIGTERM)", 1) if terminated else line,

@@ -292,6 +292,29 @@ def test_sigint_stops_with_one_line_and_the_rerun_completes(archive, tmp_path, t
     check_outputs(dst, root, good, clean)
 
 
+def test_sigint_while_the_cluster_starts_is_one_line(archive, tmp_path):
+    """Ctrl-C while the local cluster started (its worker processes spawned, not running):
+    distributed's exit hook closed the half-made cluster with an AssertionError traceback,
+    dask's INFO lines and asyncio's "Task exception was never retrieved" (22-35 lines)."""
+    import psutil
+    root, _good, _clean = archive
+    proc = subprocess.Popen(_cli(root, tmp_path / "dst"), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not psutil.Process(proc.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGINT)
+        STATS["faults"] += 1
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["dcbulk: interrupted; re-run the same command to "
+                                        "resume"], err
+
+
 def _corrupt_chunk(path: Path, feature: str) -> None:
     with h5py.File(path) as h5:
         info = h5["events"][feature].id.get_chunk_info(0)
