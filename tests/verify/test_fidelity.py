@@ -392,6 +392,39 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
     assert all("\n" not in p and len(p) < 400 for p in problems)
 
 
+def test_attributes_of_format_groups_left_out_are_said_and_verified(tmp_path, capsys):
+    """Attributes of ``events/trace``, ``logs``, ``tables`` and of an internal basin's data
+    were left out of every output without a word (dclab's and dcnum's exports leave them
+    out too), and verify did not look at them: now one warning line names them, and an
+    output holding such an attribute is a problem line."""
+    from dcbulk.write import HDF5Writer
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 20, seed=8, with_traces=True)
+    with h5py.File(src, "a") as h5:
+        assert "trace" in h5["events"] and "logs" in h5 and "tables" in h5
+        h5["events/trace"].attrs["unit"] = "a.u."
+        h5["logs"].attrs["owner"] = "lab"
+        h5["tables"].attrs["kind"] = "t"
+        with HDF5Writer(h5) as hw:
+            hw.store_basin(name="int", mapping=np.arange(20) % 2,
+                           internal_data={"userdef3": np.array([1.0, 2.0])})
+        h5["basin_events/userdef3"].attrs["unit"] = "m"
+    dst = tmp_path / "dst"
+    assert dcbulk.cli.main(["convert", str(src.parent), "-o", str(dst), "-q"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "not carried" in line]
+    assert len(err) == 1 and err[0].endswith(
+        "attribute 'unit' of /events/trace, attribute 'owner' of /logs, attribute 'kind' of "
+        "/tables, attribute 'unit' of /basin_events/userdef3"), err
+    out = dst / "s.rtdc"
+    assert dcbulk.verify(dst).ok
+    with h5py.File(out, "a") as h5:
+        h5["events/trace"].attrs["unit"] = "a.u."
+        h5["logs"].attrs["owner"] = "lab"
+    assert dcbulk.verify(out).problems == [  # the file alone: its size changed too
+        f"{out}: attribute 'unit' of /events/trace is not from the source (no output "
+        f"carries it)",
+        f"{out}: attribute 'owner' of /logs is not from the source (no output carries it)"]
+
+
 def test_a_same_basin_of_another_measurement_is_not_carried(tmp_path, capsys):
     """A basin stored as ``"mapping": "same"`` whose file is another measurement's: dclab
     ignores it (the identifiers must match exactly); written unmapped into the output,

@@ -214,14 +214,26 @@ def is_reference(value) -> bool:
     return dtype is not None and h5py.check_dtype(ref=dtype) is not None
 
 
+#: the groups whose own attributes no output holds (nor do dclab's and dcnum's exports)
+_BARE_GROUPS = ("events", "events/trace", "events/contour", "logs", "tables", "basins",
+                "basin_events")
+
+
 def not_carried(h5: h5py.File) -> list[str]:
     """What of a file no output holds: top-level objects besides the format's groups
-    (:data:`STRUCTURE_GROUPS`) and the attributes of ``events`` (as dclab's and dcnum's
+    (:data:`STRUCTURE_GROUPS`), the attributes of those groups, of ``events/trace`` and
+    ``events/contour``, and of the datasets of ``basin_events`` (as dclab's and dcnum's
     exports; the writer warns of them, verify reports them in an output)."""
     left = [f"/{key}" for key in h5.keys() if key not in STRUCTURE_GROUPS]
-    events = h5.get("events")
-    attrs = events.attrs.keys() if isinstance(events, h5py.Group) else []
-    return left + [f"attribute '{key}' of /events" for key in attrs]
+    for name in _BARE_GROUPS:
+        group = h5.get(name)
+        if isinstance(group, h5py.Group):
+            left += [f"attribute '{key}' of /{name}" for key in group.attrs.keys()]
+    internal = h5.get("basin_events")
+    if isinstance(internal, h5py.Group):
+        left += [f"attribute '{key}' of /basin_events/{name}" for name, dset in internal.items()
+                 if isinstance(dset, h5py.Dataset) for key in dset.attrs.keys()]
+    return left
 
 
 def external_objects(h5: h5py.File) -> list[str]:
