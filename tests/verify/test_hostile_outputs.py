@@ -218,3 +218,14 @@ def test_verify_names_an_unsigned_feature_stored_with_another_width(converted):
     report = dcbulk.verify(out, source)
     assert any(f"feature '{name}'" in p and f"dtype {wider} != source {values.dtype}" in p
                for p in report.problems), report.problems
+
+
+def test_verify_of_a_directory_names_an_output_replaced_by_a_link(converted):
+    """An output replaced by a symbolic link to its source gave 52 lines (compression, logs,
+    provenance), none saying that the output is no longer there: one line says so."""
+    import os
+    source, dst, out, _ = converted
+    out.unlink()
+    os.symlink(source, out)
+    assert dcbulk.verify(dst).problems == [
+        f"{out}: is a symbolic link (to {source}), not the output that was written here"]

@@ -172,7 +172,13 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
     for rec in manifest.records.values():
         if rec.status != "done":
             continue
-        pairs.append(VerifyPair(output=os.path.join(output_dir, rec.output), source=rec.source,
+        out = os.path.join(output_dir, rec.output)
+        if os.path.islink(out):  # never written through one: replaced since (its source?)
+            pairs.append(VerifyPair(output=out, source=rec.source, verdict=(
+                f"{out}: is a symbolic link (to {os.readlink(out)}), not the output that was "
+                f"written here")))
+            continue
+        pairs.append(VerifyPair(output=out, source=rec.source,
                                 features=tuple(feats) if feats else None,
                                 filter=options.get("filter"), size=rec.output_size,
                                 source_size=rec.size, source_identifier=rec.identifier,
