@@ -62,6 +62,19 @@ def test_report_of_100000_files_stays_small():
         assert not re.search(r"<(script|link)[^>]+(src|href)=[\"']?https?:", html)
 
 
+def test_report_of_a_run_where_every_file_failed_is_drawn_without_warnings(tmp_path, capsys,
+                                                                           caplog):
+    """Every file failed: each plot had no renderer, and Bokeh printed a W-1000
+    (MISSING_RENDERERS) warning line per plot on the terminal."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.rtdc").write_bytes(b"not HDF5")
+    assert main(["convert", str(tmp_path / "bad"), "-o", str(tmp_path / "o"), "-q",
+                 "--html-report", str(tmp_path / "r.html")]) == EXIT_FAILED_FILES
+    err = capsys.readouterr().err + caplog.text  # Bokeh's lines are logging's
+    assert "MISSING_RENDERERS" not in err and "W-1000" not in err, err
+    assert "0 done, 0 skipped, 1 failed" in (tmp_path / "r.html").read_text()
+
+
 def _check_rendered(path, *, files: int, must_show: list[str], png) -> dict:
     seen = render(path.as_uri(), until=f"{DRAWN} >= {REPORT_PLOTS}", screenshot=str(png))
     assert seen["ready"], f"the plots were not drawn offline: {seen}"

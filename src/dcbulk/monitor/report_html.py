@@ -134,15 +134,16 @@ def _histogram(values, title: str, x_label: str, *, log: bool = False):
                  x_axis_type="log" if log else "linear")
     values = np.asarray([v for v in values if v is not None and v == v and (v > 0 or not log)],
                         dtype=float)
-    if values.size:
+    counts, edges = np.zeros(0), np.zeros(1)  # no file: an empty plot (Bokeh warns of one
+    if values.size:                           # without renderers: W-1000 on the terminal)
         lo, hi = float(values.min()), float(values.max())
         if log:
             edges = np.geomspace(lo, hi * 1.0001 if hi > lo else lo * 2, 41)
         else:
             edges = np.linspace(lo, hi if hi > lo else lo + 1, 41)
         counts, edges = np.histogram(values, bins=edges)
-        fig.quad(top=counts, bottom=0, left=edges[:-1], right=edges[1:], fill_alpha=0.7,
-                 line_color="white")
+    fig.quad(top=counts, bottom=0, left=edges[:-1], right=edges[1:], fill_alpha=0.7,
+             line_color="white")
     return fig
 
 
