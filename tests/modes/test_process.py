@@ -290,8 +290,9 @@ def test_verify_checks_processed_outputs_without_their_sources(archive, processe
     verdicts = {Path(f.output).name: f.problems for f in result.files}
     assert verdicts.pop(output_relpath(SAMPLE)) == []
     assert verdicts.pop("broken.rtdc") == [
-        f"{archive / 'day2' / 'broken.rtdc'}: has no output here: it failed (OSError: Unable "
-        f"to synchronously open file (file signature not found))"]
+        f"{archive / 'day2' / 'broken.rtdc'}: has no output here: it failed (NotHDF5Error: "
+        f"Source file '{archive / 'day2' / 'broken.rtdc'}' is not a readable HDF5 file: "
+        f"Unable to synchronously open file (file signature not found))"]
     for problems in verdicts.values():
         # dcnum 0.31 stores the background images' map as (1, N) when every frame gave one
         # event (as in the synthetic files): dclab then cannot index image_bg
