@@ -19,8 +19,7 @@ import numpy as np
 from .errors import ArgumentTypeError, UsageError, one_line
 
 __all__ = ["callable_arg", "check_timeout", "client_arg", "count_arg", "feature_names",
-           "flag_args",
-           "mapping_arg", "path_arg", "paths_arg", "progress_arg", "text_arg",
+           "flag_args", "mapping_arg", "path_arg", "paths_arg", "progress_arg", "text_arg",
            "wrong_argument"]
 
 #: what a path argument may be

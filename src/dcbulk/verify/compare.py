@@ -85,7 +85,8 @@ def _log_items(dset: h5py.Dataset) -> list:
     """A log's lines as the bytes they hold (items that are no text as they are)."""
     value = dset[()]
     items = value.ravel() if isinstance(value, np.ndarray) else [value]
-    return [(lambda raw: item if raw is None else raw)(_stored_bytes(item)) for item in items]
+    stored = [_stored_bytes(item) for item in items]
+    return [item if raw is None else raw for item, raw in zip(items, stored)]
 
 
 def same_value(a, b) -> bool:
