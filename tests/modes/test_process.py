@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -280,6 +281,14 @@ def test_a_source_without_images_fails_alone_in_one_line(tmp_path, pclient):
     assert failed.error.endswith("has no 'image' feature (own or from a basin); dcnum's "
                                  "pipeline segments images"), failed.error
     assert not list((tmp_path / "dst").rglob("*.rtdc"))
+    # a bare assert of dcnum's (here: its background kernel) was "AssertionError:" alone
+    (tmp_path / "src2").mkdir()
+    make_rtdc(tmp_path / "src2" / "kernel.rtdc", 20, seed=3)
+    report = dcbulk.process([tmp_path / "src2"], tmp_path / "dst2", client=pclient, **TAP,
+                            background_kwargs={"kernel_size": -5})
+    (failed,) = report.failed
+    assert re.search(r"AssertionError: \(no message\) at \w+\.py:\d+: assert kernel_size",
+                     failed.error), failed.error
 
 
 def test_verify_checks_processed_outputs_without_their_sources(archive, processed, pclient,

@@ -29,6 +29,7 @@ import pickle
 import signal
 import threading
 import time
+import traceback
 
 __all__ = ["BEAT", "main"]
 
@@ -68,6 +69,10 @@ def _last_error(log) -> str:
 def _describe(exc: BaseException) -> str:
     reasons = getattr(exc, "reasons_list", None)  # dcnum's SegmenterNotApplicableError
     text = "; ".join(map(str, reasons)) if reasons else str(exc)
+    if not text.strip() and exc.__traceback__ is not None:  # e.g. a bare assert of dcnum's
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        text = (f"(no message) at {os.path.basename(last.filename)}:{last.lineno}: "
+                f"{last.line or ''}")
     return f"{type(exc).__name__}: {' '.join(text.split())[:400]}"
 
 
