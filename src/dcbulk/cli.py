@@ -291,16 +291,25 @@ def _verify(ns, out=None, err=None) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
-def _forget_unstarted_clusters() -> None:
-    """A local cluster that Ctrl-C caught while it started (its workers not yet running) is
-    closed here, quietly: distributed's exit hook would close it with an AssertionError
-    traceback and its INFO lines on the terminal."""
+def _clusters() -> set:
+    """The clusters of this process (distributed's ``SpecCluster`` instances)."""
     spec = sys.modules.get("distributed.deploy.spec")
-    if spec is None:
+    return set(spec.SpecCluster._instances) if spec is not None else set()
+
+
+def _close_unstarted(before: set) -> None:
+    """A cluster this command started that Ctrl-C caught while it started (no context
+    closed it: it was not made yet) is closed here, quietly: distributed's exit hook would
+    close it with an AssertionError traceback and its INFO lines on the terminal. Clusters
+    that were there ``before`` (a caller's) are left alone."""
+    new = _clusters() - before
+    if not new:
         return
-    for name in ("distributed", "asyncio"):  # the process is ending: its workers' start
+    from distributed.core import Status
+    new = [c for c in new if getattr(c, "status", None) != Status.closed]
+    for name in ("distributed", "asyncio"):  # the command is ending: its workers' start
         logging.getLogger(name).setLevel(logging.CRITICAL)  # tasks fail unretrieved
-    for cluster in list(spec.SpecCluster._instances):
+    for cluster in new:
         with contextlib.suppress(Exception):
             cluster.close(timeout=10)
         cluster.shutdown_on_close = False  # the exit hook would try again
@@ -333,6 +342,7 @@ def main(argv: Sequence[str] | None = None, *,
         ns = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
+    before = _clusters()
     try:
         with _sigterm_interrupts(), terminal_warnings():
             if getattr(ns, "run_command", None) is not None:
@@ -357,7 +367,7 @@ def main(argv: Sequence[str] | None = None, *,
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keep Python's exit flush quiet)
         return EXIT_OK
     except KeyboardInterrupt as exc:
-        _forget_unstarted_clusters()
+        _close_unstarted(before)
         terminated = isinstance(exc, _Terminated)
         line = _interrupted(ns)
         print(line.replace("interrupted", "terminated (SIGTERM)", 1) if terminated else line,
