@@ -229,3 +229,27 @@ def test_verify_of_a_directory_names_an_output_replaced_by_a_link(converted):
     os.symlink(source, out)
     assert dcbulk.verify(dst).problems == [
         f"{out}: is a symbolic link (to {source}), not the output that was written here"]
+
+
+def test_verify_names_a_contour_or_basin_data_stored_with_another_dtype(tmp_path):
+    """A contour (uint16 in the source) or an internal basin's data re-stored with another
+    dtype, the same values, passed: they were compared by value."""
+    from dcbulk.write import HDF5Writer
+    src = small_rtdc(tmp_path / "m.rtdc", N, seed=4, with_contour=True)
+    with h5py.File(src, "a") as h5, HDF5Writer(h5) as hw:
+        hw.store_basin(name="int", mapping=np.arange(N) % 2,
+                       internal_data={"userdef3": np.array([1.0, 2.0])})
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(src, out)
+    assert dcbulk.verify(out).ok
+    for name, dtype, words in [("events/contour/0", "int32", "contour 0 differs"),
+                               ("basin_events/userdef3", "float32",
+                                "basin 'int': basin_events/userdef3 differs")]:
+        copy = tmp_path / f"{dtype}.rtdc"
+        copy.write_bytes(out.read_bytes())
+        with h5py.File(copy, "a") as h5:
+            values = h5[name][()]
+            del h5[name]
+            h5[name] = values.astype(dtype)
+        report = dcbulk.verify(copy, src)
+        assert any(words in p for p in report.problems), report.problems

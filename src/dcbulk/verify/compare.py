@@ -61,7 +61,8 @@ def shown(value) -> object:
 
 
 def same_records(got: np.ndarray, want: np.ndarray) -> bool:
-    """Whether a table holds the same records: compared as bytes (records may hold NaN)."""
+    """Whether a table (a contour, an internal basin's data) holds the same records: dtype,
+    shape and bytes (records may hold NaN; a copy keeps the dtype)."""
     return (got.dtype == want.dtype and got.shape == want.shape
             and got.tobytes() == want.tobytes())
 
@@ -245,8 +246,8 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
         if bdict.get("type") == "internal":
             for feat in bdict.get("features", []):
                 try:
-                    same = np.array_equal(out["basin_events"][feat][()],
-                                          src["basin_events"][feat][()])
+                    same = same_records(out["basin_events"][feat][()],
+                                        src["basin_events"][feat][()])
                 except KeyError:
                     same = False
                 if not same:
@@ -357,7 +358,7 @@ def compare_contours(output: str, source: str, *, mapping: np.ndarray | None,
             i = j if mapping is None else int(mapping[j])
             try:
                 dset = ogrp[str(j)]
-                same = np.array_equal(dset[()], sgrp[str(i)][()])
+                same = same_records(dset[()], sgrp[str(i)][()])  # dtype and bytes
             except (OSError, KeyError) as exc:
                 return [f"{output}: contour {j} unreadable ({type(exc).__name__}: {exc})"]
             if not same:
