@@ -706,3 +706,13 @@ def test_verify_of_several_files_checks_the_others_when_one_cannot_be_paired(tmp
     assert len(lines) == 1 and "no dcbulk provenance log" in lines[0], out
     assert "2 equal" in out.splitlines()[-1], out
     assert main(["verify", "-q", str(stray)]) == 2
+
+
+def test_a_source_directory_without_a_file_to_take_is_one_warning_line(tmp_path, capsys):
+    """A typo'd or empty tree converted "0 files" without a word (exit 0): the warning
+    names it and what was looked for."""
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "notes.txt").write_text("x")
+    assert main(["convert", str(tmp_path / "empty"), "-o", str(tmp_path / "dst"), "-q"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"dcbulk: {tmp_path / 'empty'}: no file matching '*.rtdc' below it"], err

@@ -257,8 +257,8 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
     SourceNotFoundError
         Naming every path that does not exist, every pattern that matched nothing, and every
         pattern or directory that gave only unusable entries (symbolic link loops, dangling
-        links, links out of the tree, FIFOs, devices, sockets); an empty directory is no
-        error.
+        links, links out of the tree, FIFOs, devices, sockets); a directory without a file
+        to take is no error (one warning line).
         Skipped links (loops, links to directories walked already) and directories whose
         name matches ``include`` are logged as warnings.
     PlanError
@@ -276,6 +276,8 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
         found.add_source(os.path.expanduser(os.fspath(source)))
         found.entries[start:] = sorted(found.entries[start:],
                                        key=lambda e: e.relpath.split("/"))
+        if len(found.entries) == start and os.path.isdir(source):  # a typo'd tree: say so
+            logger.warning("%s: no file matching %r below it", os.fspath(source), include)
     if found.missing or found.bad:
         what = "path does not exist or pattern matched nothing"
         raise SourceNotFoundError("; ".join(
