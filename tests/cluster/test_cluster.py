@@ -544,3 +544,21 @@ def test_a_scheduler_address_that_is_no_dask_scheduler_is_one_line(tmp_path: Pat
                  "--scheduler-file", str(bad), "--timeout", "2"]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a dask scheduler file" in err, err
+
+
+def test_a_worker_memory_threshold_that_is_no_fraction_is_one_line(tmp_path: Path, capsys,
+                                                                  shared_data_dir):
+    """``distributed.worker.memory.target: abc`` (e.g. from DASK_DISTRIBUTED__...) made every
+    nanny fail with a MemoryError traceback: 22 lines before the run's own."""
+    import dask
+
+    from dcbulk.cli import main
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.rtdc").write_bytes(
+        (shared_data_dir / "cytoshot-test-data.rtdc").read_bytes())
+    with dask.config.set({"distributed.worker.memory.target": "abc"}):
+        assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "-q",
+                     "--workers", "2"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "distributed.worker.memory.target must be a fraction" \
+        in err, err

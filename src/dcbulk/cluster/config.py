@@ -30,7 +30,8 @@ import yaml
 
 from ..errors import ConfigError
 
-__all__ = ["KINDS", "DEFAULTS", "check_jobqueue", "jobqueue", "setting", "use_config_file"]
+__all__ = ["KINDS", "DEFAULTS", "check_jobqueue", "check_memory_fractions", "jobqueue", "setting",
+           "use_config_file"]
 
 #: ``--cluster`` choices: distributed's LocalCluster, or the dask-jobqueue cluster class
 KINDS = {"local": "LocalCluster", "slurm": "SLURMCluster", "pbs": "PBSCluster",
@@ -71,6 +72,28 @@ def setting(key: str) -> Any:
         raise ConfigError(f"dcbulk.{key} must be a whole number of at least 1 (or null), "
                           f"got {value!r}")
     return value
+
+
+def check_memory_fractions() -> None:
+    """Refuse a worker memory threshold of dask's config (``distributed.worker.memory.target``,
+    ``spill``, ``pause``, ``terminate``) that is neither a fraction 0..1 nor false: each
+    worker's nanny failed with a MemoryError traceback (22 lines), then the cluster.
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting and its value.
+    """
+    import distributed  # noqa: F401  (its defaults, under the environment's values)
+    for name in ("target", "spill", "pause", "terminate"):
+        key = f"distributed.worker.memory.{name}"
+        value = dask.config.get(key, default=False)
+        if value is False or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 <= value <= 1:
+            raise ConfigError(f"{key} must be a fraction of the worker's memory limit (0 to 1) "
+                              f"or false, got {value!r}")
 
 
 def _unknown(where: str, given: Any, known: Any, prefix: str) -> None:

@@ -24,7 +24,8 @@ from dask.utils import parse_bytes, parse_timedelta
 
 from ..engine.client import WORKER_ENVIRON, local_shape, make_local_cluster
 from ..errors import ConfigError
-from .config import KINDS, check_jobqueue, jobqueue, setting, use_config_file
+from .config import (KINDS, check_jobqueue, check_memory_fractions, jobqueue, setting,
+                     use_config_file)
 from .probe import probe_scheduler, scheduler_file_address
 
 __all__ = ["job_script", "open_client"]
@@ -140,6 +141,7 @@ def _scale(cluster: Any, where: str, n_workers: int | None, jobs: int | None) ->
 
 def _start(kind: str, where: str, *, n_workers, threads_per_worker, memory_limit, jobs):
     """The running cluster of ``kind``, scaled and its jobs submitted; the caller closes it."""
+    check_memory_fractions()
     if kind == "local":
         if jobs is not None:
             raise ConfigError("--jobs applies to batch clusters, not to a local one")
