@@ -271,18 +271,22 @@ def discover_sources(sources: Iterable[str | PathLike], include: str = "*.rtdc",
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     found = _Discovery(include, exclude, follow_links,
                        os.path.realpath(output_dir) if output_dir is not None else None)
+    empty = []  # directories without a file to take (nor an unusable entry): said once
     for source in sources:
-        start = len(found.entries)
-        found.add_source(os.path.expanduser(os.fspath(source)))
+        start, bad = len(found.entries), len(found.bad)
+        path = os.path.expanduser(os.fspath(source))
+        found.add_source(path)
         found.entries[start:] = sorted(found.entries[start:],
                                        key=lambda e: e.relpath.split("/"))
-        if len(found.entries) == start and os.path.isdir(source):  # a typo'd tree: say so
-            logger.warning("%s: no file matching %r below it", os.fspath(source), include)
+        if len(found.entries) == start and len(found.bad) == bad and os.path.isdir(path):
+            empty.append(path)
     if found.missing or found.bad:
         what = "path does not exist or pattern matched nothing"
         raise SourceNotFoundError("; ".join(
             ([f"{what}: " + ", ".join(found.missing)] if found.missing else [])
             + ([f"no usable file: {', '.join(found.bad)}"] if found.bad else [])))
+    for source in empty:  # a typo'd tree: say so
+        logger.warning("%s: no file matching %r below it", source, include)
     _check_unique_relpaths(found.entries)
     return found.entries
 
