@@ -307,6 +307,8 @@ def _close_unstarted(before: set) -> None:
         return
     from distributed.core import Status
     new = [c for c in new if getattr(c, "status", None) != Status.closed]
+    if not new:  # closed by their context: nothing of theirs left for the exit hook
+        return
     for name in ("distributed", "asyncio"):  # the command is ending: its workers' start
         logging.getLogger(name).setLevel(logging.CRITICAL)  # tasks fail unretrieved
     for cluster in new:

@@ -478,3 +478,29 @@ def test_a_damaged_log_chunk_is_named(shared_data_dir, tmp_path):
     report = convert_archive([src.parent], tmp_path / "dst")
     assert "logs/cytoshot-acquisition of " in report.failed[0].error, report.failed[0].error
     assert not list((tmp_path / "dst").glob("*.rtdc"))
+
+
+def test_ctrl_c_after_its_cluster_closed_leaves_the_callers_logging_alone(tmp_path, capsys,
+                                                                         monkeypatch):
+    """An in-process ``main()`` interrupted after its own local cluster was closed (by its
+    context) set the caller's ``distributed`` and ``asyncio`` loggers to CRITICAL; only a
+    cluster caught while it started calls for that."""
+    import dcbulk.bulk.executor as executor
+    from dcbulk.cli import EXIT_INTERRUPTED
+    src = tmp_path / "src"
+    small_sources(src, [f"m{k}.rtdc" for k in range(3)], events=30, step=5)
+    real = executor.settle_task
+
+    def interrupted(fut, step, plan):  # Ctrl-C once the first file settled
+        real(fut, step, plan)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executor, "settle_task", interrupted)
+    assert logging.CRITICAL not in {logging.getLogger(n).level for n in ("distributed",
+                                                                         "asyncio")}
+    assert main(["convert", str(src), "-o", str(tmp_path / "dst"), "-q", "--workers", "1",
+                 "--max-open-outputs", "1"]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "dcbulk: interrupted; re-run the same command to resume"]
+    assert logging.CRITICAL not in {logging.getLogger(n).level for n in ("distributed",
+                                                                         "asyncio")}
