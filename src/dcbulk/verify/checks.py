@@ -23,7 +23,7 @@ import numpy as np
 
 from ..codec import parse_compression
 from ..engine.blockpool import run_blocks
-from ..errors import DcbulkError, PlanError
+from ..errors import DcbulkError, NotRtdcError, PlanError
 from ..filter_expr import parse_filter
 from ..plan import ENUMERATE, make_mapping, select_features
 from ..read.basins import basin_feature_names
@@ -98,6 +98,8 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
         return [special], [], {}
     try:
         present, empty, problems = out_features(pair.output, codec)
+    except NotRtdcError as exc:  # its layout: one line for the file
+        return [str(exc)], [], {}
     except (OSError, KeyError) as exc:
         return [f"{pair.output}: cannot open ({exc})"], [], {}
     n_out = info.n_events if mapping is None else int(mapping.size)

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from ..codec import parse_compression
-from ..errors import DcbulkError, PlanError
+from ..errors import DcbulkError, NotRtdcError, PlanError
 from ..filter_expr import parse_filter
 from ..plan import carries_statistics, make_mapping, select_features
 from ..provenance import is_provenance_log
@@ -154,6 +154,8 @@ def plan_join_checks(pair: VerifyPair, *, task_bytes: int
         return [special], [], {}
     try:
         present, _, problems = out_features(pair.output, codec)
+    except NotRtdcError as exc:  # its layout: one line for the file
+        return [str(exc)], [], {}
     except (OSError, KeyError) as exc:
         return [f"{pair.output}: cannot open ({exc})"], [], {}
     counts = [info.n_events if idx is None else int(idx.size)

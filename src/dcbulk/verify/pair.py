@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from ..codec import ChunkCodec
+from ..errors import NotRtdcError
 from ..plan import best_chunk_rows, carries_statistics
 from ..read.inspect import (DatasetRef, FeatureSource, _walk_event_datasets, describe_dataset,
                             empty_event_groups)
@@ -88,13 +89,14 @@ def special_file(path: str) -> str | None:
 
 
 def unopenable(path: str) -> str | None:
-    """The line for an output that is gone or not a regular file (never opened: a gone
-    output was HDF5's 'cannot open ([Errno 2] Unable to synchronously open ...'), or whose
-    layout is no .rtdc file's (:func:`~dcbulk.read.policy.misshapen`: each check would fail
-    with its own exception), or None."""
-    if not os.path.lexists(path):
-        return f"{path}: missing"
-    return special_file(path) or misshapen_file(path)
+    """The line for an output that is gone or not a regular file, or None: never opened
+    (a gone output was HDF5's 'cannot open ([Errno 2] Unable to synchronously open ...')."""
+    return f"{path}: missing" if not os.path.lexists(path) else special_file(path)
+
+
+def _misshapen_line(path: str, h5: h5py.File) -> str | None:
+    bad = misshapen(h5)
+    return f"{path}: {'; '.join(bad)}" if bad else None
 
 
 def misshapen_file(path: str) -> str | None:
@@ -103,19 +105,28 @@ def misshapen_file(path: str) -> str | None:
     said by the check that opens it)."""
     try:
         with h5py.File(path, "r", locking=False) as h5:
-            bad = misshapen(h5)
+            return _misshapen_line(path, h5)
     except OSError:
         return None
-    return f"{path}: {'; '.join(bad)}" if bad else None
 
 
 def out_features(output: str, want: ChunkCodec | None
                  ) -> tuple[dict[str, DatasetRef], tuple[str, ...], list[str]]:
     """The output's features (as the row checks read them, so that they ask HDF5 for no
     layout again), the empty groups of its ``events`` and, given the filters ``want`` of
-    its run, the datasets stored otherwise (one line each)."""
+    its run, the datasets stored otherwise (one line each).
+
+    Raises
+    ------
+    NotRtdcError
+        Its layout is no .rtdc file's (:func:`~dcbulk.read.policy.misshapen`, one line:
+        every check would fail with its own exception).
+    """
     present, stored = {}, []
     with h5py.File(output, "r", locking=False) as h5:
+        shape = _misshapen_line(output, h5)
+        if shape:
+            raise NotRtdcError(shape)
         for name, dset in _walk_event_datasets(h5["events"]):
             layout = describe_dataset(output, dset, f"events/{name}")
             found = None if layout.codec is None else ChunkCodec.from_dict(layout.codec)
