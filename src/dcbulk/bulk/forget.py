@@ -46,16 +46,17 @@ def forget(output_dir, sources: Iterable) -> list[str]:
                          f"dcbulk run")
     with output_lock(output_dir):
         manifest = Manifest.load(output_dir)
-        relpaths = [_relpath(manifest, name) for name in names]
+        known = {**{rec.source: rel for rel, rec in manifest.records.items()},
+                 **{path: rel for rel, path in manifest.planned.items()}}
+        relpaths = [_relpath(manifest, known, name) for name in names]
         manifest.forget(list(dict.fromkeys(relpaths)))
     return relpaths
 
 
-def _relpath(manifest: Manifest, name: str) -> str:
-    """The manifest's key of the source ``name`` (a path or a key), if it has no output."""
+def _relpath(manifest: Manifest, known: dict[str, str], name: str) -> str:
+    """The manifest's key of the source ``name`` (a path or a key; ``known``: source path
+    -> key), if it has no output."""
     paths = {os.path.abspath(name), os.path.realpath(name)}
-    known = {**{rec.source: rel for rel, rec in manifest.records.items()},
-             **{path: rel for rel, path in manifest.planned.items()}}
     rel = name if name in manifest.records or name in manifest.planned else next(
         (known[p] for p in paths if p in known), None)
     if rel is None:

@@ -224,6 +224,7 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
                         "not hold) is missing")
     broken = {b.get("name") for b in src_basins  # inherited: said so
               if b["type"] == "file" and resolve_file_basin(src_dir, b) is None}
+    n_out = n_source if mapping is None else mapping.size
     for bdict in out_basins:
         name = bdict.get("name")
         label = f"basin '{name}'"
@@ -236,7 +237,6 @@ def _compare_basins(src: h5py.File, out: h5py.File, output: str,
             problems.append(f"{label} is not the source's (a basin the source does not have)")
             continue
         rows = _basin_rows(out, bdict)
-        n_out = n_source if mapping is None else mapping.size
         if not any(_same_rows(rows, want, n_out) for _, want, _ in wanted):
             problems.append(f"{label}: its mapping differs from the source's" if rows is not None
                             else f"{label} has no mapping, but the output's events are not "
