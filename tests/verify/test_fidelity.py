@@ -340,6 +340,14 @@ def test_a_basin_dclab_writes_unmapped_is_kept_and_verify_notices_it_missing(tmp
         f"{dst / 'small.rtdc'}: basin 'raw' of the source is missing"]
 
 
+def _not_carried_line(src, dst, capsys) -> str:
+    """``dcbulk convert`` of ``src``'s directory into ``dst``: its one "not carried" line."""
+    assert dcbulk.cli.main(["convert", str(src.parent), "-o", str(dst), "-q"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "not carried" in line]
+    assert len(err) == 1, err
+    return err[0]
+
+
 def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, capsys):
     """A feature's own attributes (a ``unit``) were dropped, where dclab-compress and dcnum's
     ``copy_features`` keep them; top-level objects besides the format's groups and the
@@ -356,9 +364,7 @@ def test_feature_attributes_are_kept_and_what_is_left_out_is_said(tmp_path, caps
         h5["junk"] = [1, 2]
         h5["events"].attrs["note"] = "x"
     dst = tmp_path / "dst"
-    assert dcbulk.cli.main(["convert", str(src.parent), "-o", str(dst), "-q"]) == 0
-    err = [line for line in capsys.readouterr().err.splitlines() if "not carried" in line]
-    assert len(err) == 1 and err[0].endswith(
+    assert _not_carried_line(src, dst, capsys).endswith(
         "s.rtdc: not carried into its outputs (dclab's and dcnum's exports leave them out "
         "too): /junk, attribute 'note' of /events")
     with h5py.File(dst / "s.rtdc", "r") as h5:
@@ -409,11 +415,9 @@ def test_attributes_of_format_groups_left_out_are_said_and_verified(tmp_path, ca
                            internal_data={"userdef3": np.array([1.0, 2.0])})
         h5["basin_events/userdef3"].attrs["unit"] = "m"
     dst = tmp_path / "dst"
-    assert dcbulk.cli.main(["convert", str(src.parent), "-o", str(dst), "-q"]) == 0
-    err = [line for line in capsys.readouterr().err.splitlines() if "not carried" in line]
-    assert len(err) == 1 and err[0].endswith(
+    assert _not_carried_line(src, dst, capsys).endswith(
         "attribute 'unit' of /events/trace, attribute 'owner' of /logs, attribute 'kind' of "
-        "/tables, attribute 'unit' of /basin_events/userdef3"), err
+        "/tables, attribute 'unit' of /basin_events/userdef3")
     out = dst / "s.rtdc"
     assert dcbulk.verify(dst).ok
     with h5py.File(out, "a") as h5:
