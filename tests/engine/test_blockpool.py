@@ -13,6 +13,7 @@ import pytest
 import dcbulk
 import dcbulk.modes
 from dcbulk.bulk import filetask
+from dcbulk.bulk.inprocess import InProcessClient
 from dcbulk.engine import arrays
 from dcbulk.engine.blockpool import BlockPool
 from dcbulk.errors import DcbulkError
@@ -168,3 +169,25 @@ def test_a_lone_output_on_a_one_host_cluster_is_made_by_its_writers_threads(tmp_
     chunks = stored_chunks(tmp_path / "tasks.rtdc")
     assert stored_chunks(tmp_path / "lone.rtdc") == chunks
     assert stored_chunks(tmp_path / "run" / "a.rtdc") == chunks
+
+
+@pytest.mark.parametrize("make", [BlockPool, InProcessClient])
+def test_a_pools_threads_run_before_its_first_block(make):
+    """Every thread of an in-process run's pools (files, blocks) is started when the pool
+    is made, none by a first file or block: ThreadPoolExecutor.submit starts a thread while
+    holding a lock of every executor of the process, in the middle of the other threads'
+    HDF5 calls (a CI run hung there)."""
+    before = set(threading.enumerate())
+    pool = make(3)
+    try:
+        made = set(threading.enumerate()) - before
+        assert len(made) == 3 * (1 + (make is InProcessClient))
+        if make is BlockPool:
+            assert sorted(tag for tag, _ in pool.run((k, lambda: None) for k in range(5))
+                          ) == [0, 1, 2, 3, 4]
+        else:
+            assert [pool.submit(abs, -k, key=str(k)).result() for k in range(5)] == [
+                0, 1, 2, 3, 4]
+        assert set(threading.enumerate()) - before == made
+    finally:
+        pool.close()

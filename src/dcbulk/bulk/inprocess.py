@@ -39,9 +39,9 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 
-from ..engine.blockpool import BlockPool, using_block_pool
+from ..engine.blockpool import BlockPool, started_executor, using_block_pool
 from ..nofollow import write_nofollow
 
 __all__ = ["MARKER_NAME", "THREADED_FILE_BYTES", "THREADED_RUN_BYTES", "THREADED_RUN_FILES",
@@ -110,7 +110,7 @@ class InProcessClient:
 
     def __init__(self, threads: int | None = None):
         self._threads = max(1, threads or os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dcbulk-file")
+        self._pool = started_executor(self._threads, "dcbulk-file")
         self._blocks = BlockPool(self._threads)
         self._topics: dict[str, Callable] = {}
 

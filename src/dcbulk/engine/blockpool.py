@@ -39,7 +39,7 @@ from ..plan import DEFAULT_TASK_BYTES
 from .client import current_worker
 
 __all__ = ["BlockPool", "current_block_pool", "host_threads", "lone_block_pool",
-           "run_blocks", "using_block_pool"]
+           "run_blocks", "started_executor", "using_block_pool"]
 
 _CURRENT: contextvars.ContextVar[BlockPool | None] = contextvars.ContextVar(
     "dcbulk_block_pool", default=None)
@@ -62,7 +62,7 @@ class BlockPool:
 
     def __init__(self, threads: int, window: int | None = None):
         self.threads = max(1, threads)
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dcbulk-block")
+        self._pool = started_executor(self.threads, "dcbulk-block")
         self._slots = threading.Semaphore(window or 2 * self.threads + 2)
         self._stopped = threading.Event()
 
@@ -116,6 +116,20 @@ class BlockPool:
         """Stop: blocks not started are dropped, writers stop at their next block."""
         self._stopped.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def started_executor(threads: int, prefix: str) -> ThreadPoolExecutor:
+    """A ``ThreadPoolExecutor`` of ``threads`` threads, all started now.
+
+    ``ThreadPoolExecutor`` starts a thread per ``submit`` while none is idle, holding a lock
+    global to every executor of the process until the new thread runs: a run's first
+    files and blocks would start threads in the middle of the other threads' HDF5 calls
+    (a CI run hung there once).
+    """
+    pool = ThreadPoolExecutor(threads, thread_name_prefix=prefix)
+    barrier = threading.Barrier(threads)
+    wait([pool.submit(barrier.wait, 5) for _ in range(threads)])
+    return pool
 
 
 def current_block_pool() -> BlockPool | None:
