@@ -248,9 +248,12 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
                  ) -> list[VerifyPair]:
     """What :func:`verify` checks: each output and what it must equal (cheap, no cluster).
 
-    A file with ``against`` pairs with that source and the given options; a file without it
-    with the source and options of its provenance log; a directory with the finished records
-    of its manifest.
+    A file without ``against`` pairs with the source and options of its provenance log; a
+    file with ``against`` and the given options with that source, as a conversion of it;
+    with ``against`` alone, a condensed output or a piece of split pairs with that source
+    as a copy of the one its log names, with the log's options (verify said that a
+    condensed output given ``--against`` lacked the images condense leaves out); a
+    directory with the finished records of its manifest.
 
     Raises
     ------
@@ -269,24 +272,30 @@ def verify_pairs(output, against=None, *, features=None, mapping=None,
     special = checks.special_file(output)
     if special:
         raise NotHDF5Error(special)
-    if against is None:
-        given = [name for name, value in (("features", features), ("mapping", mapping),
-                                          ("filter", filter)) if value is not None]
-        if given:
-            raise UsageError(f"{output}: {', '.join(given)} go with the source to verify "
-                             f"against (--against SRC); without it the options come from "
-                             f"the output's manifest or provenance log")
-        if os.path.isdir(output):
-            return pairs_from_manifest(output)
-        shape = misshapen_file(output) if os.path.isfile(output) else None
-        if shape:  # its provenance log cannot be read as one either
-            raise NotRtdcError(shape)
-        if is_processed_output(output):
-            return [VerifyPair(output=os.path.abspath(output), source="", processed=True)]
-        return [pair_from_provenance(output)]
+    given = [name for name, value in (("features", features), ("mapping", mapping),
+                                      ("filter", filter)) if value is not None]
+    if against is None and given:
+        raise UsageError(f"{output}: {', '.join(given)} go with the source to verify "
+                         f"against (--against SRC); without it the options come from "
+                         f"the output's manifest or provenance log")
     if os.path.isdir(output):
-        raise UsageError(f"{output} is a directory: it is verified through its manifest, "
-                         f"without --against (against=)")
+        if against is not None:
+            raise UsageError(f"{output} is a directory: it is verified through its manifest, "
+                             f"without --against (against=)")
+        return pairs_from_manifest(output)
+    if os.path.isfile(output) and (against is None or not (given or follow_external)):
+        if against is None:
+            shape = misshapen_file(output)
+            if shape:  # its provenance log cannot be read as one either
+                raise NotRtdcError(shape)
+            if is_processed_output(output):
+                return [VerifyPair(output=os.path.abspath(output), source="", processed=True)]
+        logged = pair_from_provenance(  # with against: maybe a copy of its log's source
+            output, None if against is None else os.path.abspath(os.fspath(against)))
+        if logged is not None:
+            return [logged]
+    elif against is None:
+        return [pair_from_provenance(output)]  # says the file is not there
     return [VerifyPair(output=os.path.abspath(output), source=os.path.abspath(os.fspath(against)),
                        features=feature_names(features),
                        filter=text_arg("filter", filter, "a filter expression"),
@@ -341,7 +350,8 @@ def verify(output, against=None, *, features=None, mapping=None, filter: str | N
         provenance log names), an output directory (pairs from its manifest), a list of
         such files and directories, or the pairs of :func:`verify_pairs`.
     against
-        The source of a single output file.
+        The source of a single output file (alone, for a condensed file or a piece of
+        split: a copy of the source its provenance log names, checked with its options).
     features, mapping, filter, follow_external
         With ``against``: the feature selection, event mapping (indices or boolean filter),
         filter expression and source policy the file was converted with (default: all own

@@ -83,7 +83,9 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
         return [f"{pair.output}: source {exc}"], [], {}
     changed = _source_changed(pair, info)
     if changed:
-        return [f"{pair.output}: its source {pair.source} has changed since the output was "
+        return [f"{pair.output}: {pair.source} is not a copy of the source it was made of "
+                f"({changed})" if pair.copy else
+                f"{pair.output}: its source {pair.source} has changed since the output was "
                 f"made ({changed}), so it no longer says what the output must equal"], [], {}
     try:
         mapping = _mapping(pair, info)

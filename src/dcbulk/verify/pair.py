@@ -78,6 +78,8 @@ class VerifyPair:
     basin_to_source: bool = False
     #: made by a recorded run of dcbulk: the output must hold dcbulk's provenance log
     logged: bool = False
+    #: ``source`` was given as a copy of the one the provenance log names (``--against``)
+    copy: bool = False
 
 
 def special_file(path: str) -> str | None:

@@ -20,19 +20,26 @@ from .checks import VerifyPair
 __all__ = ["read_provenance", "pair_from_provenance"]
 
 
-def pair_from_provenance(output: str | PathLike):
+def pair_from_provenance(output: str | PathLike, against: str | None = None):
     """The :class:`~dcbulk.verify.checks.VerifyPair` of an output, from its provenance log.
+
+    ``against``: a copy of the source of a condensed output or a piece of ``split`` to
+    check it against instead of the path its log names (moved, or gone), with the options,
+    identifier and size of its log; None for other outputs (then ``against`` is the plain
+    source of a conversion with the options the caller gives, as ``dcbulk verify`` has
+    always taken it).
 
     Raises
     ------
     SourceNotFoundError
-        When ``output`` or the source its log names does not exist.
+        When ``output`` or the source its log names (or ``against``) does not exist.
     NotHDF5Error
         When ``output`` cannot be read or its log is damaged.
     UsageError
         When the log does not say what the output must equal: no dcbulk log, an explicit
         event mapping (not recorded), or an output of a mode other than ``convert``,
-        ``condense``, ``split`` and ``join``.
+        ``condense``, ``split`` and ``join`` (a joined output with ``against``: its inputs
+        are several).
     """
     output = os.path.abspath(os.fspath(output))
     if not os.path.isfile(output):
@@ -40,26 +47,34 @@ def pair_from_provenance(output: str | PathLike):
     try:
         doc = read_provenance(output)
     except (OSError, ValueError, KeyError) as exc:
+        if against is not None:  # no log to go by: the check compares it as it is
+            return None
         raise NotHDF5Error(f"{output}: cannot read its provenance log ({exc})") from exc
-    if doc is None or (doc.get("mode") == "convert" and not doc.get("source")):
+    mode = (doc or {}).get("mode")
+    if against is not None and mode not in ("split", "condense", "join"):
+        return None  # a conversion's source: the plain pair of the caller's options
+    if doc is None or (mode == "convert" and not doc.get("source")):
         raise UsageError(f"{output}: no dcbulk provenance log (logs/dcbulk-convert) names "
                          f"its source; give the source with --against SRC (API: against=)")
-    mode = doc.get("mode")
     if mode == "join":
+        if against is not None:
+            raise UsageError(f"{output}: joined from several inputs, which its log names; "
+                             f"verify it without --against (against=)")
         return _join_pair(output, doc)
     if mode not in ("convert", "split", "condense") or not doc.get("source"):
         raise UsageError(f"{output}: made by a dcbulk mode ({mode}: its log is "
                          f"logs/dcbulk-{mode}), not converted, condensed, split or joined from "
                          f"its inputs; its log does not say what it must equal")
-    source, options = str(doc["source"]), doc.get("options") or {}
+    source, options = against or str(doc["source"]), doc.get("options") or {}
     piece, suffix = _piece(output, doc) if mode == "split" else (None, "")
     if doc.get("mapped") and not options.get("filter") and piece is None:
         raise UsageError(f"{output}: converted with an explicit event mapping, which its "
                          f"provenance log does not hold; verify it in Python with "
                          f"dcbulk.verify(output, source, mapping=...)")
     if not os.path.isfile(source):
-        raise SourceNotFoundError(f"{output}: its source {source} (named by its provenance "
-                                  f"log) is gone; give a copy with --against SRC")
+        raise SourceNotFoundError(f"{source}: no such file" if against else (
+            f"{output}: its source {source} (named by its provenance log) is gone; give a "
+            f"copy with --against SRC"))
     features = options.get("features")
     return VerifyPair(output=output, source=source,
                       features=tuple(features) if features else None,
@@ -70,7 +85,8 @@ def pair_from_provenance(output: str | PathLike):
                       source_identifier=doc.get("source identifier") or None,
                       condensed=mode == "condense",
                       ancillary=bool((options.get("job") or {}).get("ancillary")),
-                      basin_to_source=bool(doc.get("basin_to_source")))
+                      basin_to_source=bool(doc.get("basin_to_source")),
+                      copy=against is not None)
 
 
 def _join_pair(output: str, doc: dict) -> VerifyPair:
