@@ -57,9 +57,11 @@ def test_a_split_piece_is_verified_against_a_copy_of_its_source(source, tmp_path
     assert dcbulk.modes.split([src], tmp_path / "p", events_per_file=20).ok
     pieces, backup = sorted((tmp_path / "p").glob("s_*.rtdc")), copy()
     assert len(pieces) == 3
-    for piece in pieces:
-        assert main(["verify", "-q", str(piece), "--against", str(backup)]) == 0, \
-            capsys.readouterr()
+    renamed = shutil.copy(backup, tmp_path / "renamed.rtdc")
+    for piece in pieces:  # the pieces of 'renamed' are no pieces that are missing
+        for copy in (backup, renamed):
+            assert main(["verify", "-q", str(piece), "--against", str(copy)]) == 0, \
+                capsys.readouterr()
 
 
 def test_against_another_file_says_it_is_not_a_copy_of_the_source(source, tmp_path, capsys):

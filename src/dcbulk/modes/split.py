@@ -57,8 +57,8 @@ def missing_pieces(pairs: Iterable[VerifyPair]) -> list[VerifyPair]:
     the options the pieces' logs name; pieces without events were never written."""
     missing, seen = [], set()
     for pair in pairs:
-        if pair.piece is None or not pair.sample_suffix:
-            continue
+        if pair.piece is None or not pair.sample_suffix or pair.copy:  # copy: one piece,
+            continue  # --against a copy of its source (named otherwise, maybe)
         number, count = (int(x) for x in pair.sample_suffix.split()[-1].split("/"))
         out_dir = os.path.dirname(pair.output)
         if count == 1 or (out_dir, pair.source) in seen:
