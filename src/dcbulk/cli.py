@@ -25,7 +25,7 @@ from .bulk.usage import check_memory_limit
 from .cli_options import check_report_paths, check_reports_spare
 from .cli_parser import build_parser as _parser
 from .clock import command_seconds
-from .cluster import job_script, setting
+from .cluster import check_client, job_script, setting
 from .command import Command
 from .errors import DcbulkError, UsageError, one_line, printable
 from .modes.verify import VerifyJob, VerifyReport, pairs_of
@@ -97,6 +97,7 @@ def _run_command(ns, out=None, err=None) -> int:
                            basin_to_source=getattr(ns, "basin_to_source", False),
                            follow_external=getattr(ns, "follow_external", False))
     job = cmd.job(ns)
+    _check_cluster(ns, job)
     with planned(job, ns.sources, ns.output, options, include=ns.include,
                  resume=getattr(ns, "resume", True), force=ns.force,
                  dry_run=ns.dry_run, follow_links=ns.follow_links) as plan:
@@ -150,6 +151,17 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *
         if progress is not None:
             progress.close()
     return report, log_path, page
+
+
+def _check_cluster(ns, job) -> None:
+    """Before the run creates anything in its output location (directory, lock, manifest,
+    log): what would stop its cluster from being set up (a bad setting, a scheduler that
+    does not answer, workers that cannot run ``job``) is one line, and nothing is left. A
+    run that asks for no cluster may be made in this process (distributed not imported):
+    the default local cluster's settings are checked when it starts."""
+    if not getattr(ns, "dry_run", False) and _cluster_asked(ns):
+        with job.cluster_settings():  # as the cluster would be started
+            check_client(**_client_args(ns), check=job.check_cluster)
 
 
 def _cluster_asked(ns) -> bool:
@@ -272,6 +284,7 @@ def _verify(ns, out=None, err=None) -> int:
     check_reports_spare((ns.report, ns.html_report),
                         [p for pair in pairs
                          for p in (pair.output, pair.source, *(pair.inputs or ())) if p])
+    _check_cluster(ns, VerifyJob())
     plan: CheckPlan = check_plan(VerifyJob(), checked, VerifyJob.targets_of(pairs))
     shown = {"output": " ".join(ns.output), "against": ns.against, "features": ns.features,
              "filter": ns.filter}

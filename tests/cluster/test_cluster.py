@@ -562,3 +562,54 @@ def test_a_worker_memory_threshold_that_is_no_fraction_is_one_line(tmp_path: Pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "distributed.worker.memory.target must be a fraction" \
         in err, err
+
+
+#: cluster settings a run cannot start with, as ``(case, extra argv)``; each is one line
+UNUSABLE = {
+    "a count below 1": ("dcbulk: {local: {n-workers: -3}}", "must be a whole number of at "
+                        "least 1"),
+    "an unknown kind": ("dcbulk: {cluster: nope}", "unknown cluster kind 'nope'"),
+    "a memory threshold": (None, "distributed.worker.memory.target must be a fraction"),
+    "no sbatch": (None, "'sbatch', which is not on PATH"),
+    "a scheduler file": (None, "not a dask scheduler file"),
+    "no scheduler": (None, "cannot connect to the dask scheduler within 1 s"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSABLE))
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_cluster_that_cannot_be_set_up_leaves_no_trace_in_the_output(
+        tmp_path: Path, case: str, existing: bool, capsys, monkeypatch, shared_data_dir):
+    """A bad cluster setting (``dcbulk.local.n-workers: -3``, an unknown kind, ...) was found
+    when the cluster started, after the output directory, its lock, manifest and run log
+    were made; now it is found first: one line, exit 3, nothing made in the output
+    location (a new one is not created, an existing one is left as it was)."""
+    text, words = UNUSABLE[case]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.rtdc").write_bytes(
+        (shared_data_dir / "cytoshot-test-data.rtdc").read_bytes())
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "kept.txt").write_text("mine\n")
+    argv = ["convert", str(tmp_path / "src"), "-o", str(out), "-q", "--timeout", "1"]
+    if text is not None:
+        argv += ["--cluster-config", str(_write(tmp_path / "c.yaml", text))]
+    elif case == "a memory threshold":
+        argv += ["--workers", "2"]
+    elif case == "no sbatch":
+        _no_batch_commands(monkeypatch, tmp_path)
+        argv += ["--cluster", "slurm"]
+    elif case == "a scheduler file":
+        argv += ["--scheduler-file", str(_write(tmp_path / "scheduler.json", "not json"))]
+    else:
+        argv += ["--scheduler", "tcp://127.0.0.1:9"]
+    with dask.config.set({"distributed.worker.memory.target": "abc"}
+                         if case == "a memory threshold" else {}):
+        status = main(argv)
+    err = capsys.readouterr().err
+    assert status == EXIT_ERROR and err.count("\n") == 1 and words in err, err
+    if existing:
+        assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]
+    else:
+        assert not out.exists(), sorted(p.name for p in out.rglob("*"))

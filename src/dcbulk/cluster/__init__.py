@@ -10,7 +10,7 @@ is imported only when a batch cluster is used (its import writes a default
 from __future__ import annotations
 
 from .config import DEFAULTS, KINDS, check_jobqueue, setting, use_config_file
-from .connect import job_script, open_client
+from .connect import check_client, job_script, open_client
 
-__all__ = ["KINDS", "DEFAULTS", "setting", "use_config_file", "check_jobqueue", "job_script",
-           "open_client"]
+__all__ = ["KINDS", "DEFAULTS", "setting", "use_config_file", "check_jobqueue", "check_client",
+           "job_script", "open_client"]

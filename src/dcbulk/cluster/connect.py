@@ -5,17 +5,20 @@ dcbulk adds only its worker environment (exported in the job prologue), the comm
 sizing, the scale, and one-line errors where distributed would log tracebacks: a failed job
 submission (e.g. ``sbatch`` while ``slurmctld`` is down) is waited for and reported at once
 (distributed has no public call that waits for it, hence ``SpecCluster._correct_state``),
-and no worker within ``dcbulk.worker-timeout`` ends the run with advice.
+and no worker within ``dcbulk.worker-timeout`` ends the run with advice. :func:`check_client`
+makes every check of :func:`open_client` that needs no cluster (the same functions), so a run
+refuses a bad setting before it creates anything in its output location.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from os import PathLike
 from typing import Any
 
@@ -28,7 +31,7 @@ from .config import (KINDS, check_jobqueue, check_memory_fractions, jobqueue, se
                      use_config_file)
 from .probe import probe_scheduler, scheduler_file_address
 
-__all__ = ["job_script", "open_client"]
+__all__ = ["check_client", "job_script", "open_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,34 +122,43 @@ def _submission(cluster: Any, kind: str, where: str) -> Iterator[None]:
         raise ConfigError(f"{where}: {kind} job submission failed: {detail}")
 
 
-def _scale(cluster: Any, where: str, n_workers: int | None, jobs: int | None) -> dict:
-    """Workers or jobs from the command line, else ``dcbulk.jobs``, else adaptive between
-    ``dcbulk.minimum-jobs`` and ``maximum-jobs`` (returned for ``adapt``), else one job."""
+def _scaling(where: str, n_workers: int | None, jobs: int | None) -> dict:
+    """How a batch cluster is scaled, checked: workers or jobs from the command line, else
+    ``dcbulk.jobs``, else adaptive between ``dcbulk.minimum-jobs`` and ``maximum-jobs``
+    (``minimum_jobs``/``maximum_jobs``, for ``adapt``), else one job."""
     low, high = setting("minimum-jobs"), setting("maximum-jobs")
     fixed = jobs if jobs is not None else setting("jobs")
     for key, value in (("jobs", fixed), ("minimum-jobs", low), ("maximum-jobs", high)):
         if value is not None and (type(value) is not int or value < 0):
             raise ConfigError(f"{where}: dcbulk.{key} must be a whole number, not {value!r}")
     if n_workers is not None:
-        cluster.scale(n=n_workers)
-    elif fixed is not None or (low is None and high is None):
-        cluster.scale(jobs=1 if fixed is None else fixed)
-    elif (low or 0) > (high if high is not None else low):
+        return {"n": n_workers}
+    if fixed is not None or (low is None and high is None):
+        return {"jobs": 1 if fixed is None else fixed}
+    if (low or 0) > (high if high is not None else low):
         raise ConfigError(f"{where}: dcbulk.minimum-jobs ({low}) exceeds maximum-jobs ({high})")
-    else:
-        cluster.scale(jobs=max(low or 0, 1))  # submitted (and checked) before adapting
-        return {"minimum_jobs": low, "maximum_jobs": high}
+    return {"minimum_jobs": low, "maximum_jobs": high}
+
+
+def _scale(cluster: Any, how: dict) -> dict:
+    """Scale ``cluster`` as :func:`_scaling` says; return the bounds to ``adapt`` (or {})."""
+    if "minimum_jobs" in how:
+        cluster.scale(jobs=max(how["minimum_jobs"] or 0, 1))  # submitted (and checked) first
+        return how
+    cluster.scale(**how)
     return {}
 
 
-def _start(kind: str, where: str, *, n_workers, threads_per_worker, memory_limit, jobs):
-    """The running cluster of ``kind``, scaled and its jobs submitted; the caller closes it."""
+def _prepare(kind: str, where: str, *, n_workers, threads_per_worker, memory_limit, jobs,
+             timeout) -> Callable[[], Any]:
+    """Check everything a cluster of ``kind`` needs, starting nothing; return what starts
+    it (running, scaled, its jobs submitted; the caller closes it)."""
     check_memory_fractions()
     if kind == "local":
         if jobs is not None:
             raise ConfigError("--jobs applies to batch clusters, not to a local one")
-        return make_local_cluster(
-            n_workers=n_workers or setting("local.n-workers"),
+        return functools.partial(
+            make_local_cluster, n_workers=n_workers or setting("local.n-workers"),
             threads_per_worker=threads_per_worker or setting("local.threads-per-worker"),
             memory_limit=memory_limit or setting("local.memory-limit"))
     cls, kwargs = _batch(kind, where, threads_per_worker, memory_limit)
@@ -154,19 +166,70 @@ def _start(kind: str, where: str, *, n_workers, threads_per_worker, memory_limit
     if shutil.which(submit) is None:
         raise ConfigError(f"{where}: {kind} jobs are submitted with '{submit}', which is not "
                           f"on PATH; run dcbulk on a login node of the {kind} cluster")
+    how = _scaling(where, n_workers, jobs)
+    _seconds(timeout or setting("worker-timeout"), where)  # how long _first_worker waits
+    return functools.partial(_start_batch, cls, kwargs, kind, where, how)
+
+
+def _start_batch(cls: Any, kwargs: dict, kind: str, where: str, how: dict) -> Any:
+    """The batch cluster ``cls(**kwargs)``, scaled as ``how`` says, its jobs submitted."""
     try:
         cluster = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {cls.__name__}: {' '.join(str(exc).split())}") from exc
     try:
         with _submission(cluster, kind, where):
-            bounds = _scale(cluster, where, n_workers, jobs)
+            bounds = _scale(cluster, how)
         if bounds:
             cluster.adapt(**bounds)
     except BaseException:
         cluster.close()
         raise
     return cluster
+
+
+def _where(cluster_config: str | PathLike | None) -> str:
+    """What a configuration error names: the ``--cluster-config`` file, or dask's config."""
+    return os.fspath(cluster_config) if cluster_config else "dask configuration"
+
+
+def _running_only(**given) -> None:
+    """Refuse settings of a cluster to start given with a running scheduler."""
+    extra = [k for k, v in given.items() if v is not None]
+    if extra:
+        raise ConfigError(f"{', '.join(extra)} cannot be combined with a running "
+                          f"scheduler (it has its own workers)")
+
+
+def check_client(*, scheduler: str | None = None,
+                 scheduler_file: str | PathLike | None = None, cluster: str | None = None,
+                 cluster_config: str | PathLike | None = None, n_workers: int | None = None,
+                 threads_per_worker: int | None = None, memory_limit: str | int | None = None,
+                 jobs: int | None = None, timeout: str | float | None = None,
+                 check: Callable[[Any], None] | None = None) -> None:
+    """Raise what :func:`open_client` (same arguments) would raise before its cluster
+    starts, starting nothing: a run calls it before it creates anything in its output
+    location. A running scheduler is connected to and left, ``check(client)`` called
+    (a job's check of the workers).
+
+    Raises
+    ------
+    ConfigError
+        As :func:`open_client`, for all but a cluster that fails while it starts.
+    """
+    if scheduler is not None or scheduler_file is not None:
+        _running_only(scheduler_file=scheduler and scheduler_file, cluster=cluster,
+                      cluster_config=cluster_config, n_workers=n_workers,
+                      threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                      jobs=jobs)
+        with _connect(scheduler, scheduler_file, timeout) as client:
+            if check is not None:
+                check(client)
+        return
+    with use_config_file(cluster_config):
+        _prepare(_kind(cluster), _where(cluster_config), n_workers=n_workers, jobs=jobs,
+                 threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                 timeout=timeout)
 
 
 def job_script(*, cluster: str | None = None, cluster_config: str | PathLike | None = None,
@@ -187,7 +250,7 @@ def job_script(*, cluster: str | None = None, cluster_config: str | PathLike | N
                     f"memory_limit={memory_limit or setting('local.memory-limit')}\n"
                     "# worker environment: "
                     + " ".join(f"{k}={v}" for k, v in WORKER_ENVIRON.items()) + "\n")
-        where = os.fspath(cluster_config) if cluster_config else "dask configuration"
+        where = _where(cluster_config)
         cls, kwargs = _batch(kind, where, threads_per_worker, memory_limit)
         # a job creates its log directory when built: render with a scratch directory so
         # that a dry run leaves nothing behind, then show the configured one
@@ -233,22 +296,18 @@ def open_client(*, scheduler: str | None = None, scheduler_file: str | PathLike 
     """
     from distributed import Client
     if scheduler is not None or scheduler_file is not None:
-        given = {"scheduler_file": scheduler and scheduler_file, "cluster": cluster,
-                 "cluster_config": cluster_config, "n_workers": n_workers,
-                 "threads_per_worker": threads_per_worker, "memory_limit": memory_limit,
-                 "jobs": jobs}
-        extra = [k for k, v in given.items() if v is not None]
-        if extra:
-            raise ConfigError(f"{', '.join(extra)} cannot be combined with a running "
-                              f"scheduler (it has its own workers)")
+        _running_only(scheduler_file=scheduler and scheduler_file, cluster=cluster,
+                      cluster_config=cluster_config, n_workers=n_workers,
+                      threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                      jobs=jobs)
         with _connect(scheduler, scheduler_file, timeout) as client:
             yield client, None
         return
     with use_config_file(cluster_config):
-        kind = _kind(cluster)
-        where = os.fspath(cluster_config) if cluster_config else "dask configuration"
-        running = _start(kind, where, n_workers=n_workers, jobs=jobs,
-                         threads_per_worker=threads_per_worker, memory_limit=memory_limit)
+        kind, where = _kind(cluster), _where(cluster_config)
+        running = _prepare(kind, where, n_workers=n_workers, jobs=jobs, timeout=timeout,
+                           threads_per_worker=threads_per_worker,
+                           memory_limit=memory_limit)()
         try:
             with Client(running) as client:
                 if kind != "local":
