@@ -291,6 +291,51 @@ def test_a_source_without_images_fails_alone_in_one_line(tmp_path, pclient):
                      failed.error), failed.error
 
 
+def _emptied(path: Path) -> Path:
+    """``path`` with every feature of ``events`` cut to 0 events (contours gone)."""
+    with h5py.File(path, "a") as h5:
+        events = h5["events"]
+        for name in list(events):
+            item = events[name]
+            if isinstance(item, h5py.Dataset):
+                dtype, shape, attrs = item.dtype, item.shape, dict(item.attrs)
+                del events[name]
+                events.create_dataset(name, shape=(0, *shape[1:]), dtype=dtype)
+                events[name].attrs.update(attrs)
+            else:
+                del events[name]
+        h5.attrs["experiment:event count"] = 0
+    return path
+
+
+def test_a_source_dcnum_cannot_read_fails_alone_in_one_line(tmp_path, pclient):
+    """A source of 0 events failed with dcnum's "IndexError: Index (0) out of range for
+    empty dimension", an HDF5 file of images without an .rtdc file's attributes with its
+    "KeyError: ... can't locate attribute: 'experiment:event count'"; each is now one line
+    naming the file and what it lacks (an HDF5 file without 'events': convert's line)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _emptied(make_rtdc(src / "empty.rtdc", 20, seed=3))
+    make_rtdc(tmp_path / "full.rtdc", 20, seed=3)
+    with h5py.File(tmp_path / "full.rtdc") as full, h5py.File(src / "images.rtdc", "w") as h5:
+        h5["events/image"] = full["events/image"][:]
+    with h5py.File(src / "plain.rtdc", "w") as h5:
+        h5["data"] = np.arange(5)
+    report = dcbulk.process([src], tmp_path / "dst", client=pclient, **TAP)
+    errors = {Path(f.source).name: f.error for f in report.failed}
+    assert sorted(errors) == ["empty.rtdc", "images.rtdc", "plain.rtdc"], report.files
+    for name, error in errors.items():
+        assert "\n" not in error and str(src / name) in error, error
+    assert errors["empty.rtdc"].endswith("holds no events; dcnum's pipeline has none to "
+                                         "process"), errors["empty.rtdc"]
+    assert errors["images.rtdc"].startswith("NotRtdcError: ") and errors["images.rtdc"].endswith(
+        "has no 'experiment:event count' attribute, which dcnum reads as its number of "
+        "events (an .rtdc file has it)"), errors["images.rtdc"]
+    assert errors["plain.rtdc"].startswith("NotRtdcError: ") and "without an 'events' group" \
+        in errors["plain.rtdc"], errors["plain.rtdc"]
+    assert not list((tmp_path / "dst").rglob("*.rtdc"))
+
+
 def test_verify_checks_processed_outputs_without_their_sources(archive, processed, pclient,
                                                               tmp_path, capsys):
     dst, _report = processed

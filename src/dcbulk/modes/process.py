@@ -32,8 +32,8 @@ from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.sources import output_path
 from ..command import Command
 from ..engine.report import Report
-from ..errors import (ConfigError, OutputExistsError, PlanError, ProcessJobError,
-                      describe_failure, one_line)
+from ..errors import (ConfigError, NotRtdcError, OutputExistsError, PlanError,
+                      ProcessJobError, describe_failure, one_line)
 from ..partials import fsync_path, partial_path
 from ..read.inspect import inspect_source
 from .process_args import (add_arguments, compression_from_args, pipeline_from_args,
@@ -123,6 +123,24 @@ def _source_pipeline(source: str) -> tuple[str | None, int, int]:
         attrs = h5.attrs
         n = len(h5["events"][next(iter(h5["events"]))]) if len(h5.get("events", ())) else 0
         return attrs.get("pipeline:dcnum hash"), int(attrs.get("pipeline:dcnum yield", -1)), n
+
+
+def _check_source(source: str) -> None:
+    """Refuse in one line naming ``source`` what dcnum's pipeline cannot read (dcnum failed
+    with an AttributeError, IndexError or KeyError naming no file): convert's checks of a
+    source (:func:`~dcbulk.read.inspect.inspect_source`: not HDF5, no ``events``, a
+    malformed layout), then images, events, and the event count dcnum reads."""
+    import h5py
+    info = inspect_source(source)
+    if "image" not in info.features:  # dcnum: an AttributeError
+        raise PlanError(f"{source}: has no 'image' feature (own or from a basin); "
+                        f"dcnum's pipeline segments images")
+    if not info.n_events:  # dcnum: an IndexError
+        raise PlanError(f"{source}: holds no events; dcnum's pipeline has none to process")
+    with h5py.File(source, "r") as h5:  # HDF5's default locking, as dcnum opens it
+        if "experiment:event count" not in h5.attrs:  # dcnum: a KeyError
+            raise NotRtdcError(f"{source}: has no 'experiment:event count' attribute, which "
+                               f"dcnum reads as its number of events (an .rtdc file has it)")
 
 
 class ProcessJob(Job):
@@ -215,9 +233,7 @@ class ProcessJob(Job):
         st = os.stat(source)
         aside = None
         try:
-            if "image" not in inspect_source(source).features:  # dcnum: an AttributeError
-                raise PlanError(f"{source}: has no 'image' feature (own or from a basin); "
-                                f"dcnum's pipeline segments images")
+            _check_source(source)
             num_procs = get_worker().state.nthreads
             job = self.dcnum_job(source, output, num_procs=num_procs)
             pphash = job.get_ppid(ret_hash=True)[1]
