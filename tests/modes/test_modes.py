@@ -282,6 +282,25 @@ def test_reprocess_rejects_bad_results(small_archive, tmp_path, client):
     assert not (tmp_path / "out" / "a.rtdc").exists()
 
 
+def doubled_deform(features):
+    return {"userdef2": features["deform"] * 2, "deform": features["deform"] * 2}
+
+
+def test_reprocess_refuses_a_feature_name_the_source_has(small_archive, tmp_path, client):
+    """A function returning 'deform' made it the output's own 'deform', which dclab reads
+    instead of the source's (reached through the output's basin): the source's values were
+    hidden without a word. Now that file fails in one line saying what to do instead."""
+    source = small_archive / "a.rtdc"
+    report = dcbulk.reprocess([source], tmp_path / "out", doubled_deform, client=client)
+    (failed,) = report.failed
+    assert failed.error == (
+        f"PlanError: {doubled_deform.__module__}.doubled_deform returned 'deform', which "
+        f"{source} has "
+        f"already; the output's own 'deform' would hide the source's (dclab and dcnum read "
+        f"it first); return it under a name the source does not have"), failed.error
+    assert not list((tmp_path / "out").glob("*.rtdc"))
+
+
 #: what ``unstorable`` returns for a file of so many events, and what its one line says
 UNSTORABLE = {40: ("user\x00def", "'user\\x00def' holds a NUL"),  # was stored as 'user'
               41: ("../x", "'../x' holds '/'"),                      # was events/../x

@@ -28,10 +28,12 @@ from .common import CHUNKS_PER_BLOCK, func_identity, job_result
 __all__ = ["ReprocessJob", "reprocess"]
 
 
-def _check_new(new, n_events: int, name: str) -> dict:
-    """``new``, what the function ``name`` returned, if it can be stored: a non-empty dict
-    of arrays with one row per event, whose names and dtypes
-    :func:`~dcbulk.engine.check_new_features` accepts (here without '/': a name is no path)."""
+def _check_new(new, info, name: str) -> dict:
+    """``new``, what the function ``name`` returned for the source ``info``, if it can be
+    stored: a non-empty dict of arrays with one row per event, of names the source does not
+    have (the output's own feature would hide the source's, which its basin reaches), whose
+    names and dtypes :func:`~dcbulk.engine.check_new_features` accepts (here without '/': a
+    name is no path)."""
     import dask.array as da  # here, not at the top: dask.array (and scipy) cost ~0.2 s per process
     if not isinstance(new, dict) or not new:
         raise PlanError(f"{name} must return a non-empty dict of feature name -> array, "
@@ -40,9 +42,15 @@ def _check_new(new, n_events: int, name: str) -> dict:
         if not isinstance(arr, (da.Array, np.ndarray)):
             raise PlanError(f"{name} returned {type(arr).__name__} for '{feat}' "
                             f"(need a dask or numpy array)")
-        if arr.ndim == 0 or arr.shape[0] != n_events:
+        if arr.ndim == 0 or arr.shape[0] != info.n_events:
             raise PlanError(f"{name} returned '{feat}' of shape {arr.shape}, but the file "
-                            f"has {n_events} events")
+                            f"has {info.n_events} events")
+    had = sorted(set(new) & set(info.features))
+    if had:
+        names = ", ".join(f"'{feat}'" for feat in had)
+        raise PlanError(f"{name} returned {names}, which {info.path} has already; the "
+                        f"output's own {names} would hide the source's (dclab and dcnum "
+                        f"read it first); return it under a name the source does not have")
     check_new_features(new, name, nested=False)  # a name, not a path; no Python objects
     return new
 
@@ -90,7 +98,7 @@ class ReprocessJob(Job):
         name = self.fingerprint["func"]["name"]
         info = inspect_source(source)
         try:
-            new = _check_new(self.func(self._read(info)), info.n_events, name)
+            new = _check_new(self.func(self._read(info)), info, name)
         except DcbulkError:
             raise
         # the user's function: a per-file failure, also sys.exit() (it killed the worker
@@ -129,8 +137,10 @@ def reprocess(sources: Iterable, output_dir, func: Callable, *, features=None,
     func
         ``func(features) -> dict``: receives the file's features as lazy dask arrays
         (:func:`~dcbulk.read_features`) and returns new features as dask (or numpy) arrays
-        of the same length. It runs on a worker; the arrays are computed there and stored
-        by the output's one writer. Its qualified name and a hash of its code are recorded
+        of the same length, under names the source does not have (a file whose function
+        returns one, e.g. ``deform``, fails in one line: the output's own feature would hide
+        the source's). It runs on a worker; the arrays are computed there and stored by the
+        output's one writer. Its qualified name and a hash of its code are recorded
         in the manifest: after the function's code changes (same name; edited body, defaults
         or captured values), the files it made are redone (the manifest logs it); another
         function, like other changed options, is refused unless ``force``.
