@@ -8,12 +8,12 @@ a run: its cluster closed, no partial file left.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from ._version import __version__
 from .bulk import (CheckPlan, RunPlan, check_plan, discover_sources, execute, forget,
@@ -30,7 +30,6 @@ from .command import Command
 from .errors import DcbulkError, UsageError, one_line, printable
 from .modes.verify import VerifyJob, VerifyReport, pairs_of
 from .monitor import RunState, dashboard_page, live_page, observers, recorded
-from .nofollow import write_nofollow
 from .progress import ArchiveProgress
 from .read.layout import file_lines, file_summary
 from .runlog import LOG_DIRNAME, log_dir_for, logged_client, run_log, terminal_warnings
@@ -115,13 +114,25 @@ def _run_command(ns, out=None, err=None) -> int:
 
 
 def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *,
-             fallback: bool = False) -> tuple[ArchiveReport, str | None, str | None]:
+             fallback: bool = False, doc: Callable[[ArchiveReport], dict] = ArchiveReport.to_dict
+             ) -> tuple[ArchiveReport, str | None, str | None]:
     """Execute ``plan`` for a sub-command: its log (:func:`~dcbulk.runlog.run_log` of
     ``log_kind`` in ``log_dir``, or with ``fallback`` in the temporary directory when
     ``log_dir`` cannot be written), cluster, dashboard page (showing the options ``shown``),
-    banner, progress and HTML report; returns the report, the log's path and the page's URL."""
+    banner, progress and reports, however the run ends (:func:`~dcbulk.monitor.recorded`;
+    ``--report``: ``doc`` of the run's report, or of what settled before it was interrupted
+    or failed); returns the report, the log's path and the page's URL."""
     state = _run_state(ns, plan, shown)
-    log_path = page = None
+    log_path = page = report = None
+    settled = ArchiveReport(output_dir=plan.output_dir)  # the report of a run ended early
+
+    def json_doc() -> dict:
+        if report is None:
+            settled.wall_seconds = time.perf_counter() - plan.t0
+        return {**doc(settled if report is None else report), "page": page}
+
+    def collect(result, done: int, total: int) -> None:
+        settled.files.append(result)
 
     @contextlib.contextmanager
     def open_client(in_process: bool):  # started only when there is something to do
@@ -142,8 +153,9 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *
     progress = (None if ns.quiet else
                 ArchiveProgress(len(plan.decisions), plan.total_bytes, stream=err))
     try:
-        with recorded(state, ns.html_report):
-            report = execute(plan, open_client=open_client, progress=observers(progress, state),
+        with recorded(state, ns.html_report, json_doc):
+            report = execute(plan, open_client=open_client,
+                             progress=observers(progress, state, collect),
                              max_open_outputs=getattr(ns, "max_open_outputs", None),
                              timeout=getattr(ns, "timeout_per_file", None),
                              in_process=False if _cluster_asked(ns) else None)
@@ -213,14 +225,8 @@ def _print_plan(ns, plan, out) -> None:
                              memory_limit=ns.memory_limit), file=out)
 
 
-def _write_report(path: str, doc: dict) -> None:
-    write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
-
-
 def _finish(ns, report, out, log_path: str | None = None, page: str | None = None,
             verb: str = "converted") -> int:
-    if ns.report:
-        _write_report(ns.report, {**report.to_dict(), "page": page})
     _print_summary(report, out, log_path, page, verb)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
@@ -289,10 +295,9 @@ def _verify(ns, out=None, err=None) -> int:
     shown = {"output": " ".join(ns.output), "against": ns.against, "features": ns.features,
              "filter": ns.filter}
     done, _log_path, page = _execute(ns, plan, shown, err, log_dir_for(ns.output[0]),
-                                     "verify", fallback=True)
+                                     "verify", fallback=True,
+                                     doc=lambda r: VerifyReport.of(r, pairs).to_dict())
     report = VerifyReport.of(done, pairs)
-    if ns.report:
-        _write_report(ns.report, {**report.to_dict(), "page": page})
     for line in report.problems:
         print(printable(line), file=out)
     counts = report.to_dict()["counts"]

@@ -504,3 +504,44 @@ def test_ctrl_c_after_its_cluster_closed_leaves_the_callers_logging_alone(tmp_pa
         "dcbulk: interrupted; re-run the same command to resume"]
     assert logging.CRITICAL not in {logging.getLogger(n).level for n in ("distributed",
                                                                          "asyncio")}
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_writes_its_json_report_too(tmp_path, client, monkeypatch, capsys,
+                                                       signal_name):
+    """Ctrl-C or SIGTERM during a run wrote ``--html-report`` but not ``--report FILE.json``;
+    now both, the JSON with what settled before the interrupt and ``outcome``
+    ``interrupted`` (also for ``verify``)."""
+    import dcbulk.bulk.executor as executor
+    from dcbulk.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, _Terminated
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    small_sources(src, [f"m{k}.rtdc" for k in range(4)], events=30, step=5)
+    real, seen = executor.settle_task, []
+    stop = KeyboardInterrupt if signal_name == "SIGINT" else _Terminated
+
+    def interrupted(fut, step, plan):  # the signal as the second file settles
+        seen.append(Path(step.target.source.path).name)
+        if len(seen) == 2:
+            raise stop
+        return real(fut, step, plan)
+
+    monkeypatch.setattr(executor, "settle_task", interrupted)
+    report, html = tmp_path / "r.json", tmp_path / "r.html"
+    cluster = ["--scheduler", client.scheduler.address, "-q"]
+    status = main(["convert", str(src), "-o", str(dst), *cluster, "--max-open-outputs", "1",
+                   "--report", str(report), "--html-report", str(html)])
+    assert status == (EXIT_INTERRUPTED if stop is KeyboardInterrupt else EXIT_TERMINATED)
+    capsys.readouterr()
+    assert html.is_file()
+    doc = json.loads(report.read_text())
+    assert doc["outcome"] == "interrupted"
+    assert doc["counts"] == {"done": 1, "skipped": 0, "failed": 0, "planned": 0}
+    assert [Path(f["source"]).name for f in doc["files"]] == seen[:1]
+    monkeypatch.setattr(executor, "settle_task", real)
+    assert main(["convert", str(src), "-o", str(dst), *cluster]) == EXIT_OK
+    seen.clear()
+    monkeypatch.setattr(executor, "settle_task", interrupted)
+    status = main(["verify", str(dst), *cluster, "--report", str(report)])
+    assert status in (EXIT_INTERRUPTED, EXIT_TERMINATED)
+    doc = json.loads(report.read_text())
+    assert doc["outcome"] == "interrupted" and doc["counts"]["files"] == 1, doc

@@ -1,5 +1,5 @@
 """Wiring a run to its monitors: the dashboard page's registration, the state on the
-scheduler, and the HTML report written however the run ends.
+scheduler, and the JSON and HTML reports written however the run ends.
 
 distributed builds its dashboard's Bokeh applications from
 ``distributed.dashboard.scheduler.applications`` and its plain routes from the modules in
@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 import dask
 
 from ..errors import one_line
+from ..nofollow import write_nofollow
 from .page import PLUGIN_NAME, ROUTE, page_doc
 from .report_html import write_html_report
 from .state import RunState
 
-__all__ = ["HTTP_MODULE", "dashboard_page", "live_page", "page_url", "recorded"]
+__all__ = ["HTTP_MODULE", "dashboard_page", "live_page", "page_url", "recorded",
+           "write_json_report"]
 
 #: the module distributed imports for the page's JSON route
 HTTP_MODULE = "dcbulk.monitor.http"
@@ -126,9 +130,12 @@ def live_page(state: RunState, client, cluster, *, stream: TextIO | None = None,
 
 
 @contextlib.contextmanager
-def recorded(state: RunState, html_report: str | None = None) -> Iterator[RunState]:
-    """End ``state`` with the run's outcome and write its HTML report (if asked), also when
-    the run fails or is interrupted; a report that cannot be written is one line on stderr."""
+def recorded(state: RunState, html_report: str | None = None,
+             json_doc: Callable[[], dict] | None = None) -> Iterator[RunState]:
+    """End ``state`` with the run's outcome and write its reports, also when the run fails
+    or is interrupted: the JSON report (``json_doc()`` with the ``outcome``) to
+    ``state.json_report`` where both are set, then the HTML report (if asked; it links to
+    the JSON one). A report that cannot be written is one line on stderr."""
     outcome = "finished"
     try:
         yield state
@@ -140,9 +147,21 @@ def recorded(state: RunState, html_report: str | None = None) -> Iterator[RunSta
         raise
     finally:
         state.end(outcome)
+        if state.json_report and json_doc is not None:
+            _write_report("JSON", state.json_report, lambda path: write_json_report(
+                {**json_doc(), "outcome": state.outcome}, path))
         if html_report:
-            try:
-                write_html_report(state, html_report)
-            except OSError as exc:
-                print(f"dcbulk: the HTML report {html_report} could not be written "
-                      f"({one_line(exc, 200)})", file=sys.stderr)
+            _write_report("HTML", html_report, lambda path: write_html_report(state, path))
+
+
+def write_json_report(doc: dict, path: str | os.PathLike) -> None:
+    """Write ``doc`` as indented JSON to ``path`` (never through a link)."""
+    write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+
+
+def _write_report(kind: str, path: str, write: Callable[[str], object]) -> None:
+    try:
+        write(path)
+    except OSError as exc:
+        print(f"dcbulk: the {kind} report {path} could not be written "
+              f"({one_line(exc, 200)})", file=sys.stderr)
