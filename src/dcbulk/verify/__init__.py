@@ -1,7 +1,8 @@
 """Proving outputs equal their sources: the comparisons and the checks of one output.
 
 :mod:`.rows` compares the features row by row, :mod:`.compare` the metadata and contours,
-:mod:`.storage` how each is stored (one line per problem); :mod:`.provenance` reads an
+:mod:`.basins` the basins, :mod:`.storage` how each is stored (one line per problem;
+:mod:`.values` says how two values compare); :mod:`.provenance` reads an
 output's own record of its source and options, :mod:`.checks` plans and runs the checks of
 one (output, source) pair (inline, or as tasks), :mod:`.processed` checks dcnum's outputs
 alone. Running them over many outputs is a job of the executor

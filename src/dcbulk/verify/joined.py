@@ -33,10 +33,11 @@ from ..read.inspect import SourceInfo, inspect_source
 from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs_of,
                             start_seconds, tables_of)
 from ..read.policy import external_objects
-from .compare import file_problems, log_lines, same_records, same_value, shown
+from .compare import file_problems, log_lines
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
                    unopenable)
 from .rows import Joined, RowCheck
+from .values import same_records, same_value, shown
 
 __all__ = ["join_metadata_problems", "plan_join_checks"]
 

@@ -24,7 +24,7 @@ from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
 from ..read.policy import is_reference
-from .compare import same_value, shown
+from .values import same_value, shown
 
 __all__ = ["Joined", "RowCheck", "compare_rows", "diff_rows"]
 

@@ -1,0 +1,125 @@
+"""The basins of one output compared with its source's: each carried basin (its mapping,
+features, identifier and whether it resolves), the basin to the source, and the data of
+internal basins; one line per problem.
+"""
+from __future__ import annotations
+
+import pathlib
+
+import h5py
+import numpy as np
+
+from ..read.basins import carried_identifier, extract_basin_dicts, resolve_file_basin
+from ..read.identifier import basin_identifier, get_measurement_identifier
+from .values import same_records
+
+__all__ = ["compare_basins"]
+
+
+def _to_sources(basins: list[dict]) -> int:
+    """How many file basins are named ``source`` (the writer's name for a basin to the
+    source; a source may carry its own beside the one its output gets)."""
+    return sum(b.get("name") == "source" and b.get("type") == "file" for b in basins)
+
+
+def compare_basins(src: h5py.File, out: h5py.File, output: str,
+                   mapping: np.ndarray | None, n_source: int,
+                   to_source: list[str] | None, basin_to_source: bool) -> list[str]:
+    """The basins of ``out`` (at ``output``) against ``src``'s: each one the source's (its
+    rows ``mapping`` of the source's ``n_source`` events) or, named ``source``, the basin
+    to the source listing ``to_source``, which it must hold with ``basin_to_source``."""
+    problems = []
+    out_dir = pathlib.Path(output).resolve().parent
+    src_dir = pathlib.Path(src.filename).resolve().parent
+    src_basins = extract_basin_dicts(src)
+    origins: dict[str, list[dict]] = {}  # the source's basins of each name
+    for bdict in src_basins:
+        origins.setdefault(bdict.get("name"), []).append(bdict)
+    out_basins = extract_basin_dicts(out)
+    kept = {b.get("name") for b in out_basins}
+    problems += [f"basin '{b.get('name')}' of the source is missing" for b in src_basins
+                 if b["type"] == "file" and b.get("name") not in kept]
+    if basin_to_source and _to_sources(out_basins) <= _to_sources(src_basins):
+        problems.append("basin 'source' (to the source, for the features the output does "
+                        "not hold) is missing")
+    broken = {b.get("name") for b in src_basins  # inherited: said so
+              if b["type"] == "file" and resolve_file_basin(src_dir, b) is None}
+    n_out = n_source if mapping is None else mapping.size
+    for bdict in out_basins:
+        name = bdict.get("name")
+        label = f"basin '{name}'"
+        # what the output's basin of this name may be: a carried one, or the basin to source
+        wanted = [(b.get("features"), _source_rows(src, b, mapping), carried_identifier(
+            b, src_dir)) for b in origins.get(name, [])]
+        if name == "source" and to_source is not None:
+            wanted.append((to_source, mapping, basin_identifier(src)))
+        if not wanted:
+            problems.append(f"{label} is not the source's (a basin the source does not have)")
+            continue
+        rows = _basin_rows(out, bdict)
+        if not any(_same_rows(rows, want, n_out) for _, want, _ in wanted):
+            problems.append(f"{label}: its mapping differs from the source's" if rows is not None
+                            else f"{label} has no mapping, but the output's events are not "
+                            f"the basin's (its features would be read for other events)")
+        if bdict.get("type") == "file":
+            problems += _file_basin_problems(bdict, wanted, out_dir, name in broken)
+        if bdict.get("type") == "internal":
+            for feat in bdict.get("features", []):
+                try:
+                    same = same_records(out["basin_events"][feat][()],
+                                        src["basin_events"][feat][()])
+                except KeyError:
+                    same = False
+                if not same:
+                    problems.append(f"{label}: basin_events/{feat} differs from the source's")
+    return problems
+
+
+def _basin_rows(h5: h5py.File, bdict: dict) -> np.ndarray | None:
+    """The rows of a basin a file's events are (its mapping feature, every chunk read);
+    None: unmapped (the file's own events)."""
+    mapname = bdict.get("mapping")
+    return h5["events"][mapname][:] if mapname else None
+
+
+def _source_rows(src: h5py.File, bdict: dict, mapping: np.ndarray | None
+                 ) -> np.ndarray | None:
+    """The rows of the source's basin the output's events must be (None: unmapped)."""
+    rows = _basin_rows(src, bdict)
+    if mapping is None:
+        return rows
+    return mapping if rows is None else rows[mapping]
+
+
+def _same_rows(got: np.ndarray | None, want: np.ndarray | None, n: int) -> bool:
+    """Whether two basin mappings of ``n`` events are the same (None: unmapped, as 0..n-1)."""
+    if got is None and want is None:
+        return True
+    got = np.arange(n) if got is None else got
+    want = np.arange(n) if want is None else want
+    return got.shape == want.shape and bool(np.array_equal(got, want))
+
+
+def _file_basin_problems(bdict: dict, wanted: list[tuple], out_dir: pathlib.Path,
+                         broken: bool) -> list[str]:
+    """A file basin of an output: the features it lists, its identifier (where the
+    source's basin, or the source for a basin to it, has one) and whether it resolves."""
+    problems, label = [], f"basin '{bdict.get('name')}'"
+    if bdict.get("features") not in [features for features, _, _ in wanted]:
+        problems.append(f"{label} lists other features than the source's")
+    identifiers = {ident for _, _, ident in wanted if ident}
+    if identifiers and bdict.get("identifier") not in identifiers:
+        problems.append(f"{label} has " + (f"identifier {bdict['identifier']!r}"
+                                           if bdict.get("identifier") else "no identifier")
+                        + f", expected {sorted(identifiers)[0]!r} (the basin file's)")
+    # resolved next to the output (what dcnum does; dclab then tries the same path)
+    found = resolve_file_basin(out_dir, bdict)
+    if found is None:
+        problems.append(f"{label} does not resolve ({bdict.get('paths')})" + (
+            "; the source's does not resolve either" if broken else ""))
+    elif bdict.get("identifier"):
+        with h5py.File(found, "r", locking=False) as bh5:
+            known = {get_measurement_identifier(bh5, compat=c) for c in ("dcnum", "dclab")}
+        if bdict["identifier"] not in known:
+            problems.append(f"{label} at {found} has another identifier")
+    return problems

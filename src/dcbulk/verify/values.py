@@ -1,0 +1,75 @@
+"""Attribute and record values compared as they are stored: text as the bytes it holds,
+records by dtype, shape and bytes, and a value as a one-line message shows it.
+
+Shared by the metadata checks (:mod:`.compare`, :mod:`.basins`, :mod:`.joined`) and the
+row checks (:mod:`.rows`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["as_text", "same_records", "same_value", "shown", "stored_bytes"]
+
+
+def as_text(value) -> object:
+    """Text stored as bytes (a value or an array of them) decoded; else the value."""
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray) and value.dtype.kind == "S":
+        return [bytes(v).decode("utf-8", errors="replace") for v in value.ravel()]
+    return value
+
+
+class _Shown(str):
+    """A long value's text, shown as it is (a problem stays one line)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def shown(value) -> object:
+    """An attribute's value as a message shows it: numpy scalars as Python numbers, arrays
+    on one line, at most 120 characters."""
+    value = as_text(value)
+    value = value.item() if isinstance(value, np.generic) else value
+    text = repr(value)
+    if "\n" in text or len(text) > 120:
+        text = " ".join(text.split())
+        return _Shown(text if len(text) <= 120 else text[:117] + "...")
+    return value
+
+
+def same_records(got: np.ndarray, want: np.ndarray) -> bool:
+    """Whether a table (a contour, an internal basin's data) holds the same records: dtype,
+    shape and bytes (records may hold NaN; a copy keeps the dtype)."""
+    return (got.dtype == want.dtype and got.shape == want.shape
+            and got.tobytes() == want.tobytes())
+
+
+def stored_bytes(value):
+    """A text value as the bytes it holds (``str`` as UTF-8, code points that were no
+    valid UTF-8 kept as they were read), text arrays item by item; else None. Text is
+    compared as these bytes: decoded with replacement, any two invalid bytes compared
+    equal."""
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SUO":
+        items = [stored_bytes(v) for v in value.ravel()]
+        return None if any(item is None for item in items) else items
+    return None
+
+
+def same_value(a, b) -> bool:
+    """Whether two attribute values are equal (text: as the bytes it holds)."""
+    raw_a, raw_b = stored_bytes(a), stored_bytes(b)
+    if raw_a is not None and raw_b is not None:
+        return raw_a == raw_b
+    a, b = as_text(a), as_text(b)
+    if isinstance(a, str) or isinstance(b, str):
+        return str(a) == str(b)
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+    except TypeError:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
