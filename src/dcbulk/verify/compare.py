@@ -23,7 +23,7 @@ from ..read.identifier import filtered_run_identifier, get_measurement_identifie
 from ..read.policy import external_objects, not_carried
 from .basins import compare_basins
 from .storage import stored_otherwise
-from .values import as_text, same_records, same_value, shown, stored_bytes
+from .values import STR, as_text, same_records, same_value, shown, stored_as, stored_bytes
 
 __all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_records",
            "same_value", "shown", "ALLOWED_ATTR_CHANGES"]
@@ -51,7 +51,8 @@ def _same_copied_attrs(got: h5py.AttributeManager, want: h5py.AttributeManager) 
         return False
     if before is not None and not software.startswith(str(as_text(before)) + " | "):
         return False
-    return got.keys() == want.keys() and all(same_value(got[k], v) for k, v in want.items())
+    return got.keys() == want.keys() and all(
+        same_value(got[k], v) and stored_as(got[k]) == stored_as(v) for k, v in want.items())
 
 
 def log_lines(dset: h5py.Dataset) -> list[str]:
@@ -82,10 +83,9 @@ def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
                     if sample_suffix and key == "experiment:sample"
                     else f"source has {shown(value)!r}")
             problems.append(f"root attribute '{key}' is {shown(oattrs[key])!r}, {want}")
-        elif _numeric_dtype(oattrs[key]) != _numeric_dtype(value):  # a copy keeps it
-            problems.append(f"root attribute '{key}' is stored as "
-                            f"{_numeric_dtype(oattrs[key]) or 'text'}, the source's as "
-                            f"{_numeric_dtype(value) or 'text'}")
+        elif stored_as(oattrs[key]) != stored_as(value):  # a copy keeps it
+            problems.append(f"root attribute '{key}' is stored as {stored_as(oattrs[key])}, "
+                            f"the source's as {stored_as(value)}")
     for key in oattrs:
         if key not in sattrs and key not in ALLOWED_ATTR_CHANGES:
             problems.append(f"root attribute '{key}' is not in the source")
@@ -104,10 +104,16 @@ def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
     else:
         want = filtered_run_identifier(get_measurement_identifier(src, compat="dclab"),
                                        mapping, n_source)
-    got = as_text(oattrs.get("experiment:run identifier"))
+    stored = oattrs.get("experiment:run identifier")
+    got = as_text(stored)
+    kind = (STR if mapping is not None  # the writer's, else the source's
+            else stored_as(sattrs.get("experiment:run identifier")))
     if got != want:
         problems.append(f"root attribute 'experiment:run identifier' is {got!r}, "
                         f"expected {want!r}")
+    elif stored is not None and stored_as(stored) != kind:
+        problems.append(f"root attribute 'experiment:run identifier' is stored as "
+                        f"{stored_as(stored)}, expected {kind}")
     return problems
 
 

@@ -24,7 +24,7 @@ from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
 from ..read.policy import is_reference
-from .values import same_value, shown
+from .values import same_value, shown, stored_as
 
 __all__ = ["Joined", "RowCheck", "compare_rows", "diff_rows"]
 
@@ -208,8 +208,19 @@ def _attribute_problems(dset: h5py.Dataset, source: h5py.Dataset) -> list[str]:
             if k not in SET_APART_ATTRS and not is_reference(v)}
     return ([f"attribute '{k}' is missing" for k in want if k not in got]
             + [f"attribute '{k}' is not the source's" for k in got if k not in want]
-            + [f"attribute '{k}' is {shown(got[k])!r}, source has {shown(v)!r}"
-               for k, v in want.items() if k in got and not same_value(got[k], v)])
+            + [line for k, v in want.items() if k in got
+               for line in [_value_problem(k, got[k], v)] if line])
+
+
+def _value_problem(key: str, got, want) -> str | None:
+    """How a copied attribute differs from the source's: its value, or how it is stored
+    (None: the same)."""
+    if not same_value(got, want):
+        return f"attribute '{key}' is {shown(got)!r}, source has {shown(want)!r}"
+    if stored_as(got) != stored_as(want):
+        return (f"attribute '{key}' is stored as {stored_as(got)}, the source's as "
+                f"{stored_as(want)}")
+    return None
 
 
 def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,

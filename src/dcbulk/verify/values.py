@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_text", "same_records", "same_value", "shown", "stored_bytes"]
+__all__ = ["BYTES", "STR", "as_text", "same_records", "same_value", "shown", "stored_as",
+           "stored_bytes"]
+
+#: how :func:`stored_as` names text that h5py reads as ``str`` (HDF5 variable-length strings)
+STR = "variable-length text (str)"
+#: ... and as ``bytes`` (fixed-length strings, what dcnum and dclab write for image attributes)
+BYTES = "fixed-length text (bytes)"
 
 
 def as_text(value) -> object:
@@ -59,6 +65,23 @@ def stored_bytes(value):
         items = [stored_bytes(v) for v in value.ravel()]
         return None if any(item is None for item in items) else items
     return None
+
+
+def stored_as(value) -> str:
+    """How an attribute value is stored, as a message names it: :data:`STR`, :data:`BYTES`
+    (a value or an array of them) or the name of its numeric dtype. A copy keeps it (h5py
+    writes ``str`` as variable-length, ``bytes`` as fixed-length strings), and readers
+    differ on it: dclab decodes ``bytes`` attributes itself."""
+    if isinstance(value, str):
+        return STR
+    if isinstance(value, (bytes, np.bytes_)):
+        return BYTES
+    dtype = getattr(value, "dtype", None)
+    if isinstance(value, np.ndarray) and dtype.kind == "O" and value.size:
+        kinds = {stored_as(item) for item in value.ravel()}
+        return kinds.pop() if len(kinds) == 1 else "mixed objects"
+    dtype = np.asarray(value).dtype if dtype is None else dtype
+    return BYTES if dtype.kind == "S" else dtype.name
 
 
 def same_value(a, b) -> bool:

@@ -1,0 +1,111 @@
+"""``dcbulk verify`` of a converted output that was changed after the conversion: each change
+below passed as "equal" before its fix. Each is one line naming the object, whether the
+output is verified by name (its provenance log) or through its directory's manifest; the
+outputs of the sample files, untouched, still verify equal.
+"""
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+import dcbulk
+from dcbulk.write import HDF5Writer
+from fixtures import small_rtdc
+
+N = 12
+#: the sample whose root attributes hold text both as str and as bytes, and an image
+SAMPLE = "file_with_variable_length_logs.rtdc"
+
+
+@pytest.fixture(scope="module")
+def archive(client, tmp_path_factory, shared_data_dir):
+    """A converted archive (``--basin-to-source``) of a sample file and a synthetic file
+    with traces, feature attributes of both text types and a file basin: its root."""
+    root = tmp_path_factory.mktemp("tampered")
+    src = root / "src"
+    src.mkdir()
+    shutil.copy(shared_data_dir / SAMPLE, src / "vl.rtdc")
+    syn = small_rtdc(src / "syn.rtdc", N, seed=3, with_traces=True, image_shape=(30, 40))
+    basin = root / "basins" / "b.rtdc"
+    basin.parent.mkdir()
+    with h5py.File(basin, "w") as h5:
+        h5.attrs.update({"experiment:date": "2024-01-01", "experiment:time": "10:00:00",
+                         "setup:identifier": "basin", "experiment:event count": N})
+        h5["events/userdef1"] = np.arange(N, dtype=float)
+    with h5py.File(syn, "a") as h5, HDF5Writer(h5) as hw:
+        h5["events/deform"].attrs["unit"] = "1"
+        h5["events/deform"].attrs["note"] = np.bytes_(b"fixed")
+        hw.store_basin(name="plain", description="a file basin", paths=[str(basin)],
+                       features=["userdef1"])
+    report = dcbulk.convert_archive([src], root / "dst", basin_to_source=True, client=client)
+    assert report.ok, [(f.source, f.error) for f in report.failed]
+    assert dcbulk.verify(root / "dst", client=client).ok
+    return root
+
+
+def _tampered(archive, tmp_path, name, change):
+    """A copy of the archive's output directory with output ``name`` changed by
+    ``change(h5)``: ``(output, directory)``."""
+    dst = tmp_path / "dst"
+    shutil.copytree(archive / "dst", dst)
+    out = dst / name
+    with h5py.File(out, "a") as h5:
+        change(h5)
+    return out, dst
+
+
+def _reported(out, dst, client, line):
+    """``line`` is a problem of ``out`` verified by name and through its directory."""
+    for report in (dcbulk.verify(out, client=client), dcbulk.verify(dst, client=client)):
+        assert not report.ok and f"{out}: {line}" in report.problems, report.problems
+
+
+def _retyped(path, key):
+    """Store attribute ``key`` of ``h5[path]`` with the same text, as the other type."""
+    def change(h5):
+        attrs = h5[path].attrs
+        value = attrs[key]
+        attrs[key] = (value.decode() if isinstance(value, bytes)
+                      else np.bytes_(value.encode()))
+    return change
+
+
+STR = "variable-length text (str)"
+BYTES = "fixed-length text (bytes)"
+
+
+@pytest.mark.parametrize("name, path, key, line", [
+    ("vl.rtdc", "/", "experiment:date",
+     f"root attribute 'experiment:date' is stored as {BYTES}, the source's as {STR}"),
+    ("vl.rtdc", "/", "setup:medium",
+     f"root attribute 'setup:medium' is stored as {STR}, the source's as {BYTES}"),
+    ("syn.rtdc", "events/deform", "unit",
+     f"feature 'deform': attribute 'unit' is stored as {BYTES}, the source's as {STR}"),
+    ("syn.rtdc", "events/deform", "note",
+     f"feature 'deform': attribute 'note' is stored as {STR}, the source's as {BYTES}"),
+])
+def test_an_attribute_stored_as_the_other_text_type_is_found(archive, client, tmp_path, name,
+                                                             path, key, line):
+    out, dst = _tampered(archive, tmp_path, name, _retyped(path, key))
+    _reported(out, dst, client, line)
+
+
+def test_the_outputs_of_the_sample_files_verify_equal(client, sample_files, tmp_path):
+    """No new check reports a genuine output: each sample's, by name and by directory (and
+    a filtered conversion's of those with a ``frame``, whose run identifier dcbulk writes)."""
+    for kind, options in (("all", {}), ("filtered", {"filter": "frame > 0"})):
+        src, dst = tmp_path / kind / "src", tmp_path / kind / "dst"
+        src.mkdir(parents=True)
+        for path in sample_files:
+            with h5py.File(path) as h5:
+                if options and "frame" not in h5["events"]:
+                    continue
+            shutil.copy(path, src / path.name)
+        report = dcbulk.convert_archive([src], dst, client=client, **options)
+        assert report.ok, [(f.source, f.error) for f in report.failed]
+        assert dcbulk.verify(dst, client=client).ok
+        for out in sorted(dst.glob("*.rtdc")):
+            assert dcbulk.verify(out, client=client).ok, out
