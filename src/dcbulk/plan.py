@@ -19,6 +19,7 @@ from .codec import ChunkCodec
 from .errors import PlanError
 from .read.inspect import FeatureSource, SourceInfo
 from .write.filters import best_nd_chunks
+from .write.hdf5_writer import IMAGE_ATTRS
 
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",
@@ -39,7 +40,7 @@ DEFAULT_TASK_BYTES = 16 * 1024**2
 STAT_ATTRS = ("min", "max", "mean")
 #: attributes of a feature dataset set apart from the others an output copies: statistics
 #: (kept or recomputed) and the image class attributes the writer sets
-SET_APART_ATTRS = frozenset(STAT_ATTRS) | {"CLASS", "IMAGE_SUBCLASS", "IMAGE_VERSION"}
+SET_APART_ATTRS = frozenset(STAT_ATTRS) | frozenset(IMAGE_ATTRS)
 
 
 def carries_statistics(name: str, dtype, item_shape: tuple[int, ...]) -> bool:

@@ -38,6 +38,7 @@ def archive(client, tmp_path_factory, shared_data_dir):
     with h5py.File(syn, "a") as h5, HDF5Writer(h5) as hw:
         h5["events/deform"].attrs["unit"] = "1"
         h5["events/deform"].attrs["note"] = np.bytes_(b"fixed")
+        h5["events/image"].attrs["IMAGE_WHITE_IS_ZERO"] = np.uint8(0)
         hw.store_basin(name="plain", description="a file basin", paths=[str(basin)],
                        features=["userdef1"])
     report = dcbulk.convert_archive([src], root / "dst", basin_to_source=True, client=client)
@@ -86,10 +87,48 @@ BYTES = "fixed-length text (bytes)"
      f"feature 'deform': attribute 'unit' is stored as {BYTES}, the source's as {STR}"),
     ("syn.rtdc", "events/deform", "note",
      f"feature 'deform': attribute 'note' is stored as {STR}, the source's as {BYTES}"),
-])
+], ids=["root-str-as-bytes", "root-bytes-as-str", "feature-str-as-bytes", "feature-bytes-as-str"])
 def test_an_attribute_stored_as_the_other_text_type_is_found(archive, client, tmp_path, name,
                                                              path, key, line):
     out, dst = _tampered(archive, tmp_path, name, _retyped(path, key))
+    _reported(out, dst, client, line)
+
+
+
+def _set(path, key, value):
+    def change(h5):
+        h5[path].attrs[key] = value
+    return change
+
+
+def _deleted(path, key):
+    def change(h5):
+        del h5[path].attrs[key]
+    return change
+
+
+@pytest.mark.parametrize("name, change, line", [
+    ("vl.rtdc", _deleted("events/image", "CLASS"),
+     "feature 'image': attribute 'CLASS' is missing (dcbulk writes 'IMAGE' for image data, "
+     "as dcnum)"),
+    ("syn.rtdc", _set("events/mask", "IMAGE_SUBCLASS", np.bytes_(b"IMAGE_TRUECOLOR")),
+     "feature 'mask': attribute 'IMAGE_SUBCLASS' is 'IMAGE_TRUECOLOR', dcbulk writes "
+     "'IMAGE_GRAYSCALE'"),
+    ("syn.rtdc", _set("events/image", "IMAGE_VERSION", "1.2"),
+     f"feature 'image': attribute 'IMAGE_VERSION' is stored as {STR}, dcbulk writes {BYTES}"),
+    ("syn.rtdc", _set("events/deform", "CLASS", np.bytes_(b"IMAGE")),
+     "feature 'deform': attribute 'CLASS' is not the source's (dcbulk writes it for image "
+     "data only)"),
+    # a copied attribute (neither dcnum nor dcbulk writes it): reported before too
+    ("syn.rtdc", _deleted("events/image", "IMAGE_WHITE_IS_ZERO"),
+     "feature 'image': attribute 'IMAGE_WHITE_IS_ZERO' is missing"),
+    ("syn.rtdc", _set("events/image", "IMAGE_WHITE_IS_ZERO", np.uint8(1)),
+     "feature 'image': attribute 'IMAGE_WHITE_IS_ZERO' is 1, source has 0"),
+], ids=["CLASS-removed", "IMAGE_SUBCLASS-changed", "IMAGE_VERSION-as-str", "CLASS-on-a-scalar",
+        "IMAGE_WHITE_IS_ZERO-removed", "IMAGE_WHITE_IS_ZERO-changed"])
+def test_an_image_attribute_changed_or_removed_is_found(archive, client, tmp_path, name,
+                                                        change, line):
+    out, dst = _tampered(archive, tmp_path, name, change)
     _reported(out, dst, client, line)
 
 

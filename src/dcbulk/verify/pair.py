@@ -20,6 +20,7 @@ from ..read.inspect import (DatasetRef, FeatureSource, _walk_event_datasets, des
 from ..read.policy import misshapen
 from .rows import Joined, RowCheck
 from .storage import stored_otherwise
+from .written import image_attr_problems
 
 __all__ = ["STATISTICS_TASK_BYTES", "VerifyPair", "feature_checks", "misshapen_file",
            "out_features", "pack", "special_file", "unopenable"]
@@ -115,8 +116,9 @@ def misshapen_file(path: str) -> str | None:
 def out_features(output: str, want: ChunkCodec | None
                  ) -> tuple[dict[str, DatasetRef], tuple[str, ...], list[str]]:
     """The output's features (as the row checks read them, so that they ask HDF5 for no
-    layout again), the empty groups of its ``events`` and, given the filters ``want`` of
-    its run, the datasets stored otherwise (one line each).
+    layout again), the empty groups of its ``events`` and the problems of how its datasets
+    are stored (one line each): given the filters ``want`` of its run, those stored
+    otherwise, and the image attributes the writer sets (:mod:`.written`).
 
     Raises
     ------
@@ -136,6 +138,7 @@ def out_features(output: str, want: ChunkCodec | None
                 present[name] = layout
             if want is not None:
                 stored += stored_otherwise(output, f"feature '{name}'", dset, want, found)
+            stored += [f"{output}: {line}" for line in image_attr_problems(name, dset)]
         return present, empty_event_groups(h5["events"]), stored
 
 

@@ -16,7 +16,7 @@ from . import basin_store
 from .blockwise import iter_slices
 from .filters import best_nd_chunks, set_default_filter_kwargs
 
-__all__ = ["HDF5Writer"]
+__all__ = ["HDF5Writer", "IMAGE_ATTRS"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,12 @@ logger = logging.getLogger(__name__)
 CHUNK_CACHE_KWARGS = MappingProxyType({"rdcc_nbytes": 10 * 1024 ** 2,
                                        "rdcc_w0": 1,
                                        "rdcc_nslots": 1000})
+
+#: The HDF5 image attributes of a feature with 2-D events, stored as
+#: fixed-length bytes (as dcnum's and dclab's writers set them).
+IMAGE_ATTRS = MappingProxyType({"CLASS": np.bytes_("IMAGE"),
+                                "IMAGE_VERSION": np.bytes_("1.2"),
+                                "IMAGE_SUBCLASS": np.bytes_("IMAGE_GRAYSCALE")})
 
 #: Read this many HDF5 chunks at once when a feature chunk is an h5py
 #: Dataset (e.g. internal basin data copied from another file).
@@ -201,9 +207,8 @@ class HDF5Writer:
             chunks=best_nd_chunks(item_shape, feat_dtype),
             **kwds)
         if len(item_shape) == 2:
-            dset.attrs.create("CLASS", np.bytes_("IMAGE"))
-            dset.attrs.create("IMAGE_VERSION", np.bytes_("1.2"))
-            dset.attrs.create("IMAGE_SUBCLASS", np.bytes_("IMAGE_GRAYSCALE"))
+            for key, value in IMAGE_ATTRS.items():
+                dset.attrs.create(key, value)
         return dset, 0
 
     def store_feature_chunk(self, feat: str, data: Any,
