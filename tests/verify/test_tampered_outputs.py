@@ -132,6 +132,48 @@ def test_an_image_attribute_changed_or_removed_is_found(archive, client, tmp_pat
     _reported(out, dst, client, line)
 
 
+
+def _soft_loop(h5):
+    h5["events/trace/loop"] = h5py.SoftLink("/events/trace")
+
+
+def _hard_loop(h5):
+    h5["events/trace/again"] = h5["events/trace"]
+
+
+def _empty_group(h5):
+    h5.require_group("events/trace/empty")
+
+
+def _named_datatype(h5):
+    h5["events/trace/dtype"] = np.dtype("f8")
+
+
+def _unused_basin_data(h5):
+    h5["basin_events/userdef9"] = np.arange(N, dtype=float)
+
+
+@pytest.mark.parametrize("change, line", [
+    (_soft_loop, "'events/trace/loop' is a soft link to '/events/trace' (dcbulk writes no "
+     "links)"),
+    (_hard_loop, "'events/trace/again' is another name (a hard link) of an object named "
+     "elsewhere in the file (dcbulk writes one name per object)"),
+    (_empty_group, "'events/trace/empty' is an empty group (dcbulk writes none below a "
+     "group of 'events')"),
+    (_named_datatype, "'events/trace/dtype' is a named datatype (dcbulk writes none)"),
+    (_unused_basin_data, "'basin_events/userdef9' is data of no internal basin of the "
+     "output"),
+], ids=["soft-link-cycle", "hard-link-cycle", "empty-group", "named-datatype",
+        "unused-basin-data"])
+def test_an_object_the_conversion_does_not_write_is_found(archive, client, tmp_path, change,
+                                                         line):
+    """Each once, without a loop or a traceback."""
+    out, dst = _tampered(archive, tmp_path, "syn.rtdc", change)
+    _reported(out, dst, client, line)
+    problems = dcbulk.verify(out, client=client).problems
+    assert len([p for p in problems if line in p]) == 1, problems
+
+
 def test_the_outputs_of_the_sample_files_verify_equal(client, sample_files, tmp_path):
     """No new check reports a genuine output: each sample's, by name and by directory (and
     a filtered conversion's of those with a ``frame``, whose run identifier dcbulk writes)."""

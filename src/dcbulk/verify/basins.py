@@ -42,6 +42,12 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
     if basin_to_source and _to_sources(out_basins) <= _to_sources(src_basins):
         problems.append("basin 'source' (to the source, for the features the output does "
                         "not hold) is missing")
+    listed = {feat for b in out_basins if b.get("type") == "internal"
+              for feat in b.get("features", [])}
+    internal = out.get("basin_events")
+    problems += [f"'basin_events/{name}' is data of no internal basin of the output"
+                 for name in (internal if isinstance(internal, h5py.Group) else ())
+                 if name not in listed]
     broken = {b.get("name") for b in src_basins  # inherited: said so
               if b["type"] == "file" and resolve_file_basin(src_dir, b) is None}
     n_out = n_source if mapping is None else mapping.size

@@ -22,6 +22,7 @@ from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.policy import external_objects, not_carried
 from .basins import compare_basins
+from .objects import unwritten_objects
 from .storage import stored_otherwise
 from .values import STR, as_text, same_records, same_value, shown, stored_as, stored_bytes
 
@@ -152,7 +153,8 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
     log among the logs).
 
     An output must hold its own data: every external link, soft link out of its group,
-    virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`).
+    virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`), and
+    so is every object no conversion writes (:mod:`.objects`).
     """
     try:
         out = h5py.File(output, "r", locking=False)
@@ -163,6 +165,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                     for found in external_objects(out)]
         problems += [f"{name} is not from the source (no output carries it)"
                      for name in not_carried(out)]
+        problems += unwritten_objects(out)
         problems += _compare_attrs(src, out, mapping, n_source, sample_suffix)
         problems += _compare_group(src, out, "logs")
         if logged and not any(is_provenance_log(name) for name in out.get("logs", {})):

@@ -34,6 +34,7 @@ from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs
                             start_seconds, tables_of)
 from ..read.policy import external_objects
 from .compare import file_problems, log_lines
+from .objects import unwritten_objects
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
                    unopenable)
 from .rows import Joined, RowCheck
@@ -234,6 +235,7 @@ def join_metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
         return problems + [f"{pair.output}: cannot open ({exc})"]
     with out:
         found = [f"{obj}: an output must hold its own data" for obj in external_objects(out)]
+        found += unwritten_objects(out)
         got = dict(out.attrs)
         found += [f"root attribute '{key}' is missing" for key in want_attrs if key not in got]
         found += [f"root attribute '{key}' is not the earliest input's" for key in got
