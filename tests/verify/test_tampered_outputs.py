@@ -174,6 +174,42 @@ def test_an_object_the_conversion_does_not_write_is_found(archive, client, tmp_p
     assert len([p for p in problems if line in p]) == 1, problems
 
 
+
+def _log(name, copy=True):
+    """Add log ``name``: a copy of the output's own provenance log, or other lines."""
+    def change(h5):
+        logs = h5["logs"]
+        logs[name] = logs["dcbulk-convert"][:] if copy else [b"hello"]
+    return change
+
+
+@pytest.mark.parametrize("name, copy", [("dcbulk-reprocess", False), ("dcbulk-convert-1", True),
+                                        ("dcbulk-convert-2", True), ("notes", False)])
+def test_a_log_the_conversion_does_not_write_is_found(archive, client, tmp_path, name, copy):
+    """A plain conversion writes one log of its own, 'dcbulk-convert' (the source's logs
+    are copied); another log dcbulk might write is no more the run's than any other."""
+    out, dst = _tampered(archive, tmp_path, "vl.rtdc", _log(name, copy))
+    line = f"{out}: log '{name}' is not in the source (the run writes one log of its own: " \
+           f"'dcbulk-convert')"
+    report = dcbulk.verify(dst, client=client)
+    assert line in report.problems, report.problems
+    if copy:  # by name: paired by the newest log, a copy of the run's
+        assert line in dcbulk.verify(out, client=client).problems
+    elif name.startswith("dcbulk-"):  # by name: the newest log is no JSON document
+        with pytest.raises(dcbulk.errors.DcbulkError, match=f"its log '{name}'"):
+            dcbulk.verify(out, client=client)
+    else:
+        assert line in dcbulk.verify(out, client=client).problems
+
+
+def test_a_missing_log_of_the_run_is_named(archive, client, tmp_path):
+    def change(h5):
+        h5["logs"].move("dcbulk-convert", "dcbulk-convert-1")
+    out, dst = _tampered(archive, tmp_path, "vl.rtdc", change)
+    problems = dcbulk.verify(dst, client=client).problems
+    assert f"{out}: dcbulk's provenance log (logs/dcbulk-convert) is missing" in problems
+
+
 def test_the_outputs_of_the_sample_files_verify_equal(client, sample_files, tmp_path):
     """No new check reports a genuine output: each sample's, by name and by directory (and
     a filtered conversion's of those with a ``frame``, whose run identifier dcbulk writes)."""

@@ -573,7 +573,7 @@ def test_condensed_outputs_are_verified(client, tmp_path, capsys):
          f"{out}: basin 'source' (to the source, for the features the output does not "
          f"hold) is missing"),
         ("plain", lambda h5: h5["logs"].__delitem__("dcbulk-condense"),
-         f"{out}: dcbulk's provenance log (logs/dcbulk-<mode>) is missing"),
+         f"{out}: dcbulk's provenance log (logs/dcbulk-condense) is missing"),
         ("filtered", unlist_image,
          f"{out}: basin 'source' lists other features than the source's"),
         ("plain", lambda h5: h5.attrs.__setitem__("experiment:event count", "30"),

@@ -190,7 +190,7 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                                 ancillary=bool(job.get("ancillary")),
                                 basin_to_source=(bool(options.get("basin_to_source"))
                                                  or mode == "condense"),
-                                logged=not processed))
+                                logged=not processed, mode=mode or "convert"))
     recorded = {p.output for p in pairs}
     rtdc, partials = _files_below(output_dir)
     pairs += [VerifyPair(output=path, source="", verdict=(

@@ -17,7 +17,6 @@ import hdf5plugin  # noqa: F401  (registers the zstd filter for reading outputs)
 import numpy as np
 
 from ..codec import ChunkCodec
-from ..provenance import is_provenance_log
 from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.policy import external_objects, not_carried
@@ -25,6 +24,7 @@ from .basins import compare_basins
 from .objects import unwritten_objects
 from .storage import stored_otherwise
 from .values import STR, as_text, same_records, same_value, shown, stored_as, stored_bytes
+from .written import own_log_names, shown_names
 
 __all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_records",
            "same_value", "shown", "ALLOWED_ATTR_CHANGES"]
@@ -118,7 +118,10 @@ def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
     return problems
 
 
-def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
+def _compare_group(src: h5py.File, out: h5py.File, group: str, own: list[str] = ()
+                   ) -> list[str]:
+    """The logs or tables of an output against the source's (``own``: the names the run's
+    own log may have, :func:`~.written.own_log_names`)."""
     problems = []
     sgrp, ogrp = src.get(group, {}), out.get(group, {})
     for name in sgrp:
@@ -138,19 +141,24 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str) -> list[str]:
             continue
         if not same:
             problems.append(f"{group[:-1]} '{name}' differs from the source")
-    for name in ogrp:
-        if name not in sgrp and not (group == "logs" and is_provenance_log(name)):
-            problems.append(f"{group[:-1]} '{name}' is not in the source")
+    extra = [name for name in ogrp if name not in sgrp]
+    hint = f" (the run writes one log of its own: {shown_names(own)})" if own else ""
+    problems += [f"{group[:-1]} '{name}' is not in the source{hint}" for name in extra
+                 if name not in own]
+    problems += [f"{group[:-1]} '{name}' is a second log of dcbulk's own (a run writes one)"
+                 for name in [name for name in extra if name in own][1:]]
     return problems
 
 
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      n_source: int, sample_suffix: str = "", to_source: list[str] | None = None,
-                     basin_to_source: bool = False, logged: bool = False) -> list[str]:
+                     basin_to_source: bool = False, logged: bool = False,
+                     mode: str | None = None) -> list[str]:
     """Root attributes, logs, tables and basins of an output against its source (a file
     basin ``source`` to the source is the source's, listing the features ``to_source``
-    names: one it must hold with ``basin_to_source``; with ``logged``, dcbulk's provenance
-    log among the logs).
+    names: one it must hold with ``basin_to_source``; besides the source's logs, one log of
+    the run's own, ``dcbulk-<mode>`` of the run's ``mode`` (None: of any mode), which it
+    must hold with ``logged``).
 
     An output must hold its own data: every external link, soft link out of its group,
     virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`), and
@@ -167,9 +175,12 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      for name in not_carried(out)]
         problems += unwritten_objects(out)
         problems += _compare_attrs(src, out, mapping, n_source, sample_suffix)
-        problems += _compare_group(src, out, "logs")
-        if logged and not any(is_provenance_log(name) for name in out.get("logs", {})):
-            problems.append("dcbulk's provenance log (logs/dcbulk-<mode>) is missing")
+        slogs, ologs = src.get("logs", {}), out.get("logs", {})
+        own = own_log_names([n for n in slogs if getattr(slogs[n], "size", 1)], mode)
+        problems += _compare_group(src, out, "logs", own)
+        if logged and not any(name in ologs and name not in slogs for name in own):
+            problems.append(f"dcbulk's provenance log (logs/{shown_names(own)[1:-1]}) is "
+                            f"missing")
         problems += _compare_group(src, out, "tables")
         try:
             problems += compare_basins(src, out, output, mapping, n_source, to_source,

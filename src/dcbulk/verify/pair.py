@@ -81,6 +81,9 @@ class VerifyPair:
     logged: bool = False
     #: ``source`` was given as a copy of the one the provenance log names (``--against``)
     copy: bool = False
+    #: the dcbulk mode that made it (``convert``, ``condense``, ``split``: the run's own log
+    #: is ``dcbulk-<mode>``, :mod:`.written`); None: unknown (any mode's)
+    mode: str | None = None
 
 
 def special_file(path: str) -> str | None:

@@ -85,7 +85,7 @@ def pair_from_provenance(output: str | PathLike, against: str | None = None):
                       source_identifier=doc.get("source identifier") or None,
                       condensed=mode == "condense",
                       ancillary=bool((options.get("job") or {}).get("ancillary")),
-                      basin_to_source=bool(doc.get("basin_to_source")),
+                      basin_to_source=bool(doc.get("basin_to_source")), mode=mode,
                       copy=against is not None)
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import h5py
 from h5py import h5o
 
+from ..provenance import MODES, log_name
 from ..write.hdf5_writer import IMAGE_ATTRS
 from .values import same_value, shown, stored_as
 
-__all__ = ["image_attr_problems"]
+__all__ = ["image_attr_problems", "own_log_names", "shown_names"]
 
 
 def image_attr_problems(name: str, dset: h5py.Dataset) -> list[str]:
@@ -40,3 +41,17 @@ def image_attr_problems(name: str, dset: h5py.Dataset) -> list[str]:
             lines.append(f"attribute '{key}' is stored as {stored_as(got)}, dcbulk writes "
                          f"{stored_as(want)}")
     return [f"feature '{name}': {line}" for line in lines]
+
+
+def own_log_names(kept: list[str], mode: str | None) -> list[str]:
+    """The names the run's own provenance log may have in an output whose logs copied from
+    the source are ``kept``: ``dcbulk-<mode>``, or ``dcbulk-<mode>-<g>`` after the
+    source's own (:func:`~dcbulk.provenance.log_name`, the writer's rule), of the run's
+    ``mode`` or, unknown, of any mode. A run writes one log; any other log is the source's
+    or none of the run's."""
+    return sorted({log_name(kept, m) for m in ((mode,) if mode else MODES)})
+
+
+def shown_names(names: list[str]) -> str:
+    """The names of :func:`own_log_names` as a message gives them (one, or the pattern)."""
+    return f"'{names[0]}'" if len(names) == 1 else "'dcbulk-<mode>'"
