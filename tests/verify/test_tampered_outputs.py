@@ -5,6 +5,8 @@ outputs of the sample files, untouched, still verify equal.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 
 import h5py
@@ -208,6 +210,55 @@ def test_a_missing_log_of_the_run_is_named(archive, client, tmp_path):
     out, dst = _tampered(archive, tmp_path, "vl.rtdc", change)
     problems = dcbulk.verify(dst, client=client).problems
     assert f"{out}: dcbulk's provenance log (logs/dcbulk-convert) is missing" in problems
+
+
+
+def _basin(name, change, same_key=False):
+    """Rewrite basin ``name``'s definition as ``change(definition)``, under the MD5 of
+    its new text as the writer stores it (``same_key``: under its old key)."""
+    def rewrite(h5):
+        for key in list(h5["basins"]):
+            bdict = json.loads(b"\n".join(h5["basins"][key][:]).decode())
+            if bdict["name"] == name:
+                break
+        change(bdict)
+        text = json.dumps(bdict, indent=2)
+        del h5["basins"][key]
+        new = key if same_key else hashlib.md5(text.encode()).hexdigest()
+        h5["basins"][new] = np.array([ln.encode() for ln in text.split("\n")])
+    return rewrite
+
+
+def _other_type(h5):
+    with HDF5Writer(h5) as hw:
+        hw.store_basin(name="remote", paths=["https://example.org/x.rtdc"],
+                       features=["userdef1"])
+    _basin("remote", lambda b: b.update(type="remote"))(h5)
+
+
+@pytest.mark.parametrize("change, line", [
+    (_basin("plain", lambda b: b.update(description="another text")),
+     "basin 'plain': its description is 'another text', the source's is 'a file basin'"),
+    (_basin("source", lambda b: b.update(description="Made elsewhere")),
+     "basin 'source': its description is 'Made elsewhere', dcbulk writes 'Source of this "
+     "file (dcbulk <version>)'"),
+    (_basin("plain", lambda b: b.update(perishable=True)),
+     "basin 'plain' has the key 'perishable', which dcbulk does not write"),
+    (_basin("plain", lambda b: b.update(format="h5dataset")),
+     "basin 'plain': its format is 'h5dataset', dcbulk writes 'hdf5' for a file basin"),
+    (_basin("plain", lambda b: b.update(description="another text"), same_key=True),
+     "basin 'plain' is stored under the key '"),
+    (_basin("plain", lambda b: b.update(name="renamed")),
+     "basin 'renamed' is not the source's (a basin the source does not have)"),
+    (_other_type, "basin 'remote' (type 'remote') is not the source's (a basin the source "
+     "does not have)"),
+], ids=["description", "description-of-basin-to-source", "extra-key", "format", "old-key",
+        "name", "other-type"])
+def test_a_basin_definition_changed_is_found(archive, client, tmp_path, change, line):
+    out, dst = _tampered(archive, tmp_path, "syn.rtdc", change)
+    for report in (dcbulk.verify(out, client=client), dcbulk.verify(dst, client=client)):
+        assert not report.ok and any(p.startswith(f"{out}: {line}")
+                                     for p in report.problems), report.problems
 
 
 def test_the_outputs_of_the_sample_files_verify_equal(client, sample_files, tmp_path):

@@ -39,8 +39,11 @@ from ..read.identifier import basin_identifier, filtered_run_identifier, get_mea
 from ..read.policy import check_dataset, check_link, is_reference, not_carried
 from ..write import HDF5Writer, copy_metadata
 
-__all__ = ["write_metadata", "write_trailer", "compose_map", "file_basin_paths",
-           "siblings_hold_same_events"]
+__all__ = ["SOURCE_BASIN_DESCRIPTION", "write_metadata", "write_trailer", "compose_map",
+           "file_basin_paths", "siblings_hold_same_events"]
+
+#: the description of an output's basin ``source`` (``--basin-to-source``)
+SOURCE_BASIN_DESCRIPTION = "Source of this file (dcbulk {version})"
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +157,8 @@ def _store_basins(hw: HDF5Writer, src: h5py.File, plan: ConversionPlan) -> None:
                            identifier=carried_identifier(bdict, src_dir))
     if plan.basin_to_source:
         src_path = pathlib.Path(info.path).resolve()
-        hw.store_basin(name="source", description=f"Source of this file (dcbulk {__version__})",
+        hw.store_basin(name="source",
+                       description=SOURCE_BASIN_DESCRIPTION.format(version=__version__),
                        paths=file_basin_paths([str(src_path)], info.path, plan.output),
                        features=basin_feature_names(info),
                        mapping=plan.mapping, identifier=basin_identifier(src))

@@ -1,17 +1,31 @@
-"""The basins of one output compared with its source's: each carried basin (its mapping,
-features, identifier and whether it resolves), the basin to the source, and the data of
-internal basins; one line per problem.
+"""The basins of one output compared with its source's: each carried basin (its definition
+as the writer stores it, mapping, features, identifier and whether it resolves), the basin
+to the source, and the data of internal basins; one line per problem.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import pathlib
 
 import h5py
 import numpy as np
 
+from ..engine.finish import SOURCE_BASIN_DESCRIPTION
 from ..read.basins import carried_identifier, extract_basin_dicts, resolve_file_basin
 from ..read.identifier import basin_identifier, get_measurement_identifier
 from .values import same_records
+
+#: the keys of a basin definition the writer stores (``write.basin_store.store_basin``):
+#: always, for a file basin too, and where the basin has them
+_KEYS = ("description", "name", "format", "paths", "type")
+_FILE_KEYS = ("identifier",)
+_OPTIONAL_KEYS = ("features", "mapping")
+#: the format the writer stores for each type of basin
+_FORMATS = {"file": "hdf5", "internal": "h5dataset"}
+#: the description of the basin to the source (:data:`SOURCE_BASIN_DESCRIPTION`, of any
+#: version), among those a basin's name allows
+_TO_SOURCE = object()
 
 __all__ = ["compare_basins"]
 
@@ -35,7 +49,8 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
     origins: dict[str, list[dict]] = {}  # the source's basins of each name
     for bdict in src_basins:
         origins.setdefault(bdict.get("name"), []).append(bdict)
-    out_basins = extract_basin_dicts(out)
+    out_basins = extract_basin_dicts(out, check=False)  # every one: the writer's or not
+    problems += _key_problems(out)
     kept = {b.get("name") for b in out_basins}
     problems += [f"basin '{b.get('name')}' of the source is missing" for b in src_basins
                  if b["type"] == "file" and b.get("name") not in kept]
@@ -55,15 +70,25 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
         name = bdict.get("name")
         label = f"basin '{name}'"
         # what the output's basin of this name may be: a carried one, or the basin to source
+        kind = bdict.get("type")
+        if kind not in _FORMATS:  # not carried (IgnoringBasinTypeWarning), never written
+            problems.append(f"{label} (type {kind!r}) is not the source's (a basin the source "
+                            f"does not have)")
+            continue
         wanted = [(b.get("features"), _source_rows(src, b, mapping), carried_identifier(
-            b, src_dir)) for b in origins.get(name, [])]
+            b, src_dir), b.get("description")) for b in origins.get(name, [])]
         if name == "source" and to_source is not None:
-            wanted.append((to_source, mapping, basin_identifier(src)))
+            wanted.append((to_source, mapping, basin_identifier(src), _TO_SOURCE))
         if not wanted:
             problems.append(f"{label} is not the source's (a basin the source does not have)")
             continue
+        problems += _definition_problems(bdict, [desc for *_, desc in wanted])
+        if bdict.get("mapping") and bdict["mapping"] not in out["events"]:
+            problems.append(f"{label}: its mapping {bdict['mapping']!r} is not in the "
+                            f"output's events")
+            continue
         rows = _basin_rows(out, bdict)
-        if not any(_same_rows(rows, want, n_out) for _, want, _ in wanted):
+        if not any(_same_rows(rows, want, n_out) for _, want, *_ in wanted):
             problems.append(f"{label}: its mapping differs from the source's" if rows is not None
                             else f"{label} has no mapping, but the output's events are not "
                             f"the basin's (its features would be read for other events)")
@@ -111,9 +136,9 @@ def _file_basin_problems(bdict: dict, wanted: list[tuple], out_dir: pathlib.Path
     """A file basin of an output: the features it lists, its identifier (where the
     source's basin, or the source for a basin to it, has one) and whether it resolves."""
     problems, label = [], f"basin '{bdict.get('name')}'"
-    if bdict.get("features") not in [features for features, _, _ in wanted]:
+    if bdict.get("features") not in [features for features, *_ in wanted]:
         problems.append(f"{label} lists other features than the source's")
-    identifiers = {ident for _, _, ident in wanted if ident}
+    identifiers = {ident for _, _, ident, _ in wanted if ident}
     if identifiers and bdict.get("identifier") not in identifiers:
         problems.append(f"{label} has " + (f"identifier {bdict['identifier']!r}"
                                            if bdict.get("identifier") else "no identifier")
@@ -128,4 +153,61 @@ def _file_basin_problems(bdict: dict, wanted: list[tuple], out_dir: pathlib.Path
             known = {get_measurement_identifier(bh5, compat=c) for c in ("dcnum", "dclab")}
         if bdict["identifier"] not in known:
             problems.append(f"{label} at {found} has another identifier")
+    return problems
+
+
+def _described(got, descriptions: list) -> str | None:
+    """Why a basin's ``description`` is none of those its name allows (None: it is one):
+    the source's basin's, or for the basin to the source (:data:`_TO_SOURCE`) the
+    writer's, of any dcbulk version."""
+    head, tail = SOURCE_BASIN_DESCRIPTION.split("{version}")
+    for want in descriptions:
+        if want is _TO_SOURCE and isinstance(got, str) and got.startswith(head) \
+                and got.endswith(tail) and len(got) > len(head) + len(tail):
+            return None
+        if want is not _TO_SOURCE and got == want:
+            return None
+    want = descriptions[0]
+    return f"its description is {got!r}, " + (
+        f"the source's is {want!r}" if want is not _TO_SOURCE
+        else f"dcbulk writes {SOURCE_BASIN_DESCRIPTION.format(version='<version>')!r}")
+
+
+def _definition_problems(bdict: dict, descriptions: list) -> list[str]:
+    """A basin's definition against what the writer stores for it: its keys, its format
+    (and an internal basin's path), its description (``descriptions``: the allowed ones,
+    :func:`_described`)."""
+    label, kind = f"basin '{bdict.get('name')}'", bdict.get("type")
+    keys = _KEYS + (_FILE_KEYS if kind == "file" else ())
+    problems = [f"{label} lacks the key {key!r}, which dcbulk writes" for key in keys
+                if key not in bdict]
+    problems += [f"{label} has the key {key!r}, which dcbulk does not write" for key in bdict
+                 if key not in keys + _OPTIONAL_KEYS]
+    if bdict.get("format") != _FORMATS[kind]:
+        problems.append(f"{label}: its format is {bdict.get('format')!r}, dcbulk writes "
+                        f"{_FORMATS[kind]!r} for a {kind} basin")
+    if kind == "internal" and bdict.get("paths") != ["basin_events"]:
+        problems.append(f"{label}: its paths are {bdict.get('paths')!r}, dcbulk writes "
+                        f"['basin_events'] for an internal basin")
+    why = _described(bdict.get("description"), descriptions)
+    return problems + ([f"{label}: {why}"] if why else [])
+
+
+def _key_problems(h5: h5py.File) -> list[str]:
+    """Basin definitions not stored under the MD5 of their text, as the writer (and dcnum)
+    stores every one (so identical definitions are stored once)."""
+    problems = []
+    for key, dset in h5["basins"].items() if isinstance(h5.get("basins"), h5py.Group) else ():
+        if not isinstance(dset, h5py.Dataset):
+            continue
+        lines = [ln.encode() if isinstance(ln, str) else bytes(ln) for ln in dset[()].ravel()]
+        text = b"\n".join(lines)
+        digest = hashlib.md5(text).hexdigest()
+        if digest != key:
+            try:
+                name = json.loads(text).get("name")
+            except (ValueError, AttributeError):
+                name = None
+            problems.append(f"basin '{name}' is stored under the key {key!r}, not the MD5 of "
+                            f"its text ({digest!r}, dcnum's and dcbulk's key)")
     return problems
