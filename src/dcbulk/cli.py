@@ -96,6 +96,7 @@ def _run_command(ns, out=None, err=None) -> int:
                            basin_to_source=getattr(ns, "basin_to_source", False),
                            follow_external=getattr(ns, "follow_external", False))
     job = cmd.job(ns)
+    ns.resumable = job.resumable  # what an interrupted run's line advises
     _check_cluster(ns, job)
     with planned(job, ns.sources, ns.output, options, include=ns.include,
                  resume=getattr(ns, "resume", True), force=ns.force,
@@ -341,13 +342,15 @@ def _plural(n: int, word: str) -> str:
 
 def _interrupted(ns) -> str:
     """The one line of an interrupted run (Ctrl-C)."""
+    again = ("re-run the same command" if ns.command == "verify" else "re-run the same "
+             "command to resume" if getattr(ns, "resumable", True) else "its outputs written "
+             "are complete (no manifest: split, join); re-run with --force to make them all")
     running = getattr(ns, "scheduler", None) or getattr(ns, "scheduler_file", None)
     if running:  # not dcbulk's cluster: its tasks were cancelled, the cluster left running
         return (f"dcbulk: interrupted; this run's tasks were cancelled on the cluster of "
                 f"{running}, which keeps running (a file being written there may still be "
-                f"finished; the next run removes its leftovers); re-run the same command "
-                f"to resume")
-    return "dcbulk: interrupted; re-run the same command to resume"
+                f"finished; the next run removes its leftovers); {again}")
+    return f"dcbulk: interrupted; {again}"
 
 
 def main(argv: Sequence[str] | None = None, *,

@@ -545,3 +545,31 @@ def test_an_interrupted_run_writes_its_json_report_too(tmp_path, client, monkeyp
     assert status in (EXIT_INTERRUPTED, EXIT_TERMINATED)
     doc = json.loads(report.read_text())
     assert doc["outcome"] == "interrupted" and doc["counts"]["files"] == 1, doc
+
+
+def test_an_interrupted_split_says_how_to_make_its_pieces_again(tmp_path, capsys, monkeypatch):
+    """An interrupted split said 're-run the same command to resume'; split keeps no
+    manifest, so that re-run failed every piece already written ('exists and is not a
+    finished output of this archive'). The line now says they are complete and how to make
+    them all again; that command does."""
+    import dcbulk.bulk.executor as executor
+    from dcbulk.cli import EXIT_INTERRUPTED
+    src = small_rtdc(tmp_path / "src" / "s.rtdc", 60, seed=3)
+    real = executor.settle_task
+
+    def interrupted(fut, step, plan):  # Ctrl-C once the first piece settled
+        real(fut, step, plan)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executor, "settle_task", interrupted)
+    dst = tmp_path / "dst"
+    assert main(["split", str(src), "-o", str(dst), "-q", "--events-per-file", "20",
+                 "--max-open-outputs", "1"]) == EXIT_INTERRUPTED
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("dcbulk: interrupted; its outputs written are complete") \
+        and line.endswith("re-run with --force to make them all"), line
+    monkeypatch.setattr(executor, "settle_task", real)
+    assert main(["split", str(src), "-o", str(dst), "-q", "--events-per-file", "20"]) == 1
+    assert main(["split", str(src), "-o", str(dst), "-q", "--events-per-file", "20",
+                 "--force"]) == 0
+    assert len(list(dst.glob("s_*.rtdc"))) == 3
