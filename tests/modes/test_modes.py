@@ -977,3 +977,31 @@ def test_join_of_inputs_with_an_attribute_dclab_cannot_read(tmp_path):
     with h5py.File(out) as h5:
         assert "flow rate = [0.1 0.2]" in log_lines(h5["logs/src-#2_cfg"])
     assert dcbulk.verify(out).ok
+
+
+def test_condense_announces_basin_files_outside_the_tree_as_convert(tmp_path, client, capsys):
+    """condense copied the scalars of a file basin outside the archive tree without a word
+    (convert and split said 'lies outside the archive tree'), and its per-file inspection
+    warnings ('has another identifier; skipped', 'unusable') went only to its log."""
+    from dcbulk.cli import main
+    (tmp_path / "outside").mkdir()
+    ext = make_rtdc(tmp_path / "outside" / "ext.rtdc", 20, seed=3)
+    (tmp_path / "outside" / "notes.txt").write_text("not hdf5")
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    for name, paths, ident in (("rel", ["../outside/ext.rtdc"], None),
+                               ("wrongid", [str(ext)], "not-its-identifier"),
+                               ("bad", ["../outside/notes.txt"], None)):
+        src = make_rtdc(arch / f"{name}.rtdc", 20, seed=4)
+        with h5py.File(src, "a") as h5:
+            del h5["events/deform"], h5["events/area_um"]
+        with dcbulk.write.HDF5Writer(src, mode="a") as hw:
+            hw.store_basin(name="ext", paths=paths, features=["deform", "area_um"],
+                           identifier=ident)
+    cluster = ["--scheduler", client.scheduler.address, "-q"]
+    assert main(["condense", str(arch), "-o", str(tmp_path / "cond"), *cluster]) == 0
+    err = capsys.readouterr().err
+    assert f"rel.rtdc: file basin {ext} lies outside the archive tree {arch}" in err, err
+    assert "wrongid.rtdc: file basin 'ext' at" in err and "has another identifier" in err, err
+    assert "bad.rtdc: file basin 'ext' unusable" in err, err
+    assert len(err.strip().splitlines()) == 3, err

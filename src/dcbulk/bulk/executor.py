@@ -288,6 +288,8 @@ def settle_outcome(outcome: tuple, step: Step, plan: RunPlan) -> FileResult:
     target, manifest = step.target, plan.manifest
     entry, out = target.source, target.output
     identity, res = outcome
+    for line in res.warnings:  # logged on a worker: its log file only, until now
+        logger.warning("%s", line)
     if (manifest is not None and res.error_type is not None
             and issubclass(res.error_type, OutputExistsError)
             and adopt_output(target, plan.options.fingerprint_dict(), manifest,

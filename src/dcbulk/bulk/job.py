@@ -19,10 +19,13 @@ it once, without a worker traceback; a job may also return such a report itself.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -190,6 +193,37 @@ def _announce_start(topic: str | None) -> None:
     worker.log_event(topic, {"key": worker.get_current_task()})
 
 
+class _TaskWarnings(logging.Handler):
+    """dcbulk's warnings logged by the calling thread (the task's), as one-line texts."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if (record.thread == self.thread and getattr(record, "terminal", True)
+                and not getattr(record, "per_file", False)):
+            self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _task_warnings() -> Iterator[list[str]]:
+    """On a dask worker: collect the warnings dcbulk logs in this task (a worker's own
+    logging reaches only the run's log file); elsewhere (dcbulk's own process, whose
+    terminal shows them already) nothing is collected."""
+    if current_worker() is None:
+        yield []
+        return
+    handler = _TaskWarnings()
+    ours = logging.getLogger("dcbulk")
+    ours.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        ours.removeHandler(handler)
+
+
 def run_target(job: Job, target: Target, options: ArchiveOptions, *,
                timeout: float | None = None, start_topic: str | None = None,
                lone: bool = False, **kwargs
@@ -209,18 +243,22 @@ def run_target(job: Job, target: Target, options: ArchiveOptions, *,
     (``in_process``) is made by its host's threads in this worker
     (:func:`~dcbulk.engine.blockpool.lone_block_pool`), as in dcbulk's own process. Where a
     block pool is at hand (those two cases) the job makes the whole file in this task
-    (``inline_bytes`` unbounded): the one place that decides it.
+    (``inline_bytes`` unbounded): the one place that decides it. The warnings dcbulk
+    logs while a worker makes the target come back in the report's ``warnings``.
     """
     _announce_start(start_topic)
     deadline = None if timeout is None else time.time() + timeout
-    try:
-        identity = job.source_identity(target)
-        with commit_deadline(deadline), lone_block_pool(lone and job.in_process):
-            if current_block_pool() is not None:  # its threads make the whole file here
-                kwargs = dict(kwargs, inline_bytes=sys.maxsize)
-            res = job.make(target, options, **kwargs)
-    except (DcbulkError, OSError, RuntimeError) as exc:
-        identity, res = None, failed_file(exc, target.source.path, target.output)
+    with _task_warnings() as said:
+        try:
+            identity = job.source_identity(target)
+            with commit_deadline(deadline), lone_block_pool(lone and job.in_process):
+                if current_block_pool() is not None:  # its threads make the whole file
+                    kwargs = dict(kwargs, inline_bytes=sys.maxsize)
+                res = job.make(target, options, **kwargs)
+        except (DcbulkError, OSError, RuntimeError) as exc:
+            identity, res = None, failed_file(exc, target.source.path, target.output)
+    if said:
+        res = replace(res, warnings=(*res.warnings, *said))
     if timeout is not None and res.error_type is not None \
             and issubclass(res.error_type, FileTimeoutError):
         res = replace(res, error=timeout_message(timeout))

@@ -22,7 +22,9 @@ class Report:
     rest left empty, for a file of an archive that failed;
     ``note`` (one line) for a file a job left alone on purpose (reported as skipped);
     ``problems`` (one line each) and ``checked`` (what was compared) for a file a check job
-    (``verify``) read.
+    (``verify``) read; ``warnings`` (one line each) are the warnings dcbulk logged while a
+    worker process made the file (the client logs them again, so they reach the terminal
+    as those of a run in dcbulk's own process do).
     """
 
     source: str | None
@@ -43,6 +45,7 @@ class Report:
     note: str | None = None
     problems: tuple[str, ...] = ()
     checked: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """The report as a JSON-ready dict (the error's type by its name)."""

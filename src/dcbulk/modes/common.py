@@ -82,10 +82,11 @@ def func_identity(func: Callable) -> dict:
 def job_result(info: SourceInfo, report: Report, t0: float) -> Report:
     """A job's :class:`~dcbulk.engine.report.Report`, completed as the convert job's.
 
-    Adds what the manifest records: the source's size, mtime and identifier, and the
-    job's wall time since ``t0``.
+    Adds what the manifest records: the source's size, mtime and identifier, the job's
+    wall time since ``t0``, and the file basins its features were found in (the executor
+    names those outside the run's sources, as for ``convert``).
     """
     st = os.stat(info.path)
     return replace(report, source=info.path, bytes_in=st.st_size,
                    source_mtime_ns=st.st_mtime_ns, identifier=info.identifier,
-                   wall_seconds=time.perf_counter() - t0)
+                   wall_seconds=time.perf_counter() - t0, basin_files=info.basin_files)
