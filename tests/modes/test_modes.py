@@ -1005,3 +1005,28 @@ def test_condense_announces_basin_files_outside_the_tree_as_convert(tmp_path, cl
     assert "wrongid.rtdc: file basin 'ext' at" in err and "has another identifier" in err, err
     assert "bad.rtdc: file basin 'ext' unusable" in err, err
     assert len(err.strip().splitlines()) == 3, err
+
+
+def test_join_refuses_a_requested_feature_an_input_lacks(tmp_path, capsys):
+    """join --features area_um,... with an input lacking area_um made the file without it
+    (exit 0, '1 joined'; only the provenance log said 'features dropped'), where split and
+    convert refuse. It is one line naming the input; a feature left out without --features
+    (the inputs differ) is one warning line."""
+    from dcbulk.cli import main
+    meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1, meta=meta)
+    b = make_rtdc(tmp_path / "b.rtdc", 20, seed=2, meta={**meta, "experiment:time": "10:00:09"})
+    with h5py.File(b, "a") as h5:  # the later input
+        del h5["events/area_um"]
+    out = tmp_path / "j.rtdc"
+    assert main(["join", str(a), str(b), "-o", str(out), "-q",
+                 "--features", "area_um,deform,time"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{b}: feature 'area_um' not available" in err[0], err
+    assert not out.exists()
+    assert main(["join", str(a), str(b), "-o", str(out), "-q"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'area_um'" in err[0] and str(b) in err[0] \
+        and "left out" in err[0], err
+    with h5py.File(out) as h5:
+        assert "area_um" not in h5["events"]

@@ -21,6 +21,7 @@ file's.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 
@@ -45,6 +46,8 @@ from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs
                             order_key, start_seconds, tables_of)
 
 __all__ = ["COMMAND", "JoinJob", "join"]
+
+logger = logging.getLogger(__name__)
 
 
 def _mapping(info: SourceInfo, filter: FilterExpr | None) -> np.ndarray | None:
@@ -87,9 +90,19 @@ def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
     (its stored chunks may be copied), the per-input details, the features dropped and the
     run id (``attrs_in``: each input's root attributes)."""
     names = [n for n in select_features(infos[0], features) if n != "contour"]
+    if features is not None:  # asked for: every input must have it, as convert and split
+        asked = [features] if isinstance(features, str) else list(features)
+        asked = [n for n in asked if n != "index"]  # renumbered: every input has it
+        for info in infos[1:]:
+            if asked:
+                select_features(info, asked)  # one line naming the input that lacks one
     # "index" is renumbered, so every input has it (dclab computes it when missing)
     dropped = sorted({n for info in infos[1:] for n in names
                       if n not in info.features and n != "index"})
+    for name in dropped:
+        lacking = [info.path for info in infos[1:] if name not in info.features]
+        logger.warning("join: feature '%s' left out (not in %s; --features %s makes a "
+                       "missing feature an error)", name, ", ".join(lacking), name)
     names = [n for n in names if n not in dropped]
     for name in names:
         shapes = {info.features[name].data.item_shape for info in infos
