@@ -1030,3 +1030,28 @@ def test_join_refuses_a_requested_feature_an_input_lacks(tmp_path, capsys):
         and "left out" in err[0], err
     with h5py.File(out) as h5:
         assert "area_um" not in h5["events"]
+
+
+def test_join_refuses_a_nan_that_must_become_an_integer(tmp_path, capsys):
+    """A later input whose float 'frame' held NaN was joined as a garbage uint64
+    (9223372068647266808), with numpy's two-line RuntimeWarning on the terminal, and
+    verify passed. Its join now fails in one line naming the input and the feature."""
+    from dcbulk.cli import main
+    meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1, meta=meta)
+    b = make_rtdc(tmp_path / "b.rtdc", 20, seed=2, meta={**meta, "experiment:time": "10:00:09"})
+    with h5py.File(b, "a") as h5:
+        frame = h5["events/frame"][:].astype(np.float64)
+        frame[3] = np.nan
+        del h5["events/frame"]
+        h5["events/frame"] = frame
+    out = tmp_path / "j.rtdc"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["join", str(a), str(b), "-o", str(out), "-q"]) == 1
+    captured = capsys.readouterr()
+    assert "RuntimeWarning" not in captured.err + captured.out
+    lines = [ln for ln in captured.out.splitlines() if "FAILED" in ln]
+    assert len(lines) == 1 and f"{b}: feature 'frame'" in lines[0] \
+        and "NaN" in lines[0] and "integer" in lines[0], captured
+    assert not out.exists()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import ConversionError
 from ..plan import BlockGroup, FeaturePlan
 from ..read.chunks import OpenFiles
 from .arrays import (READ_ERRORS, EncodedBlock, encode_rows, feature_rows, read_failure,
@@ -33,7 +34,25 @@ from .blockpool import run_blocks
 if TYPE_CHECKING:
     import dask.array as da
 
-__all__ = ["Piece", "Column", "column_blocks", "column_array"]
+__all__ = ["Piece", "Column", "as_dtype", "column_blocks", "column_array"]
+
+
+def as_dtype(rows: np.ndarray, dtype, label: str, name: str) -> np.ndarray:
+    """``rows`` as ``dtype``; float rows that an integer ``dtype`` cannot hold (NaN, inf,
+    or outside its range) are one line naming ``label`` and feature ``name``, instead of
+    numpy's garbage integers and its RuntimeWarning."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu" and rows.dtype.kind == "f" and rows.size:
+        info = np.iinfo(dtype)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(rows) | (rows < info.min) | (rows > info.max)
+        if bad.any():
+            value = rows[bad].flat[0]
+            what = ("NaN or inf" if not np.isfinite(value)
+                    else f"{float(value):g}, outside {dtype}")
+            raise ConversionError(f"{label}: feature '{name}' holds {what}, which must "
+                                  f"become an integer ({dtype}) here")
+    return rows.astype(dtype, copy=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +80,7 @@ class Piece:
         except READ_ERRORS as exc:
             raise read_failure(self.label, fp.name, start, stop, exc) from exc
         if self.cast is not None:
-            rows = rows.astype(self.cast)
+            rows = as_dtype(rows, self.cast, self.label, fp.name)
         return rows if self.shift is None else rows + self.shift
 
 
@@ -89,8 +108,8 @@ class Column:
         for piece in self.pieces:
             lo, hi = max(start, first), min(stop, first + piece.n_rows)
             if lo < hi:
-                parts.append(piece.rows(files, lo - first, hi - first).astype(dtype,
-                                                                              copy=False))
+                parts.append(as_dtype(piece.rows(files, lo - first, hi - first), dtype,
+                                      piece.label, piece.feature.name))
             first += piece.n_rows
         if len(parts) == 1:  # most blocks: no copy
             return parts[0]
