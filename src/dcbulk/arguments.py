@@ -19,8 +19,8 @@ import numpy as np
 from .errors import ArgumentTypeError, UsageError, one_line
 
 __all__ = ["callable_arg", "check_timeout", "client_arg", "count_arg", "feature_names",
-           "flag_args", "mapping_arg", "path_arg", "paths_arg", "progress_arg", "text_arg",
-           "wrong_argument"]
+           "file_output_arg", "flag_args", "mapping_arg", "path_arg", "paths_arg",
+           "progress_arg", "text_arg", "wrong_argument"]
 
 #: what a path argument may be
 _PATH_TYPES = (str, os.PathLike)
@@ -44,6 +44,26 @@ def path_arg(name: str, value) -> str | os.PathLike:
     if not isinstance(value, _PATH_TYPES):
         raise wrong_argument(name, value, "one path (str or os.PathLike)")
     return value
+
+
+def file_output_arg(value) -> str:
+    """The absolute path of a run whose output is one file (``join``), from ``value``.
+
+    Raises
+    ------
+    UsageError
+        For an empty path, one ending in a path separator or an existing directory (one
+        line: such an output named a directory's neighbour ``<directory>.rtdc``).
+    """
+    path = os.fspath(path_arg("output", value))
+    text = os.fsdecode(path)
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    if not text:
+        raise UsageError("output (-o): empty; name the output file")
+    if text.endswith(seps) or os.path.isdir(text):
+        raise UsageError(f"output (-o) {text!r}: a directory, not a file; name the output "
+                         f"file (e.g. {os.path.join(text, 'joined.rtdc')!r})")
+    return os.path.abspath(path)
 
 
 def client_arg(client) -> None:

@@ -73,11 +73,11 @@ def _client_args(ns) -> dict:
 
 
 def _print_summary(report, out, log_path: str | None = None, page: str | None = None,
-                   verb: str = "converted") -> None:
+                   verb: str = "converted", where: str | None = None) -> None:
     counts = report.to_dict()["counts"]
     print(f"dcbulk: {counts['done']} {verb}, {counts['skipped']} skipped (finished before), "
           f"{counts['failed']} failed in {command_seconds():,.1f} s -> "
-          f"{printable(report.output_dir)}" + (f"; page: {page}" if page else "")
+          f"{printable(where or report.output_dir)}" + (f"; page: {page}" if page else "")
           + (f"; log: {printable(log_path)}" if log_path else ""), file=out)
     for f in report.failed:
         print(f"  FAILED {printable(f.source)}: {one_line(f.error)}", file=out)
@@ -111,7 +111,8 @@ def _run_command(ns, out=None, err=None) -> int:
                  **plan.options.fingerprint_dict()}
         report, log_path, page = _execute(ns, plan, shown, err,
                                           os.path.join(plan.output_dir, LOG_DIRNAME), job.name)
-    return _finish(ns, report, out, log_path, page, job.verb)
+        where = plan.targets[0].output if job.one_file and plan.targets else None  # join's file
+    return _finish(ns, report, out, log_path, page, job.verb, where)
 
 
 def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *,
@@ -227,8 +228,8 @@ def _print_plan(ns, plan, out) -> None:
 
 
 def _finish(ns, report, out, log_path: str | None = None, page: str | None = None,
-            verb: str = "converted") -> int:
-    _print_summary(report, out, log_path, page, verb)
+            verb: str = "converted", where: str | None = None) -> int:
+    _print_summary(report, out, log_path, page, verb, where)
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 

@@ -1055,3 +1055,27 @@ def test_join_refuses_a_nan_that_must_become_an_integer(tmp_path, capsys):
     assert len(lines) == 1 and f"{b}: feature 'frame'" in lines[0] \
         and "NaN" in lines[0] and "integer" in lines[0], captured
     assert not out.exists()
+
+
+def test_join_output_must_name_a_file(tmp_path, capsys, monkeypatch):
+    """join -o '' or -o . wrote '<parent of cwd>.rtdc', -o adir/ wrote adir.rtdc (and the
+    summary named the directory). An empty output, an existing directory or a path ending in
+    a separator is one usage line; the summary names the file written."""
+    from dcbulk.cli import main
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1)
+    b = make_rtdc(tmp_path / "b.rtdc", 20, seed=2)
+    work = tmp_path / "work"
+    (work / "adir").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    for output in ("", ".", "adir", "adir/", "newdir/", str(work / "adir") + os.sep):
+        assert main(["join", str(a), str(b), "-o", output, "-q"]) == 2, output
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("dcbulk: usage error: ") \
+            and "-o" in err[0], (output, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.rtdc", "b.rtdc", "work"]
+    assert sorted(p.name for p in work.iterdir()) == ["adir"]
+    assert not any((work / "adir").iterdir())
+    assert main(["join", str(a), str(b), "-o", "notes.txt", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"-> {work / 'notes.txt.rtdc'};" in out, out
+    assert (work / "notes.txt.rtdc").is_file()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from ..arguments import path_arg, paths_arg
+from ..arguments import file_output_arg, path_arg, paths_arg
 from ..errors import LinkRefusedError
 from ..nofollow import check_parents
 from ..partials import clean_partials
@@ -151,7 +151,8 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
     that lead out of the source directories.
     """
     t0 = time.perf_counter()
-    output = os.path.abspath(os.fspath(path_arg("output", output)))
+    output = (file_output_arg(output) if job.one_file
+              else os.path.abspath(os.fspath(path_arg("output", output))))
     sources = paths_arg("sources", sources)
     if not job.one_file:
         check_output_placement(sources, output)
