@@ -1079,3 +1079,32 @@ def test_join_output_must_name_a_file(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert f"-> {work / 'notes.txt.rtdc'};" in out, out
     assert (work / "notes.txt.rtdc").is_file()
+
+
+def test_split_keeps_a_sample_that_is_no_utf8(tmp_path):
+    """An ``experiment:sample`` of bytes that are no UTF-8 made split raise
+    UnicodeDecodeError (a traceback; a directory with good files split nothing). Each
+    piece now keeps the source's bytes, then `` k/n``, and verifies equal; a sample h5py
+    reads as str holding no UTF-8 (it cannot be written back as such) fails that file
+    alone, in one line."""
+    from fixtures import small_rtdc
+    src = tmp_path / "src"
+    bad, good, vlen = (small_rtdc(src / f"{n}.rtdc", 30, seed=k)
+                       for k, n in enumerate(("bad", "good", "vlen")))
+    with h5py.File(bad, "a") as h5:
+        h5.attrs["experiment:sample"] = np.bytes_(b"caf\xe9 \xff")
+    with h5py.File(vlen, "a") as h5:
+        h5.attrs.create("experiment:sample", np.array(b"caf\xe9", dtype=object),
+                        dtype=h5py.string_dtype("utf-8"))
+    report = dcbulk.modes.split([src], tmp_path / "out", events_per_file=20)
+    assert report.count("done") == 4, [f.error for f in report.failed]
+    (failed,) = report.failed
+    assert "vlen" in failed.output and "\n" not in failed.error
+    assert "experiment:sample" in failed.error, failed.error
+    for k in (1, 2):
+        with h5py.File(tmp_path / "out" / f"bad_{k:04d}.rtdc") as h5:
+            assert h5.attrs["experiment:sample"] == np.bytes_(b"caf\xe9 \xff %d/2" % k)
+        with h5py.File(tmp_path / "out" / f"good_{k:04d}.rtdc") as h5, h5py.File(good) as s:
+            assert h5.attrs["experiment:sample"] == f"{s.attrs['experiment:sample']} {k}/2"
+    result = dcbulk.verify(sorted((tmp_path / "out").glob("*.rtdc")))
+    assert result.ok, result.problems

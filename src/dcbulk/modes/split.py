@@ -24,7 +24,7 @@ import numpy as np
 from ..arguments import count_arg, flag_args
 from ..bulk import ArchiveReport, ConvertJob, Part, Target, make_options, run_job
 from ..command import Command, positive_count
-from ..errors import DcbulkError
+from ..errors import DcbulkError, PlanError
 from ..filter_expr import FilterExpr, parse_filter
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
@@ -32,16 +32,25 @@ from ..read.files import open_rtdc
 from ..read.filtering import kept_events
 from ..read.inspect import inspect_source
 from ..verify.pair import VerifyPair
+from ..verify.values import as_text, suffixed_text
 
 __all__ = ["COMMAND", "SplitJob", "missing_pieces", "piece_path", "plan_split", "split"]
 
 logger = logging.getLogger(__name__)
 
 
-def _sample(path: str) -> str:
+def _sample(path: str) -> object:
+    """The source's ``experiment:sample``, as :func:`suffixed_text` gives each piece its own
+    (bytes that are no UTF-8 kept); a PlanError (this source fails alone) if it cannot."""
     with open_rtdc(path) as h5:
         value = h5.attrs.get("experiment:sample", "")
-    return value.decode() if isinstance(value, bytes) else str(value)
+    try:
+        suffixed_text(value, "")
+        return value
+    except UnicodeError as exc:
+        raise PlanError(f"{path}: experiment:sample {as_text(value)!r} is text (str) that "
+                        f"holds no valid UTF-8; a piece cannot keep it with its ' k/n' "
+                        f"(store it as bytes, or fix it)") from exc
 
 
 def piece_path(out_dir: str, source: str, k: int) -> str:
@@ -98,7 +107,7 @@ def plan_split(source: str, out_dir: str, events_per_file: int, *,
                    "filter": None if filter is None else filter.text,
                    "skip empty boundary images": skip_empty}
         # (the run identifier is the engine's, from the events: read.identifier's one rule)
-        attrs = {"experiment:sample": f"{sample} {k + 1}/{n_files}"}
+        attrs = {"experiment:sample": suffixed_text(sample, f" {k + 1}/{n_files}")}
         pieces.append((piece_path(out_dir, info.path, k + 1),
                        Part(events, ExtraMetadata(attrs=attrs, provenance=job_provenance(
                            "split", details=details))),

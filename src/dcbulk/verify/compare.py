@@ -23,7 +23,8 @@ from ..read.policy import external_objects, not_carried
 from .basins import compare_basins
 from .objects import unwritten_objects
 from .storage import stored_otherwise
-from .values import STR, as_text, same_records, same_value, shown, stored_as, stored_bytes
+from .values import (STR, as_text, same_records, same_value, shown, stored_as, stored_bytes,
+                     suffixed_text)
 from .written import own_log_names, shown_names
 
 __all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_records",
@@ -72,8 +73,11 @@ def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
     problems = []
     sattrs, oattrs = dict(src.attrs), dict(out.attrs)  # one read of each attribute
     if sample_suffix:  # a split piece's sample: the source's, then " k/n"
-        sample = as_text(sattrs.get("experiment:sample", ""))
-        sattrs["experiment:sample"] = f"{sample}{sample_suffix}"
+        try:
+            sattrs["experiment:sample"] = suffixed_text(sattrs.get("experiment:sample", ""),
+                                                        sample_suffix)
+        except UnicodeError:  # split refuses such a source: no piece can be right
+            sattrs["experiment:sample"] = f"{as_text(sattrs['experiment:sample'])}{sample_suffix}"
     for key, value in sattrs.items():
         if key in ALLOWED_ATTR_CHANGES:
             continue

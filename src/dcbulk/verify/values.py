@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["BYTES", "STR", "as_text", "same_records", "same_value", "shown", "stored_as",
-           "stored_bytes"]
+           "stored_bytes", "suffixed_text"]
 
 #: how :func:`stored_as` names text that h5py reads as ``str`` (HDF5 variable-length strings)
 STR = "variable-length text (str)"
@@ -24,6 +24,18 @@ def as_text(value) -> object:
     if isinstance(value, np.ndarray) and value.dtype.kind == "S":
         return [bytes(v).decode("utf-8", errors="replace") for v in value.ravel()]
     return value
+
+
+def suffixed_text(value, suffix: str) -> object:
+    """A text attribute with ``suffix`` appended, stored as the value was (split's sample
+    `` k/n``; what verify expects of a piece): bytes stay the same bytes (no UTF-8 needed),
+    then the suffix's UTF-8; anything else is its text. Raises UnicodeError for a ``str``
+    that holds no UTF-8 (h5py's surrogate escapes: no ``str`` can be written back so)."""
+    if isinstance(value, (bytes, np.bytes_)):
+        return np.bytes_(bytes(value) + suffix.encode("utf-8"))
+    text = str(value)
+    text.encode("utf-8")
+    return text + suffix
 
 
 class _Shown(str):
