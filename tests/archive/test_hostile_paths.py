@@ -425,6 +425,20 @@ def test_a_reprocess_function_that_never_returns_fails_its_file_alone(tmp_path):
     assert Manifest.load(dst).records["f1.rtdc"].status == "failed"
 
 
+@pytest.mark.parametrize("limit", ["1e-7", "1e-6"])
+def test_a_tiny_time_limit_fails_the_file_and_does_not_spin(tmp_path, limit):
+    """``--timeout-per-file 1e-7`` spun at ~94% CPU forever (the first Ctrl-C ignored): the
+    wait for a task was as short as the limit, and nothing settled. The file now fails
+    alone with the time-limit line (the wait polls at least every 0.05 s)."""
+    src = _files(tmp_path / "src", ["a.rtdc"])[0]
+    proc = _cli("split", src, "-o", tmp_path / "out", "--events-per-file", "20",
+                "--timeout-per-file", limit, *_CLUSTER, timeout=90)
+    assert proc.returncode == 1, proc.out + proc.err
+    assert f"time limit of {float(limit):g} s per file" in proc.out + proc.err, proc.err
+    assert "Traceback" not in proc.err
+    assert not list((tmp_path / "out").glob("*.rtdc"))
+
+
 class LateJob(ConvertJob):
     """A convert job that sleeps past its time limit, then tries to commit its output and
     notes what happened in ``<output>.attempt.json`` (outside the run's bookkeeping)."""

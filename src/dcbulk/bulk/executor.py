@@ -156,6 +156,10 @@ def execute_here(plan: RunPlan, *, progress: Progress | None = None) -> ArchiveR
     return report
 
 
+#: the shortest wait for a task to end (seconds), whatever the per-file time limit
+_POLL_FLOOR = 0.05
+
+
 class _Runner:
     """Submits a plan's steps, at most ``max_open`` at once, and settles each as it ends
     (or, past ``timeout`` since its task started, abandons it)."""
@@ -225,16 +229,20 @@ class _Runner:
             self.abandon_overdue()
             if not self.active:
                 return
-        limit = None if self.timeout is None else min(1.0, self.timeout)
+        # a floor: a wait as short as a tiny limit (1e-7 s) returned before the client's
+        # event loop could settle anything, and the run spun forever
+        limit = None if self.timeout is None else min(1.0, max(_POLL_FLOOR, self.timeout))
         if isinstance(self.client, InProcessClient):
-            done = self.client.wait_first(list(self.active), limit)
+            self.client.wait_first(list(self.active), limit)
         else:
             from distributed import wait
             try:
-                done, _ = wait(list(self.active), return_when="FIRST_COMPLETED", timeout=limit)
+                wait(list(self.active), return_when="FIRST_COMPLETED", timeout=limit)
             except TimeoutError:
-                return
-        for fut in done:
+                pass
+        # every task that has ended, whatever the wait said: distributed's wait can time
+        # out before it looks at a future that ended already (a tiny limit: it always did)
+        for fut in [f for f in self.active if f.done()]:
             result = settle_task(fut, self.active.pop(fut), self.plan)
             fut.release()
             self.finish(result)
