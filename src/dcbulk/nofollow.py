@@ -17,7 +17,8 @@ from os import PathLike
 
 from .errors import LinkRefusedError
 
-__all__ = ["check_parents", "make_dir", "open_nofollow", "refuse_link", "write_nofollow"]
+__all__ = ["check_parents", "make_dir", "open_nofollow", "refuse_link", "refuse_unless_file",
+           "write_nofollow"]
 
 
 def _refuse(path: str, what: str) -> LinkRefusedError:
@@ -71,6 +72,20 @@ def refuse_link(path: str | PathLike) -> None:
         raise _refuse(os.fspath(path), "is a symbolic link")
 
 
+def refuse_unless_file(path: str | PathLike) -> None:
+    """Raise :class:`~dcbulk.errors.LinkRefusedError` if ``path`` exists but is a symbolic
+    link or not a regular file (a directory, a FIFO): a file of dcbulk's own it would
+    remove or replace."""
+    try:
+        st = os.lstat(path)
+    except OSError:  # absent (or its directory is): nothing to refuse here
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise _refuse(os.fspath(path), "is a symbolic link")
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(os.fspath(path), "is not a regular file")
+
+
 def write_nofollow(path: str | PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` (created or truncated), never through a link."""
     fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT)
@@ -91,12 +106,17 @@ def make_dir(path: str | PathLike) -> str:
     Raises
     ------
     LinkRefusedError
-        ``path`` is a symbolic link or not a directory.
+        ``path`` is a symbolic link (also a dangling one, or one to a file) or not a
+        directory.
     OSError
-        When it cannot be created.
+        When it cannot be created (e.g. a parent is a file or a dangling link).
     """
     path = os.fspath(path)
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        if not os.path.lexists(path):
+            raise
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise _refuse(path, "is a symbolic link")

@@ -27,7 +27,7 @@ from os import PathLike
 
 from .bulk.manifest import MANIFEST_NAME
 from .cluster import open_client
-from .errors import ConfigError, DcbulkError, one_line
+from .errors import ConfigError, DcbulkError, OutputDirError, one_line
 from .nofollow import make_dir
 
 __all__ = ["LOG_DIRNAME", "dask_setup", "log_dir_for", "logged_client", "run_log",
@@ -126,9 +126,10 @@ def _log_file(directory: str | PathLike, kind: str,
               fallback: bool = False) -> logging.FileHandler:
     try:
         return _new_log_file(os.fspath(directory), kind)
-    except OSError:
+    except OSError as exc:
         if not fallback:  # a job's directory is its output directory: it must be writable
-            raise
+            raise OutputDirError(f"{os.fspath(directory)}: cannot create the log directory "
+                                 f"or a log file in it ({exc.strerror or exc})") from exc
         # e.g. verifying a read-only archive: the log goes to the temporary directory
         return _new_log_file(os.path.join(tempfile.gettempdir(), LOG_DIRNAME), kind)
 

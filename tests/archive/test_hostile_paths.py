@@ -113,6 +113,68 @@ def test_a_log_directory_that_is_a_symlink_is_refused(tmp_path, capsys):
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.mark.parametrize("entry", ["file", "dangling link", "link to a file"])
+@pytest.mark.parametrize("mode", ["split", "join"])
+def test_a_log_directory_that_is_no_directory_is_one_line(tmp_path, capsys, mode, entry):
+    """A ``dcbulk-logs`` that is a regular file, a dangling link or a link to a file gave
+    a FileExistsError traceback (split and join); it is now one line, exit 3, as a link
+    to a directory was, and is left as it is."""
+    a, b = _files(tmp_path / "src", ["a.rtdc", "b.rtdc"])
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    logs, target = dst / "dcbulk-logs", tmp_path / "target"
+    if entry == "file":
+        logs.write_text("keep\n")
+    else:
+        if entry == "link to a file":
+            target.write_text("keep\n")
+        os.symlink(target, logs)
+    argv = ([mode, str(a), "-o", str(dst)] if mode == "split"
+            else [mode, str(a), str(b), "-o", str(dst / "j.rtdc")])
+    assert main([*argv, "-q"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dcbulk-logs" in err[0], err
+    assert "symbolic link" in err[0] or "not a directory" in err[0], err
+    assert os.path.lexists(logs) and not list(dst.glob("*.rtdc"))
+    if entry == "dangling link":
+        assert not target.exists()
+    else:
+        assert (logs if entry == "file" else target).read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("parent", ["file", "dangling link"])
+def test_a_log_directory_that_cannot_be_created_is_one_line(tmp_path, capsys, parent):
+    """``join ... -o afile/j.rtdc`` (afile a regular file) gave a NotADirectoryError
+    traceback, ``-o dlink/j.rtdc`` (a dangling link) a FileNotFoundError one: each is
+    now one line naming the log directory, exit 3."""
+    a, b = _files(tmp_path / "src", ["a.rtdc", "b.rtdc"])
+    where = tmp_path / "where"
+    if parent == "file":
+        where.write_text("keep\n")
+    else:
+        os.symlink(tmp_path / "nowhere", where)
+    assert main(["join", str(a), str(b), "-o", str(where / "j.rtdc"), "-q"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(where / "dcbulk-logs") in err[0], err
+    assert "cannot create" in err[0], err
+
+
+def test_an_in_process_marker_that_is_a_directory_is_refused_before_any_work(tmp_path,
+                                                                            capsys):
+    """A ``.dcbulk-in-process`` that was a directory: the pieces were written, then an
+    IsADirectoryError traceback from removing it, and no summary line. Now one line, exit 3,
+    before any output is written, as for other entries of the output directory that are
+    not dcbulk's files."""
+    (a,) = _files(tmp_path / "src", ["a.rtdc"])
+    dst = tmp_path / "dst"
+    (dst / ".dcbulk-in-process").mkdir(parents=True)
+    assert main(["split", str(a), "-o", str(dst), "--events-per-file", "20", "-q"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ".dcbulk-in-process" in err[0], err
+    assert "not a regular file" in err[0], err
+    assert not list(dst.glob("*.rtdc")) and (dst / ".dcbulk-in-process").is_dir()
+
+
 def test_a_report_that_is_a_symlink_is_refused_before_any_work(tmp_path, capsys):
     src = tmp_path / "src"
     _files(src, ["a.rtdc"])

@@ -42,10 +42,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 from ..engine.blockpool import BlockPool, started_executor, using_block_pool
-from ..nofollow import write_nofollow
+from ..nofollow import refuse_unless_file, write_nofollow
 
 __all__ = ["MARKER_NAME", "THREADED_FILE_BYTES", "THREADED_RUN_BYTES", "THREADED_RUN_FILES",
-           "InProcessClient", "clear_marker", "in_process_run", "runs_in_process"]
+           "InProcessClient", "check_marker", "clear_marker", "in_process_run", "runs_in_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +175,18 @@ def in_process_run(marker_dir: str | None) -> Iterator[InProcessClient]:
         client.close()
         if marker_dir is not None:
             clear_marker(marker_dir)
+
+
+def check_marker(output_dir: str) -> None:
+    """Refuse a marker that is no regular file (a directory, a link): the run would make
+    its files, then fail to remove it. Before any work, as for the lock and manifest.
+
+    Raises
+    ------
+    LinkRefusedError
+        Naming the marker.
+    """
+    refuse_unless_file(os.path.join(output_dir, MARKER_NAME))
 
 
 def clear_marker(output_dir: str) -> None:
