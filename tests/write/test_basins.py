@@ -142,6 +142,9 @@ def test_store_basin_argument_errors(tmp_path: Path) -> None:
             hw.store_basin("f", internal_data={})  # empty: a file basin
         with pytest.raises(TypeError, match="list of paths"):
             hw.store_basin("f", paths="a.rtdc")
+        # a bare name: its characters were stored as features 'd', 'e', ...
+        with pytest.raises(TypeError, match="list of feature names"):
+            hw.store_basin("f", paths=["a.rtdc"], features="deform")
         assert "basins" not in hw.h5 or len(hw.h5["basins"]) == 0
         assert "userdef1" not in hw.h5.get("basin_events", {})
         with pytest.warns(UserWarning, match="Not storing identifier"):

@@ -338,3 +338,14 @@ def test_store_log_like_dcnum(tmp_path: Path) -> None:
         assert d1.chunks == d2.chunks
         assert filter_pipeline(d1) == filter_pipeline(d2) == DEFAULT_PIPELINE
         assert np.array_equal(d1[:], d2[:])
+
+
+@pytest.mark.parametrize("data", ["abc", b"abc"])
+def test_store_log_refuses_one_string_as_dcnum_does(tmp_path, data):
+    """A log given as one string was stored one character per line (dcnum raises
+    ValueError); an existing log is kept even with ``override``."""
+    with HDF5Writer(tmp_path / "l.rtdc", mode="w") as hw:
+        hw.store_log("mylog", ["kept"])
+        with pytest.raises(ValueError, match="as a list"):
+            hw.store_log("mylog", data, override=True)
+        assert hw.h5["logs/mylog"][:].tolist() == [b"kept"]

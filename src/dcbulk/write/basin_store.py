@@ -95,13 +95,14 @@ def require_basinmap(writer: HDF5Writer, mapping: Any) -> str:
         f"all hold other mappings. Please revise your analysis pipeline.")
 
 
-def _check_paths(paths: Any) -> list[str]:
-    """Return basin paths as strings; refuse a bare string or path."""
-    if isinstance(paths, (str, bytes, pathlib.PurePath)):
+def _check_list(value: Any, what: str, kind: str) -> list:
+    """``value`` as a list; refuse a bare string or path (its characters would be
+    stored one by one)."""
+    if isinstance(value, (str, bytes, pathlib.PurePath)):
         raise TypeError(
-            f"`paths` must be a list of paths, got the single path "
-            f"{paths!r}")
-    return [str(pp) for pp in paths]
+            f"`{what}` must be a list of {kind}s, got the single {kind} "
+            f"{value!r}")
+    return list(value)
 
 
 def store_basin(writer: HDF5Writer,
@@ -153,7 +154,8 @@ def store_basin(writer: HDF5Writer,
         is missing for a file basin, an internal feature already exists,
         or no ``basinmapN`` is free.
     TypeError
-        If `paths` is a single string or path instead of a list.
+        If `paths` or `features` is a single string or path instead of a
+        list.
     """
     bdat: dict[str, Any] = {"description": description, "name": name}
     if internal_data:
@@ -185,11 +187,11 @@ def store_basin(writer: HDF5Writer,
             raise ValueError("`paths` must not be set to None when storing "
                              "external basin features")
         bdat["format"] = "hdf5"
-        bdat["paths"] = _check_paths(paths)
+        bdat["paths"] = [str(pp) for pp in _check_list(paths, "paths", "path")]
         bdat["type"] = "file"
         bdat["identifier"] = identifier
-    if features is not None and len(features):
-        bdat["features"] = list(features)
+    if features is not None and len(features):  # dcnum stores a string as it is
+        bdat["features"] = _check_list(features, "features", "feature name")
     if mapping is not None:
         bdat["mapping"] = require_basinmap(writer, mapping)
 

@@ -303,8 +303,13 @@ class HDF5Writer:
         Raises
         ------
         ValueError
-            If the log exists and `override` is False, or `data` is empty.
+            If the log exists and `override` is False, or `data` is empty
+            or a single string.
         """
+        if isinstance(data, (str, bytes)):  # dcnum: ValueError (shape)
+            raise ValueError(
+                f"Cannot store log '{log}' in {self.h5.filename}: give its "
+                f"lines as a list, not one {type(data).__name__}")
         logs = self.h5.require_group("logs")
         if log in logs:
             if not override:
