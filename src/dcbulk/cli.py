@@ -8,7 +8,6 @@ a run: its cluster closed, no partial file left.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -311,32 +310,6 @@ def _verify(ns, out=None, err=None) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED_FILES
 
 
-def _clusters() -> set:
-    """The clusters of this process (distributed's ``SpecCluster`` instances)."""
-    spec = sys.modules.get("distributed.deploy.spec")
-    return set(spec.SpecCluster._instances) if spec is not None else set()
-
-
-def _close_unstarted(before: set) -> None:
-    """A cluster this command started that Ctrl-C caught while it started (no context
-    closed it: it was not made yet) is closed here, quietly: distributed's exit hook would
-    close it with an AssertionError traceback and its INFO lines on the terminal. Clusters
-    that were there ``before`` (a caller's) are left alone."""
-    new = _clusters() - before
-    if not new:
-        return
-    from distributed.core import Status
-    new = [c for c in new if getattr(c, "status", None) != Status.closed]
-    if not new:  # closed by their context: nothing of theirs left for the exit hook
-        return
-    for name in ("distributed", "asyncio"):  # the command is ending: its workers' start
-        logging.getLogger(name).setLevel(logging.CRITICAL)  # tasks fail unretrieved
-    for cluster in new:
-        with contextlib.suppress(Exception):
-            cluster.close(timeout=10)
-        cluster.shutdown_on_close = False  # the exit hook would try again
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' * (n != 1)}"
 
@@ -366,7 +339,6 @@ def main(argv: Sequence[str] | None = None, *,
         ns = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
-    before = _clusters()
     try:
         with _sigterm_interrupts(), terminal_warnings():
             if getattr(ns, "run_command", None) is not None:
@@ -391,7 +363,6 @@ def main(argv: Sequence[str] | None = None, *,
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keep Python's exit flush quiet)
         return EXIT_OK
     except KeyboardInterrupt as exc:
-        _close_unstarted(before)
         terminated = isinstance(exc, _Terminated)
         line = _interrupted(ns)
         print(line.replace("interrupted", "terminated (SIGTERM)", 1) if terminated else line,

@@ -305,9 +305,10 @@ def open_client(*, scheduler: str | None = None, scheduler_file: str | PathLike 
         return
     with use_config_file(cluster_config):
         kind, where = _kind(cluster), _where(cluster_config)
-        running = _prepare(kind, where, n_workers=n_workers, jobs=jobs, timeout=timeout,
-                           threads_per_worker=threads_per_worker,
-                           memory_limit=memory_limit)()
+        start = _prepare(kind, where, n_workers=n_workers, jobs=jobs, timeout=timeout,
+                         threads_per_worker=threads_per_worker, memory_limit=memory_limit)
+        with _closed_if_interrupted():
+            running = start()
         try:
             with Client(running) as client:
                 if kind != "local":
@@ -315,6 +316,56 @@ def open_client(*, scheduler: str | None = None, scheduler_file: str | PathLike 
                 yield client, running
         finally:
             running.close()
+
+
+@contextlib.contextmanager
+def _closed_if_interrupted() -> Iterator[None]:
+    """A cluster that Ctrl-C (or SIGTERM) catches while it starts in the block is closed
+    here, quietly: it was not made yet, so no context closes it, and distributed's exit
+    hook would, with an AssertionError traceback and INFO lines on the terminal. Closed
+    here, while the run's log (:func:`~dcbulk.runlog.run_log`) still takes distributed's
+    lines (closed at the command's end, a nanny still starting could print one), and the
+    processes it spawned are killed first and last: one still unpickling its start when
+    its nanny closes prints a traceback on the terminal (its output goes to the run's log
+    only once it runs)."""
+    from distributed.deploy.spec import SpecCluster
+    before, spawned = set(SpecCluster._instances), _children()
+    try:
+        yield
+    except KeyboardInterrupt:
+        from distributed.core import Status
+        new = [c for c in set(SpecCluster._instances) - before
+               if getattr(c, "status", None) != Status.closed]
+        if new:  # the command is ending: its workers' start tasks fail unretrieved
+            for name in ("distributed", "asyncio"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+            _kill(_children() - spawned)
+        for cluster in new:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)
+            cluster.shutdown_on_close = False  # the exit hook would try again
+        if new:
+            _kill(_children() - spawned)
+        raise
+
+
+def _children() -> set:
+    """The worker processes multiprocessing spawned from this process (``psutil.Process``;
+    not its resource tracker, which they share with the caller's)."""
+    import psutil
+    found = set()
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.add(child)
+    return found
+
+
+def _kill(processes: set) -> None:
+    import psutil
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 @contextlib.contextmanager
