@@ -1057,6 +1057,24 @@ def test_join_refuses_a_nan_that_must_become_an_integer(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_join_refuses_text_that_holds_no_utf8_in_one_line(tmp_path, capsys):
+    """An input whose experiment:sample is a str holding no valid UTF-8 (h5py's surrogate
+    escapes) ended the join in a UnicodeEncodeError traceback, from the src-#k_cfg log."""
+    from dcbulk.cli import main
+    meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1, meta=meta)
+    b = make_rtdc(tmp_path / "b.rtdc", 20, seed=2, meta={**meta, "experiment:time": "10:00:09"})
+    with h5py.File(b, "a") as h5:
+        del h5.attrs["experiment:sample"]
+        h5.attrs.create("experiment:sample", b"caf\xe9", dtype=h5py.string_dtype("utf-8"))
+    out = tmp_path / "j.rtdc"
+    assert main(["join", str(a), str(b), "-o", str(out), "-q"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{b}: attribute 'experiment:sample'" in err[0] \
+        and "no valid UTF-8" in err[0], err
+    assert not out.exists()
+
+
 def test_join_output_must_name_a_file(tmp_path, capsys, monkeypatch):
     """join -o '' or -o . wrote '<parent of cwd>.rtdc', -o adir/ wrote adir.rtdc (and the
     summary named the directory). An empty output, an existing directory or a path ending in

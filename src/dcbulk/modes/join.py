@@ -166,6 +166,21 @@ def _extra(infos: list[SourceInfo], attrs_in: list[dict], details: list[dict],
     return ExtraMetadata(attrs=attrs, logs=logs, tables=tables, provenance=prov)
 
 
+def _encodable(path: str, attrs: dict) -> dict:
+    """``attrs`` of the input ``path``, whose text the join writes into its logs
+    (``src-#k_cfg``): a ``str`` holding no valid UTF-8 (h5py's surrogate escapes) is a
+    PlanError naming it (it was a UnicodeEncodeError traceback)."""
+    for key, value in attrs.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise PlanError(f"{path}: attribute {key!r} is text (str) that holds no "
+                                f"valid UTF-8, which the join cannot write into its logs "
+                                f"(store it as bytes, or fix it)") from exc
+    return attrs
+
+
 class JoinJob(Job):
     """The job of :func:`join`: one target, the joined file, from every source.
 
@@ -190,7 +205,7 @@ class JoinJob(Job):
         attrs = []
         for info in infos:
             with open_rtdc(info.path) as h5:
-                attrs.append(attrs_of(h5))
+                attrs.append(_encodable(info.path, attrs_of(h5)))
         order = sorted(range(len(infos)), key=lambda k: (order_key(attrs[k]), k))
         infos, attrs = [infos[k] for k in order], [attrs[k] for k in order]
         joined, stored, details, dropped, run_id = _plan(infos, attrs, options.features,
