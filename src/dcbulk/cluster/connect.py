@@ -201,35 +201,26 @@ def _running_only(**given) -> None:
                           f"scheduler (it has its own workers)")
 
 
-def check_client(*, scheduler: str | None = None,
-                 scheduler_file: str | PathLike | None = None, cluster: str | None = None,
-                 cluster_config: str | PathLike | None = None, n_workers: int | None = None,
-                 threads_per_worker: int | None = None, memory_limit: str | int | None = None,
-                 jobs: int | None = None, timeout: str | float | None = None,
-                 check: Callable[[Any], None] | None = None) -> None:
-    """Raise what :func:`open_client` (same arguments) would raise before its cluster
-    starts, starting nothing: a run calls it before it creates anything in its output
-    location. A running scheduler is connected to and left, ``check(client)`` called
-    (a job's check of the workers).
+def check_client(*, check: Callable[[Any], None] | None = None, **client_args) -> None:
+    """Raise what :func:`open_client` (``client_args``: its arguments) would raise before
+    its cluster starts, starting nothing: a run calls it before it creates anything in its
+    output location. A running scheduler is connected to and left, ``check(client)``
+    called (a job's check of the workers).
 
     Raises
     ------
     ConfigError
         As :func:`open_client`, for all but a cluster that fails while it starts.
     """
-    if scheduler is not None or scheduler_file is not None:
-        _running_only(scheduler_file=scheduler and scheduler_file, cluster=cluster,
-                      cluster_config=cluster_config, n_workers=n_workers,
-                      threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-                      jobs=jobs)
-        with _connect(scheduler, scheduler_file, timeout) as client:
+    if client_args.get("scheduler") is not None or client_args.get("scheduler_file") is not None:
+        with open_client(**client_args) as (client, _):  # connects, starts nothing
             if check is not None:
                 check(client)
         return
-    with use_config_file(cluster_config):
-        _prepare(_kind(cluster), _where(cluster_config), n_workers=n_workers, jobs=jobs,
-                 threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-                 timeout=timeout)
+    with use_config_file(client_args.get("cluster_config")):
+        _prepare(_kind(client_args.get("cluster")), _where(client_args.get("cluster_config")),
+                 **{key: client_args.get(key) for key in (
+                     "n_workers", "jobs", "threads_per_worker", "memory_limit", "timeout")})
 
 
 def job_script(*, cluster: str | None = None, cluster_config: str | PathLike | None = None,
