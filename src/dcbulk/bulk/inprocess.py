@@ -149,10 +149,10 @@ class InProcessClient:
             fut.cancel()
 
     @staticmethod
-    def wait_first(futures, timeout: float | None) -> set:
-        """The futures done within ``timeout`` (at least one, unless the time ran out)."""
-        done, _ = wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-        return done
+    def wait_first(futures, timeout: float | None) -> None:
+        """Wait until one of ``futures`` is done, or ``timeout`` ran out (the executor then
+        settles every one that is done)."""
+        wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
 
     def close(self) -> None:
         """Stop taking tasks; the running ones stop at their next block."""

@@ -91,11 +91,9 @@ def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
     run id (``attrs_in``: each input's root attributes)."""
     names = [n for n in select_features(infos[0], features) if n != "contour"]
     if features is not None:  # asked for: every input must have it, as convert and split
-        asked = [features] if isinstance(features, str) else list(features)
-        asked = [n for n in asked if n != "index"]  # renumbered: every input has it
-        for info in infos[1:]:
-            if asked:
-                select_features(info, asked)  # one line naming the input that lacks one
+        asked = [n for n in features if n != "index"]  # renumbered: every input has it
+        for info in infos[1:] if asked else ():
+            select_features(info, asked)  # one line naming the input that lacks one
     # "index" is renumbered, so every input has it (dclab computes it when missing)
     dropped = sorted({n for info in infos[1:] for n in names
                       if n not in info.features and n != "index"})
