@@ -467,3 +467,25 @@ def test_store_features_writes_a_filtered_subset(client, plain_file, tmp_path):
     with pytest.raises(PlanError, match="mapping selects"):
         dcbulk.store_features({"userdef1": arrays["deform"]}, tmp_path / "x.rtdc",
                               metadata_from=plain_file, mapping=~keep, client=client)
+
+
+@pytest.mark.parametrize("dtype, value", [
+    ("uint64", 2.0**64), ("int64", 2.0**63), ("int64", -2.0**63 - 2048), ("uint32", 2.0**32),
+    ("int32", 2.0**31), ("uint64", -1.0), ("int16", np.float32(2.0**15))])
+def test_as_dtype_refuses_the_first_float_outside_an_integer_range(dtype, value):
+    """``rows > iinfo.max`` compared with a float that rounds to 2**64 (2**63 for int64),
+    so exactly 2**64 passed and became 0 as uint64 (2**63: -2**63 as int64)."""
+    from dcbulk.engine.columns import as_dtype
+    rows = np.array([1, value], dtype=np.asarray(value).dtype)
+    with pytest.raises(ConversionError, match=f"feature 'frame' holds .*outside {dtype}"):
+        as_dtype(rows, dtype, "in.rtdc", "frame")
+
+
+@pytest.mark.parametrize("dtype, value", [
+    ("uint64", 2.0**64 - 2048), ("int64", 2.0**63 - 1024), ("int64", -2.0**63),
+    ("uint32", 2.0**32 - 1), ("int32", -2.0**31), ("int16", np.float32(2**15 - 1))])
+def test_as_dtype_keeps_the_last_floats_inside_an_integer_range(dtype, value):
+    from dcbulk.engine.columns import as_dtype
+    rows = np.array([1, value], dtype=np.asarray(value).dtype)
+    got = as_dtype(rows, dtype, "in.rtdc", "frame")
+    assert got.dtype == np.dtype(dtype) and int(got[1]) == int(value)

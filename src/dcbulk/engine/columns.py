@@ -43,9 +43,13 @@ def as_dtype(rows: np.ndarray, dtype, label: str, name: str) -> np.ndarray:
     numpy's garbage integers and its RuntimeWarning."""
     dtype = np.dtype(dtype)
     if dtype.kind in "iu" and rows.dtype.kind == "f" and rows.size:
-        info = np.iinfo(dtype)
+        # the bounds as powers of two, exact in every float type: ``rows > info.max`` let
+        # 2**64 through (2**64 - 1 is no float; it rounds to 2**64), then wrapped to 0
+        low = float(np.iinfo(dtype).min)
+        high = 2.0 ** (8 * dtype.itemsize - (dtype.kind == "i"))  # the first value too large
+        wide = rows.astype(np.promote_types(rows.dtype, np.float64), copy=False)
         with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(rows) | (rows < info.min) | (rows > info.max)
+            bad = ~np.isfinite(wide) | (wide < low) | (wide >= high)
         if bad.any():
             value = rows[bad].flat[0]
             what = ("NaN or inf" if not np.isfinite(value)
