@@ -1032,6 +1032,25 @@ def test_join_refuses_a_requested_feature_an_input_lacks(tmp_path, capsys):
         assert "area_um" not in h5["events"]
 
 
+def test_join_says_it_writes_no_contour_when_asked_for_one(tmp_path, capsys):
+    """join --features contour,... of inputs with contours said "feature 'contour' not
+    available; available: ..." (a list without it): join writes no contours. One usage line
+    says so, before any work."""
+    from dcbulk.cli import main
+    meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1, meta=meta, with_contour=True)
+    b = make_rtdc(tmp_path / "b.rtdc", 20, seed=2, with_contour=True,
+                  meta={**meta, "experiment:time": "10:00:09"})
+    out = tmp_path / "j.rtdc"
+    for features in ("contour,deform", "contour"):
+        assert main(["join", str(a), str(b), "-o", str(out), "-q",
+                     "--features", features]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "join does not write 'contour'" in err[0], err
+        assert "not available" not in err[0], err
+    assert not out.exists() and not (tmp_path / "dcbulk-logs").exists()
+
+
 def test_join_refuses_a_nan_that_must_become_an_integer(tmp_path, capsys):
     """A later input whose float 'frame' held NaN was joined as a garbage uint64
     (9223372068647266808), with numpy's two-line RuntimeWarning on the terminal, and

@@ -89,6 +89,9 @@ def _plan(infos: list[SourceInfo], attrs_in: list[dict], features, filter):
     """The joined columns, the features whose first rows are the earliest input's own
     (its stored chunks may be copied), the per-input details, the features dropped and the
     run id (``attrs_in``: each input's root attributes)."""
+    if features is not None and "contour" in features:  # not "not available": it may be
+        raise UsageError("join does not write 'contour' (the joined file has no contours); "
+                         "leave it out of --features")
     names = [n for n in select_features(infos[0], features) if n != "contour"]
     if features is not None:  # asked for: every input must have it, as convert and split
         asked = [n for n in features if n != "index"]  # renumbered: every input has it
