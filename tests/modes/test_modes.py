@@ -1145,3 +1145,24 @@ def test_split_keeps_a_sample_that_is_no_utf8(tmp_path):
             assert h5.attrs["experiment:sample"] == f"{s.attrs['experiment:sample']} {k}/2"
     result = dcbulk.verify(sorted((tmp_path / "out").glob("*.rtdc")))
     assert result.ok, result.problems
+
+
+def test_split_and_join_name_text_without_utf8_in_the_same_words(tmp_path):
+    """split (its sample) and join (its src-#k_cfg log) each checked a str attribute that
+    holds no valid UTF-8 with its own code and words; one helper now says it for both."""
+    from dcbulk.errors import PlanError
+    meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1, meta=meta)
+    b = make_rtdc(tmp_path / "b.rtdc", 20, seed=2, meta={**meta, "experiment:time": "10:00:09"})
+    with h5py.File(b, "a") as h5:
+        h5.attrs.create("experiment:sample", np.array(b"caf\xe9", dtype=object),
+                        dtype=h5py.string_dtype("utf-8"))
+    said = f"{b}: attribute 'experiment:sample' is text (str) that holds no valid UTF-8, which"
+    report = dcbulk.modes.split([b], tmp_path / "pieces", events_per_file=10)
+    (failed,) = report.failed
+    assert failed.error.startswith(f"PlanError: {said} a piece cannot keep"), failed.error
+    with pytest.raises(PlanError, match="which the join cannot write into its logs") as info:
+        dcbulk.modes.join([a, b], tmp_path / "j.rtdc")
+    assert str(info.value).startswith(said), info.value
+    from dcbulk.verify.values import writable_text
+    assert writable_text(b"caf\xe9", "x", "k", "-") == b"caf\xe9"  # bytes need no UTF-8

@@ -44,6 +44,7 @@ from ..read.identifier import filtered_run_identifier
 from ..read.inspect import SourceInfo, inspect_source
 from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs_of,
                             order_key, start_seconds, tables_of)
+from ..verify.values import writable_text
 
 __all__ = ["COMMAND", "JoinJob", "join"]
 
@@ -169,16 +170,10 @@ def _extra(infos: list[SourceInfo], attrs_in: list[dict], details: list[dict],
 
 def _encodable(path: str, attrs: dict) -> dict:
     """``attrs`` of the input ``path``, whose text the join writes into its logs
-    (``src-#k_cfg``): a ``str`` holding no valid UTF-8 (h5py's surrogate escapes) is a
-    PlanError naming it (it was a UnicodeEncodeError traceback)."""
+    (``src-#k_cfg``): a ``str`` holding no valid UTF-8 is a PlanError naming it (it was a
+    UnicodeEncodeError traceback; :func:`~dcbulk.verify.values.writable_text`)."""
     for key, value in attrs.items():
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise PlanError(f"{path}: attribute {key!r} is text (str) that holds no "
-                                f"valid UTF-8, which the join cannot write into its logs "
-                                f"(store it as bytes, or fix it)") from exc
+        writable_text(value, path, key, "the join cannot write into its logs")
     return attrs
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from ..arguments import count_arg, flag_args
 from ..bulk import ArchiveReport, ConvertJob, Part, Target, make_options, run_job
 from ..command import Command, positive_count
-from ..errors import DcbulkError, PlanError
+from ..errors import DcbulkError
 from ..filter_expr import FilterExpr, parse_filter
 from ..plan import ExtraMetadata
 from ..provenance import job_provenance
@@ -32,7 +32,7 @@ from ..read.files import open_rtdc
 from ..read.filtering import kept_events
 from ..read.inspect import inspect_source
 from ..verify.pair import VerifyPair
-from ..verify.values import as_text, suffixed_text
+from ..verify.values import suffixed_text, writable_text
 
 __all__ = ["COMMAND", "SplitJob", "missing_pieces", "piece_path", "plan_split", "split"]
 
@@ -44,13 +44,8 @@ def _sample(path: str) -> object:
     (bytes that are no UTF-8 kept); a PlanError (this source fails alone) if it cannot."""
     with open_rtdc(path) as h5:
         value = h5.attrs.get("experiment:sample", "")
-    try:
-        suffixed_text(value, "")
-        return value
-    except UnicodeError as exc:
-        raise PlanError(f"{path}: experiment:sample {as_text(value)!r} is text (str) that "
-                        f"holds no valid UTF-8; a piece cannot keep it with its ' k/n' "
-                        f"(store it as bytes, or fix it)") from exc
+    return writable_text(value, path, "experiment:sample",
+                         "a piece cannot keep with its ' k/n'")
 
 
 def piece_path(out_dir: str, source: str, k: int) -> str:

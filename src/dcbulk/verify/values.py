@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import PlanError
+
 __all__ = ["BYTES", "STR", "as_text", "same_records", "same_value", "shown", "stored_as",
-           "stored_bytes", "suffixed_text"]
+           "stored_bytes", "suffixed_text", "writable_text"]
 
 #: how :func:`stored_as` names text that h5py reads as ``str`` (HDF5 variable-length strings)
 STR = "variable-length text (str)"
@@ -36,6 +38,19 @@ def suffixed_text(value, suffix: str) -> object:
     text = str(value)
     text.encode("utf-8")
     return text + suffix
+
+
+def writable_text(value, path: str, key: str, why: str) -> object:
+    """``value`` of the attribute ``key`` of ``path``, unless it is a ``str`` that holds no
+    valid UTF-8 (h5py's surrogate escapes; no ``str`` can be written back so): then a
+    PlanError naming the file and the attribute, ending ``which <why>``."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PlanError(f"{path}: attribute {key!r} is text (str) that holds no valid "
+                            f"UTF-8, which {why} (store it as bytes, or fix it)") from exc
+    return value
 
 
 class _Shown(str):
