@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import re
 
 __all__ = [
     "describe_failure",
@@ -122,21 +123,29 @@ class ProcessJobError(DcbulkError):
     """A dcnum job failed, or stalled, was halted or died on every attempt (one line)."""
 
 
+#: characters that would break a printed line or drive the terminal: C0 and C1 controls
+#: (newline, carriage return, escape, ...), DEL, and Unicode's line and paragraph separators
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def printable(text: object) -> str:
-    """``text`` safe to print and log: bytes of a file name that are not valid UTF-8
-    (``os.fsdecode``'s surrogate escapes) are shown as ``\\xNN``."""
+    """``text`` safe to print and log on one line: bytes of a file name that are not valid
+    UTF-8 (``os.fsdecode``'s surrogate escapes) are shown as ``\\xNN``, control characters
+    (a newline in a file name) as Python writes them in a string (``\\n``, ``\\x1b``)."""
     text = str(text)
     try:
         raw = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # lone surrogates that are no escaped bytes
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    else:
+        text = raw.decode("utf-8", "backslashreplace")
+    return _CONTROLS.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
 
 def one_line(text: object, limit: int = 400) -> str:
     """``text`` with its whitespace (newlines too) collapsed, cut to ``limit`` characters
     (:func:`printable`)."""
-    text = " ".join(printable(text).split())
+    text = printable(" ".join(str(text).split()))
     return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 

@@ -406,6 +406,26 @@ def test_info_of_a_non_utf8_name_prints_it_escaped(tmp_path):
         assert b"odd\\xff.rtdc" in proc.stdout, proc.out
 
 
+def test_a_control_character_in_a_name_keeps_each_printed_line_one_line(tmp_path, capsys):
+    """A newline in a failed source's name broke its ``FAILED <name>: reason`` line in two
+    (an escape character drove the terminal). Printed names show them escaped (``\\n``);
+    the JSON report keeps the real path."""
+    src = tmp_path / "src"
+    (good,) = _files(src, ["good.rtdc"])
+    broken = src / "bro\nken\x1b[31m.rtdc"
+    broken.write_bytes(b"not an HDF5 file")
+    dst, report = tmp_path / "dst", tmp_path / "report.json"
+    assert main(["convert", str(src), "-o", str(dst), "-q", "--report", str(report)]) == 1
+    out = capsys.readouterr().out
+    failed = [ln for ln in out.splitlines() if "FAILED" in ln]
+    assert len(out.strip().splitlines()) == 2 and len(failed) == 1, out
+    assert failed[0].startswith(f"  FAILED {src}/bro\\nken\\x1b[31m.rtdc: NotHDF5Error"), out
+    assert "\x1b" not in out, out
+    files = json.loads(report.read_text())["files"]
+    assert sorted(f["source"] for f in files) == sorted([str(broken), str(good)])
+    assert_features_equal(good, dst / "good.rtdc")
+
+
 # -- --filter is bounded (defect 8) ---------------------------------------------------------
 
 HOSTILE_FILTERS = {

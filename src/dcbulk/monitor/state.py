@@ -106,7 +106,7 @@ class RunState:
                       raw_bytes=int(getattr(result, "raw_bytes", 0) or 0),
                       ratio=getattr(result, "ratio", None),
                       seconds=float(getattr(result, "seconds", 0.0) or 0.0),
-                      error=one_line(printable(getattr(result, "error", None) or ""), 300),
+                      error=one_line(getattr(result, "error", None) or "", 300),
                       at=self._clock() - self.started)
         with self._lock:
             self.total_files = max(self.total_files, total)
