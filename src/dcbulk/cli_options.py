@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import h5py
 
-from .bulk.inprocess import MARKER_NAME
+from .bulk.inprocess import is_marker
 from .bulk.lock import LOCK_NAME
 from .bulk.manifest import MANIFEST_NAME
 from .errors import UsageError
@@ -61,7 +61,8 @@ def check_report_paths(*paths: str | None) -> None:
         refuse_link(path)
         if os.path.isdir(path):
             raise UsageError(f"report {path} is a directory; give a file name")
-        if os.path.basename(path) in (MANIFEST_NAME, LOCK_NAME, MARKER_NAME):
+        name = os.path.basename(path)
+        if name in (MANIFEST_NAME, LOCK_NAME) or is_marker(name):
             raise UsageError(f"report {path} would replace dcbulk's own file; give another name")
         if os.path.isfile(path) and h5py.is_hdf5(path):
             raise UsageError(f"report {path} would replace an HDF5 file (.rtdc data); give "

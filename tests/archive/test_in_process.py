@@ -22,6 +22,11 @@ from fixtures import small_rtdc
 from helpers import assert_features_equal
 
 
+def _markers(directory) -> list[str]:
+    """The in-process runs' markers in ``directory`` (one per run)."""
+    return sorted(str(p) for p in directory.glob(MARKER_NAME + "*"))
+
+
 def _small_archive(root, n: int = 3):
     kinds = ["none", "zstd:5", "gzip:4"]  # encoded, copied as stored, decoded and encoded
     return [small_rtdc(root / f"m{k}.rtdc", 20 + 7 * k, seed=k, with_traces=True,
@@ -39,7 +44,7 @@ def test_a_small_run_is_made_in_process_without_a_cluster(tmp_path, monkeypatch)
     assert report.ok and report.count("done") == len(paths) and report.dashboard is None
     for path in paths:
         assert_features_equal(path, dst / path.name)
-    assert not (dst / MARKER_NAME).exists()
+    assert not _markers(dst)
     assert not list(dst.rglob("*.partial"))
     again = dcbulk.convert_archive(tmp_path / "src", dst)
     assert again.count("skipped") == len(paths)
@@ -87,6 +92,60 @@ def test_the_decision(tmp_path, caplog):
     assert "ended abruptly" in caplog.text
 
 
+_HOLD_MARKER = """\
+import sys
+from dcbulk.bulk.inprocess import in_process_run
+with in_process_run(sys.argv[1]):
+    print("marked", flush=True)
+    sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_a_run_going_on_in_the_same_directory_is_not_taken_for_a_dead_one(tmp_path, capsys,
+                                                                         caplog):
+    """Two joins writing into one directory shared one marker: the second warned that "an
+    earlier run ... ended abruptly", used a cluster, and removed the first's marker. Each
+    run has its own marker now; one of a live process is left alone, one of a dead
+    process still sends the next run to a cluster."""
+    meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}
+    a = small_rtdc(tmp_path / "a.rtdc", 20, seed=1, meta=meta)
+    b = small_rtdc(tmp_path / "b.rtdc", 20, seed=2, meta={**meta, "experiment:time": "10:00:09"})
+    dst = tmp_path / "dst"
+    src_dir = os.path.dirname(os.path.dirname(dcbulk.__file__))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [src_dir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    other = subprocess.Popen([sys.executable, "-c", _HOLD_MARKER, str(dst)], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:  # another run, made in its process, going on in dst
+        assert other.stdout.readline() == "marked\n"
+        (theirs,) = _markers(dst)
+        with caplog.at_level(logging.WARNING):
+            assert main(["join", str(a), str(b), "-o", str(dst / "j.rtdc")]) == EXIT_OK
+        err = capsys.readouterr().err
+        assert "ended abruptly" not in err + caplog.text, err
+        assert "made by threads of this process" in err, err
+        assert _markers(dst) == [theirs]  # left to its run
+        other.stdin.close()
+        assert other.wait(timeout=60) == 0
+        assert not _markers(dst)
+    finally:
+        other.kill()
+        other.wait()
+    killed = subprocess.Popen([sys.executable, "-c", _HOLD_MARKER, str(dst)], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout.readline() == "marked\n"
+    finally:
+        killed.kill()
+        killed.wait()
+    (dead,) = _markers(dst)
+    with caplog.at_level(logging.WARNING, logger=inprocess.__name__):
+        assert not runs_in_process(dcbulk.modes.JoinJob(), str(dst), [1])
+    assert "ended abruptly" in caplog.text and dead in caplog.text
+    inprocess.clear_marker(str(dst))
+    assert not _markers(dst)
+
+
 def test_a_killed_in_process_run_is_made_again_on_a_cluster(tmp_path):
     """SIGKILL in the middle of an in-process run leaves its marker; the next run makes the
     files on a cluster (where a file that kills its process fails alone), completes every
@@ -110,12 +169,12 @@ def test_a_killed_in_process_run_is_made_again_on_a_cluster(tmp_path):
         proc.wait(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the run ended before it could be killed")
-    assert (dst / MARKER_NAME).exists()
+    assert _markers(dst)
     report = dcbulk.convert_archive(src, dst)
     assert report.ok and report.dashboard is not None  # made on a (local) cluster
     for path in paths:
         assert_features_equal(path, dst / path.name)
-    assert not (dst / MARKER_NAME).exists()
+    assert not _markers(dst)
     assert not list(dst.rglob("*.partial"))
 
 
@@ -149,7 +208,7 @@ def test_ctrl_c_of_an_in_process_run_ends_its_threads_and_leaves_nothing(tmp_pat
         time.sleep(0.05)
     assert not [t.name for t in threading.enumerate()
                 if t.name.startswith(("dcbulk-file", "dcbulk-block"))]
-    assert not list(dst.rglob("*.partial")) and not (dst / MARKER_NAME).exists()
+    assert not list(dst.rglob("*.partial")) and not _markers(dst)
     assert not (dst / "a.rtdc").exists()
 
 

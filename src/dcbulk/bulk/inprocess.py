@@ -45,7 +45,8 @@ from ..engine.blockpool import BlockPool, started_executor, using_block_pool
 from ..nofollow import refuse_unless_file, write_nofollow
 
 __all__ = ["MARKER_NAME", "THREADED_FILE_BYTES", "THREADED_RUN_BYTES", "THREADED_RUN_FILES",
-           "InProcessClient", "check_marker", "clear_marker", "in_process_run", "runs_in_process"]
+           "InProcessClient", "check_marker", "clear_marker", "in_process_run", "is_marker",
+           "markers", "runs_in_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,47 @@ THREADED_RUN_FILES = 24
 #: ... or files of at least this size on average
 THREADED_FILE_BYTES = 32 * 1024**2
 
-#: the marker of an in-process run in the output directory (removed when the run ends)
+#: the marker of an in-process run in its output directory, removed when the run ends: this,
+#: then ``-<host>-<pid>`` (one per run: runs of join may share a directory)
 MARKER_NAME = ".dcbulk-in-process"
+
+
+def is_marker(name: str) -> bool:
+    """Whether the file name ``name`` is the marker of an in-process run (any run's, also
+    the one name all runs shared before)."""
+    return name == MARKER_NAME or name.startswith(MARKER_NAME + "-")
+
+
+def markers(marker_dir: str) -> list[str]:
+    """The markers of in-process runs in ``marker_dir``, running or dead."""
+    try:
+        names = os.listdir(marker_dir or os.curdir)
+    except OSError:  # absent (or no directory): none
+        return []
+    return sorted(os.path.join(marker_dir, name) for name in names if is_marker(name))
+
+
+def _own_marker(marker_dir: str) -> str:
+    return os.path.join(marker_dir, f"{MARKER_NAME}-{socket.gethostname()}-{os.getpid()}")
+
+
+def _running(marker: str) -> bool:
+    """Whether the run of ``marker`` is a live process of this host (one of another host,
+    or of the shared name, cannot be told from a dead one: taken for dead, as before)."""
+    host, _, pid = os.path.basename(marker)[len(MARKER_NAME) + 1:].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:  # another user's process
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _dead_markers(marker_dir: str) -> list[str]:
+    return [path for path in markers(marker_dir) if not _running(path)]
 
 
 def runs_in_process(job, marker_dir: str | None, sizes: list[int], *,
@@ -77,11 +117,11 @@ def runs_in_process(job, marker_dir: str | None, sizes: list[int], *,
     if total > THREADED_RUN_BYTES or (len(sizes) > THREADED_RUN_FILES
                                       and total / len(sizes) < THREADED_FILE_BYTES):
         return False
-    marker = None if marker_dir is None else os.path.join(marker_dir, MARKER_NAME)
-    if marker is not None and os.path.lexists(marker):
+    dead = [] if marker_dir is None else _dead_markers(marker_dir)
+    if dead:  # not the marker of another run still going on (two joins into one directory)
         logger.warning("an earlier run in dcbulk's own process ended abruptly (%s); this run "
                        "uses worker processes, so that a file that crashes one fails alone",
-                       marker)
+                       dead[0])
         return False
     return True
 
@@ -162,19 +202,21 @@ class InProcessClient:
 
 @contextlib.contextmanager
 def in_process_run(marker_dir: str | None) -> Iterator[InProcessClient]:
-    """An :class:`InProcessClient` with the run's marker in ``marker_dir`` while it lasts
-    (None: no marker, for a run that writes nothing)."""
-    if marker_dir is not None:
+    """An :class:`InProcessClient` with the run's own marker in ``marker_dir`` while it
+    lasts (None: no marker, for a run that writes nothing)."""
+    marker = None if marker_dir is None else _own_marker(marker_dir)
+    if marker is not None:
         os.makedirs(marker_dir or os.curdir, exist_ok=True)  # a one-file job's output directory
-        write_nofollow(os.path.join(marker_dir, MARKER_NAME),
-                       f"{socket.gethostname()} pid {os.getpid()} {time.ctime()}\n".encode())
+        write_nofollow(marker, f"{socket.gethostname()} pid {os.getpid()} {time.ctime()}\n"
+                       .encode())
     client = InProcessClient()
     try:
         yield client
     finally:
         client.close()
-        if marker_dir is not None:
-            clear_marker(marker_dir)
+        if marker is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(marker)
 
 
 def check_marker(output_dir: str) -> None:
@@ -186,11 +228,13 @@ def check_marker(output_dir: str) -> None:
     LinkRefusedError
         Naming the marker.
     """
-    refuse_unless_file(os.path.join(output_dir, MARKER_NAME))
+    for marker in markers(output_dir) + [_own_marker(output_dir)]:
+        refuse_unless_file(marker)
 
 
 def clear_marker(output_dir: str) -> None:
-    """Remove the marker of an in-process run (at its end, or after a cluster run made the
-    files of one that died)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(output_dir, MARKER_NAME))
+    """Remove the markers of in-process runs that died (after a cluster run made their
+    files); those of runs still going on stay."""
+    for marker in _dead_markers(output_dir):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker)

@@ -30,7 +30,7 @@ import numpy as np
 from ..arguments import (client_arg, feature_names, flag_args, path_arg, paths_arg,
                          progress_arg, text_arg)
 from ..bulk.executor import Progress, execute, execute_here
-from ..bulk.inprocess import MARKER_NAME
+from ..bulk.inprocess import markers
 from ..bulk.runplan import check_plan
 from ..bulk.job import INLINE_BYTES, CheckJob, Target
 from ..bulk.manifest import Manifest
@@ -217,8 +217,7 @@ def _without_output(manifest: Manifest, partials: list[str]) -> list[VerifyPair]
                 f"{source}: has no output here: a run set out to make it and never "
                 f"recorded it (killed, or still running); re-run its command"
                 + _gone(source, manifest.output_dir))))
-    left = partials + [path for path in [os.path.join(manifest.output_dir, MARKER_NAME)]
-                       if os.path.lexists(path)]
+    left = partials + markers(manifest.output_dir)
     if left:
         pairs.append(VerifyPair(output=str(left[0]), source="", verdict=(
             f"{manifest.output_dir}: {len(left)} file(s) of a run that did not end (e.g. "
