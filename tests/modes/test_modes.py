@@ -684,6 +684,38 @@ def test_join_matches_dclab_join(small_archive, tmp_path, client):
     assert report.ok and "trace/fl1_raw" in report.files[0].checked, report.problems
 
 
+def test_join_of_a_file_given_twice_joins_it_twice_as_dclab_join(tmp_path, capsys):
+    """``join a.rtdc a.rtdc`` said "needs at least two input files, got 1" (each file was
+    taken once), where dclab-join joins the file with itself; and two files of the same name
+    in two directories were refused as if both were written to one output path. Both are
+    joined now, as dclab-join does, with a warning line for the file given twice."""
+    from dclab.cli import join as dclab_join
+
+    from dcbulk.cli import main
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1, compression="none")
+    out = tmp_path / "j.rtdc"
+    assert main(["join", str(a), str(tmp_path / "." / "a.rtdc"), "-o", str(out), "-q"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"join: {a} is given 2 times" in err[0], err
+    ref = tmp_path / "dclab.rtdc"
+    _dclab_quiet(dclab_join, paths_in=[a, a], path_out=ref)
+    assert {"time", "frame", "deform", "image"} <= set(assert_same_as_dclab(out, ref))
+    with h5py.File(out) as h5:
+        assert h5["events/deform"].shape == (40,)
+    assert dcbulk.verify(out).ok
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}
+    x = make_rtdc(tmp_path / "x" / "m.rtdc", 20, seed=2, meta=meta)
+    y = make_rtdc(tmp_path / "y" / "m.rtdc", 20, seed=3, meta={**meta,
+                                                              "experiment:time": "10:00:09"})
+    report = dcbulk.modes.join([x, y], tmp_path / "xy.rtdc")
+    assert report.ok, [f.error for f in report.failed]
+    with h5py.File(tmp_path / "xy.rtdc") as h5, h5py.File(x) as hx, h5py.File(y) as hy:
+        np.testing.assert_array_equal(h5["events/deform"][:], np.concatenate(
+            [hx["events/deform"][:], hy["events/deform"][:]]))
+
+
 def test_join_drops_features_not_everywhere_as_dclab(small_archive, tmp_path, client):
     from dclab.cli import join as dclab_join
     # (dclab-join fails when two neighbouring features are missing: it removes them from

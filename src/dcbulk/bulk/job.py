@@ -37,7 +37,7 @@ from ..errors import (DcbulkError, FileTimeoutError, SourceError, describe_failu
 from ..partials import commit_deadline
 from .options import ArchiveOptions
 from .records import file_sha256, head_sha256
-from .sources import SourceEntry, output_path
+from .sources import SourceEntry, discover_sources, output_path
 
 __all__ = ["INLINE_BYTES", "CheckJob", "Job", "Target", "failed_file", "run_target",
            "timeout_message"]
@@ -98,6 +98,11 @@ class Job:
     fingerprint: dict | None = None
     resources: dict | None = None
     in_process = False
+
+    def entries(self, sources: Sequence, **kwargs) -> list[SourceEntry]:
+        """The run's input files: :func:`~dcbulk.bulk.sources.discover_sources` of
+        ``sources`` (``kwargs``: its), each file once (override where a job differs)."""
+        return discover_sources(sources, **kwargs)
 
     def targets(self, entries: list[SourceEntry], output: str,
                 options: ArchiveOptions) -> list[Target]:

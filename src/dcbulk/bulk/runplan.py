@@ -28,7 +28,6 @@ from .manifest import Manifest
 from .options import ArchiveOptions
 from .report import ArchiveReport, FileResult
 from .resume import Step, adopt_options, refuse_overwrite, settle
-from .sources import discover_sources
 from .usage import check_output_dir, check_output_placement, check_outputs_are_not_sources
 
 __all__ = ["CheckPlan", "RunPlan", "check_plan", "planned"]
@@ -157,9 +156,9 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
     if not job.one_file:
         check_output_placement(sources, output)
         check_output_dir(output)
-    entries = discover_sources(sources, include=include,
-                               output_dir=None if job.one_file else output,
-                               follow_links=follow_links)
+    entries = job.entries(sources, include=include,
+                          output_dir=None if job.one_file else output,
+                          follow_links=follow_links)
     options = replace(options, job=job.fingerprint)
     targets = job.targets(entries, output, options)
     check_outputs_are_not_sources([e.path for e in entries], [t.output for t in targets])

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
 
-from ..bulk import INLINE_BYTES, ArchiveReport, Job, Target, make_options, run_job
+from ..bulk import (INLINE_BYTES, ArchiveReport, Job, Target, discover_sources, make_options,
+                    run_job)
 from ..command import Command
 from ..codec import ChunkCodec
 from ..engine import Report, store_features
@@ -192,10 +194,20 @@ class JoinJob(Job):
     in_process = True
     fingerprint = {"mode": "join"}
 
+    def entries(self, sources, **kwargs) -> list:
+        """Each source's files, source by source: a file given twice is joined twice, as
+        dclab-join does (and files of the same name in two directories are no clash: there
+        is one output)."""
+        return [entry for source in sources for entry in discover_sources([source], **kwargs)]
+
     def targets(self, entries, output, options) -> list[Target]:
         """The one joined output (``.rtdc`` appended when missing, as dclab-join does)."""
         if len(entries) < 2:
             raise UsageError(f"join needs at least two input files, got {len(entries)}")
+        for path, times in Counter(os.path.realpath(e.path) for e in entries).items():
+            if times > 1:
+                logger.warning("join: %s is given %d times; its events are joined %d times, "
+                               "as dclab-join does", path, times, times)
         output = output if output.endswith(".rtdc") else output + ".rtdc"
         infos = [inspect_source(e.path) for e in entries]
         attrs = []
