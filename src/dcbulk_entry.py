@@ -21,10 +21,10 @@ def main() -> int:
     try:
         # deferred: the package's import is what Ctrl-C may interrupt (the module text)
         from dcbulk.cli import main as run
-        return run()
-    except KeyboardInterrupt:  # dcbulk.cli.main says its own line for a started command
+    except KeyboardInterrupt:
         print("dcbulk: interrupted while starting; nothing was done", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return run()  # says its own line for Ctrl-C during a command
 
 
 if __name__ == "__main__":
