@@ -97,6 +97,55 @@ def test_an_attribute_stored_as_the_other_text_type_is_found(archive, client, tm
 
 
 
+@pytest.fixture(scope="module")
+def joined(tmp_path_factory, shared_data_dir):
+    """A joined output (``dcbulk join``) of the sample (the earliest input: its root
+    attributes hold text both as str and as bytes) and a synthetic file with a table."""
+    root = tmp_path_factory.mktemp("joined")
+    syn = small_rtdc(root / "in" / "syn.rtdc", N, seed=5)
+    out = root / "j.rtdc"
+    assert dcbulk.modes.join([shared_data_dir / SAMPLE, syn], out).ok
+    assert dcbulk.verify(out).ok
+    return out
+
+
+def _table(h5):
+    """The name of the joined file's table kept of its synthetic input."""
+    return "tables/" + next(name for name in h5["tables"] if name.startswith("src-#2_"))
+
+
+@pytest.mark.parametrize("path, key, line", [
+    ("/", "experiment:date",
+     f"root attribute 'experiment:date' is stored as {BYTES}, the earliest input's as {STR}"),
+    ("/", "setup:medium",
+     f"root attribute 'setup:medium' is stored as {STR}, the earliest input's as {BYTES}"),
+    ("/", "experiment:run identifier",
+     f"root attribute 'experiment:run identifier' is stored as {BYTES}, dcbulk writes {STR}"),
+    (_table, "time unit", "table '{}' differs from the input's"),
+], ids=["root-str-as-bytes", "root-bytes-as-str", "run-identifier-as-bytes", "table-attribute"])
+def test_an_attribute_of_a_joined_file_stored_as_the_other_text_type_is_found(
+        joined, tmp_path, path, key, line):
+    out = tmp_path / "j.rtdc"
+    shutil.copy(joined, out)
+    with h5py.File(out, "a") as h5:
+        path = path(h5) if callable(path) else path
+        _retyped(path, key)(h5)
+    report = dcbulk.verify(out)
+    assert not report.ok and f"{out}: {line.format(path[len('tables/'):])}" in \
+        report.problems, report.problems
+
+
+def test_a_number_of_a_joined_file_stored_as_another_dtype_is_found(joined, tmp_path):
+    out = tmp_path / "j.rtdc"
+    shutil.copy(joined, out)
+    with h5py.File(out, "a") as h5:
+        h5.attrs["experiment:run index"] = np.int32(1)
+    report = dcbulk.verify(out)
+    assert report.problems == [f"{out}: root attribute 'experiment:run index' is stored as "
+                               f"int32, dcbulk writes int64"], report.problems
+
+
+
 def _set(path, key, value):
     def change(h5):
         h5[path].attrs[key] = value

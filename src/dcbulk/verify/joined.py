@@ -38,7 +38,7 @@ from .objects import unwritten_objects
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
                    unopenable)
 from .rows import Joined, RowCheck
-from .values import same_records, same_value, shown
+from .values import same_records, same_value, shown, stored_as
 
 __all__ = ["join_metadata_problems", "plan_join_checks"]
 
@@ -221,7 +221,24 @@ def _named(kind: str, got: dict, want: dict, same) -> list[str]:
 def _same_table(got: h5py.Dataset, want: tuple[np.ndarray, dict]) -> bool:
     data, attrs = want
     return (same_records(got[()], data) and set(got.attrs) == set(attrs)
-            and all(same_value(got.attrs[key], v) for key, v in attrs.items()))
+            and all(same_value(got.attrs[key], v) and stored_as(got.attrs[key]) == stored_as(v)
+                    for key, v in attrs.items()))
+
+
+#: the root attributes a join writes itself (:func:`_expected`), not the earliest input's
+_WRITTEN_ATTRS = ("experiment:event count", "experiment:run index", "experiment:run identifier")
+
+
+def _root_attr_problem(key: str, got, want) -> str | None:
+    """How a joined file's root attribute differs from what the join stores: its value, or
+    how it is stored (text as str or bytes, a number's dtype: a copy keeps the earliest
+    input's; None: the same)."""
+    if not same_value(got, want):
+        return f"root attribute '{key}' is {shown(got)!r}, expected {shown(want)!r}"
+    if stored_as(got) != stored_as(want):
+        whose = "dcbulk writes" if key in _WRITTEN_ATTRS else "the earliest input's as"
+        return f"root attribute '{key}' is stored as {stored_as(got)}, {whose} {stored_as(want)}"
+    return None
 
 
 def join_metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
@@ -240,9 +257,8 @@ def join_metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
         found += [f"root attribute '{key}' is missing" for key in want_attrs if key not in got]
         found += [f"root attribute '{key}' is not the earliest input's" for key in got
                   if key not in want_attrs]
-        found += [f"root attribute '{key}' is {shown(got[key])!r}, expected {shown(value)!r}"
-                  for key, value in want_attrs.items()
-                  if key in got and not same_value(got[key], value)]
+        found += [line for key, value in want_attrs.items() if key in got
+                  for line in [_root_attr_problem(key, got[key], value)] if line]
         logs = {name: ds for name, ds in out.get("logs", {}).items()
                 if not is_provenance_log(name)}
         found += _named("log", logs, want_logs, lambda ds, lines: log_lines(ds) == lines)
