@@ -184,6 +184,55 @@ def test_an_image_attribute_changed_or_removed_is_found(archive, client, tmp_pat
 
 
 
+@pytest.fixture(scope="module")
+def selected(client, tmp_path_factory):
+    """A conversion of features chosen by name (``features=``) of a synthetic file with
+    statistics, traces and contours: ``userdef1`` followed through a file basin (its
+    statistics kept), ``userdef2`` from a mapped internal basin (computed): its root."""
+    root = tmp_path_factory.mktemp("selected")
+    src = root / "src"
+    syn = small_rtdc(src / "syn.rtdc", N, seed=4, with_traces=True, with_contour=True,
+                     image_shape=(30, 40))
+    with h5py.File(src / "b.rtdc", "w") as h5:
+        h5.attrs.update({"experiment:date": "2024-01-01", "experiment:time": "10:00:00",
+                         "setup:identifier": "basin", "experiment:event count": N})
+        h5["events/userdef1"] = np.arange(N, dtype=float)
+        h5["events/userdef1"].attrs.update({"unit": "m", "min": 0.0, "max": N - 1.0,
+                                            "mean": (N - 1) / 2})
+    with h5py.File(syn, "a") as h5, HDF5Writer(h5) as hw:
+        h5["events/deform"].attrs.update({"unit": "1", "min": 0.0, "max": 1.0, "mean": 0.5})
+        hw.store_basin(name="plain", description="a file basin", paths=["b.rtdc"],
+                       features=["userdef1"])
+        hw.store_basin(name="inner", description="an internal basin",
+                       mapping=np.arange(N)[::-1].copy(),
+                       internal_data={"userdef2": np.arange(N, dtype=float) * 2})
+    features = ["deform", "userdef1", "userdef2", "trace", "image", "contour"]
+    report = dcbulk.convert_archive([src], root / "dst", include="syn.rtdc",
+                                    features=features, client=client)
+    assert report.ok, [(f.source, f.error) for f in report.failed]
+    assert dcbulk.verify(root / "dst", client=client).ok
+    return root
+
+
+@pytest.mark.parametrize("feature, key, value, line", [
+    ("deform", "mean", np.float32(0.5),
+     "attribute 'mean' is stored as float32, expected float64 (the source's)"),
+    ("deform", "min", "0.0",
+     f"attribute 'min' is stored as {STR}, expected float64 (the source's)"),
+    ("userdef1", "max", np.float32(N - 1),
+     "attribute 'max' is stored as float32, expected float64 (the source's)"),
+    ("userdef2", "mean", np.bytes_(b"11.0"),
+     f"attribute 'mean' is stored as {BYTES}, expected float64 (that of its events)"),
+], ids=["own-as-float32", "own-as-str", "followed-as-float32", "internal-as-bytes"])
+def test_a_statistic_stored_as_another_type_is_found(selected, client, tmp_path, feature,
+                                                     key, value, line):
+    """dclab reads ``min``/``max``/``mean`` instead of the data: each stored as the writer
+    stores it (the source's as copied, else as computed), not only the same value."""
+    out, dst = _tampered(selected, tmp_path, "syn.rtdc", _set(f"events/{feature}", key, value))
+    _reported(out, dst, client, f"feature '{feature}': {line}")
+
+
+
 def _soft_loop(h5):
     h5["events/trace/loop"] = h5py.SoftLink("/events/trace")
 

@@ -242,7 +242,12 @@ def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
         want = source_statistics(files.dataset(check.source.data).attrs)
     if not want:
         want, origin = statistics(rows), "that of its events"
-    return [f"attribute '{key}' is {shown(value)!r}, expected "
-            + (f"{shown(want[key])!r} ({origin})" if key in want else "none (not in the source)")
-            for key, value in found.items()
-            if key not in want or not same_value(value, want[key])]
+    lines = []
+    for key, value in found.items():
+        if key not in want or not same_value(value, want[key]):
+            lines.append(f"attribute '{key}' is {shown(value)!r}, expected " + (
+                f"{shown(want[key])!r} ({origin})" if key in want else "none (not in the source)"))
+        elif stored_as(value) != stored_as(want[key]):  # the writer's: as copied or computed
+            lines.append(f"attribute '{key}' is stored as {stored_as(value)}, expected "
+                         f"{stored_as(want[key])} ({origin})")
+    return lines
