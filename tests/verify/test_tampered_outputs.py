@@ -233,6 +233,39 @@ def test_a_statistic_stored_as_another_type_is_found(selected, client, tmp_path,
 
 
 
+UNCOPIED = ("(dcbulk copies the attributes of the source's own features only, not a basin's "
+            "or a join's input's)")
+
+
+@pytest.mark.parametrize("feature, key, value, line", [
+    ("userdef1", "unit", "m", f"attribute 'unit' is not the source's {UNCOPIED}"),
+    ("userdef2", "note", np.bytes_(b"x"), f"attribute 'note' is not the source's {UNCOPIED}"),
+    ("image", "mean", 1.0,
+     "attribute 'mean' is not the source's (dcbulk writes it on numeric scalar features only)"),
+    ("trace/fl1_raw", "max", np.int64(7),
+     "attribute 'max' is not the source's (dcbulk writes it on numeric scalar features only)"),
+], ids=["followed", "internal-basin", "statistic-on-an-image", "statistic-on-a-trace"])
+def test_an_attribute_the_writer_does_not_copy_is_found(selected, client, tmp_path, feature,
+                                                        key, value, line):
+    """The writer copies the attributes of the source's own features only (a basin's are
+    not), and statistics are only those of numeric scalar features."""
+    out, dst = _tampered(selected, tmp_path, "syn.rtdc", _set(f"events/{feature}", key, value))
+    _reported(out, dst, client, f"feature '{feature}': {line}")
+
+
+@pytest.mark.parametrize("feature", ["image", "frame"])
+def test_an_attribute_added_to_a_joined_feature_is_found(joined, tmp_path, feature):
+    """A join copies no attributes of its inputs' features."""
+    out = tmp_path / "j.rtdc"
+    shutil.copy(joined, out)
+    with h5py.File(out, "a") as h5:
+        h5[f"events/{feature}"].attrs["unit"] = "px"
+    problems = dcbulk.verify(out).problems
+    assert problems == [f"{out}: feature '{feature}': attribute 'unit' is not the source's "
+                        f"{UNCOPIED}"], problems
+
+
+
 def _soft_loop(h5):
     h5["events/trace/loop"] = h5py.SoftLink("/events/trace")
 

@@ -24,6 +24,7 @@ from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
 from ..read.policy import is_reference
+from ..write.hdf5_writer import IMAGE_ATTRS
 from .values import same_value, shown, stored_as
 
 __all__ = ["Joined", "RowCheck", "compare_rows", "diff_rows"]
@@ -186,30 +187,46 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
             got = got > 0
     problem = diff_rows(got, want, check.start)
     about = []  # lines about the feature as a whole
-    if check.start == 0 and check.own:  # once per feature
-        about += _attribute_problems(dset, files.dataset(check.source.data))
     shape, dtype = ((check.layout.shape, check.layout.dtype) if check.layout is not None
                     else (dset.shape, dset.dtype))
-    if problem is None and check.start == 0 and check.stop == shape[0] and carries_statistics(
-            check.feature, dtype, shape[1:]):
+    stats = carries_statistics(check.feature, dtype, shape[1:])
+    if check.start == 0 and (check.source is not None or check.enumerate):  # once per feature
+        about += _attribute_problems(dset, files.dataset(check.source.data) if check.own
+                                     else None, stats)
+    if problem is None and check.start == 0 and check.stop == shape[0] and stats:
         about += _statistics_problems(dset, got, files, check)
     return ([] if problem is None else [f"{where}: {problem}"]) + [
         f"{check.output}: feature '{check.feature}': {p}" for p in about]
 
 
-def _attribute_problems(dset: h5py.Dataset, source: h5py.Dataset) -> list[str]:
-    """An output feature's attributes against its source dataset's (statistics and the
-    image class set apart, :data:`~dcbulk.plan.SET_APART_ATTRS`; references to the
-    source's objects are not copied)."""
-    if not (h5o.get_info(dset.id).num_attrs or h5o.get_info(source.id).num_attrs):
+def _attribute_problems(dset: h5py.Dataset, source: h5py.Dataset | None,
+                        stats: bool) -> list[str]:
+    """An output feature's attributes against its source dataset's, as the writer copies
+    them (statistics and the image class set apart, :data:`~dcbulk.plan.SET_APART_ATTRS`;
+    references to the source's objects are not copied); ``source`` None: a feature the
+    writer copies no attributes of (from a basin, or a join's), ``stats``: one it writes
+    statistics on (:func:`~dcbulk.plan.carries_statistics`; on another, they are extra)."""
+    if not (h5o.get_info(dset.id).num_attrs
+            or source is not None and h5o.get_info(source.id).num_attrs):
         return []
-    got = {k: v for k, v in dset.attrs.items() if k not in SET_APART_ATTRS}
-    want = {k: v for k, v in source.attrs.items()
-            if k not in SET_APART_ATTRS and not is_reference(v)}
+    apart = SET_APART_ATTRS if stats else IMAGE_ATTRS
+    got = {k: v for k, v in dset.attrs.items() if k not in apart}
+    want = {} if source is None else {k: v for k, v in source.attrs.items()
+                                      if k not in SET_APART_ATTRS and not is_reference(v)}
     return ([f"attribute '{k}' is missing" for k in want if k not in got]
-            + [f"attribute '{k}' is not the source's" for k in got if k not in want]
+            + [_extra_line(k, source is None) for k in got if k not in want]
             + [line for k, v in want.items() if k in got
                for line in [_value_problem(k, got[k], v)] if line])
+
+
+def _extra_line(key: str, uncopied: bool) -> str:
+    """The line of an attribute the writer does not write on an output feature."""
+    if key in STAT_ATTRS:
+        return (f"attribute '{key}' is not the source's (dcbulk writes it on numeric scalar "
+                f"features only)")
+    return f"attribute '{key}' is not the source's" + (
+        " (dcbulk copies the attributes of the source's own features only, not a basin's "
+        "or a join's input's)" if uncopied else "")
 
 
 def _value_problem(key: str, got, want) -> str | None:
