@@ -188,7 +188,9 @@ def test_an_image_attribute_changed_or_removed_is_found(archive, client, tmp_pat
 def selected(client, tmp_path_factory):
     """A conversion of features chosen by name (``features=``) of a synthetic file with
     statistics, traces and contours: ``userdef1`` followed through a file basin (its
-    statistics kept), ``userdef2`` from a mapped internal basin (computed): its root."""
+    statistics kept), ``userdef2`` and the image data ``userdef3`` from a mapped internal
+    basin (statistics computed; the writer sets the image attributes on its
+    ``basin_events`` data, which verify reported as not the source's): its root."""
     root = tmp_path_factory.mktemp("selected")
     src = root / "src"
     syn = small_rtdc(src / "syn.rtdc", N, seed=4, with_traces=True, with_contour=True,
@@ -205,8 +207,9 @@ def selected(client, tmp_path_factory):
                        features=["userdef1"])
         hw.store_basin(name="inner", description="an internal basin",
                        mapping=np.arange(N)[::-1].copy(),
-                       internal_data={"userdef2": np.arange(N, dtype=float) * 2})
-    features = ["deform", "userdef1", "userdef2", "trace", "image", "contour"]
+                       internal_data={"userdef2": np.arange(N, dtype=float) * 2,
+                                      "userdef3": np.zeros((N, 5, 6), np.uint8)})
+    features = ["deform", "userdef1", "userdef2", "userdef3", "trace", "image", "contour"]
     report = dcbulk.convert_archive([src], root / "dst", include="syn.rtdc",
                                     features=features, client=client)
     assert report.ok, [(f.source, f.error) for f in report.failed]
@@ -263,6 +266,46 @@ def test_an_attribute_added_to_a_joined_feature_is_found(joined, tmp_path, featu
     problems = dcbulk.verify(out).problems
     assert problems == [f"{out}: feature '{feature}': attribute 'unit' is not the source's "
                         f"{UNCOPIED}"], problems
+
+
+
+def _first_basin(key, value):
+    def change(h5):
+        h5["basins"][sorted(h5["basins"])[0]].attrs[key] = value
+    return change
+
+
+@pytest.mark.parametrize("change, line", [
+    (_set("events/contour/3", "note", "x"), "'events/contour/3' has the attribute 'note', "
+     "which dcbulk does not write (none on a contour)"),
+    (_set("events/basinmap0", "unit", "1"), "'events/basinmap0' has the attribute 'unit', "
+     "which dcbulk does not write (none on a basin map)"),
+    (_first_basin("note", np.bytes_(b"x")), "has the attribute 'note', which dcbulk does not "
+     "write (none on a basin definition)"),
+    (_deleted("basin_events/userdef3", "CLASS"), "internal basin data 'userdef3': attribute "
+     "'CLASS' is missing (dcbulk writes 'IMAGE' for image data, as dcnum)"),
+    (_set("basin_events/userdef3", "IMAGE_VERSION", "1.2"), "internal basin data 'userdef3': "
+     f"attribute 'IMAGE_VERSION' is stored as {STR}, dcbulk writes {BYTES}"),
+], ids=["contour", "basin-map", "basin-definition", "basin-data-CLASS-removed",
+        "basin-data-IMAGE_VERSION-as-str"])
+def test_an_attribute_of_an_object_the_writer_sets_attributes_of_is_found(
+        selected, client, tmp_path, change, line):
+    out, dst = _tampered(selected, tmp_path, "syn.rtdc", change)
+    for report in (dcbulk.verify(out, client=client), dcbulk.verify(dst, client=client)):
+        assert not report.ok and any(p.startswith(f"{out}: ") and p.endswith(line)
+                                     for p in report.problems), report.problems
+
+
+
+def test_an_attribute_of_a_joined_files_events_group_is_found(joined, tmp_path):
+    """A join carries no attribute of the format's groups (a converted output's were
+    reported, a joined file's were not)."""
+    out = tmp_path / "j.rtdc"
+    shutil.copy(joined, out)
+    with h5py.File(out, "a") as h5:
+        h5["events"].attrs["note"] = "x"
+    assert dcbulk.verify(out).problems == [
+        f"{out}: attribute 'note' of /events is not from an input (no output carries it)"]
 
 
 

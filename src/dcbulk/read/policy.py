@@ -222,8 +222,9 @@ _BARE_GROUPS = ("events", "events/trace", "events/contour", "logs", "tables", "b
 def not_carried(h5: h5py.File) -> list[str]:
     """What of a file no output holds: top-level objects besides the format's groups
     (:data:`STRUCTURE_GROUPS`), the attributes of those groups, of ``events/trace`` and
-    ``events/contour``, and of the datasets of ``basin_events`` (as dclab's and dcnum's
-    exports; the writer warns of them, verify reports them in an output)."""
+    ``events/contour``, and of the datasets of ``basin_events`` but the image attributes
+    of image data, which the writer sets (as dclab's and dcnum's exports; the writer warns
+    of them, verify reports them in an output)."""
     left = [f"/{key}" for key in h5.keys() if key not in STRUCTURE_GROUPS]
     for name in _BARE_GROUPS:
         group = h5.get(name)
@@ -231,8 +232,10 @@ def not_carried(h5: h5py.File) -> list[str]:
             left += [f"attribute '{key}' of /{name}" for key in group.attrs.keys()]
     internal = h5.get("basin_events")
     if isinstance(internal, h5py.Group):
+        from ..write.hdf5_writer import IMAGE_ATTRS  # here: write imports read
         left += [f"attribute '{key}' of /basin_events/{name}" for name, dset in internal.items()
-                 if isinstance(dset, h5py.Dataset) for key in dset.attrs.keys()]
+                 if isinstance(dset, h5py.Dataset) for key in dset.attrs.keys()
+                 if not (dset.ndim == 3 and key in IMAGE_ATTRS)]  # the writer sets its own
     return left
 
 

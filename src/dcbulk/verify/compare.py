@@ -25,7 +25,7 @@ from .objects import unwritten_objects
 from .storage import stored_otherwise
 from .values import (STR, as_text, same_records, same_value, shown, stored_as, stored_bytes,
                      suffixed_text)
-from .written import own_log_names, shown_names
+from .written import own_log_names, shown_names, unwritten_attr_problems
 
 __all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_records",
            "same_value", "shown", "ALLOWED_ATTR_CHANGES"]
@@ -178,6 +178,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
         problems += [f"{name} is not from the source (no output carries it)"
                      for name in not_carried(out)]
         problems += unwritten_objects(out)
+        problems += unwritten_attr_problems(out)
         problems += _compare_attrs(src, out, mapping, n_source, sample_suffix)
         slogs, ologs = src.get("logs", {}), out.get("logs", {})
         own = own_log_names([n for n in slogs if getattr(slogs[n], "size", 1)], mode)

@@ -32,12 +32,13 @@ from ..read.identifier import filtered_run_identifier
 from ..read.inspect import SourceInfo, inspect_source
 from ..read.joining import (attrs_of, cfg_lines, frame_shift, joined_dtype, logs_of,
                             start_seconds, tables_of)
-from ..read.policy import external_objects
+from ..read.policy import external_objects, not_carried
 from .compare import file_problems, log_lines
 from .objects import unwritten_objects
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
                    unopenable)
 from .rows import Joined, RowCheck
+from .written import unwritten_attr_problems
 from .values import same_records, same_value, shown, stored_as
 
 __all__ = ["join_metadata_problems", "plan_join_checks"]
@@ -253,6 +254,9 @@ def join_metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
     with out:
         found = [f"{obj}: an output must hold its own data" for obj in external_objects(out)]
         found += unwritten_objects(out)
+        found += [f"{name} is not from an input (no output carries it)"
+                  for name in not_carried(out)]
+        found += unwritten_attr_problems(out)
         got = dict(out.attrs)
         found += [f"root attribute '{key}' is missing" for key in want_attrs if key not in got]
         found += [f"root attribute '{key}' is not the earliest input's" for key in got

@@ -13,14 +13,17 @@ from ..provenance import MODES, log_name
 from ..write.hdf5_writer import IMAGE_ATTRS
 from .values import same_value, shown, stored_as
 
-__all__ = ["image_attr_problems", "own_log_names", "shown_names"]
+__all__ = ["image_attr_problems", "own_log_names", "shown_names",
+           "unwritten_attr_problems"]
 
 
-def image_attr_problems(name: str, dset: h5py.Dataset) -> list[str]:
+def image_attr_problems(name: str, dset: h5py.Dataset, kind: str = "feature"
+                        ) -> list[str]:
     """The HDF5 image attributes of output feature ``name``: those of
     :data:`~dcbulk.write.hdf5_writer.IMAGE_ATTRS` (values and types) on a feature of 2-D
     events, none on any other (the source's are never copied,
-    :data:`~dcbulk.plan.SET_APART_ATTRS`)."""
+    :data:`~dcbulk.plan.SET_APART_ATTRS`); ``kind`` names the object in each line (the
+    writer sets the same on internal basin data)."""
     image = dset.ndim == 3
     if not image and not h5o.get_info(dset.id).num_attrs:
         return []
@@ -40,7 +43,7 @@ def image_attr_problems(name: str, dset: h5py.Dataset) -> list[str]:
         elif stored_as(got) != stored_as(want):
             lines.append(f"attribute '{key}' is stored as {stored_as(got)}, dcbulk writes "
                          f"{stored_as(want)}")
-    return [f"feature '{name}': {line}" for line in lines]
+    return [f"{kind} '{name}': {line}" for line in lines]
 
 
 def own_log_names(kept: list[str], mode: str | None) -> list[str]:
@@ -55,3 +58,49 @@ def own_log_names(kept: list[str], mode: str | None) -> list[str]:
 def shown_names(names: list[str]) -> str:
     """The names of :func:`own_log_names` as a message gives them (one, or the pattern)."""
     return f"'{names[0]}'" if len(names) == 1 else "'dcbulk-<mode>'"
+
+
+#: groups whose attributes :func:`~dcbulk.read.policy.not_carried` reports
+_BARE = ("events/trace", "events/contour")
+
+
+def _bare_object(path: str, kind: int) -> str | None:
+    """What an object of an output is, if the writer sets no attribute on it (None: it
+    may hold some, checked elsewhere)."""
+    parts = path.split("/")
+    if kind == h5o.TYPE_DATASET and len(parts) == 3 and parts[:2] == ["events", "contour"]:
+        return "a contour"
+    if kind == h5o.TYPE_DATASET and len(parts) == 2 and parts[0] == "basins":
+        return "a basin definition"
+    if kind == h5o.TYPE_DATASET and len(parts) == 2 and parts[0] == "events" \
+            and parts[1].startswith("basinmap"):
+        return "a basin map"
+    if kind == h5o.TYPE_GROUP and parts[0] == "events" and len(parts) >= 2 \
+            and path not in _BARE:
+        return "a group of 'events'"
+    return None
+
+
+def unwritten_attr_problems(h5: h5py.File) -> list[str]:
+    """The attributes of an open output on objects the writer sets none on (a contour, a
+    basin definition, a basin map, a group below ``events``; its image attributes on a
+    basin map are :func:`image_attr_problems`' lines) and the image attributes of internal
+    basin data (as on a feature), one line each. Walked by HDF5 (``H5Ovisit``: each object
+    once, links not followed); only objects holding attributes are opened."""
+    found: list[tuple[str, str]] = []
+
+    def visit(name: bytes, info) -> None:
+        path = name.decode("utf-8", "surrogateescape")
+        what = _bare_object(path, info.type) if info.num_attrs else None
+        if what is not None:
+            found.append((path, what))
+
+    h5o.visit(h5.id, visit, info=True)
+    lines = [f"'{path}' has the attribute '{key}', which dcbulk does not write (none on "
+             f"{what})" for path, what in found for key in h5[path].attrs
+             if not (what == "a basin map" and key in IMAGE_ATTRS)]
+    internal = h5.get("basin_events")
+    if isinstance(internal, h5py.Group):
+        lines += [line for name, dset in internal.items() if isinstance(dset, h5py.Dataset)
+                  for line in image_attr_problems(name, dset, "internal basin data")]
+    return lines
