@@ -18,8 +18,8 @@ import numpy as np
 from .codec import ChunkCodec
 from .errors import PlanError
 from .read.inspect import FeatureSource, SourceInfo
+from .read.policy import IMAGE_ATTRS
 from .write.filters import best_nd_chunks
-from .write.hdf5_writer import IMAGE_ATTRS
 
 __all__ = [
     "FeaturePlan", "BlockGroup", "ConversionPlan", "ExtraMetadata", "DEFAULT_TASK_BYTES",

@@ -24,22 +24,30 @@ from __future__ import annotations
 
 import math
 import posixpath
+from types import MappingProxyType
 from collections.abc import Iterator
 
 import h5py
+import numpy as np
 from h5py import h5l
 
 from ..errors import ExternalDataError, SourceError, SourceLimitError
 from .files import open_child
 
-__all__ = ["MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link", "check_dataset",
-           "check_item_bytes", "walk_datasets", "check_structure", "external_objects",
+__all__ = ["IMAGE_ATTRS", "MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link",
+           "check_dataset", "check_item_bytes", "walk_datasets", "check_structure", "external_objects",
            "is_reference", "misshapen", "not_carried"]
 
 #: the largest single item (one event's row, one contour, one log line) dcbulk holds at once
 MAX_ITEM_BYTES = 64 * 1024**2
 #: the top-level groups of the .rtdc layout dcbulk reads
 STRUCTURE_GROUPS = ("events", "basin_events", "logs", "tables", "basins")
+
+#: the HDF5 image attributes of a feature with 2-D events, as fixed-length bytes: what
+#: dcnum's and dclab's writers set, and so does dcbulk's (also on internal basin image data)
+IMAGE_ATTRS = MappingProxyType({"CLASS": np.bytes_("IMAGE"),
+                                "IMAGE_VERSION": np.bytes_("1.2"),
+                                "IMAGE_SUBCLASS": np.bytes_("IMAGE_GRAYSCALE")})
 #: how to follow outside data on purpose
 FOLLOW_HINT = "dcbulk reads only a file's own data (--follow-external follows it)"
 
@@ -232,7 +240,6 @@ def not_carried(h5: h5py.File) -> list[str]:
             left += [f"attribute '{key}' of /{name}" for key in group.attrs.keys()]
     internal = h5.get("basin_events")
     if isinstance(internal, h5py.Group):
-        from ..write.hdf5_writer import IMAGE_ATTRS  # here: write imports read
         left += [f"attribute '{key}' of /basin_events/{name}" for name, dset in internal.items()
                  if isinstance(dset, h5py.Dataset) for key in dset.attrs.keys()
                  if not (dset.ndim == 3 and key in IMAGE_ATTRS)]  # the writer sets its own

@@ -23,8 +23,7 @@ from ..plan import (SET_APART_ATTRS, STAT_ATTRS, carries_statistics, keeps_stati
 from ..read.chunks import OpenFiles, read_event_rows, read_rows
 from ..read.files import open_child
 from ..read.inspect import DatasetRef, FeatureSource
-from ..read.policy import is_reference
-from ..write.hdf5_writer import IMAGE_ATTRS
+from ..read.policy import IMAGE_ATTRS, is_reference
 from .values import same_value, shown, stored_as
 
 __all__ = ["Joined", "RowCheck", "compare_rows", "diff_rows"]

@@ -10,7 +10,7 @@ import h5py
 from h5py import h5o
 
 from ..provenance import MODES, log_name
-from ..write.hdf5_writer import IMAGE_ATTRS
+from ..read.policy import IMAGE_ATTRS
 from .values import same_value, shown, stored_as
 
 __all__ = ["image_attr_problems", "own_log_names", "shown_names",
@@ -20,7 +20,7 @@ __all__ = ["image_attr_problems", "own_log_names", "shown_names",
 def image_attr_problems(name: str, dset: h5py.Dataset, kind: str = "feature"
                         ) -> list[str]:
     """The HDF5 image attributes of output feature ``name``: those of
-    :data:`~dcbulk.write.hdf5_writer.IMAGE_ATTRS` (values and types) on a feature of 2-D
+    :data:`~dcbulk.read.policy.IMAGE_ATTRS` (values and types) on a feature of 2-D
     events, none on any other (the source's are never copied,
     :data:`~dcbulk.plan.SET_APART_ATTRS`); ``kind`` names the object in each line (the
     writer sets the same on internal basin data)."""

@@ -12,11 +12,12 @@ import hdf5plugin  # noqa: F401  (workers need the Zstd filter registered)
 import numpy as np
 import numpy.typing as npt
 
+from ..read.policy import IMAGE_ATTRS
 from . import basin_store
 from .blockwise import iter_slices
 from .filters import best_nd_chunks, set_default_filter_kwargs
 
-__all__ = ["HDF5Writer", "IMAGE_ATTRS"]
+__all__ = ["HDF5Writer"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +27,6 @@ logger = logging.getLogger(__name__)
 CHUNK_CACHE_KWARGS = MappingProxyType({"rdcc_nbytes": 10 * 1024 ** 2,
                                        "rdcc_w0": 1,
                                        "rdcc_nslots": 1000})
-
-#: The HDF5 image attributes of a feature with 2-D events, stored as
-#: fixed-length bytes (as dcnum's and dclab's writers set them).
-IMAGE_ATTRS = MappingProxyType({"CLASS": np.bytes_("IMAGE"),
-                                "IMAGE_VERSION": np.bytes_("1.2"),
-                                "IMAGE_SUBCLASS": np.bytes_("IMAGE_GRAYSCALE")})
 
 #: Read this many HDF5 chunks at once when a feature chunk is an h5py
 #: Dataset (e.g. internal basin data copied from another file).
