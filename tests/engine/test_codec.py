@@ -417,3 +417,16 @@ def test_fletcher32_stage_is_hdf5s_checksum(nbytes):
         bad[flip] ^= 0x10
         with pytest.raises(RuntimeError, match="fletcher32"):
             Fletcher32().decode(bytes(bad))
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 300, 65791, 65792, 70000, 5_000_000])
+def test_zstd_content_size_reads_every_header_form(size):
+    """The content size of a zstd frame, from its header, for each width the format gives it
+    (1, 2 with its offset of 256, 4 bytes); None for what is not a zstd frame."""
+    from numcodecs import Zstd
+
+    from dcbulk.codec.into import zstd_content_size
+    data = np.random.default_rng(size).integers(0, 4, size, dtype=np.uint8)
+    for level in (1, 5, 12):
+        assert zstd_content_size(Zstd(level=level).encode(data)) == size
+    assert zstd_content_size(b"\x00" * 20) is None and zstd_content_size(b"") is None

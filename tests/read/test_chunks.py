@@ -101,6 +101,27 @@ def test_read_rows_damaged_chunk_names_file_dataset_and_chunk(tmp_path, images):
             read_rows(h5["x"], 60, 70)
 
 
+@pytest.mark.parametrize("rows", [slice(32, 48), slice(32, 80)])
+def test_read_rows_into_a_buffer_never_keeps_what_a_short_chunk_left(tmp_path, images, rows):
+    """A whole zstd chunk decodes straight into the caller's buffer; one whose frame holds
+    half or 1.5 chunks (its checksum right) is damaged, even where the buffer already holds
+    the rows it should have given."""
+    from numcodecs import Zstd
+
+    from dcbulk.codec.fletcher import Fletcher32
+    from dcbulk.codec.into import zstd_content_size
+    _write(tmp_path / "h.h5", images, 32, **FILTERS["zstd:5+fletcher32"])
+    frame = Zstd(level=5).encode(images[rows])
+    assert zstd_content_size(frame) == images[rows].nbytes
+    with h5py.File(tmp_path / "h.h5", "r+") as h5:
+        h5["x"].id.write_direct_chunk((32, 0, 0), Fletcher32().encode(frame), 0)
+    buf = images[:96].copy()  # what a reused buffer may hold: the right rows
+    with h5py.File(tmp_path / "h.h5") as h5:
+        assert np.array_equal(read_rows(h5["x"], 0, 32, out=buf[:32]), images[:32])
+        with pytest.raises(ChecksumMismatchError, match="chunk 1 is damaged"):
+            read_rows(h5["x"], 0, 96, out=buf)
+
+
 def test_read_rows_in_parallel_threads(tmp_path, images):
     _write(tmp_path / "t.h5", images, 16, **FILTERS["zstd:5+fletcher32"])
     results = {}

@@ -22,6 +22,7 @@ import hdf5plugin  # noqa: F401  (registers the filters before any compressed re
 import numpy as np
 
 from ..codec import ChunkCodec
+from ..codec.into import decode_into
 from ..errors import ChecksumMismatchError, SourceError, one_line
 from .files import open_child, open_rtdc
 from .inspect import DatasetRef, FeatureSource
@@ -145,9 +146,14 @@ def read_rows(ds: h5py.Dataset, start: int, stop: int, *, out: np.ndarray | None
         if mask:
             out[lo - start:hi - start] = ds[lo:hi]
             continue
+        target = out[lo - start:hi - start] if hi - lo == cr else None  # a whole chunk
         try:
-            for stage in reversed(stages):
+            for stage in reversed(stages[1:]):
                 data = stage.decode(data)
+            if target is not None and stages and decode_into(stages[0], data, target):
+                continue
+            if stages:
+                data = stages[0].decode(data)
             rows = np.frombuffer(data, dtype=dtype).reshape((cr,) + shape[1:])
         except (RuntimeError, ValueError, TypeError, zlib.error) as exc:
             if ref is not None and _layout(ds)[1:] != (dtype, chunks, codec):
