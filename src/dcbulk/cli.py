@@ -142,7 +142,7 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *
                      cluster=not in_process) as log_path:
             if in_process:
                 if not ns.quiet:
-                    print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
+                    print(f"dcbulk {__version__}: {_plural(len(plan.decisions), 'file')}, "
                           f"{plan.total_bytes / 1e6:,.1f} MB; made by threads of this "
                           f"process (no cluster, no dashboard)", file=err, flush=True)
                 with in_process_run(plan.marker_dir) as client:
@@ -191,7 +191,7 @@ def _open_cluster(ns, state: RunState, plan: RunPlan, log_path: str, err):
             logged_client(log_path, **_client_args(ns)) as (client, cluster), \
             live_page(state, client, cluster, stream=err, quiet=ns.quiet) as page:
         if not ns.quiet:
-            print(f"dcbulk {__version__}: {len(plan.decisions)} files, "
+            print(f"dcbulk {__version__}: {_plural(len(plan.decisions), 'file')}, "
                   f"{plan.total_bytes / 1e6:,.0f} MB; dashboard: {client.dashboard_link}"
                   + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
         from distributed import performance_report

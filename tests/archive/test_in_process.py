@@ -63,6 +63,10 @@ def test_cli_uses_a_cluster_when_one_is_asked_for(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "a")]) == EXIT_OK
     cap = capsys.readouterr()
     assert "made by threads of this process" in cap.err and "; page:" not in cap.out
+    assert f"dcbulk {dcbulk.__version__}: 2 files, " in cap.err, cap.err
+    _small_archive(tmp_path / "one", 1)
+    assert main(["convert", str(tmp_path / "one"), "-o", str(tmp_path / "c")]) == EXIT_OK
+    assert f"dcbulk {dcbulk.__version__}: 1 file, " in capsys.readouterr().err  # not "1 files"
     assert main(["convert", str(tmp_path / "src"), "-o", str(tmp_path / "b"),
                  "--workers", "1"]) == EXIT_OK
     cap = capsys.readouterr()

@@ -432,7 +432,7 @@ def test_verify_is_a_job_of_the_executor(client, capsys, pair, tmp_path, task_sp
     captured = capsys.readouterr()
     assert code == 1
     size = os.path.getsize(out) + os.path.getsize(src)  # what the check reads
-    assert f"dcbulk {dcbulk.__version__}: 1 files, {size / 1e6:,.0f} MB; dashboard: " \
+    assert f"dcbulk {dcbulk.__version__}: 1 file, {size / 1e6:,.0f} MB; dashboard: " \
         in captured.err, captured.err
     assert "[dcbulk] files 1/1, 1 failed, " in captured.err, captured.err
     problems = _problems(captured.out.strip().splitlines())
