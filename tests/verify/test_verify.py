@@ -701,6 +701,31 @@ def test_statistics_of_a_feature_larger_than_a_row_task_are_checked(tmp_path):
     assert len(problems) == 1 and "feature 'deform': attribute 'mean' is" in problems[0]
 
 
+def test_copied_statistics_of_a_feature_above_the_statistics_task_are_checked(
+        tmp_path, monkeypatch):
+    """A scalar feature too large for one check (above ``STATISTICS_TASK_BYTES``) whose
+    statistics are the source's, copied, is checked against the source's attributes, which
+    needs no rows (such a feature's statistics were not checked at all)."""
+    from dcbulk.verify import pair as verify_pair
+    from dcbulk.verify.checks import check_pair, plan_checks
+    src = small_rtdc(tmp_path / "src.rtdc", 2500, seed=9, image_shape=(30, 40))
+    with h5py.File(src, "a") as h5:
+        h5["events/deform"].attrs.update(
+            {"min": np.float64(0.1), "max": np.float64(0.3), "mean": np.float64(0.2)})
+    out = tmp_path / "out.rtdc"
+    dcbulk.convert(src, out)
+    monkeypatch.setattr(verify_pair, "STATISTICS_TASK_BYTES", 4096)  # 512 float64 rows
+    pair = verify_pairs(out, src)[0]
+    _, tasks, _ = plan_checks(pair, task_bytes=1024)
+    assert len([c for task in tasks for c in task if c.feature == "deform"]) > 1
+    assert check_pair(pair, task_bytes=1024)[0] == []
+    with h5py.File(out, "a") as h5:
+        h5["events/deform"].attrs["mean"] = np.float64(0.25)
+    problems, _ = check_pair(pair, task_bytes=1024)
+    assert problems == [f"{out}: feature 'deform': attribute 'mean' is 0.25, expected 0.2 "
+                        f"(the source's)"], problems
+
+
 def test_a_pipeline_refused_for_its_fill_value_is_not_named_as_the_runs_choice(tmp_path):
     """A zstd-5 + Fletcher-32 dataset with a non-zero fill value is not what the run wrote
     (its chunks may not be copied as stored): its line names its filters, not the run's

@@ -192,8 +192,9 @@ def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[
     if check.start == 0 and (check.source is not None or check.enumerate):  # once per feature
         about += _attribute_problems(dset, files.dataset(check.source.data) if check.own
                                      else None, stats)
-    if problem is None and check.start == 0 and check.stop == shape[0] and stats:
-        about += _statistics_problems(dset, got, files, check)
+    if problem is None and check.start == 0 and stats:  # rows: those of the whole feature
+        about += _statistics_problems(dset, got if check.stop == shape[0] else None,
+                                      shape[0], files, check)
     return ([] if problem is None else [f"{where}: {problem}"]) + [
         f"{check.output}: feature '{check.feature}': {p}" for p in about]
 
@@ -239,13 +240,14 @@ def _value_problem(key: str, got, want) -> str | None:
     return None
 
 
-def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
-                         check: RowCheck) -> list[str]:
+def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray | None, n_rows: int,
+                         files: OpenFiles, check: RowCheck) -> list[str]:
     """The output's ``min``/``max``/``mean`` attributes (dclab reads them instead of the
-    data): the source's where the output holds exactly its rows, else those of ``rows``, the
-    whole feature (:func:`~dcbulk.plan.keeps_statistics`, the writer's rule; a join's
-    are always its rows'). An output may lack them (dclab then computes them), not hold
-    other values."""
+    data): the source's where the output holds exactly its ``n_rows`` rows, else those of
+    ``rows``, the whole feature (:func:`~dcbulk.plan.keeps_statistics`, the writer's rule; a
+    join's are always its rows'; ``rows`` None: a feature above ``STATISTICS_TASK_BYTES``,
+    whose rows no one check reads, so only copied statistics are checked). An output may
+    lack them (dclab then computes them), not hold other values."""
     if not h5o.get_info(dset.id).num_attrs:
         return []
     attrs = dset.attrs
@@ -254,8 +256,10 @@ def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray, files: OpenFiles,
         return []
     want, origin = {}, "the source's"
     if check.source is not None and check.joined is None and keeps_statistics(
-            check.source, mapped=check.events is not None, n_rows=check.stop):
+            check.source, mapped=check.events is not None, n_rows=n_rows):
         want = source_statistics(files.dataset(check.source.data).attrs)
+    if not want and rows is None:
+        return []
     if not want:
         want, origin = statistics(rows), "that of its events"
     lines = []
