@@ -268,6 +268,17 @@ def test_an_attribute_added_to_a_joined_feature_is_found(joined, tmp_path, featu
                         f"{UNCOPIED}"], problems
 
 
+def test_an_attribute_added_to_a_joined_log_is_found(joined, tmp_path):
+    """A join keeps its inputs' log lines, and no attribute of theirs."""
+    out = tmp_path / "j.rtdc"
+    shutil.copy(joined, out)
+    with h5py.File(out, "a") as h5:
+        name = sorted(n for n in h5["logs"] if n.startswith("src-#"))[0]
+        h5["logs"][name].attrs["software"] = "x"
+    problems = dcbulk.verify(out).problems
+    assert problems == [f"{out}: log '{name}' has the attribute 'software', which dcbulk does "
+                        f"not write (a join keeps the inputs' log lines only)"], problems
+
 
 def _first_basin(key, value):
     def change(h5):

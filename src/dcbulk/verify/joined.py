@@ -266,6 +266,9 @@ def join_metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
         logs = {name: ds for name, ds in out.get("logs", {}).items()
                 if not is_provenance_log(name)}
         found += _named("log", logs, want_logs, lambda ds, lines: log_lines(ds) == lines)
+        found += [f"log '{name}' has the attribute '{key}', which dcbulk does not write (a "
+                  f"join keeps the inputs' log lines only)" for name, ds in logs.items()
+                  for key in ds.attrs.keys()]
         found += _named("table", dict(out.get("tables", {}).items()), want_tables, _same_table)
         if len(out.get("basins", {})):
             found.append("basins are not kept by a join")
