@@ -561,6 +561,9 @@ def test_condensed_outputs_are_verified(client, tmp_path, capsys):
          f"from the source (first: event 2)"),
         ("ancillary", lambda h5: h5["events"].__delitem__("bright_perc_90"),
          f"{out}: feature 'bright_perc_90' (ancillary) is missing"),
+        ("ancillary", lambda h5: h5["events/bright_perc_90"].attrs.__setitem__("unit", "a.u."),
+         f"{out}: feature 'bright_perc_90' (ancillary): attribute 'unit' is not dcbulk's (it "
+         f"writes only min/max/mean on dclab's features)"),
         ("ancillary", lambda h5: h5["events"].create_dataset("userdef1", data=np.zeros(30)),
          f"{out}: feature 'userdef1' is not in the source's selection"),
         ("plain", lambda h5: h5["events"].create_dataset("bright_perc_10", data=np.zeros(30)),

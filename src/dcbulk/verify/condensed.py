@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from ..errors import DcbulkError
-from ..plan import scalar_features
+from ..plan import STAT_ATTRS, scalar_features
 from ..read.ancillary import ancillary_features
 from ..read.inspect import SourceInfo
 from .rows import diff_rows
@@ -53,4 +53,7 @@ def ancillary_problems(output: str, source: str, mapping: np.ndarray | None,
             if problem:
                 problems.append(f"{output}: feature '{name}' (ancillary, computed by dclab): "
                                 f"{problem}")
+            problems += [f"{output}: feature '{name}' (ancillary): attribute '{key}' is not "
+                         f"dcbulk's (it writes only min/max/mean on dclab's features)"
+                         for key in h5["events"][name].attrs.keys() if key not in STAT_ATTRS]
     return problems
