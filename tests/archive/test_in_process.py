@@ -50,6 +50,50 @@ def test_a_small_run_is_made_in_process_without_a_cluster(tmp_path, monkeypatch)
     assert again.count("skipped") == len(paths)
 
 
+@pytest.mark.parametrize("ancillary", [False, True])
+def test_a_small_condense_is_made_in_process_as_on_a_cluster(tmp_path, monkeypatch, client,
+                                                            ancillary):
+    """condense of a few small files starts no cluster (it did: 4 small files 8.6 s instead
+    of 3.0 s); its outputs' stored chunks are those a cluster run writes, and verify."""
+    import dcbulk.bulk.executor as executor
+    paths = _small_archive(tmp_path / "src")
+    on_cluster = dcbulk.modes.condense(tmp_path / "src", tmp_path / "c", client=client,
+                                       ancillary=ancillary)
+    monkeypatch.setattr(executor, "client_context",
+                        lambda *a, **k: pytest.fail("a cluster was started for a small run"))
+    report = dcbulk.modes.condense(tmp_path / "src", tmp_path / "dst", ancillary=ancillary)
+    assert on_cluster.ok and report.ok and report.dashboard is None
+    assert report.count("done") == len(paths)
+    for path in paths:
+        with h5py.File(tmp_path / "c" / path.name) as want, \
+                h5py.File(tmp_path / "dst" / path.name) as got:
+            assert sorted(got["events"]) == sorted(want["events"])
+            for name, dset in want["events"].items():
+                n = dset.id.get_num_chunks()
+                assert n and [got["events"][name].id.read_direct_chunk(
+                    got["events"][name].id.get_chunk_info(i).chunk_offset) for i in range(n)] \
+                    == [dset.id.read_direct_chunk(dset.id.get_chunk_info(i).chunk_offset)
+                        for i in range(n)], name
+    assert dcbulk.verify(tmp_path / "dst").ok
+    assert not _markers(tmp_path / "dst")
+
+
+def test_an_in_process_condense_imports_no_distributed(tmp_path):
+    """condense computes its dask arrays in the file's thread with dask's synchronous
+    scheduler, given as the function: given as "sync", dask imported distributed to look
+    for a default client (0.3 s of a small command)."""
+    src = small_rtdc(tmp_path / "s" / "a.rtdc", 30, seed=2, with_traces=True)
+    code = ("import sys; from dcbulk.cli import main; "
+            f"rc = main(['condense', {str(src.parent)!r}, '-o', {str(tmp_path / 'o')!r}, "
+            "'--ancillary', '-q']); "
+            "print(rc, sorted(m for m in ('distributed', 'tornado', 'bokeh') "
+            "if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.stdout.split("\n")[-2] == "0 []", run.stdout + run.stderr
+    assert dcbulk.verify(tmp_path / "o").ok
+
+
 def test_a_time_limit_gets_a_cluster(tmp_path):
     """A thread past its time limit cannot be stopped (and would keep the process from
     exiting): a run with one is made on a cluster, whose workers end with it."""

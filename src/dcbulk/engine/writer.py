@@ -65,8 +65,10 @@ def _jobs(arrays) -> Iterator[tuple[tuple[BlockGroup, int], object]]:
 def _blocks(arrays, *, inline: bool, window: int | None
             ) -> Iterator[tuple[tuple[BlockGroup, int], EncodedBlock]]:
     if inline:  # computed by this task's block pool, or here block after block
+        from dask.local import get_sync  # the function, not "sync": dask would import
+        # distributed to look for a default client first (a run in dcbulk's process never does)
         yield from ((tag, result[0]) for tag, result in run_blocks(
-            (tag, functools.partial(block.compute, scheduler="sync"))
+            (tag, functools.partial(block.compute, scheduler=get_sync))
             for tag, block in _jobs(arrays)))
         return
     order = iter(range(0, -1 << 30, -1))

@@ -24,6 +24,7 @@ from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.job import INLINE_BYTES
 from ..command import Command
 from ..engine import Report, read_features, store_features, write_output
+from ..engine.client import current_worker
 from ..errors import PlanError
 from ..plan import ExtraMetadata, plan_conversion, scalar_features
 from ..provenance import job_provenance
@@ -60,7 +61,8 @@ class CondenseJob(Job):
     A file with ``index`` is condensed by the conversion engine (its scalar features,
     stored chunks copied as stored, small files encoded by their writer task). Otherwise,
     or with ``ancillary``, the scalar features are read as dask arrays and stored with
-    ``store_features`` (one writer, encoding on the workers), with ``index`` written as
+    ``store_features`` (one writer, encoding on the workers; in a run made in dcbulk's own
+    process, computed in the file's thread), with ``index`` written as
     ``1..n`` as dclab does and the ancillary features computed by dclab on this worker.
     With a filter (``options.filter``) the output holds the matching events only, as
     dclab's export of a filtered dataset: their scalar values (``index`` renumbered), a
@@ -71,6 +73,7 @@ class CondenseJob(Job):
 
     name = "condense"
     verb = "condensed"
+    in_process = True
 
     def __init__(self, *, ancillary: bool = False):
         self.ancillary = bool(ancillary)
@@ -117,7 +120,7 @@ class CondenseJob(Job):
 
     def make(self, target: Target, options, *, overwrite: bool,
              inline_bytes: int = INLINE_BYTES) -> Report:
-        """Condense one source (runs as a task on a worker)."""
+        """Condense one source (a task on a worker, or a thread of dcbulk's process)."""
         t0 = time.perf_counter()
         source, output = target.source.path, target.output
         info = inspect_source(source)
@@ -131,13 +134,14 @@ class CondenseJob(Job):
         arrays, own = self._arrays(info, idx, scalars)
         if not arrays:
             raise PlanError(f"{info.path}: no scalar features to condense")
+        kwargs = dict(metadata_from=info.path, basins=True, mapping=idx,
+                      compression=options.codec, overwrite=overwrite, source_features=own,
+                      extra=self._log(options, sorted(arrays)))
+        if current_worker() is None:  # a run in dcbulk's process: computed in this thread
+            return job_result(info, store_features(arrays, output, inline=True, **kwargs), t0)
         from distributed import worker_client
         with worker_client() as client:
-            report = store_features(arrays, output, metadata_from=info.path,
-                                    basins=True, mapping=idx,
-                                    compression=options.codec, client=client,
-                                    overwrite=overwrite, source_features=own,
-                                    extra=self._log(options, sorted(arrays)))
+            report = store_features(arrays, output, client=client, **kwargs)
         return job_result(info, report, t0)
 
 
