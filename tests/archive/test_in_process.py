@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -147,6 +148,28 @@ with in_process_run(sys.argv[1]):
     print("marked", flush=True)
     sys.stdin.read()  # until the test closes it
 """
+
+
+def test_a_marker_of_pid_0_or_of_a_pid_used_again_is_a_dead_runs(tmp_path):
+    """pid 0 is os.kill's own process group, always there: such a marker was a live run's
+    for ever (verify: "a run that did not end", every time). A marker older than the live
+    process of its pid was written by an earlier process of that pid: dead too."""
+    host = socket.gethostname()
+    zero = tmp_path / f"{MARKER_NAME}-{host}-0"
+    zero.write_text("x")
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        used_again = tmp_path / f"{MARKER_NAME}-{host}-{later.pid}"
+        used_again.write_text("x")
+        os.utime(used_again, (time.time() - 3600,) * 2)  # written an hour before it started
+        mine = tmp_path / f"{MARKER_NAME}-{host}-{os.getpid()}"
+        mine.write_text("x")  # this process, started before it: a live run's
+        assert not runs_in_process(ConvertJob(), str(tmp_path), [1])
+        inprocess.clear_marker(str(tmp_path))
+        assert _markers(tmp_path) == [str(mine)]
+    finally:
+        later.kill()
+        later.wait()
 
 
 def test_a_run_going_on_in_the_same_directory_is_not_taken_for_a_dead_one(tmp_path, capsys,

@@ -85,15 +85,17 @@ def _running(marker: str) -> bool:
     """Whether the run of ``marker`` is a live process of this host (one of another host,
     or of the shared name, cannot be told from a dead one: taken for dead, as before)."""
     host, _, pid = os.path.basename(marker)[len(MARKER_NAME) + 1:].rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
+        return False  # pid 0 would be os.kill's own process group: always "alive"
+    import psutil  # distributed's dependency; here: only when a marker is found
     try:
-        os.kill(int(pid), 0)
-    except PermissionError:  # another user's process
-        return True
-    except (OSError, OverflowError):
+        started = psutil.Process(int(pid)).create_time()
+        written = os.lstat(marker).st_mtime
+    except (psutil.NoSuchProcess, OSError, OverflowError, ValueError):
         return False
-    return True
+    except psutil.AccessDenied:  # cannot be told
+        return True
+    return started <= written + 1  # else the pid is another process's now
 
 
 def _dead_markers(marker_dir: str) -> list[str]:
