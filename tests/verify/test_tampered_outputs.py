@@ -10,6 +10,7 @@ import json
 import shutil
 
 import h5py
+import hdf5plugin
 import numpy as np
 import pytest
 
@@ -462,3 +463,34 @@ def test_the_outputs_of_the_sample_files_verify_equal(client, sample_files, tmp_
         assert dcbulk.verify(dst, client=client).ok
         for out in sorted(dst.glob("*.rtdc")):
             assert dcbulk.verify(out, client=client).ok, out
+
+
+@pytest.mark.parametrize("change, line", [
+    (_set("events/deform", "min", 7.0),
+     "feature 'deform': attribute 'min' is 7.0, expected none (no events)"),
+    (_set("events/image", "foo", 1), "feature 'image': attribute 'foo' is not the source's"),
+    (_set("events/trace/fl3_raw", "max", 1),
+     "feature 'trace/fl3_raw': attribute 'max' is not the source's (dcbulk writes it on "
+     "numeric scalar features only)"),
+    (lambda h5: _rewritten(h5, "events/deform", "f8"),
+     "feature 'deform' (no events): dtype float64 != source float32"),
+], ids=["statistic", "image-attribute", "trace-statistic", "dtype"])
+def test_a_feature_without_events_is_checked_too(shared_data_dir, tmp_path, change, line):
+    """A file of 0 events (M001_data.rtdc) had no row check, so none of its features'
+    dtypes or attributes were compared."""
+    src = tmp_path / "M001_data.rtdc"
+    shutil.copy(shared_data_dir / "M001_data.rtdc", src)
+    dcbulk.convert(src, tmp_path / "out.rtdc")
+    assert dcbulk.verify(tmp_path / "out.rtdc", src).ok
+    with h5py.File(tmp_path / "out.rtdc", "a") as h5:
+        change(h5)
+    problems = dcbulk.verify(tmp_path / "out.rtdc", src).problems
+    assert f"{tmp_path / 'out.rtdc'}: {line}" in problems, problems
+
+
+def _rewritten(h5, path, dtype):
+    """``h5[path]`` stored again as ``dtype``, as the writer stores a feature."""
+    data, group, name = h5[path][()], h5[path].parent, path.rsplit("/", 1)[1]
+    del group[name]
+    group.create_dataset(name, data=data.astype(dtype), maxshape=(None,), chunks=(1000,),
+                         **hdf5plugin.Zstd(clevel=5), fletcher32=True)

@@ -159,8 +159,8 @@ def feature_checks(output: str, name: str, layout: DatasetRef, source: FeatureSo
     step = max(rows, (task_bytes // (rows * row_bytes)) * rows)
     if carries_statistics(name, dtype, shape[1:]) and n_rows * row_bytes <= STATISTICS_TASK_BYTES:
         step = max(step, n_rows)
-    checks = []
-    for start in range(0, n_rows, step):
+    checks = []  # a feature without events gets one check too: its dtype and attributes
+    for start in range(0, n_rows, step) or ([0] if joined is None else []):
         stop = min(start + step, n_rows)
         checks.append(((stop - start) * row_bytes, RowCheck(
             output=output, feature=name, start=first + start, stop=first + stop,
@@ -172,9 +172,9 @@ def feature_checks(output: str, name: str, layout: DatasetRef, source: FeatureSo
 def pack(checks: list[tuple[int, RowCheck]], task_bytes: int) -> list[list[RowCheck]]:
     """Group row checks into tasks of about ``task_bytes`` output bytes each."""
     tasks: list[list[RowCheck]] = []
-    size = task_bytes
+    size = 0
     for nbytes, check in checks:
-        if size + nbytes > task_bytes:
+        if not tasks or size + nbytes > task_bytes:
             tasks.append([])
             size = 0
         tasks[-1].append(check)

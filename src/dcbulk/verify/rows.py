@@ -165,7 +165,8 @@ def _source_rows(files: OpenFiles, check: RowCheck) -> np.ndarray:
 
 
 def _compare_one(events: h5py.Group, files: OpenFiles, check: RowCheck) -> list[str]:
-    where = f"{check.output}: feature '{check.feature}' rows {check.start}..{check.stop - 1}"
+    where = f"{check.output}: feature '{check.feature}' " + (
+        f"rows {check.start}..{check.stop - 1}" if check.stop > check.start else "(no events)")
     try:
         dset = open_child(events, check.feature)
         if not isinstance(dset, h5py.Dataset):
@@ -258,8 +259,10 @@ def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray | None, n_rows: in
     if check.source is not None and check.joined is None and keeps_statistics(
             check.source, mapped=check.events is not None, n_rows=n_rows):
         want = source_statistics(files.dataset(check.source.data).attrs)
-    if not want and rows is None:
-        return []
+    if not want and (rows is None or not rows.size):  # no rows: nothing to compute
+        return [] if rows is None else [
+            f"attribute '{key}' is {shown(value)!r}, expected none (no events)"
+            for key, value in found.items()]
     if not want:
         want, origin = statistics(rows), "that of its events"
     lines = []
