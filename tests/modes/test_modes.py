@@ -703,6 +703,11 @@ def test_join_of_a_file_given_twice_joins_it_twice_as_dclab_join(tmp_path, capsy
     with h5py.File(out) as h5:
         assert h5["events/deform"].shape == (40,)
     assert dcbulk.verify(out).ok
+    os.link(a, tmp_path / "hard.rtdc")  # the same file by another name: warned of too
+    assert main(["join", str(a), str(tmp_path / "hard.rtdc"), "-o", str(tmp_path / "h.rtdc"),
+                 "-q"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"join: {a} is given 2 times" in err[0], err
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
     meta = {"experiment:date": "2020-05-01", "experiment:time": "10:00:00"}

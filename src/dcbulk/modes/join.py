@@ -170,6 +170,12 @@ def _extra(infos: list[SourceInfo], attrs_in: list[dict], details: list[dict],
     return ExtraMetadata(attrs=attrs, logs=logs, tables=tables, provenance=prov)
 
 
+def _file_id(path: str) -> tuple[int, int]:
+    """The file ``path`` is, however it is named (links, relative paths)."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def _encodable(path: str, attrs: dict) -> dict:
     """``attrs`` of the input ``path``, whose text the join writes into its logs
     (``src-#k_cfg``): a ``str`` holding no valid UTF-8 is a PlanError naming it (it was a
@@ -204,10 +210,12 @@ class JoinJob(Job):
         """The one joined output (``.rtdc`` appended when missing, as dclab-join does)."""
         if len(entries) < 2:
             raise UsageError(f"join needs at least two input files, got {len(entries)}")
-        for path, times in Counter(os.path.realpath(e.path) for e in entries).items():
+        given = Counter(_file_id(e.path) for e in entries)  # a hard link too: the same file
+        for entry in entries:
+            times = given.pop(_file_id(entry.path), 1)
             if times > 1:
                 logger.warning("join: %s is given %d times; its events are joined %d times, "
-                               "as dclab-join does", path, times, times)
+                               "as dclab-join does", entry.path, times, times)
         output = output if output.endswith(".rtdc") else output + ".rtdc"
         infos = [inspect_source(e.path) for e in entries]
         attrs = []
