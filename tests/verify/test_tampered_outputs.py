@@ -494,3 +494,34 @@ def _rewritten(h5, path, dtype):
     del group[name]
     group.create_dataset(name, data=data.astype(dtype), maxshape=(None,), chunks=(1000,),
                          **hdf5plugin.Zstd(clevel=5), fletcher32=True)
+
+
+def _basin_led_to(path):
+    """The output's basin to the source rewritten, as the writer stores one, to lead to
+    ``path`` (its other keys, its identifier too, kept)."""
+    def change(h5):
+        from dcbulk.write.basin_store import basin_json
+        for key in list(h5["basins"]):
+            bdict = json.loads(b"\n".join(h5["basins"][key][()]))
+            if bdict.get("name") == "source":
+                del h5["basins"][key]
+                text, new = basin_json({**bdict, "paths": [str(path)]})
+                lines = [ln.encode() for ln in text.split("\n")]
+                h5["basins"].create_dataset(new, data=np.array(
+                    lines, dtype=f"S{max(map(len, lines))}"), **hdf5plugin.Zstd(clevel=5),
+                    fletcher32=True)
+    return change
+
+
+def test_a_basin_to_a_copy_of_the_source_elsewhere_is_found(archive, tmp_path):
+    """A basin to the source that leads to a copy of it elsewhere (its identifier the
+    same, its images zeroed: dclab reads those through the basin) was 'equal'."""
+    elsewhere = tmp_path / "elsewhere.rtdc"
+    shutil.copy(archive / "src" / "syn.rtdc", elsewhere)
+    with h5py.File(elsewhere, "a") as h5:
+        h5["events/image"][:] = 0
+    out, dst = _tampered(archive, tmp_path, "syn.rtdc", _basin_led_to(elsewhere))
+    line = (f"basin 'source' leads to {elsewhere}, not to {archive / 'src' / 'syn.rtdc'} (the "
+            f"file it was made for; a file elsewhere may hold other data)")
+    for report in (dcbulk.verify(out), dcbulk.verify(dst)):
+        assert f"{out}: {line}" in report.problems, report.problems

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 
 import h5py
@@ -38,10 +39,14 @@ def _to_sources(basins: list[dict]) -> int:
 
 def compare_basins(src: h5py.File, out: h5py.File, output: str,
                    mapping: np.ndarray | None, n_source: int,
-                   to_source: list[str] | None, basin_to_source: bool) -> list[str]:
+                   to_source: list[str] | None, basin_to_source: bool,
+                   recorded: bool = False) -> list[str]:
     """The basins of ``out`` (at ``output``) against ``src``'s: each one the source's (its
     rows ``mapping`` of the source's ``n_source`` events) or, named ``source``, the basin
-    to the source listing ``to_source``, which it must hold with ``basin_to_source``."""
+    to the source listing ``to_source``, which it must hold with ``basin_to_source``.
+    ``recorded``: ``src`` is the file the output was made of (its manifest or provenance
+    log names it, not ``--against``), so each file basin must lead to the file the
+    source's leads to, or to the source itself (not to a copy of it elsewhere)."""
     problems = []
     out_dir = pathlib.Path(output).resolve().parent
     src_dir = pathlib.Path(src.filename).resolve().parent
@@ -93,7 +98,12 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
                             else f"{label} has no mapping, but the output's events are not "
                             f"the basin's (its features would be read for other events)")
         if bdict.get("type") == "file":
-            problems += _file_basin_problems(bdict, wanted, out_dir, name in broken)
+            targets = [] if not recorded else [
+                resolve_file_basin(src_dir, b) for b in origins.get(name, [])
+                if b.get("type") == "file"] + (
+                [src.filename] if name == "source" and to_source is not None else [])
+            problems += _file_basin_problems(bdict, wanted, out_dir, name in broken,
+                                             [t for t in targets if t is not None])
         if bdict.get("type") == "internal":
             for feat in bdict.get("features", []):
                 try:
@@ -132,9 +142,11 @@ def _same_rows(got: np.ndarray | None, want: np.ndarray | None, n: int) -> bool:
 
 
 def _file_basin_problems(bdict: dict, wanted: list[tuple], out_dir: pathlib.Path,
-                         broken: bool) -> list[str]:
+                         broken: bool, targets: list) -> list[str]:
     """A file basin of an output: the features it lists, its identifier (where the
-    source's basin, or the source for a basin to it, has one) and whether it resolves."""
+    source's basin, or the source for a basin to it, has one), whether it resolves, and
+    whether to one of the files ``targets`` (when given: a copy of the source elsewhere,
+    with its identifier, may hold other data)."""
     problems, label = [], f"basin '{bdict.get('name')}'"
     if bdict.get("features") not in [features for features, *_ in wanted]:
         problems.append(f"{label} lists other features than the source's")
@@ -148,6 +160,9 @@ def _file_basin_problems(bdict: dict, wanted: list[tuple], out_dir: pathlib.Path
     if found is None:
         problems.append(f"{label} does not resolve ({bdict.get('paths')})" + (
             "; the source's does not resolve either" if broken else ""))
+    elif targets and not any(os.path.samefile(found, t) for t in targets):
+        problems.append(f"{label} leads to {found}, not to {targets[-1]} (the file it was "
+                        f"made for; a file elsewhere may hold other data)")
     elif bdict.get("identifier"):
         with h5py.File(found, "r", locking=False) as bh5:
             known = {get_measurement_identifier(bh5, compat=c) for c in ("dcnum", "dclab")}

@@ -151,7 +151,8 @@ def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
                                  n_source=meta["n_source"], sample_suffix=pair.sample_suffix,
                                  to_source=meta["to_source"],
                                  basin_to_source=meta["basin_to_source"], logged=pair.logged,
-                                 mode=pair.mode)
+                                 mode=pair.mode,
+                                 recorded=pair.source_size is not None and not pair.copy)
     try:
         problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
                                      expected=meta["contour"], codec=meta["codec"])

@@ -157,12 +157,13 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str, own: list[str] = 
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      n_source: int, sample_suffix: str = "", to_source: list[str] | None = None,
                      basin_to_source: bool = False, logged: bool = False,
-                     mode: str | None = None) -> list[str]:
+                     mode: str | None = None, recorded: bool = False) -> list[str]:
     """Root attributes, logs, tables and basins of an output against its source (a file
     basin ``source`` to the source is the source's, listing the features ``to_source``
     names: one it must hold with ``basin_to_source``; besides the source's logs, one log of
     the run's own, ``dcbulk-<mode>`` of the run's ``mode`` (None: of any mode), which it
-    must hold with ``logged``).
+    must hold with ``logged``; ``recorded``: as for
+    :func:`~dcbulk.verify.basins.compare_basins`).
 
     An output must hold its own data: every external link, soft link out of its group,
     virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`), and
@@ -189,7 +190,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
         problems += _compare_group(src, out, "tables")
         try:
             problems += compare_basins(src, out, output, mapping, n_source, to_source,
-                                        basin_to_source)
+                                        basin_to_source, recorded)
         except (OSError, KeyError, ValueError) as exc:
             problems.append(f"basins unreadable ({type(exc).__name__}: {exc})")
     return [f"{output}: {p}" for p in problems]
