@@ -525,3 +525,39 @@ def test_a_basin_to_a_copy_of_the_source_elsewhere_is_found(archive, tmp_path):
             f"file it was made for; a file elsewhere may hold other data)")
     for report in (dcbulk.verify(out), dcbulk.verify(dst)):
         assert f"{out}: {line}" in report.problems, report.problems
+
+
+def _basinmap_as(dtype, name="basinmap0"):
+    def change(h5):
+        rows = np.arange(h5.attrs["experiment:event count"])
+        if "basinmap0" in h5["events"] and name == "basinmap0":
+            rows = h5["events/basinmap0"][:]
+            del h5["events/basinmap0"]
+        h5["events"].create_dataset(name, data=rows.astype(dtype), chunks=True,
+                                    **hdf5plugin.Zstd(clevel=5), fletcher32=True)
+    return change
+
+
+@pytest.mark.parametrize("change, line", [
+    (_basinmap_as("f8"), "'events/basinmap0' holds float64 values, not event indices "
+     "(integers)"),
+    (_basinmap_as("i8", "basinmap1"), "'events/basinmap1' is the mapping of no basin of the "
+     "output"),
+], ids=["float", "unused"])
+def test_a_basin_map_of_floats_or_of_no_basin_is_found(shared_data_dir, tmp_path, change,
+                                                       line):
+    """A filtered output's basin map: rewritten as floats, or one more that no basin uses,
+    was 'equal' (basin maps are no features, so neither their dtype nor their use was
+    checked)."""
+    (tmp_path / "src").mkdir()
+    shutil.copy(shared_data_dir / "cytoshot-test-data.rtdc", tmp_path / "src" / "s.rtdc")
+    dst, out = tmp_path / "dst", tmp_path / "dst" / "s.rtdc"
+    assert dcbulk.convert_archive([tmp_path / "src"], dst, filter="deform < 0.05",
+                                  basin_to_source=True).ok
+    with h5py.File(out) as h5:
+        assert "basinmap0" in h5["events"]
+    assert dcbulk.verify(dst).ok
+    with h5py.File(out, "a") as h5:
+        change(h5)
+    problems = dcbulk.verify(dst).problems
+    assert f"{out}: {line}" in problems, problems

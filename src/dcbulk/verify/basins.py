@@ -62,6 +62,7 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
     if basin_to_source and _to_sources(out_basins) <= _to_sources(src_basins):
         problems.append("basin 'source' (to the source, for the features the output does "
                         "not hold) is missing")
+    problems += _basinmap_problems(out, {b.get("mapping") for b in out_basins})
     listed = {feat for b in out_basins if b.get("type") == "internal"
               for feat in b.get("features", [])}
     internal = out.get("basin_events")
@@ -113,6 +114,23 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
                     same = False
                 if not same:
                     problems.append(f"{label}: basin_events/{feat} differs from the source's")
+    return problems
+
+
+def _basinmap_problems(h5: h5py.File, used: set) -> list[str]:
+    """``events/basinmap*`` datasets that are the mapping of no basin (``used``: those
+    that are), or that hold no integers (event indices)."""
+    events = h5.get("events")
+    problems = []
+    for name in sorted(events) if isinstance(events, h5py.Group) else ():
+        dset = events.get(name) if name.startswith("basinmap") else None
+        if dset is None:
+            continue
+        if name not in used:
+            problems.append(f"'events/{name}' is the mapping of no basin of the output")
+        elif isinstance(dset, h5py.Dataset) and dset.dtype.kind not in "iu":
+            problems.append(f"'events/{name}' holds {dset.dtype} values, not event indices "
+                            f"(integers)")
     return problems
 
 
