@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,12 @@ def test_an_in_process_marker_that_is_a_directory_is_refused_before_any_work(tmp
     assert len(err) == 1 and ".dcbulk-in-process" in err[0], err
     assert "not a regular file" in err[0], err
     assert not list(dst.glob("*.rtdc")) and (dst / ".dcbulk-in-process").is_dir()
+    (dst / ".dcbulk-in-process").rmdir()
+    marker = dst / f".dcbulk-in-process-{socket.gethostname()}-1"
+    os.symlink(tmp_path / "elsewhere", marker)  # of a convert: refused before its manifest
+    assert main(["convert", str(tmp_path / "src"), "-o", str(dst), "-q"]) == 3
+    assert str(marker) in capsys.readouterr().err
+    assert not (dst / "dcbulk-manifest.jsonl").exists()  # verify named a "killed" run
 
 
 def test_a_report_that_is_a_symlink_is_refused_before_any_work(tmp_path, capsys):

@@ -43,7 +43,7 @@ from ..engine.client import client_context
 from ..engine.report import Report
 from ..errors import OutputExistsError, describe_failure
 from ..taskkey import file_key
-from .inprocess import (InProcessClient, check_marker, clear_marker, in_process_run,
+from .inprocess import (InProcessClient, clear_marker, in_process_run,
                         runs_in_process)
 from .job import INLINE_BYTES, Job, run_target, timeout_message
 from .manifest import Manifest
@@ -95,8 +95,6 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
         on running, but it commits no output after the limit and writes no manifest line.
     """
     check_timeout(timeout)
-    if getattr(plan.job, "in_process", False) and plan.marker_dir:
-        check_marker(plan.marker_dir)  # removed at the end: refused before any work
     report = ArchiveReport(output_dir=plan.output_dir)
     total = len(plan.decisions)
     for result in plan.decisions:

@@ -23,6 +23,7 @@ from ..errors import LinkRefusedError
 from ..nofollow import check_parents
 from ..partials import clean_partials
 from .job import CheckJob, Job, Target
+from .inprocess import check_marker
 from .lock import output_lock
 from .manifest import Manifest
 from .options import ArchiveOptions
@@ -164,7 +165,9 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
     check_outputs_are_not_sources([e.path for e in entries], [t.output for t in targets])
     lock = (contextlib.nullcontext() if dry_run or job.one_file else output_lock(output))
     with lock:
-        manifest = None
+        if getattr(job, "in_process", False) and not dry_run:  # before the manifest: a
+            check_marker(os.path.dirname(output) if job.one_file else output)  # refused run
+        manifest = None  # leaves none (verify then named a "killed" run)
         fingerprint = options.fingerprint_dict()
         if job.resumable:
             if not resume and not force:
