@@ -336,8 +336,9 @@ def test_a_basin_dclab_writes_unmapped_is_kept_and_verify_notices_it_missing(tmp
     with h5py.File(dst / "small.rtdc", "a") as h5:
         del h5["basins"][[k for k in h5["basins"]
                           if '"raw"' in "".join(h5["basins"][k].asstr()[:])][0]]
-    assert dcbulk.verify(dst).problems == [
-        f"{dst / 'small.rtdc'}: basin 'raw' of the source is missing"]
+    assert dcbulk.verify(dst).problems == [  # its map is now the map of no basin too
+        f"{dst / 'small.rtdc'}: basin 'raw' of the source is missing",
+        f"{dst / 'small.rtdc'}: 'events/basinmap0' is the mapping of no basin of the output"]
 
 
 def _not_carried_line(src, dst, capsys) -> str:
