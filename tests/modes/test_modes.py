@@ -721,6 +721,20 @@ def test_join_of_a_file_given_twice_joins_it_twice_as_dclab_join(tmp_path, capsy
             [hx["events/deform"][:], hy["events/deform"][:]]))
 
 
+def test_a_join_run_again_says_why_it_cannot_tell_its_output_is_finished(tmp_path, capsys):
+    """A second run of the same join failed with "exists and is not a finished output of
+    this archive": join keeps no manifest, which the line now says."""
+    from dcbulk.cli import main
+    a = make_rtdc(tmp_path / "a.rtdc", 20, seed=1)
+    out = tmp_path / "j.rtdc"
+    assert main(["join", str(a), str(a), "-o", str(out), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["join", str(a), str(a), "-o", str(out), "-q"]) == 1
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if "FAILED" in ln]
+    assert (f"{out}: exists (this mode keeps no manifest: a finished output cannot be told "
+            f"from another file); use --force to replace it") in line, line
+
+
 def test_join_drops_features_not_everywhere_as_dclab(small_archive, tmp_path, client):
     from dclab.cli import join as dclab_join
     # (dclab-join fails when two neighbouring features are missing: it removes them from

@@ -77,9 +77,10 @@ def decide(manifest: Manifest, target: Target) -> Decision:
     return answer("finished" if record.head_sha256 == head else "source changed")
 
 
-def _blocked(target: Target) -> FileResult:
-    error = OutputExistsError(f"{target.output}: exists and is not a finished output of this "
-                              f"archive (use --force to replace it)")
+def _blocked(target: Target, *, recorded: bool = True) -> FileResult:
+    why = ("and is not a finished output of this archive" if recorded else
+           "(this mode keeps no manifest: a finished output cannot be told from another file)")
+    error = OutputExistsError(f"{target.output}: exists {why}; use --force to replace it")
     return FileResult(target.source.path, target.output, "failed", bytes_in=target.size,
                       reason="output exists", error=str(error))
 
@@ -97,7 +98,7 @@ def settle(target: Target, manifest: Manifest | None, fingerprint: dict, *, resu
     if manifest is None:
         exists = output_exists(target.output)
         if exists and not force:
-            return _blocked(target)
+            return _blocked(target, recorded=False)
         return Step(target, overwrite=force, reason="replace" if exists else "new")
     decision = decide(manifest, target)
     if resume and not force and decision.action == "skip":
