@@ -43,8 +43,7 @@ from ..engine.client import client_context
 from ..engine.report import Report
 from ..errors import OutputExistsError, describe_failure
 from ..taskkey import file_key
-from .inprocess import (InProcessClient, clear_marker, in_process_run,
-                        runs_in_process)
+from .inprocess import InProcessClient, clear_marker, in_process_run, runs_in_process
 from .job import INLINE_BYTES, Job, run_target, timeout_message
 from .manifest import Manifest
 from .options import ArchiveOptions

@@ -22,8 +22,8 @@ from ..arguments import file_output_arg, path_arg, paths_arg
 from ..errors import LinkRefusedError
 from ..nofollow import check_parents
 from ..partials import clean_partials
-from .job import CheckJob, Job, Target
 from .inprocess import check_marker
+from .job import CheckJob, Job, Target
 from .lock import output_lock
 from .manifest import Manifest
 from .options import ArchiveOptions
@@ -34,6 +34,11 @@ from .usage import check_output_dir, check_output_placement, check_outputs_are_n
 __all__ = ["CheckPlan", "RunPlan", "check_plan", "planned"]
 
 logger = logging.getLogger(__name__)
+
+
+def _output_dir(job: Job, output: str) -> str:
+    """The directory the outputs of ``job`` go to: ``output``, or that of its one file."""
+    return os.path.dirname(output) if job.one_file else output
 
 
 @dataclass
@@ -74,7 +79,7 @@ class RunPlan:
     @property
     def output_dir(self) -> str:
         """The directory the outputs go to."""
-        return os.path.dirname(self.output) if self.job.one_file else self.output
+        return _output_dir(self.job, self.output)
 
     @property
     def marker_dir(self) -> str | None:
@@ -165,9 +170,9 @@ def planned(job: Job, sources: Iterable, output, options: ArchiveOptions, *,
     check_outputs_are_not_sources([e.path for e in entries], [t.output for t in targets])
     lock = (contextlib.nullcontext() if dry_run or job.one_file else output_lock(output))
     with lock:
-        if getattr(job, "in_process", False) and not dry_run:  # before the manifest: a
-            check_marker(os.path.dirname(output) if job.one_file else output)  # refused run
-        manifest = None  # leaves none (verify then named a "killed" run)
+        if job.in_process and not dry_run:  # before the manifest: a refused run leaves
+            check_marker(_output_dir(job, output))  # none (verify named a "killed" run)
+        manifest = None
         fingerprint = options.fingerprint_dict()
         if job.resumable:
             if not resume and not force:

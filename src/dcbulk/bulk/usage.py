@@ -21,7 +21,7 @@ from dask.utils import parse_bytes
 from ..errors import OutputDirError, UsageError
 
 __all__ = ["check_feature_names", "check_memory_limit", "check_output_dir",
-           "check_output_placement", "check_outputs_are_not_sources"]
+           "check_output_placement", "check_outputs_are_not_sources", "inode_key"]
 
 
 def check_feature_names(names: Iterable[str], *, what: str, scalar: bool = False) -> None:
@@ -83,7 +83,9 @@ def check_output_placement(sources: Iterable[str | PathLike], output_dir: str | 
                              f"choose one outside it (later runs would convert the outputs)")
 
 
-def _file_key(path: str) -> tuple[int, int] | None:
+def inode_key(path: str) -> tuple[int, int] | None:
+    """The file ``path`` is, however it is named (links, relative paths); None if it
+    cannot be read."""
     try:
         st = os.stat(path)
     except OSError:
@@ -101,9 +103,9 @@ def check_outputs_are_not_sources(sources: Iterable[str], outputs: Iterable[str]
     UsageError
         Naming the output and the source.
     """
-    keys = {key: path for path in sources if (key := _file_key(path)) is not None}
+    keys = {key: path for path in sources if (key := inode_key(path)) is not None}
     for output in outputs:
-        source = keys.get(_file_key(output)) if os.path.exists(output) else None
+        source = keys.get(inode_key(output)) if os.path.exists(output) else None
         if source is not None:
             raise UsageError(f"output {output} is the source {source}: it would be replaced "
                              f"(also with --force); choose another output")

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..bulk import (INLINE_BYTES, ArchiveReport, Job, Target, discover_sources, make_options,
                     run_job)
+from ..bulk.usage import inode_key
 from ..command import Command
 from ..codec import ChunkCodec
 from ..engine import Report, store_features
@@ -170,12 +171,6 @@ def _extra(infos: list[SourceInfo], attrs_in: list[dict], details: list[dict],
     return ExtraMetadata(attrs=attrs, logs=logs, tables=tables, provenance=prov)
 
 
-def _file_id(path: str) -> tuple[int, int]:
-    """The file ``path`` is, however it is named (links, relative paths)."""
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
-
-
 def _encodable(path: str, attrs: dict) -> dict:
     """``attrs`` of the input ``path``, whose text the join writes into its logs
     (``src-#k_cfg``): a ``str`` holding no valid UTF-8 is a PlanError naming it (it was a
@@ -210,9 +205,9 @@ class JoinJob(Job):
         """The one joined output (``.rtdc`` appended when missing, as dclab-join does)."""
         if len(entries) < 2:
             raise UsageError(f"join needs at least two input files, got {len(entries)}")
-        given = Counter(_file_id(e.path) for e in entries)  # a hard link too: the same file
+        given = Counter(inode_key(e.path) or e.path for e in entries)  # hard links too
         for entry in entries:
-            times = given.pop(_file_id(entry.path), 1)
+            times = given.pop(inode_key(entry.path) or entry.path, 1)
             if times > 1:
                 logger.warning("join: %s is given %d times; its events are joined %d times, "
                                "as dclab-join does", entry.path, times, times)

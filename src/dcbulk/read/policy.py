@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 import posixpath
-from types import MappingProxyType
 from collections.abc import Iterator
+from types import MappingProxyType
 
 import h5py
 import numpy as np
@@ -35,8 +35,8 @@ from ..errors import ExternalDataError, SourceError, SourceLimitError
 from .files import open_child
 
 __all__ = ["IMAGE_ATTRS", "MAX_ITEM_BYTES", "STRUCTURE_GROUPS", "FOLLOW_HINT", "check_link",
-           "check_dataset", "check_item_bytes", "walk_datasets", "check_structure", "external_objects",
-           "is_reference", "misshapen", "not_carried"]
+           "check_dataset", "check_item_bytes", "walk_datasets", "check_structure",
+           "external_objects", "is_reference", "misshapen", "not_carried"]
 
 #: the largest single item (one event's row, one contour, one log line) dcbulk holds at once
 MAX_ITEM_BYTES = 64 * 1024**2
@@ -48,6 +48,7 @@ STRUCTURE_GROUPS = ("events", "basin_events", "logs", "tables", "basins")
 IMAGE_ATTRS = MappingProxyType({"CLASS": np.bytes_("IMAGE"),
                                 "IMAGE_VERSION": np.bytes_("1.2"),
                                 "IMAGE_SUBCLASS": np.bytes_("IMAGE_GRAYSCALE")})
+
 #: how to follow outside data on purpose
 FOLLOW_HINT = "dcbulk reads only a file's own data (--follow-external follows it)"
 

@@ -73,11 +73,8 @@ def _compare_attrs(src: h5py.File, out: h5py.File, mapping: np.ndarray | None,
     problems = []
     sattrs, oattrs = dict(src.attrs), dict(out.attrs)  # one read of each attribute
     if sample_suffix:  # a split piece's sample: the source's, then " k/n"
-        try:
-            sattrs["experiment:sample"] = suffixed_text(sattrs.get("experiment:sample", ""),
-                                                        sample_suffix)
-        except UnicodeError:  # split refuses such a source: no piece can be right
-            sattrs["experiment:sample"] = f"{as_text(sattrs['experiment:sample'])}{sample_suffix}"
+        sattrs["experiment:sample"] = suffixed_text(sattrs.get("experiment:sample", ""),
+                                                    sample_suffix)
     for key, value in sattrs.items():
         if key in ALLOWED_ATTR_CHANGES:
             continue

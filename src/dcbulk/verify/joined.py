@@ -38,8 +38,8 @@ from .objects import unwritten_objects
 from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_features, pack,
                    unopenable)
 from .rows import Joined, RowCheck
-from .written import unwritten_attr_problems
 from .values import same_records, same_value, shown, stored_as
+from .written import unwritten_attr_problems
 
 __all__ = ["join_metadata_problems", "plan_join_checks"]
 

@@ -259,10 +259,11 @@ def _statistics_problems(dset: h5py.Dataset, rows: np.ndarray | None, n_rows: in
     if check.source is not None and check.joined is None and keeps_statistics(
             check.source, mapped=check.events is not None, n_rows=n_rows):
         want = source_statistics(files.dataset(check.source.data).attrs)
-    if not want and (rows is None or not rows.size):  # no rows: nothing to compute
-        return [] if rows is None else [
-            f"attribute '{key}' is {shown(value)!r}, expected none (no events)"
-            for key, value in found.items()]
+    if not want and rows is None:
+        return []
+    if not want and not rows.size:  # nothing to compute them of
+        return [f"attribute '{key}' is {shown(value)!r}, expected none (no events)"
+                for key, value in found.items()]
     if not want:
         want, origin = statistics(rows), "that of its events"
     lines = []

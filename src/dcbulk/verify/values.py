@@ -31,13 +31,11 @@ def as_text(value) -> object:
 def suffixed_text(value, suffix: str) -> object:
     """A text attribute with ``suffix`` appended, stored as the value was (split's sample
     `` k/n``; what verify expects of a piece): bytes stay the same bytes (no UTF-8 needed),
-    then the suffix's UTF-8; anything else is its text. Raises UnicodeError for a ``str``
-    that holds no UTF-8 (h5py's surrogate escapes: no ``str`` can be written back so)."""
+    then the suffix's UTF-8; anything else is its text (a ``str`` that holds no UTF-8 can
+    be no piece's: split refuses it, :func:`writable_text`)."""
     if isinstance(value, (bytes, np.bytes_)):
         return np.bytes_(bytes(value) + suffix.encode("utf-8"))
-    text = str(value)
-    text.encode("utf-8")
-    return text + suffix
+    return str(value) + suffix
 
 
 def writable_text(value, path: str, key: str, why: str) -> object:
