@@ -3,7 +3,8 @@
 Exit status: 0 success; 1 some files failed (the others were converted); 2 bad usage;
 3 a dcbulk error stopped the run (bad configuration, sources, manifest); 130 interrupted
 (Ctrl-C); 143 terminated (SIGTERM: ``kill``, ``timeout``, ``scancel``), ended as Ctrl-C ends
-a run: its cluster closed, no partial file left.
+a run: its cluster closed, no partial file left. Only the first of them stops the command:
+further ones while it stops change nothing (:mod:`dcbulk.interrupts`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .clock import command_seconds
 from .cluster import check_client, job_script, setting
 from .command import Command
 from .errors import DcbulkError, UsageError, one_line, printable
+from .interrupts import Terminated, stopping
 from .modes.verify import VerifyJob, VerifyReport, pairs_of
 from .monitor import RunState, dashboard_page, live_page, observers, recorded
 from .progress import ArchiveProgress
@@ -39,29 +41,6 @@ __all__ = ["main", "EXIT_OK", "EXIT_FAILED_FILES", "EXIT_USAGE", "EXIT_ERROR",
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread as Ctrl-C's KeyboardInterrupt is (Python's default
-    ends the process at once: no line, partial files left until the next run)."""
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated()
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """While a command runs, SIGTERM ends it as Ctrl-C does (main thread only)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread: signals are the caller's
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _client_args(ns) -> dict:
@@ -339,8 +318,16 @@ def main(argv: Sequence[str] | None = None, *,
         ns = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
+    # the first Ctrl-C (or SIGTERM) stops the command, further ones wait for that stop:
+    # also while its line is printed
+    with stopping():
+        return _run_main(ns)
+
+
+def _run_main(ns) -> int:
+    """:func:`main` once the arguments are parsed: each outcome one line and a status."""
     try:
-        with _sigterm_interrupts(), terminal_warnings():
+        with terminal_warnings():
             if getattr(ns, "run_command", None) is not None:
                 return _run_command(ns)
             if ns.command == "demo":
@@ -363,7 +350,7 @@ def main(argv: Sequence[str] | None = None, *,
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (keep Python's exit flush quiet)
         return EXIT_OK
     except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, _Terminated)
+        terminated = isinstance(exc, Terminated)
         line = _interrupted(ns)
         print(line.replace("interrupted", "terminated (SIGTERM)", 1) if terminated else line,
               file=sys.stderr)
@@ -371,4 +358,5 @@ def main(argv: Sequence[str] | None = None, *,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with stopping(keep=True):  # the interpreter's exit is part of an interrupted run's stop
+        sys.exit(main())

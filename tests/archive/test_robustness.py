@@ -513,11 +513,12 @@ def test_an_interrupted_run_writes_its_json_report_too(tmp_path, client, monkeyp
     now both, the JSON with what settled before the interrupt and ``outcome``
     ``interrupted`` (also for ``verify``)."""
     import dcbulk.bulk.executor as executor
-    from dcbulk.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, _Terminated
+    from dcbulk.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
+    from dcbulk.interrupts import Terminated
     src, dst = tmp_path / "src", tmp_path / "dst"
     small_sources(src, [f"m{k}.rtdc" for k in range(4)], events=30, step=5)
     real, seen = executor.settle_task, []
-    stop = KeyboardInterrupt if signal_name == "SIGINT" else _Terminated
+    stop = KeyboardInterrupt if signal_name == "SIGINT" else Terminated
 
     def interrupted(fut, step, plan):  # the signal as the second file settles
         seen.append(Path(step.target.source.path).name)
