@@ -1,15 +1,68 @@
-"""Ctrl-C of dcbulk's command: :func:`dcbulk.interrupts.stopping`, the first signal stops,
-further ones change nothing.
+"""Ctrl-C of ``dcbulk convert`` as a terminal sends it: SIGINT to the whole process group,
+at a point the test knows (a hook holds the run there), never after a sleep for luck.
+
+- :func:`dcbulk.interrupts.stopping`: the first signal stops, further ones change nothing.
+- Two quick Ctrl-Cs (30 ms apart) while threads of dcbulk's own process make the files, and
+  a third once the interruption's line is out: the first stops the run in order (its
+  threads end at their next block and remove their partial files before the line comes),
+  the others change nothing. Before, the command returned while its threads still wrote,
+  and a second Ctrl-C broke the interpreter's wait for them ("Exception ignored in:
+  threading._shutdown"), leaving ``*.partial`` files, or hung with two threads on h5py's
+  lock.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
+import dcbulk
+from dcbulk.bulk.inprocess import MARKER_NAME
 from dcbulk import interrupts
+from dcbulk.cli import EXIT_INTERRUPTED, EXIT_OK, main
 from dcbulk.interrupts import Terminated, stopping
+from fixtures import small_rtdc
+
+SRC = Path(dcbulk.__file__).resolve().parent.parent  # where the tests import dcbulk from
+LINE = "dcbulk: interrupted; re-run the same command to resume"
+HOLD = 1.0  # seconds the held block takes: the stop waits for it (a block is not cut short)
+
+# the console command (dcbulk_entry), its first block held for HOLD seconds after it says so
+IN_PROCESS = textwrap.dedent(f"""\
+    import sys, threading, time
+    from dcbulk.bulk import filetask
+    from dcbulk.engine import arrays
+    filetask.DEFAULT_TASK_BYTES = 32 * 1024  # many blocks a file
+    real, held = arrays.encode_rows, threading.Event()
+    def encode_rows(*args, **kwargs):
+        if not held.is_set():
+            held.set()
+            print("holding", flush=True)
+            time.sleep({HOLD})
+        return real(*args, **kwargs)
+    arrays.encode_rows = encode_rows
+    from dcbulk_entry import main
+    sys.argv[0] = "dcbulk"
+    sys.exit(main())
+    """)
+
+def _env(*front: Path, **extra: str) -> dict:
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(
+        [str(p) for p in front] + [str(SRC)]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+
+
+def _killpg(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
 
 
 def _handlers() -> list:
@@ -42,3 +95,51 @@ def test_only_the_first_signal_stops(monkeypatch):
     finally:
         for sig, handler in zip((signal.SIGINT, signal.SIGTERM), before):
             signal.signal(sig, handler)
+
+
+def test_ctrl_c_twice_stops_an_in_process_run_in_order(tmp_path, capsys):
+    src = tmp_path / "src"
+    for k in range(3):
+        small_rtdc(src / f"m{k}.rtdc", 400, seed=k, with_traces=True)
+    dst = tmp_path / "dst"
+    proc = subprocess.Popen([sys.executable, "-c", IN_PROCESS, "convert", str(src), "-o",
+                             str(dst), "-q"], start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        assert proc.stdout.readline() == "holding\n", err
+        assert list(dst.glob("*.partial")), "no file was being written"
+        t0 = time.monotonic()
+        _killpg(proc, signal.SIGINT)
+        time.sleep(0.03)
+        _killpg(proc, signal.SIGINT)  # during the stop
+        deadline = time.monotonic() + 60
+        while not err and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        left = list(dst.rglob("*.partial"))  # the line comes once the threads have ended
+        _killpg(proc, signal.SIGINT)  # once the line is out: while the process ends
+        status = proc.wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        _killpg(proc, signal.SIGKILL)
+        proc.wait()
+    reader.join(10)
+    assert status == EXIT_INTERRUPTED, err
+    assert [line.rstrip("\n") for line in err] == [LINE]
+    assert took < HOLD + 5, took
+    assert not left, left
+    assert not list(dst.rglob("*.partial")) and not list(dst.glob(MARKER_NAME + "*"))
+
+    # verify names each source not made as one a run set out to make, and nothing else
+    capsys.readouterr()
+    assert main(["verify", str(dst)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    problems, summary = lines[:-1], lines[-1]
+    assert problems and all("never recorded it" in line for line in problems), lines
+    made = sorted(p.name for p in dst.glob("*.rtdc"))
+    assert summary.startswith(f"dcbulk verify: {len(made) + len(problems)} file"), lines
+    assert f", {len(made)} equal," in summary, lines
+    assert main(["convert", str(src), "-o", str(dst), "-q"]) == EXIT_OK
+    assert main(["verify", str(dst)]) == EXIT_OK

@@ -22,7 +22,10 @@ runs a plan in this process, one target after another (no cluster).
 On Ctrl-C (or a lost scheduler) the run's queued and running tasks are cancelled. On a
 cluster the run started, its workers are gone when it ends, so the run's leftovers are
 removed; on a cluster it does not own (``--scheduler``) a cancelled task may still be
-writing, so its files are left for the next run, and that cluster keeps running.
+writing, so its files are left for the next run, and that cluster keeps running. A run in
+dcbulk's own process waits for its threads to end (each at its next block), records the
+outputs they had committed (the manifest then holds every output on disk), and removes
+its leftovers.
 
 A target is encoded inline by its task (no per-block scheduling, no transfers) when it is
 small or when enough other targets remain to keep every thread busy (at most half of a
@@ -101,7 +104,7 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
             report.files.append(result)
             if progress is not None:
                 progress(result, len(report.files), total)
-    own_cluster, finished = client is None, False
+    own_cluster, finished, cl = client is None, False, None
     local = (client is None and in_process is not False
              and runs_in_process(plan.job, plan.marker_dir,
                                  [step.target.size for step in plan.steps], timeout=timeout))
@@ -124,11 +127,11 @@ def execute(plan: RunPlan, *, client=None, open_client=None, progress: Progress 
                                              inline_bytes=inline_bytes)
         finished = True
     finally:
-        # every task of this run has ended (normal end) or its workers are gone (own
-        # cluster closed): remove what killed or retried writers, or a dead run, left
-        # behind. Tasks of an interrupted run on a cluster it does not own may still be
-        # writing: the next run removes their files.
-        if finished or own_cluster:
+        # every task of this run has ended (normal end, or the threads of an in-process
+        # run) or its workers are gone (own cluster closed): remove what killed or retried
+        # writers, or a dead run, left behind. Tasks of an interrupted run on a cluster it
+        # does not own may still be writing: the next run removes their files.
+        if finished or own_cluster or getattr(cl, "ended", False):
             plan.tidy()
         if finished and not local and plan.job.in_process and plan.marker_dir:
             clear_marker(plan.marker_dir)  # the files of a dead in-process run are made
@@ -201,6 +204,9 @@ class _Runner:
                 self.settle_some()
         except BaseException:  # Ctrl-C or a lost scheduler: stop what is queued or running
             client.cancel(list(self.active))
+            if isinstance(client, InProcessClient):
+                client.close()  # its threads end: nothing of the run goes on after it
+                self.settle_made()
             raise
         finally:
             if self.topic is not None:
@@ -246,6 +252,13 @@ class _Runner:
             result = settle_task(fut, self.active.pop(fut), self.plan)
             fut.release()
             self.finish(result)
+
+    def settle_made(self) -> None:
+        """Record the outputs of the tasks that ended with one (a stopped run: the others
+        stay unrecorded, to be made again, not failed)."""
+        for fut in [f for f in self.active if f.done() and not f.cancelled()
+                    and f.exception() is None and not f.result()[1].error]:
+            self.finish(settle_task(fut, self.active.pop(fut), self.plan))
 
     def abandon_overdue(self) -> None:
         """Fail the targets whose task has run past the time limit without answering.

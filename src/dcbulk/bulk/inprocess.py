@@ -12,7 +12,9 @@ page), and few files (:data:`THREADED_RUN_FILES`) or large ones
 targets in a ``concurrent.futures`` thread pool of this process: each file's writer
 without a dask graph (:func:`~dcbulk.engine.arrays.plan_blocks`), its blocks computed by the
 threads of one :class:`~dcbulk.engine.blockpool.BlockPool`, where the codecs release the
-GIL, so a single large file uses every core too.
+GIL, so a single large file uses every core too. A run that stops (Ctrl-C) waits for its
+threads (:meth:`InProcessClient.close`: each ends at its next block, its partial file
+removed), so that nothing of it runs when the command has ended.
 
 Why few or large files: the Python and h5py work of each file (inspection, metadata,
 datasets: 70-100 ms) holds the GIL, so threads do not scale on many small files, where
@@ -155,6 +157,8 @@ class InProcessClient:
         self._pool = started_executor(self._threads, "dcbulk-file")
         self._blocks = BlockPool(self._threads)
         self._topics: dict[str, Callable] = {}
+        #: every thread of the client has ended (:meth:`close` returned)
+        self.ended = False
 
     def nthreads(self) -> dict[str, int]:
         return {"in-process": self._threads}
@@ -185,8 +189,9 @@ class InProcessClient:
         return task
 
     def cancel(self, futures) -> None:
-        """Cancel tasks not started yet (a started thread cannot be stopped: it commits
-        nothing after its deadline, :func:`~dcbulk.partials.commit_deadline`)."""
+        """Cancel tasks not started yet (a started thread is stopped by :meth:`close`; one
+        abandoned past its time limit commits nothing after its deadline,
+        :func:`~dcbulk.partials.commit_deadline`)."""
         for fut in futures:
             fut.cancel()
 
@@ -197,9 +202,15 @@ class InProcessClient:
         wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
 
     def close(self) -> None:
-        """Stop taking tasks; the running ones stop at their next block."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop, and return once every thread of the client has ended: tasks not started
+        are dropped, the running ones fail at their next block (or before they commit
+        their file: :func:`~dcbulk.engine.blockpool.raise_if_stopped`), removing their
+        partial files. Returning earlier left them to the interpreter's exit, which waits
+        for the threads, and a second Ctrl-C there ended the process in the middle of
+        their HDF5 calls (partial files left, or a hang on h5py's lock)."""
         self._blocks.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.ended = True
 
 
 @contextlib.contextmanager
@@ -215,6 +226,8 @@ def in_process_run(marker_dir: str | None) -> Iterator[InProcessClient]:
     try:
         yield client
     finally:
+        # a close cut short (KeyboardInterrupt, outside the command's handling of signals)
+        # leaves the marker: threads may still write, the next run takes them for dead
         client.close()
         if marker is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -39,7 +39,7 @@ from ..plan import DEFAULT_TASK_BYTES
 from .client import current_worker
 
 __all__ = ["BlockPool", "current_block_pool", "host_threads", "lone_block_pool",
-           "run_blocks", "started_executor", "using_block_pool"]
+           "raise_if_stopped", "run_blocks", "started_executor", "using_block_pool"]
 
 _CURRENT: contextvars.ContextVar[BlockPool | None] = contextvars.ContextVar(
     "dcbulk_block_pool", default=None)
@@ -99,7 +99,7 @@ class BlockPool:
                 if not live:
                     return
                 done, _ = wait(live, timeout=_POLL, return_when=FIRST_COMPLETED)
-                if self._stopped.is_set():
+                if self.stopped:
                     raise DcbulkError("the run was stopped")
                 for fut in done:
                     tag = live.pop(fut)
@@ -112,10 +112,17 @@ class BlockPool:
             for _ in live:
                 self._slots.release()
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the pool was closed (its writers make no output any more)."""
+        return self._stopped.is_set()
+
     def close(self) -> None:
-        """Stop: blocks not started are dropped, writers stop at their next block."""
+        """Stop: blocks not started are dropped, writers stop at their next block (or
+        before they commit their file, :func:`raise_if_stopped`); returns once the blocks
+        running have ended and with them every thread of the pool."""
         self._stopped.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def started_executor(threads: int, prefix: str) -> ThreadPoolExecutor:
@@ -145,6 +152,15 @@ def using_block_pool(pool: BlockPool | None) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`~dcbulk.errors.DcbulkError` when the block pool of the calling task
+    was closed: a writer of a run that stops commits nothing after (between the blocks its
+    pool computes, :meth:`BlockPool.run` raises the same)."""
+    pool = current_block_pool()
+    if pool is not None and pool.stopped:
+        raise DcbulkError("the run was stopped")
 
 
 def run_blocks(jobs: Iterable[tuple[Any, Callable[[], Any]]]) -> Iterator[tuple[Any, Any]]:

@@ -9,7 +9,9 @@ compute slot, so that no core is oversubscribed; without a dask graph at all:
 :func:`~dcbulk.engine.arrays.plan_blocks`) -- stores each block's chunks as it
 arrives with ``HDF5Writer.store_encoded_chunk``, adds metadata, basins and a provenance log,
 and renames the file into place only when everything succeeded. On failure the partial
-file is removed and outstanding tasks are cancelled.
+file is removed and outstanding tasks are cancelled. A writer whose block pool was closed
+(its run in dcbulk's process stops: Ctrl-C) fails at its next block, before its trailer
+or before its rename, whichever comes first, so no output appears after the stop began.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from ..partials import commit_file, partial_path, refuse_existing
 from ..plan import BlockGroup, ConversionPlan
 from ..write import HDF5Writer
 from .arrays import EncodedBlock, plan_arrays, plan_blocks
-from .blockpool import run_blocks
+from .blockpool import raise_if_stopped, run_blocks
 from .finish import write_metadata, write_trailer
 from .report import Report
 from .window import run_windowed
@@ -160,7 +162,9 @@ def write_output(plan: ConversionPlan, *, arrays: list | None = None,
                     st["seconds"] += share
                 del block
             del targets
+            raise_if_stopped()  # a run that stops makes nothing more
             write_trailer(hw, plan, {name: st["copied_chunks"] for name, st in stats.items()})
+        raise_if_stopped()
         commit_file(partial, plan.output, overwrite=overwrite, fsync=fsync)
     except BaseException as exc:
         _abandon(hw, partial)
