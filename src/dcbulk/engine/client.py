@@ -2,7 +2,8 @@
 
 Workers get large-allocation malloc settings (multi-MB chunk buffers otherwise cost fresh
 ``mmap``s and page faults per task) and a warning when ``HDF5_PLUGIN_PATH`` is set, since it
-stops hdf5plugin from registering its filters.
+stops hdf5plugin from registering its filters. They start with SIGINT blocked
+(:mod:`dcbulk.interrupts`, a nanny preload): Ctrl-C is the command's, which closes them.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from collections.abc import Iterator
 
 import dask
 
-__all__ = ["WORKER_ENVIRON", "client_context", "current_worker", "local_shape",
-           "make_local_cluster"]
+__all__ = ["NANNY_PRELOAD", "WORKER_ENVIRON", "client_context", "current_worker",
+           "local_shape", "make_local_cluster"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,11 @@ WORKER_ENVIRON = {
     "MKL_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
 }
+
+
+#: the nanny preload of a local cluster: its worker processes start with SIGINT blocked
+#: (:func:`dcbulk.interrupts.dask_setup`; a module name, imported by distributed)
+NANNY_PRELOAD = "dcbulk.interrupts"
 
 
 def current_worker():
@@ -67,7 +73,10 @@ def make_local_cluster(n_workers: int | None = None, threads_per_worker: int | N
                        memory_limit: str | float | None = "auto", **kwargs):
     """Start a process-based LocalCluster (by default a worker process per core).
 
-    See :func:`local_shape` for how the two numbers are decided.
+    See :func:`local_shape` for how the two numbers are decided. Its worker processes
+    never take SIGINT (:data:`NANNY_PRELOAD`): a terminal's Ctrl-C reaches them too, and
+    while they start, each printed a KeyboardInterrupt traceback; the cluster is closed
+    when the command stops.
     """
     from distributed import LocalCluster
     if os.environ.get("HDF5_PLUGIN_PATH"):
@@ -76,10 +85,15 @@ def make_local_cluster(n_workers: int | None = None, threads_per_worker: int | N
     n_workers, threads_per_worker = local_shape(n_workers, threads_per_worker)
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     environ.update(WORKER_ENVIRON)
+    preload = kwargs.pop("preload_nanny", None)
+    if preload is None:
+        preload = dask.config.get("distributed.nanny.preload", []) or []
+    preload = [preload] if isinstance(preload, str) else list(preload)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                             processes=True, memory_limit=memory_limit,
-                            dashboard_address=kwargs.pop("dashboard_address", ":0"), **kwargs)
+                            dashboard_address=kwargs.pop("dashboard_address", ":0"),
+                            preload_nanny=[*preload, NANNY_PRELOAD], **kwargs)
 
 
 @contextlib.contextmanager
