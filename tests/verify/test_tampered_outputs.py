@@ -399,9 +399,13 @@ def test_a_missing_log_of_the_run_is_named(archive, client, tmp_path):
 
 
 
+#: the filters of the archive's outputs (the run's --compression, the default)
+FILTERS = {**hdf5plugin.Zstd(clevel=5), "fletcher32": True}
+
+
 def _basin(name, change, same_key=False):
     """Rewrite basin ``name``'s definition as ``change(definition)``, under the MD5 of
-    its new text as the writer stores it (``same_key``: under its old key)."""
+    its new text, stored as the writer stores it (``same_key``: under its old key)."""
     def rewrite(h5):
         for key in list(h5["basins"]):
             bdict = json.loads(b"\n".join(h5["basins"][key][:]).decode())
@@ -411,7 +415,9 @@ def _basin(name, change, same_key=False):
         text = json.dumps(bdict, indent=2)
         del h5["basins"][key]
         new = key if same_key else hashlib.md5(text.encode()).hexdigest()
-        h5["basins"][new] = np.array([ln.encode() for ln in text.split("\n")])
+        lines = [ln.encode() for ln in text.split("\n")]
+        h5["basins"].create_dataset(new, data=np.array(lines, dtype=f"S{max(map(len, lines))}"),
+                                    chunks=True, **FILTERS)
     return rewrite
 
 
@@ -438,13 +444,63 @@ def _other_type(h5):
      "basin 'renamed' is not the source's (a basin the source does not have)"),
     (_other_type, "basin 'remote' (type 'remote') is not the source's (a basin the source "
      "does not have)"),
+    (_basin("plain", lambda b: b.update(mapping="same")),
+     "basin 'plain' has \"mapping\": \"same\" (dclab's word for unmapped; dcnum's reader "
+     "leaves such a basin out), dcbulk writes no mapping"),
 ], ids=["description", "description-of-basin-to-source", "extra-key", "format", "old-key",
-        "name", "other-type"])
+        "name", "other-type", "mapping-same"])
 def test_a_basin_definition_changed_is_found(archive, client, tmp_path, change, line):
     out, dst = _tampered(archive, tmp_path, "syn.rtdc", change)
     for report in (dcbulk.verify(out, client=client), dcbulk.verify(dst, client=client)):
         assert not report.ok and any(p.startswith(f"{out}: {line}")
                                      for p in report.problems), report.problems
+
+
+def _stored(name, data, **kwds):
+    """Store basin ``name``'s definition again, its text the same: its lines as
+    ``data(lines)`` (fixed-length bytes), with the dataset keywords ``kwds``."""
+    def change(h5):
+        for key, dset in h5["basins"].items():
+            if json.loads(b"\n".join(dset[()]))["name"] == name:
+                break
+        lines = h5["basins"][key][()]
+        del h5["basins"][key]
+        h5["basins"].create_dataset(key, data=data(lines), **kwds)
+    return change
+
+
+def _as_str(lines):
+    return np.array([ln.decode() for ln in lines], dtype=h5py.string_dtype())
+
+
+WRITTEN = "fixed-length ASCII text of {width} bytes (null-padded)"
+
+
+@pytest.mark.parametrize("change, how", [
+    (_stored("plain", _as_str, chunks=True),
+     f"as variable-length UTF-8 text, dcbulk writes {WRITTEN}; none, not zstd:5+fletcher32 "
+     f"(the run's --compression)"),
+    (_stored("plain", lambda lines: lines.astype("S100"), chunks=True, **FILTERS),
+     f"as fixed-length ASCII text of 100 bytes (null-padded), dcbulk writes {WRITTEN}"),
+    (_stored("plain", lambda lines: lines, chunks=True, compression="gzip", fletcher32=True),
+     "gzip:4+fletcher32, not zstd:5+fletcher32 (the run's --compression)"),
+    (_stored("plain", lambda lines: lines, chunks=True, **hdf5plugin.Zstd(clevel=9),
+             fletcher32=True),
+     "zstd:9+fletcher32, not zstd:5+fletcher32 (the run's --compression)"),
+    (_stored("plain", lambda lines: lines, chunks=(3,), **FILTERS),
+     "in chunks of (3,), dcbulk writes chunks of ({lines},)"),
+], ids=["variable-length", "S100", "gzip", "zstd-9", "chunks"])
+def test_a_basin_definition_stored_otherwise_is_found(archive, client, tmp_path, change, how):
+    """The text of a definition the same, its storage another than the writer's (a fresh
+    write of that text by :func:`~dcbulk.write.basin_store.store_basin_text` with the run's
+    filters) was 'equal': only features' storage was checked."""
+    with h5py.File(archive / "dst" / "syn.rtdc") as h5:
+        stored = [d for d in h5["basins"].values()
+                  if json.loads(b"\n".join(d[()]))["name"] == "plain"][0]
+        width, lines = stored.dtype.itemsize, stored.shape[0]
+    out, dst = _tampered(archive, tmp_path, "syn.rtdc", change)
+    line = f"basin 'plain': its definition is stored {how.format(width=width, lines=lines)}"
+    _reported(out, dst, client, line)
 
 
 def test_the_outputs_of_the_sample_files_verify_equal(client, sample_files, tmp_path):

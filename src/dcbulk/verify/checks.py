@@ -152,7 +152,8 @@ def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
                                  to_source=meta["to_source"],
                                  basin_to_source=meta["basin_to_source"], logged=pair.logged,
                                  mode=pair.mode,
-                                 recorded=pair.source_size is not None and not pair.copy)
+                                 recorded=pair.source_size is not None and not pair.copy,
+                                 codec=meta["codec"])
     try:
         problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
                                      expected=meta["contour"], codec=meta["codec"])

@@ -21,6 +21,7 @@ from ..read.digests import file_sha256
 from ..read.identifier import filtered_run_identifier, get_measurement_identifier
 from ..read.policy import external_objects, not_carried
 from .basins import compare_basins
+from .definitions import definition_problems
 from .objects import unwritten_objects
 from .storage import stored_otherwise
 from .values import (STR, as_text, same_records, same_value, shown, stored_as, stored_bytes,
@@ -154,13 +155,15 @@ def _compare_group(src: h5py.File, out: h5py.File, group: str, own: list[str] = 
 def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      n_source: int, sample_suffix: str = "", to_source: list[str] | None = None,
                      basin_to_source: bool = False, logged: bool = False,
-                     mode: str | None = None, recorded: bool = False) -> list[str]:
+                     mode: str | None = None, recorded: bool = False,
+                     codec: ChunkCodec | None = None) -> list[str]:
     """Root attributes, logs, tables and basins of an output against its source (a file
     basin ``source`` to the source is the source's, listing the features ``to_source``
     names: one it must hold with ``basin_to_source``; besides the source's logs, one log of
     the run's own, ``dcbulk-<mode>`` of the run's ``mode`` (None: of any mode), which it
     must hold with ``logged``; ``recorded``: as for
-    :func:`~dcbulk.verify.basins.compare_basins`).
+    :func:`~dcbulk.verify.basins.compare_basins`; ``codec``: the run's filters, which its
+    basin definitions must be stored with, :mod:`.definitions`; None: not known).
 
     An output must hold its own data: every external link, soft link out of its group,
     virtual or externally stored dataset in it is a problem (:mod:`dcbulk.read.policy`), and
@@ -186,6 +189,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                             f"missing")
         problems += _compare_group(src, out, "tables")
         try:
+            problems += definition_problems(out, codec)
             problems += compare_basins(src, out, output, mapping, n_source, to_source,
                                         basin_to_source, recorded)
         except (OSError, KeyError, ValueError) as exc:

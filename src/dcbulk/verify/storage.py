@@ -16,7 +16,7 @@ from ..codec import COMPRESSORS, ChunkCodec
 from ..plan import keeps_stored_chunks
 from ..read.layout import describe_filters
 
-__all__ = ["stored_otherwise"]
+__all__ = ["stored_how", "stored_otherwise"]
 
 
 def stored_otherwise(output: str, what: str, dset: h5py.Dataset, want: ChunkCodec,
@@ -28,6 +28,13 @@ def stored_otherwise(output: str, what: str, dset: h5py.Dataset, want: ChunkCode
     how = found.describe() if found is not None else _table_choice(dset)
     return [f"{output}: {what} is stored {how}, not {want.describe()} (the run's "
             f"--compression)"]
+
+
+def stored_how(dset: h5py.Dataset) -> str:
+    """How ``dset`` is stored, as a line names it: its codec's text (``zstd:5+fletcher32``)
+    or, for filters no codec describes, their names."""
+    found = ChunkCodec.from_dataset(dset)
+    return found.describe() if found is not None else _table_choice(dset)
 
 
 def _table_choice(dset: h5py.Dataset) -> str:

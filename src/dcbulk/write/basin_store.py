@@ -14,6 +14,7 @@ import pathlib
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
+import h5py
 import numpy as np
 
 from .blockwise import arrays_equal
@@ -21,7 +22,8 @@ from .blockwise import arrays_equal
 if TYPE_CHECKING:
     from .hdf5_writer import HDF5Writer
 
-__all__ = ["store_basin", "require_basinmap", "basin_json", "MAX_BASINMAPS"]
+__all__ = ["store_basin", "store_basin_text", "require_basinmap", "basin_json",
+           "MAX_BASINMAPS"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,11 +202,39 @@ def store_basin(writer: HDF5Writer,
     if key in basins:
         logger.debug("Basin %s already stored", key)
         return key
+    store_basin_text(basins, key, text, writer.ds_kwds)
+    return key
+
+
+def store_basin_text(basins: h5py.Group, key: str, text: str,
+                     ds_kwds: dict[str, Any]) -> h5py.Dataset:
+    """Store the JSON text of a basin definition as ``basins[key]``
+
+    Its lines, UTF-8 encoded, as fixed-length bytes as wide as the longest
+    line (dcnum's storage), in chunks h5py chooses, with the writer's
+    dataset keywords `ds_kwds` (filters); verify compares every stored
+    definition with one stored so.
+
+    Parameters
+    ----------
+    basins
+        The ``basins`` group.
+    key
+        The basin key (:func:`basin_json`).
+    text
+        The JSON text (:func:`basin_json`).
+    ds_kwds
+        Keyword arguments for :meth:`h5py.Group.create_dataset`.
+
+    Returns
+    -------
+    h5py.Dataset
+        The stored definition.
+    """
     lines = [ln.encode("utf-8") for ln in text.split("\n")]
     width = max(len(ln) for ln in lines)
-    basins.create_dataset(
+    return basins.create_dataset(
         name=key,
         data=np.array(lines, dtype=f"S{width}"),
         chunks=True,
-        **writer.ds_kwds)
-    return key
+        **ds_kwds)
