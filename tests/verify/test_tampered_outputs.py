@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 
 import h5py
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 import dcbulk
+from dcbulk.read.identifier import get_measurement_identifier
 from dcbulk.write import HDF5Writer
 from fixtures import small_rtdc
 
@@ -501,6 +503,32 @@ def test_a_basin_definition_stored_otherwise_is_found(archive, client, tmp_path,
     out, dst = _tampered(archive, tmp_path, "syn.rtdc", change)
     line = f"basin 'plain': its definition is stored {how.format(width=width, lines=lines)}"
     _reported(out, dst, client, line)
+
+
+@pytest.mark.parametrize("name, basin", [("source", ("src", "syn.rtdc")),
+                                         ("plain", ("basins", "b.rtdc"))])
+def test_a_basin_without_its_relative_path_is_found(archive, client, tmp_path, name, basin):
+    """A file basin that lost its relative path (the writer stores each path absolute,
+    then relative to the output, so that the output resolves moved with its basin) still
+    resolved, and was 'equal'."""
+    target = str(archive.joinpath(*basin))
+    out, dst = _tampered(archive, tmp_path, "syn.rtdc",
+                         _basin(name, lambda b: b.update(paths=b["paths"][:1])))
+    here = [target, os.path.relpath(target, out.parent)]
+    _reported(out, dst, client, f"basin '{name}': its paths are {[target]!r}, dcbulk writes "
+              f"{here!r} here (each path absolute, then relative to the output, so it "
+              f"resolves moved with its basin)")
+
+
+def test_an_identifier_where_the_writer_stores_none_is_found(archive, client, tmp_path):
+    """The sample's basin to the source holds no identifier (dclab and dcnum compute
+    different ones for it); one of them added (dcnum then refuses the basin) was 'equal'."""
+    with h5py.File(archive / "src" / "vl.rtdc") as h5:
+        dclabs = get_measurement_identifier(h5, compat="dclab")
+    out, dst = _tampered(archive, tmp_path, "vl.rtdc",
+                         _basin("source", lambda b: b.update(identifier=dclabs)))
+    _reported(out, dst, client, f"basin 'source' has identifier {dclabs!r}, dcbulk writes "
+              f"none (null: the basin file has no identifier dclab and dcnum both compute)")
 
 
 def test_the_outputs_of_the_sample_files_verify_equal(client, sample_files, tmp_path):

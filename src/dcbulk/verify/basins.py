@@ -15,6 +15,7 @@ import numpy as np
 from ..engine.finish import SOURCE_BASIN_DESCRIPTION
 from ..read.basins import carried_identifier, extract_basin_dicts, resolve_file_basin
 from ..read.identifier import basin_identifier, get_measurement_identifier
+from .definitions import paths_problem
 from .values import same_records
 
 #: the keys of a basin definition the writer stores (``write.basin_store.store_basin``):
@@ -40,13 +41,15 @@ def _to_sources(basins: list[dict]) -> int:
 def compare_basins(src: h5py.File, out: h5py.File, output: str,
                    mapping: np.ndarray | None, n_source: int,
                    to_source: list[str] | None, basin_to_source: bool,
-                   recorded: bool = False) -> list[str]:
+                   recorded: bool = False, same_events: bool = False) -> list[str]:
     """The basins of ``out`` (at ``output``) against ``src``'s: each one the source's (its
     rows ``mapping`` of the source's ``n_source`` events) or, named ``source``, the basin
     to the source listing ``to_source``, which it must hold with ``basin_to_source``.
     ``recorded``: ``src`` is the file the output was made of (its manifest or provenance
     log names it, not ``--against``), so each file basin must lead to the file the
-    source's leads to, or to the source itself (not to a copy of it elsewhere)."""
+    source's leads to, or to the source itself (not to a copy of it elsewhere).
+    ``same_events``: the output holds the source's events and features, so its file basins
+    also keep their relative paths (the writer's rule, for converted siblings)."""
     problems = []
     out_dir = pathlib.Path(output).resolve().parent
     src_dir = pathlib.Path(src.filename).resolve().parent
@@ -82,9 +85,11 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
                             f"does not have)")
             continue
         wanted = [(b.get("features"), _source_rows(src, b, mapping), carried_identifier(
-            b, src_dir), b.get("description")) for b in origins.get(name, [])]
+            b, src_dir), (b.get("paths", []), same_events), b.get("description"))
+            for b in origins.get(name, [])]
         if name == "source" and to_source is not None:
-            wanted.append((to_source, mapping, basin_identifier(src), _TO_SOURCE))
+            wanted.append((to_source, mapping, basin_identifier(src),
+                           ([str(pathlib.Path(src.filename).resolve())], False), _TO_SOURCE))
         if not wanted:
             problems.append(f"{label} is not the source's (a basin the source does not have)")
             continue
@@ -105,6 +110,9 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
                 [src.filename] if name == "source" and to_source is not None else [])
             problems += _file_basin_problems(bdict, wanted, out_dir, name in broken,
                                              [t for t in targets if t is not None])
+            why = paths_problem(label, bdict.get("paths"), [paths for *_, paths, _ in wanted],
+                                src.filename, output, recorded)
+            problems += [why] if why else []
         if bdict.get("type") == "internal":
             for feat in bdict.get("features", []):
                 try:
@@ -168,8 +176,12 @@ def _file_basin_problems(bdict: dict, wanted: list[tuple], out_dir: pathlib.Path
     problems, label = [], f"basin '{bdict.get('name')}'"
     if bdict.get("features") not in [features for features, *_ in wanted]:
         problems.append(f"{label} lists other features than the source's")
-    identifiers = {ident for _, _, ident, _ in wanted if ident}
-    if identifiers and bdict.get("identifier") not in identifiers:
+    identifiers = {ident for _, _, ident, *_ in wanted if ident}
+    if not identifiers and bdict.get("identifier") is not None:
+        problems.append(f"{label} has identifier {bdict['identifier']!r}, dcbulk writes none "
+                        f"(null: the basin file has no identifier dclab and dcnum both "
+                        f"compute)")
+    elif identifiers and bdict.get("identifier") not in identifiers:
         problems.append(f"{label} has " + (f"identifier {bdict['identifier']!r}"
                                            if bdict.get("identifier") else "no identifier")
                         + f", expected {sorted(identifiers)[0]!r} (the basin file's)")

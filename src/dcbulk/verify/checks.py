@@ -153,7 +153,8 @@ def metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
                                  basin_to_source=meta["basin_to_source"], logged=pair.logged,
                                  mode=pair.mode,
                                  recorded=pair.source_size is not None and not pair.copy,
-                                 codec=meta["codec"])
+                                 codec=meta["codec"], same_events=meta["mapping"] is None
+                                 and pair.features is None and not pair.condensed)
     try:
         problems += compare_contours(pair.output, pair.source, mapping=meta["mapping"],
                                      expected=meta["contour"], codec=meta["codec"])

@@ -156,12 +156,12 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
                      n_source: int, sample_suffix: str = "", to_source: list[str] | None = None,
                      basin_to_source: bool = False, logged: bool = False,
                      mode: str | None = None, recorded: bool = False,
-                     codec: ChunkCodec | None = None) -> list[str]:
+                     codec: ChunkCodec | None = None, same_events: bool = False) -> list[str]:
     """Root attributes, logs, tables and basins of an output against its source (a file
     basin ``source`` to the source is the source's, listing the features ``to_source``
     names: one it must hold with ``basin_to_source``; besides the source's logs, one log of
     the run's own, ``dcbulk-<mode>`` of the run's ``mode`` (None: of any mode), which it
-    must hold with ``logged``; ``recorded``: as for
+    must hold with ``logged``; ``recorded``, ``same_events``: as for
     :func:`~dcbulk.verify.basins.compare_basins`; ``codec``: the run's filters, which its
     basin definitions must be stored with, :mod:`.definitions`; None: not known).
 
@@ -191,7 +191,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
         try:
             problems += definition_problems(out, codec)
             problems += compare_basins(src, out, output, mapping, n_source, to_source,
-                                        basin_to_source, recorded)
+                                        basin_to_source, recorded, same_events)
         except (OSError, KeyError, ValueError) as exc:
             problems.append(f"basins unreadable ({type(exc).__name__}: {exc})")
     return [f"{output}: {p}" for p in problems]

@@ -1,25 +1,29 @@
 """A basin definition of an output against how the writer writes one: the HDF5 storage of
-its text and its ``"mapping": "same"``; one line per problem.
+its text, its ``"mapping": "same"``, and the paths of a file basin; one line per problem.
 
 dclab and dcnum read the text of a definition whatever its storage; the storage is the
 format's convention (fixed-length bytes lines, ``/work/shared/FORMAT.md``) and what the run's
 ``--compression`` promises of every dataset. The storage expected is that of a fresh write of
 the same text by the writer's own :func:`~dcbulk.write.basin_store.store_basin_text` (in an
-in-memory file), so the two cannot drift apart.
+in-memory file), and the paths expected those the writer's
+:func:`~dcbulk.engine.finish.file_basin_paths` makes, so neither can drift from the writer.
 """
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import uuid
 
 import h5py
 from h5py import h5t
 
 from ..codec import ChunkCodec
+from ..engine.finish import file_basin_paths
 from ..write.basin_store import store_basin_text
 from .storage import stored_how
 
-__all__ = ["definition_problems"]
+__all__ = ["definition_problems", "paths_problem"]
 
 _PADS = {h5t.STR_NULLTERM: "null-terminated", h5t.STR_NULLPAD: "null-padded",
          h5t.STR_SPACEPAD: "space-padded"}
@@ -106,3 +110,59 @@ def _doc(text: str) -> dict | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def _written_in(paths: list[str]) -> pathlib.PurePath | None:
+    """The directory the relative second entry of ``paths`` was made from, relative to the
+    absolute first (the writer's pair), as far as they tell it: the directories they do not
+    name are placeholders (None: the first two entries are no such pair)."""
+    if len(paths) < 2 or not os.path.isabs(paths[0]) or os.path.isabs(paths[1]):
+        return None
+    rel, head = pathlib.PurePath(paths[1]).parts, pathlib.PurePath(paths[0]).parts
+    ups = len(rel) - len([p for p in rel if p != ".."])
+    tail = rel[ups:]
+    if not tail or ".." in tail or len(tail) >= len(head) or head[-len(tail):] != tail:
+        return None
+    return pathlib.PurePath(*head[:-len(tail)], *(f".dcbulk-unnamed-{i}" for i in range(ups)))
+
+
+def _paired(paths: list[str], n_absolute: int, extras: list[str]) -> bool:
+    """Whether ``paths`` are ``n_absolute`` absolute paths, each followed by itself relative
+    to one directory, then the relative ``extras`` (the writer's form, wherever the
+    output and its source were)."""
+    where = _written_in(paths)
+    if where is None:
+        return False
+    absolute = [p for p in paths if os.path.isabs(p)]
+    want: list[str] = []
+    for path in absolute:
+        for cand in (path, os.path.relpath(path, where)):
+            if cand not in want:
+                want.append(cand)
+    want += [c for c in extras if not os.path.isabs(c) and c not in want]
+    return len(absolute) == n_absolute and paths == want
+
+
+def paths_problem(label: str, paths, wanted: list[tuple[list[str], bool]], source: str,
+                  output: str, recorded: bool) -> str | None:
+    """Why the ``paths`` of a file basin are not those the writer stores for one of the
+    ``wanted`` ``(candidates, same_events)`` (:func:`~dcbulk.engine.finish.file_basin_paths`)
+    of ``source`` into ``output``: made here, or in the directory the output was made in
+    (moved since; told by its first pair); ``recorded`` False (the source may be a copy
+    elsewhere): any absolute paths, as many as the candidates, each with its relative one.
+    None: they are."""
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        return f"{label}: its paths are {paths!r}, not a list of paths"
+    where = _written_in(paths)
+    for candidates, same in wanted:
+        made = [output] + ([str(where / "output.rtdc")] if where is not None else [])
+        if any(paths == file_basin_paths(candidates, source, out, same_events=same)
+               for out in made):
+            return None
+        n_absolute = sum(os.path.isabs(p) for p in file_basin_paths(candidates, source,
+                                                                   output))
+        if not recorded and _paired(paths, n_absolute, candidates if same else []):
+            return None
+    want = file_basin_paths(wanted[0][0], source, output, same_events=wanted[0][1])
+    return (f"{label}: its paths are {paths!r}, dcbulk writes {want!r} here (each path "
+            f"absolute, then relative to the output, so it resolves moved with its basin)")
