@@ -283,6 +283,23 @@ def test_an_attribute_added_to_a_joined_log_is_found(joined, tmp_path):
                         f"not write (a join keeps the inputs' log lines only)"], problems
 
 
+@pytest.mark.parametrize("change, line", [
+    (_set("logs/dcbulk-join", "software", "dcbulk 0.1.0"), "log 'dcbulk-join' has the "
+     "attribute 'software', which dcbulk does not write (none on its provenance log)"),
+    (lambda h5: h5["logs"].create_dataset("dcbulk-convert", data=h5["logs/dcbulk-join"][()]),
+     "log 'dcbulk-convert' is not kept of the inputs (the run writes one log of its own: "
+     "'dcbulk-join')"),
+], ids=["attribute", "another-provenance-log"])
+def test_the_provenance_log_of_a_joined_file_is_checked(joined, tmp_path, change, line):
+    """A joined file's logs kept of its inputs were checked, its provenance logs not: an
+    attribute on the join's own, or another provenance log, was 'equal'."""
+    out = tmp_path / "j.rtdc"
+    shutil.copy(joined, out)
+    with h5py.File(out, "a") as h5:
+        change(h5)
+    assert dcbulk.verify(out).problems == [f"{out}: {line}"]
+
+
 def _first_basin(key, value):
     def change(h5):
         h5["basins"][sorted(h5["basins"])[0]].attrs[key] = value
@@ -529,6 +546,15 @@ def test_an_identifier_where_the_writer_stores_none_is_found(archive, client, tm
                          _basin("source", lambda b: b.update(identifier=dclabs)))
     _reported(out, dst, client, f"basin 'source' has identifier {dclabs!r}, dcbulk writes "
               f"none (null: the basin file has no identifier dclab and dcnum both compute)")
+
+
+def test_an_attribute_of_the_provenance_log_is_found(archive, client, tmp_path):
+    """The writer sets no attribute on the run's own log (the copied logs get a
+    ``software`` attribute, which was checked; the run's own log's were not)."""
+    out, dst = _tampered(archive, tmp_path, "vl.rtdc",
+                         _set("logs/dcbulk-convert", "software", "dcbulk 0.1.0"))
+    _reported(out, dst, client, "log 'dcbulk-convert' has the attribute 'software', which "
+              "dcbulk does not write (none on its provenance log)")
 
 
 def test_the_outputs_of_the_sample_files_verify_equal(client, sample_files, tmp_path):

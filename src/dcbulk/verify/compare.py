@@ -26,7 +26,8 @@ from .objects import unwritten_objects
 from .storage import stored_otherwise
 from .values import (STR, as_text, same_records, same_value, shown, stored_as, stored_bytes,
                      suffixed_text)
-from .written import own_log_names, shown_names, unwritten_attr_problems
+from .written import (own_log_attr_problems, own_log_names, shown_names,
+                      unwritten_attr_problems)
 
 __all__ = ["compare_metadata", "compare_contours", "file_problems", "log_lines", "same_records",
            "same_value", "shown", "ALLOWED_ATTR_CHANGES"]
@@ -184,6 +185,7 @@ def compare_metadata(output: str, source: str, *, mapping: np.ndarray | None,
         slogs, ologs = src.get("logs", {}), out.get("logs", {})
         own = own_log_names([n for n in slogs if getattr(slogs[n], "size", 1)], mode)
         problems += _compare_group(src, out, "logs", own)
+        problems += own_log_attr_problems(ologs, [n for n in ologs if n in own and n not in slogs])
         if logged and not any(name in ologs and name not in slogs for name in own):
             problems.append(f"dcbulk's provenance log (logs/{shown_names(own)[1:-1]}) is "
                             f"missing")

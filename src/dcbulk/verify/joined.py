@@ -39,7 +39,8 @@ from .pair import (STATISTICS_TASK_BYTES, VerifyPair, feature_checks, out_featur
                    unopenable)
 from .rows import Joined, RowCheck
 from .values import same_records, same_value, shown, stored_as
-from .written import unwritten_attr_problems
+from .written import (own_log_attr_problems, own_log_names, shown_names,
+                      unwritten_attr_problems)
 
 __all__ = ["join_metadata_problems", "plan_join_checks"]
 
@@ -269,6 +270,11 @@ def join_metadata_problems(pair: VerifyPair, meta: dict) -> list[str]:
         found += [f"log '{name}' has the attribute '{key}', which dcbulk does not write (a "
                   f"join keeps the inputs' log lines only)" for name, ds in logs.items()
                   for key in ds.attrs.keys()]
+        own = own_log_names(list(want_logs), "join")
+        ours = [name for name in out.get("logs", {}) if is_provenance_log(name)]
+        found += [f"log '{name}' is not kept of the inputs (the run writes one log of its "
+                  f"own: {shown_names(own)})" for name in ours if name not in own]
+        found += own_log_attr_problems(out["logs"], [name for name in ours if name in own])
         found += _named("table", dict(out.get("tables", {}).items()), want_tables, _same_table)
         if len(out.get("basins", {})):
             found.append("basins are not kept by a join")

@@ -13,7 +13,7 @@ from ..provenance import MODES, log_name
 from ..read.policy import IMAGE_ATTRS
 from .values import same_value, shown, stored_as
 
-__all__ = ["image_attr_problems", "own_log_names", "shown_names",
+__all__ = ["image_attr_problems", "own_log_attr_problems", "own_log_names", "shown_names",
            "unwritten_attr_problems"]
 
 
@@ -53,6 +53,13 @@ def own_log_names(kept: list[str], mode: str | None) -> list[str]:
     ``mode`` or, unknown, of any mode. A run writes one log; any other log is the source's
     or none of the run's."""
     return sorted({log_name(kept, m) for m in ((mode,) if mode else MODES)})
+
+
+def own_log_attr_problems(logs: h5py.Group, names: list[str]) -> list[str]:
+    """The attributes of the run's own provenance log in ``logs`` (``names``: the logs
+    there that are the run's), one line each: the writer's ``store_log`` sets none."""
+    return [f"log '{name}' has the attribute '{key}', which dcbulk does not write (none on "
+            f"its provenance log)" for name in names for key in logs[name].attrs.keys()]
 
 
 def shown_names(names: list[str]) -> str:
