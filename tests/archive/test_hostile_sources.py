@@ -21,6 +21,8 @@ import pytest
 import dcbulk
 from dcbulk.bulk import convert_archive
 from dcbulk.cli import EXIT_ERROR, EXIT_FAILED_FILES, EXIT_OK, main
+from dcbulk.write import set_default_filter_kwargs
+from dcbulk.write.basin_store import store_basin_text
 
 from fixtures import small_rtdc
 from helpers import assert_features_equal
@@ -430,7 +432,8 @@ def test_a_basin_that_the_source_cannot_resolve_either_is_said_so(tmp_path, caps
                                                                            b"x.rtdc")
                      for ln in h5["basins"][key][:]]
             del h5["basins"][key]
-            h5["basins"][hashlib.md5(b"\n".join(lines)).hexdigest()] = lines
+            store_basin_text(h5["basins"], hashlib.md5(b"\n".join(lines)).hexdigest(),
+                             b"\n".join(lines).decode(), set_default_filter_kwargs())
     assert main(["verify", "-q", str(tmp_path / "dst")]) == EXIT_FAILED_FILES
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "basin 'there'" in ln]
     assert len(lines) == 1 and lines[0].endswith("])"), lines

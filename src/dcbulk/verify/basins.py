@@ -111,7 +111,8 @@ def compare_basins(src: h5py.File, out: h5py.File, output: str,
             problems += _file_basin_problems(bdict, wanted, out_dir, name in broken,
                                              [t for t in targets if t is not None])
             why = paths_problem(label, bdict.get("paths"), [paths for *_, paths, _ in wanted],
-                                src.filename, output, recorded)
+                                src.filename, output, recorded) if resolve_file_basin(
+                out_dir, bdict) is not None else None  # else: 'does not resolve (paths)'
             problems += [why] if why else []
         if bdict.get("type") == "internal":
             for feat in bdict.get("features", []):
@@ -177,7 +178,7 @@ def _file_basin_problems(bdict: dict, wanted: list[tuple], out_dir: pathlib.Path
     if bdict.get("features") not in [features for features, *_ in wanted]:
         problems.append(f"{label} lists other features than the source's")
     identifiers = {ident for _, _, ident, *_ in wanted if ident}
-    if not identifiers and bdict.get("identifier") is not None:
+    if not identifiers and not broken and bdict.get("identifier") is not None:
         problems.append(f"{label} has identifier {bdict['identifier']!r}, dcbulk writes none "
                         f"(null: the basin file has no identifier dclab and dcnum both "
                         f"compute)")
