@@ -175,6 +175,27 @@ def test_store_features_refuses_blocks_of_another_shape_than_declared(client, tm
         assert not (tmp_path / "x.rtdc").exists()
 
 
+@pytest.mark.parametrize("inline", [False, True], ids=["cluster", "inline"])
+def test_store_features_refuses_blocks_that_would_change_values(client, tmp_path, inline):
+    """A ``map_blocks`` function returning floats for an array declared ``int16`` was stored
+    truncated (91.19 as 91) and said done; a block that casts without loss is stored."""
+    values = da.from_array(np.linspace(0, 99.5, 3000), chunks=1000)
+    with pytest.raises(ConversionError, match=r"feature 'userdef1': block 0 \(rows "
+                       r"0\.\.2999\) holds dtype float64, its array declares int16 "
+                       r"\(storing would change values; return the declared dtype\)"):
+        dcbulk.store_features({"userdef1": values.map_blocks(lambda b: b, dtype=np.int16)},
+                              tmp_path / "x.rtdc", client=None if inline else client,
+                              inline=inline)
+    assert not (tmp_path / "x.rtdc").exists()
+    widened = values.astype(np.float32).map_blocks(lambda b: b, dtype=np.float64)
+    dcbulk.store_features({"userdef1": widened}, tmp_path / "y.rtdc",
+                          client=None if inline else client, inline=inline)
+    with h5py.File(tmp_path / "y.rtdc") as h5:
+        assert h5["events/userdef1"].dtype == np.float64
+        np.testing.assert_array_equal(h5["events/userdef1"][:],
+                                      np.linspace(0, 99.5, 3000).astype(np.float32))
+
+
 def test_convert_and_store_features_refuse_arguments_of_a_wrong_type(client, plain_file,
                                                                      tmp_path):
     """One line naming the argument (a list of arrays was an AttributeError, a list of

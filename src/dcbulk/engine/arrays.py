@@ -146,17 +146,25 @@ def _encode_block(rows: np.ndarray, *, features: tuple[FeaturePlan, ...], label:
     ------
     ConversionError
         A block whose shape is not the one its array declares (a ``map_blocks`` function
-        returning fewer or more rows than it said: the writer would pad or cut the chunk).
+        returning fewer or more rows than it said: the writer would pad or cut the chunk),
+        or whose dtype does not cast to the declared one without changing values (float
+        values in an array declared ``int16``: the writer would truncate them).
     """
     rows = np.asarray(rows)
     where = (block_info or {}).get(0)
     if where is not None:
         (start, stop), *_ = where["array-location"]
         declared = (stop - start,) + tuple(where["shape"][1:])
+        block = (f"{label}: feature '{features[0].name}': block "
+                 f"{where['chunk-location'][0]} (rows {start}..{stop - 1})")
         if rows.shape != declared:
-            raise ConversionError(f"{label}: feature '{features[0].name}': block "
-                                  f"{where['chunk-location'][0]} (rows {start}..{stop - 1}) "
-                                  f"holds shape {rows.shape}, its array declares {declared}")
+            raise ConversionError(f"{block} holds shape {rows.shape}, its array declares "
+                                  f"{declared}")
+        dtype = np.dtype(features[0].dtype)
+        if rows.dtype.names is None and not np.can_cast(rows.dtype, dtype, "safe"):
+            raise ConversionError(f"{block} holds dtype {rows.dtype}, its array declares "
+                                  f"{dtype} (storing would change values; return the "
+                                  f"declared dtype)")
     return _one(encode_rows(rows, features, label))
 
 
