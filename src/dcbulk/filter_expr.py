@@ -200,25 +200,26 @@ def parse_filter(text: str | None) -> FilterExpr | None:
     if len(text) > MAX_LENGTH:
         raise FilterSyntaxError(f"filter '{text[:60]}...' is {len(text):,} characters long "
                                 f"(at most {MAX_LENGTH:,})")
+    typed = " ".join(text.split())  # what messages quote: the user's words, not ours
     text = " ".join(text.replace("&", " and ").replace("|", " or ").replace("~", " not ").split())
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise FilterSyntaxError(f"filter '{text}' is not a valid expression: {exc.msg}") from exc
+        raise FilterSyntaxError(f"filter '{typed}' is not a valid expression: {exc.msg}") from exc
     except (RecursionError, MemoryError):
-        raise FilterSyntaxError(f"filter '{text[:60]}...' is nested too deeply "
+        raise FilterSyntaxError(f"filter '{typed[:60]}...' is nested too deeply "
                                 f"(at most {MAX_DEPTH} levels)") from None
     nodes = sum(1 for _ in ast.walk(tree))
     if nodes > MAX_NODES:
-        raise FilterSyntaxError(f"filter '{text[:60]}...' has {nodes:,} elements "
+        raise FilterSyntaxError(f"filter '{typed[:60]}...' has {nodes:,} elements "
                                 f"(at most {MAX_NODES})")
     if (depth := _depth(tree)) > MAX_DEPTH:
-        raise FilterSyntaxError(f"filter '{text[:60]}...' is nested {depth} levels deep "
+        raise FilterSyntaxError(f"filter '{typed[:60]}...' is nested {depth} levels deep "
                                 f"(at most {MAX_DEPTH})")
     names: list[str] = []
-    _check(tree, names, text)
-    _check_boolean(tree, text)
-    _fold(tree.body, text)
+    _check(tree, names, typed)
+    _check_boolean(tree, typed)
+    _fold(tree.body, typed)
     if not names:
-        raise FilterSyntaxError(f"filter '{text}' uses no feature")
+        raise FilterSyntaxError(f"filter '{typed}' uses no feature")
     return FilterExpr(text, tuple(names))

@@ -54,3 +54,13 @@ def test_filter_empty_and_non_boolean():
     assert parse_filter(None) is None and parse_filter("  ") is None
     with pytest.raises(PlanError, match="true/false"):
         parse_filter("deform * 2")
+
+
+@pytest.mark.parametrize("typed", ["deform < 0.1 && area_um > 2", "deform < 0.1 || ~~",
+                                   "1 < 2 & 3 > 2"])
+def test_filter_errors_quote_what_was_typed(typed):
+    """A refused filter was quoted as rewritten ('deform < 0.1 and and area_um > 2'), words the
+    user never typed."""
+    with pytest.raises(PlanError) as info:
+        parse_filter(typed)
+    assert f"filter '{typed}'" in str(info.value)
