@@ -864,3 +864,23 @@ def test_files_an_output_directorys_manifest_does_not_record_are_reported(tmp_pa
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == [line.format(dst / "s.rtdc"), line.format(dst / "sub" / "copy.rtdc")]
     assert out[2].startswith("dcbulk verify: 2 files, 0 equal, 2 differ (2 problems)")
+
+
+@pytest.mark.parametrize("gone", ["deleted", "a directory"])
+def test_a_source_gone_since_is_one_plain_line(client, capsys, shared_data_dir, tmp_path, gone):
+    """Its line said 'source Source file ... does not exist', and for a directory in its place
+    carried HDF5's whole error text with a line break ('... time = ...\\n, filename ...')."""
+    arch = tmp_path / "arch"
+    arch.mkdir()
+    shutil.copy(shared_data_dir / "cytoshot-test-data.rtdc", arch / "a.rtdc")
+    assert main(["convert", str(arch), "-o", str(tmp_path / "out"), "-q",
+                 "--scheduler", client.scheduler.address]) == 0
+    capsys.readouterr()
+    (arch / "a.rtdc").unlink()
+    if gone == "a directory":
+        (arch / "a.rtdc").mkdir()
+    code, lines = _cli(client, capsys, tmp_path / "out")
+    why = "does not exist" if gone == "deleted" else "is a directory, not an .rtdc file"
+    assert code == 1 and _problems(lines) == [
+        f"{tmp_path / 'out' / 'a.rtdc'}: cannot read its source: Source file "
+        f"'{arch / 'a.rtdc'}' {why}"], lines

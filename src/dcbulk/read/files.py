@@ -14,7 +14,7 @@ import pathlib
 import h5py
 from h5py import h5i, h5l, h5o
 
-from ..errors import NotHDF5Error, NotRtdcError, SourceNotFoundError
+from ..errors import NotHDF5Error, NotRtdcError, SourceNotFoundError, one_line
 
 __all__ = ["open_rtdc", "open_h5_readonly", "open_child", "list_features"]
 
@@ -76,14 +76,16 @@ def open_rtdc(path: str | os.PathLike[str]) -> h5py.File:
     path = pathlib.Path(path)
     if not path.exists():
         raise SourceNotFoundError(f"Source file '{path}' does not exist")
-    if not path.is_file() and not path.is_dir():  # a FIFO would block the open forever
+    if path.is_dir():
+        raise NotHDF5Error(f"Source file '{path}' is a directory, not an .rtdc file")
+    if not path.is_file():  # a FIFO would block the open forever
         raise NotHDF5Error(f"Source file '{path}' is not a regular file (a FIFO, device or "
                            f"socket); not opened")
     try:
         h5 = open_h5_readonly(path)
     except OSError as exc:
         raise NotHDF5Error(
-            f"Source file '{path}' is not a readable HDF5 file: {exc}"
+            f"Source file '{path}' is not a readable HDF5 file: {one_line(exc)}"
         ) from exc
     try:
         events = h5.get("events")

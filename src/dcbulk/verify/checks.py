@@ -80,7 +80,7 @@ def plan_checks(pair: VerifyPair, *, task_bytes: int = TASK_BYTES
     try:
         info = inspect_source(pair.source, follow_external=pair.follow_external)
     except DcbulkError as exc:
-        return [f"{pair.output}: source {exc}"], [], {}
+        return [f"{pair.output}: cannot read its source: {exc}"], [], {}
     changed = _source_changed(pair, info)
     if changed:
         return [f"{pair.output}: {pair.source} is not a copy of the source it was made of "
