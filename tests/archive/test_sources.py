@@ -124,11 +124,16 @@ def test_output_dir_inside_a_source_directory_is_skipped(archive: Path):
     assert "converted/a.rtdc" not in _rels(discover_sources([archive], output_dir=link))
 
 
-def test_duplicates_are_listed_once(archive: Path):
+def test_duplicates_are_listed_once(archive: Path, caplog):
+    """A file reached under another name (a link) was left out without a word; the same
+    path given again (a file inside a directory also given) is taken once, silently."""
     link = archive / "zeta" / "link.rtdc"
     link.symlink_to(archive / "a.rtdc")
-    entries = discover_sources([archive, archive / "a.rtdc", f"{archive}/*.rtdc"])
+    with caplog.at_level("WARNING", logger="dcbulk.bulk.sources"):
+        entries = discover_sources([archive, archive / "a.rtdc", f"{archive}/*.rtdc"])
     assert _rels(entries) == ["a.rtdc", "sub/b.rtdc", "sub/deep/c.rtdc", "zeta/d.rtdc"]
+    assert [r.getMessage() for r in caplog.records if "same file" in r.getMessage()] == [
+        f"{link} is the same file as {archive / 'a.rtdc'}; made once, as a.rtdc"]
 
 
 def test_directory_symlink_loops_end(archive: Path):

@@ -305,15 +305,20 @@ class _Discovery:
     follow_links: bool
     real_output: str | None
     entries: list[SourceEntry] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
+    seen: dict[str, SourceEntry] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     bad: list[str] = field(default_factory=list)
 
     def add(self, path: str, relpath: str, root: str, real: str) -> None:
-        """Take one file (unless its real path was taken already)."""
-        if real not in self.seen:
-            self.seen.add(real)
-            self.entries.append(SourceEntry(path=path, relpath=relpath, root=root))
+        """Take one file (unless its real path was taken already: under another name, a
+        link or a hard link elsewhere, said in a warning)."""
+        first = self.seen.get(real)
+        if first is None:
+            self.seen[real] = SourceEntry(path=path, relpath=relpath, root=root)
+            self.entries.append(self.seen[real])
+        elif first.path != path:
+            logger.warning("%s is the same file as %s; made once, as %s", path, first.path,
+                           first.relpath)
 
     def add_source(self, text: str) -> None:
         """Take what one of the user's sources names: a file, a directory or a pattern."""
