@@ -613,3 +613,72 @@ def test_a_cluster_that_cannot_be_set_up_leaves_no_trace_in_the_output(
         assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]
     else:
         assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+
+
+# -- a file's distributed: section -----------------------------------------------------------
+_FRESH_MERGE = """
+import sys, dask
+from dcbulk.cluster import use_config_file
+for _ in range(2):  # a second run in the same process: distributed's defaults still there
+    with use_config_file(sys.argv[1]):
+        print(dask.config.get("distributed.worker.memory.target"),
+              dask.config.get("distributed.comm.timeouts.connect"),
+              dask.config.get("distributed.dashboard.export-tool"))
+    print(dask.config.get("distributed.worker.memory.target"),
+          dask.config.get("distributed.dashboard.export-tool"))
+"""
+
+
+def test_a_distributed_section_merges_into_distributed_defaults(tmp_path):
+    """A file's ``distributed:`` replaced the whole section when distributed was not yet
+    imported (and the block's end removed the defaults distributed registered inside): every
+    command with such a file ended in ``KeyError: 'dashboard'``. Now it is merged into
+    distributed's defaults, for the block only. A fresh interpreter: this one has imported
+    distributed."""
+    path = _write(tmp_path / "c.yaml", """\
+        distributed:
+          worker:
+            memory:
+              target: 0.55
+        """)
+    proc = subprocess.run([sys.executable, "-c", _FRESH_MERGE, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # inside: the file's value beside distributed's defaults; after: the default (0.6)
+    assert proc.stdout.splitlines() == ["0.55 30s False", "0.6 False"] * 2, proc.stdout
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("distributed: 5", "distributed", "5"),
+    ("distributed:", "distributed", "None"),
+    ("distributed: {dashboard: null}", "distributed.dashboard", "None"),
+    ("distributed: {worker: {memory: 0.6}}", "distributed.worker.memory", "0.6"),
+])
+def test_a_distributed_setting_that_is_no_mapping_is_one_line(tmp_path, capsys, text, key,
+                                                               value, shared_data_dir):
+    """``distributed: 5`` or ``dashboard: null`` replaced a section distributed reads
+    (a traceback); now one line naming the file and the setting, exit 3, nothing made."""
+    path = _write(tmp_path / "c.yaml", text + "\n")
+    out = tmp_path / "out"
+    status = main(["convert", str(shared_data_dir / "cytoshot-test-data.rtdc"), "-o", str(out),
+                   "-q", "--cluster-config", str(path)])
+    err = capsys.readouterr().err
+    assert status == EXIT_ERROR and err == (
+        f"dcbulk: error: {path}: {key} must be a mapping of settings (as dask's default is), "
+        f"got {value}\n"), err
+    assert not out.exists()
+
+
+def test_convert_with_a_distributed_section_runs(tmp_path, shared_data_dir):
+    """The report's case, whole: ``dcbulk convert S -o cw --cluster-config c.yaml`` with
+    ``distributed.worker.memory.target: 0.6`` was a traceback (exit 1); now it converts."""
+    path = _write(tmp_path / "c.yaml", "distributed: {worker: {memory: {target: 0.6}}}\n")
+    out = tmp_path / "cw"
+    proc = subprocess.run([sys.executable, "-m", "dcbulk.cli", "convert",
+                           str(shared_data_dir / "cytoshot-test-data.rtdc"), "-o", str(out),
+                           "-q", "--cluster-config", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("dcbulk: 1 converted, 0 skipped (finished before), "
+                                  "0 failed"), proc.stdout
+    assert (out / "cytoshot-test-data.rtdc").is_file()

@@ -601,3 +601,20 @@ def test_a_worker_its_nanny_restarts_can_still_run_dcnum_jobs(pclient):
     else:
         pytest.fail("the nanny did not restart the killed worker within 60 s")
     check_workers(pclient, {"dcnum": 1, "GPU": 1})
+
+
+def test_process_with_workers_runs_from_a_fresh_process(tmp_path, shared_data_dir):
+    """``dcbulk process S -o pw --workers 1`` (the README's advice) always ended in
+    ``KeyError: 'dashboard'`` (exit 1, a lock and "planned" entries left): the cluster
+    check set ``distributed.worker.*`` before distributed was imported, and the end of that
+    block removed distributed's defaults. A fresh interpreter (this one has distributed)."""
+    out = tmp_path / "pw"
+    proc = subprocess.run([sys.executable, "-m", "dcbulk.cli", "process",
+                           str(shared_data_dir / "dcnum_thresh_example.rtdc"), "-o", str(out),
+                           "-q", "--workers", "1"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("dcbulk: 1 processed, 0 skipped (finished before), "
+                                  "0 failed"), proc.stdout
+    assert (out / "dcnum_thresh_example_dcn.rtdc").is_file()
+    lines = [json.loads(ln) for ln in (out / MANIFEST_NAME).read_text().splitlines()]
+    assert lines[-1]["record"]["status"] == "done", lines

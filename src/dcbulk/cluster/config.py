@@ -30,8 +30,8 @@ import yaml
 
 from ..errors import ConfigError
 
-__all__ = ["KINDS", "DEFAULTS", "check_jobqueue", "check_memory_fractions", "jobqueue", "setting",
-           "use_config_file"]
+__all__ = ["KINDS", "DEFAULTS", "check_jobqueue", "check_memory_fractions",
+           "distributed_defaults", "jobqueue", "setting", "use_config_file"]
 
 #: ``--cluster`` choices: distributed's LocalCluster, or the dask-jobqueue cluster class
 KINDS = {"local": "LocalCluster", "slurm": "SLURMCluster", "pbs": "PBSCluster",
@@ -74,6 +74,15 @@ def setting(key: str) -> Any:
     return value
 
 
+def distributed_defaults() -> None:
+    """Load distributed's defaults into dask's configuration (importing it registers them):
+    before a block sets ``distributed.*`` keys, whose section would otherwise be new, so
+    the block removed it whole at its end, the defaults registered inside with it (every
+    later ``distributed.dashboard.*`` was a KeyError, e.g. ``dcbulk process --workers 1``
+    after its cluster check), and so a file's ``distributed:`` merges into them."""
+    import distributed  # noqa: F401  (deferred: a run in dcbulk's process does without it)
+
+
 def check_memory_fractions() -> None:
     """Refuse a worker memory threshold of dask's config (``distributed.worker.memory.target``,
     ``spill``, ``pause``, ``terminate``) that is neither a fraction 0..1 nor false: each
@@ -84,7 +93,7 @@ def check_memory_fractions() -> None:
     ConfigError
         Naming the setting and its value.
     """
-    import distributed  # noqa: F401  (its defaults, under the environment's values)
+    distributed_defaults()  # under the environment's values
     for name in ("target", "spill", "pause", "terminate"):
         key = f"distributed.worker.memory.{name}"
         value = dask.config.get(key, default=False)
@@ -104,6 +113,21 @@ def _unknown(where: str, given: Any, known: Any, prefix: str) -> None:
             close = difflib.get_close_matches(str(key).replace("_", "-"), sorted(canon), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{where}: unknown setting {prefix}{key}{hint}")
+
+
+def _check_sections(path: str, given: Any, default: Any, prefix: str) -> None:
+    """One-line error where the file gives a setting that dask's default has as a mapping
+    (``distributed: 5``, ``distributed: {dashboard: null}``) something else: merged, it
+    replaced the whole section, and distributed failed on a missing key (a traceback)."""
+    if not isinstance(default, dict):
+        return
+    if not isinstance(given, dict):
+        raise ConfigError(f"{path}: {prefix} must be a mapping of settings (as dask's "
+                          f"default is), got {given!r}")
+    canon = {str(k).replace("_", "-"): v for k, v in default.items()}
+    for key, value in given.items():
+        below = canon.get(str(key).replace("_", "-"))
+        _check_sections(path, value, below, f"{prefix}.{key}")
 
 
 def _read(path: str) -> dict:
@@ -144,6 +168,11 @@ def use_config_file(path: str | PathLike | None) -> Iterator[None]:
              "dcbulk.local.")
     if "jobqueue" in doc:  # its defaults first: they must not land inside the block only
         jobqueue()
+    if "distributed" in doc:  # the same (see distributed_defaults)
+        distributed_defaults()
+    defaults = dask.config.merge(*dask.config.defaults)
+    for key, value in doc.items():
+        _check_sections(path, value, defaults.get(key), str(key))
     merged = dask.config.update(dask.config.merge(dask.config.config), doc)
     keys = [dask.config.canonical_name(k, merged) for k in doc]
     with dask.config.set({k: merged[k] for k in keys}):  # whole top-level sections, merged

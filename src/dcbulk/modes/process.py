@@ -30,6 +30,7 @@ from dataclasses import replace
 
 from ..bulk import ArchiveReport, Job, Target, make_options, run_job
 from ..bulk.sources import output_path
+from ..cluster.config import distributed_defaults
 from ..command import Command
 from ..engine.report import Report
 from ..errors import (ConfigError, NotRtdcError, OutputExistsError, PlanError,
@@ -185,6 +186,7 @@ class ProcessJob(Job):
     def cluster_settings(self):
         """dask's configuration for a cluster started for this job (:func:`cluster_settings`)."""
         import dask
+        distributed_defaults()  # before the block: else its end removed them
         return dask.config.set(cluster_settings(resources=self.resources))
 
     def sweep(self, targets) -> int:
