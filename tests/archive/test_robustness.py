@@ -90,6 +90,10 @@ def test_no_resume_without_force_does_not_overwrite(two, tmp_path, capsys, clien
     (["--features", "deform,nosuch"], EXIT_USAGE, "'nosuch' is not a dclab feature"),
     (["--memory-limit", "lots"], EXIT_USAGE, "--memory-limit lots"),
     (["--memory-limit", "1B"], EXIT_USAGE, "too small for a dask worker"),
+    # dask's parse_bytes: int(infinity), an OverflowError traceback
+    (["--memory-limit", "1e400"], EXIT_USAGE, "dcbulk: usage error: --memory-limit 1e400: "
+     "not a size (use e.g. 4GB, 4GiB, 0.5 for half the memory, or auto)"),
+    (["--memory-limit", "1e400GB"], EXIT_USAGE, "--memory-limit 1e400GB: not a size"),
     (["--compression", "zstd:99"], EXIT_USAGE, "invalid compression 'zstd:99'"),
     (["--filter", "deform << 1"], EXIT_USAGE, "'LShift' is not allowed"),
     # each file failed: "ValueError: input operand has more dimensions than allowed ..."

@@ -682,3 +682,33 @@ def test_convert_with_a_distributed_section_runs(tmp_path, shared_data_dir):
     assert proc.stdout.startswith("dcbulk: 1 converted, 0 skipped (finished before), "
                                   "0 failed"), proc.stdout
     assert (out / "cytoshot-test-data.rtdc").is_file()
+
+
+@pytest.mark.parametrize("text, words", [
+    # the cluster's start failed on int(infinity) after the output directory was made
+    ("dcbulk: {local: {memory-limit: 1e400}}", "got '1e400'"),
+    ("dcbulk: {local: {memory-limit: .inf}}", "got inf"),
+    ("dcbulk: {local: {memory-limit: .nan}}", "got nan"),
+])
+def test_a_memory_limit_of_the_config_that_is_no_size_is_one_line(tmp_path, capsys, text,
+                                                                  words, shared_data_dir):
+    path = _write(tmp_path / "c.yaml", text + "\n")
+    out = tmp_path / "out"
+    status = main(["convert", str(shared_data_dir / "cytoshot-test-data.rtdc"), "-o", str(out),
+                   "-q", "--cluster-config", str(path)])
+    err = capsys.readouterr().err
+    assert status == EXIT_ERROR and err == (
+        "dcbulk: error: dcbulk.local.memory-limit must be a size such as 4GiB, a fraction of "
+        f"the machine's memory such as 0.5, or auto, {words}\n"), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e400"])
+def test_a_timeout_that_never_ends_is_one_line(timeout, capsys, tmp_path):
+    """``--timeout 1e400`` (infinity) with a scheduler waited for ever."""
+    status = main(["convert", str(tmp_path), "-o", str(tmp_path / "out"), "-q",
+                   "--scheduler", "tcp://127.0.0.1:9", "--timeout", timeout])
+    err = capsys.readouterr().err
+    assert status == EXIT_ERROR and err == (
+        f"dcbulk: error: tcp://127.0.0.1:9: timeout '{timeout}' is not a duration such as "
+        "'30s' or '10 minutes'\n"), err

@@ -175,10 +175,27 @@ def test_cli_usage_errors_before_any_cluster(tmp_path, capsys):
                         (["-kf", "haralick=maybe"], "feature keyword haralick='maybe'"),
                         (["-p", "-1"], "expected a pixel size in um > 0"),
                         (["-p", "nan"], "expected a pixel size in um > 0"),
-                        (["--limit-events", "5-2"], "A-B needs A < B")]:
+                        (["--limit-events", "5-2"], "A-B needs A < B"),
+                        # dcnum's pipeline identifier takes int() of each number: an
+                        # OverflowError or ValueError traceback (exit 1)
+                        (["-ks", "thresh=1e400"], "dcbulk: usage error: segmenter keyword "
+                         "thresh='1e400': not a finite number"),
+                        (["-ks", "thresh=nan"], "segmenter keyword thresh='nan': not a "
+                         "finite number"),
+                        (["-kb", "thresh_cleansing=inf"], "background keyword "
+                         "thresh_cleansing='inf': not a finite number"),
+                        (["-kb", "frac_cleansing=-inf"], "background keyword "
+                         "frac_cleansing='-inf': not a finite number"),
+                        (["--memory-limit", "1e400"], "--memory-limit 1e400: not a size")]:
         assert main(["process", str(tmp_path), "-o", str(tmp_path / "o"), *args]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, (args, err)
+    assert not (tmp_path / "o").exists()
+    # the Python API: the same line, before anything is identified or started
+    for kwargs in ({"segmenter_kwargs": {"thresh": float("inf")}},
+                   {"segmenter_kwargs": {"kwargs_mask": {"clear_border": float("nan")}}}):
+        with pytest.raises(UsageError, match="not a finite number"):
+            dcbulk.process([tmp_path], tmp_path / "o", **kwargs)
     assert not (tmp_path / "o").exists()
 
 

@@ -139,7 +139,7 @@ def check_memory_limit(value: str | int | float | None) -> None:
         return  # a fraction of the machine's memory
     try:
         nbytes = parse_bytes(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: 1e400, infinity to dask
         raise UsageError(f"--memory-limit {value}: not a size (use e.g. 4GB, 4GiB, 0.5 for "
                          f"half the memory, or auto)") from None
     if nbytes < MIN_WORKER_MEMORY:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 import os
 import signal
 import threading
@@ -27,11 +28,12 @@ from typing import Any
 
 import dask
 import yaml
+from dask.utils import parse_bytes, parse_timedelta
 
 from ..errors import ConfigError
 
 __all__ = ["KINDS", "DEFAULTS", "check_jobqueue", "check_memory_fractions",
-           "distributed_defaults", "jobqueue", "setting", "use_config_file"]
+           "distributed_defaults", "duration", "jobqueue", "setting", "use_config_file"]
 
 #: ``--cluster`` choices: distributed's LocalCluster, or the dask-jobqueue cluster class
 KINDS = {"local": "LocalCluster", "slurm": "SLURMCluster", "pbs": "PBSCluster",
@@ -71,7 +73,46 @@ def setting(key: str) -> Any:
             isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(f"dcbulk.{key} must be a whole number of at least 1 (or null), "
                           f"got {value!r}")
+    if key == "local.memory-limit":
+        _check_memory_limit(value)
     return value
+
+
+def _check_memory_limit(value: Any) -> None:
+    """``dcbulk.local.memory-limit``: ``auto``/null, a fraction or a finite size (``1e400``
+    and ``.inf`` failed the cluster's start with an OverflowError, after the output
+    directory was made)."""
+    if value is None or str(value).strip().lower() == "auto":
+        return
+    try:
+        number = float(value) if isinstance(value, (int, float)) else None
+        if number is None or number > 1:
+            parse_bytes(value)
+        elif not number > 0:  # 0, negative, nan
+            raise ValueError(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(f"dcbulk.local.memory-limit must be a size such as 4GiB, a fraction "
+                          f"of the machine's memory such as 0.5, or auto, got {value!r}"
+                          ) from exc
+
+
+def duration(timeout: str | float, where: str) -> float:
+    """Seconds of a timeout (``--timeout``, ``dcbulk.worker-timeout``, dask's connect one).
+
+    Raises
+    ------
+    ConfigError
+        For what is no duration, or none that ends (``nan``, ``inf``, ``1e400``: the wait
+        never ended).
+    """
+    try:
+        seconds = parse_timedelta(timeout, default="s")
+        if not math.isfinite(seconds):
+            raise ValueError(timeout)
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise ConfigError(f"{where}: timeout {timeout!r} is not a duration such as "
+                          f"'30s' or '10 minutes'") from exc
+    return seconds
 
 
 def distributed_defaults() -> None:

@@ -23,12 +23,12 @@ from os import PathLike
 from typing import Any
 
 import dask
-from dask.utils import parse_bytes, parse_timedelta
+from dask.utils import parse_bytes
 
 from ..engine.client import WORKER_ENVIRON, local_shape, make_local_cluster
 from ..errors import ConfigError
-from .config import (KINDS, check_jobqueue, check_memory_fractions, jobqueue, setting,
-                     use_config_file)
+from .config import (KINDS, check_jobqueue, check_memory_fractions, duration, jobqueue,
+                     setting, use_config_file)
 from .probe import probe_scheduler, scheduler_file_address
 
 __all__ = ["check_client", "job_script", "open_client"]
@@ -72,7 +72,7 @@ def _batch(kind: str, where: str, threads_per_worker: int | None,
     if memory_limit is not None:
         try:
             per_worker = parse_bytes(memory_limit)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:  # 1e400: infinity
             raise ConfigError(f"--memory-limit {memory_limit!r} is not a size such as 4GiB "
                               f"(a batch job's memory is workers x this)") from exc
         processes = processes or (nprocesses_nthreads(cores)[0] if cores else 1)
@@ -167,7 +167,7 @@ def _prepare(kind: str, where: str, *, n_workers, threads_per_worker, memory_lim
         raise ConfigError(f"{where}: {kind} jobs are submitted with '{submit}', which is not "
                           f"on PATH; run dcbulk on a login node of the {kind} cluster")
     how = _scaling(where, n_workers, jobs)
-    _seconds(timeout or setting("worker-timeout"), where)  # how long _first_worker waits
+    duration(timeout or setting("worker-timeout"), where)  # how long _first_worker waits
     return functools.partial(_start_batch, cls, kwargs, kind, where, how)
 
 
@@ -366,7 +366,7 @@ def _connect(scheduler: str | None, scheduler_file: str | PathLike | None,
     target = scheduler if scheduler is not None else os.fspath(scheduler_file)
     if scheduler_file is not None and not os.path.isfile(target):
         raise ConfigError(f"{target}: scheduler file does not exist")
-    seconds = _seconds(timeout or dask.config.get("distributed.comm.timeouts.connect"), target)
+    seconds = duration(timeout or dask.config.get("distributed.comm.timeouts.connect"), target)
     probe_scheduler(scheduler if scheduler is not None else scheduler_file_address(target),
                     seconds)
     try:
@@ -380,16 +380,8 @@ def _connect(scheduler: str | None, scheduler_file: str | PathLike | None,
         yield client
 
 
-def _seconds(timeout: str | float, where: str) -> float:
-    try:
-        return parse_timedelta(timeout, default="s")
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"{where}: timeout {timeout!r} is not a duration such as "
-                          f"'30s' or '10 minutes'") from exc
-
-
 def _first_worker(client: Any, kind: str, where: str, timeout: str | float) -> None:
-    seconds = _seconds(timeout, where)
+    seconds = duration(timeout, where)
     try:
         client.wait_for_workers(1, timeout=seconds)
     except TimeoutError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ def parse_kwargs(step: str, code: str, pairs: Iterable[str]) -> dict[str, Any]:
                     raise UsageError(f"{step} keyword {key}={value!r}: not a value of "
                                      f"{getattr(hints[key], '__name__', hints[key])} "
                                      f"({one_line(exc)})") from None
+                if not _finite(typed):
+                    raise UsageError(f"{step} keyword {key}={value!r}: not a finite number")
                 (kwargs.setdefault(nested, {}) if nested else kwargs)[key] = typed
                 break
         else:
@@ -141,11 +144,20 @@ def parse_limit_events(text: str | None):
     return slice(*values)
 
 
+def _finite(value: Any) -> bool:
+    """False for a float infinity or NaN (``thresh=1e400``, ``nan``): dcnum's pipeline
+    identifier takes ``int()`` of each number, an OverflowError or ValueError traceback."""
+    return not isinstance(value, float) or math.isfinite(value)
+
+
 def _check_keys(step: str, code: str, kwargs: Mapping[str, Any]) -> None:
     groups = _keywords(step, code)
     allowed = {n for names, _h, nested in groups if nested is None for n in names}
     nested = {key: {n for n in names} for names, _h, key in groups if key}
     for key, value in kwargs.items():
+        for name, number in (value.items() if isinstance(value, Mapping) else [(key, value)]):
+            if not _finite(number):
+                raise UsageError(f"{step} keyword {name}={number!r}: not a finite number")
         if key in nested and isinstance(value, Mapping):
             bad = sorted(set(value) - nested[key])
             if bad:
