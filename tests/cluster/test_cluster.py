@@ -712,3 +712,30 @@ def test_a_timeout_that_never_ends_is_one_line(timeout, capsys, tmp_path):
     assert status == EXIT_ERROR and err == (
         f"dcbulk: error: tcp://127.0.0.1:9: timeout '{timeout}' is not a duration such as "
         "'30s' or '10 minutes'\n"), err
+
+
+@pytest.mark.parametrize("argv, name, what, why", [
+    (["--workers", "100000"], "--workers", "worker processes",
+     "each worker process needs a few hundred MB"),
+    (["--threads-per-worker", "100000"], "--threads-per-worker", "threads per worker",
+     "more only wait for the cores"),
+    (["--cluster-config", "n.yaml"], "dcbulk.local.n-workers", "worker processes",
+     "each worker process needs a few hundred MB"),
+])
+def test_a_local_cluster_beyond_the_machine_is_one_line(tmp_path, capsys, monkeypatch, argv,
+                                                        name, what, why, shared_data_dir):
+    """``--workers 100000`` started 100000 worker processes, silently for minutes (SIGTERM
+    then gave a traceback); now one line naming the bound (4 per core), nothing started or
+    made."""
+    _write(tmp_path / "n.yaml", "dcbulk: {local: {n-workers: 100000}}\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    status = main(["convert", str(shared_data_dir / "cytoshot-test-data.rtdc"), "-o", str(out),
+                   "-q", *argv])
+    err = capsys.readouterr().err
+    cores = max(1, os.cpu_count() or 1)
+    assert status == EXIT_ERROR and err == (
+        f"dcbulk: error: {name} 100000: a local cluster takes at most {4 * cores} {what} here "
+        f"(4 per core, {cores} cores; {why})\n"), err
+    assert not out.exists() and time.perf_counter() - t0 < 30

@@ -157,10 +157,14 @@ def _prepare(kind: str, where: str, *, n_workers, threads_per_worker, memory_lim
     if kind == "local":
         if jobs is not None:
             raise ConfigError("--jobs applies to batch clusters, not to a local one")
-        return functools.partial(
-            make_local_cluster, n_workers=n_workers or setting("local.n-workers"),
-            threads_per_worker=threads_per_worker or setting("local.threads-per-worker"),
-            memory_limit=memory_limit or setting("local.memory-limit"))
+        workers = n_workers or setting("local.n-workers")
+        threads = threads_per_worker or setting("local.threads-per-worker")
+        local_shape(workers, threads, names=(  # a bound checked before anything starts
+            "--workers" if n_workers else "dcbulk.local.n-workers",
+            "--threads-per-worker" if threads_per_worker else "dcbulk.local.threads-per-worker"))
+        return functools.partial(make_local_cluster, n_workers=workers,
+                                 threads_per_worker=threads,
+                                 memory_limit=memory_limit or setting("local.memory-limit"))
     cls, kwargs = _batch(kind, where, threads_per_worker, memory_limit)
     submit = cls.job_cls.submit_command.split()[0]
     if shutil.which(submit) is None:

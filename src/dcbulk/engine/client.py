@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import dask
 
+from ..errors import ConfigError
+
 __all__ = ["NANNY_PRELOAD", "WORKER_ENVIRON", "client_context", "current_worker",
            "local_shape", "make_local_cluster"]
 
@@ -47,8 +49,16 @@ def current_worker():
         return None
 
 
+#: a local cluster's worker processes (and threads of one worker) per core at most: more
+#: only queue for the cores, and each worker process (with its nanny) needs a few hundred MB
+#: (``--workers 100000`` started processes for minutes, silently, until the machine gave out)
+MAX_PER_CORE = 4
+
+
 def local_shape(n_workers: int | None = None, threads_per_worker: int | None = None,
-                cores: int | None = None) -> tuple[int, int]:
+                cores: int | None = None, *,
+                names: tuple[str, str] = ("n_workers", "threads_per_worker")
+                ) -> tuple[int, int]:
     """``(worker processes, threads each)`` of a local cluster; None means "decide".
 
     By default a worker process per core, one thread each. The codecs run outside HDF5's
@@ -58,8 +68,21 @@ def local_shape(n_workers: int | None = None, threads_per_worker: int | None = N
     than one process with threads on a large file and on an archive, and kept their speed
     when other work shared the machine, where the threads of one process lost half of it.
     Given only one of the two numbers, the other divides the cores by it.
+
+    Raises
+    ------
+    ConfigError
+        For more than :data:`MAX_PER_CORE` per core of either, naming it as ``names`` say
+        (the option or setting it came from).
     """
     cores = max(1, cores or os.cpu_count() or 1)
+    limit = MAX_PER_CORE * cores
+    for name, value, what, why in zip(
+            names, (n_workers, threads_per_worker), ("worker processes", "threads per worker"),
+            ("each worker process needs a few hundred MB", "more only wait for the cores")):
+        if value is not None and value > limit:
+            raise ConfigError(f"{name} {value}: a local cluster takes at most {limit} {what} "
+                              f"here ({MAX_PER_CORE} per core, {cores} cores; {why})")
     if n_workers is None and threads_per_worker is None:
         return cores, 1
     if threads_per_worker is None:
