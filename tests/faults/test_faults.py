@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 
 from dcbulk.bulk import MANIFEST_NAME, Manifest, convert_archive
+from dcbulk.read.identifier import get_measurement_identifier
 from dcbulk.synth import make_rtdc
 
 from fixtures import synthetic_archive
@@ -518,16 +519,29 @@ def test_a_source_rewritten_with_its_mtime_restored(archive, tmp_path, client):
     st = victim.stat()
     with h5py.File(victim) as h5:
         n = h5["events/deform"].shape[0]
+        was = get_measurement_identifier(h5, compat="dclab")
     replacement = make_rtdc(tmp_path / "replacement.rtdc", n, seed=77, compression="none",
                             image_shape=(60, 120))
     if replacement.stat().st_size != st.st_size:
         pytest.fail("the replacement must have the source's size for this fault")
+    with h5py.File(replacement) as h5:
+        now = get_measurement_identifier(h5, compat="dclab")
+    assert now != was
     shutil.copyfile(replacement, victim)
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
     STATS["faults"] += 1
+    out = dst / victim.relative_to(src)
+    before = out.read_bytes()
+    # its finished output is kept: the file fails, the others are skipped
     report = convert_archive([src], dst, client=client)
+    assert report.count("failed") == 1 and report.count("skipped") == len(good) - 1
+    assert report.failed[0].error == (
+        f"{out}: its source has changed since the output was made (measurement identifier "
+        f"{was} -> {now}); the output is kept, --force makes it again")
+    assert out.read_bytes() == before
+    report = convert_archive([src], dst, client=client, force=True)
     completed(report)
-    assert report.count("done") == 1 and report.count("skipped") == len(good) - 1
+    assert report.count("done") == len(good)
     fresh = tmp_path / "fresh"
     completed(convert_archive([replacement], fresh, client=client))
     got = _event_data(dst / victim.relative_to(src))

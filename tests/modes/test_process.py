@@ -418,6 +418,34 @@ def test_finished_output_without_a_record_is_adopted(archive, processed, pclient
     assert before == {p: p.stat().st_mtime_ns for p in copy.rglob("*_dcn.rtdc")}
 
 
+def test_a_changed_source_keeps_its_processed_output(archive, processed, pclient, tmp_path):
+    """A source replaced since its output was made: that file fails in one line and its
+    output is kept (it was replaced, without a word)."""
+    dst, _report = processed
+    src, copy = tmp_path / "src", tmp_path / "copy"
+    shutil.copytree(archive, src)  # with the sources' mtimes: recorded, by relative path
+    shutil.copytree(dst, copy)
+    victim = src / "day1" / "A.rtdc"
+    victim.unlink()
+    make_rtdc(victim, 71, seed=99)
+    out = _out(src, copy, victim)
+    before = out.read_bytes()
+    report = dcbulk.process([src], copy, client=pclient, **TAP)
+    assert report.count("skipped") == len(_good(archive)) - 1, report.to_dict()
+    assert sorted(f.error for f in report.failed if "broken" not in f.source) == [
+        f"{out}: its source has changed since the output was made (size "
+        f"{(archive / 'day1' / 'A.rtdc').stat().st_size} -> {victim.stat().st_size} bytes, "
+        f"measurement identifier {_identifier(archive / 'day1' / 'A.rtdc')} -> "
+        f"{_identifier(victim)}); the output is kept, --force makes it again"]
+    assert out.read_bytes() == before
+
+
+def _identifier(path: Path) -> str:
+    from dcbulk.read.identifier import get_measurement_identifier
+    with h5py.File(path, "r") as h5:
+        return get_measurement_identifier(h5)
+
+
 def test_changed_segmenter_setting_is_refused_then_redoes_all_with_force(
         archive, processed, pclient, tmp_path):
     dst, _report = processed

@@ -258,8 +258,8 @@ class Manifest:
             Number of events written, conversion time, measurement identifier.
         size, mtime_ns, head : optional
             The source's size, ``st_mtime_ns`` and :func:`head_sha256` as read for the
-            conversion, so a source modified during its conversion is redone next time;
-            read now when None.
+            conversion, so a source modified during its conversion is not taken as
+            finished next time; read now when None.
 
         Raises
         ------

@@ -113,9 +113,11 @@ class Decision:
 
     ``action`` is ``"convert"`` or ``"skip"``. ``reason`` is one of ``"new"``,
     ``"unrecorded output exists"`` (no record, but the output file is there: overwrite only
-    with force), ``"previously failed"``, ``"options changed"``, ``"source changed"`` (size,
-    mtime or the hash of its first and last MiB differ), ``"output missing"``,
-    ``"output size differs"`` or ``"finished"`` (skip). ``size``/``mtime_ns`` are the
+    with force), ``"previously failed"``, ``"options changed"``, ``"output missing"``,
+    ``"output size differs"``, ``"mtime changed"`` (only the mtime of a source of at most
+    two MiB, whose hash covers every byte), ``"source changed"`` (size, mtime or the hash of
+    its first and last MiB differ while the recorded output is there: made again only with
+    force; ``change`` says what changed) or ``"finished"`` (skip). ``size``/``mtime_ns`` are the
     source's as seen by the decision.
     """
 
@@ -124,6 +126,7 @@ class Decision:
     relpath: str
     size: int
     mtime_ns: int
+    change: str | None = None
 
 
 # -- the JSON Lines layout -----------------------------------------------------------------

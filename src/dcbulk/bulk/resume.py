@@ -21,9 +21,11 @@ import h5py
 from ..errors import OutputExistsError, SourceNotFoundError
 from ..partials import output_exists
 from ..provenance import matches_source, provenance_of
+from ..read.files import open_h5_readonly
+from ..read.identifier import get_measurement_identifier
 from .job import Target
 from .manifest import Manifest
-from .records import Decision, canonical_options, head_sha256
+from .records import HEAD_BYTES, Decision, ManifestRecord, canonical_options, head_sha256
 from .report import FileResult
 
 __all__ = ["Step", "adopt_options", "adopt_output", "decide", "refuse_overwrite", "settle"]
@@ -43,7 +45,12 @@ def decide(manifest: Manifest, target: Target) -> Decision:
 
     Skips only a ``done`` record of the current options whose source has the recorded
     size, mtime and first/last-MiB hash and whose output exists with the recorded size;
-    output checksums are not recomputed (``dcbulk verify`` does that).
+    output checksums are not recomputed (``dcbulk verify`` does that). A missing output, or
+    one whose size is not the recorded one, is made again, as is one whose source has only a
+    new mtime while its digest covers all of it (``"mtime changed"``: the same bytes); a
+    recorded output that is there while its source changed otherwise (or may have: a new mtime
+    of a larger source, whose bytes between its first and last MiB are not hashed) is
+    ``"source changed"``, which :func:`settle` keeps unless forced.
     """
     entry, out = target.source, target.output
     try:
@@ -51,9 +58,9 @@ def decide(manifest: Manifest, target: Target) -> Decision:
     except FileNotFoundError as exc:
         raise SourceNotFoundError(f"{entry.path}: source vanished") from exc
 
-    def answer(reason: str) -> Decision:
+    def answer(reason: str, change: str | None = None) -> Decision:
         action = "skip" if reason == "finished" else "convert"
-        return Decision(action, reason, entry.relpath, st.st_size, st.st_mtime_ns)
+        return Decision(action, reason, entry.relpath, st.st_size, st.st_mtime_ns, change)
 
     record = manifest.records.get(entry.relpath)
     if record is None:
@@ -62,8 +69,6 @@ def decide(manifest: Manifest, target: Target) -> Decision:
         return answer("previously failed")
     if manifest.fingerprint is not None and record.fingerprint != manifest.fingerprint:
         return answer("options changed")
-    if (record.size, record.mtime_ns) != (st.st_size, st.st_mtime_ns):
-        return answer("source changed")
     try:
         out_size = os.stat(out).st_size
     except FileNotFoundError:
@@ -74,7 +79,49 @@ def decide(manifest: Manifest, target: Target) -> Decision:
         head = head_sha256(entry.path)
     except OSError as exc:
         raise SourceNotFoundError(f"{entry.path}: cannot read ({exc.strerror})") from exc
-    return answer("finished" if record.head_sha256 == head else "source changed")
+    if (record.size, record.head_sha256) == (st.st_size, head):
+        if record.mtime_ns == st.st_mtime_ns:
+            return answer("finished")
+        if st.st_size <= 2 * HEAD_BYTES:  # the digest covers every byte: the same content
+            return answer("mtime changed")
+    return answer("source changed", _change(record, entry.path, st.st_size, head))
+
+
+def _change(record: ManifestRecord, path: str, size: int, head: str) -> str:
+    """What changed of a recorded source: its size, measurement identifier, content (its
+    first or last MiB), or only its modification time."""
+    changes = []
+    if size != record.size:
+        changes.append(f"size {record.size} -> {size} bytes")
+    now = _identifiers(path)
+    if record.identifier and now and record.identifier not in now:
+        changes.append(f"measurement identifier {record.identifier} -> {now[0]}")
+    if changes:
+        return ", ".join(changes)
+    if head != record.head_sha256:
+        return "content: its first or last MiB differ"
+    return ("modification time only; its size and first and last MiB are as recorded, "
+            "the bytes between them may differ")
+
+
+def _identifiers(path: str) -> tuple[str, ...]:
+    """The source's measurement identifier as dclab and as dcnum compute it (the manifest
+    holds the one its mode's writer took), or none where it cannot be read."""
+    try:
+        with open_h5_readonly(path) as h5:
+            found = (get_measurement_identifier(h5, compat="dclab"),
+                     get_measurement_identifier(h5, compat="dcnum"))
+    except (OSError, ValueError, KeyError):
+        return ()
+    return tuple(i for i in found if i)
+
+
+def _kept(target: Target, change: str | None) -> FileResult:
+    """A recorded output whose source changed since it was made: kept, the file fails."""
+    error = (f"{target.output}: its source has changed since the output was made ({change}); "
+             f"the output is kept, --force makes it again")
+    return FileResult(target.source.path, target.output, "failed", bytes_in=target.size,
+                      reason="source changed", error=error)
 
 
 def _blocked(target: Target, *, recorded: bool = True) -> FileResult:
@@ -111,7 +158,10 @@ def settle(target: Target, manifest: Manifest | None, fingerprint: dict, *, resu
                               bytes_in=decision.size,
                               reason="finished (found by its provenance log)")
         return _blocked(target)
-    # outputs recorded in the manifest are this archive's own: they may be replaced
+    if decision.reason == "source changed" and not force:
+        return _kept(target, decision.change)
+    # outputs recorded in the manifest are this archive's own: a missing one, one whose size
+    # is not the recorded one, or one of other options (refused without force) is replaced
     return Step(target, overwrite=force or target.source.relpath in manifest,
                 reason=decision.reason)
 
