@@ -51,8 +51,8 @@ def test_a_replaced_source_keeps_its_verified_output_until_forced(tmp_path, caps
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("dcbulk: 0 converted, 0 skipped (finished before), 1 failed")
     assert lines[1:] == ["  FAILED " + str(src) + ": " + _kept(out, (
-        f"size 787626 -> 471667 bytes, measurement identifier "
-        f"d5a40aed-0b6c-0412-e87c-59789fdd28d0 -> 2024-rcs-example-data-ndio1287"))]
+        "size 787626 -> 471667 bytes, measurement identifier "
+        "d5a40aed-0b6c-0412-e87c-59789fdd28d0 -> 2024-rcs-example-data-ndio1287"))]
     assert out.read_bytes() == before and _events(out) == 40
     # the record is left as it was: verify still names the change, a re-run fails again
     assert Manifest.load(dst, read_only=True).records["M001_data.rtdc"].status == "done"
