@@ -21,7 +21,6 @@ file would only contend with the other files' checks (30 outputs of 5-20 MB on 2
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from dataclasses import dataclass
 
@@ -30,23 +29,21 @@ import numpy as np
 from ..arguments import (client_arg, feature_names, flag_args, path_arg, paths_arg,
                          progress_arg, text_arg)
 from ..bulk.executor import Progress, execute, execute_here
-from ..bulk.inprocess import markers
 from ..bulk.runplan import check_plan
 from ..bulk.job import INLINE_BYTES, CheckJob, Target
-from ..bulk.manifest import Manifest
 from ..bulk.options import ArchiveOptions
 from ..bulk.report import ArchiveReport, FileResult
 from ..bulk.sources import SourceEntry
 from ..engine.client import current_worker
 from ..engine.report import Report
-from ..errors import DcbulkError, ManifestError, NotHDF5Error, NotRtdcError, UsageError
-from ..partials import is_partial
+from ..errors import DcbulkError, NotHDF5Error, NotRtdcError, UsageError
 from ..verify import checks
 from ..verify.checks import VerifyPair, check_pair
 from ..verify.pair import misshapen_file
 from ..verify.processed import is_processed_output
 from ..verify.provenance import pair_from_provenance
 from .split import missing_pieces
+from .verify_manifest import pairs_from_manifest
 
 __all__ = ["Check", "VerifyJob", "VerifyReport", "pairs_from_manifest", "pairs_of", "verify",
            "verify_pairs"]
@@ -149,97 +146,6 @@ def _problems(result: FileResult) -> list[str]:
     if result.problems or result.status != "failed":
         return list(result.problems)
     return [f"{result.output}: {result.error}"]  # the check itself failed (e.g. timed out)
-
-
-def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
-    """The finished outputs of an output directory and their sources and options, and
-    every other ``.rtdc`` file in it (checked as 'not in the manifest')."""
-    output_dir = os.path.abspath(output_dir)
-    manifest = Manifest.load(output_dir, read_only=True)
-    if not os.path.isfile(manifest.path):
-        raise ManifestError(f"{output_dir}: no dcbulk manifest; verify its files by name "
-                            f"(dcbulk verify {os.path.join(output_dir, '*.rtdc')})")
-    options = manifest.options or {}
-    feats = options.get("features")
-    job = options.get("job") or {}
-    mode = job.get("mode")
-    if mode not in (None, "process", "condense"):  # None: convert
-        raise UsageError(f"{output_dir}: made by a dcbulk mode ({mode}), not converted or "
-                         f"condensed; its outputs are not copies of their sources, so there "
-                         f"is nothing to verify them against")
-    processed = mode == "process"
-    pairs = []
-    for rec in manifest.records.values():
-        if rec.status != "done":
-            continue
-        out = os.path.join(output_dir, rec.output)
-        if os.path.islink(out):  # never written through one: replaced since (its source?)
-            pairs.append(VerifyPair(output=out, source=rec.source, verdict=(
-                f"{out}: is a symbolic link (to {os.readlink(out)}), not the output that was "
-                f"written here")))
-            continue
-        pairs.append(VerifyPair(output=out, source=rec.source,
-                                features=tuple(feats) if feats else None,
-                                filter=options.get("filter"), size=rec.output_size,
-                                source_size=rec.size, source_identifier=rec.identifier,
-                                source_head=rec.head_sha256,
-                                sha256=rec.output_sha256,
-                                follow_external=bool(options.get("follow_external")),
-                                processed=processed, compression=options.get("compression"),
-                                condensed=mode == "condense",
-                                ancillary=bool(job.get("ancillary")),
-                                basin_to_source=(bool(options.get("basin_to_source"))
-                                                 or mode == "condense"),
-                                logged=not processed, mode=mode or "convert"))
-    recorded = {p.output for p in pairs}
-    rtdc, partials = _files_below(output_dir)
-    pairs += [VerifyPair(output=path, source="", verdict=(
-        f"{path}: not in its directory's manifest, so nothing says what it must equal; not "
-        f"checked (verify it by name)")) for path in rtdc if path not in recorded]
-    return sorted(pairs + _without_output(manifest, partials), key=lambda p: p.output)
-
-
-def _without_output(manifest: Manifest, partials: list[str]) -> list[VerifyPair]:
-    """One settled pair per source the manifest says has no output here: its conversion
-    failed, or a run planned it and never recorded it (killed, or still running), and one
-    for the ``partials`` (files below the directory) or marker such a run leaves."""
-    pairs = []
-    for rec in manifest.records.values():
-        if rec.status != "done":
-            pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, rec.output),
-                                    source=rec.source, verdict=(
-                f"{rec.source}: has no output here: it failed ({rec.error})"
-                + _gone(rec.source, manifest.output_dir))))
-    for relpath, source in manifest.planned.items():
-        if relpath not in manifest.records:
-            pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, relpath),
-                                    source=source, verdict=(
-                f"{source}: has no output here: a run set out to make it and never "
-                f"recorded it (killed, or still running); re-run its command"
-                + _gone(source, manifest.output_dir))))
-    left = partials + markers(manifest.output_dir)
-    if left:
-        pairs.append(VerifyPair(output=str(left[0]), source="", verdict=(
-            f"{manifest.output_dir}: {len(left)} file(s) of a run that did not end (e.g. "
-            f"{left[0]}); re-run its command to finish it")))
-    return pairs
-
-
-def _gone(source: str, output_dir: str) -> str:
-    """What a line about a source without output adds when the source is gone too."""
-    return "" if os.path.lexists(source) else (
-        f"; its source is gone too (if left out on purpose: dcbulk forget "
-        f"{shlex.quote(output_dir)} {shlex.quote(source)})")
-
-
-def _files_below(directory: str) -> tuple[list[str], list[str]]:
-    """The ``.rtdc`` files below ``directory`` (hidden ones too) and its partial files
-    (sorted), in one walk."""
-    rtdc, partials = [], []
-    for root, _dirs, files in os.walk(directory):
-        rtdc += [os.path.join(root, f) for f in files if f.endswith(".rtdc")]
-        partials += [os.path.join(root, f) for f in files if is_partial(f)]
-    return rtdc, sorted(partials)
 
 
 def verify_pairs(output, against=None, *, features=None, mapping=None,
