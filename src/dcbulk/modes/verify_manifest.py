@@ -9,9 +9,12 @@ import shlex
 
 from ..bulk.inprocess import markers
 from ..bulk.manifest import Manifest
-from ..errors import ManifestError, UsageError
+from ..bulk.records import ManifestRecord
+from ..bulk.sources import SourceEntry, output_path
+from ..errors import ManifestError, PlanError, UsageError
 from ..partials import is_partial
 from ..verify.checks import VerifyPair
+from .process import output_relpath
 
 __all__ = ["pairs_from_manifest"]
 
@@ -34,10 +37,13 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
                          f"is nothing to verify them against")
     processed = mode == "process"
     pairs = []
-    for rec in manifest.records.values():
+    for relpath, rec in manifest.records.items():
         if rec.status != "done":
             continue
-        out = os.path.join(output_dir, rec.output)
+        out = _place(output_dir, relpath, mode)
+        if out is None or rec.output != _relative(out, output_dir):
+            pairs.append(_elsewhere(manifest, relpath, rec, out))
+            continue
         if os.path.islink(out):  # never written through one: replaced since (its source?)
             pairs.append(VerifyPair(output=out, source=rec.source, verdict=(
                 f"{out}: is a symbolic link (to {os.readlink(out)}), not the output that was "
@@ -64,14 +70,44 @@ def pairs_from_manifest(output_dir: str) -> list[VerifyPair]:
     return sorted(pairs + _without_output(manifest, partials), key=lambda p: p.output)
 
 
+def _place(output_dir: str, relpath: str, mode: str | None) -> str | None:
+    """Where the run puts the output of the source recorded as ``relpath`` (the job's
+    naming: ``process`` appends ``_dcn``), or None for a relative path no run places."""
+    rel = output_relpath(relpath) if mode == "process" else relpath
+    try:
+        return output_path(SourceEntry("", rel, output_dir), output_dir)
+    except PlanError:
+        return None
+
+
+def _relative(path: str, output_dir: str) -> str:
+    """``path`` relative to ``output_dir``, POSIX style, as the manifest records it."""
+    return os.path.relpath(path, output_dir).replace(os.sep, "/")
+
+
+def _elsewhere(manifest: Manifest, relpath: str, rec: ManifestRecord,
+               out: str | None) -> VerifyPair:
+    """The verdict on a record whose output is not where the run puts it (another place,
+    absolute, or outside the directory): one problem, the file it names never read."""
+    if out is None:
+        return VerifyPair(output=manifest.path, source=rec.source, verdict=(
+            f"{manifest.path}: the record of {rec.source} has the relative path {relpath!r}, "
+            f"which no output of this directory has; not followed"))
+    return VerifyPair(output=out, source=rec.source, verdict=(
+        f"{out}: the manifest records the output of {rec.source} as {rec.output!r}, not "
+        f"here where the run puts it; not followed"))
+
+
 def _without_output(manifest: Manifest, partials: list[str]) -> list[VerifyPair]:
     """One settled pair per source the manifest says has no output here: its conversion
     failed, or a run planned it and never recorded it (killed, or still running), and one
     for the ``partials`` (files below the directory) or marker such a run leaves."""
     pairs = []
-    for rec in manifest.records.values():
+    mode = ((manifest.options or {}).get("job") or {}).get("mode")
+    for relpath, rec in manifest.records.items():
         if rec.status != "done":
-            pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, rec.output),
+            pairs.append(VerifyPair(output=(_place(manifest.output_dir, relpath, mode)
+                                            or manifest.path),
                                     source=rec.source, verdict=(
                 f"{rec.source}: has no output here: it failed ({rec.error})"
                 + _gone(rec.source, manifest.output_dir))))
