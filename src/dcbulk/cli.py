@@ -30,7 +30,8 @@ from .command import Command
 from .errors import DcbulkError, UsageError, one_line, printable
 from .interrupts import Terminated, stopping
 from .modes.verify import VerifyJob, VerifyReport, pairs_of
-from .monitor import RunState, dashboard_page, live_page, observers, recorded
+from .monitor import (RunState, dashboard_page, live_page, observers, performance_report,
+                      recorded)
 from .progress import ArchiveProgress
 from .read.layout import file_lines, file_summary
 from .runlog import LOG_DIRNAME, log_dir_for, logged_client, run_log, terminal_warnings
@@ -142,6 +143,7 @@ def _execute(ns, plan: RunPlan, shown: dict, err, log_dir: str, log_kind: str, *
     finally:
         if progress is not None:
             progress.close()
+        ns.unwritten_reports = list(state.unwritten)  # the exit status says so
     return report, log_path, page
 
 
@@ -173,11 +175,7 @@ def _open_cluster(ns, state: RunState, plan: RunPlan, log_path: str, err):
             print(f"dcbulk {__version__}: {_plural(len(plan.decisions), 'file')}, "
                   f"{plan.total_bytes / 1e6:,.0f} MB; dashboard: {client.dashboard_link}"
                   + (f"; dcbulk page: {page}" if page else ""), file=err, flush=True)
-        from distributed import performance_report
-        perf = getattr(ns, "performance_report", None)
-        # inline: Bokeh's JavaScript in the file, so that it opens offline
-        with (performance_report(filename=perf, mode="inline") if perf
-              else contextlib.nullcontext()):
+        with performance_report(state, getattr(ns, "performance_report", None)):
             yield client, page
 
 
@@ -208,7 +206,16 @@ def _print_plan(ns, plan, out) -> None:
 def _finish(ns, report, out, log_path: str | None = None, page: str | None = None,
             verb: str = "converted", where: str | None = None) -> int:
     _print_summary(report, out, log_path, page, verb, where)
-    return EXIT_OK if report.ok else EXIT_FAILED_FILES
+    return _status(ns, report.ok)
+
+
+def _status(ns, ok: bool) -> int:
+    """The exit status of a run that ended: 0, 1 when a file failed (differs, for verify),
+    3 when a report it was asked for could not be written (its line is printed; automation
+    must not read an old report as this run's)."""
+    if getattr(ns, "unwritten_reports", None):
+        return EXIT_ERROR
+    return EXIT_OK if ok else EXIT_FAILED_FILES
 
 
 def _demo(ns, out=None) -> int:
@@ -286,7 +293,7 @@ def _verify(ns, out=None, err=None) -> int:
     print(f"dcbulk verify: {_plural(counts['files'], 'file')}, {counts['equal']} equal, "
           f"{counts['mismatched']} differ{alone} ({_plural(counts['problems'], 'problem')}) "
           f"in {command_seconds():,.1f} s" + (f"; page: {page}" if page else ""), file=out)
-    return EXIT_OK if report.ok else EXIT_FAILED_FILES
+    return _status(ns, report.ok)
 
 
 def _plural(n: int, word: str) -> str:

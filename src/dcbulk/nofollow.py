@@ -13,12 +13,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable
 from os import PathLike
 
 from .errors import LinkRefusedError
 
 __all__ = ["check_parents", "make_dir", "open_nofollow", "refuse_link", "refuse_unless_file",
-           "write_nofollow"]
+           "replace_nofollow", "write_nofollow"]
 
 
 def _refuse(path: str, what: str) -> LinkRefusedError:
@@ -84,6 +85,31 @@ def refuse_unless_file(path: str | PathLike) -> None:
         raise _refuse(os.fspath(path), "is a symbolic link")
     if not stat.S_ISREG(st.st_mode):
         raise _refuse(os.fspath(path), "is not a regular file")
+
+
+def replace_nofollow(path: str | PathLike, write: Callable[[str], object]) -> str:
+    """Make ``path`` by ``write(tmp)`` to a temporary sibling, renamed over ``path`` only
+    if that is absent or a regular file (a rename would replace a link, FIFO or device
+    node itself); the temporary file is removed on any error. Returns the absolute path.
+
+    Raises
+    ------
+    LinkRefusedError
+        ``path`` is a symbolic link or not a regular file.
+    OSError
+        Any failure to write or rename.
+    """
+    path = os.path.abspath(os.fspath(path))
+    tmp = f"{path}.{os.getpid()}.partial"
+    try:
+        write(tmp)
+        refuse_unless_file(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.isfile(tmp) and not os.path.islink(tmp):
+            os.remove(tmp)
+        raise
+    return path
 
 
 def write_nofollow(path: str | PathLike, data: bytes) -> None:

@@ -17,6 +17,7 @@ from importlib import metadata
 
 import numpy as np
 
+from ..nofollow import replace_nofollow
 from .page import summary_html
 from .state import RunState, throughput_series
 
@@ -181,17 +182,13 @@ def render_html_report(state: RunState, *, table_rows: int = TABLE_ROWS) -> str:
 
 def write_html_report(state: RunState, path: str | os.PathLike, *,
                       table_rows: int = TABLE_ROWS) -> str:
-    """Write :func:`render_html_report` to ``path`` (through a temporary file); return it."""
-    path = os.path.abspath(os.fspath(path))
+    """Write :func:`render_html_report` to ``path`` (through a temporary file, never over a
+    link or a file that is not regular: :func:`~dcbulk.nofollow.replace_nofollow`); return
+    it."""
     text = render_html_report(state, table_rows=table_rows)
-    tmp = f"{path}.{os.getpid()}.partial"
-    try:
+
+    def write(tmp: str) -> None:
         # undecodable file names (surrogate escapes) are shown as \udcxx, not refused
         with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return replace_nofollow(path, write)

@@ -20,14 +20,14 @@ from typing import TextIO
 
 import dask
 
-from ..errors import one_line
-from ..nofollow import write_nofollow
+from ..errors import DcbulkError, one_line
+from ..nofollow import replace_nofollow, write_nofollow
 from .page import PLUGIN_NAME, ROUTE, page_doc
 from .report_html import write_html_report
 from .state import RunState
 
-__all__ = ["HTTP_MODULE", "dashboard_page", "live_page", "page_url", "recorded",
-           "write_json_report"]
+__all__ = ["HTTP_MODULE", "dashboard_page", "live_page", "page_url", "performance_report",
+           "recorded", "write_json_report"]
 
 #: the module distributed imports for the page's JSON route
 HTTP_MODULE = "dcbulk.monitor.http"
@@ -148,10 +148,31 @@ def recorded(state: RunState, html_report: str | None = None,
     finally:
         state.end(outcome)
         if state.json_report and json_doc is not None:
-            _write_report("JSON", state.json_report, lambda path: write_json_report(
+            _write_report(state, "JSON", state.json_report, lambda path: write_json_report(
                 {**json_doc(), "outcome": state.outcome}, path))
         if html_report:
-            _write_report("HTML", html_report, lambda path: write_html_report(state, path))
+            _write_report(state, "HTML", html_report, lambda path: write_html_report(state, path))
+
+
+@contextlib.contextmanager
+def performance_report(state: RunState, path: str | None) -> Iterator[None]:
+    """dask's performance report of what runs inside (resources inline: it opens offline),
+    written as the HTML report is: through a temporary sibling, never over a link or a file
+    that is not regular (dask's own writer would block on a FIFO); one that cannot be
+    written is one line on stderr (:func:`_write_report`). Needs the run's client."""
+    if not path:
+        yield
+        return
+    from distributed import performance_report as dask_report
+    report = dask_report(filename=path, mode="inline")  # written to a temporary sibling
+    report.__enter__()
+    try:
+        yield
+    finally:
+        def write(tmp: str) -> None:
+            report.filename = tmp
+            report.__exit__(None, None, None)
+        _write_report(state, "performance", path, lambda p: replace_nofollow(p, write))
 
 
 def write_json_report(doc: dict, path: str | os.PathLike) -> None:
@@ -159,9 +180,13 @@ def write_json_report(doc: dict, path: str | os.PathLike) -> None:
     write_nofollow(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
 
 
-def _write_report(kind: str, path: str, write: Callable[[str], object]) -> None:
+def _write_report(state: RunState, kind: str, path: str,
+                  write: Callable[[str], object]) -> None:
+    """Write one report; one that cannot be written is one line on stderr, and its path
+    is kept in ``state.unwritten`` (the command's exit status says so)."""
     try:
         write(path)
-    except OSError as exc:
+    except (OSError, DcbulkError) as exc:
+        state.unwritten.append(path)
         print(f"dcbulk: the {kind} report {path} could not be written "
               f"({one_line(exc, 200)})", file=sys.stderr)

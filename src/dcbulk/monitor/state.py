@@ -90,6 +90,7 @@ class RunState:
         self.outcome = "running"  # then "finished", "failed: <reason>" or "interrupted"
         self.page_url: str | None = None
         self.json_report: str | None = None
+        self.unwritten: list[str] = []  # reports that could not be written
         self.rows: list[FileRow] = []
         self.names = _task_names(outputs)
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
