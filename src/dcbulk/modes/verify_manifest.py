@@ -103,11 +103,9 @@ def _without_output(manifest: Manifest, partials: list[str]) -> list[VerifyPair]
     failed, or a run planned it and never recorded it (killed, or still running), and one
     for the ``partials`` (files below the directory) or marker such a run leaves."""
     pairs = []
-    mode = ((manifest.options or {}).get("job") or {}).get("mode")
     for relpath, rec in manifest.records.items():
-        if rec.status != "done":
-            pairs.append(VerifyPair(output=(_place(manifest.output_dir, relpath, mode)
-                                            or manifest.path),
+        if rec.status != "done":  # labelled by its key, never by the record's output
+            pairs.append(VerifyPair(output=os.path.join(manifest.output_dir, relpath),
                                     source=rec.source, verdict=(
                 f"{rec.source}: has no output here: it failed ({rec.error})"
                 + _gone(rec.source, manifest.output_dir))))
