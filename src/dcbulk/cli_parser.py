@@ -67,9 +67,24 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-limit", metavar="M", help="per worker, e.g. 4GB")
     g.add_argument("--jobs", type=positive_count, metavar="N",
                    help="batch jobs to submit [dcbulk.jobs, 1]")
-    g.add_argument("--timeout", metavar="T", help="wait this long for the scheduler [dask's "
+    g.add_argument("--timeout", metavar="T", type=_timeout, help="wait this long for the scheduler [dask's "
                    "distributed.comm.timeouts.connect] or the first batch worker "
                    "[dcbulk.worker-timeout]")
+
+
+def _timeout(text: str) -> str:
+    """argparse type of ``--timeout``: a duration dask reads, finite and above 0 (``abc``,
+    ``-5`` or ``nan`` were taken without a word where no scheduler uses it: a local run)."""
+    from .cluster.config import duration
+    from .errors import ConfigError
+    try:
+        seconds = duration(text, "--timeout")
+    except ConfigError:
+        seconds = None
+    if seconds is None or not seconds > 0:
+        raise argparse.ArgumentTypeError(f"not a duration such as '30s' or '10 minutes': "
+                                         f"{text!r}")
+    return text
 
 
 def _compression_help() -> str:

@@ -23,8 +23,9 @@ import dask
 import pytest
 import yaml
 
-from dcbulk.cli import EXIT_ERROR, main
-from dcbulk.cluster import DEFAULTS, KINDS, job_script, open_client, setting, use_config_file
+from dcbulk.cli import EXIT_ERROR, EXIT_USAGE, main
+from dcbulk.cluster import (DEFAULTS, KINDS, check_client, job_script, open_client, setting,
+                            use_config_file)
 from dcbulk.engine.client import WORKER_ENVIRON
 from dcbulk.errors import ConfigError
 
@@ -704,15 +705,27 @@ def test_a_memory_limit_of_the_config_that_is_no_size_is_one_line(tmp_path, caps
         f"the machine's memory such as 0.5, or auto, {words}\n")
 
 
-@pytest.mark.parametrize("timeout", ["nan", "inf", "1e400"])
-def test_a_timeout_that_never_ends_is_one_line(timeout, capsys, tmp_path):
-    """``--timeout 1e400`` (infinity) with a scheduler waited for ever."""
-    status = main(["convert", str(tmp_path), "-o", str(tmp_path / "out"), "-q",
-                   "--scheduler", "tcp://127.0.0.1:9", "--timeout", timeout])
+@pytest.mark.parametrize("timeout", ["nan", "inf", "1e400", "abc", "-5", "0"])
+@pytest.mark.parametrize("where", [["--scheduler", "tcp://127.0.0.1:9"], []],
+                         ids=["scheduler", "local"])
+def test_a_timeout_that_is_no_duration_is_a_usage_error(timeout, where, capsys, tmp_path):
+    """``--timeout 1e400`` (infinity) with a scheduler waited for ever; ``abc``, ``-5`` or
+    ``nan`` were taken without a word by a local run, which does not use them."""
+    status = main(["convert", str(tmp_path), "-o", str(tmp_path / "out"), "-q", *where,
+                   "--timeout", timeout])
     err = capsys.readouterr().err
-    assert status == EXIT_ERROR and err == (
-        f"dcbulk: error: tcp://127.0.0.1:9: timeout '{timeout}' is not a duration such as "
-        "'30s' or '10 minutes'\n"), err
+    assert status == EXIT_USAGE and err == (
+        f"dcbulk convert: usage error: argument --timeout: not a duration such as '30s' or "
+        f"'10 minutes': '{timeout}' (see dcbulk convert --help)\n"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("timeout", ["nan", "1e400"])
+def test_a_timeout_of_the_api_that_never_ends_is_one_line(timeout):
+    """The Python API's ``timeout=`` with a scheduler: one line, not a wait for ever."""
+    with pytest.raises(ConfigError, match=rf"tcp://127\.0\.0\.1:9: timeout '{timeout}' is "
+                       r"not a duration such as '30s' or '10 minutes'"):
+        check_client(scheduler="tcp://127.0.0.1:9", timeout=timeout)
 
 
 @pytest.mark.parametrize("argv, name, what, why", [
