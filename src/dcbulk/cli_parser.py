@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 from ._version import __version__
 from .cli_options import add_source_args
+from .cluster.config import duration
 from .codec import choices_text
 from .command import Command, positive_count
+from .errors import ConfigError
 from .registry import commands
 
 __all__ = ["build_parser"]
@@ -75,8 +77,6 @@ def _add_cluster_args(p: argparse.ArgumentParser) -> None:
 def _timeout(text: str) -> str:
     """argparse type of ``--timeout``: a duration dask reads, finite and above 0 (``abc``,
     ``-5`` or ``nan`` were taken without a word where no scheduler uses it: a local run)."""
-    from .cluster.config import duration
-    from .errors import ConfigError
     try:
         seconds = duration(text, "--timeout")
     except ConfigError:
